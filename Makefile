@@ -1,0 +1,37 @@
+# The two set-up commands: `make run` serves the API, `make test` runs the tests.
+# Both create the virtualenv and install the pinned requirements on first use.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tftsite
+export REDIS_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: run test lint venv clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+run: venv
+	@bin/run
+
+# PostgreSQL (DATABASE_URL, default the local server) and Redis for the main pass; then the
+# ingest tests again on the embedded SQLite default. pytest exit code 5 (no tests) fails.
+test: venv
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} DEBUG=false DJANGO_SECRET_KEY=test-only-secret \
+		ALLOWED_HOSTS=localhost,testserver $(PY) -m pytest $(PYTEST_ARGS)
+	env -u DATABASE_URL -u CELERY_BROKER_URL DEBUG=false DJANGO_SECRET_KEY=test-only-secret \
+		ALLOWED_HOSTS=localhost,testserver TFT_DATA_DIR=$$(mktemp -d) $(PY) -m pytest tests/ingest $(PYTEST_ARGS)
+
+lint: venv
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,332 @@
+"""Writes for the ingest app: records, rollups, counters, retention.
+
+records_ingest is the one write path for the API and the import command. A batch is one
+transaction: servers, records, 5-minute rollups and counters commit together or not at all, so an
+acknowledged record is stored exactly once and the rollups always equal the records they sum.
+"""
+
+import logging
+import os
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+
+from ingest.contract import METRICS, STATES, profile_for
+from ingest.models import FeedCounter, MetricBucket
+from ingest.selectors import counters_totals, fleet_readiness
+from ingest.validation import CleanRecord
+
+logger = logging.getLogger(__name__)
+
+_RECORD_COLUMNS = ("server_id", "timestamp", *METRICS, "state", "received_at")
+_BUCKET_COLUMNS = (
+    "server_id",
+    "bucket_start",
+    "count",
+    *(f"{m}_{agg}" for m in METRICS for agg in ("sum", "max")),
+    *(f"n_{s}" for s in STATES),
+)
+_PG_TYPES = {
+    "server_id": "bigint",
+    "timestamp": "timestamptz",
+    "received_at": "timestamptz",
+    "bucket_start": "timestamptz",
+    "count": "integer",
+    "state": "text",
+    "name": "text",
+    "profile": "text",
+    "first_seen": "timestamptz",
+    "last_seen": "timestamptz",
+    "last_received_at": "timestamptz",
+    "record_count": "bigint",
+}
+# SQLite has at most 32,766 host parameters per statement.
+_SQLITE_MAX_PARAMS = 30_000
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+    tick: int
+    window_size: int
+    servers_tracked: int
+    servers_ready: int
+
+    @property
+    def warmup_complete(self) -> bool:
+        return self.servers_tracked > 0 and self.servers_ready == self.servers_tracked
+
+
+def bucket_start_of(timestamp: datetime, *, step_minutes: int | None = None) -> datetime:
+    step = (step_minutes or settings.TFT_STEP_MINUTES) * 60
+    epoch = int(timestamp.timestamp())
+    return datetime.fromtimestamp(epoch - epoch % step, tz=UTC)
+
+
+def _pg_type(column: str) -> str:
+    return _PG_TYPES.get(column, "integer" if column.startswith("n_") else "float8")
+
+
+def _insert(table: str, columns: tuple[str, ...], rows: list[tuple], *, tail: str = "", returning: str = "") -> list[tuple]:
+    """INSERT many rows in one statement (chunked only where SQLite's parameter limit forces it).
+
+    Postgres gets one array per column through unnest(), which keeps the statement text constant
+    and the round trips at one per table.
+    """
+    if not rows:
+        return []
+    column_list = ", ".join(columns)
+    suffix = f" {tail}" + (f" RETURNING {returning}" if returning else "")
+    out: list[tuple] = []
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            arrays = ", ".join(f"%s::{_pg_type(c)}[]" for c in columns)
+            sql = f"INSERT INTO {table} ({column_list}) SELECT * FROM unnest({arrays}){suffix}"
+            cursor.execute(sql, [list(col) for col in zip(*rows, strict=True)])
+            if returning:
+                out.extend(cursor.fetchall())
+            return out
+        adapt = connection.ops.adapt_datetimefield_value
+        per_row = len(columns)
+        chunk = max(1, _SQLITE_MAX_PARAMS // per_row)
+        placeholder = "(" + ", ".join(["%s"] * per_row) + ")"
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            params = [adapt(v) if isinstance(v, datetime) else v for row in part for v in row]
+            # "SELECT … WHERE true" keeps SQLite from reading ON CONFLICT as part of a join.
+            sql = (
+                f"INSERT INTO {table} ({column_list}) SELECT * FROM (VALUES {', '.join([placeholder] * len(part))}) "
+                f"WHERE true{suffix}"
+            )
+            cursor.execute(sql, params)
+            if returning:
+                out.extend(cursor.fetchall())
+    return out
+
+
+def _greatest(a: str, b: str) -> str:
+    return f"GREATEST({a}, {b})" if connection.vendor == "postgresql" else f"MAX({a}, {b})"
+
+
+def _least(a: str, b: str) -> str:
+    return f"LEAST({a}, {b})" if connection.vendor == "postgresql" else f"MIN({a}, {b})"
+
+
+def _upsert_servers(records: list[CleanRecord], *, received_at: datetime) -> dict[str, int]:
+    """Create unseen servers and lock every server of the batch, in name order.
+
+    Locking in one global order is what keeps concurrent overlapping batches from deadlocking.
+    """
+    spans: dict[str, list[datetime]] = {}
+    for record in records:
+        span = spans.get(record.server_name)
+        if span is None:
+            spans[record.server_name] = [record.timestamp, record.timestamp]
+        elif record.timestamp < span[0]:
+            span[0] = record.timestamp
+        elif record.timestamp > span[1]:
+            span[1] = record.timestamp
+    rows = [
+        (name, profile_for(name), span[0], span[1], received_at, 0)
+        for name, span in sorted(spans.items())
+    ]
+    table = "ingest_server"
+    returned = _insert(
+        table,
+        ("name", "profile", "first_seen", "last_seen", "last_received_at", "record_count"),
+        rows,
+        tail=f"ON CONFLICT (name) DO UPDATE SET last_received_at = {_greatest(f'{table}.last_received_at', 'excluded.last_received_at')}",
+        returning="id, name",
+    )
+    return {name: server_id for server_id, name in returned}
+
+
+def _rollups(inserted: list[tuple], step_minutes: int) -> list[tuple]:
+    """Aggregate freshly inserted records into bucket increments (count, sums, maxima, states)."""
+    step = step_minutes * 60
+    state_pos = {state: i for i, state in enumerate(STATES)}
+    buckets: dict[tuple[int, int], list] = {}
+    n_metrics = len(METRICS)
+    for server_id, timestamp, *values, state in inserted:
+        epoch = int(timestamp.timestamp())
+        key = (server_id, epoch - epoch % step)
+        acc = buckets.get(key)
+        if acc is None:
+            acc = buckets[key] = [0, [0.0] * n_metrics, [float("-inf")] * n_metrics, [0] * len(STATES)]
+        acc[0] += 1
+        sums, maxima = acc[1], acc[2]
+        for i, value in enumerate(values):
+            sums[i] += value
+            if value > maxima[i]:
+                maxima[i] = value
+        acc[3][state_pos[state]] += 1
+    rows = []
+    for (server_id, start), (count, sums, maxima, states) in sorted(buckets.items()):
+        metric_cols = [v for pair in zip(sums, maxima, strict=True) for v in pair]
+        rows.append((server_id, datetime.fromtimestamp(start, tz=UTC), count, *metric_cols, *states))
+    return rows
+
+
+def _upsert_buckets(rows: list[tuple]) -> None:
+    table = "ingest_metricbucket"
+    updates = [f"count = {table}.count + excluded.count"]
+    for metric in METRICS:
+        updates.append(f"{metric}_sum = {table}.{metric}_sum + excluded.{metric}_sum")
+        updates.append(f"{metric}_max = {_greatest(f'{table}.{metric}_max', f'excluded.{metric}_max')}")
+    updates.extend(f"n_{s} = {table}.n_{s} + excluded.n_{s}" for s in STATES)
+    _insert(
+        table,
+        _BUCKET_COLUMNS,
+        rows,
+        tail=f"ON CONFLICT (server_id, bucket_start) DO UPDATE SET {', '.join(updates)}",
+    )
+
+
+def _update_servers(inserted: list[tuple]) -> None:
+    per_server: dict[int, list] = {}
+    for server_id, timestamp, *_ in inserted:
+        span = per_server.get(server_id)
+        if span is None:
+            per_server[server_id] = [1, timestamp, timestamp]
+        else:
+            span[0] += 1
+            if timestamp < span[1]:
+                span[1] = timestamp
+            if timestamp > span[2]:
+                span[2] = timestamp
+    if not per_server:
+        return
+    table = "ingest_server"
+    rows = [(sid, n, lo, hi) for sid, (n, lo, hi) in sorted(per_server.items())]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"UPDATE {table} AS s SET record_count = s.record_count + v.n, "
+                f"first_seen = LEAST(s.first_seen, v.lo), last_seen = GREATEST(s.last_seen, v.hi) "
+                f"FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::timestamptz[]) AS v(id, n, lo, hi) "
+                f"WHERE s.id = v.id",
+                [list(col) for col in zip(*rows, strict=True)],
+            )
+        else:
+            cursor.executemany(
+                f"UPDATE {table} SET record_count = record_count + %s, first_seen = MIN(first_seen, %s), "
+                f"last_seen = MAX(last_seen, %s) WHERE id = %s",
+                [(n, _db_datetime(lo), _db_datetime(hi), sid) for sid, n, lo, hi in rows],
+            )
+
+
+def _bump_counter(*, accepted: int) -> None:
+    # Last statement of the transaction, so the slot's row lock is held as briefly as possible.
+    slot = (os.getpid() + random.randrange(FeedCounter.SLOTS)) % FeedCounter.SLOTS
+    updated = FeedCounter.objects.filter(slot=slot).update(
+        batches=F("batches") + 1, records=F("records") + accepted
+    )
+    if not updated:  # the slot rows are created by a migration; recreate if someone deleted them
+        FeedCounter.objects.create(slot=slot, batches=1, records=accepted)
+
+
+def records_ingest(*, records: list[CleanRecord], received_at: datetime | None = None) -> IngestResult:
+    """Store a validated batch atomically and idempotently; returns what the feed API reports.
+
+    Records whose server+timestamp is already stored (a client retry, an overlapping backfill)
+    are counted as duplicates and change nothing.
+    """
+    received_at = received_at or datetime.now(UTC)
+    unique: dict[tuple[str, datetime], CleanRecord] = {}
+    for record in records:
+        unique.setdefault((record.server_name, record.timestamp), record)
+    batch = list(unique.values())
+
+    with transaction.atomic():
+        server_ids = _upsert_servers(batch, received_at=received_at)
+        rows = sorted(
+            (
+                server_ids[r.server_name],
+                r.timestamp,
+                r.cpu_pct,
+                r.mem_pct,
+                r.disk_io_mb_s,
+                r.latency_ms,
+                r.state,
+                received_at,
+            )
+            for r in batch
+        )
+        inserted = _insert(
+            "ingest_metricrecord",
+            _RECORD_COLUMNS,
+            rows,
+            tail="ON CONFLICT (server_id, timestamp) DO NOTHING",
+            returning="server_id, timestamp, " + ", ".join(METRICS) + ", state",
+        )
+        inserted = [_as_aware(row) for row in inserted]
+        _upsert_buckets(_rollups(inserted, settings.TFT_STEP_MINUTES))
+        _update_servers(inserted)
+        _bump_counter(accepted=len(inserted))
+
+    totals = counters_totals()
+    readiness = fleet_readiness()
+    return IngestResult(
+        accepted=len(inserted),
+        duplicates=len(records) - len(inserted),
+        tick=totals.batches,
+        window_size=totals.records,
+        servers_tracked=readiness.tracked,
+        servers_ready=readiness.ready,
+    )
+
+
+def _as_aware(row: tuple) -> tuple:
+    timestamp = row[1]
+    if isinstance(timestamp, str):
+        timestamp = datetime.fromisoformat(timestamp)
+    if timestamp.tzinfo is None:
+        timestamp = timestamp.replace(tzinfo=UTC)
+    return (row[0], timestamp, *row[2:])
+
+
+def records_prune(*, older_than: datetime | None = None, chunk_size: int = 20_000) -> int:
+    """Delete raw records older than the retention period, and rollups past their own retention.
+
+    Works in chunks (each its own transaction) so it never holds long locks against the feed, and
+    keeps per-server and global record counts exact.
+    """
+    cutoff = older_than or datetime.now(UTC) - timedelta(days=settings.TFT_RETENTION_DAYS)
+    deleted_total = 0
+    while True:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "DELETE FROM ingest_metricrecord WHERE id IN ("
+                    "SELECT id FROM ingest_metricrecord WHERE timestamp < %s LIMIT %s) RETURNING server_id",
+                    [_db_datetime(cutoff), chunk_size],
+                )
+                deleted = cursor.fetchall()
+            if not deleted:
+                break
+            per_server: dict[int, int] = defaultdict(int)
+            for (server_id,) in deleted:
+                per_server[server_id] += 1
+            with connection.cursor() as cursor:
+                cursor.executemany(
+                    "UPDATE ingest_server SET record_count = record_count - %s WHERE id = %s",
+                    sorted((n, sid) for sid, n in per_server.items()),
+                )
+            FeedCounter.objects.filter(slot=0).update(records=F("records") - len(deleted))
+            deleted_total += len(deleted)
+    bucket_cutoff = datetime.now(UTC) - timedelta(days=settings.TFT_ROLLUP_RETENTION_DAYS)
+    buckets_deleted, _ = MetricBucket.objects.filter(bucket_start__lt=min(bucket_cutoff, cutoff)).delete()
+    logger.info("pruned raw records", extra={"records_deleted": deleted_total, "buckets_deleted": buckets_deleted, "cutoff": cutoff.isoformat()})
+    return deleted_total
+
+
+def _db_datetime(value: datetime):
+    if connection.vendor == "postgresql":
+        return value
+    return connection.ops.adapt_datetimefield_value(value)

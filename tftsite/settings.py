@@ -1,0 +1,217 @@
+"""tftsite settings: one file, driven by environment variables (see README and .env.example).
+
+With no environment set the service runs on embedded defaults: a SQLite file in WAL mode and a
+filesystem Celery broker, both under TFT_DATA_DIR. With DATABASE_URL / CELERY_BROKER_URL it runs on
+Postgres and Redis. The code path is the same in both cases.
+"""
+
+from pathlib import Path
+
+from tftsite.env import (
+    ConfigError,
+    database_from_url,
+    env_bool,
+    env_choice,
+    env_int,
+    env_list,
+    env_str,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DATABASE_URL = env_str("DATABASE_URL")
+# Embedded mode (no DATABASE_URL) is the zero-configuration local setup, so DEBUG defaults on there;
+# a deployment on Postgres defaults to production behaviour (secret key and API key required).
+DEBUG = env_bool("DEBUG", not DATABASE_URL)
+
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ConfigError(
+            "DJANGO_SECRET_KEY is required when DEBUG is off "
+            "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(50))')"
+        )
+    # Only for DEBUG: a key that is obviously not for production.
+    SECRET_KEY = "insecure-debug-only-key-do-not-use-in-production"
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+if not DEBUG and not ALLOWED_HOSTS:
+    raise ConfigError("ALLOWED_HOSTS is required when DEBUG is off (comma-separated host names)")
+
+# Where the embedded defaults keep their files (SQLite database, filesystem broker, beat schedule).
+DATA_DIR = Path(env_str("TFT_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "ingest",
+    "forecasting",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # static files from gunicorn, no separate server
+    "ingest.middleware.DatabaseUnavailableMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "tftsite.urls"
+WSGI_APPLICATION = "tftsite.wsgi.application"
+ASGI_APPLICATION = "tftsite.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+if DATABASE_URL:
+    DATABASES = {"default": database_from_url("DATABASE_URL", DATABASE_URL)}
+else:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(DATA_DIR / "tftsite.sqlite3"),
+            "OPTIONS": {
+                # Web and worker write concurrently: WAL lets readers run beside one writer, the
+                # busy timeout makes a second writer wait instead of failing, and IMMEDIATE takes
+                # the write lock at BEGIN so two writers never deadlock on a lock upgrade.
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": (
+                    "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;PRAGMA busy_timeout=20000;"
+                ),
+            },
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+# The admin lists thousands of metric records: never count the whole table for pagination.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("TFT_MAX_BODY_BYTES", 16 * 1024 * 1024, minimum=1024)
+
+# --- REST framework -------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "ingest.api.exception_handler",
+}
+
+# --- Product settings -----------------------------------------------------------------------
+TFT_API_KEY = env_str("TFT_API_KEY")
+TFT_WARMUP_RECORDS = env_int("TFT_WARMUP_RECORDS", 150, minimum=1)
+TFT_STEP_MINUTES = env_int("TFT_STEP_MINUTES", 5, minimum=1, maximum=60)
+if 60 % TFT_STEP_MINUTES:
+    raise ConfigError(f"TFT_STEP_MINUTES={TFT_STEP_MINUTES} must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)")
+TFT_RETENTION_DAYS = env_int("TFT_RETENTION_DAYS", 14, minimum=2)
+TFT_MAX_BATCH_RECORDS = env_int("TFT_MAX_BATCH_RECORDS", 10_000, minimum=1)
+# Rollups are tiny (288 rows per server per day) and feed 24 h of model context: keep them longer.
+TFT_ROLLUP_RETENTION_DAYS = env_int("TFT_ROLLUP_RETENTION_DAYS", 90, minimum=2)
+TFT_MAX_FUTURE_SECONDS = 300  # records more than 5 minutes ahead of our clock are rejected
+TFT_PREDICTION_INTERVAL_SECONDS = env_int("TFT_PREDICTION_INTERVAL_SECONDS", 60, minimum=5)
+TFT_DEVICE = env_choice("TFT_DEVICE", "auto", ("auto", "cpu", "cuda"))
+TFT_GPU_QUEUE = env_str("TFT_GPU_QUEUE", "gpu")
+TFT_MODELS_DIR = Path(env_str("TFT_MODELS_DIR", str(BASE_DIR / "models"))).resolve()
+
+# --- Celery ---------------------------------------------------------------------------------
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "filesystem://"
+if CELERY_BROKER_URL == "filesystem://":
+    # Embedded broker: one folder shared by every process on this machine, no server needed.
+    _broker_dir = DATA_DIR / "broker"
+    for _folder in ("queue", "processed"):
+        (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TIMEZONE = "UTC"
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_SOFT_TIME_LIMIT = 300
+CELERY_TASK_TIME_LIMIT = 360
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+CELERY_TASK_ROUTES = {"forecasting.tasks.predict_fleet_chunk": {"queue": TFT_GPU_QUEUE}}
+# The one beat schedule. Each entry expires before the next one is due, so a backlog
+# never piles up stale runs.
+CELERY_BEAT_SCHEDULE = {
+    "predict-fleet": {
+        "task": "forecasting.tasks.predict_fleet",
+        "schedule": float(TFT_PREDICTION_INTERVAL_SECONDS),
+        "options": {"expires": TFT_PREDICTION_INTERVAL_SECONDS * 0.9},
+    },
+    "prune-records": {
+        "task": "ingest.tasks.prune_records",
+        "schedule": 24 * 3600.0,
+        "options": {"expires": 3600},
+    },
+}
+
+# --- Logging: one structured JSON line per event on stdout ----------------------------------
+LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")).upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "tftsite.logging.JsonFormatter"}},
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json"}},
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "loggers": {
+        # Replace Django's own console/mail handlers so every line goes out once, as JSON.
+        "django": {"handlers": ["stdout"], "level": LOG_LEVEL, "propagate": False},
+        "django.db.backends": {"level": "INFO"},
+        "celery": {"level": LOG_LEVEL},
+    },
+}
