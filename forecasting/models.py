@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 
 
@@ -26,3 +27,146 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class PredictionRun(models.Model):
+    """One fleet forecast. Only a *complete* run is ever served; at most one runs at a time."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        COMPLETE = "complete"
+        FAILED = "failed"
+        EXPIRED = "expired"  # its worker died or stalled; a later run took over
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    started_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL)
+    model_name = models.CharField(max_length=128, blank=True)
+    device = models.CharField(max_length=32, blank=True)
+    servers = models.IntegerField(default=0)
+    tft_count = models.IntegerField(default=0)
+    fallback_count = models.IntegerField(default=0)
+    fallback_reasons = models.JSONField(default=dict, blank=True)  # reason → servers
+    chunks_total = models.IntegerField(default=1)
+    chunks_done = models.IntegerField(default=0)
+    durations = models.JSONField(default=dict, blank=True)  # phase → seconds, summed over chunks
+    environment = models.JSONField(default=dict, blank=True)  # the fleet section of /predictions/current
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            # The overlap guard: a second run cannot even be inserted while one is running.
+            models.UniqueConstraint(
+                fields=["status"], condition=models.Q(status="running"), name="one_running_prediction_run"
+            )
+        ]
+        indexes = [models.Index(fields=["status", "-finished_at"], name="run_status_finished_idx")]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} ({self.status})"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+class ServerForecast(models.Model):
+    """One server's 8-hour forecast within a run."""
+
+    class Method(models.TextChoices):
+        TFT = "tft"
+        HEURISTIC = "heuristic"
+
+    run = models.ForeignKey(PredictionRun, on_delete=models.CASCADE, related_name="forecasts")
+    server = models.ForeignKey("ingest.Server", on_delete=models.CASCADE, related_name="forecasts")
+    method = models.CharField(max_length=16, choices=Method.choices)
+    fallback_reason = models.CharField(max_length=200, blank=True)
+    origin = models.DateTimeField(help_text="start of the first forecast step (just after the last bucket)")
+    encoder_steps = models.IntegerField()
+    prob_30m = models.FloatField()
+    prob_8h = models.FloatField()
+    state = models.CharField(max_length=16, blank=True, help_text="dominant state of the last bucket")
+    # {metric: {"p10": [96], "p50": [96], "p90": [96], "current": x, "trend": y}} as JSON text:
+    # the read path splices it into responses without parsing and re-encoding 1,152 floats a server.
+    payload = models.TextField()
+    # {metric: {"peak_p50", "peak_p90", "peak_step", "critical", "warning", "prob_30m", "prob_8h"}}
+    summary = models.JSONField(default=dict)
+    # Alerts this forecast calls for; the run's finalisation turns them into Alert rows.
+    alert_candidates = models.JSONField(default=list)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "server"], name="uniq_forecast_run_server")]
+
+    def __str__(self) -> str:
+        return f"{self.server_id} in run {self.run_id}"
+
+
+class AlertThreshold(models.Model):
+    """Per-metric warning and critical thresholds (editable in the admin).
+
+    Absolute thresholds are in the metric's unit. Relative ones multiply the server's own recent
+    level (the 95th percentile of its context buckets), with `floor` as the smallest threshold.
+    """
+
+    metric = models.CharField(max_length=32, unique=True)
+    warning = models.FloatField()
+    critical = models.FloatField()
+    relative = models.BooleanField(default=False)
+    floor = models.FloatField(default=0.0)
+
+    class Meta:
+        ordering = ["metric"]
+
+    def __str__(self) -> str:
+        kind = "× recent p95" if self.relative else ""
+        return f"{self.metric}: warning {self.warning}{kind}, critical {self.critical}{kind}"
+
+
+class Alert(models.Model):
+    class Severity(models.TextChoices):
+        WARNING = "warning"
+        CRITICAL = "critical"
+
+    class State(models.TextChoices):
+        ACTIVE = "active"
+        ACKNOWLEDGED = "acknowledged"
+        RESOLVED = "resolved"
+
+    server = models.ForeignKey("ingest.Server", on_delete=models.CASCADE, related_name="alerts")
+    metric = models.CharField(max_length=32)
+    severity = models.CharField(max_length=16, choices=Severity.choices)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.ACTIVE)
+    rule = models.CharField(max_length=32, help_text="p50_warning, p50_critical or p90_early_warning")
+    predicted_value = models.FloatField()
+    threshold = models.FloatField()
+    steps_ahead = models.IntegerField()
+    minutes_ahead = models.IntegerField()
+    message = models.CharField(max_length=300)
+    opened_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    first_run = models.ForeignKey(PredictionRun, null=True, on_delete=models.SET_NULL, related_name="+")
+    last_run = models.ForeignKey(PredictionRun, null=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-opened_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["server", "metric", "severity"],
+                condition=models.Q(state__in=["active", "acknowledged"]),
+                name="one_open_alert_per_server_metric_severity",
+            )
+        ]
+        indexes = [models.Index(fields=["state", "severity"], name="alert_state_severity_idx")]
+
+    def __str__(self) -> str:
+        return self.message

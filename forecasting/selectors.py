@@ -1,6 +1,256 @@
-"""Reads for the forecasting app."""
+"""Reads for the forecasting app: model windows from the rollups, the current run, alerts, status."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from django.conf import settings
+from django.db import connection
+from django.db.models import Q
+
+from forecasting.models import Alert, AlertThreshold, ModelVersion, PredictionRun, ServerForecast
+from ingest.contract import METRICS, STATE_SEVERITY, STATES
+
+MAX_CONTEXT_STEPS = 288
 
 
-def status_section() -> dict:
+@dataclass(slots=True)
+class ServerWindow:
+    server_id: int
+    window: object  # forecasting.spec.SeriesWindow
+
+
+def ready_server_ids(*, now: datetime | None = None) -> list[int]:
+    """Servers past warmup that reported within TFT_SERVER_STALE_HOURS (0 = no limit)."""
+    query = Q(record_count__gte=settings.TFT_WARMUP_RECORDS)
+    if settings.TFT_SERVER_STALE_HOURS:
+        now = now or datetime.now(UTC)
+        query &= Q(last_seen__gte=now - timedelta(hours=settings.TFT_SERVER_STALE_HOURS))
+    from ingest.models import Server
+
+    return list(Server.objects.filter(query).order_by("id").values_list("id", flat=True))
+
+
+def _windows_sql(n_ids: int) -> str:
+    step = settings.TFT_STEP_MINUTES
+    span = MAX_CONTEXT_STEPS * step
+    means = ", ".join(f"b.{m}_sum / b.count" for m in METRICS)
+    states = ", ".join(f"b.n_{s}" for s in STATES)
+    if connection.vendor == "postgresql":
+        epoch = "EXTRACT(EPOCH FROM b.bucket_start)::bigint"
+        since = f"s.last_seen - interval '{span} minutes'"
+        ids = "b.server_id = ANY(%s)"
+    else:
+        epoch = "CAST(strftime('%%s', b.bucket_start) AS INTEGER)"
+        since = f"datetime(s.last_seen, '-{span} minutes')"
+        ids = f"b.server_id IN ({', '.join(['%s'] * n_ids)})"
+    # One query for the whole batch of servers; per server it is a range scan of the
+    # (server, bucket_start) unique index over at most 288 buckets.
+    return (
+        f"SELECT b.server_id, s.name, s.profile, {epoch}, {means}, {states} "
+        f"FROM ingest_metricbucket b JOIN ingest_server s ON s.id = b.server_id "
+        f"WHERE {ids} AND b.bucket_start > {since} AND b.count > 0 "
+        f"ORDER BY b.server_id, b.bucket_start"
+    )
+
+
+def server_windows(*, server_ids: list[int]) -> list[ServerWindow]:
+    """The model window (≤ 288 five-minute buckets up to each server's latest) of each server."""
+    from forecasting.spec import SeriesWindow
+
+    if not server_ids:
+        return []
+    params = [list(server_ids)] if connection.vendor == "postgresql" else list(server_ids)
+    with connection.cursor() as cursor:
+        cursor.execute(_windows_sql(len(server_ids)), params)
+        rows = cursor.fetchall()
+    if not rows:
+        return []
+    step = settings.TFT_STEP_MINUTES * 60
+    n_m = len(METRICS)
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    epochs = np.fromiter((r[3] for r in rows), dtype=np.int64, count=len(rows))
+    values = np.array([r[4 : 4 + n_m] for r in rows], dtype=np.float32)
+    counts = np.array([r[4 + n_m :] for r in rows], dtype=np.int64)
+    # Dominant state: most frequent, ties to the more severe (as MetricBucket.dominant_state).
+    severity = np.array([STATE_SEVERITY[s] for s in STATES])
+    dominant = np.argmax(counts * 16 + severity[None, :], axis=1).astype(np.int8)
+    boundaries = np.flatnonzero(np.diff(ids)) + 1
+    out = []
+    for start, end in zip(np.r_[0, boundaries], np.r_[boundaries, len(rows)], strict=True):
+        first = int(epochs[start])
+        offsets = (epochs[start:end] - first) // step
+        length = int(offsets[-1]) + 1
+        grid = np.full((length, n_m), np.nan, dtype=np.float32)
+        grid[offsets] = values[start:end]
+        state_grid = np.full(length, -1, dtype=np.int8)
+        state_grid[offsets] = dominant[start:end]
+        out.append(
+            ServerWindow(
+                server_id=int(ids[start]),
+                window=SeriesWindow(
+                    server=rows[start][1],
+                    profile=rows[start][2],
+                    start=datetime.fromtimestamp(first, tz=UTC),
+                    step_minutes=settings.TFT_STEP_MINUTES,
+                    values=grid,
+                    states=state_grid,
+                ),
+            )
+        )
+    return out
+
+
+def alert_thresholds() -> dict[str, dict]:
+    from forecasting.alerts import DEFAULT_THRESHOLDS
+
+    rules = {metric: dict(rule) for metric, rule in DEFAULT_THRESHOLDS.items()}
+    for row in AlertThreshold.objects.all():
+        rules[row.metric] = {
+            "warning": row.warning,
+            "critical": row.critical,
+            "relative": row.relative,
+            "floor": row.floor,
+        }
+    return rules
+
+
+def active_model_version() -> ModelVersion | None:
+    return ModelVersion.objects.filter(is_active=True, valid=True).first()
+
+
+def current_run() -> PredictionRun | None:
+    """The latest complete run: a running, failed or expired run is never served."""
+    return PredictionRun.objects.filter(status=PredictionRun.Status.COMPLETE).order_by("-finished_at").first()
+
+
+def open_alerts(*, server_name: str | None = None):
+    query = Alert.objects.filter(state__in=[Alert.State.ACTIVE, Alert.State.ACKNOWLEDGED]).select_related("server")
+    if server_name:
+        query = query.filter(server__name=server_name)
+    return query.order_by("-severity", "minutes_ahead")
+
+
+def alert_as_contract(alert: Alert) -> dict:
+    return {
+        "id": alert.pk,
+        "server": alert.server.name,
+        "metric": alert.metric,
+        "severity": alert.severity,
+        "state": alert.state,
+        "rule": alert.rule,
+        "predicted_value": alert.predicted_value,
+        "threshold": alert.threshold,
+        "steps_ahead": alert.steps_ahead,
+        "minutes_ahead": alert.minutes_ahead,
+        "message": alert.message,
+        "opened_at": alert.opened_at.isoformat(),
+        "updated_at": alert.updated_at.isoformat(),
+        "acknowledged_at": alert.acknowledged_at.isoformat() if alert.acknowledged_at else None,
+    }
+
+
+def run_metadata(run: PredictionRun, *, now: datetime | None = None) -> dict:
+    now = now or datetime.now(UTC)
+    return {
+        "model_type": "TFT" if run.tft_count else "heuristic",
+        "prediction_time": run.finished_at.isoformat(),
+        "horizon_steps": 96,
+        "step_minutes": settings.TFT_STEP_MINUTES,
+        "device": run.device or "cpu",
+        "model_version": run.model_name or None,
+        "run_id": run.pk,
+        "age_seconds": round((now - run.finished_at).total_seconds(), 1),
+        "servers": run.servers,
+        "tft_servers": run.tft_count,
+        "fallback_servers": run.fallback_count,
+    }
+
+
+def predictions_current_json(run: PredictionRun, *, now: datetime | None = None) -> str:
+    """The body of GET /predictions/current, spliced from the stored per-server JSON."""
+    rows = ServerForecast.objects.filter(run=run).order_by("server__name").values_list(
+        "server__name", "payload", "method", "fallback_reason"
+    )
+    parts, methods, reasons = [], {}, {}
+    for name, payload, method, reason in rows:
+        parts.append(f"{json.dumps(name)}: {payload}")
+        methods[name] = method
+        if reason:
+            reasons[name] = reason
+    metadata = run_metadata(run, now=now)
+    metadata["methods"] = methods
+    metadata["fallback_reasons"] = reasons
+    alerts = [alert_as_contract(a) for a in open_alerts()]
+    return (
+        '{"predictions": {' + ", ".join(parts) + "}, "
+        f'"alerts": {json.dumps(alerts)}, '
+        f'"environment": {json.dumps(run.environment)}, '
+        f'"metadata": {json.dumps(metadata)}}}'
+    )
+
+
+def server_forecast_json(run: PredictionRun, server_name: str, *, now: datetime | None = None) -> str | None:
+    forecast = (
+        ServerForecast.objects.filter(run=run, server__name=server_name)
+        .values_list("payload", "method", "fallback_reason", "prob_30m", "prob_8h", "origin", "encoder_steps", "state")
+        .first()
+    )
+    if forecast is None:
+        return None
+    payload, method, reason, p30, p8h, origin, encoder_steps, state = forecast
+    meta = {
+        **run_metadata(run, now=now),
+        "method": method,
+        "fallback_reason": reason or None,
+        "origin": origin.isoformat(),
+        "encoder_steps": encoder_steps,
+        "state": state,
+    }
+    alerts = [alert_as_contract(a) for a in open_alerts(server_name=server_name)]
+    return (
+        f'{{"server": {json.dumps(server_name)}, "prediction": {payload}, '
+        f'"probabilities": {json.dumps({"prob_30m": p30, "prob_8h": p8h})}, '
+        f'"alerts": {json.dumps(alerts)}, "metadata": {json.dumps(meta)}}}'
+    )
+
+
+def status_section(*, now: datetime | None = None) -> dict:
     """What /status shows about predictions and the model."""
-    return {}
+    now = now or datetime.now(UTC)
+    run = current_run()
+    version = active_model_version()
+    last_attempt = PredictionRun.objects.order_by("-started_at").values("status", "started_at", "error").first()
+    interval = settings.TFT_PREDICTION_INTERVAL_SECONDS
+    section: dict = {
+        "model": {"active_version": version.name if version else None, "metrics": version.metrics if version else {}},
+        "predictions": None,
+    }
+    if run is not None:
+        age = (now - run.finished_at).total_seconds()
+        section["predictions"] = {
+            "run_id": run.pk,
+            "finished_at": run.finished_at.isoformat(),
+            "age_seconds": round(age, 1),
+            "stale": age > 3 * interval,
+            "duration_seconds": round(run.duration_seconds or 0.0, 3),
+            "durations": run.durations,
+            "model_version": run.model_name or None,
+            "device": run.device,
+            "servers": run.servers,
+            "tft_servers": run.tft_count,
+            "fallback_servers": run.fallback_count,
+            "fallback_rate": round(run.fallback_count / run.servers, 4) if run.servers else 0.0,
+            "fallback_reasons": run.fallback_reasons,
+            "fleet_health": run.environment.get("fleet_health"),
+        }
+    if last_attempt is not None:
+        section["last_attempt"] = {
+            "status": last_attempt["status"],
+            "started_at": last_attempt["started_at"].isoformat(),
+            "error": last_attempt["error"] or None,
+        }
+    return section

@@ -200,12 +200,12 @@ def read_model_folder(path: Path) -> dict:
 
 def save_model_folder(path: Path, net, spec: dict, metrics: dict | None = None) -> None:
     """Write weights (safetensors), spec.json and metrics.json into path (created)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_model
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(path / WEIGHTS_FILE), metadata={"format": SPEC_FORMAT})
+    # save_model drops the aliases of shared tensors (the TFT shares prescalers and gates)
+    save_model(net, str(path / WEIGHTS_FILE), metadata={"format": SPEC_FORMAT})
     (path / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True))
     if metrics is not None:
         (path / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
@@ -263,7 +263,7 @@ class Forecaster:
 
 def load_forecaster(path: Path, device: str = "auto") -> Forecaster:
     """Rebuild the network from spec.json and load weights.safetensors (never unpickles)."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_model
 
     torch = _torch()
     started = time.perf_counter()
@@ -272,10 +272,10 @@ def load_forecaster(path: Path, device: str = "auto") -> Forecaster:
     dev = resolve_device(device)
     vocab = S.Vocab.from_json(spec["vocab"])
     net = build_network(spec["hparams"], vocab, tuple(spec["quantiles"]), int(spec["max_encoder"]))
-    state = load_file(str(Path(path) / WEIGHTS_FILE), device="cpu")
     try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+        # safetensors only (no pickle); strict: every tensor of the network must be in the file
+        missing, unexpected = load_model(net, str(Path(path) / WEIGHTS_FILE), strict=True, device="cpu")
+    except (RuntimeError, ValueError, OSError) as exc:
         raise ModelFolderError(f"{info['name']}: weights do not match spec ({exc})") from exc
     net.eval()
     net.to(dev)

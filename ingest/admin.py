@@ -17,8 +17,10 @@ class EstimatedCountPaginator(Paginator):
 
             if connection.vendor == "postgresql":
                 with connection.cursor() as cursor:
-                    cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = %s",
-                                   [self.object_list.model._meta.db_table])
+                    cursor.execute(
+                        "SELECT reltuples::bigint FROM pg_class WHERE relname = %s",
+                        [self.object_list.model._meta.db_table],
+                    )
                     row = cursor.fetchone()
                     if row and row[0] > 10_000:
                         return row[0]

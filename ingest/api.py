@@ -44,14 +44,20 @@ def exception_handler(exc, context):
     if isinstance(exc, DatabaseError):
         logger.exception("database error")
         return Response(
-            {"status": "error", "error": "database_error",
-             "message": "the database rejected the request; nothing from this request was stored"},
+            {
+                "status": "error",
+                "error": "database_error",
+                "message": "the database rejected the request; nothing from this request was stored",
+            },
             status=status.HTTP_500_INTERNAL_SERVER_ERROR,
         )
     logger.exception("unhandled error")
     return Response(
-        {"status": "error", "error": "internal_error",
-         "message": "internal error on our side; nothing from this request was stored"},
+        {
+            "status": "error",
+            "error": "internal_error",
+            "message": "internal error on our side; nothing from this request was stored",
+        },
         status=status.HTTP_500_INTERNAL_SERVER_ERROR,
     )
 
@@ -110,10 +116,17 @@ class StatusApi(APIView):
         totals = counters_totals()
         readiness = fleet_readiness()
         threshold = settings.TFT_WARMUP_RECORDS
+        extras = status_extras()
+        predictions = extras.get("predictions") or {}
         if readiness.tracked == 0:
             message = "Waiting for data: POST records to /feed/data"
         elif readiness.is_warmed_up:
-            message = f"All {readiness.tracked} servers ready"
+            if predictions.get("tft_servers"):
+                message = "Model ready - using TFT predictions"
+            elif predictions:
+                message = f"All {readiness.tracked} servers ready - heuristic predictions ({predictions['fallback_reasons']})"
+            else:
+                message = f"All {readiness.tracked} servers ready - waiting for the first prediction run"
         else:
             message = f"Warming up: {readiness.ready}/{readiness.tracked} servers ready"
         body = {
@@ -132,7 +145,7 @@ class StatusApi(APIView):
                 "message": message,
             },
         }
-        body.update(status_extras())
+        body.update(extras)
         if request.query_params.get("servers") in {"1", "true", "yes"}:
             body["servers"] = server_readiness_list()
         return Response(body)

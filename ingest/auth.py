@@ -22,9 +22,7 @@ class ApiKeyInvalid(APIException):
 class ApiKeyNotConfigured(APIException):
     status_code = 403
     default_code = "api_key_not_configured"
-    default_detail = (
-        "feeding is disabled: DEBUG is off and no API key is configured on the server (set TFT_API_KEY)"
-    )
+    default_detail = "feeding is disabled: DEBUG is off and no API key is configured on the server (set TFT_API_KEY)"
 
 
 def configured_keys() -> list[str]:

@@ -19,8 +19,9 @@ def _number_or_text(value: str):
         return value
 
 
-def read_records(path: Path, *, server: str | None = None, metric: str | None = None, scale: float = 1.0,
-                 state: str = "healthy") -> Iterator[tuple[int, object]]:
+def read_records(
+    path: Path, *, server: str | None = None, metric: str | None = None, scale: float = 1.0, state: str = "healthy"
+) -> Iterator[tuple[int, object]]:
     """Yield (line number, raw record dict) for every record in the file.
 
     CSV with the contract's columns; JSON lines (one record object per line); or the NAB layout

@@ -70,9 +70,7 @@ class MetricBucket(models.Model):
     n_critical_issue = models.IntegerField(default=0)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["server", "bucket_start"], name="uniq_bucket_server_start")
-        ]
+        constraints = [models.UniqueConstraint(fields=["server", "bucket_start"], name="uniq_bucket_server_start")]
         indexes = [models.Index(fields=["bucket_start"], name="bucket_start_idx")]
 
     def __str__(self) -> str:

@@ -80,5 +80,8 @@ def database_check() -> dict:
             cursor.execute("SELECT 1")
             cursor.fetchone()
     except Exception as exc:  # any failure means "unhealthy", and the reason is what operators need
-        return {"ok": False, "error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"}
+        return {
+            "ok": False,
+            "error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
+        }
     return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2), "vendor": connection.vendor}

@@ -92,7 +92,11 @@ def validate_record(raw: object, index: int, *, latest_allowed: datetime) -> tup
             problems.append(Problem(index, "server_name", f"must be 1 to {SERVER_NAME_MAX_LENGTH} characters"))
         elif not SERVER_NAME_RE.match(name):
             problems.append(
-                Problem(index, "server_name", "may contain only letters, digits and . _ : @ - (starting with a letter or digit)")
+                Problem(
+                    index,
+                    "server_name",
+                    "may contain only letters, digits and . _ : @ - (starting with a letter or digit)",
+                )
             )
 
     timestamp = None
@@ -130,7 +134,9 @@ def validate_record(raw: object, index: int, *, latest_allowed: datetime) -> tup
     return CleanRecord(server_name=name, timestamp=timestamp, state=state, **values), problems
 
 
-def validate_records(records: list, *, now: datetime | None = None, max_future: timedelta = timedelta(minutes=5)) -> tuple[list[CleanRecord], list[Problem]]:
+def validate_records(
+    records: list, *, now: datetime | None = None, max_future: timedelta = timedelta(minutes=5)
+) -> tuple[list[CleanRecord], list[Problem]]:
     """Validate every record; returns the clean ones and every problem found."""
     latest_allowed = (now or datetime.now(UTC)) + max_future
     clean: list[CleanRecord] = []
@@ -161,27 +167,44 @@ class BatchRejectedError(Exception):
         return body
 
 
-def validate_feed_body(data: object, *, max_records: int, now: datetime | None = None, max_future: timedelta = timedelta(minutes=5)) -> list[CleanRecord]:
+def validate_feed_body(
+    data: object, *, max_records: int, now: datetime | None = None, max_future: timedelta = timedelta(minutes=5)
+) -> list[CleanRecord]:
     """The whole POST /feed/data body: the envelope, then every record. Raises BatchRejectedError."""
     if not isinstance(data, dict):
-        raise BatchRejectedError(400, "invalid_body", 'the body must be a JSON object: {"records": [...]}',
-                            [Problem(None, "records", "is required")])
+        raise BatchRejectedError(
+            400,
+            "invalid_body",
+            'the body must be a JSON object: {"records": [...]}',
+            [Problem(None, "records", "is required")],
+        )
     records = data.get("records")
     if records is None:
-        raise BatchRejectedError(400, "invalid_body", '"records" is required', [Problem(None, "records", "is required")])
+        raise BatchRejectedError(
+            400, "invalid_body", '"records" is required', [Problem(None, "records", "is required")]
+        )
     if not isinstance(records, list):
-        raise BatchRejectedError(400, "invalid_body", '"records" must be a list of records',
-                            [Problem(None, "records", "must be a list")])
+        raise BatchRejectedError(
+            400, "invalid_body", '"records" must be a list of records', [Problem(None, "records", "must be a list")]
+        )
     if not records:
-        raise BatchRejectedError(400, "empty_batch", '"records" is empty',
-                            [Problem(None, "records", "must contain at least one record")])
+        raise BatchRejectedError(
+            400, "empty_batch", '"records" is empty', [Problem(None, "records", "must contain at least one record")]
+        )
     if len(records) > max_records:
-        raise BatchRejectedError(413, "batch_too_large",
-                            f"{len(records)} records in one batch; the limit is {max_records} (TFT_MAX_BATCH_RECORDS)",
-                            [Problem(None, "records", f"must contain at most {max_records} records")])
+        raise BatchRejectedError(
+            413,
+            "batch_too_large",
+            f"{len(records)} records in one batch; the limit is {max_records} (TFT_MAX_BATCH_RECORDS)",
+            [Problem(None, "records", f"must contain at most {max_records} records")],
+        )
     clean, problems = validate_records(records, now=now, max_future=max_future)
     if problems:
         bad = len({p.index for p in problems})
-        raise BatchRejectedError(400, "invalid_records",
-                            f"{bad} of {len(records)} records break the data contract; nothing was stored", problems)
+        raise BatchRejectedError(
+            400,
+            "invalid_records",
+            f"{bad} of {len(records)} records break the data contract; nothing was stored",
+            problems,
+        )
     return clean

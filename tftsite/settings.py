@@ -100,9 +100,7 @@ else:
                 # the write lock at BEGIN so two writers never deadlock on a lock upgrade.
                 "timeout": 20,
                 "transaction_mode": "IMMEDIATE",
-                "init_command": (
-                    "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;PRAGMA busy_timeout=20000;"
-                ),
+                "init_command": ("PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;PRAGMA busy_timeout=20000;"),
             },
         }
     }
@@ -153,6 +151,14 @@ TFT_MAX_BATCH_RECORDS = env_int("TFT_MAX_BATCH_RECORDS", 10_000, minimum=1)
 TFT_ROLLUP_RETENTION_DAYS = env_int("TFT_ROLLUP_RETENTION_DAYS", 90, minimum=2)
 TFT_MAX_FUTURE_SECONDS = 300  # records more than 5 minutes ahead of our clock are rejected
 TFT_PREDICTION_INTERVAL_SECONDS = env_int("TFT_PREDICTION_INTERVAL_SECONDS", 60, minimum=5)
+# Ready servers silent for longer than this are not forecast (0 = forecast them anyway).
+TFT_SERVER_STALE_HOURS = env_int("TFT_SERVER_STALE_HOURS", 24, minimum=0)
+# Servers per prediction task: larger fleets fan out over several workers.
+TFT_PREDICTION_CHUNK_SIZE = env_int("TFT_PREDICTION_CHUNK_SIZE", 512, minimum=1)
+# A running run whose heartbeat is older than this is expired (its worker died).
+TFT_RUN_STALE_SECONDS = env_int("TFT_RUN_STALE_SECONDS", 180, minimum=10)
+# Complete runs kept for history; older ones are pruned with their forecasts.
+TFT_KEEP_RUNS = env_int("TFT_KEEP_RUNS", 100, minimum=2)
 TFT_DEVICE = env_choice("TFT_DEVICE", "auto", ("auto", "cpu", "cuda"))
 TFT_GPU_QUEUE = env_str("TFT_GPU_QUEUE", "gpu")
 TFT_MODELS_DIR = Path(env_str("TFT_MODELS_DIR", str(BASE_DIR / "models"))).resolve()
@@ -192,6 +198,17 @@ CELERY_BEAT_SCHEDULE = {
         "task": "forecasting.tasks.predict_fleet",
         "schedule": float(TFT_PREDICTION_INTERVAL_SECONDS),
         "options": {"expires": TFT_PREDICTION_INTERVAL_SECONDS * 0.9},
+    },
+    "prune-runs": {
+        "task": "forecasting.tasks.prune_runs",
+        "schedule": 3600.0,
+        "options": {"expires": 1800},
+    },
+    # New model folders (train_tft on another machine, a deploy) are picked up without a restart.
+    "sync-models": {
+        "task": "forecasting.tasks.sync_models",
+        "schedule": 300.0,
+        "options": {"expires": 240},
     },
     "prune-records": {
         "task": "ingest.tasks.prune_records",

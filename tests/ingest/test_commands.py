@@ -11,11 +11,13 @@ from tests.conftest import make_record
 @pytest.fixture
 def contract_csv(tmp_path):
     path = tmp_path / "metrics.csv"
-    rows = ["timestamp,server_name,cpu_pct,mem_pct,disk_io_mb_s,latency_ms,state",
-            "2025-10-13T16:00:00,ppdb001,45.2,67.8,123.4,12.5,healthy",
-            "2025-10-13T16:00:05,ppdb001,46.0,67.9,120.0,12.0,healthy",
-            "2025-10-13T16:00:10,ppdb001,146.0,67.9,120.0,12.0,healthy",
-            "2025-10-13T16:00:15,ppdb001,46.0,67.9,120.0,12.0,on_fire"]
+    rows = [
+        "timestamp,server_name,cpu_pct,mem_pct,disk_io_mb_s,latency_ms,state",
+        "2025-10-13T16:00:00,ppdb001,45.2,67.8,123.4,12.5,healthy",
+        "2025-10-13T16:00:05,ppdb001,46.0,67.9,120.0,12.0,healthy",
+        "2025-10-13T16:00:10,ppdb001,146.0,67.9,120.0,12.0,healthy",
+        "2025-10-13T16:00:15,ppdb001,46.0,67.9,120.0,12.0,on_fire",
+    ]
     path.write_text("\n".join(rows) + "\n")
     return path
 

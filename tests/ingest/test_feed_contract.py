@@ -98,8 +98,11 @@ EXAMPLE_4 = """{
 }"""
 
 
-@pytest.mark.parametrize("body", [QUICK_START, EXAMPLE_1, EXAMPLE_2, EXAMPLE_3, EXAMPLE_4],
-                         ids=["quick-start", "example-1", "example-2", "example-3", "example-4"])
+@pytest.mark.parametrize(
+    "body",
+    [QUICK_START, EXAMPLE_1, EXAMPLE_2, EXAMPLE_3, EXAMPLE_4],
+    ids=["quick-start", "example-1", "example-2", "example-3", "example-4"],
+)
 def test_guide_example_is_accepted_verbatim(anon_client, body):
     response = post_feed(anon_client, body)
 

@@ -57,7 +57,9 @@ def test_invalid_value_is_rejected_with_index_and_field(client, field, value):
     assert not _problem(body, 0, field)
 
 
-@pytest.mark.parametrize("field", ["timestamp", "server_name", "cpu_pct", "mem_pct", "disk_io_mb_s", "latency_ms", "state"])
+@pytest.mark.parametrize(
+    "field", ["timestamp", "server_name", "cpu_pct", "mem_pct", "disk_io_mb_s", "latency_ms", "state"]
+)
 def test_missing_field_is_rejected(client, field):
     bad = make_record()
     del bad[field]
@@ -70,7 +72,16 @@ def test_unknown_state_lists_the_valid_states(client):
     body = _reject(client, [make_record(state="broken")])
 
     message = _problem(body, 0, "state")[0]["message"]
-    for state in ("critical_issue", "healthy", "heavy_load", "idle", "maintenance", "morning_spike", "offline", "recovery"):
+    for state in (
+        "critical_issue",
+        "healthy",
+        "heavy_load",
+        "idle",
+        "maintenance",
+        "morning_spike",
+        "offline",
+        "recovery",
+    ):
         assert state in message
 
 
@@ -140,8 +151,14 @@ def test_too_many_records_is_413(client, settings):
 
 @pytest.mark.parametrize(
     "timestamp",
-    ["2025-10-13T16:00:00", "2025-10-13T16:00:00Z", "2025-10-13T16:00:00.123456Z", "2025-10-13T18:00:00+02:00",
-     "2025-10-13 16:00:00", "2025-10-13T16:00:00.5"],
+    [
+        "2025-10-13T16:00:00",
+        "2025-10-13T16:00:00Z",
+        "2025-10-13T16:00:00.123456Z",
+        "2025-10-13T18:00:00+02:00",
+        "2025-10-13 16:00:00",
+        "2025-10-13T16:00:00.5",
+    ],
 )
 def test_iso_timestamps_are_read_as_utc(client, timestamp):
     response = post_feed(client, {"records": [make_record(ts=timestamp)]})

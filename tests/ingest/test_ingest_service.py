@@ -27,8 +27,10 @@ def _expected_buckets(records):
     for r in records:
         ts = datetime.fromisoformat(r["timestamp"])
         start = ts.replace(minute=ts.minute - ts.minute % 5, second=0, microsecond=0)
-        b = out.setdefault((r["server_name"], start), {"count": 0, **{f"{m}_sum": 0.0 for m in METRICS},
-                                                       **{f"{m}_max": float("-inf") for m in METRICS}})
+        b = out.setdefault(
+            (r["server_name"], start),
+            {"count": 0, **{f"{m}_sum": 0.0 for m in METRICS}, **{f"{m}_max": float("-inf") for m in METRICS}},
+        )
         b["count"] += 1
         for m in METRICS:
             b[f"{m}_sum"] += r[m]

@@ -1,0 +1,70 @@
+"""Read API over stored runs: it never runs the model."""
+
+from django.conf import settings
+from django.http import HttpResponse
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from forecasting.selectors import (
+    alert_as_contract,
+    current_run,
+    open_alerts,
+    predictions_current_json,
+    server_forecast_json,
+)
+from ingest.selectors import fleet_readiness
+
+
+def _json(body: str, status: int = 200) -> HttpResponse:
+    return HttpResponse(body, status=status, content_type="application/json")
+
+
+def _insufficient_data() -> Response:
+    readiness = fleet_readiness()
+    threshold = settings.TFT_WARMUP_RECORDS
+    if readiness.ready == 0:
+        message = (
+            f"No server has finished warmup: {readiness.ready}/{readiness.tracked} ready "
+            f"({threshold} records each; the least-fed server has {readiness.min_records})"
+        )
+    else:
+        message = f"{readiness.ready} servers are ready; waiting for the first prediction run"
+    return Response(
+        {"error": "insufficient_data", "message": message, "servers_ready": readiness.ready,
+         "servers_tracked": readiness.tracked, "required_size": threshold},
+        status=503,
+        headers={"Retry-After": str(settings.TFT_PREDICTION_INTERVAL_SECONDS)},
+    )
+
+
+class PredictionsCurrentApi(APIView):
+    """GET /predictions/current — the latest complete run in the contract's shape."""
+
+    def get(self, request):
+        run = current_run()
+        if run is None or run.servers == 0:
+            return _insufficient_data()
+        return _json(predictions_current_json(run))
+
+
+class PredictionsServerApi(APIView):
+    """GET /predictions/<server> — one server's forecast, probabilities and alerts."""
+
+    def get(self, request, server: str):
+        run = current_run()
+        if run is None:
+            return _insufficient_data()
+        body = server_forecast_json(run, server)
+        if body is None:
+            return Response(
+                {"error": "not_found", "message": f"no forecast for server {server!r} in the current run"}, status=404
+            )
+        return _json(body)
+
+
+class AlertsActiveApi(APIView):
+    """GET /alerts/active — open (active and acknowledged) alerts, most severe and soonest first."""
+
+    def get(self, request):
+        alerts = [alert_as_contract(a) for a in open_alerts(server_name=request.query_params.get("server"))]
+        return Response({"alerts": alerts, "count": len(alerts)})

@@ -1,0 +1,679 @@
+"""Rolling-origin backtest of the TFT against the baselines an SRE would otherwise use.
+
+Protocol (per series, per scored metric):
+
+* forecast origins every ``ORIGIN_EVERY`` (48) steps over the last ``TEST_FRACTION`` (40 %) of the
+  series, horizon ``HORIZON`` (96), with ``CONTEXT`` (288) steps of history before each origin;
+* baselines: ``naive`` (last value), ``seasonal_naive`` (the value one day = 288 steps earlier),
+  ``predict_linear`` (Prometheus-style least-squares line over the last hour = 12 steps,
+  extrapolated) and ``mean`` (mean of the context);
+* baseline intervals from each baseline's own residuals on the preceding window: the baseline is
+  run from every origin in the ``CALIBRATION`` (288) steps before the forecast origin, and its
+  h-step errors that are already observable at the origin give, per horizon step h, the empirical
+  10 % and 90 % error quantiles; p10/p90 = point + those quantiles, p50 = the point forecast;
+* scores per window, averaged over all windows: MASE = MAE / s, pinball = mean pinball loss over
+  p10/p50/p90 / s, where s is the in-sample one-step naive MAE of the series before the origin
+  (the training part: everything before the first test origin, see ``scale``); coverage = share
+  of observed targets inside [p10, p90]. Missing buckets (NaN) are never scored.
+
+Also a lead-time evaluation for simulated fleets: for each ``critical_issue`` episode, did a
+forecast issued before it start have p90 of cpu_pct or mem_pct crossing the critical threshold,
+and how far ahead.
+
+The core is numpy only; the forecaster (``forecasting.tft.Forecaster``) is duck-typed.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from forecasting.spec import SeriesWindow
+from ingest.contract import METRICS, PERCENT_METRICS, STATE_SEVERITY, STATES, profile_for
+
+logger = logging.getLogger(__name__)
+
+HORIZON = 96
+CONTEXT = 288
+SEASON = 288  # one day of 5-minute steps
+LINEAR_STEPS = 12  # one hour
+ORIGIN_EVERY = 48
+TEST_FRACTION = 0.4
+CALIBRATION = 288
+QUANTILE_LEVELS: tuple[float, ...] = (0.1, 0.5, 0.9)
+QUANTILE_KEYS: tuple[str, ...] = ("p10", "p50", "p90")
+BASELINES: tuple[str, ...] = ("naive", "seasonal_naive", "predict_linear", "mean")
+METHOD_ORDER: tuple[str, ...] = ("tft", *BASELINES)
+CRITICAL_THRESHOLD = 95.0
+PREDICT_CHUNK = 512
+
+_UPPER = {m: (100.0 if m in PERCENT_METRICS else math.inf) for m in METRICS}
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks
+def rolling_origins(
+    n_steps: int,
+    *,
+    test_fraction: float = TEST_FRACTION,
+    every: int = ORIGIN_EVERY,
+    horizon: int = HORIZON,
+    context: int = CONTEXT,
+) -> np.ndarray:
+    """Forecast origins (index of the first forecast step) over the last ``test_fraction``.
+
+    The first origin is the first step of the test part (or ``context`` if the series is too short
+    for a full context there); then every ``every`` steps while a full horizon fits.
+    """
+    first = max(math.ceil((1.0 - test_fraction) * n_steps), context)
+    last = n_steps - horizon
+    if last < first:
+        return np.zeros(0, dtype=np.int64)
+    return np.arange(first, last + 1, every, dtype=np.int64)
+
+
+def fill_missing(y: np.ndarray) -> np.ndarray:
+    """Forward-fill NaN (back-fill at the start; zeros if all missing)."""
+    y = np.asarray(y, dtype=np.float64)
+    mask = np.isnan(y)
+    if not mask.any():
+        return y.copy()
+    if mask.all():
+        return np.zeros_like(y)
+    idx = np.where(~mask, np.arange(len(y)), 0)
+    np.maximum.accumulate(idx, out=idx)
+    out = y[idx]
+    first = int(np.argmax(~mask))
+    out[:first] = y[first]
+    return out
+
+
+def history_needed(method: str) -> int:
+    return {"naive": 1, "seasonal_naive": SEASON, "predict_linear": LINEAR_STEPS, "mean": CONTEXT}[method]
+
+
+def baseline_point(method: str, y: np.ndarray, origins: np.ndarray, horizon: int = HORIZON) -> np.ndarray:
+    """Point forecasts (len(origins), horizon) of a baseline from a gap-free series ``y``.
+
+    An origin ``t`` forecasts y[t], …, y[t+horizon-1] from y[:t]. Origins with too little history
+    give NaN rows.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    origins = np.asarray(origins, dtype=np.int64)
+    out = np.full((len(origins), horizon), np.nan)
+    ok = origins >= history_needed(method)
+    o = origins[ok]
+    if len(o) == 0:
+        return out
+    h = np.arange(horizon)
+    if method == "naive":
+        out[ok] = y[o - 1][:, None]
+    elif method == "seasonal_naive":
+        # y[t + h - SEASON] for h < SEASON; further ahead repeats the last observed day
+        lag = o[:, None] + (h[None, :] % SEASON) - SEASON
+        out[ok] = y[lag]
+    elif method == "predict_linear":
+        x = np.arange(LINEAR_STEPS, dtype=np.float64)
+        xc = x - x.mean()
+        win = y[o[:, None] - LINEAR_STEPS + x.astype(np.int64)[None, :]]  # (n, 12)
+        slope = (win - win.mean(axis=1, keepdims=True)) @ xc / (xc @ xc)
+        intercept = win.mean(axis=1) - slope * x.mean()
+        out[ok] = intercept[:, None] + slope[:, None] * (LINEAR_STEPS + h)[None, :]
+    elif method == "mean":
+        cs = np.concatenate([[0.0], np.cumsum(y)])
+        out[ok] = ((cs[o] - cs[o - CONTEXT]) / CONTEXT)[:, None]
+    else:
+        raise ValueError(f"unknown baseline {method!r}")
+    return out
+
+
+def _residual_matrix(method: str, y_raw: np.ndarray, y_filled: np.ndarray, horizon: int) -> np.ndarray:
+    """E[t, h] = y[t+h] − forecast from origin t at step h, NaN where unavailable."""
+    n = len(y_raw)
+    t = np.arange(n)
+    pred = baseline_point(method, y_filled, t, horizon)
+    tgt_idx = t[:, None] + np.arange(horizon)[None, :]
+    tgt = np.where(tgt_idx < n, y_raw[np.minimum(tgt_idx, n - 1)], np.nan)
+    return tgt - pred
+
+
+def _masked_quantiles(samples: np.ndarray, levels: Sequence[float]) -> np.ndarray:
+    """Quantiles along axis 1 of (B, N, H) ignoring NaN (linear interpolation) → (B, len(levels), H)."""
+    srt = np.sort(samples, axis=1)  # NaN sort last
+    count = np.sum(~np.isnan(samples), axis=1)  # (B, H)
+    out = np.full((samples.shape[0], len(levels), samples.shape[2]), np.nan)
+    b_idx = np.arange(samples.shape[0])[:, None]
+    h_idx = np.arange(samples.shape[2])[None, :]
+    for k, q in enumerate(levels):
+        pos = q * np.maximum(count - 1, 0)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, np.maximum(count - 1, 0))
+        frac = pos - lo
+        v = srt[b_idx, lo, h_idx] * (1 - frac) + srt[b_idx, hi, h_idx] * frac
+        out[:, k, :] = np.where(count > 0, v, np.nan)
+    return out
+
+
+def _fill_along_horizon(q: np.ndarray) -> np.ndarray:
+    """Fill NaN error quantiles (B, K, H) from the nearest shorter horizon, then with 0."""
+    out = q.copy()
+    for h in range(1, out.shape[2]):
+        gap = np.isnan(out[:, :, h])
+        out[:, :, h][gap] = out[:, :, h - 1][gap]
+    return np.nan_to_num(out, nan=0.0)
+
+
+def baseline_quantiles(
+    method: str,
+    y: np.ndarray,
+    origins: np.ndarray,
+    *,
+    horizon: int = HORIZON,
+    calibration: int = CALIBRATION,
+    upper: float = math.inf,
+    residuals: np.ndarray | None = None,
+) -> np.ndarray:
+    """(len(origins), 3, horizon) p10/p50/p90 of a baseline, intervals from its own past errors.
+
+    For origin o, the baseline is run from every t in [o − calibration, o); its error at step h
+    counts only if y[t+h] was observed before o (t + h < o). p10/p90 = point + the 10 %/90 %
+    quantile of those errors at that h; p50 = point. Clipped to [0, upper].
+    """
+    y_raw = np.asarray(y, dtype=np.float64)
+    y_filled = fill_missing(y_raw)
+    origins = np.asarray(origins, dtype=np.int64)
+    point = baseline_point(method, y_filled, origins, horizon)
+    if residuals is None:
+        residuals = _residual_matrix(method, y_raw, y_filled, horizon)
+    cal_t = origins[:, None] + np.arange(-calibration, 0)[None, :]  # (B, C)
+    samples = residuals[np.clip(cal_t, 0, len(y_raw) - 1)]  # (B, C, H)
+    observable = (cal_t[:, :, None] + np.arange(horizon)[None, None, :]) < origins[:, None, None]
+    samples = np.where(observable & (cal_t >= 0)[:, :, None], samples, np.nan)
+    err_q = _fill_along_horizon(_masked_quantiles(samples, (QUANTILE_LEVELS[0], QUANTILE_LEVELS[2])))
+    p10 = np.minimum(point + err_q[:, 0, :], point)
+    p90 = np.maximum(point + err_q[:, 1, :], point)
+    out = np.stack([p10, point, p90], axis=1)
+    return np.clip(out, 0.0, upper)
+
+
+def naive_scale(y: np.ndarray) -> float:
+    """In-sample one-step naive MAE (mean |y[t] − y[t−1]| over observed pairs); NaN if none."""
+    d = np.abs(np.diff(np.asarray(y, dtype=np.float64)))
+    d = d[~np.isnan(d)]
+    return float(d.mean()) if len(d) else math.nan
+
+
+def pinball(y: np.ndarray, q_pred: np.ndarray, level: float) -> np.ndarray:
+    """Pinball (quantile) loss, elementwise."""
+    diff = y - q_pred
+    return np.maximum(level * diff, (level - 1.0) * diff)
+
+
+def score_window(y: np.ndarray, quantiles: np.ndarray, scale: float) -> dict[str, float] | None:
+    """Scores of one forecast window: y (H,), quantiles (3, H) p10/p50/p90.
+
+    MASE = mean |y − p50| / scale; pinball = mean over the 3 levels and H of the pinball loss /
+    scale; coverage = share of y inside [p10, p90]. None when nothing is observed or scale ≤ 0.
+    """
+    obs = ~np.isnan(y)
+    if not obs.any() or not (scale > 0) or not np.isfinite(scale):
+        return None
+    yo = y[obs]
+    q = quantiles[:, obs]
+    mase = float(np.mean(np.abs(yo - q[1])) / scale)
+    pin = float(np.mean([pinball(yo, q[k], lvl).mean() for k, lvl in enumerate(QUANTILE_LEVELS)]) / scale)
+    cov = float(np.mean((yo >= q[0]) & (yo <= q[2])))
+    return {"mase": mase, "pinball": pin, "coverage": cov}
+
+
+# ---------------------------------------------------------------------------------------------
+# The backtest
+def _metric_tuple(metrics: str | Sequence[str] | None) -> tuple[str, ...]:
+    if metrics is None:
+        return METRICS
+    out = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    for m in out:
+        if m not in METRICS:
+            raise ValueError(f"unknown metric {m!r}")
+    return out
+
+
+@dataclass
+class _Job:
+    series: int
+    origin: int
+
+
+class _Scores:
+    def __init__(self) -> None:
+        self.rows: dict[str, list[tuple[str, dict[str, float]]]] = {}
+
+    def add(self, method: str, metric: str, score: dict[str, float] | None) -> None:
+        if score is not None:
+            self.rows.setdefault(method, []).append((metric, score))
+
+    def summary(self, methods: Iterable[str]) -> dict[str, dict[str, float]]:
+        out = {}
+        for method in methods:
+            rows = [s for _, s in self.rows.get(method, [])]
+            out[method] = _mean_scores(rows)
+        return out
+
+    def per_metric(self, methods: Iterable[str]) -> dict[str, dict[str, dict[str, float]]]:
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for method in methods:
+            by_metric: dict[str, list[dict[str, float]]] = {}
+            for metric, s in self.rows.get(method, []):
+                by_metric.setdefault(metric, []).append(s)
+            out[method] = {m: _mean_scores(v) for m, v in by_metric.items()}
+        return out
+
+
+def _mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
+    if not rows:
+        return {"mase": math.nan, "pinball": math.nan, "coverage": math.nan, "windows": 0}
+    return {
+        "mase": float(np.mean([r["mase"] for r in rows])),
+        "pinball": float(np.mean([r["pinball"] for r in rows])),
+        "coverage": float(np.mean([r["coverage"] for r in rows])),
+        "windows": len(rows),
+    }
+
+
+def context_window(w: SeriesWindow, origin: int, context: int = CONTEXT, key: str | None = None) -> SeriesWindow:
+    """The SeriesWindow a forecaster sees at ``origin``: the ``context`` buckets before it."""
+    lo = max(0, origin - context)
+    return SeriesWindow(
+        server=key or f"{w.server}#{origin}",
+        profile=w.profile,
+        start=w.start + timedelta(minutes=w.step_minutes * lo),
+        step_minutes=w.step_minutes,
+        values=w.values[lo:origin],
+        states=w.states[lo:origin],
+    )
+
+
+def _predict_chunks(forecaster, windows: list[SeriesWindow], chunk_size: int) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for i in range(0, len(windows), chunk_size):
+        out.update(forecaster.predict(windows[i : i + chunk_size]))
+        logger.info("tft: predicted %d/%d windows", min(i + chunk_size, len(windows)), len(windows))
+    return out
+
+
+def _forecaster_quantiles(pred: dict, metric: str, horizon: int) -> np.ndarray:
+    m = pred[metric]
+    return np.stack([np.asarray(m[k], dtype=np.float64)[:horizon] for k in QUANTILE_KEYS])
+
+
+def run_backtest(
+    series: list[SeriesWindow],
+    forecaster=None,
+    *,
+    metrics: Sequence[str] | Mapping[str, str | Sequence[str]] | None = None,
+    test_fraction: float = TEST_FRACTION,
+    every: int = ORIGIN_EVERY,
+    horizon: int = HORIZON,
+    context: int = CONTEXT,
+    calibration: int = CALIBRATION,
+    scale: str = "train",
+    chunk_size: int = PREDICT_CHUNK,
+    per_metric: bool = False,
+    model_path: str | Path | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Rolling-origin backtest of ``forecaster`` (optional) and the four baselines.
+
+    ``metrics``: the METRICS columns to score (default all four), or a mapping server → metric(s)
+    (e.g. NAB series mapped onto different metrics). ``scale``: "train" divides by the
+    one-step naive MAE of the series before its first test origin (the in-sample part), "context"
+    by that of each window's own context. ``model_path``: load the forecaster from this model folder
+    (``forecasting.tft.load_forecaster``) when none is given. Returns ``{"methods": {name: {"mase", "pinball",
+    "coverage", "windows"}}}`` (plus "per_metric" when asked).
+    """
+    if forecaster is None and model_path is not None:
+        from forecasting.tft import load_forecaster
+
+        forecaster = load_forecaster(Path(model_path), device=device)
+    if isinstance(metrics, Mapping):
+        scored = {w.server: _metric_tuple(metrics.get(w.server)) for w in series}
+    else:
+        scored = {w.server: _metric_tuple(metrics) for w in series}
+    if scale not in ("train", "context"):
+        raise ValueError("scale must be 'train' or 'context'")
+    jobs: list[_Job] = []
+    per_series_origins = []
+    for si, w in enumerate(series):
+        origins = rolling_origins(
+            len(w.values), test_fraction=test_fraction, every=every, horizon=horizon, context=context
+        )
+        per_series_origins.append(origins)
+        jobs.extend(_Job(si, int(o)) for o in origins)
+    logger.info("backtest: %d series, %d origins", len(series), len(jobs))
+
+    preds: dict[str, dict] = {}
+    if forecaster is not None and jobs:
+        windows = [
+            context_window(series[j.series], j.origin, context, key=f"{series[j.series].server}#{j.origin}")
+            for j in jobs
+        ]
+        preds = _predict_chunks(forecaster, windows, chunk_size)
+
+    scores = _Scores()
+    for si, w in enumerate(series):
+        origins = per_series_origins[si]
+        if len(origins) == 0:
+            continue
+        for m in scored[w.server]:
+            j = METRICS.index(m)
+            y = w.values[:, j].astype(np.float64)
+            if scale == "train":
+                s_train = naive_scale(y[: int(origins[0])])
+                scales = np.full(len(origins), s_train)
+            else:
+                scales = np.array([naive_scale(y[max(0, o - context) : o]) for o in origins])
+            targets = np.stack([y[o : o + horizon] for o in origins])
+            for method in BASELINES:
+                q = baseline_quantiles(method, y, origins, horizon=horizon, calibration=calibration, upper=_UPPER[m])
+                for k in range(len(origins)):
+                    scores.add(method, m, score_window(targets[k], q[k], scales[k]))
+            if forecaster is not None:
+                for k, o in enumerate(origins):
+                    key = f"{w.server}#{int(o)}"
+                    scores.add(
+                        "tft", m, score_window(targets[k], _forecaster_quantiles(preds[key], m, horizon), scales[k])
+                    )
+    methods = [m for m in METHOD_ORDER if m != "tft" or forecaster is not None]
+    result: dict[str, Any] = {"methods": scores.summary(methods)}
+    if per_metric:
+        result["per_metric"] = scores.per_metric(methods)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Lead time before simulated incidents
+def lead_time_evaluation(
+    windows: list[SeriesWindow],
+    episodes: list,
+    forecaster=None,
+    *,
+    baselines: Sequence[str] = BASELINES,
+    threshold: float = CRITICAL_THRESHOLD,
+    lookback: int = HORIZON,
+    origin_every: int = 3,
+    context: int = CONTEXT,
+    calibration: int = CALIBRATION,
+    quiet_every: int = ORIGIN_EVERY,
+    chunk_size: int = PREDICT_CHUNK,
+) -> dict[str, Any]:
+    """Did a forecast issued before each ``critical_issue`` episode warn of it, and how early?
+
+    For each episode starting at bucket s, forecasts are issued at origins s − k·origin_every
+    (k ≥ 1, up to ``lookback`` steps = 8 h before), never earlier than the previous episode's
+    recovery end or with less than ``context`` history. An origin *warns* when the p90 of cpu_pct
+    or mem_pct reaches ``threshold`` at some forecast step before the episode ends. Lead time =
+    minutes from the earliest warning origin to the episode start. ``false_alarm_rate``: share of
+    quiet origins (every ``quiet_every`` steps, no episode — precursor to recovery end — within
+    the context or the horizon) that warn anyway.
+    """
+    by_server = {w.server: w for w in windows}
+    step = windows[0].step_minutes if windows else 5
+    cols = [METRICS.index("cpu_pct"), METRICS.index("mem_pct")]
+
+    # episode origins
+    eps_sorted = sorted(episodes, key=lambda e: (e.server, e.start))
+    prev_end: dict[str, int] = {}
+    ep_jobs: list[tuple[int, int, int, list[int]]] = []  # (episode idx, s, e, origins)
+    busy: dict[str, np.ndarray] = {w.server: np.zeros(len(w.values), bool) for w in windows}
+    for e in eps_sorted:
+        w = by_server.get(e.server)
+        if w is None:
+            continue
+        i = lambda dt, w=w: round((dt - w.start).total_seconds() / (w.step_minutes * 60))  # noqa: E731
+        p0 = i(e.precursor_start) if e.precursor_start is not None else i(e.start)
+        busy[e.server][max(p0, 0) : max(i(e.recovery_end), 0)] = True
+    n_skipped = 0
+    for idx, e in enumerate(eps_sorted):
+        w = by_server.get(e.server)
+        if w is None:
+            continue
+        s = round((e.start - w.start).total_seconds() / (step * 60))
+        end = round((e.end - w.start).total_seconds() / (step * 60))
+        floor = max(context, prev_end.get(e.server, 0))
+        prev_end[e.server] = round((e.recovery_end - w.start).total_seconds() / (step * 60))
+        origins = [s - k for k in range(origin_every, lookback + 1, origin_every) if s - k >= floor]
+        if s - lookback < floor or s >= len(w.values):
+            n_skipped += 1
+            continue
+        ep_jobs.append((idx, s, end, origins))
+
+    quiet: list[tuple[str, int]] = []
+    for w in windows:
+        b = busy[w.server]
+        for o in range(context, len(w.values) - HORIZON + 1, quiet_every):
+            if not b[o - context : o + HORIZON].any():
+                quiet.append((w.server, o))
+
+    def p90_for(method: str) -> dict[tuple[str, int], np.ndarray]:
+        """(server, origin) → (2, H) p90 of cpu and mem."""
+        wanted: dict[str, set[int]] = {}
+        for idx, _s, _e, origins in ep_jobs:
+            wanted.setdefault(eps_sorted[idx].server, set()).update(origins)
+        for server, o in quiet:
+            wanted.setdefault(server, set()).add(o)
+        out: dict[tuple[str, int], np.ndarray] = {}
+        if method == "tft":
+            keys = [(srv, o) for srv, os in wanted.items() for o in sorted(os)]
+            wins = [context_window(by_server[srv], o, context, key=f"{srv}#{o}") for srv, o in keys]
+            preds = _predict_chunks(forecaster, wins, chunk_size) if wins else {}
+            for srv, o in keys:
+                p = preds[f"{srv}#{o}"]
+                out[(srv, o)] = np.stack([np.asarray(p[m]["p90"], dtype=np.float64) for m in ("cpu_pct", "mem_pct")])
+            return out
+        for srv, os in wanted.items():
+            w = by_server[srv]
+            origins = np.array(sorted(os), dtype=np.int64)
+            per_metric = [
+                baseline_quantiles(method, w.values[:, c], origins, calibration=calibration, upper=100.0)[:, 2, :]
+                for c in cols
+            ]
+            for k, o in enumerate(origins):
+                out[(srv, int(o))] = np.stack([pm[k] for pm in per_metric])
+        return out
+
+    methods = (["tft"] if forecaster is not None else []) + list(baselines)
+    result: dict[str, Any] = {
+        "threshold": threshold,
+        "episodes": len(ep_jobs),
+        "episodes_skipped": n_skipped,
+        "lookback_minutes": lookback * step,
+        "methods": {},
+    }
+    for method in methods:
+        p90 = p90_for(method)
+        leads: list[float] = []
+        detected = 0
+        precursor_detected = 0
+        n_pre = 0
+        for idx, s, end, origins in ep_jobs:
+            e = eps_sorted[idx]
+            has_pre = e.precursor_start is not None
+            n_pre += has_pre
+            warned = []
+            for o in origins:
+                upto = min(end - o, HORIZON)  # forecast steps before the episode ends
+                if upto > 0 and p90[(e.server, o)][:, :upto].max() >= threshold:
+                    warned.append(o)
+            if warned:
+                detected += 1
+                precursor_detected += has_pre
+                leads.append(float((s - min(warned)) * step))
+        alarms = sum(1 for key in quiet if p90[key].max() >= threshold)
+        result["methods"][method] = {
+            "detected": detected,
+            "detection_rate": detected / len(ep_jobs) if ep_jobs else math.nan,
+            "detection_rate_with_precursor": precursor_detected / n_pre if n_pre else math.nan,
+            "median_lead_minutes": float(np.median(leads)) if leads else math.nan,
+            "mean_lead_minutes": float(np.mean(leads)) if leads else math.nan,
+            "false_alarm_rate": alarms / len(quiet) if quiet else math.nan,
+            "quiet_origins": len(quiet),
+        }
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Series sources
+def _grid_series(
+    server: str, profile: str, stamps: np.ndarray, values: np.ndarray, states: np.ndarray, step_minutes: int
+) -> SeriesWindow:
+    """Place bucket rows (epoch seconds, aligned) on a regular grid; gaps become NaN / -1."""
+    step_s = step_minutes * 60
+    first = int(stamps.min())
+    idx = ((stamps - first) // step_s).astype(np.int64)
+    n = int(idx.max()) + 1
+    vals = np.full((n, len(METRICS)), np.nan, dtype=np.float32)
+    sts = np.full(n, -1, dtype=np.int8)
+    vals[idx] = values
+    sts[idx] = states
+    return SeriesWindow(
+        server=server,
+        profile=profile,
+        start=datetime.fromtimestamp(first, tz=UTC),
+        step_minutes=step_minutes,
+        values=vals,
+        states=sts,
+    )
+
+
+def _parse_time(text: str) -> float:
+    text = text.strip().replace("Z", "+00:00")
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)  # NAB and naive contract timestamps are UTC
+    return dt.timestamp()
+
+
+def nab_metric_for(name: str, values: np.ndarray) -> str:
+    """A sensible contract metric for a NAB series: CPU series → cpu_pct, others → disk_io_mb_s."""
+    if "cpu" in name.lower() and np.nanmax(values) <= 100.0:
+        return "cpu_pct"
+    return "disk_io_mb_s"
+
+
+def load_nab_csv(path: Path, metric: str = "auto", step_minutes: int = 5) -> tuple[SeriesWindow, str]:
+    """A NAB ``timestamp,value`` file as a SeriesWindow: the value in ``metric``, others 0.0.
+
+    Timestamps are floored to the bucket grid; duplicates averaged; missing buckets NaN.
+    """
+    stamps, vals = [], []
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            stamps.append(_parse_time(row["timestamp"]))
+            vals.append(float(row["value"]))
+    stamps_a = np.array(stamps)
+    vals_a = np.array(vals)
+    if metric == "auto":
+        metric = nab_metric_for(Path(path).stem, vals_a)
+    step_s = step_minutes * 60
+    buckets = (stamps_a // step_s) * step_s
+    uniq, inv = np.unique(buckets, return_inverse=True)
+    means = np.bincount(inv, weights=vals_a) / np.bincount(inv)
+    values = np.zeros((len(uniq), len(METRICS)), dtype=np.float32)
+    values[:, METRICS.index(metric)] = means
+    states = np.full(len(uniq), -1, dtype=np.int8)
+    return _grid_series(Path(path).stem, "generic", uniq, values, states, step_minutes), metric
+
+
+def load_contract_csv(path: Path, step_minutes: int = 5) -> list[SeriesWindow]:
+    """Contract-shaped records (timestamp, server_name, metrics…, state) rolled up into buckets."""
+    rows: dict[str, list[tuple[float, list[float], str]]] = {}
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            rows.setdefault(row["server_name"], []).append(
+                (_parse_time(row["timestamp"]), [float(row[m]) for m in METRICS], row.get("state") or "healthy")
+            )
+    out = []
+    step_s = step_minutes * 60
+    for server, recs in sorted(rows.items()):
+        stamps = np.array([r[0] for r in recs])
+        vals = np.array([r[1] for r in recs])
+        state_idx = np.array([STATES.index(r[2]) if r[2] in STATES else STATES.index("healthy") for r in recs])
+        buckets = (stamps // step_s) * step_s
+        uniq, inv = np.unique(buckets, return_inverse=True)
+        counts = np.bincount(inv)
+        means = np.stack([np.bincount(inv, weights=vals[:, j]) / counts for j in range(len(METRICS))], axis=1)
+        state_counts = np.zeros((len(uniq), len(STATES)))
+        np.add.at(state_counts, (inv, state_idx), 1)
+        out.append(_grid_series(server, profile_for(server), uniq, means, _dominant(state_counts), step_minutes))
+    return out
+
+
+def _dominant(state_counts: np.ndarray) -> np.ndarray:
+    """Dominant state per bucket, ties to the more severe (as ingest.models.dominant_state)."""
+    severity = np.array([STATE_SEVERITY[s] for s in STATES], dtype=np.float64)
+    return np.argmax(state_counts * 100 + severity[None, :] * (state_counts > 0), axis=1).astype(np.int8)
+
+
+def load_csv_dir(
+    directory: Path, metric: str = "auto", step_minutes: int = 5
+) -> tuple[list[SeriesWindow], dict[str, str]]:
+    """Every CSV in ``directory``: NAB layout (timestamp,value) or contract records.
+
+    Returns the series and, for NAB files, the metric each one was mapped onto.
+    """
+    series: list[SeriesWindow] = []
+    mapped: dict[str, str] = {}
+    for path in sorted(Path(directory).glob("*.csv")):
+        with open(path, newline="") as fh:
+            header = [h.strip() for h in next(csv.reader(fh), [])]
+        if header[:2] == ["timestamp", "value"]:
+            w, m = load_nab_csv(path, metric, step_minutes)
+            series.append(w)
+            mapped[w.server] = m
+        elif "server_name" in header:
+            series.extend(load_contract_csv(path, step_minutes))
+        else:
+            logger.warning("skipping %s: neither NAB nor contract layout", path)
+    return series, mapped
+
+
+def series_from_database(servers: Sequence[str] | None = None, step_minutes: int | None = None) -> list[SeriesWindow]:
+    """MetricBucket rollups → one SeriesWindow per server (bucket means, dominant state)."""
+    from django.conf import settings
+
+    from ingest.models import MetricBucket, Server
+
+    step = step_minutes or settings.TFT_STEP_MINUTES
+    qs = Server.objects.all()
+    if servers:
+        qs = qs.filter(name__in=list(servers))
+    fields = ["bucket_start", "count", *(f"{m}_sum" for m in METRICS), *(f"n_{s}" for s in STATES)]
+    out = []
+    for server in qs.order_by("name"):
+        rows = list(
+            MetricBucket.objects.filter(server=server, count__gt=0).order_by("bucket_start").values_list(*fields)
+        )
+        if not rows:
+            continue
+        arr = np.array([[r[0].timestamp(), *r[1:]] for r in rows], dtype=np.float64)
+        counts = arr[:, 1]
+        means = arr[:, 2 : 2 + len(METRICS)] / counts[:, None]
+        states = _dominant(arr[:, 2 + len(METRICS) :])
+        out.append(_grid_series(server.name, server.profile, arr[:, 0], means, states, step))
+    return out
+
+
+def restrict_to_metric(series: list[SeriesWindow], mapped: dict[str, str]) -> dict[str, list[SeriesWindow]]:
+    """Group NAB series by the metric they were mapped onto (each group is scored on its metric)."""
+    groups: dict[str, list[SeriesWindow]] = {}
+    for w in series:
+        groups.setdefault(mapped[w.server], []).append(w)
+    return groups

@@ -1,0 +1,153 @@
+"""python manage.py backtest — rolling-origin backtest of the TFT against the baselines.
+
+Sources (one of):
+  (default)              database servers' 5-minute rollups (``--servers`` to select)
+  --csv-dir DIR          NAB layout (timestamp,value; mapped onto --metric) or contract-shaped CSVs
+  --simulated N          N simulated servers over --days D with --seed S (also reports lead times
+                         before critical incidents)
+Model: --model PATH (default: the newest models/tft_model_* folder), --no-tft for baselines only.
+Output: one table, or --json: {"methods": {"tft": {"mase", "pinball", "coverage", "windows"}, …}}
+(with --simulated the JSON also holds "lead_time").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from forecasting import backtest as bt
+from ingest.contract import METRICS
+
+logger = logging.getLogger(__name__)
+
+SIMULATION_START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday; fixed so runs are reproducible
+
+
+def newest_model_folder(models_dir: Path) -> Path | None:
+    folders = sorted(p for p in Path(models_dir).glob("tft_model_*") if p.is_dir())
+    return folders[-1] if folders else None
+
+
+def _fmt(x: float, digits: int = 3) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+class Command(BaseCommand):
+    help = "Backtest the TFT and the baselines (naive, seasonal naive, predict_linear, mean) on rolling origins."
+
+    def add_arguments(self, parser):
+        src = parser.add_mutually_exclusive_group()
+        src.add_argument("--csv-dir", type=Path, help="folder of CSVs (NAB timestamp,value or contract records)")
+        src.add_argument("--simulated", type=int, metavar="N", help="backtest on N simulated servers")
+        parser.add_argument("--servers", nargs="*", help="database servers to use (default: all)")
+        parser.add_argument(
+            "--metric",
+            default="auto",
+            choices=["auto", *METRICS],
+            help="metric NAB values map onto (auto: cpu series → cpu_pct, others → disk_io_mb_s)",
+        )
+        parser.add_argument("--metrics", nargs="*", choices=METRICS, help="metrics to score (default all)")
+        parser.add_argument("--days", type=float, default=14.0, help="simulated days (with --simulated)")
+        parser.add_argument("--seed", type=int, default=1000, help="simulator seed (with --simulated)")
+        parser.add_argument("--model", type=Path, help="model folder (default: newest models/tft_model_*)")
+        parser.add_argument("--no-tft", action="store_true", help="baselines only")
+        parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        parser.add_argument("--per-metric", action="store_true", help="also print scores per metric")
+        parser.add_argument("--no-lead-time", action="store_true", help="skip the lead-time evaluation")
+        parser.add_argument("--json", action="store_true", help="print the result as JSON only")
+
+    def handle(self, *args, **opts):
+        started = time.perf_counter()
+        forecaster = None if opts["no_tft"] else self._forecaster(opts)
+        truth = None
+        metrics = opts["metrics"] or None
+        if opts["csv_dir"]:
+            if not opts["csv_dir"].is_dir():
+                raise CommandError(f"{opts['csv_dir']} is not a folder")
+            series, mapped = bt.load_csv_dir(opts["csv_dir"], metric=opts["metric"])
+            if mapped and metrics is None:
+                metrics = {w.server: mapped.get(w.server, METRICS) for w in series}
+            source = f"csv {opts['csv_dir']}"
+        elif opts["simulated"]:
+            from forecasting.simulator import fleet_names, simulate_fleet_truth
+
+            truth = simulate_fleet_truth(
+                servers=fleet_names(opts["simulated"]),
+                start=SIMULATION_START,
+                end=SIMULATION_START + timedelta(days=opts["days"]),
+                seed=opts["seed"],
+            )
+            series = truth.windows
+            source = f"simulated {opts['simulated']} servers × {opts['days']:g} days, seed {opts['seed']}"
+        else:
+            series = bt.series_from_database(opts["servers"])
+            source = "database"
+        if not series:
+            raise CommandError(f"no series found ({source})")
+
+        result = bt.run_backtest(series, forecaster, metrics=metrics, per_metric=opts["per_metric"])
+        if truth is not None and not opts["no_lead_time"]:
+            result["lead_time"] = bt.lead_time_evaluation(truth.windows, truth.episodes, forecaster)
+        elapsed = time.perf_counter() - started
+
+        if opts["json"]:
+            self.stdout.write(json.dumps(_jsonable(result), indent=2))
+            return
+        self.stdout.write(f"Backtest on {source}: {len(series)} series, horizon {bt.HORIZON}, context {bt.CONTEXT}")
+        if forecaster is not None:
+            self.stdout.write(f"TFT: {getattr(forecaster, 'version', '?')}")
+        self._table(result["methods"])
+        for method, by_metric in result.get("per_metric", {}).items():
+            self.stdout.write(f"\n{method}:")
+            self._table(by_metric, label="metric")
+        if "lead_time" in result:
+            self._lead_table(result["lead_time"])
+        self.stdout.write(f"\n({elapsed:.1f}s)")
+
+    def _forecaster(self, opts):
+        path = opts["model"] or newest_model_folder(settings.TFT_MODELS_DIR)
+        if path is None:
+            logger.warning("no models/tft_model_* folder: baselines only")
+            return None
+        from forecasting.tft import load_forecaster
+
+        try:
+            return load_forecaster(path, device=opts["device"])
+        except Exception as exc:
+            raise CommandError(f"cannot load model {path}: {exc}") from exc
+
+    def _table(self, rows: dict, label: str = "method") -> None:
+        self.stdout.write(f"{label:<16}{'MASE':>8}{'pinball':>10}{'coverage':>10}{'windows':>9}")
+        for name, r in rows.items():
+            self.stdout.write(
+                f"{name:<16}{_fmt(r['mase']):>8}{_fmt(r['pinball']):>10}{_fmt(r['coverage']):>10}{r['windows']:>9}"
+            )
+
+    def _lead_table(self, lead: dict) -> None:
+        self.stdout.write(
+            f"\nLead time before critical_issue (p90 of cpu/mem ≥ {lead['threshold']:g}, forecasts up to "
+            f"{lead['lookback_minutes']} min ahead; {lead['episodes']} episodes):"
+        )
+        self.stdout.write(f"{'method':<16}{'detected':>10}{'w/ precursor':>14}{'median lead':>13}{'false alarms':>14}")
+        for name, r in lead["methods"].items():
+            self.stdout.write(
+                f"{name:<16}{_fmt(r['detection_rate'], 2):>10}{_fmt(r['detection_rate_with_precursor'], 2):>14}"
+                f"{_fmt(r['median_lead_minutes'], 0) + ' min':>13}{_fmt(r['false_alarm_rate'], 3):>14}"
+            )
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

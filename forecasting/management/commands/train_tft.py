@@ -1,0 +1,150 @@
+"""python manage.py train_tft — train the TFT and write models/tft_model_<UTC time>/.
+
+Data: the database (default; all servers or --servers a,b), --csv-dir DIR (contract-shaped CSVs, or
+NAB layout timestamp,value with --metric), and/or --simulated N_SERVERS --days D (fleet simulator).
+Sources can be combined (e.g. simulated fleet + a CSV folder).
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from ingest.contract import METRICS
+
+logger = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = "Train the Temporal Fusion Transformer and write a safetensors/JSON model folder."
+
+    def add_arguments(self, parser):
+        src = parser.add_argument_group("data")
+        src.add_argument("--servers", help="comma-separated server names (database source); default all")
+        src.add_argument("--csv-dir", action="append", default=[], help="folder of CSV files (repeatable)")
+        src.add_argument(
+            "--metric",
+            default="auto",
+            choices=["auto", *METRICS],
+            help="NAB-layout CSVs: metric that 'value' is (auto: from the file name); others are 0.0",
+        )
+        src.add_argument(
+            "--csv-fraction",
+            type=float,
+            default=1.0,
+            help="keep only the first fraction of each CSV series (0.6: leave the last 40%% to a backtest)",
+        )
+        src.add_argument("--simulated", type=int, default=0, metavar="N_SERVERS", help="simulated fleet size")
+        src.add_argument("--days", type=float, default=14.0, help="days of simulated history per server")
+        src.add_argument(
+            "--sim-seeds", type=int, default=1, help="independent simulated fleets (seed, seed+1, ...) to add"
+        )
+        src.add_argument("--db", action="store_true", help="also use the database when other sources are given")
+
+        tr = parser.add_argument_group("training")
+        tr.add_argument("--epochs", type=int, default=30)
+        tr.add_argument("--batches-per-epoch", type=int, default=150)
+        tr.add_argument("--batch-size", type=int, default=64)
+        tr.add_argument("--learning-rate", type=float, default=3e-3)
+        tr.add_argument("--patience", type=int, default=5, help="early stopping: epochs without improvement")
+        tr.add_argument("--max-minutes", type=float, default=15.0, help="wall-clock budget for the loop")
+        tr.add_argument("--val-fraction", type=float, default=0.2, help="last part of each series held out")
+        tr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        tr.add_argument("--seed", type=int, default=0)
+        tr.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+
+        size = parser.add_argument_group("network size")
+        size.add_argument("--hidden-size", type=int, default=16)
+        size.add_argument("--attention-heads", type=int, default=2)
+        size.add_argument("--hidden-continuous-size", type=int, default=8)
+        size.add_argument("--lstm-layers", type=int, default=1)
+        size.add_argument("--dropout", type=float, default=0.1)
+
+        out = parser.add_argument_group("output")
+        out.add_argument("--out", default=None, help="parent folder for the model (default TFT_MODELS_DIR)")
+        out.add_argument("--no-progress", action="store_true")
+        out.add_argument("--no-backtest", action="store_true", help="skip forecasting.backtest at the end")
+
+    def handle(self, *args, **opts):
+        import torch
+
+        from forecasting import training as T
+
+        if opts["threads"]:
+            torch.set_num_threads(opts["threads"])
+        started = time.perf_counter()
+        series, described = [], []
+        for csv_dir in opts["csv_dir"]:
+            try:
+                got = T.load_csv_series(Path(csv_dir), opts["metric"], opts["csv_fraction"])
+            except (FileNotFoundError, ValueError) as exc:
+                raise CommandError(str(exc)) from exc
+            series += got
+            frac = f", first {opts['csv_fraction']:.0%} of each" if opts["csv_fraction"] < 1 else ""
+            described.append(f"- {len(got)} series from CSV folder `{csv_dir}` (metric {opts['metric']}{frac})")
+        if opts["simulated"]:
+            for k in range(max(1, opts["sim_seeds"])):
+                got = T.load_simulated_series(opts["simulated"], opts["days"], opts["seed"] + k)
+                series += got
+                described.append(
+                    f"- simulated fleet: {opts['simulated']} servers x {opts['days']:g} days, seed {opts['seed'] + k}"
+                )
+        if opts["db"] or not (opts["csv_dir"] or opts["simulated"]):
+            names = [s.strip() for s in (opts["servers"] or "").split(",") if s.strip()] or None
+            got = T.load_db_series(names)
+            series += got
+            described.append(f"- {len(got)} servers from the database" + (f" ({', '.join(names)})" if names else ""))
+        if not series:
+            raise CommandError("no training data (empty database? use --csv-dir or --simulated)")
+        n_buckets = sum(len(w.values) for w in series)
+        self.stdout.write(f"data: {len(series)} series, {n_buckets} buckets")
+
+        cfg = T.TrainConfig(
+            epochs=opts["epochs"],
+            batches_per_epoch=opts["batches_per_epoch"],
+            batch_size=opts["batch_size"],
+            learning_rate=opts["learning_rate"],
+            patience=opts["patience"],
+            max_minutes=opts["max_minutes"],
+            val_fraction=opts["val_fraction"],
+            seed=opts["seed"],
+            device=opts["device"],
+            hparams={
+                "hidden_size": opts["hidden_size"],
+                "attention_head_size": opts["attention_heads"],
+                "hidden_continuous_size": opts["hidden_continuous_size"],
+                "lstm_layers": opts["lstm_layers"],
+                "dropout": opts["dropout"],
+            },
+        )
+        out_dir = Path(opts["out"]) if opts["out"] else Path(settings.TFT_MODELS_DIR)
+        command = "python manage.py train_tft " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        try:
+            result = T.train(
+                series,
+                cfg,
+                out_dir=out_dir,
+                progress=not opts["no_progress"],
+                data_description="\n".join(described),
+                command=command,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise CommandError(str(exc)) from exc
+
+        backtest_note = "skipped"
+        if not opts["no_backtest"]:
+            backtest_note = T.attach_backtest(result.path, series, opts)
+        m = result.metrics
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"model {result.path.name}: val_loss {m['val_loss']:.4f} over {m['val_windows']} windows, "
+                f"{m['epochs_run']} epochs ({m['stopped_by']}), {result.spec['n_parameters']} parameters, "
+                f"{(time.perf_counter() - started) / 60:.1f} min; backtest: {backtest_note}\n{result.path}"
+            )
+        )

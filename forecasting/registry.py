@@ -1,0 +1,90 @@
+"""Services for trained model folders (models/tft_model_<UTC time>/) and which one is active."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from forecasting.models import ModelVersion
+
+logger = logging.getLogger(__name__)
+
+FOLDER_PREFIX = "tft_model_"
+
+
+def _created_at(name: str, info: dict | None) -> datetime:
+    stamp = name.removeprefix(FOLDER_PREFIX)
+    for fmt in ("%Y%m%dT%H%M%SZ", "%Y%m%d_%H%M%S", "%Y-%m-%dT%H-%M-%SZ"):
+        try:
+            return datetime.strptime(stamp, fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    if info and info.get("created_at"):
+        try:
+            return datetime.fromisoformat(info["created_at"]).astimezone(UTC)
+        except ValueError:
+            pass
+    return datetime.fromtimestamp(0, tz=UTC)
+
+
+def model_versions_sync(*, models_dir: Path | None = None) -> list[ModelVersion]:
+    """Register every model folder, mark broken ones invalid, and make sure one valid version is active."""
+    from forecasting.tft import ModelFolderError, read_model_folder  # no torch at import
+
+    models_dir = Path(models_dir or settings.TFT_MODELS_DIR)
+    seen = []
+    for path in sorted(models_dir.glob(f"{FOLDER_PREFIX}*")) if models_dir.is_dir() else []:
+        if not path.is_dir():
+            continue
+        try:
+            info = read_model_folder(path)
+            fields = {"valid": True, "error": "", "spec": info["spec"], "metrics": info["metrics"]}
+        except ModelFolderError as exc:
+            info = None
+            fields = {"valid": False, "error": str(exc)}
+        version, _ = ModelVersion.objects.update_or_create(
+            name=path.name,
+            defaults={"path": str(path), "created_at": _created_at(path.name, info), **fields},
+        )
+        seen.append(version)
+    # Folders that disappeared stay in the table (history) but can no longer be used.
+    ModelVersion.objects.exclude(name__in=[v.name for v in seen]).update(valid=False, error="folder missing")
+    model_version_ensure_active()
+    return seen
+
+
+@transaction.atomic
+def model_version_ensure_active() -> ModelVersion | None:
+    """Keep the operator's choice while it is valid; otherwise activate the newest valid version."""
+    current = ModelVersion.objects.select_for_update().filter(is_active=True).first()
+    if current and current.valid and current.activated_by_operator:
+        return current
+    newest = ModelVersion.objects.filter(valid=True).order_by("-created_at").first()
+    if newest is None:
+        ModelVersion.objects.filter(is_active=True).update(is_active=False)
+        return None
+    if current and current.pk == newest.pk:
+        return current
+    ModelVersion.objects.filter(is_active=True).update(is_active=False, activated_by_operator=False)
+    ModelVersion.objects.filter(pk=newest.pk).update(is_active=True, activated_by_operator=False)
+    logger.info("model version activated", extra={"model_version": newest.name, "by": "newest"})
+    return ModelVersion.objects.get(pk=newest.pk)
+
+
+@transaction.atomic
+def model_version_activate(*, version_id: int) -> ModelVersion:
+    """An operator's choice: this version stays active until another is chosen or it breaks."""
+    version = ModelVersion.objects.select_for_update().get(pk=version_id)
+    if not version.valid:
+        raise ValueError(f"{version.name} is not a valid model folder: {version.error}")
+    ModelVersion.objects.filter(is_active=True).exclude(pk=version.pk).update(
+        is_active=False, activated_by_operator=False
+    )
+    ModelVersion.objects.filter(pk=version.pk).update(is_active=True, activated_by_operator=True)
+    logger.info("model version activated", extra={"model_version": version.name, "by": "operator"})
+    version.refresh_from_db()
+    return version

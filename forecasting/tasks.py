@@ -1,0 +1,49 @@
+"""Celery tasks: one-liners over services. They take ids, carry expiry and time limits, and are
+safe to run twice (the run's unique 'running' constraint and the unique run+server forecasts)."""
+
+from celery import shared_task
+from django.conf import settings
+from django.db import transaction
+
+from forecasting import services
+
+_INTERVAL = settings.TFT_PREDICTION_INTERVAL_SECONDS
+
+
+@shared_task(name="forecasting.tasks.predict_fleet", soft_time_limit=60, time_limit=90, expires=_INTERVAL * 0.9)
+def predict_fleet() -> int | None:
+    """Beat: start a run and fan its chunks out to the `gpu` queue."""
+    run, chunks = services.prediction_run_start()
+    if run is None:
+        return None
+
+    def enqueue() -> None:
+        for ids in chunks:
+            predict_fleet_chunk.apply_async(
+                kwargs={"run_id": run.pk, "server_ids": ids}, expires=settings.TFT_RUN_STALE_SECONDS
+            )
+
+    transaction.on_commit(enqueue)
+    return run.pk
+
+
+@shared_task(
+    name="forecasting.tasks.predict_fleet_chunk",
+    soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT,
+    time_limit=settings.CELERY_TASK_TIME_LIMIT,
+)
+def predict_fleet_chunk(*, run_id: int, server_ids: list[int]) -> bool:
+    """The TFT task (queue TFT_GPU_QUEUE): forecast a chunk; the last chunk finalises the run."""
+    return services.prediction_chunk_execute(run_id=run_id, server_ids=server_ids)
+
+
+@shared_task(name="forecasting.tasks.prune_runs", soft_time_limit=600, time_limit=660, expires=3600)
+def prune_runs() -> int:
+    return services.prediction_runs_prune()
+
+
+@shared_task(name="forecasting.tasks.sync_models", soft_time_limit=120, time_limit=180, expires=600)
+def sync_models() -> int:
+    from forecasting.registry import model_versions_sync
+
+    return len(model_versions_sync())

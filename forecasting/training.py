@@ -1,0 +1,587 @@
+"""Training the TFT: data loading (database, CSV folders, simulator), window sampling, the loop,
+and writing a model folder (safetensors + JSON, see forecasting.tft).
+
+Used by ``python manage.py train_tft``; importable without Django for the CSV/simulated paths.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from forecasting import spec as S
+from ingest.contract import METRICS, STATES, profile_for
+
+logger = logging.getLogger(__name__)
+
+STATE_INDEX = {s: i for i, s in enumerate(STATES)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Data sources -> list[SeriesWindow] (full histories on a regular grid, NaN for gaps)
+
+
+def grid_series(
+    server: str,
+    profile: str,
+    timestamps: np.ndarray,
+    values: np.ndarray,
+    states: np.ndarray | None = None,
+    step_minutes: int = S.STEP_MINUTES,
+) -> S.SeriesWindow | None:
+    """Place bucket rows (epoch-minute timestamps, any order, duplicates averaged) on a regular grid."""
+    if len(timestamps) == 0:
+        return None
+    ts = (np.asarray(timestamps, dtype=np.int64) // step_minutes) * step_minutes
+    first = int(ts.min())
+    pos = (ts - first) // step_minutes
+    n = int(pos.max()) + 1
+    sums = np.zeros((n, len(METRICS)), dtype=np.float64)
+    counts = np.zeros(n, dtype=np.float64)
+    np.add.at(sums, pos, np.asarray(values, dtype=np.float64))
+    np.add.at(counts, pos, 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        grid = (sums / counts[:, None]).astype(np.float32)
+    grid[counts == 0] = np.nan
+    st = np.full(n, -1, dtype=np.int8)
+    if states is not None:
+        st[pos] = np.asarray(states, dtype=np.int8)  # last row of a bucket wins
+        st[counts == 0] = -1
+    return S.SeriesWindow(
+        server=server,
+        profile=profile,
+        start=datetime.fromtimestamp(first * 60, tz=UTC),
+        step_minutes=step_minutes,
+        values=grid,
+        states=st,
+    )
+
+
+def load_db_series(servers: list[str] | None = None, step_minutes: int = S.STEP_MINUTES) -> list[S.SeriesWindow]:
+    """Every (or the named) server's MetricBucket history as a gridded series."""
+    from ingest.models import MetricBucket, Server, dominant_state
+
+    qs = Server.objects.all().order_by("name")
+    if servers:
+        qs = qs.filter(name__in=servers)
+    result = []
+    for server in qs:
+        rows = list(
+            MetricBucket.objects.filter(server=server, count__gt=0)
+            .order_by("bucket_start")
+            .values("bucket_start", "count", *(f"{m}_sum" for m in METRICS), *(f"n_{s}" for s in STATES))
+        )
+        if not rows:
+            continue
+        ts = np.array([int(r["bucket_start"].timestamp() // 60) for r in rows], dtype=np.int64)
+        vals = np.array([[r[f"{m}_sum"] / r["count"] for m in METRICS] for r in rows], dtype=np.float32)
+        st = np.array(
+            [STATE_INDEX[dominant_state({s: r[f"n_{s}"] for s in STATES})] for r in rows], dtype=np.int8
+        )
+        w = grid_series(server.name, server.profile, ts, vals, st, step_minutes)
+        if w is not None:
+            result.append(w)
+    return result
+
+
+NAB_METRIC_BY_KEYWORD = (("cpu", "cpu_pct"), ("disk", "disk_io_mb_s"), ("network", "disk_io_mb_s"))
+
+
+def nab_metric_for(name: str) -> str:
+    lowered = name.lower()
+    for key, metric in NAB_METRIC_BY_KEYWORD:
+        if key in lowered:
+            return metric
+    return "cpu_pct"
+
+
+def load_csv_series(
+    csv_dir: Path,
+    metric: str | None = None,
+    fraction: float = 1.0,
+    step_minutes: int = S.STEP_MINUTES,
+) -> list[S.SeriesWindow]:
+    """CSV files of a folder as gridded series.
+
+    Contract-shaped files (timestamp, server_name, the 4 metrics[, state]) are rolled up to buckets
+    per server. NAB-layout files (timestamp, value) become one series named after the file, the
+    value going to ``metric`` ("auto": from the file name: cpu→cpu_pct, disk/network→disk_io_mb_s)
+    and the other metrics 0.0. ``fraction`` keeps the first part of each series (e.g. 0.6 to train
+    on the first 60 % and leave the rest to a backtest).
+    """
+    import pandas as pd
+
+    files = sorted(Path(csv_dir).glob("*.csv"))
+    if not files:
+        raise FileNotFoundError(f"no *.csv files in {csv_dir}")
+    result: list[S.SeriesWindow] = []
+    for f in files:
+        df = pd.read_csv(f)
+        cols = set(df.columns)
+        ts = pd.to_datetime(df["timestamp"], utc=True, format="mixed")
+        minutes = ((ts - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(minutes=1)).to_numpy(dtype=np.int64)
+        if {"server_name", *METRICS} <= cols:
+            for name, idx in df.groupby("server_name").groups.items():
+                idx = np.asarray(idx)
+                vals = df.loc[idx, list(METRICS)].to_numpy(dtype=np.float32)
+                st = None
+                if "state" in cols:
+                    st = np.array([STATE_INDEX.get(s, -1) for s in df.loc[idx, "state"]], dtype=np.int8)
+                w = _grid_records(str(name), minutes[idx], vals, st, step_minutes)
+                if w is not None:
+                    result.append(w)
+        elif {"timestamp", "value"} <= cols:
+            m = nab_metric_for(f.stem) if metric in (None, "auto") else metric
+            if m not in METRICS:
+                raise ValueError(f"--metric must be one of {METRICS} or auto, got {m!r}")
+            vals = np.zeros((len(df), len(METRICS)), dtype=np.float32)
+            vals[:, METRICS.index(m)] = df["value"].to_numpy(dtype=np.float32)
+            w = grid_series(f.stem, "generic", minutes, vals, None, step_minutes)
+            if w is not None:
+                result.append(w)
+        else:
+            raise ValueError(f"{f.name}: neither contract columns nor timestamp,value")
+    if fraction < 1.0:
+        result = [_head(w, fraction) for w in result]
+    return result
+
+
+def _grid_records(server, minutes, vals, states, step_minutes) -> S.SeriesWindow | None:
+    """Raw records -> bucket means and dominant state (ties to the more severe state)."""
+    if states is None or (states < 0).all():
+        return grid_series(server, profile_for(server), minutes, vals, None, step_minutes)
+    b = (minutes // step_minutes) * step_minutes
+    w = grid_series(server, profile_for(server), minutes, vals, None, step_minutes)
+    first = int(b.min())
+    pos = (b - first) // step_minutes
+    counts = np.zeros((len(w.values), len(STATES)), dtype=np.int64)
+    ok = states >= 0
+    np.add.at(counts, (pos[ok], states[ok].astype(np.int64)), 1)
+    dom = (counts * (len(STATES) + 1) + np.arange(len(STATES))[None, :]).argmax(axis=1)
+    w.states = np.where(counts.sum(axis=1) > 0, dom, -1).astype(np.int8)
+    return w
+
+
+def _head(w: S.SeriesWindow, fraction: float) -> S.SeriesWindow:
+    n = max(1, int(len(w.values) * fraction))
+    return S.SeriesWindow(w.server, w.profile, w.start, w.step_minutes, w.values[:n], w.states[:n])
+
+
+def load_simulated_series(n_servers: int, days: float, seed: int, step_minutes: int = S.STEP_MINUTES):
+    from forecasting.simulator import fleet_names, simulate_buckets
+
+    end = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday, fixed so a seed always means the same data
+    start = end - timedelta(days=days)
+    return simulate_buckets(servers=fleet_names(n_servers), start=start, end=end, seed=seed, step_minutes=step_minutes)
+
+
+# ----------------------------------------------------------------------------------------------
+# Window sampling
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batches_per_epoch: int = 150
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    gradient_clip: float = 1.0
+    patience: int = 5
+    max_minutes: float = 15.0
+    val_fraction: float = 0.2
+    val_stride: int = 48
+    max_val_windows: int = 2048
+    unknown_server_prob: float = 0.3
+    full_encoder_prob: float = 0.5
+    scale_augment: float = 1.0  # log-uniform random rescaling of unbounded metrics, +-this
+    seed: int = 0
+    device: str = "auto"
+    hparams: dict = field(default_factory=dict)
+
+
+class WindowPool:
+    """All training series concatenated, for fast vectorised window gathering."""
+
+    def __init__(self, series: list[S.SeriesWindow], vocab: S.Vocab):
+        self.series = series
+        self.lengths = np.array([len(w.values) for w in series], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+        self.values = np.concatenate([w.values for w in series], axis=0).astype(np.float32)
+        self.states = np.concatenate([w.states for w in series], axis=0).astype(np.int8)
+        self.start_minutes = np.array([S._epoch_minutes(w.start) for w in series], dtype=np.int64)
+        self.server_idx = np.array([vocab.server_index(w.server) for w in series], dtype=np.int64)
+        self.profile_idx = np.array([vocab.profile_index(w.profile) for w in series], dtype=np.int64)
+        self.step = series[0].step_minutes
+
+    def gather(self, sid: np.ndarray, origin: np.ndarray, enc_len: np.ndarray, horizon: int = S.HORIZON):
+        """Encoder blocks (left-aligned, NaN padded) and decoder targets for windows whose first
+        future step is ``origin`` (index into the series) with ``enc_len`` past steps."""
+        L = int(enc_len.max())
+        j = np.arange(L)[None, :]
+        rel = origin[:, None] - enc_len[:, None] + j
+        valid = j < enc_len[:, None]
+        rel = np.where(valid, rel, origin[:, None] - 1)
+        idx = self.offsets[sid][:, None] + rel
+        enc = self.values[idx]
+        enc[~valid] = np.nan
+        st = np.where(valid, self.states[idx], -1).astype(np.int8)
+        k = np.arange(horizon)[None, :]
+        tpos = origin[:, None] + k
+        tvalid = tpos < self.lengths[sid][:, None]
+        tidx = self.offsets[sid][:, None] + np.minimum(tpos, self.lengths[sid][:, None] - 1)
+        target = self.values[tidx]
+        target[~tvalid] = np.nan
+        start = self.start_minutes[sid] + self.step * (origin - enc_len)
+        return enc, st, start, target
+
+
+def _split_points(pool: WindowPool, val_fraction: float, horizon: int) -> np.ndarray:
+    """Per series, the first index of its validation part (time-based split)."""
+    return np.maximum(1, (pool.lengths * (1.0 - val_fraction)).astype(np.int64))
+
+
+def train_candidates(pool: WindowPool, split: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """(series, max origin) for series with room for a training window: origin in [1, split-horizon]
+    (a shorter future is allowed for short series: at least a quarter of the horizon)."""
+    max_origin = split - horizon // 4
+    ok = max_origin >= 1
+    return np.nonzero(ok)[0], max_origin
+
+
+def validation_windows(pool: WindowPool, split: np.ndarray, horizon: int, stride: int, max_encoder: int, limit: int, rng):
+    sids, origins = [], []
+    for i, n in enumerate(pool.lengths):
+        start = max(int(split[i]), 1)
+        last = int(n) - horizon
+        if last < start:
+            continue
+        for o in range(start, last + 1, stride):
+            sids.append(i)
+            origins.append(o)
+    sids = np.array(sids, dtype=np.int64)
+    origins = np.array(origins, dtype=np.int64)
+    if len(sids) > limit:
+        keep = np.sort(rng.choice(len(sids), size=limit, replace=False))
+        sids, origins = sids[keep], origins[keep]
+    enc_len = np.minimum(origins, max_encoder)
+    return sids, origins, enc_len
+
+
+def make_batch(pool: WindowPool, sid, origin, enc_len, rng=None, cfg: TrainConfig | None = None):
+    """Numpy x dict and normalised targets (B, H, M) with a validity mask."""
+    enc, st, start, target = pool.gather(sid, origin, enc_len)
+    server_idx = pool.server_idx[sid].copy()
+    profile_idx = pool.profile_idx[sid].copy()
+    if rng is not None and cfg is not None:
+        if cfg.unknown_server_prob > 0:
+            server_idx[rng.random(len(sid)) < cfg.unknown_server_prob] = 0
+        if cfg.scale_augment > 0:
+            for m, metric in enumerate(S.TARGETS):
+                if metric in S.METRIC_RANGES and math.isinf(S.METRIC_RANGES[metric][1]):
+                    f = np.exp(rng.uniform(-cfg.scale_augment, cfg.scale_augment, size=len(sid))).astype(np.float32)
+                    enc[:, :, m] *= f[:, None]
+                    target[:, :, m] *= f[:, None]
+    x = S.build_arrays(enc, enc_len, st, start, server_idx, profile_idx, pool.step)
+    ts = x["target_scale"]
+    y = (target - ts[:, None, :, 0]) / ts[:, None, :, 1]
+    mask = ~np.isnan(y)
+    y = np.clip(np.nan_to_num(y, nan=0.0), -100.0, 100.0).astype(np.float32)
+    return x, y, mask
+
+
+def pinball(pred, y, mask, quantiles):
+    """Mean pinball loss of (B, H, M, Q) normalised predictions against (B, H, M) targets."""
+    import torch
+
+    q = torch.as_tensor(quantiles, dtype=pred.dtype, device=pred.device)
+    err = y.unsqueeze(-1) - pred
+    loss = torch.maximum(q * err, (q - 1) * err)
+    m = mask.unsqueeze(-1).to(pred.dtype)
+    return (loss * m).sum() / (m.sum() * len(quantiles)).clamp_min(1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+
+
+@dataclass
+class TrainResult:
+    path: Path | None
+    metrics: dict
+    spec: dict
+    duration_s: float
+    epochs_run: int
+    stopped_by: str
+    forecaster: object = None
+
+
+def model_folder_name(now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    return f"tft_model_{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+
+
+def train(
+    series: list[S.SeriesWindow],
+    cfg: TrainConfig,
+    out_dir: Path | None = None,
+    progress: bool = True,
+    data_description: str = "",
+    command: str = "",
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train a TFT on ``series`` and (if out_dir) write ``out_dir/tft_model_<UTC time>/``."""
+    import torch
+
+    from forecasting import tft
+
+    log = log or logger.info
+    started = time.perf_counter()
+    created = datetime.now(UTC)
+    series = [w for w in series if len(w.values) >= 2 and not np.isnan(w.values).all()]
+    if not series:
+        raise ValueError("no usable training series (need at least 2 buckets each)")
+    steps = {w.step_minutes for w in series}
+    if len(steps) != 1:
+        raise ValueError(f"series have different steps: {sorted(steps)}")
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    device = tft.resolve_device(cfg.device)
+
+    hparams = {**tft.DEFAULT_HPARAMS, **cfg.hparams}
+    vocab = S.Vocab(servers=(S.UNKNOWN, *sorted({w.server for w in series})))
+    net = tft.build_network(hparams, vocab, S.QUANTILES, S.MAX_ENCODER).to(device)
+    n_params = sum(p.numel() for p in net.parameters())
+    pool = WindowPool(series, vocab)
+    H = S.HORIZON
+    split = _split_points(pool, cfg.val_fraction, H)
+    cand, max_origin = train_candidates(pool, split, H)
+    if len(cand) == 0:  # tiny data: train on whatever exists, validate on the same
+        split = pool.lengths.copy()
+        cand, max_origin = np.arange(len(series)), np.maximum(1, pool.lengths - 1)
+    vs, vo, vl = validation_windows(pool, split, H, cfg.val_stride, S.MAX_ENCODER, cfg.max_val_windows, rng)
+    if len(vs) == 0:  # no room for a held-out window: validate on the last training origins
+        vs = cand.copy()
+        vo = np.maximum(1, max_origin[cand])
+        vl = np.minimum(vo, S.MAX_ENCODER)
+    weights = np.maximum(max_origin[cand], 1).astype(np.float64)
+    weights /= weights.sum()
+    log(
+        f"training on {len(series)} series, {int(pool.lengths.sum())} buckets, {len(vs)} validation windows, "
+        f"{n_params} parameters, device {device}"
+    )
+
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    total_steps = max(1, cfg.epochs * cfg.batches_per_epoch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.learning_rate, total_steps=total_steps, pct_start=0.1, anneal_strategy="cos"
+    )
+    quantiles = list(S.QUANTILES)
+
+    def evaluate() -> float:
+        net.eval()
+        total, count = 0.0, 0
+        with torch.inference_mode():
+            for i in range(0, len(vs), 256):
+                x, y, mask = make_batch(pool, vs[i : i + 256], vo[i : i + 256], vl[i : i + 256])
+                pred = net(tft.to_tensors(x, device))["prediction"]
+                n = int(mask.sum())
+                loss = pinball(pred, torch.from_numpy(y).to(device), torch.from_numpy(mask).to(device), quantiles)
+                total += float(loss) * n
+                count += n
+        net.train()
+        return total / max(count, 1)
+
+    best = math.inf
+    best_state = copy.deepcopy(net.state_dict())
+    history = []
+    bad = 0
+    stopped_by = "epochs"
+    deadline = started + cfg.max_minutes * 60.0
+    epoch = 0
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_steps, desc="train_tft", unit="batch", dynamic_ncols=True)
+    net.train()
+    for epoch in range(1, cfg.epochs + 1):
+        running = 0.0
+        for b in range(cfg.batches_per_epoch):
+            k = rng.choice(len(cand), size=cfg.batch_size, p=weights)
+            sid = cand[k]
+            origin = 1 + (rng.random(cfg.batch_size) * max_origin[sid]).astype(np.int64)
+            origin = np.minimum(origin, max_origin[sid])
+            avail = np.minimum(origin, S.MAX_ENCODER)
+            rand_len = 1 + (rng.random(cfg.batch_size) * avail).astype(np.int64)
+            enc_len = np.where(rng.random(cfg.batch_size) < cfg.full_encoder_prob, avail, rand_len)
+            x, y, mask = make_batch(pool, sid, origin, enc_len, rng, cfg)
+            pred = net(tft.to_tensors(x, device))["prediction"]
+            loss = pinball(pred, torch.from_numpy(y).to(device), torch.from_numpy(mask).to(device), quantiles)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.gradient_clip)
+            opt.step()
+            if sched.last_epoch + 1 < total_steps:
+                sched.step()
+            running += loss.detach().item()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{running / (b + 1):.4f}", best=f"{best:.4f}")
+            if time.perf_counter() > deadline:
+                break
+        val = evaluate()
+        history.append({"epoch": epoch, "train_loss": running / max(1, b + 1), "val_loss": val})
+        log(f"epoch {epoch}: train {running / max(1, b + 1):.4f} val {val:.4f}")
+        if val < best - 1e-5:
+            best = val
+            best_state = copy.deepcopy(net.state_dict())
+            bad = 0
+        else:
+            bad += 1
+        if time.perf_counter() > deadline:
+            stopped_by = "max_minutes"
+            break
+        if bad >= cfg.patience:
+            stopped_by = "early_stopping"
+            break
+    if bar is not None:
+        bar.close()
+    net.load_state_dict(best_state)
+    net.eval()
+    duration = time.perf_counter() - started
+
+    spec = {
+        "format": tft.SPEC_FORMAT,
+        "created_at": created.isoformat(),
+        "targets": list(S.TARGETS),
+        "quantiles": quantiles,
+        "served_quantiles": S.SERVED_QUANTILES,
+        "step_minutes": int(pool.step),
+        "horizon": H,
+        "max_encoder": S.MAX_ENCODER,
+        "hparams": hparams,
+        "vocab": vocab.to_json(),
+        "x_reals": list(S.X_REALS),
+        "x_categoricals": list(S.X_CATEGORICALS),
+        "normalisation": {
+            "kind": "per-window encoder mean/std",
+            "scale_floor": S.SCALE_FLOOR,
+            "scale_rel_floor": S.SCALE_REL_FLOOR,
+        },
+        "metric_ranges": {m: [lo, None if math.isinf(hi) else hi] for m, (lo, hi) in S.METRIC_RANGES.items()},
+        "n_parameters": n_params,
+    }
+    metrics = {
+        "val_loss": best,
+        "val_windows": int(len(vs)),
+        "history": history,
+        "epochs_run": epoch,
+        "stopped_by": stopped_by,
+        "duration_s": round(duration, 1),
+    }
+    result = TrainResult(None, metrics, spec, duration, epoch, stopped_by)
+    from forecasting.tft import Forecaster
+
+    net_cpu = net
+    result.forecaster = Forecaster(net_cpu, spec, "unsaved", device)
+    if out_dir is not None:
+        path = Path(out_dir) / model_folder_name(created)
+        tft.save_model_folder(path, net, spec, metrics)
+        write_model_card(path, spec, metrics, cfg, data_description, command, duration, n_params)
+        result.path = path
+        result.forecaster.version = path.name
+        log(f"wrote {path}")
+    return result
+
+
+def write_model_card(path: Path, spec: dict, metrics: dict, cfg: TrainConfig, data: str, command: str, duration: float, n_params: int) -> None:
+    cfg_json = {k: v for k, v in asdict(cfg).items() if k != "hparams"}
+    lines = [
+        f"# {path.name}",
+        "",
+        "Temporal Fusion Transformer (pytorch-forecasting network) forecasting cpu_pct, mem_pct, "
+        f"disk_io_mb_s and latency_ms {spec['horizon']} steps of {spec['step_minutes']} minutes ahead "
+        f"from up to {spec['max_encoder']} steps of context; quantiles {spec['quantiles']}.",
+        "",
+        "## Data",
+        "",
+        data or "(not recorded)",
+        "",
+        "## Command",
+        "",
+        "```",
+        command or "(not recorded)",
+        "```",
+        "",
+        "## Training",
+        "",
+        f"- duration: {duration / 60:.1f} min on {platform.machine()} ({platform.system()}), "
+        f"{metrics['epochs_run']} epochs, stopped by {metrics['stopped_by']}",
+        f"- validation pinball loss (normalised units, time-based split): {metrics['val_loss']:.4f} "
+        f"on {metrics['val_windows']} windows",
+        f"- parameters: {n_params}",
+        f"- hyperparameters: `{json.dumps(spec['hparams'], sort_keys=True)}`",
+        f"- training settings: `{json.dumps(cfg_json, sort_keys=True)}`",
+        f"- server vocabulary: {len(spec['vocab']['servers']) - 1} servers + unknown",
+        "",
+        "## Files",
+        "",
+        "`weights.safetensors` (tensors only), `spec.json` (network and input spec), `metrics.json`.",
+        "Loading never unpickles anything.",
+        "",
+    ]
+    extra = {k: v for k, v in metrics.items() if k not in {"history"}}
+    lines += ["## Metrics", "", "```json", json.dumps(extra, indent=2, sort_keys=True, default=str), "```", ""]
+    (path / "MODEL_CARD.md").write_text("\n".join(lines))
+
+
+def attach_backtest(path: Path | None, series: list[S.SeriesWindow], opts: dict) -> str:
+    """Run forecasting.backtest.run_backtest on the new model if that module provides it, and add
+    its figures to metrics.json (key "backtest"). Returns a one-line note."""
+    if path is None:
+        return "no model folder"
+    try:
+        from forecasting import backtest
+    except ImportError:
+        return "forecasting.backtest not available"
+    run_backtest = getattr(backtest, "run_backtest", None)
+    if run_backtest is None:
+        return "forecasting.backtest.run_backtest not available"
+    import inspect
+
+    params = inspect.signature(run_backtest).parameters
+    kwargs = {}
+    candidates = {
+        "model_path": path,
+        "path": path,
+        "model_dir": path,
+        "series": series,
+        "windows": series,
+        "csv_dir": (opts.get("csv_dir") or [None])[0],
+    }
+    for name, value in candidates.items():
+        if name in params:
+            kwargs[name] = value
+    try:
+        figures = run_backtest(**kwargs)
+    except Exception as exc:  # a failed backtest must not lose the trained model
+        logger.exception("backtest failed")
+        return f"failed ({exc})"
+    metrics_path = path / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    metrics["backtest"] = figures
+    metrics_path.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str))
+    with (path / "MODEL_CARD.md").open("a") as card:
+        card.write("## Backtest\n\n```json\n" + json.dumps(figures, indent=2, sort_keys=True, default=str) + "\n```\n")
+    return "added to metrics.json"

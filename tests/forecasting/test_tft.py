@@ -1,0 +1,266 @@
+"""TFT training, model folders and inference (tiny data, CPU, seconds)."""
+
+import io
+import json
+import pickle
+import shutil
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from forecasting import spec as S
+from forecasting import training as T
+from forecasting import tft
+
+START = datetime(2026, 1, 5, tzinfo=UTC)
+TINY = {"hidden_size": 8, "attention_head_size": 1, "hidden_continuous_size": 4, "dropout": 0.0}
+
+
+def synthetic_series(n_servers=3, n=600, seed=0) -> list[S.SeriesWindow]:
+    """Daily cycles with noise, one state per bucket, a few gaps."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    out = []
+    for i in range(n_servers):
+        daily = np.sin(2 * np.pi * t / 288 + i)
+        values = np.stack(
+            [
+                40 + 20 * daily + rng.normal(0, 2, n),
+                60 + 5 * daily + rng.normal(0, 1, n),
+                5 + 2 * daily + rng.normal(0, 0.3, n),
+                12 + 3 * daily + rng.normal(0, 0.5, n),
+            ],
+            axis=1,
+        ).astype(np.float32)
+        values[100 + 10 * i : 105 + 10 * i] = np.nan
+        states = np.where(daily > 0.5, 4, 1).astype(np.int8)
+        out.append(S.SeriesWindow(f"ppweb00{i + 1}", "web_api", START, 5, values, states))
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A model folder trained for a few steps on the synthetic set."""
+    cfg = T.TrainConfig(epochs=1, batches_per_epoch=3, batch_size=8, max_val_windows=16, hparams=TINY, device="cpu")
+    result = T.train(synthetic_series(), cfg, out_dir=tmp_path_factory.mktemp("models"), progress=False)
+    return result.path
+
+
+@pytest.fixture(scope="module")
+def forecaster(model_dir):
+    return tft.load_forecaster(model_dir, device="cpu")
+
+
+def recent(n=300, server="ppweb001", gaps=False) -> S.SeriesWindow:
+    w = synthetic_series(1, n=max(n, 1))[0]
+    values = w.values[-n:].copy() if n else w.values[:0]
+    if gaps:
+        values[5:40] = np.nan
+    return S.SeriesWindow(server, "web_api", START, 5, values, w.states[-n:] if n else w.states[:0])
+
+
+def test_training_writes_safetensors_json_and_card(model_dir):
+    names = {p.name for p in model_dir.iterdir()}
+    assert {"weights.safetensors", "spec.json", "metrics.json", "MODEL_CARD.md"} <= names
+    assert model_dir.name.startswith("tft_model_") and model_dir.name.endswith("Z")
+    spec = json.loads((model_dir / "spec.json").read_text())
+    assert spec["horizon"] == S.HORIZON and spec["targets"] == list(S.TARGETS)
+    assert spec["vocab"]["servers"][0] == S.UNKNOWN
+    assert np.isfinite(json.loads((model_dir / "metrics.json").read_text())["val_loss"])
+
+
+def test_predict_returns_p10_p50_p90_of_96_steps_per_metric(forecaster):
+    out = forecaster.predict([recent(server="ppweb001"), recent(server="ppweb002")])
+    assert set(out) == {"ppweb001", "ppweb002"}
+    for metric in S.TARGETS:
+        assert set(out["ppweb001"][metric]) == {"p10", "p50", "p90"}
+        assert out["ppweb001"][metric]["p50"].shape == (S.HORIZON,)
+
+
+def test_save_load_round_trip_gives_identical_predictions(model_dir, forecaster, tmp_path):
+    copy = tmp_path / model_dir.name
+    shutil.copytree(model_dir, copy)
+    again = tft.load_forecaster(copy, device="cpu")
+    windows = [recent(), recent(50, server="ppweb002")]
+    np.testing.assert_array_equal(forecaster.predict_array(windows), again.predict_array(windows))
+    assert again.version == model_dir.name and again.device == "cpu"
+
+
+def test_unseen_server_gets_a_tft_forecast(forecaster):
+    out = forecaster.predict([recent(server="ppnew0042")])
+    assert np.isfinite(out["ppnew0042"]["cpu_pct"]["p50"]).all()
+
+
+def test_series_shorter_than_context_is_forecast(forecaster):
+    out = forecaster.predict([recent(30, server="a"), recent(1, server="b")])
+    for server in ("a", "b"):
+        for metric in S.TARGETS:
+            assert np.isfinite(out[server][metric]["p50"]).all()
+
+
+def test_gaps_in_the_window_are_forecast(forecaster):
+    out = forecaster.predict([recent(gaps=True)])
+    assert all(np.isfinite(out["ppweb001"][m]["p90"]).all() for m in S.TARGETS)
+
+
+def test_quantiles_are_monotone_and_in_range(forecaster):
+    w = recent()
+    w.values[:, 0] = 99.9  # a saturated CPU pushes the upper quantile against the bound
+    w.values[:, 2] = 0.0
+    out = forecaster.predict([w, recent(1, server="b")])
+    for server in out:
+        for metric in S.TARGETS:
+            q = out[server][metric]
+            assert (q["p10"] <= q["p50"]).all() and (q["p50"] <= q["p90"]).all()
+            lo, hi = S.METRIC_RANGES[metric]
+            assert (q["p10"] >= lo).all() and (q["p90"] <= hi).all()
+
+
+def test_large_batch_is_chunked_consistently(forecaster):
+    windows = [recent(server=f"s{i}") for i in range(5)]
+    forecaster.chunk_size = 2
+    try:
+        chunked = forecaster.predict_array(windows)
+    finally:
+        forecaster.chunk_size = 128
+    np.testing.assert_allclose(chunked, forecaster.predict_array(windows), rtol=1e-5, atol=1e-5)
+
+
+def test_loading_works_with_pickle_disabled(model_dir, monkeypatch):
+    import torch
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("unpickling is not allowed when loading a model")
+
+    class NoUnpickler(pickle.Unpickler):
+        def __init__(self, *args, **kwargs):
+            refuse()
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", NoUnpickler)
+    monkeypatch.setattr(torch, "load", refuse)
+    fc = tft.load_forecaster(model_dir, device="cpu")
+    assert np.isfinite(fc.predict_array([recent()])).all()
+    assert isinstance(io.BytesIO(), io.BytesIO)  # the patch did not break unrelated imports
+
+
+def test_read_model_folder_returns_spec_and_metrics(model_dir):
+    info = tft.read_model_folder(model_dir)
+    assert info["name"] == model_dir.name
+    assert info["spec"]["format"] == tft.SPEC_FORMAT
+    assert "val_loss" in info["metrics"]
+
+
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        ("no_weights", "missing weights.safetensors"),
+        ("bad_json", "not valid JSON"),
+        ("bad_weights", "unreadable"),
+        ("wrong_format", "spec"),
+    ],
+)
+def test_read_model_folder_rejects_a_broken_folder(model_dir, tmp_path, breakage, message):
+    broken = tmp_path / "tft_model_20260101T000000Z"
+    shutil.copytree(model_dir, broken)
+    if breakage == "no_weights":
+        (broken / "weights.safetensors").unlink()
+    elif breakage == "bad_json":
+        (broken / "spec.json").write_text("{not json")
+    elif breakage == "bad_weights":
+        (broken / "weights.safetensors").write_bytes(b"\x80\x04pickled?")
+    else:
+        (broken / "spec.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(tft.ModelFolderError, match=message):
+        tft.read_model_folder(broken)
+
+
+def test_weights_that_do_not_match_the_spec_are_rejected(model_dir, tmp_path):
+    broken = tmp_path / model_dir.name
+    shutil.copytree(model_dir, broken)
+    spec = json.loads((broken / "spec.json").read_text())
+    spec["hparams"]["hidden_size"] = 12
+    (broken / "spec.json").write_text(json.dumps(spec))
+    with pytest.raises(tft.ModelFolderError, match="do not match"):
+        tft.load_forecaster(broken, device="cpu")
+
+
+def test_nab_layout_csv_loads_into_the_chosen_metric(tmp_path):
+    ts = [(START + timedelta(minutes=5 * i)).strftime("%Y-%m-%d %H:%M:%S") for i in range(10)]
+    lines = ["timestamp,value"] + [f"{t},{i}.5" for i, t in enumerate(ts) if i != 4]
+    (tmp_path / "ec2_network_in_x.csv").write_text("\n".join(lines) + "\n")
+    [w] = T.load_csv_series(tmp_path, "latency_ms")
+    assert w.server == "ec2_network_in_x" and w.values.shape == (10, 4)
+    assert np.isnan(w.values[4]).all()
+    assert w.values[5, S.TARGETS.index("latency_ms")] == 5.5 and w.values[5, 0] == 0.0
+    assert w.start == START
+
+
+def test_contract_csv_rolls_records_up_to_buckets(tmp_path):
+    rows = ["timestamp,server_name,cpu_pct,mem_pct,disk_io_mb_s,latency_ms,state"]
+    for i in range(120):  # 10 minutes of 5-second records
+        ts = (START + timedelta(seconds=5 * i)).isoformat()
+        rows.append(f"{ts},ppdb001,{10 if i < 60 else 30},50,1,2,{'healthy' if i % 3 else 'heavy_load'}")
+    (tmp_path / "records.csv").write_text("\n".join(rows) + "\n")
+    [w] = T.load_csv_series(tmp_path)
+    assert w.profile == "database" and w.values.shape == (2, 4)
+    assert w.values[:, 0].tolist() == [10.0, 30.0]
+    assert S.STATES[w.states[0]] == "healthy"
+
+
+def test_train_tft_command_on_simulated_fleet(tmp_path):
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command(
+        "train_tft",
+        "--simulated", "2", "--days", "3", "--epochs", "1", "--batches-per-epoch", "2", "--batch-size", "4",
+        "--hidden-size", "8", "--attention-heads", "1", "--hidden-continuous-size", "4",
+        "--device", "cpu", "--out", str(tmp_path), "--no-progress", "--no-backtest",
+        stdout=out,
+    )  # fmt: skip
+    [folder] = list(tmp_path.glob("tft_model_*"))
+    assert "val_loss" in out.getvalue()
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "train_tft" in card and "simulated fleet" in card
+
+
+@pytest.mark.django_db
+def test_train_tft_reads_metric_buckets_from_the_database(tmp_path):
+    from django.core.management import call_command
+
+    from ingest.models import MetricBucket, Server
+
+    rng = np.random.default_rng(1)
+    for name in ("ppdb001", "ppweb001"):
+        server = Server.objects.create(
+            name=name, profile="database", first_seen=START, last_seen=START, last_received_at=START
+        )
+        MetricBucket.objects.bulk_create(
+            MetricBucket(
+                server=server,
+                bucket_start=START + timedelta(minutes=5 * i),
+                count=2,
+                cpu_pct_sum=2 * float(rng.uniform(10, 90)),
+                mem_pct_sum=120.0,
+                disk_io_mb_s_sum=4.0,
+                latency_ms_sum=20.0,
+                n_healthy=2,
+            )
+            for i in range(200)
+            if i not in (50, 51)
+        )
+    series = T.load_db_series(["ppdb001"])
+    assert [w.server for w in series] == ["ppdb001"]
+    assert len(series[0].values) == 200 and np.isnan(series[0].values[50]).all()
+    assert S.STATES[series[0].states[0]] == "healthy" and series[0].values[0, 1] == 60.0
+    call_command(
+        "train_tft", "--servers", "ppdb001,ppweb001", "--epochs", "1", "--batches-per-epoch", "1",
+        "--batch-size", "4", "--hidden-size", "8", "--attention-heads", "1", "--hidden-continuous-size", "4",
+        "--device", "cpu", "--out", str(tmp_path), "--no-progress", "--no-backtest", stdout=io.StringIO(),
+    )  # fmt: skip
+    [folder] = list(tmp_path.glob("tft_model_*"))
+    spec = json.loads((folder / "spec.json").read_text())
+    assert spec["vocab"]["servers"] == [S.UNKNOWN, "ppdb001", "ppweb001"]
