@@ -71,3 +71,39 @@ def feed(client):
 def postgres_only():
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL")
+
+
+def ingest_fleet(servers: dict[str, dict] | list[str], *, buckets: int = 160, end: datetime | None = None,
+                 every: timedelta = timedelta(minutes=5)) -> datetime:
+    """Store `buckets` records per server, one per step, ending just before `end` (default now).
+
+    `servers` maps a name to per-metric callables i → value (or constants); a list gives flat,
+    healthy servers. Returns the last timestamp.
+    """
+    from ingest.services import records_ingest
+    from ingest.validation import validate_records
+
+    end = (end or datetime.now(UTC)).replace(second=0, microsecond=0)
+    if isinstance(servers, list):
+        servers = {name: {} for name in servers}
+    records = []
+    for name, shape in servers.items():
+        for i in range(buckets):
+            values = {"cpu_pct": 40.0, "mem_pct": 50.0, "disk_io_mb_s": 30.0, "latency_ms": 10.0, "state": "healthy"}
+            for key, fn in shape.items():
+                values[key] = fn(i) if callable(fn) else fn
+            records.append(make_record(name, end - (buckets - i) * every, cpu=values["cpu_pct"], mem=values["mem_pct"],
+                                       disk=values["disk_io_mb_s"], latency=values["latency_ms"],
+                                       state=values["state"]))
+    clean, problems = validate_records(records)
+    assert not problems, problems[:3]
+    records_ingest(records=clean)
+    return end - every
+
+
+@pytest.fixture
+def no_models(settings, tmp_path):
+    """An empty models folder: every forecast falls back to the heuristic."""
+    settings.TFT_MODELS_DIR = tmp_path / "no-models"
+    settings.TFT_MODELS_DIR.mkdir()
+    return settings.TFT_MODELS_DIR

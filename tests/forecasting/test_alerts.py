@@ -1,0 +1,106 @@
+"""Probabilities and alert rules on hand-built forecasts."""
+
+import math
+
+import numpy as np
+import pytest
+
+from forecasting.alerts import Limits, alert_candidates, exceedance, fleet_environment, resolve_limits, window_probabilities
+
+LEVELS = np.array([0.1, 0.5, 0.9])
+
+
+def test_exceedance_interpolates_between_quantiles():
+    q = np.array([10.0, 20.0, 30.0])
+
+    assert exceedance(q, LEVELS, 20.0) == pytest.approx(0.5)
+    assert exceedance(q, LEVELS, 25.0) == pytest.approx(0.3)
+    assert exceedance(q, LEVELS, 15.0) == pytest.approx(0.7)
+
+
+def test_exceedance_upper_tail_is_exponential_from_the_outer_quantiles():
+    q = np.array([10.0, 20.0, 30.0])
+    b = 10.0 / math.log(0.5 / 0.1)
+
+    assert exceedance(q, LEVELS, 30.0 + b * math.log(2)) == pytest.approx(0.05)
+    assert exceedance(q, LEVELS, 1e6) == pytest.approx(0.0)
+
+
+def test_exceedance_lower_tail_is_exponential_too():
+    q = np.array([10.0, 20.0, 30.0])
+    b = 10.0 / math.log(0.5 / 0.1)
+
+    assert exceedance(q, LEVELS, 10.0 - b * math.log(2)) == pytest.approx(1 - 0.05)
+
+
+def test_window_probability_is_the_worst_step_and_metrics_combine_as_independent():
+    # Two metrics; metric 0 crosses with p 0.3 at step 3 only, metric 1 with p 0.5 at step 10.
+    h = 96
+    q = np.zeros((h, 2, 3))
+    q[:, 0] = [10, 20, 30]
+    q[:, 1] = [10, 20, 30]
+    q[2, 0] = [20, 30, 40]  # P(X > 35) = 0.1 + ... interpolated: (35-30)/(40-30)*0.4 → 0.3
+    q[9, 1] = [25, 35, 45]  # P(X > 35) = 0.5
+    probs = window_probabilities(q, LEVELS, np.array([35.0, 35.0]))
+
+    assert probs["per_metric_30m"][0] == pytest.approx(0.3)
+    assert probs["per_metric_30m"][1] == pytest.approx(exceedance(np.array([10, 20, 30.0]), LEVELS, 35.0))
+    assert probs["per_metric_8h"][1] == pytest.approx(0.5)
+    assert probs["prob_8h"] == pytest.approx(1 - (1 - 0.3) * (1 - 0.5))
+
+
+def test_fleet_probability_assumes_independent_servers():
+    env = fleet_environment([(0.2, 0.5), (0.5, 0.1), (0.0, 0.0)])
+
+    assert env["prob_30m"] == pytest.approx(1 - 0.8 * 0.5)
+    assert env["prob_8h"] == pytest.approx(1 - 0.5 * 0.9)
+    assert env["high_risk_servers"] == 1
+    assert env["total_servers"] == 3
+    assert env["fleet_health"] == "critical"
+
+
+@pytest.mark.parametrize(
+    ("pairs", "health"),
+    [([(0.0, 0.0)], "healthy"), ([(0.1, 0.35)], "warning"), ([(0.6, 0.9)], "critical"), ([], "healthy")],
+)
+def test_fleet_health_cut_offs(pairs, health):
+    assert fleet_environment(pairs)["fleet_health"] == health
+
+
+def test_p50_crossing_raises_warning_and_critical_with_steps_ahead():
+    p50 = np.linspace(80, 99, 96)
+    alerts = alert_candidates("ppdb001", "cpu_pct", p50, p50 + 1, Limits(85, 95), 5)
+
+    by_severity = {a["severity"]: a for a in alerts}
+    first_warning = int(np.argmax(p50 >= 85)) + 1
+    assert by_severity["warning"]["steps_ahead"] == first_warning
+    assert by_severity["warning"]["minutes_ahead"] == first_warning * 5
+    assert by_severity["critical"]["rule"] == "p50_critical"
+    assert by_severity["critical"]["predicted_value"] == pytest.approx(99.0)
+    assert by_severity["critical"]["threshold"] == 95
+
+
+def test_p90_reaching_critical_is_an_early_warning():
+    p50 = np.full(96, 60.0)
+    p90 = np.full(96, 60.0)
+    p90[40:] = 97
+    alerts = alert_candidates("ppdb001", "mem_pct", p50, p90, Limits(85, 95), 5)
+
+    assert [(a["severity"], a["rule"], a["steps_ahead"]) for a in alerts] == [("warning", "p90_early_warning", 41)]
+
+
+def test_no_alert_below_thresholds():
+    flat = np.full(96, 50.0)
+
+    assert alert_candidates("s", "cpu_pct", flat, flat, Limits(85, 95), 5) == []
+
+
+def test_relative_limits_scale_the_recent_p95_with_a_floor():
+    context = np.array([10.0] * 95 + [30.0] * 5 + [np.nan])
+    rule = {"warning": 1.5, "critical": 2.0, "relative": True, "floor": 5.0}
+
+    limits = resolve_limits(rule, context)
+
+    level = np.percentile(context[:100], 95)
+    assert limits == Limits(1.5 * level, 2.0 * level)
+    assert resolve_limits(rule, np.zeros(10)) == Limits(5.0, 5.0)
