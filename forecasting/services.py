@@ -79,6 +79,12 @@ def _model_for_run():
     """(forecaster or None, version or None, fallback reason or '')."""
     version = active_model_version()
     if version is None:
+        # A fresh machine, or folders added by hand: registering is a few small file reads.
+        from forecasting.registry import model_versions_sync
+
+        model_versions_sync()
+        version = active_model_version()
+    if version is None:
         return None, None, "no_model: no valid model folder is registered (train_tft, then register_models)"
     from forecasting.inference import ModelUnavailableError, get_forecaster, log_once
 
