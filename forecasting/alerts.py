@@ -50,14 +50,24 @@ class Limits:
     critical: float
 
 
-def resolve_limits(rule: dict, context: np.ndarray) -> Limits:
-    """Absolute limits for one server: relative rules scale the context's 95th percentile."""
-    if not rule["relative"]:
-        return Limits(float(rule["warning"]), float(rule["critical"]))
-    observed = context[np.isfinite(context)]
-    level = float(np.percentile(observed, 95)) if observed.size else 0.0
-    floor = float(rule.get("floor", 0.0))
-    return Limits(max(floor, rule["warning"] * level), max(floor, rule["critical"] * level))
+def limits_batch(context: np.ndarray, thresholds: dict, metrics: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Warning and critical limits (N, M) for contexts (N, T, M) with NaN gaps: absolute, or
+    relative rules times each server's 95th percentile of its context, never below `floor`."""
+    n = context.shape[0]
+    warning = np.empty((n, len(metrics)))
+    critical = np.empty((n, len(metrics)))
+    for m, metric in enumerate(metrics):
+        rule = thresholds[metric]
+        if rule["relative"]:
+            with np.errstate(all="ignore"):
+                level = np.nan_to_num(np.nanpercentile(context[:, :, m], 95, axis=1), nan=0.0)
+            floor = float(rule.get("floor", 0.0))
+            warning[:, m] = np.maximum(floor, rule["warning"] * level)
+            critical[:, m] = np.maximum(floor, rule["critical"] * level)
+        else:
+            warning[:, m] = rule["warning"]
+            critical[:, m] = rule["critical"]
+    return warning, critical
 
 
 def exceedance(quantiles: np.ndarray, levels: np.ndarray, threshold: float | np.ndarray) -> np.ndarray:
@@ -86,16 +96,17 @@ def exceedance(quantiles: np.ndarray, levels: np.ndarray, threshold: float | np.
     return np.clip(1.0 - cdf[..., 0], 0.0, 1.0)
 
 
-def window_probabilities(quantiles: np.ndarray, levels: np.ndarray, critical: np.ndarray) -> dict:
-    """One server: quantiles (H, M, K), critical thresholds (M,) → per-metric and combined probabilities."""
-    per_step = exceedance(quantiles, levels, critical[None, :])  # (H, M)
-    p30 = per_step[:STEPS_30M].max(axis=0)
-    p8h = per_step.max(axis=0)
+def incident_probabilities(quantiles: np.ndarray, levels: np.ndarray, critical: np.ndarray) -> dict:
+    """Forecasts (N, H, M, K) and critical limits (N, M) → per-metric (N, M) and per-server (N,)
+    probabilities for the 30-minute and 8-hour windows, as documented above."""
+    per_step = exceedance(quantiles, levels, critical[:, None, :])  # (N, H, M)
+    p30_metric = per_step[:, :STEPS_30M].max(axis=1)
+    p8h_metric = per_step.max(axis=1)
     return {
-        "per_metric_30m": p30,
-        "per_metric_8h": p8h,
-        "prob_30m": float(1 - np.prod(1 - p30)),
-        "prob_8h": float(1 - np.prod(1 - p8h)),
+        "metric_30m": p30_metric,
+        "metric_8h": p8h_metric,
+        "prob_30m": 1 - np.prod(1 - p30_metric, axis=1),
+        "prob_8h": 1 - np.prod(1 - p8h_metric, axis=1),
     }
 
 

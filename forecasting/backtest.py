@@ -193,11 +193,14 @@ def baseline_quantiles(
     point = baseline_point(method, y_filled, origins, horizon)
     if residuals is None:
         residuals = _residual_matrix(method, y_raw, y_filled, horizon)
-    cal_t = origins[:, None] + np.arange(-calibration, 0)[None, :]  # (B, C)
-    samples = residuals[np.clip(cal_t, 0, len(y_raw) - 1)]  # (B, C, H)
-    observable = (cal_t[:, :, None] + np.arange(horizon)[None, None, :]) < origins[:, None, None]
-    samples = np.where(observable & (cal_t >= 0)[:, :, None], samples, np.nan)
-    err_q = _fill_along_horizon(_masked_quantiles(samples, (QUANTILE_LEVELS[0], QUANTILE_LEVELS[2])))
+    err_q = np.zeros((len(origins), 2, horizon))
+    for i in range(0, len(origins), 128):  # bounded memory: (128, calibration, horizon) at a time
+        o = origins[i : i + 128]
+        cal_t = o[:, None] + np.arange(-calibration, 0)[None, :]  # (B, C)
+        samples = residuals[np.clip(cal_t, 0, len(y_raw) - 1)]  # (B, C, H)
+        observable = (cal_t[:, :, None] + np.arange(horizon)[None, None, :]) < o[:, None, None]
+        samples = np.where(observable & (cal_t >= 0)[:, :, None], samples, np.nan)
+        err_q[i : i + 128] = _fill_along_horizon(_masked_quantiles(samples, (QUANTILE_LEVELS[0], QUANTILE_LEVELS[2])))
     p10 = np.minimum(point + err_q[:, 0, :], point)
     p90 = np.maximum(point + err_q[:, 1, :], point)
     out = np.stack([p10, point, p90], axis=1)

@@ -5,7 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from forecasting.alerts import Limits, alert_candidates, exceedance, fleet_environment, resolve_limits, window_probabilities
+from forecasting.alerts import (
+    Limits,
+    alert_candidates,
+    exceedance,
+    fleet_environment,
+    incident_probabilities,
+    limits_batch,
+)
 
 LEVELS = np.array([0.1, 0.5, 0.9])
 
@@ -41,12 +48,12 @@ def test_window_probability_is_the_worst_step_and_metrics_combine_as_independent
     q[:, 1] = [10, 20, 30]
     q[2, 0] = [20, 30, 40]  # P(X > 35) = 0.1 + ... interpolated: (35-30)/(40-30)*0.4 → 0.3
     q[9, 1] = [25, 35, 45]  # P(X > 35) = 0.5
-    probs = window_probabilities(q, LEVELS, np.array([35.0, 35.0]))
+    probs = incident_probabilities(q[None], LEVELS, np.array([[35.0, 35.0]]))
 
-    assert probs["per_metric_30m"][0] == pytest.approx(0.3)
-    assert probs["per_metric_30m"][1] == pytest.approx(exceedance(np.array([10, 20, 30.0]), LEVELS, 35.0))
-    assert probs["per_metric_8h"][1] == pytest.approx(0.5)
-    assert probs["prob_8h"] == pytest.approx(1 - (1 - 0.3) * (1 - 0.5))
+    assert probs["metric_30m"][0, 0] == pytest.approx(0.3)
+    assert probs["metric_30m"][0, 1] == pytest.approx(exceedance(np.array([10, 20, 30.0]), LEVELS, 35.0))
+    assert probs["metric_8h"][0, 1] == pytest.approx(0.5)
+    assert probs["prob_8h"][0] == pytest.approx(1 - (1 - 0.3) * (1 - 0.5))
 
 
 def test_fleet_probability_assumes_independent_servers():
@@ -97,10 +104,17 @@ def test_no_alert_below_thresholds():
 
 def test_relative_limits_scale_the_recent_p95_with_a_floor():
     context = np.array([10.0] * 95 + [30.0] * 5 + [np.nan])
+    flat = np.zeros(101)
     rule = {"warning": 1.5, "critical": 2.0, "relative": True, "floor": 5.0}
 
-    limits = resolve_limits(rule, context)
+    warning, critical = limits_batch(np.stack([context, flat])[:, :, None], {"x": rule}, ("x",))
 
     level = np.percentile(context[:100], 95)
-    assert limits == Limits(1.5 * level, 2.0 * level)
-    assert resolve_limits(rule, np.zeros(10)) == Limits(5.0, 5.0)
+    assert (warning[0, 0], critical[0, 0]) == pytest.approx((1.5 * level, 2.0 * level))
+    assert (warning[1, 0], critical[1, 0]) == (5.0, 5.0)
+
+
+def test_absolute_limits_are_the_thresholds_themselves():
+    warning, critical = limits_batch(np.zeros((2, 5, 1)), {"x": {"warning": 85, "critical": 95, "relative": False}}, ("x",))
+
+    assert warning.tolist() == [[85], [85]] and critical.tolist() == [[95], [95]]

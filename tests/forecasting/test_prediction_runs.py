@@ -182,15 +182,15 @@ def test_a_run_failing_midway_leaves_the_previous_run_current(client, no_models,
     calls = {"n": 0}
     from forecasting import services
 
-    real = services._score_server
+    real = services._score_batch
 
-    def fail_on_second_server(*args, **kwargs):
+    def fail_on_second_chunk(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("boom")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(services, "_score_server", fail_on_second_server)
+    monkeypatch.setattr(services, "_score_batch", fail_on_second_chunk)
     with pytest.raises(RuntimeError):
         fleet_predict(chunk_size=1)
 

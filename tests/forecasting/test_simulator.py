@@ -288,3 +288,41 @@ def test_ingested_records_roll_up_to_the_simulated_buckets(feed):
         assert w.start == expected[server].start
         np.testing.assert_allclose(w.values, expected[server].values, atol=0.006, rtol=1e-5)
         np.testing.assert_array_equal(w.states, expected[server].states)
+
+
+@pytest.mark.django_db
+def test_backfill_command_posts_thinned_history_in_batches(client, monkeypatch):
+    from django.core.management import call_command
+
+    from forecasting.management.commands import simulate_fleet
+    from ingest.models import MetricRecord, Server
+    from tests.conftest import post_feed
+
+    sizes = []
+
+    def post_via_client(self, records):
+        sizes.append(len(records))
+        response = post_feed(client, {"records": records})
+        assert response.status_code == 200, response.content
+        self.posted_records += len(records)
+        self.posted_batches += 1
+        return response.json()
+
+    monkeypatch.setattr(simulate_fleet.Feeder, "post", post_via_client)
+    out = io.StringIO()
+    call_command(
+        "simulate_fleet", "--servers", "3", "--backfill", "1h", "--backfill-interval", "60",
+        "--batch-size", "50", stdout=out,
+    )  # fmt: skip
+    assert sizes == [50, 50, 50, 30]  # 60 ticks × 3 servers
+    assert sorted(Server.objects.values_list("name", flat=True)) == sorted(fleet_names(3))
+    assert MetricRecord.objects.count() == 180
+    assert "posted 180 records in 4 requests" in out.getvalue()
+
+
+def test_command_needs_backfill_or_live():
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="nothing to do"):
+        call_command("simulate_fleet")

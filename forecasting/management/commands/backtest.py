@@ -65,6 +65,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         started = time.perf_counter()
+        if opts["json"]:  # keep stdout pure JSON (the log handler may write to stdout)
+            logging.getLogger("forecasting").setLevel(logging.WARNING)
         forecaster = None if opts["no_tft"] else self._forecaster(opts)
         truth = None
         metrics = opts["metrics"] or None
