@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.http import HttpResponse
+from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -12,7 +13,10 @@ from forecasting.selectors import (
     predictions_current_json,
     server_forecast_json,
 )
+from ingest.auth import ReadApiKey
 from ingest.selectors import fleet_readiness
+from ingest.throttle import ReadRateThrottle
+from tftsite import openapi
 
 
 def _json(body: str, status: int = 200) -> HttpResponse:
@@ -37,9 +41,15 @@ def _insufficient_data() -> Response:
     )
 
 
-class PredictionsCurrentApi(APIView):
+class ReadApi(APIView):
+    permission_classes = [ReadApiKey]
+    throttle_classes = [ReadRateThrottle]
+
+
+class PredictionsCurrentApi(ReadApi):
     """GET /predictions/current — the latest complete run in the contract's shape."""
 
+    @extend_schema(**openapi.PREDICTIONS_CURRENT)
     def get(self, request):
         run = current_run()
         if run is None or run.servers == 0:
@@ -47,9 +57,10 @@ class PredictionsCurrentApi(APIView):
         return _json(predictions_current_json(run))
 
 
-class PredictionsServerApi(APIView):
+class PredictionsServerApi(ReadApi):
     """GET /predictions/<server> — one server's forecast, probabilities and alerts."""
 
+    @extend_schema(**openapi.PREDICTIONS_SERVER)
     def get(self, request, server: str):
         run = current_run()
         if run is None:
@@ -62,9 +73,10 @@ class PredictionsServerApi(APIView):
         return _json(body)
 
 
-class AlertsActiveApi(APIView):
+class AlertsActiveApi(ReadApi):
     """GET /alerts/active — open (active and acknowledged) alerts, most severe and soonest first."""
 
+    @extend_schema(**openapi.ALERTS_ACTIVE)
     def get(self, request):
         alerts = [alert_as_contract(a) for a in open_alerts(server_name=request.query_params.get("server"))]
         return Response({"alerts": alerts, "count": len(alerts)})

@@ -170,3 +170,38 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return self.message
+
+
+class AlertNotification(models.Model):
+    """One alert transition to push to Alertmanager / webhooks (forecasting.alert_push).
+
+    Unique per (alert, transition): a transition is recorded once however often the run that caused it
+    is retried. `delivered_at` is set by compare-and-swap, so a notification is delivered once even
+    when a retry and the sweeper race; `delivered_targets` keeps a partial fan-out from resending to a
+    target that already accepted it.
+    """
+
+    class Transition(models.TextChoices):
+        FIRING = "firing"  # the alert opened (a severity change opens the other severity's alert)
+        RESOLVED = "resolved"
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="notifications")
+    transition = models.CharField(max_length=16, choices=Transition.choices)
+    created_at = models.DateTimeField()
+    # The Alertmanager alert ({labels, annotations, startsAt, endsAt}) as it was at the transition.
+    payload = models.JSONField(default=dict)
+    attempts = models.IntegerField(default=0)
+    claimed_until = models.DateTimeField(null=True, blank=True)  # a worker is delivering it until then
+    delivered_targets = models.JSONField(default=list, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["alert", "transition"], name="uniq_alert_notification_transition")
+        ]
+        indexes = [models.Index(fields=["delivered_at", "created_at"], name="alert_notif_pending_idx")]
+
+    def __str__(self) -> str:
+        return f"alert {self.alert_id} {self.transition}"

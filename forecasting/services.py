@@ -347,6 +347,10 @@ def _alerts_apply(*, run: PredictionRun, forecasts: list[tuple], now: datetime) 
         Alert.objects.filter(pk__in=gone, state__in=OPEN_STATES).update(
             state=Alert.State.RESOLVED, resolved_at=now, updated_at=now, last_run=run
         )
+    # Alert push (forecasting.alert_push): record each open/resolve once; sent after this commits.
+    from forecasting.alert_push import alert_transitions_record
+
+    alert_transitions_record(opened=to_create, resolved=[a for k, a in open_alerts.items() if k not in wanted], now=now)
 
 
 def prediction_run_fail(*, run_id: int, error: str) -> None:

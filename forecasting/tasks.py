@@ -47,3 +47,7 @@ def sync_models() -> int:
     from forecasting.registry import model_versions_sync
 
     return len(model_versions_sync())
+
+
+# Registers the alert push tasks with the worker (autodiscovery only imports tasks.py).
+from forecasting import push_tasks  # noqa: E402, F401

@@ -214,12 +214,13 @@ def save_model_folder(path: Path, net, spec: dict, metrics: dict | None = None) 
 class Forecaster:
     """A loaded TFT: ``predict(windows)`` forecasts a batch of servers."""
 
-    def __init__(self, net, spec: dict, version: str, device: str, chunk_size: int = 1024):
+    def __init__(self, net, spec: dict, version: str, device: str, chunk_size: int | None = None):
         self.net = net
         self.spec = spec
         self.version = version
         self.device = device
-        self.chunk_size = chunk_size
+        # ~128 windows per forward keeps the activations in cache on CPU; GPUs take bigger chunks
+        self.chunk_size = chunk_size or (128 if device == "cpu" else 2048)
         self.vocab = S.Vocab.from_json(spec["vocab"])
         self.quantiles = tuple(float(q) for q in spec["quantiles"])
         self.horizon = int(spec["horizon"])

@@ -5,17 +5,20 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from ingest.auth import FeedApiKey
+from ingest.auth import FeedApiKey, ReadApiKey
 from ingest.middleware import RETRY_AFTER_SECONDS
 from ingest.selectors import counters_totals, database_check, fleet_readiness, server_readiness_list
 from ingest.services import records_ingest
+from ingest.throttle import FeedRateThrottle, ReadRateThrottle
 from ingest.validation import BatchRejectedError, validate_feed_body
+from tftsite import openapi
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +77,7 @@ class FeedDataApi(APIView):
     """POST /feed/data — the contract's feed endpoint."""
 
     permission_classes = [FeedApiKey]
+    throttle_classes = [FeedRateThrottle]
 
     class OutputSerializer(serializers.Serializer):
         status = serializers.CharField()
@@ -85,6 +89,7 @@ class FeedDataApi(APIView):
         accepted = serializers.IntegerField(help_text="records stored by this request")
         duplicates = serializers.IntegerField(help_text="records already stored (same server and timestamp)")
 
+    @extend_schema(**openapi.FEED_DATA)
     def post(self, request):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         length = request.META.get("CONTENT_LENGTH")
@@ -112,6 +117,10 @@ class FeedDataApi(APIView):
 class StatusApi(APIView):
     """GET /status — warmup and counters in the contract's shape; ?servers=1 adds per-server readiness."""
 
+    permission_classes = [ReadApiKey]
+    throttle_classes = [ReadRateThrottle]
+
+    @extend_schema(**openapi.STATUS)
     def get(self, request):
         totals = counters_totals()
         readiness = fleet_readiness()
@@ -161,6 +170,7 @@ def status_extras() -> dict:
 class HealthApi(APIView):
     """GET /health — 200 when the database answers, 503 naming the failing check otherwise."""
 
+    @extend_schema(**openapi.HEALTH)
     def get(self, request):
         database = database_check()
         healthy = database["ok"]

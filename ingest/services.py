@@ -396,3 +396,25 @@ def _db_datetime(value: datetime):
     if connection.vendor == "postgresql":
         return value
     return connection.ops.adapt_datetimefield_value(value)
+
+
+def api_key_create(*, name: str, can_feed: bool = True, can_read: bool = True) -> tuple["ApiKey", str]:
+    """Create a named key; returns the row and the raw key, which is shown once and never stored."""
+    from ingest.auth import generate_key, hash_key, named_keys
+    from ingest.models import ApiKey
+
+    raw = generate_key()
+    key = ApiKey.objects.create(
+        name=name, prefix=raw[:10], key_hash=hash_key(raw), can_feed=can_feed, can_read=can_read
+    )
+    named_keys.clear()
+    return key, raw
+
+
+def api_key_revoke(*, key_id: int) -> bool:
+    from ingest.auth import named_keys
+    from ingest.models import ApiKey
+
+    changed = ApiKey.objects.filter(pk=key_id, is_active=True).update(is_active=False)
+    named_keys.clear()
+    return bool(changed)

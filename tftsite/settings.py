@@ -5,6 +5,7 @@ filesystem Celery broker, both under TFT_DATA_DIR. With DATABASE_URL / CELERY_BR
 Postgres and Redis. The code path is the same in both cases.
 """
 
+import os
 from pathlib import Path
 
 from tftsite.env import (
@@ -49,6 +50,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI / Redoc assets as local static files (docs work offline)
     "ingest",
     "forecasting",
     "dashboard",
@@ -57,7 +60,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files from gunicorn, no separate server
+    "ingest.middleware.CorsMiddleware",
     "ingest.middleware.DatabaseUnavailableMiddleware",
+    "ingest.feed_metrics.FeedMetricsMiddleware",  # feed latency and record outcomes for GET /metrics
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -119,6 +124,11 @@ TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
 
+# The dashboard's own login page (styled like it); after logging out, back to it.
+LOGIN_URL = "dashboard:login"
+LOGIN_REDIRECT_URL = "dashboard:fleet"
+LOGOUT_REDIRECT_URL = "dashboard:login"
+
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 STORAGES = {
@@ -137,6 +147,27 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "ingest.api.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# --- API docs (GET /api/schema/, /api/docs/, /api/redoc/) -----------------------------------------
+SPECTACULAR_SETTINGS = {
+    "TITLE": "tftsite API",
+    "DESCRIPTION": "Server metrics in (POST /feed/data), 8-hour TFT forecasts, incident probabilities and "
+    "alerts out. The contract is ../shared/seed/PRODUCTION_INTEGRATION_GUIDE.md; GET /metrics (Prometheus "
+    "text format) is described in the README.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "tftsite.openapi.strip_trailing_slashes",
+    ],
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {"ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
+    },
 }
 
 # --- Product settings -----------------------------------------------------------------------
@@ -163,17 +194,78 @@ TFT_DEVICE = env_choice("TFT_DEVICE", "auto", ("auto", "cpu", "cuda"))
 TFT_GPU_QUEUE = env_str("TFT_GPU_QUEUE", "gpu")
 TFT_MODELS_DIR = Path(env_str("TFT_MODELS_DIR", str(BASE_DIR / "models"))).resolve()
 
+# --- Integrations: Prometheus exposition and alert push (README "Prometheus and Grafana") ----------
+# GET /metrics is open unless a key is set (then: Authorization: Bearer <key> or X-API-Key: <key>).
+TFT_METRICS_API_KEY = env_str("TFT_METRICS_API_KEY")
+# gunicorn runs several workers: per-request counters (feed latency, records accepted/rejected) go
+# through prometheus_client's multiprocess mode, one file per process in this folder. It must be set
+# before prometheus_client is imported, hence here; bin/run should empty it at start.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR") or str(DATA_DIR / "prometheus")
+Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", PROMETHEUS_MULTIPROC_DIR)
+# Alert transitions (open, resolve) are POSTed in Alertmanager's webhook format to each URL, and/or
+# pushed to an Alertmanager's /api/v2/alerts. Empty = nothing is recorded or sent.
+TFT_ALERT_WEBHOOK_URLS = env_list("TFT_ALERT_WEBHOOK_URLS", [])
+TFT_ALERTMANAGER_URL = env_str("TFT_ALERTMANAGER_URL").rstrip("/")
+TFT_ALERT_PUSH_TIMEOUT_SECONDS = env_int("TFT_ALERT_PUSH_TIMEOUT_SECONDS", 10, minimum=1)
+TFT_ALERT_PUSH_MAX_ATTEMPTS = env_int("TFT_ALERT_PUSH_MAX_ATTEMPTS", 8, minimum=1)
+# Alertmanager forgets a firing alert that is not re-sent before its endsAt; we send each transition
+# once, so a firing alert carries an endsAt this far ahead and its resolve ends it sooner.
+TFT_ALERTMANAGER_FIRING_TTL_SECONDS = env_int("TFT_ALERTMANAGER_FIRING_TTL_SECONDS", 24 * 3600, minimum=300)
+
+# --- Limits and access ----------------------------------------------------------------------
+TFT_READ_REQUIRES_KEY = env_bool("TFT_READ_REQUIRES_KEY", False)
+TFT_RATE_LIMIT_FEED_PER_MINUTE = env_int("TFT_RATE_LIMIT_FEED_PER_MINUTE", 12_000, minimum=0)
+TFT_RATE_LIMIT_READ_PER_MINUTE = env_int("TFT_RATE_LIMIT_READ_PER_MINUTE", 6_000, minimum=0)
+# Browsers may call the API only from these origins (none by default: CORS stays closed).
+TFT_CORS_ALLOWED_ORIGINS = env_list("TFT_CORS_ALLOWED_ORIGINS", [])
+
+# --- HTTPS and security headers -------------------------------------------------------------
+# TFT_HTTPS: the service is reached over HTTPS (directly or through a proxy that sets
+# X-Forwarded-Proto): redirect plain HTTP, secure cookies, HSTS.
+TFT_HTTPS = env_bool("TFT_HTTPS", False)
+if env_bool("TFT_TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = TFT_HTTPS
+SECURE_REDIRECT_EXEMPT = [r"^health/?$"]  # load balancers probe over plain HTTP
+SESSION_COOKIE_SECURE = TFT_HTTPS
+CSRF_COOKIE_SECURE = TFT_HTTPS
+SECURE_HSTS_SECONDS = 31_536_000 if TFT_HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = TFT_HTTPS
+SECURE_HSTS_PRELOAD = TFT_HTTPS
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+
 # --- Celery ---------------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "filesystem://"
+
+# Rate-limit counters live in Redis when the broker is Redis (shared by all web workers), else in
+# each process's memory.
+_REDIS = CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "ratelimit": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": _REDIS,
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+        if _REDIS
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "ratelimit"}
+    ),
+}
 if CELERY_BROKER_URL == "filesystem://":
     # Embedded broker: one folder shared by every process on this machine, no server needed.
     _broker_dir = DATA_DIR / "broker"
-    for _folder in ("queue", "processed"):
+    for _folder in ("queue", "processed", "control"):
         (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 else:
@@ -209,6 +301,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "forecasting.tasks.sync_models",
         "schedule": 300.0,
         "options": {"expires": 240},
+    },
+    # Pushes whose task was lost (broker restart) or ran out of retries are picked up again.
+    "push-alerts": {
+        "task": "forecasting.push_tasks.push_pending_alerts",
+        "schedule": 120.0,
+        "options": {"expires": 110},
     },
     "prune-records": {
         "task": "ingest.tasks.prune_records",

@@ -1,7 +1,9 @@
 from django.contrib import admin
-from django.urls import path, re_path
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from forecasting.api import AlertsActiveApi, PredictionsCurrentApi, PredictionsServerApi
+from forecasting.prometheus import metrics_view
 from ingest.api import FeedDataApi, HealthApi, StatusApi
 
 # The contract's paths have no trailing slash; accept one too, since a POST cannot be redirected.
@@ -13,5 +15,10 @@ urlpatterns = [
     re_path(r"^predictions/(?P<server>[A-Za-z0-9][A-Za-z0-9._:@-]{0,63})/?$", PredictionsServerApi.as_view(),
             name="predictions-server"),
     re_path(r"^alerts/active/?$", AlertsActiveApi.as_view(), name="alerts-active"),
+    re_path(r"^metrics/?$", metrics_view, name="metrics"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
     path("admin/", admin.site.urls),
+    path("", include("dashboard.urls")),  # operator pages under /dashboard/, "/" redirects there
 ]

@@ -45,6 +45,13 @@ class Command(BaseCommand):
         src.add_argument(
             "--sim-seeds", type=int, default=1, help="independent simulated fleets (seed, seed+1, ...) to add"
         )
+        src.add_argument(
+            "--generic",
+            type=int,
+            default=0,
+            metavar="N_SERIES",
+            help="generic synthetic series (level shifts, spikes, cycles, noise) over --days, for variety",
+        )
         src.add_argument("--db", action="store_true", help="also use the database when other sources are given")
 
         tr = parser.add_argument_group("training")
@@ -57,7 +64,9 @@ class Command(BaseCommand):
         tr.add_argument("--val-fraction", type=float, default=0.2, help="last part of each series held out")
         tr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
         tr.add_argument("--seed", type=int, default=0)
-        tr.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+        tr.add_argument(
+            "--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared 2-core machine; 0: torch default)"
+        )
 
         size = parser.add_argument_group("network size")
         size.add_argument("--hidden-size", type=int, default=16)
@@ -95,7 +104,13 @@ class Command(BaseCommand):
                 described.append(
                     f"- simulated fleet: {opts['simulated']} servers x {opts['days']:g} days, seed {opts['seed'] + k}"
                 )
-        if opts["db"] or not (opts["csv_dir"] or opts["simulated"]):
+        if opts["generic"]:
+            got = T.load_generic_series(opts["generic"], opts["days"], opts["seed"])
+            series += got
+            described.append(
+                f"- {opts['generic']} generic synthetic series x {opts['days']:g} days, seed {opts['seed']}"
+            )
+        if opts["db"] or not (opts["csv_dir"] or opts["simulated"] or opts["generic"]):
             names = [s.strip() for s in (opts["servers"] or "").split(",") if s.strip()] or None
             got = T.load_db_series(names)
             series += got

@@ -1,0 +1,286 @@
+"""GET /metrics: the service and its forecasts in the Prometheus text format.
+
+Three parts, concatenated:
+- per-request feed metrics (ingest.feed_metrics) from prometheus_client's multiprocess files, so
+  every gunicorn worker's requests are counted whichever worker Prometheus happens to scrape;
+- service metrics derived from the database at scrape time (records stored, batches, servers,
+  the current run, model version, open alerts): identical from every worker, no per-process state;
+- the forecasts of the latest complete run as gauges. They change once per run, so each worker
+  renders them once per run and serves the cached text until the next run completes.
+
+Label cardinality (documented in the README): `server` is bounded by the fleet, `metric` by the
+contract's 4 metrics, `quantile` by 3, `horizon` by 4, `window` by 2, `severity` by 2, `reason` by
+the fallback reason codes and `phase` by the run's phases. Per server that is 48 tft_forecast, 12
+tft_forecast_peak, 4 tft_forecast_current, 8 tft_forecast_threshold and 2 tft_incident_probability
+series: 74 series a server, 74,000 for 1,000 servers. No label carries a timestamp or an id.
+
+No model code is imported here: the web process never loads torch.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import threading
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.http import HttpResponse
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from forecasting.models import Alert, ModelVersion, PredictionRun, ServerForecast
+from forecasting.selectors import current_run
+from ingest.selectors import counters_totals, fleet_readiness
+
+# Forecast step (1-based, 5-minute steps) per horizon label: 30 min, 1 h, 4 h, 8 h ahead.
+HORIZON_STEPS: dict[str, int] = {"30m": 6, "1h": 12, "4h": 48, "8h": 96}
+QUANTILE_LABELS: dict[str, str] = {"p10": "0.1", "p50": "0.5", "p90": "0.9"}
+
+_cache_lock = threading.Lock()
+_forecast_cache: dict[str, object] = {"run_id": None, "text": b""}
+
+
+def _key_ok(request) -> bool:
+    key = settings.TFT_METRICS_API_KEY
+    if not key:
+        return True
+    auth = request.META.get("HTTP_AUTHORIZATION", "")
+    presented = auth[7:].strip() if auth[:7].lower() == "bearer " else request.META.get("HTTP_X_API_KEY", "")
+    return hmac.compare_digest(presented.encode(), key.encode())
+
+
+def metrics_view(request):
+    """GET /metrics (a plain Django view: no DRF negotiation on a path scraped every few seconds)."""
+    if request.method not in ("GET", "HEAD"):
+        return HttpResponse(status=405, headers={"Allow": "GET, HEAD"})
+    if not _key_ok(request):
+        return HttpResponse(
+            "metrics need a key: Authorization: Bearer <TFT_METRICS_API_KEY> or X-API-Key\n",
+            status=401,
+            content_type="text/plain",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
+    return HttpResponse(metrics_text(), content_type=CONTENT_TYPE_LATEST)
+
+
+def metrics_text(*, now: datetime | None = None) -> bytes:
+    now = now or datetime.now(UTC)
+    run = current_run()
+    parts = [_process_text(), generate_latest(_Registry([ServiceCollector(run=run, now=now)]))]
+    if run is not None:
+        parts.append(_forecast_text(run))
+    return b"".join(parts)
+
+
+class _Registry(CollectorRegistry):
+    """A throwaway registry around collectors built for one scrape."""
+
+    def __init__(self, collectors):
+        super().__init__(auto_describe=False)
+        self._scrape_collectors = collectors
+
+    def collect(self):
+        for collector in self._scrape_collectors:
+            yield from collector.collect()
+
+
+def _process_text() -> bytes:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    from prometheus_client import REGISTRY
+
+    import ingest.feed_metrics  # noqa: F401  (registers the feed metrics in this process)
+
+    return generate_latest(REGISTRY)
+
+
+class ServiceCollector:
+    """Service metrics from the database: a handful of small queries, whatever the fleet size."""
+
+    def __init__(self, *, run: PredictionRun | None, now: datetime):
+        self.run = run
+        self.now = now
+
+    def collect(self):
+        totals = counters_totals()
+        yield CounterMetricFamily(
+            "tft_feed_batches", "Accepted POST /feed/data batches (persisted in the database).", value=totals.batches
+        )
+        yield GaugeMetricFamily("tft_records_stored", "Raw records held across all servers.", value=totals.records)
+        readiness = fleet_readiness()
+        servers = GaugeMetricFamily("tft_servers", "Servers by warmup status.", labels=["status"])
+        servers.add_metric(["tracked"], readiness.tracked)
+        servers.add_metric(["ready"], readiness.ready)
+        yield servers
+
+        yield from self._run_families()
+        yield from self._alert_families()
+
+    def _run_families(self):
+        last = PredictionRun.objects.order_by("-started_at").values_list("status", flat=True).first()
+        attempt = GaugeMetricFamily(
+            "tft_prediction_last_attempt", "1 for the status of the latest prediction run attempt.", labels=["status"]
+        )
+        for status in PredictionRun.Status.values:
+            attempt.add_metric([status], 1.0 if last == status else 0.0)
+        yield attempt
+        version = ModelVersion.objects.filter(is_active=True, valid=True).values_list("name", flat=True).first()
+        active = GaugeMetricFamily("tft_model_active_info", "The active model version (1).", labels=["version"])
+        active.add_metric([version or ""], 1.0)
+        yield active
+        run = self.run
+        if run is None:
+            return
+        info = GaugeMetricFamily(
+            "tft_model_info",
+            "Model of the current (latest complete) run: version, device, method (1).",
+            labels=["version", "device", "model_type"],
+        )
+        info.add_metric([run.model_name or "", run.device or "cpu", "TFT" if run.tft_count else "heuristic"], 1.0)
+        yield info
+        yield GaugeMetricFamily(
+            "tft_prediction_run_duration_seconds",
+            "Wall time of the current run, start to finalisation.",
+            value=run.duration_seconds or 0.0,
+        )
+        yield GaugeMetricFamily(
+            "tft_prediction_run_age_seconds",
+            "Seconds since the current run finished (alert on it: forecasts are stale).",
+            value=(self.now - run.finished_at).total_seconds(),
+        )
+        yield GaugeMetricFamily(
+            "tft_prediction_run_finished_timestamp_seconds",
+            "Unix time the current run finished.",
+            value=run.finished_at.timestamp(),
+        )
+        phases = GaugeMetricFamily(
+            "tft_prediction_run_phase_seconds", "Seconds per phase of the current run, summed over chunks.",
+            labels=["phase"],
+        )
+        for phase, seconds in sorted(run.durations.items()):
+            phases.add_metric([phase], float(seconds))
+        yield phases
+        by_method = GaugeMetricFamily(
+            "tft_prediction_run_servers", "Servers forecast in the current run by method.", labels=["method"]
+        )
+        by_method.add_metric(["tft"], run.tft_count)
+        by_method.add_metric(["heuristic"], run.fallback_count)
+        yield by_method
+        yield GaugeMetricFamily(
+            "tft_prediction_fallback_servers",
+            "Servers the current run forecast with the heuristic instead of the TFT.",
+            value=run.fallback_count,
+        )
+        reasons = GaugeMetricFamily(
+            "tft_prediction_fallback_reason_servers",
+            "Fallback servers of the current run by reason code.",
+            labels=["reason"],
+        )
+        for reason, n in sorted(run.fallback_reasons.items()):
+            reasons.add_metric([reason], n)
+        yield reasons
+        env = run.environment or {}
+        fleet = GaugeMetricFamily(
+            "tft_fleet_incident_probability",
+            "Probability that at least one server has an incident within the window.",
+            labels=["window"],
+        )
+        for window in ("30m", "8h"):
+            fleet.add_metric([window], float(env.get(f"prob_{window}", 0.0)))
+        yield fleet
+        yield GaugeMetricFamily(
+            "tft_fleet_high_risk_servers", "Servers whose 8-hour incident probability is high.",
+            value=env.get("high_risk_servers", 0),
+        )
+        health = GaugeMetricFamily("tft_fleet_health", "1 for the fleet's health state.", labels=["state"])
+        for state in ("healthy", "warning", "critical"):
+            health.add_metric([state], 1.0 if env.get("fleet_health") == state else 0.0)
+        yield health
+
+    def _alert_families(self):
+        active = GaugeMetricFamily(
+            "tft_alert_active",
+            "1 per open (active or acknowledged) forecast alert.",
+            labels=["server", "metric", "severity"],
+        )
+        counts = GaugeMetricFamily("tft_alerts_open", "Open alerts by severity and state.", labels=["severity", "state"])
+        tally = {(sev, st): 0 for sev in Alert.Severity.values for st in ("active", "acknowledged")}
+        rows = Alert.objects.filter(state__in=["active", "acknowledged"]).values_list(
+            "server__name", "metric", "severity", "state"
+        )
+        for server, metric, severity, state in rows:
+            active.add_metric([server, metric, severity], 1.0)
+            tally[(severity, state)] = tally.get((severity, state), 0) + 1
+        for (severity, state), n in sorted(tally.items()):
+            counts.add_metric([severity, state], n)
+        yield active
+        yield counts
+
+
+def _forecast_text(run: PredictionRun) -> bytes:
+    with _cache_lock:
+        if _forecast_cache["run_id"] == run.pk:
+            return _forecast_cache["text"]
+    text = generate_latest(_Registry([ForecastCollector(run=run)]))
+    with _cache_lock:
+        _forecast_cache.update(run_id=run.pk, text=text)
+    return text
+
+
+class ForecastCollector:
+    """The current run's forecasts: one query for all servers (payload text + summary)."""
+
+    def __init__(self, *, run: PredictionRun):
+        self.run = run
+
+    def collect(self):
+        forecast = GaugeMetricFamily(
+            "tft_forecast",
+            "Forecast value of a metric at a horizon (30m, 1h, 4h, 8h ahead) and quantile (0.1, 0.5, 0.9).",
+            labels=["server", "metric", "quantile", "horizon"],
+        )
+        peak = GaugeMetricFamily(
+            "tft_forecast_peak", "Highest forecast value over the next 8 hours per quantile.",
+            labels=["server", "metric", "quantile"],
+        )
+        current = GaugeMetricFamily(
+            "tft_forecast_current", "Last observed value the forecast starts from.", labels=["server", "metric"]
+        )
+        threshold = GaugeMetricFamily(
+            "tft_forecast_threshold", "Alert threshold used for this server and metric.",
+            labels=["server", "metric", "level"],
+        )
+        probability = GaugeMetricFamily(
+            "tft_incident_probability",
+            "Probability that a metric of the server crosses its critical threshold within the window.",
+            labels=["server", "window"],
+        )
+        rows = ServerForecast.objects.filter(run=self.run).values_list(
+            "server__name", "payload", "summary", "prob_30m", "prob_8h"
+        )
+        for server, payload_text, summary, p30, p8h in rows.iterator(chunk_size=500):
+            payload = json.loads(payload_text)
+            for metric, data in payload.items():
+                for key, q in QUANTILE_LABELS.items():
+                    values = data.get(key) or []
+                    for horizon, step in HORIZON_STEPS.items():
+                        if len(values) >= step:
+                            forecast.add_metric([server, metric, q, horizon], values[step - 1])
+                    if values:
+                        peak.add_metric([server, metric, q], max(values))
+                if "current" in data:
+                    current.add_metric([server, metric], data["current"])
+                limits = (summary or {}).get(metric) or {}
+                for level in ("warning", "critical"):
+                    if level in limits:
+                        threshold.add_metric([server, metric, level], limits[level])
+            probability.add_metric([server, "30m"], p30)
+            probability.add_metric([server, "8h"], p8h)
+        yield from (forecast, peak, current, threshold, probability)
