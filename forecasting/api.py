@@ -16,6 +16,7 @@ from forecasting.selectors import (
 from ingest.auth import ReadApiKey
 from ingest.selectors import fleet_readiness
 from ingest.throttle import ReadRateThrottle
+from ingest.validation import SERVER_NAME_RE
 from tftsite import openapi
 
 
@@ -78,5 +79,8 @@ class AlertsActiveApi(ReadApi):
 
     @extend_schema(**openapi.ALERTS_ACTIVE)
     def get(self, request):
-        alerts = [alert_as_contract(a) for a in open_alerts(server_name=request.query_params.get("server"))]
+        server = request.query_params.get("server")
+        if server is not None and not SERVER_NAME_RE.match(server):
+            return Response({"error": "invalid_request", "message": "server: not a valid server name"}, status=400)
+        alerts = [alert_as_contract(a) for a in open_alerts(server_name=server)]
         return Response({"alerts": alerts, "count": len(alerts)})

@@ -29,7 +29,8 @@ from django.conf import settings
 from django.http import HttpResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+# The classic 0.0.4 text format: every Prometheus 2.x and 3.x parses it (our names are all legacy-safe).
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from forecasting.models import Alert, ModelVersion, PredictionRun, ServerForecast
 from forecasting.selectors import current_run
@@ -63,7 +64,7 @@ def metrics_view(request):
             content_type="text/plain",
             headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
         )
-    return HttpResponse(metrics_text(), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(metrics_text(), content_type=CONTENT_TYPE_PLAIN_0_0_4)
 
 
 def metrics_text(*, now: datetime | None = None) -> bytes:

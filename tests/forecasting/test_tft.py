@@ -264,3 +264,14 @@ def test_train_tft_reads_metric_buckets_from_the_database(tmp_path):
     [folder] = list(tmp_path.glob("tft_model_*"))
     spec = json.loads((folder / "spec.json").read_text())
     assert spec["vocab"]["servers"] == [S.UNKNOWN, "ppdb001", "ppweb001"]
+
+
+def test_generic_synthetic_series_are_deterministic_and_in_range():
+    a = T.load_generic_series(6, 2, seed=3)
+    b = T.load_generic_series(6, 2, seed=3)
+    assert len(a) == 6 and all(w.values.shape == (576, 4) for w in a)
+    for wa, wb in zip(a, b, strict=True):
+        np.testing.assert_array_equal(wa.values, wb.values)
+        v = wa.values[~np.isnan(wa.values).any(axis=1)]
+        assert (v >= 0).all() and (v[:, :2] <= 100).all()
+        assert wa.server == S.UNKNOWN  # anonymous: they train the unseen-server path

@@ -382,6 +382,8 @@ def stack(tmp_path_factory) -> Stack:
         TFT_DATA_DIR=str(data_dir),
         TFT_MODELS_DIR=str(base / "models"),
         TFT_DEVICE="cpu",
+        # Several chunks per run: the run's heartbeat moves per chunk, well inside TFT_RUN_STALE_SECONDS.
+        TFT_PREDICTION_CHUNK_SIZE="40",
         PROMETHEUS_MULTIPROC_DIR=str(data_dir / "prometheus"),
         DJANGO_SETTINGS_MODULE="tftsite.settings",
         LOG_LEVEL="info",

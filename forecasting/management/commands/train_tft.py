@@ -139,7 +139,20 @@ class Command(BaseCommand):
             },
         )
         out_dir = Path(opts["out"]) if opts["out"] else Path(settings.TFT_MODELS_DIR)
-        command = "python manage.py train_tft " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        if sys.argv[1:2] == ["train_tft"]:
+            command = "python manage.py train_tft " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        else:  # called from code (call_command): the options as given
+            parser = self.create_parser("manage.py", "train_tft")
+            defaults = {a.dest: a.default for a in parser._actions}
+            skip = {"verbosity", "settings", "pythonpath", "traceback", "no_color", "force_color", "skip_checks"}
+            given = []
+            for k, v in sorted(opts.items()):
+                if k in skip or k not in defaults or v == defaults[k] or v in (None, False, []):
+                    continue
+                flag = f"--{k.replace('_', '-')}"
+                for item in v if isinstance(v, list) else [v]:
+                    given.append(flag if item is True else f"{flag} {shlex.quote(str(item))}")
+            command = "python manage.py train_tft " + " ".join(given)
         try:
             result = T.train(
                 series,

@@ -1,0 +1,137 @@
+"""Alert push: Alertmanager webhook and /api/v2/alerts payloads, retry after a 500, exactly once."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from forecasting import alert_push
+from forecasting.alert_push import AlertPushError, alert_notification_deliver, alert_notifications_pending_push
+from forecasting.models import Alert, AlertNotification
+from forecasting.services import fleet_predict
+from tests.conftest import ingest_fleet
+
+pytestmark = pytest.mark.django_db
+
+
+def _rising_mem(i):
+    return 60.0 + i * 0.2  # reaches 92: a warning is predicted
+
+
+@pytest.fixture
+def push_settings(settings, receiver):
+    settings.TFT_ALERT_WEBHOOK_URLS = [f"{receiver.url}/hook"]
+    settings.TFT_ALERTMANAGER_URL = f"{receiver.url}/am"
+    settings.TFT_ALERT_PUSH_TIMEOUT_SECONDS = 5
+    return settings
+
+
+def _deliver_all(ids) -> None:
+    for pk in ids:
+        assert alert_notification_deliver(notification_id=pk) is True
+
+
+def test_open_and_resolve_are_pushed_once_with_retries(
+    push_settings, receiver, no_models, django_capture_on_commit_callbacks, monkeypatch
+):
+    ingest_fleet({"ppdb001": {"mem_pct": _rising_mem}}, end=datetime.now(UTC) - timedelta(hours=3))
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        fleet_predict()
+    assert receiver.requests == []  # the run itself never talks to a receiver
+    firing = list(AlertNotification.objects.filter(transition="firing"))
+    opened = Alert.objects.filter(state="active")
+    assert firing and {n.alert_id for n in firing} == {a.pk for a in opened}
+
+    # On commit, one task per notification is enqueued.
+    enqueued = []
+    monkeypatch.setattr(alert_push, "_enqueue", enqueued.extend)
+    assert len(callbacks) == 1
+    callbacks[0]()
+    assert sorted(enqueued) == sorted(n.pk for n in firing)
+
+    # The webhook answers 500 once: the delivery raises (Celery retries) and nothing is marked.
+    receiver.fail["/hook"] = 1
+    first = firing[0]
+    with pytest.raises(AlertPushError, match="HTTP 500"):
+        alert_notification_deliver(notification_id=first.pk)
+    first.refresh_from_db()
+    assert first.delivered_at is None and first.attempts == 1 and "500" in first.last_error
+    # The retry delivers; later attempts (a duplicate task, the sweeper) send nothing.
+    assert alert_notification_deliver(notification_id=first.pk) is True
+    assert alert_notification_deliver(notification_id=first.pk) is False
+    _deliver_all(n.pk for n in firing[1:])
+
+    hooks, pushes = receiver.ok("/hook"), receiver.ok("/am/api/v2/alerts")
+    assert len(hooks) == len(firing) and len(pushes) == len(firing)  # exactly one success per target
+    warning = next(h for h in hooks if h["commonLabels"]["severity"] == "warning")
+    assert warning["version"] == "4" and warning["status"] == "firing"
+    alert = warning["alerts"][0]
+    assert alert["status"] == "firing"
+    assert alert["labels"] == {"alertname": "TFTForecastThreshold", "server": "ppdb001", "metric": "mem_pct",
+                               "severity": "warning", "rule": alert["labels"]["rule"], "service": "tftsite"}
+    assert alert["endsAt"] == "0001-01-01T00:00:00Z"
+    assert "ppdb001" in alert["annotations"]["summary"]
+    am_alert = pushes[0][0]
+    assert set(am_alert) == {"labels", "annotations", "startsAt", "endsAt", "generatorURL"}
+    assert datetime.fromisoformat(am_alert["endsAt"]) > datetime.now(UTC)  # firing until resolved
+
+    # Memory returns to normal: the next run resolves the alerts and pushes "resolved" once each.
+    ingest_fleet({"ppdb001": {"mem_pct": 40.0}}, buckets=36)
+    with django_capture_on_commit_callbacks(execute=False):
+        fleet_predict()
+    resolved = list(AlertNotification.objects.filter(transition="resolved"))
+    assert {n.alert_id for n in resolved} == {n.alert_id for n in firing}
+    _deliver_all(n.pk for n in resolved)
+    done = [h for h in receiver.ok("/hook") if h["status"] == "resolved"]
+    assert len(done) == len(resolved)
+    ended = done[0]["alerts"][0]
+    row = Alert.objects.get(pk=next(n.alert_id for n in resolved if n.payload["labels"] == ended["labels"]))
+    assert datetime.fromisoformat(ended["endsAt"]) == row.resolved_at
+    am_resolved = [p[0] for p in receiver.ok("/am/api/v2/alerts")[len(firing):]]
+    assert all(datetime.fromisoformat(a["endsAt"]) <= datetime.now(UTC) for a in am_resolved)
+
+    # A third run with nothing new records nothing; the sweeper finds nothing pending.
+    with django_capture_on_commit_callbacks(execute=False):
+        fleet_predict()
+    assert AlertNotification.objects.count() == len(firing) + len(resolved)
+    assert alert_notifications_pending_push(min_age_seconds=0) == 0
+
+
+def test_partial_fan_out_is_not_resent_and_claims_exclude_each_other(
+    push_settings, receiver, no_models, django_capture_on_commit_callbacks, monkeypatch
+):
+    ingest_fleet({"ppdb001": {"mem_pct": _rising_mem}})
+    with django_capture_on_commit_callbacks(execute=False):
+        fleet_predict()
+    notification = AlertNotification.objects.filter(transition="firing").first()
+
+    # The webhook accepts, Alertmanager fails: the retry only goes to Alertmanager.
+    receiver.fail["/am/"] = 1
+    with pytest.raises(AlertPushError):
+        alert_notification_deliver(notification_id=notification.pk)
+    assert alert_notification_deliver(notification_id=notification.pk) is True
+    assert len([b for b in receiver.ok("/hook") if b["alerts"][0]["fingerprint"] == f"tft-{notification.alert_id}"]) == 1
+
+    # A notification another worker is delivering (live claim) is left alone.
+    other = AlertNotification.objects.exclude(pk=notification.pk).filter(transition="firing").first()
+    assert other is not None  # warning and critical both open for the rising memory
+    sent = len(receiver.requests)
+    AlertNotification.objects.filter(pk=other.pk).update(claimed_until=datetime.now(UTC) + timedelta(minutes=1))
+    assert alert_notification_deliver(notification_id=other.pk) is False
+    assert len(receiver.requests) == sent
+    enqueued = []
+    monkeypatch.setattr(alert_push, "_enqueue", enqueued.extend)
+    assert alert_notifications_pending_push(min_age_seconds=0) == 0  # claimed: not swept
+    # The claim lapses (its worker died mid-delivery): the sweeper re-enqueues it.
+    AlertNotification.objects.filter(pk=other.pk).update(claimed_until=datetime.now(UTC) - timedelta(seconds=1))
+    assert alert_notifications_pending_push(min_age_seconds=0) == 1
+    assert enqueued == [other.pk]
+    assert alert_notification_deliver(notification_id=other.pk) is True
+
+
+def test_nothing_is_recorded_without_targets(settings, no_models):
+    settings.TFT_ALERT_WEBHOOK_URLS = []
+    settings.TFT_ALERTMANAGER_URL = ""
+    ingest_fleet({"ppdb001": {"mem_pct": _rising_mem}})
+    fleet_predict()
+    assert Alert.objects.exists()
+    assert not AlertNotification.objects.exists()
