@@ -7,6 +7,7 @@ Chromium) a missing browser fails the test instead of hiding it.
 
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -72,71 +73,77 @@ def page(live_server, monkeypatch, staff):
         finally:
             context.close()
             browser.close()
-    # The ORM calls made while Playwright's loop was running opened their own connection; close it,
-    # or dropping the test database at the end of the session finds it still in use.
-    connections.close_all()
-    import psycopg, threading
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres") as c:
-        print("DBG", c.execute("select pid, state, left(query,80), backend_start from pg_stat_activity where datname='test_tftsite_dash'").fetchall())
-    print("DBG threads", [t.name for t in threading.enumerate()])
+
+
+@contextmanager
+def own_connection():
+    """ORM calls made while Playwright's loop runs get a connection of their own (Django keys
+    connections by context); close it in that same context, or dropping the test database at the
+    end of the session finds it still in use."""
+    try:
+        yield
+    finally:
+        connections.close_all()
 
 
 def test_fleet_page_shows_every_server_and_a_server_page_draws_its_fan_charts(page, live_server, no_models):
-    names = hot_fleet(6, hot=2)
-    fleet_predict()
-    page.reload()
+    with own_connection():
+        names = hot_fleet(6, hot=2)
+        fleet_predict()
+        page.reload()
 
-    listed = page.locator("#servers tr[data-server]").evaluate_all("rows => rows.map(r => r.dataset.server)")
-    assert sorted(listed) == names
-    # Sparklines carry real data: a polyline of many points inside the 120×24 box.
-    points = page.locator("#servers svg.spark polyline").first.get_attribute("points").split()
-    assert len(points) >= 30
-    assert all(0 <= float(x) <= 120 and 0 <= float(y) <= 24 for x, y in (p.split(",") for p in points))
-    assert page.locator("#heatmap td").count() == 4 * len(names)
-    # Times follow the browser's timezone, not the server's UTC.
-    assert "America/New_York" in page.locator("footer time").get_attribute("title")
-    page.screenshot(path=str(ARTIFACTS / "dashboard-fleet.png"), full_page=True)
+        listed = page.locator("#servers tr[data-server]").evaluate_all("rows => rows.map(r => r.dataset.server)")
+        assert sorted(listed) == names
+        # Sparklines carry real data: a polyline of many points inside the 120×24 box.
+        points = page.locator("#servers svg.spark polyline").first.get_attribute("points").split()
+        assert len(points) >= 30
+        assert all(0 <= float(x) <= 120 and 0 <= float(y) <= 24 for x, y in (p.split(",") for p in points))
+        assert page.locator("#heatmap td").count() == 4 * len(names)
+        # Times follow the browser's timezone, not the server's UTC.
+        assert "America/New_York" in page.locator("footer time").get_attribute("title")
+        page.screenshot(path=str(ARTIFACTS / "dashboard-fleet.png"), full_page=True)
 
-    # In-place refresh: a new run changes the polled signature and the page swaps its content.
-    fleet_predict()
-    page.evaluate("window.tftDashboard.poll()")
-    page.wait_for_function("document.body.dataset.refreshedAt !== undefined")
+        # In-place refresh: a new run changes the polled signature and the page swaps its content.
+        fleet_predict()
+        page.evaluate("window.tftDashboard.poll()")
+        page.wait_for_function("document.body.dataset.refreshedAt !== undefined")
 
-    page.click(f'#servers tr[data-server="{listed[0]}"] a.server-link')
-    page.wait_for_url(re.compile(rf"/dashboard/servers/{listed[0]}/$"))
-    for metric in ("cpu_pct", "mem_pct", "disk_io_mb_s", "latency_ms"):
-        page.wait_for_selector(f"#fan-{metric} canvas")
-    pixels = page.evaluate(PIXELS_JS, "#fan-cpu_pct")
-    assert pixels is not None and pixels["width"] > 300
-    assert pixels["history"] > 100, pixels  # the 24 h history line
-    assert pixels["p50"] > 50, pixels  # the median forecast line
-    assert pixels["band"] > 200, pixels  # the p10–p90 fan
-    assert pixels["critical"] > 50, pixels  # the critical threshold line
-    assert int(page.locator("#fan-cpu_pct .chart").get_attribute("data-points")) > 96 + 100
-    assert page.locator("#timeline span").count() >= 1
-    page.screenshot(path=str(ARTIFACTS / "dashboard-server.png"), full_page=True)
+        page.click(f'#servers tr[data-server="{listed[0]}"] a.server-link')
+        page.wait_for_url(re.compile(rf"/dashboard/servers/{listed[0]}/$"))
+        for metric in ("cpu_pct", "mem_pct", "disk_io_mb_s", "latency_ms"):
+            page.wait_for_selector(f"#fan-{metric} canvas")
+        pixels = page.evaluate(PIXELS_JS, "#fan-cpu_pct")
+        assert pixels is not None and pixels["width"] > 300
+        assert pixels["history"] > 100, pixels  # the 24 h history line
+        assert pixels["p50"] > 50, pixels  # the median forecast line
+        assert pixels["band"] > 200, pixels  # the p10–p90 fan
+        assert pixels["critical"] > 50, pixels  # the critical threshold line
+        assert int(page.locator("#fan-cpu_pct .chart").get_attribute("data-points")) > 96 + 100
+        assert page.locator("#timeline span").count() >= 1
+        page.screenshot(path=str(ARTIFACTS / "dashboard-server.png"), full_page=True)
 
 
 def test_staff_acknowledges_an_alert_and_it_moves_to_acknowledged(page, live_server, no_models):
-    hot_fleet(3, hot=1)
-    fleet_predict()
-    alert = Alert.objects.filter(state="active", server__name="ppdb000").order_by("pk").first()
-    assert alert is not None
+    with own_connection():
+        hot_fleet(3, hot=1)
+        fleet_predict()
+        alert = Alert.objects.filter(state="active", server__name="ppdb000").order_by("pk").first()
+        assert alert is not None
 
-    page.goto(f"{live_server.url}/dashboard/alerts/")
-    row = page.locator(f'tr[data-alert="{alert.pk}"]')
-    assert row.get_attribute("data-state") == "active"
-    page.screenshot(path=str(ARTIFACTS / "dashboard-alerts-active.png"), full_page=True)
-    row.locator("button[data-ack]").click()
-    page.wait_for_selector(".messages li")
+        page.goto(f"{live_server.url}/dashboard/alerts/")
+        row = page.locator(f'tr[data-alert="{alert.pk}"]')
+        assert row.get_attribute("data-state") == "active"
+        page.screenshot(path=str(ARTIFACTS / "dashboard-alerts-active.png"), full_page=True)
+        row.locator("button[data-ack]").click()
+        page.wait_for_selector(".messages li")
 
-    assert f"Alert {alert.pk} acknowledged." in page.locator(".messages").inner_text()
-    assert page.locator(f'tr[data-alert="{alert.pk}"]').count() == 0  # gone from the active tab
-    page.click('a[data-tab="acknowledged"]')
-    page.wait_for_url(re.compile(r"state=acknowledged"))
-    moved = page.locator(f'tr[data-alert="{alert.pk}"]')
-    assert moved.get_attribute("data-state") == "acknowledged"
-    assert "by operator" in moved.inner_text()
-    alert.refresh_from_db()
-    assert alert.state == "acknowledged" and alert.acknowledged_by.username == "operator"
-    page.screenshot(path=str(ARTIFACTS / "dashboard-alerts-acknowledged.png"), full_page=True)
+        assert f"Alert {alert.pk} acknowledged." in page.locator(".messages").inner_text()
+        assert page.locator(f'tr[data-alert="{alert.pk}"]').count() == 0  # gone from the active tab
+        page.click('a[data-tab="acknowledged"]')
+        page.wait_for_url(re.compile(r"state=acknowledged"))
+        moved = page.locator(f'tr[data-alert="{alert.pk}"]')
+        assert moved.get_attribute("data-state") == "acknowledged"
+        assert "by operator" in moved.inner_text()
+        alert.refresh_from_db()
+        assert alert.state == "acknowledged" and alert.acknowledged_by.username == "operator"
+        page.screenshot(path=str(ARTIFACTS / "dashboard-alerts-acknowledged.png"), full_page=True)

@@ -42,7 +42,7 @@ def test_pull_feeder_backfills_and_polls_through_the_ingest_path(prometheus_fact
     db = Server.objects.get(name="ppdb101")
     web = Server.objects.get(name="ppweb102")
     db_records = list(MetricRecord.objects.filter(server=db).order_by("timestamp"))
-    assert len(db_records) >= 3  # backfill points 5 s apart, plus the live poll
+    assert len(db_records) >= 3, text  # backfill points 5 s apart, plus the live poll
     for r in db_records:
         assert r.cpu_pct == pytest.approx(85.0, abs=1.0)
         assert r.mem_pct == pytest.approx(75.0, abs=0.01)
