@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tftsite
 export REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test lint venv clean
+.PHONY: run test lint venv clean bench
 
 venv: $(STAMP)
 
@@ -29,6 +29,10 @@ test: venv
 		ALLOWED_HOSTS=localhost,testserver $(PY) -m pytest $(PYTEST_ARGS)
 	env -u DATABASE_URL -u CELERY_BROKER_URL DEBUG=false DJANGO_SECRET_KEY=test-only-secret \
 		ALLOWED_HOSTS=localhost,testserver TFT_DATA_DIR=$$(mktemp -d) $(PY) -m pytest tests/ingest $(PYTEST_ARGS)
+
+# Benchmarks (bench/, README "Performance"): needs the local PostgreSQL and Redis; about 10 minutes.
+bench: venv
+	$(PY) -m bench $(BENCH_ARGS)
 
 lint: venv
 	$(PY) -m ruff check .

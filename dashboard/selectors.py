@@ -11,9 +11,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import Count, Max, Q
+from django.utils.html import escape
+from django.utils.safestring import mark_safe
 
 from forecasting.alerts import DEFAULT_THRESHOLDS
 from forecasting.models import Alert, AlertThreshold, ModelVersion, PredictionRun, ServerForecast
@@ -26,7 +30,7 @@ HORIZON_STEPS = 96
 HISTORY_HOURS = 24
 SPARK_POINTS = 32
 WARMUP_LIST_LIMIT = 60
-ALERTS_PAGE_LIMIT = 300
+ALERTS_PAGE_LIMIT = 200
 METRIC_LABELS = {
     "cpu_pct": ("CPU", "%"),
     "mem_pct": ("Memory", "%"),
@@ -63,108 +67,198 @@ def heat_level(ratio: float) -> int:
 
 
 def _spark_points(values: list[float], *, width: int = 120, height: int = 24, ceiling: float | None = None) -> str:
-    """An SVG polyline `points` string: the series downsampled to SPARK_POINTS, scaled to the box.
+    """An SVG polyline `points` string of an already downsampled series, scaled to the box.
 
     The scale includes the critical limit when given, so a line near the top means near trouble.
     """
     if not values:
         return ""
-    stride = max(1, len(values) // SPARK_POINTS)
+    low = min(0.0, min(values))
+    high = max(max(values), ceiling or 0.0)
+    scale = (height - 2) / ((high - low) or 1.0)
+    dx = width / (len(values) - 1 or 1)
+    base = height - 1 + low * scale
+    return " ".join([f"{i * dx:.0f},{base - v * scale:.1f}" for i, v in enumerate(values)])
+
+
+def _ratios(summary: dict) -> tuple[dict[str, float], str | None, float]:
+    """Median peak ÷ critical per metric, and the metric that comes closest to (or furthest past)
+    its critical limit."""
+    ratios, worst, top = {}, None, -1.0
+    for metric in METRICS:
+        s = summary.get(metric)
+        critical = s.get("critical") if s else None
+        r = s["peak_p50"] / critical if critical else 0.0
+        ratios[metric] = r
+        if critical and r > top:
+            worst, top = metric, r
+    return ratios, worst, max(top, 0.0)
+
+
+def _sampled(values: list, points: int = SPARK_POINTS) -> list:
+    stride = max(1, len(values) // points)
     sampled = values[::stride]
     if (len(values) - 1) % stride:
         sampled.append(values[-1])  # always end on the horizon's last step
-    low = min(0.0, min(sampled))
-    high = max(max(sampled), ceiling or 0.0)
-    span = (high - low) or 1.0
-    last = len(sampled) - 1 or 1
-    return " ".join(
-        f"{i * width / last:.1f},{height - 1 - (v - low) * (height - 2) / span:.1f}" for i, v in enumerate(sampled)
+    return sampled
+
+
+def _p50_sampled(payload: str, metric: str) -> list[float]:
+    """One metric's p50, downsampled for a sparkline, without decoding the other 1,100 floats.
+
+    The payload is our own compact json.dumps ({"metric":{"p10":[…],"p50":[…],…},…}), so the list
+    after the metric's "p50" key is plain comma-separated numbers. Anything unexpected falls back
+    to a full decode.
+    """
+    at = payload.find(f'"{metric}":{{')
+    start = payload.find('"p50":[', at) if at >= 0 else -1
+    if start >= 0:
+        stop = payload.find("]", start)
+        try:
+            return [float(x) for x in _sampled(payload[start + 7 : stop].split(","))]
+        except ValueError:
+            pass
+    return _sampled(json.loads(payload).get(metric, {}).get("p50", []))
+
+
+def _f1(value) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{round(100 * value)}%"
+
+
+def _utc(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M UTC") -> str:
+    # The server's rendering of a time: the browser replaces it with its own timezone (dashboard.js).
+    return value.strftime(fmt) if value else ""
+
+
+def _heat_row(metric: str, rows: list[dict]) -> str:
+    """One heatmap row as HTML. Built here rather than in the template: 200 servers × 4 metrics is
+    800 cells, and the template engine spends about a millisecond per dozen of them."""
+    label, unit = METRIC_LABELS[metric]
+    cells = []
+    for r in rows:
+        c = r["cells"][metric]
+        cells.append(
+            f'<td class="h{c["level"]}" title="{r["name_html"]} · {label}: peak {c["peak"]} {unit} of critical '
+            f'{c["critical"]} ({c["pct"]}%)"><a href="{r["href"]}" aria-label="{r["name_html"]} {label}"></a></td>'
+        )
+    # Safe: server names are escaped once per row (name_html); labels, units and numbers are ours.
+    return mark_safe(f"<th>{label}</th>{''.join(cells)}")
+
+
+def _table_row(r: dict) -> str:
+    """One server row of the fleet table as HTML, for the same reason as _heat_row: 200 rows of a dozen
+    template variables each cost ~100 ms on a busy CPU; this costs a few."""
+    reason = f' title="{escape(r["fallback_reason"])}"' if r["fallback_reason"] else ""
+    # Safe: every value from the database is escaped; the rest are our numbers and labels.
+    return mark_safe(
+        f'<tr data-server="{r["name_html"]}">'
+        f'<td><a class="server-link" href="{r["href"]}">{r["name_html"]}</a></td>'
+        f'<td>{escape(r["profile"])}</td><td><span class="pill">{escape(r["state"])}</span></td>'
+        f'<td class="num">{r["cpu"]}%</td><td class="num">{r["mem"]}%</td>'
+        f'<td>{r["peak_label"]} <strong>{r["peak_value"]}</strong> {r["peak_unit"]} '
+        f'<span class="muted small">/ crit {r["peak_critical"]}</span></td>'
+        f'<td><time datetime="{r["peak_at"]}" data-fmt="time">{r["peak_at_utc"]}</time> '
+        f'<span class="muted small">(+{r["peak_minutes"]} min)</span></td>'
+        f'<td class="num risk{r["risk_level"]}">{r["prob_8h_pct"]}</td>'
+        f'<td><span class="pill {escape(r["method"])}"{reason}>{escape(r["method"])}</span></td>'
+        f'<td><svg class="spark lvl{r["peak_level"]}" viewBox="0 0 120 24" width="120" height="24" '
+        f'aria-label="{r["peak_label"]} p50 forecast"><polyline points="{r["spark"]}"/></svg></td></tr>'
     )
 
 
-def _worst_metric(summary: dict) -> tuple[str | None, float]:
-    """The metric whose median peak comes closest to (or furthest past) its critical limit."""
-    best, ratio = None, -1.0
-    for metric in METRICS:
-        s = summary.get(metric)
-        if not s or not s.get("critical"):
-            continue
-        r = s["peak_p50"] / s["critical"]
-        if r > ratio:
-            best, ratio = metric, r
-    return best, max(ratio, 0.0)
+def _run_rows(run: PredictionRun, server_prefix: str) -> tuple[list[dict], list[str]]:
+    """The fleet table's rows (riskiest first) and the heatmap's, derived from one run only.
 
-
-def fleet_overview(*, now: datetime | None = None) -> dict:
-    """Everything the fleet page shows, in 5 queries (run, model, readiness, forecasts, warmup)."""
-    now = now or _now()
+    They change once per run (every TFT_PREDICTION_INTERVAL_SECONDS) while the page is fetched by
+    every open browser at that pace, so each process computes them once per run and caches them.
+    """
+    key = f"dashboard:fleet-rows:{run.pk}:{run.finished_at.timestamp()}:{server_prefix}"
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
     step = settings.TFT_STEP_MINUTES
+    rows: list[dict] = []
+    forecasts = (
+        ServerForecast.objects.filter(run=run)
+        .order_by()
+        .values_list(
+            "server__name", "server__profile", "method", "fallback_reason", "prob_8h", "state", "summary", "origin",
+            "payload",
+        )
+    )
+    for name, profile, method, reason, p8h, state, summary, origin, payload in forecasts:
+        ratios, worst, ratio = _ratios(summary)
+        cells = {}
+        for metric in METRICS:
+            s = summary.get(metric, {})
+            r = ratios[metric]
+            cells[metric] = {"level": heat_level(r), "pct": round(100 * r), "peak": _f1(s.get("peak_p50")),
+                             "critical": _f1(s.get("critical"))}
+        peak = summary.get(worst, {}) if worst else {}
+        spark = _spark_points(_p50_sampled(payload, worst), ceiling=peak.get("critical")) if worst else ""
+        peak_step = int(peak.get("peak_step", 0) or 0)
+        peak_at = origin + timedelta(minutes=step * max(peak_step - 1, 0))
+        label, unit = METRIC_LABELS.get(worst, ("", "")) if worst else ("", "")
+        slug = quote(name, safe="")
+        rows.append(
+            {
+                "name": name,
+                "name_html": escape(name),
+                "href": f"{server_prefix}{slug}/",
+                "profile": PROFILE_LABELS.get(profile, profile),
+                "state": state or "—",
+                "cpu": _f1(summary.get("cpu_pct", {}).get("current")),
+                "mem": _f1(summary.get("mem_pct", {}).get("current")),
+                "peak_label": label,
+                "peak_unit": unit,
+                "peak_value": _f1(peak.get("peak_p50")),
+                "peak_critical": _f1(peak.get("critical")),
+                "peak_ratio": ratio,
+                "peak_level": heat_level(ratio),
+                "peak_at": peak_at.isoformat(),
+                "peak_at_utc": peak_at.strftime("%H:%M UTC"),
+                "peak_minutes": peak_step * step,
+                "prob_8h": p8h,
+                "prob_8h_pct": _pct(p8h),
+                "risk_level": 3 if p8h >= 0.5 else 2 if p8h >= 0.2 else 1 if p8h >= 0.05 else 0,
+                "method": method,
+                "fallback_reason": reason,
+                "spark": spark,
+                "cells": cells,
+            }
+        )
+    # Riskiest first: the 8-hour probability, then how close the worst peak gets to its limit.
+    rows.sort(key=lambda r: (-r["prob_8h"], -r["peak_ratio"], r["name"]))
+    for r in rows:
+        r["html"] = _table_row(r)
+    # Servers × metrics, the servers in the table's (risk) order.
+    result = (rows, [_heat_row(metric, rows) for metric in METRICS] if rows else [])
+    cache.set(key, result, timeout=max(600, 10 * settings.TFT_PREDICTION_INTERVAL_SECONDS))
+    return result
+
+
+def fleet_overview(*, server_prefix: str, now: datetime | None = None) -> dict:
+    """Everything the fleet page shows, in 5 queries (run, model, readiness, forecasts, warmup),
+    or 4 when this run's rows are cached.
+
+    Numbers arrive formatted: Django's floatformat and widthratio cost ~100 µs each, which across
+    a table of 200 servers would be most of the page's time.
+    """
+    now = now or _now()
     run = current_run()
     readiness = fleet_readiness()
     version = ModelVersion.objects.filter(is_active=True, valid=True).values_list("name", flat=True).first()
-    rows: list[dict] = []
-    if run is not None:
-        forecasts = (
-            ServerForecast.objects.filter(run=run)
-            .order_by()
-            .values_list(
-                "server__name", "server__profile", "method", "fallback_reason", "prob_30m", "prob_8h", "state",
-                "summary", "origin", "payload",
-            )
-        )
-        for name, profile, method, reason, p30, p8h, state, summary, origin, payload in forecasts:
-            worst, ratio = _worst_metric(summary)
-            peak = summary.get(worst, {}) if worst else {}
-            cells = []
-            for metric in METRICS:
-                s = summary.get(metric, {})
-                r = (s.get("peak_p50", 0.0) / s["critical"]) if s.get("critical") else 0.0
-                cells.append({"metric": metric, "ratio": r, "level": heat_level(r), "peak": s.get("peak_p50"),
-                              "critical": s.get("critical")})
-            spark = ""
-            if worst:
-                # Only the sparkline's metric is needed, but the payload is one JSON text per server.
-                series = json.loads(payload).get(worst, {}).get("p50", [])
-                spark = _spark_points(series, ceiling=peak.get("critical"))
-            peak_step = int(peak.get("peak_step", 0) or 0)
-            rows.append(
-                {
-                    "name": name,
-                    "profile": PROFILE_LABELS.get(profile, profile),
-                    "state": state or "—",
-                    "cpu": summary.get("cpu_pct", {}).get("current"),
-                    "mem": summary.get("mem_pct", {}).get("current"),
-                    "peak_metric": worst,
-                    "peak_label": METRIC_LABELS.get(worst, (worst, ""))[0] if worst else "",
-                    "peak_unit": METRIC_LABELS.get(worst, ("", ""))[1] if worst else "",
-                    "peak_value": peak.get("peak_p50"),
-                    "peak_critical": peak.get("critical"),
-                    "peak_ratio": ratio,
-                    "peak_level": heat_level(ratio),
-                    "peak_at": origin + timedelta(minutes=step * max(peak_step - 1, 0)),
-                    "peak_minutes": peak_step * step,
-                    "prob_30m": p30,
-                    "prob_8h": p8h,
-                    "risk_level": 3 if p8h >= 0.5 else 2 if p8h >= 0.2 else 1 if p8h >= 0.05 else 0,
-                    "method": method,
-                    "fallback_reason": reason,
-                    "spark": spark,
-                    "cells": cells,
-                }
-            )
-        # Riskiest first: the 8-hour probability, then how close the worst peak gets to its limit.
-        rows.sort(key=lambda r: (-r["prob_8h"], -r["peak_ratio"], r["name"]))
-    # Servers × metrics, the servers in the table's (risk) order.
-    heatmap = [
-        {"metric": metric, "label": METRIC_LABELS[metric][0], "unit": METRIC_LABELS[metric][1],
-         "cells": [{"name": r["name"], **r["cells"][i]} for r in rows]}
-        for i, metric in enumerate(METRICS)
-    ]
+    rows, heatmap = _run_rows(run, server_prefix) if run is not None else ([], [])
     warming = []
     if readiness.tracked and readiness.ready < readiness.tracked:
         threshold = settings.TFT_WARMUP_RECORDS
         warming = [
-            {"name": name, "records": count, "percent": min(100, 100 * count // threshold)}
+            {"name": name, "href": f"{server_prefix}{quote(name, safe='')}/", "records": count,
+             "percent": min(100, 100 * count // threshold)}
             for name, count in Server.objects.filter(record_count__lt=threshold)
             .order_by("record_count", "name")
             .values_list("name", "record_count")[:WARMUP_LIST_LIMIT]
@@ -174,14 +268,16 @@ def fleet_overview(*, now: datetime | None = None) -> dict:
         "run": run,
         "environment": environment,
         "fleet_health": environment.get("fleet_health"),
+        "prob_30m": _pct(environment.get("prob_30m")),
+        "prob_8h": _pct(environment.get("prob_8h")),
         "readiness": readiness,
         "warmup_threshold": settings.TFT_WARMUP_RECORDS,
         "warming": warming,
         "warming_more": max(0, readiness.tracked - readiness.ready - len(warming)),
         "model_version": (run.model_name if run and run.model_name else version),
-        "fallback_rate": (run.fallback_count / run.servers) if run and run.servers else None,
+        "fallback_rate": _pct(run.fallback_count / run.servers) if run and run.servers else None,
         "rows": rows,
-        "heatmap": heatmap if rows else [],
+        "heatmap": heatmap,
         "stale": bool(run and (now - run.finished_at).total_seconds() > 3 * settings.TFT_PREDICTION_INTERVAL_SECONDS),
     }
 
@@ -216,6 +312,38 @@ def _state_segments(times: list[int], states: list[str], step_seconds: int) -> l
         seg["start_iso"] = datetime.fromtimestamp(seg["start"], tz=UTC).isoformat()
         seg["end_iso"] = datetime.fromtimestamp(seg["end"], tz=UTC).isoformat()
     return segments
+
+
+ALERT_FIELDS = ("pk", "severity", "state", "server__name", "metric", "message", "predicted_value", "threshold",
+                "minutes_ahead", "opened_at", "updated_at", "acknowledged_at", "acknowledged_by__username")
+
+
+def _alert_rows(query) -> list[dict]:
+    """Alerts as display rows, formatted here for the same reason as the fleet table."""
+    rows = []
+    for a in query.values(*ALERT_FIELDS):
+        rows.append(
+            {
+                "pk": a["pk"],
+                "severity": a["severity"],
+                "state": a["state"],
+                "server": a["server__name"],
+                "slug": quote(a["server__name"], safe=""),
+                "metric": a["metric"],
+                "message": a["message"],
+                "predicted": _f1(a["predicted_value"]),
+                "threshold": _f1(a["threshold"]),
+                "minutes_ahead": a["minutes_ahead"],
+                "opened_iso": a["opened_at"].isoformat(),
+                "opened_utc": _utc(a["opened_at"]),
+                "updated_iso": a["updated_at"].isoformat(),
+                "updated_utc": _utc(a["updated_at"]),
+                "ack_iso": a["acknowledged_at"].isoformat() if a["acknowledged_at"] else "",
+                "ack_utc": _utc(a["acknowledged_at"]),
+                "ack_by": a["acknowledged_by__username"] or "",
+            }
+        )
+    return rows
 
 
 def server_detail(*, name: str) -> dict | None:
@@ -288,9 +416,7 @@ def server_detail(*, name: str) -> dict | None:
                 },
             }
         )
-    alerts = list(
-        Alert.objects.filter(server=server).select_related("acknowledged_by").order_by("-opened_at")[:50]
-    )
+    alerts = _alert_rows(Alert.objects.filter(server=server).order_by("-opened_at")[:50])
     return {
         "server": server,
         "profile": PROFILE_LABELS.get(server.profile, server.profile),
@@ -331,7 +457,7 @@ def alerts_board(*, state: str = "", severity: str = "", metric: str = "", serve
         listed = listed.order_by("-severity", "minutes_ahead", "-opened_at")
     else:
         listed = listed.order_by("-updated_at")
-    alerts = list(listed.select_related("server", "acknowledged_by")[: ALERTS_PAGE_LIMIT + 1])
+    alerts = _alert_rows(listed[: ALERTS_PAGE_LIMIT + 1])
     return {
         "alerts": alerts[:ALERTS_PAGE_LIMIT],
         "truncated": len(alerts) > ALERTS_PAGE_LIMIT,

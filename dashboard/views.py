@@ -37,10 +37,14 @@ def dashboard_login_required(view):
     return wrapper
 
 
+def _server_prefix() -> str:
+    # Links are built by prefix: reversing a URL for each of 200 servers × 5 links costs more than the page.
+    return reverse("dashboard:fleet") + "servers/"
+
+
 def _render(request, template: str, context: dict):
     context["page"] = selectors.page_header()
-    # Links are built by prefix: reversing a URL for each of 200 servers × 5 links costs more than the page.
-    context["server_prefix"] = reverse("dashboard:fleet") + "servers/"
+    context["server_prefix"] = _server_prefix()
     context["ack_prefix"] = reverse("dashboard:alerts")
     return render(request, template, context)
 
@@ -49,7 +53,7 @@ def _render(request, template: str, context: dict):
 @never_cache
 @dashboard_login_required
 def fleet(request):
-    return _render(request, "dashboard/fleet.html", selectors.fleet_overview())
+    return _render(request, "dashboard/fleet.html", selectors.fleet_overview(server_prefix=_server_prefix()))
 
 
 @require_GET

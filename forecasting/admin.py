@@ -15,11 +15,17 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(ReadOnlyAdmin):
-    list_display = ("name", "is_active", "activated_by_operator", "valid", "created_at", "error")
+    list_display = ("name", "is_active", "activated_by_operator", "valid", "created_at", "val_loss", "error")
     list_filter = ("is_active", "valid")
     readonly_fields = ("name", "path", "created_at", "registered_at", "metrics", "spec", "is_active",
                        "activated_by_operator", "valid", "error")
     actions = ["activate"]
+
+    @admin.display(description="val loss")
+    def val_loss(self, obj):
+        # The headline training metric in the list; the full metrics are on the detail page.
+        value = (obj.metrics or {}).get("val_loss")
+        return f"{value:.4f}" if isinstance(value, int | float) else "—"
 
     @admin.action(description="Activate the selected model (one)")
     def activate(self, request, queryset):
@@ -60,7 +66,8 @@ class ServerForecastAdmin(ReadOnlyAdmin):
 class AlertAdmin(ReadOnlyAdmin):
     list_display = ("server", "metric", "severity", "state", "predicted_value", "threshold", "minutes_ahead",
                     "opened_at", "updated_at", "acknowledged_by")
-    list_filter = ("severity", "state", "metric")
+    # Only servers that have alerts appear in the server filter (not the whole fleet).
+    list_filter = ("severity", "state", "metric", ("server", admin.RelatedOnlyFieldListFilter))
     list_select_related = ("server", "acknowledged_by")
     search_fields = ("server__name", "message")
     raw_id_fields = ("server",)

@@ -208,8 +208,10 @@ def alert_notification_deliver(*, notification_id: int, now: datetime | None = N
     return bool(delivered)
 
 
-def alert_notifications_pending_push(*, now: datetime | None = None, min_age_seconds: int = 60) -> int:
-    """Re-enqueue undelivered notifications that no task is working on (lost or out of retries)."""
+def alert_notifications_pending_push(*, now: datetime | None = None, min_age_seconds: int = 900) -> int:
+    """Re-enqueue undelivered notifications that no task is working on (lost or out of retries).
+    Only those older than min_age_seconds, so a task still in its backoff is rarely doubled (and a
+    doubled one finds the notification claimed or delivered)."""
     if not push_targets():
         return 0
     now = now or datetime.now(UTC)

@@ -20,8 +20,9 @@ p_server(W) = 1 − Π_m (1 − p_m(W)). The fleet's is the probability that at 
 incident, with servers independent: p_fleet(W) = 1 − Π_s (1 − p_server,s(W)).
 W = the first 6 steps for prob_30m and all 96 for prob_8h.
 
-Fleet health: `critical` when the fleet prob_30m ≥ 0.5, `warning` when the fleet prob_8h ≥ 0.3 or
-any server is high-risk (its prob_8h ≥ 0.5), else `healthy`.
+Fleet health looks at servers, not at the fleet product (which grows with fleet size even when
+every server is fine): `critical` when some server's prob_30m ≥ 0.5, `warning` when some server is
+high-risk (its prob_8h ≥ 0.5), else `healthy`.
 """
 
 from __future__ import annotations
@@ -33,8 +34,7 @@ import numpy as np
 
 STEPS_30M = 6
 HIGH_RISK_PROB = 0.5
-FLEET_CRITICAL_PROB_30M = 0.5
-FLEET_WARNING_PROB_8H = 0.3
+CRITICAL_PROB_30M = 0.5
 
 DEFAULT_THRESHOLDS: dict[str, dict] = {
     "cpu_pct": {"warning": 85.0, "critical": 95.0, "relative": False, "floor": 0.0},
@@ -154,9 +154,9 @@ def fleet_environment(server_probs: list[tuple[float, float]]) -> dict:
     fleet_30m = float(1 - np.prod(1 - p30)) if p30.size else 0.0
     fleet_8h = float(1 - np.prod(1 - p8h)) if p8h.size else 0.0
     high_risk = int((p8h >= HIGH_RISK_PROB).sum())
-    if fleet_30m >= FLEET_CRITICAL_PROB_30M:
+    if (p30 >= CRITICAL_PROB_30M).any():
         health = "critical"
-    elif fleet_8h >= FLEET_WARNING_PROB_8H or high_risk:
+    elif high_risk:
         health = "warning"
     else:
         health = "healthy"

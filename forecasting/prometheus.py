@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import os
 import threading
 from datetime import UTC, datetime
@@ -29,7 +30,6 @@ from django.conf import settings
 from django.http import HttpResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-# The classic 0.0.4 text format: every Prometheus 2.x and 3.x parses it (our names are all legacy-safe).
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from forecasting.models import Alert, ModelVersion, PredictionRun, ServerForecast
@@ -64,6 +64,7 @@ def metrics_view(request):
             content_type="text/plain",
             headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
         )
+    # The classic 0.0.4 text format: every Prometheus 2.x and 3.x parses it (our names are legacy-safe).
     return HttpResponse(metrics_text(), content_type=CONTENT_TYPE_PLAIN_0_0_4)
 
 
@@ -229,59 +230,68 @@ def _forecast_text(run: PredictionRun) -> bytes:
     with _cache_lock:
         if _forecast_cache["run_id"] == run.pk:
             return _forecast_cache["text"]
-    text = generate_latest(_Registry([ForecastCollector(run=run)]))
+    text = forecast_exposition(run=run)
     with _cache_lock:
         _forecast_cache.update(run_id=run.pk, text=text)
     return text
 
 
-class ForecastCollector:
-    """The current run's forecasts: one query for all servers (payload text + summary)."""
+_FORECAST_FAMILIES: dict[str, str] = {
+    "tft_forecast": "Forecast value of a metric at a horizon (30m, 1h, 4h, 8h ahead) and quantile (0.1, 0.5, 0.9).",
+    "tft_forecast_peak": "Highest forecast value over the next 8 hours per quantile.",
+    "tft_forecast_current": "Last observed value the forecast starts from.",
+    "tft_forecast_threshold": "Alert threshold used for this server and metric.",
+    "tft_incident_probability": "Probability that a metric of the server crosses its critical threshold within the window.",
+}
 
-    def __init__(self, *, run: PredictionRun):
-        self.run = run
 
-    def collect(self):
-        forecast = GaugeMetricFamily(
-            "tft_forecast",
-            "Forecast value of a metric at a horizon (30m, 1h, 4h, 8h ahead) and quantile (0.1, 0.5, 0.9).",
-            labels=["server", "metric", "quantile", "horizon"],
-        )
-        peak = GaugeMetricFamily(
-            "tft_forecast_peak", "Highest forecast value over the next 8 hours per quantile.",
-            labels=["server", "metric", "quantile"],
-        )
-        current = GaugeMetricFamily(
-            "tft_forecast_current", "Last observed value the forecast starts from.", labels=["server", "metric"]
-        )
-        threshold = GaugeMetricFamily(
-            "tft_forecast_threshold", "Alert threshold used for this server and metric.",
-            labels=["server", "metric", "level"],
-        )
-        probability = GaugeMetricFamily(
-            "tft_incident_probability",
-            "Probability that a metric of the server crosses its critical threshold within the window.",
-            labels=["server", "window"],
-        )
-        rows = ServerForecast.objects.filter(run=self.run).values_list(
-            "server__name", "payload", "summary", "prob_30m", "prob_8h"
-        )
-        for server, payload_text, summary, p30, p8h in rows.iterator(chunk_size=500):
-            payload = json.loads(payload_text)
-            for metric, data in payload.items():
-                for key, q in QUANTILE_LABELS.items():
-                    values = data.get(key) or []
-                    for horizon, step in HORIZON_STEPS.items():
-                        if len(values) >= step:
-                            forecast.add_metric([server, metric, q, horizon], values[step - 1])
-                    if values:
-                        peak.add_metric([server, metric, q], max(values))
-                if "current" in data:
-                    current.add_metric([server, metric], data["current"])
-                limits = (summary or {}).get(metric) or {}
-                for level in ("warning", "critical"):
-                    if level in limits:
-                        threshold.add_metric([server, metric, level], limits[level])
-            probability.add_metric([server, "30m"], p30)
-            probability.add_metric([server, "8h"], p8h)
-        yield from (forecast, peak, current, threshold, probability)
+def _value(v: float) -> str:
+    # Go-style special values; finite floats as Python's shortest round-trip repr.
+    v = float(v)
+    if math.isfinite(v):
+        return repr(v)
+    return "NaN" if math.isnan(v) else ("+Inf" if v > 0 else "-Inf")
+
+
+def _label(value: str) -> str:
+    # Validated names never need it; a name stored by some other path must not break the format.
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return value
+
+
+def forecast_exposition(*, run: PredictionRun) -> bytes:
+    """The current run's forecasts as exposition text: one query for all servers.
+
+    Written directly rather than through prometheus_client's families: its per-sample label
+    validation costs ~80 µs, 6 s for the 74,000 samples of 1,000 servers. Server names are validated
+    to [A-Za-z0-9._:@-] (escaped anyway if not) and metrics are the contract's names.
+    """
+    lines: dict[str, list[str]] = {name: [] for name in _FORECAST_FAMILIES}
+    forecast, peak, current = lines["tft_forecast"], lines["tft_forecast_peak"], lines["tft_forecast_current"]
+    threshold, probability = lines["tft_forecast_threshold"], lines["tft_incident_probability"]
+    rows = ServerForecast.objects.filter(run=run).values_list("server__name", "payload", "summary", "prob_30m", "prob_8h")
+    for name, payload_text, summary, p30, p8h in rows.iterator(chunk_size=500):
+        server = _label(name)
+        payload = json.loads(payload_text)
+        for metric, data in payload.items():
+            base = f'server="{server}",metric="{metric}"'
+            for key, q in QUANTILE_LABELS.items():
+                values = data.get(key) or []
+                for horizon, step in HORIZON_STEPS.items():
+                    if len(values) >= step:
+                        forecast.append(f'tft_forecast{{{base},quantile="{q}",horizon="{horizon}"}} {_value(values[step - 1])}')
+                if values:
+                    peak.append(f'tft_forecast_peak{{{base},quantile="{q}"}} {_value(max(values))}')
+            if "current" in data:
+                current.append(f"tft_forecast_current{{{base}}} {_value(data['current'])}")
+            limits = (summary or {}).get(metric) or {}
+            for level in ("warning", "critical"):
+                if level in limits:
+                    threshold.append(f'tft_forecast_threshold{{{base},level="{level}"}} {_value(limits[level])}')
+        probability.append(f'tft_incident_probability{{server="{server}",window="30m"}} {_value(p30)}')
+        probability.append(f'tft_incident_probability{{server="{server}",window="8h"}} {_value(p8h)}')
+    out = []
+    for name, help_text in _FORECAST_FAMILIES.items():
+        out += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", *lines[name]]
+    return ("\n".join(out) + "\n").encode()

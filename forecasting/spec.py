@@ -45,6 +45,9 @@ METRIC_RANGES: dict[str, tuple[float, float]] = {
 # Smallest normalisation scale per metric (in the metric's unit), so flat series do not blow up.
 SCALE_FLOOR = 1e-3
 SCALE_REL_FLOOR = 0.02  # scale is at least 2 % of |centre|
+# The centre is the median of the last CENTER_STEPS observed buckets: "stay at the recent level" is
+# the network's starting point (robust to spikes, follows level shifts); it learns departures.
+CENTER_STEPS = 12
 
 # Column layout of the network's inputs (the order of x["encoder_cont"] / x["encoder_cat"]).
 STATIC_CATEGORICALS: tuple[str, ...] = ("server", "profile")
@@ -55,6 +58,7 @@ X_CATEGORICALS: tuple[str, ...] = (*STATIC_CATEGORICALS, *KNOWN_CATEGORICALS, *E
 STATIC_REALS: tuple[str, ...] = (
     *(f"{m}_center" for m in TARGETS),
     *(f"{m}_scale" for m in TARGETS),
+    *(f"{m}_mean_z" for m in TARGETS),  # the encoder mean relative to the centre, in scales
     "encoder_length",
 )
 KNOWN_REALS: tuple[str, ...] = ("relative_time",)
@@ -116,7 +120,7 @@ def fill_gaps(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns (filled values, missing flag (B, T) where every metric of the bucket was missing).
     """
     missing = np.isnan(values)
-    B, T, M = values.shape
+    B, T, _ = values.shape  # noqa: N806
     if T == 0:
         return values.copy(), np.zeros((B, 0), dtype=bool)
     idx = np.where(~missing, np.arange(T)[None, :, None], -1)
@@ -129,21 +133,44 @@ def fill_gaps(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return filled.astype(np.float32), missing.all(axis=2)
 
 
-def normalisers(values: np.ndarray, observed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-window, per-target centre and scale from the encoder's observed values.
+def normalisers(
+    values: np.ndarray, observed: np.ndarray, lengths: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-window, per-target centre, scale and encoder mean from the encoder's observed values.
 
-    values: (B, T, M) (gaps already filled), observed: (B, T, M) bool. Returns two (B, M) arrays.
+    values: (B, T, M) (gaps already filled), observed: (B, T, M) bool, lengths: (B,) encoder
+    lengths (left-aligned; default T). Centre = median of the last CENTER_STEPS observed values
+    (the encoder mean if none); scale = standard deviation over the encoder, floored.
+    Returns three (B, M) arrays: centre, scale, mean.
     """
+    B, T, _ = values.shape  # noqa: N806
+    if lengths is None:
+        lengths = np.full(B, T, dtype=np.int64)
     w = observed.astype(np.float64)
     n = w.sum(axis=1)
     safe_n = np.maximum(n, 1.0)
     v = values.astype(np.float64)
-    center = (v * w).sum(axis=1) / safe_n
-    var = (((v - center[:, None, :]) ** 2) * w).sum(axis=1) / safe_n
-    # windows with no observation at all: centre on the filled values (zeros)
-    center = np.where(n > 0, center, 0.0)
+    mean = (v * w).sum(axis=1) / safe_n
+    var = (((v - mean[:, None, :]) ** 2) * w).sum(axis=1) / safe_n
+    mean = np.where(n > 0, mean, 0.0)
+    k = min(CENTER_STEPS, T)
+    idx = np.clip(lengths[:, None] - k + np.arange(k)[None, :], 0, T - 1)  # (B, k)
+    recent = np.take_along_axis(v, idx[:, :, None], axis=1)
+    recent_obs = (
+        np.take_along_axis(observed, idx[:, :, None], axis=1)
+        & (np.arange(k)[None, :] >= (k - np.minimum(lengths, k))[:, None])[:, :, None]
+    )
+    recent = np.where(recent_obs, recent, np.nan)
+    has_recent = recent_obs.any(axis=1)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(recent, axis=1)
+    center = np.where(has_recent, med, mean)
     scale = np.maximum.reduce([np.sqrt(var), SCALE_REL_FLOOR * np.abs(center), np.full_like(center, SCALE_FLOOR)])
-    return center.astype(np.float32), scale.astype(np.float32)
+    return center.astype(np.float32), scale.astype(np.float32), mean.astype(np.float32)
 
 
 def _signed_log(x: np.ndarray) -> np.ndarray:
@@ -206,7 +233,7 @@ def build_arrays(
     lengths: (B,) encoder lengths (>= 1); states: (B, L) state index into STATES, -1 missing;
     start_minutes: (B,) epoch minutes (UTC) of each encoder's first bucket.
     """
-    B, L, M = values.shape
+    B, L, M = values.shape  # noqa: N806
     lengths = np.clip(lengths.astype(np.int64), 1, L)
     pos = np.arange(L)[None, :]
     valid = pos < lengths[:, None]  # (B, L)
@@ -214,7 +241,7 @@ def build_arrays(
     filled, _ = fill_gaps(np.where(valid[:, :, None], values, np.nan))
     # padding after the end holds the last value (masked by the network anyway)
     missing = (~observed.any(axis=2)) & valid
-    center, scale = normalisers(filled, observed)
+    center, scale, mean = normalisers(filled, observed, lengths)
     z = (filled - center[:, None, :]) / scale[:, None, :]
     z = np.clip(z, -50.0, 50.0)
     z = np.where(valid[:, :, None], z, 0.0)
@@ -231,6 +258,7 @@ def build_arrays(
         [
             _signed_log(center) / 5.0,
             np.log(scale) / 5.0,
+            np.clip((mean - center) / scale, -10.0, 10.0) / 3.0,
             (lengths.astype(np.float32) / max_encoder)[:, None],
         ],
         axis=1,
@@ -279,7 +307,7 @@ def stack_windows(
     """Left-aligned (B, L, M) values, (B,) lengths, (B, L) states and (B,) start minutes of the
     last ``max_encoder`` buckets of each window (L = the longest of them)."""
     lengths = np.array([max(1, min(len(w.values), max_encoder)) for w in windows], dtype=np.int64)
-    L = int(lengths.max()) if len(windows) else 1
+    L = int(lengths.max()) if len(windows) else 1  # noqa: N806
     values = np.full((len(windows), L, len(TARGETS)), np.nan, dtype=np.float32)
     states = np.full((len(windows), L), -1, dtype=np.int8)
     start_minutes = np.zeros(len(windows), dtype=np.int64)
@@ -307,9 +335,7 @@ def build_inputs(
     values, lengths, states, start_minutes = stack_windows(windows, max_encoder)
     server_idx = np.array([vocab.server_index(w.server) for w in windows], dtype=np.int64)
     profile_idx = np.array([vocab.profile_index(w.profile) for w in windows], dtype=np.int64)
-    return build_arrays(
-        values, lengths, states, start_minutes, server_idx, profile_idx, step, horizon, max_encoder
-    )
+    return build_arrays(values, lengths, states, start_minutes, server_idx, profile_idx, step, horizon, max_encoder)
 
 
 def denormalise(z: np.ndarray, target_scale: np.ndarray) -> np.ndarray:

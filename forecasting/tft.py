@@ -15,13 +15,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
-from forecasting import spec as S
+from forecasting import spec as dspec
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +50,7 @@ def _torch():
     return torch
 
 
-def build_network(hparams: dict, vocab: S.Vocab, quantiles: tuple[float, ...], max_encoder: int):
+def build_network(hparams: dict, vocab: dspec.Vocab, quantiles: tuple[float, ...], max_encoder: int):
     """The pytorch-forecasting TemporalFusionTransformer, built from JSON-able hyperparameters.
 
     We feed it tensors our spec builds, and take its output in normalised units: the class's
@@ -74,14 +73,14 @@ def build_network(hparams: dict, vocab: S.Vocab, quantiles: tuple[float, ...], m
         all heads; attention weights are not materialised (forecasts do not need them)."""
 
         def forward(self, q, k, v, mask=None):
-            F = torch.nn.functional
-            B, Lq, _ = q.shape
-            Lk = k.size(1)
+            functional = torch.nn.functional
+            B, Lq, _ = q.shape  # noqa: N806
+            Lk = k.size(1)  # noqa: N806
             qs = torch.stack([layer(q) for layer in self.q_layers], dim=1)  # (B, h, Lq, d)
             ks = torch.stack([layer(k) for layer in self.k_layers], dim=1)  # (B, h, Lk, d)
             vs = self.v_layer(v).unsqueeze(1).expand(-1, self.n_head, -1, -1)
             attn_mask = None if mask is None else (~mask).unsqueeze(1)  # True = attend
-            heads = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=attn_mask)
+            heads = functional.scaled_dot_product_attention(qs, ks, vs, attn_mask=attn_mask)
             heads = self.dropout(heads)
             out = heads.mean(dim=1) if self.n_head > 1 else heads[:, 0]
             out = self.dropout(self.w_h(out))
@@ -89,13 +88,13 @@ def build_network(hparams: dict, vocab: S.Vocab, quantiles: tuple[float, ...], m
             return out, dummy
 
     class _TFT(TemporalFusionTransformer):
-        def transform_output(self, prediction, target_scale, loss=None):  # noqa: ARG002
+        def transform_output(self, prediction, target_scale, loss=None):
             # list of (B, H, Q) per target -> (B, H, M, Q), still normalised
             return torch.stack(list(prediction), dim=2)
 
     cards = vocab.cardinalities
     dims = hparams.get("embedding_dims", DEFAULT_HPARAMS["embedding_dims"])
-    embedding_sizes = {name: (cards[name], int(dims[name])) for name in S.X_CATEGORICALS}
+    embedding_sizes = {name: (cards[name], int(dims[name])) for name in dspec.X_CATEGORICALS}
     q = list(quantiles)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -103,18 +102,18 @@ def build_network(hparams: dict, vocab: S.Vocab, quantiles: tuple[float, ...], m
             hidden_size=int(hparams["hidden_size"]),
             lstm_layers=int(hparams.get("lstm_layers", 1)),
             dropout=float(hparams.get("dropout", 0.1)),
-            output_size=[len(q)] * len(S.TARGETS),
-            loss=MultiLoss([QuantileLoss(quantiles=q) for _ in S.TARGETS]),
+            output_size=[len(q)] * len(dspec.TARGETS),
+            loss=MultiLoss([QuantileLoss(quantiles=q) for _ in dspec.TARGETS]),
             attention_head_size=int(hparams["attention_head_size"]),
             max_encoder_length=int(max_encoder),
-            static_categoricals=list(S.STATIC_CATEGORICALS),
-            static_reals=list(S.STATIC_REALS),
-            time_varying_categoricals_encoder=[*S.KNOWN_CATEGORICALS, *S.ENCODER_CATEGORICALS],
-            time_varying_categoricals_decoder=list(S.KNOWN_CATEGORICALS),
-            time_varying_reals_encoder=[*S.KNOWN_REALS, *S.ENCODER_REALS],
-            time_varying_reals_decoder=list(S.KNOWN_REALS),
-            x_reals=list(S.X_REALS),
-            x_categoricals=list(S.X_CATEGORICALS),
+            static_categoricals=list(dspec.STATIC_CATEGORICALS),
+            static_reals=list(dspec.STATIC_REALS),
+            time_varying_categoricals_encoder=[*dspec.KNOWN_CATEGORICALS, *dspec.ENCODER_CATEGORICALS],
+            time_varying_categoricals_decoder=list(dspec.KNOWN_CATEGORICALS),
+            time_varying_reals_encoder=[*dspec.KNOWN_REALS, *dspec.ENCODER_REALS],
+            time_varying_reals_decoder=list(dspec.KNOWN_REALS),
+            x_reals=list(dspec.X_REALS),
+            x_categoricals=list(dspec.X_CATEGORICALS),
             hidden_continuous_size=int(hparams.get("hidden_continuous_size", 8)),
             embedding_sizes=embedding_sizes,
             embedding_labels={},
@@ -163,14 +162,14 @@ def read_model_folder(path: Path) -> dict:
     for key in ("hparams", "vocab", "quantiles", "targets", "horizon", "max_encoder", "step_minutes"):
         if key not in spec:
             raise ModelFolderError(f"{path.name}: {SPEC_FILE} lacks '{key}'")
-    if list(spec["targets"]) != list(S.TARGETS):
-        raise ModelFolderError(f"{path.name}: targets {spec['targets']} differ from {list(S.TARGETS)}")
-    if list(spec.get("x_reals", S.X_REALS)) != list(S.X_REALS) or list(
-        spec.get("x_categoricals", S.X_CATEGORICALS)
-    ) != list(S.X_CATEGORICALS):
+    if list(spec["targets"]) != list(dspec.TARGETS):
+        raise ModelFolderError(f"{path.name}: targets {spec['targets']} differ from {list(dspec.TARGETS)}")
+    if list(spec.get("x_reals", dspec.X_REALS)) != list(dspec.X_REALS) or list(
+        spec.get("x_categoricals", dspec.X_CATEGORICALS)
+    ) != list(dspec.X_CATEGORICALS):
         raise ModelFolderError(f"{path.name}: input layout differs from this code's spec")
     try:
-        S.Vocab.from_json(spec["vocab"])
+        dspec.Vocab.from_json(spec["vocab"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFolderError(f"{path.name}: bad vocabulary ({exc})") from exc
     try:
@@ -221,43 +220,55 @@ class Forecaster:
         self.device = device
         # ~128 windows per forward keeps the activations in cache on CPU; GPUs take bigger chunks
         self.chunk_size = chunk_size or (128 if device == "cpu" else 2048)
-        self.vocab = S.Vocab.from_json(spec["vocab"])
+        self.vocab = dspec.Vocab.from_json(spec["vocab"])
         self.quantiles = tuple(float(q) for q in spec["quantiles"])
         self.horizon = int(spec["horizon"])
         self.max_encoder = int(spec["max_encoder"])
         self.step_minutes = int(spec["step_minutes"])
+        self.interval_scale = float(spec.get("interval_scale", 1.0))
+        self._median_index = min(range(len(self.quantiles)), key=lambda i: abs(self.quantiles[i] - 0.5))
         self._q_index = {}
-        for label, q in S.SERVED_QUANTILES.items():
+        for label, q in dspec.SERVED_QUANTILES.items():
             matches = [i for i, x in enumerate(self.quantiles) if math.isclose(x, q)]
             if not matches:
                 raise ModelFolderError(f"{version}: model lacks quantile {q}")
             self._q_index[label] = matches[0]
 
-    def predict_array(self, windows: list[S.SeriesWindow]) -> np.ndarray:
+    def predict_array(self, windows: list[dspec.SeriesWindow]) -> np.ndarray:
         """All quantiles, (B, horizon, n_metrics, n_quantiles), sorted and clipped, float32."""
         torch = _torch()
+        wrong_step = {w.step_minutes for w in windows} - {self.step_minutes}
+        if wrong_step:
+            raise ValueError(
+                f"model {self.version} forecasts {self.step_minutes}-minute buckets, got windows of "
+                f"{sorted(wrong_step)} minutes"
+            )
         out = []
         for i in range(0, len(windows), self.chunk_size):
             chunk = windows[i : i + self.chunk_size]
-            arrays = S.build_inputs(chunk, self.vocab, self.max_encoder, self.horizon)
+            arrays = dspec.build_inputs(chunk, self.vocab, self.max_encoder, self.horizon)
             with torch.inference_mode():
                 z = self.net(to_tensors(arrays, self.device))["prediction"]
                 z = z.float().cpu().numpy()
-            pred = S.denormalise(z, arrays["target_scale"])
+            z = np.sort(z, axis=-1)
+            if self.interval_scale != 1.0:  # calibrated spread around the median
+                med = z[..., self._median_index : self._median_index + 1]
+                z = med + self.interval_scale * (z - med)
+            pred = dspec.denormalise(z, arrays["target_scale"])
             pred = np.sort(pred, axis=-1)
-            out.append(S.clip_ranges(pred.astype(np.float32)))
+            out.append(dspec.clip_ranges(pred.astype(np.float32)))
         if not out:
-            return np.zeros((0, self.horizon, len(S.TARGETS), len(self.quantiles)), dtype=np.float32)
+            return np.zeros((0, self.horizon, len(dspec.TARGETS), len(self.quantiles)), dtype=np.float32)
         return np.concatenate(out, axis=0)
 
-    def predict(self, windows: list[S.SeriesWindow]) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    def predict(self, windows: list[dspec.SeriesWindow]) -> dict[str, dict[str, dict[str, np.ndarray]]]:
         """{server: {metric: {"p10"|"p50"|"p90": array (horizon,)}}} for every window."""
         pred = self.predict_array(windows)
         result: dict[str, dict[str, dict[str, np.ndarray]]] = {}
         for b, w in enumerate(windows):
             result[w.server] = {
                 metric: {label: pred[b, :, m, qi] for label, qi in self._q_index.items()}
-                for m, metric in enumerate(S.TARGETS)
+                for m, metric in enumerate(dspec.TARGETS)
             }
         return result
 
@@ -266,21 +277,18 @@ def load_forecaster(path: Path, device: str = "auto") -> Forecaster:
     """Rebuild the network from spec.json and load weights.safetensors (never unpickles)."""
     from safetensors.torch import load_model
 
-    torch = _torch()
     started = time.perf_counter()
     info = read_model_folder(Path(path))
     spec = info["spec"]
     dev = resolve_device(device)
-    vocab = S.Vocab.from_json(spec["vocab"])
+    vocab = dspec.Vocab.from_json(spec["vocab"])
     net = build_network(spec["hparams"], vocab, tuple(spec["quantiles"]), int(spec["max_encoder"]))
     try:
         # safetensors only (no pickle); strict: every tensor of the network must be in the file
-        missing, unexpected = load_model(net, str(Path(path) / WEIGHTS_FILE), strict=True, device="cpu")
+        load_model(net, str(Path(path) / WEIGHTS_FILE), strict=True, device="cpu")
     except (RuntimeError, ValueError, OSError) as exc:
         raise ModelFolderError(f"{info['name']}: weights do not match spec ({exc})") from exc
     net.eval()
     net.to(dev)
-    if dev == "cpu" and torch.get_num_threads() < 1:
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
     logger.info("loaded TFT %s on %s in %.2fs", info["name"], dev, time.perf_counter() - started)
     return Forecaster(net, spec, info["name"], dev)

@@ -63,7 +63,8 @@ def page(live_server, monkeypatch, staff):
         context = browser.new_context(viewport={"width": 1440, "height": 1000}, timezone_id="America/New_York")
         tab = context.new_page()
         tab.set_default_timeout(20_000)
-        tab.goto(f"{live_server.url}/dashboard/")
+        tab.goto(f"{live_server.url}/dashboard/")  # DEBUG is off in tests: this lands on the login page
+        tab.screenshot(path=str(ARTIFACTS / "dashboard-login.png"))
         tab.fill("#id_username", "operator")
         tab.fill("#id_password", STAFF_PASSWORD)
         tab.click("button[type=submit]")

@@ -78,6 +78,20 @@ def test_a_refreshed_fleet_page_has_the_regions_the_script_swaps(viewer_client, 
     assert 'data-interval="60"' in body
 
 
+def test_rows_built_outside_the_template_are_escaped(viewer_client, no_models):
+    from ingest.models import Server
+
+    hot_fleet(1, hot=1)
+    fleet_predict()
+    # Feed validation never lets such a name in; an admin edit could, and the page must not run it.
+    Server.objects.update(name='<b>"x')
+
+    body = _text(viewer_client.get("/dashboard/"))
+
+    assert '<b>"x' not in body
+    assert "&lt;b&gt;&quot;x" in body
+
+
 # --- Server ----------------------------------------------------------------------------------------
 
 
@@ -141,7 +155,7 @@ def test_alerts_page_filters_by_state_severity_metric_and_server(viewer_client, 
 
     assert f'data-alert="{alert.pk}"' in active
     assert f'data-alert="{alert.pk}"' not in resolved
-    assert warning_only and all(a.severity == "warning" for a in warning_only)
+    assert warning_only and all(a["severity"] == "warning" for a in warning_only)
     assert by_server == [] and by_metric == []
     assert "Acknowledge</button>" not in active  # a viewer is not staff
 
@@ -195,6 +209,15 @@ def test_login_page_logs_in_with_csrf(staff):
                                                  "next": "/dashboard/alerts/", "csrfmiddlewaretoken": token})
     assert response.status_code == 302 and response["Location"] == "/dashboard/alerts/"
     assert client.get("/dashboard/").status_code == 200
+
+
+def test_logout_is_a_post_back_to_the_login_page(viewer_client):
+    assert 'action="/dashboard/logout/"' in _text(viewer_client.get("/dashboard/"))
+
+    response = viewer_client.post("/dashboard/logout/")
+
+    assert response.status_code == 302 and response["Location"] == "/dashboard/login/"
+    assert viewer_client.get("/dashboard/").status_code == 302
 
 
 def test_wrong_password_stays_on_the_login_page(staff, anon_client):

@@ -63,12 +63,13 @@ def test_fleet_probability_assumes_independent_servers():
     assert env["prob_8h"] == pytest.approx(1 - 0.5 * 0.9)
     assert env["high_risk_servers"] == 1
     assert env["total_servers"] == 3
-    assert env["fleet_health"] == "critical"
+    assert env["fleet_health"] == "critical"  # the second server: prob_30m 0.5
 
 
 @pytest.mark.parametrize(
     ("pairs", "health"),
-    [([(0.0, 0.0)], "healthy"), ([(0.1, 0.35)], "warning"), ([(0.6, 0.9)], "critical"), ([], "healthy")],
+    [([(0.0, 0.0)], "healthy"), ([(0.1, 0.55)], "warning"), ([(0.6, 0.9)], "critical"), ([], "healthy"),
+     ([(0.3, 0.4)] * 20, "healthy")],
 )
 def test_fleet_health_cut_offs(pairs, health):
     assert fleet_environment(pairs)["fleet_health"] == health

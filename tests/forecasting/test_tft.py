@@ -9,15 +9,14 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from forecasting import spec as S
-from forecasting import training as T
-from forecasting import tft
+from forecasting import spec as dspec
+from forecasting import tft, training
 
 START = datetime(2026, 1, 5, tzinfo=UTC)
 TINY = {"hidden_size": 8, "attention_head_size": 1, "hidden_continuous_size": 4, "dropout": 0.0}
 
 
-def synthetic_series(n_servers=3, n=600, seed=0) -> list[S.SeriesWindow]:
+def synthetic_series(n_servers=3, n=600, seed=0) -> list[dspec.SeriesWindow]:
     """Daily cycles with noise, one state per bucket, a few gaps."""
     rng = np.random.default_rng(seed)
     t = np.arange(n)
@@ -35,15 +34,17 @@ def synthetic_series(n_servers=3, n=600, seed=0) -> list[S.SeriesWindow]:
         ).astype(np.float32)
         values[100 + 10 * i : 105 + 10 * i] = np.nan
         states = np.where(daily > 0.5, 4, 1).astype(np.int8)
-        out.append(S.SeriesWindow(f"ppweb00{i + 1}", "web_api", START, 5, values, states))
+        out.append(dspec.SeriesWindow(f"ppweb00{i + 1}", "web_api", START, 5, values, states))
     return out
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A model folder trained for a few steps on the synthetic set."""
-    cfg = T.TrainConfig(epochs=1, batches_per_epoch=3, batch_size=8, max_val_windows=16, hparams=TINY, device="cpu")
-    result = T.train(synthetic_series(), cfg, out_dir=tmp_path_factory.mktemp("models"), progress=False)
+    cfg = training.TrainConfig(
+        epochs=1, batches_per_epoch=3, batch_size=8, max_val_windows=16, hparams=TINY, device="cpu"
+    )
+    result = training.train(synthetic_series(), cfg, out_dir=tmp_path_factory.mktemp("models"), progress=False)
     return result.path
 
 
@@ -52,12 +53,12 @@ def forecaster(model_dir):
     return tft.load_forecaster(model_dir, device="cpu")
 
 
-def recent(n=300, server="ppweb001", gaps=False) -> S.SeriesWindow:
+def recent(n=300, server="ppweb001", gaps=False) -> dspec.SeriesWindow:
     w = synthetic_series(1, n=max(n, 1))[0]
     values = w.values[-n:].copy() if n else w.values[:0]
     if gaps:
         values[5:40] = np.nan
-    return S.SeriesWindow(server, "web_api", START, 5, values, w.states[-n:] if n else w.states[:0])
+    return dspec.SeriesWindow(server, "web_api", START, 5, values, w.states[-n:] if n else w.states[:0])
 
 
 def test_training_writes_safetensors_json_and_card(model_dir):
@@ -65,17 +66,17 @@ def test_training_writes_safetensors_json_and_card(model_dir):
     assert {"weights.safetensors", "spec.json", "metrics.json", "MODEL_CARD.md"} <= names
     assert model_dir.name.startswith("tft_model_") and model_dir.name.endswith("Z")
     spec = json.loads((model_dir / "spec.json").read_text())
-    assert spec["horizon"] == S.HORIZON and spec["targets"] == list(S.TARGETS)
-    assert spec["vocab"]["servers"][0] == S.UNKNOWN
+    assert spec["horizon"] == dspec.HORIZON and spec["targets"] == list(dspec.TARGETS)
+    assert spec["vocab"]["servers"][0] == dspec.UNKNOWN
     assert np.isfinite(json.loads((model_dir / "metrics.json").read_text())["val_loss"])
 
 
 def test_predict_returns_p10_p50_p90_of_96_steps_per_metric(forecaster):
     out = forecaster.predict([recent(server="ppweb001"), recent(server="ppweb002")])
     assert set(out) == {"ppweb001", "ppweb002"}
-    for metric in S.TARGETS:
+    for metric in dspec.TARGETS:
         assert set(out["ppweb001"][metric]) == {"p10", "p50", "p90"}
-        assert out["ppweb001"][metric]["p50"].shape == (S.HORIZON,)
+        assert out["ppweb001"][metric]["p50"].shape == (dspec.HORIZON,)
 
 
 def test_save_load_round_trip_gives_identical_predictions(model_dir, forecaster, tmp_path):
@@ -95,13 +96,13 @@ def test_unseen_server_gets_a_tft_forecast(forecaster):
 def test_series_shorter_than_context_is_forecast(forecaster):
     out = forecaster.predict([recent(30, server="a"), recent(1, server="b")])
     for server in ("a", "b"):
-        for metric in S.TARGETS:
+        for metric in dspec.TARGETS:
             assert np.isfinite(out[server][metric]["p50"]).all()
 
 
 def test_gaps_in_the_window_are_forecast(forecaster):
     out = forecaster.predict([recent(gaps=True)])
-    assert all(np.isfinite(out["ppweb001"][m]["p90"]).all() for m in S.TARGETS)
+    assert all(np.isfinite(out["ppweb001"][m]["p90"]).all() for m in dspec.TARGETS)
 
 
 def test_quantiles_are_monotone_and_in_range(forecaster):
@@ -110,10 +111,10 @@ def test_quantiles_are_monotone_and_in_range(forecaster):
     w.values[:, 2] = 0.0
     out = forecaster.predict([w, recent(1, server="b")])
     for server in out:
-        for metric in S.TARGETS:
+        for metric in dspec.TARGETS:
             q = out[server][metric]
             assert (q["p10"] <= q["p50"]).all() and (q["p50"] <= q["p90"]).all()
-            lo, hi = S.METRIC_RANGES[metric]
+            lo, hi = dspec.METRIC_RANGES[metric]
             assert (q["p10"] >= lo).all() and (q["p90"] <= hi).all()
 
 
@@ -191,10 +192,10 @@ def test_nab_layout_csv_loads_into_the_chosen_metric(tmp_path):
     ts = [(START + timedelta(minutes=5 * i)).strftime("%Y-%m-%d %H:%M:%S") for i in range(10)]
     lines = ["timestamp,value"] + [f"{t},{i}.5" for i, t in enumerate(ts) if i != 4]
     (tmp_path / "ec2_network_in_x.csv").write_text("\n".join(lines) + "\n")
-    [w] = T.load_csv_series(tmp_path, "latency_ms")
+    [w] = training.load_csv_series(tmp_path, "latency_ms")
     assert w.server == "ec2_network_in_x" and w.values.shape == (10, 4)
     assert np.isnan(w.values[4]).all()
-    assert w.values[5, S.TARGETS.index("latency_ms")] == 5.5 and w.values[5, 0] == 0.0
+    assert w.values[5, dspec.TARGETS.index("latency_ms")] == 5.5 and w.values[5, 0] == 0.0
     assert w.start == START
 
 
@@ -204,10 +205,10 @@ def test_contract_csv_rolls_records_up_to_buckets(tmp_path):
         ts = (START + timedelta(seconds=5 * i)).isoformat()
         rows.append(f"{ts},ppdb001,{10 if i < 60 else 30},50,1,2,{'healthy' if i % 3 else 'heavy_load'}")
     (tmp_path / "records.csv").write_text("\n".join(rows) + "\n")
-    [w] = T.load_csv_series(tmp_path)
+    [w] = training.load_csv_series(tmp_path)
     assert w.profile == "database" and w.values.shape == (2, 4)
     assert w.values[:, 0].tolist() == [10.0, 30.0]
-    assert S.STATES[w.states[0]] == "healthy"
+    assert dspec.STATES[w.states[0]] == "healthy"
 
 
 def test_train_tft_command_on_simulated_fleet(tmp_path):
@@ -252,10 +253,10 @@ def test_train_tft_reads_metric_buckets_from_the_database(tmp_path):
             for i in range(200)
             if i not in (50, 51)
         )
-    series = T.load_db_series(["ppdb001"])
+    series = training.load_db_series(["ppdb001"])
     assert [w.server for w in series] == ["ppdb001"]
     assert len(series[0].values) == 200 and np.isnan(series[0].values[50]).all()
-    assert S.STATES[series[0].states[0]] == "healthy" and series[0].values[0, 1] == 60.0
+    assert dspec.STATES[series[0].states[0]] == "healthy" and series[0].values[0, 1] == 60.0
     call_command(
         "train_tft", "--servers", "ppdb001,ppweb001", "--epochs", "1", "--batches-per-epoch", "1",
         "--batch-size", "4", "--hidden-size", "8", "--attention-heads", "1", "--hidden-continuous-size", "4",
@@ -263,15 +264,22 @@ def test_train_tft_reads_metric_buckets_from_the_database(tmp_path):
     )  # fmt: skip
     [folder] = list(tmp_path.glob("tft_model_*"))
     spec = json.loads((folder / "spec.json").read_text())
-    assert spec["vocab"]["servers"] == [S.UNKNOWN, "ppdb001", "ppweb001"]
+    assert spec["vocab"]["servers"] == [dspec.UNKNOWN, "ppdb001", "ppweb001"]
 
 
 def test_generic_synthetic_series_are_deterministic_and_in_range():
-    a = T.load_generic_series(6, 2, seed=3)
-    b = T.load_generic_series(6, 2, seed=3)
+    a = training.load_generic_series(6, 2, seed=3)
+    b = training.load_generic_series(6, 2, seed=3)
     assert len(a) == 6 and all(w.values.shape == (576, 4) for w in a)
     for wa, wb in zip(a, b, strict=True):
         np.testing.assert_array_equal(wa.values, wb.values)
         v = wa.values[~np.isnan(wa.values).any(axis=1)]
         assert (v >= 0).all() and (v[:, :2] <= 100).all()
-        assert wa.server == S.UNKNOWN  # anonymous: they train the unseen-server path
+        assert wa.server == dspec.UNKNOWN  # anonymous: they train the unseen-server path
+
+
+def test_windows_of_another_step_are_refused(forecaster):
+    w = recent()
+    w.step_minutes = 1
+    with pytest.raises(ValueError, match="5-minute"):
+        forecaster.predict([w])

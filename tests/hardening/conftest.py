@@ -2,7 +2,8 @@
 Celery worker with beat, all on free loopback ports and temporary folders, never the shared
 services on 5432/6379.
 
-The stack is started once per session (initdb, migrate and a ready fleet cost tens of seconds) and
+The stack is started once for this package (initdb, migrate and a ready fleet cost tens of seconds;
+it is stopped after the package's last test, so it does not run beside the rest of the suite) and
 every test leaves it running and healthy: a test that stops a service starts it again in a
 `finally`. Every process runs in its own process group, which is what the tests kill.
 """
@@ -32,7 +33,19 @@ import pytest
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
-PG_BIN = Path(os.environ.get("TFT_HARDENING_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def _pg_bin() -> Path:
+    """TFT_HARDENING_PG_BIN, else the newest /usr/lib/postgresql/<version>/bin that has initdb."""
+    if os.environ.get("TFT_HARDENING_PG_BIN"):
+        return Path(os.environ["TFT_HARDENING_PG_BIN"])
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0
+    )
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
 API_KEY = "k"
 INTERVAL_SECONDS = 5
 RUN_STALE_SECONDS = 15
@@ -153,18 +166,46 @@ class PostgresCluster:
     def _run(self, argv: list[str], timeout: float = 60) -> None:
         result = subprocess.run(_as_postgres_user(argv), capture_output=True, text=True, timeout=timeout, check=False)
         if result.returncode != 0:
-            raise RuntimeError(f"{argv[0]} failed ({result.returncode}): {result.stdout[-2000:]} {result.stderr[-2000:]}")
+            raise RuntimeError(
+                f"{argv[0]} failed ({result.returncode}): {result.stdout[-2000:]} {result.stderr[-2000:]}"
+            )
 
     def init(self) -> None:
-        self._run([str(PG_BIN / "initdb"), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", "-D", str(self.data)],
-                  timeout=120)
+        self._run(
+            [str(PG_BIN / "initdb"), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", "-D", str(self.data)],
+            timeout=120,
+        )
         self.start()
         self._run([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "tft"])
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
-        self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60",
-                   "start"], timeout=90)
+        self._run(
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            timeout=90,
+        )
+
+    @property
+    def running(self) -> bool:
+        result = subprocess.run(
+            _as_postgres_user([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "status"]),
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        return result.returncode == 0
 
     def stop(self, mode: str = "fast") -> None:
         self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop"], timeout=90)
@@ -270,39 +311,95 @@ class Stack:
         try:
             return wait_for(newer, timeout=timeout, what=f"a complete run after #{after_id} where {where}")
         except pytest.fail.Exception:
-            logger.error("worker log tail:\n%s", self.processes["worker"].tail())
+            runs = self.sql(
+                "SELECT id, status, servers, tft_count, fallback_count, fallback_reasons, error "
+                "FROM forecasting_predictionrun ORDER BY id DESC LIMIT 6"
+            )
+            logger.error("latest runs: %s\nworker log tail:\n%s", runs, self.processes["worker"].tail())
             raise
 
     # Processes
     def start_redis(self) -> None:
         self.processes["redis"] = Process(
             "redis",
-            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--daemonize", "no", "--dir", str(self.data_dir)],
-            env=self.env, log_dir=self.data_dir,
+            [
+                "redis-server",
+                "--port",
+                str(self.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--dir",
+                str(self.data_dir),
+            ],
+            env=self.env,
+            log_dir=self.data_dir,
         ).start()
         wait_for(lambda: _port_open(self.redis_port), timeout=20, interval=0.1, what="redis to listen")
 
     def start_web(self) -> None:
         self.processes["web"] = Process(
             "web",
-            [sys.executable, "-m", "gunicorn", "tftsite.wsgi:application", "--bind", f"127.0.0.1:{self.web_port}",
-             "--workers", "2", "--timeout", "60", "--graceful-timeout", "5"],
-            env=self.env, log_dir=self.data_dir,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "tftsite.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{self.web_port}",
+                "--workers",
+                "2",
+                "--timeout",
+                "60",
+                "--graceful-timeout",
+                "5",
+            ],
+            env=self.env,
+            log_dir=self.data_dir,
         ).start()
         wait_for(lambda: self.get("/health", timeout=5).status == 200, timeout=60, what="gunicorn /health 200")
 
     def start_worker(self) -> None:
         self.processes["worker"] = Process(
             "worker",
-            [sys.executable, "-m", "celery", "-A", "tftsite", "worker", "--beat", "-Q", "celery,gpu", "-c", "1",
-             "--loglevel", "info", "-s", str(self.data_dir / "beat-schedule"), "-n", f"hardening{self.web_port}@%h"],
-            env=self.env, log_dir=self.data_dir,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tftsite",
+                "worker",
+                "--beat",
+                "-Q",
+                "celery,gpu",
+                "-c",
+                "1",
+                "--loglevel",
+                "info",
+                "-s",
+                str(self.data_dir / "beat-schedule"),
+                "-n",
+                f"hardening{self.web_port}@%h",
+            ],
+            env=self.env,
+            log_dir=self.data_dir,
         ).start()
 
     def manage(self, *args: str, timeout: float = 300) -> None:
-        result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True,
-                                text=True, timeout=timeout, check=False)
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"manage.py {' '.join(args)} failed: {result.stdout[-2000:]} {result.stderr[-3000:]}")
 
@@ -319,7 +416,11 @@ def _needs(binary: Path | str) -> None:
 
 
 def _model_folders(folder: Path) -> list[Path]:
-    return [p for p in sorted(folder.glob("tft_model_*")) if (p / "weights.safetensors").is_file() and (p / "spec.json").is_file()]
+    return [
+        p
+        for p in sorted(folder.glob("tft_model_*"))
+        if (p / "weights.safetensors").is_file() and (p / "spec.json").is_file()
+    ]
 
 
 def _prepare_models(stack_env: dict, models_dir: Path) -> Path | None:
@@ -331,12 +432,15 @@ def _prepare_models(stack_env: dict, models_dir: Path) -> Path | None:
         source = existing[-1]
         shutil.copytree(source, models_dir / source.name)
     else:
-        argv = [sys.executable, "manage.py", "train_tft", "--simulated", "8", "--days", "2", "--epochs", "1",
-                "--batches-per-epoch", "3", "--batch-size", "16", "--hidden-size", "8", "--attention-heads", "1",
-                "--hidden-continuous-size", "4", "--max-minutes", "2", "--threads", "1", "--device", "cpu",
-                "--no-progress", "--no-backtest", "--out", str(models_dir)]
-        env = {**stack_env, "DATABASE_URL": "", "TFT_DATA_DIR": str(models_dir.parent / "train-data")}
-        env.pop("DATABASE_URL")
+        options = (
+            "--simulated 8 --days 2 --epochs 1 --batches-per-epoch 3 --batch-size 16 --hidden-size 8 "
+            "--attention-heads 1 --hidden-continuous-size 4 --max-minutes 2 --threads 1 --device cpu "
+            "--no-progress --no-backtest"
+        )
+        argv = [sys.executable, "manage.py", "train_tft", *options.split(), "--out", str(models_dir)]
+        # Trained on simulated data only, on the embedded SQLite default in a folder of its own.
+        env = {key: value for key, value in stack_env.items() if key != "DATABASE_URL"}
+        env["TFT_DATA_DIR"] = str(models_dir.parent / "train-data")
         result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
         if result.returncode != 0:
             logger.warning("could not train a throwaway model: %s", result.stderr[-2000:])
@@ -350,14 +454,19 @@ def ingest_ready_fleet(stack: Stack, servers: list[str]) -> None:
     from forecasting.simulator import simulate_records
 
     end = datetime.now(UTC).replace(second=0, microsecond=0)
-    records = [r for batch in simulate_records(servers=servers, start=end - timedelta(hours=14), end=end,
-                                               interval_seconds=300, seed=7) for r in batch]
+    records = [
+        r
+        for batch in simulate_records(
+            servers=servers, start=end - timedelta(hours=14), end=end, interval_seconds=300, seed=7
+        )
+        for r in batch
+    ]
     for i in range(0, len(records), 5000):
         result = stack.post_feed(records[i : i + 5000], timeout=120)
         assert result.status == 200, (result.status, result.body[:500])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(tmp_path_factory) -> Stack:
     """Private Postgres + Redis + gunicorn + Celery worker/beat with a ready fleet and a model."""
     _needs(PG_BIN / "initdb")
@@ -391,13 +500,22 @@ def stack(tmp_path_factory) -> Stack:
         PYTHONUNBUFFERED="1",
     )
     (data_dir / "prometheus").mkdir()
-    stack = Stack(pg=pg, redis_port=redis_port, web_port=web_port, data_dir=data_dir, models_dir=base / "models",
-                  model_backup=None, env=env)
+    stack = Stack(
+        pg=pg,
+        redis_port=redis_port,
+        web_port=web_port,
+        data_dir=data_dir,
+        models_dir=base / "models",
+        model_backup=None,
+        env=env,
+    )
     started = time.monotonic()
+    # A SIGTERM (CI timeout) becomes KeyboardInterrupt, so the finally below still stops everything.
+    previous_handler = signal.signal(signal.SIGTERM, _interrupt)
     try:
         model = _prepare_models(env, stack.models_dir)
         if model is not None:
-            stack.model_backup = base / "model-backup"
+            stack.model_backup = base / "model-backup" / model.name
             shutil.copytree(model, stack.model_backup)
         logger.info("model ready in %.1fs: %s", time.monotonic() - started, model)
         pg.init()
@@ -415,6 +533,11 @@ def stack(tmp_path_factory) -> Stack:
     finally:
         stack.stop_all()
         pg.destroy()
+        signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @pytest.fixture
@@ -424,6 +547,9 @@ def healthy_stack(stack: Stack) -> Stack:
         assert stack.processes[name].alive, f"{name} is not running:\n{stack.processes[name].tail()}"
     assert stack.get("/health").status == 200
     yield stack
+    if not stack.pg.running:
+        logger.warning("postgres left stopped by the test; restarting")
+        stack.pg.start()
     for name in ("redis", "web", "worker"):
         if not stack.processes[name].alive:
             logger.warning("%s left stopped by the test; restarting", name)

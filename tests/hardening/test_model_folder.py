@@ -23,9 +23,11 @@ def model_folder(healthy_stack: Stack) -> Path:
         pytest.skip("no model folder in models/ and none could be trained")
     folder = healthy_stack.models_dir / healthy_stack.model_backup.name
     yield folder
-    if not (folder / "weights.safetensors").is_file() or folder.joinpath("weights.safetensors").read_bytes() != (
-        healthy_stack.model_backup / "weights.safetensors"
-    ).read_bytes():
+    if (
+        not (folder / "weights.safetensors").is_file()
+        or folder.joinpath("weights.safetensors").read_bytes()
+        != (healthy_stack.model_backup / "weights.safetensors").read_bytes()
+    ):
         _restore(healthy_stack, folder)
 
 
@@ -51,19 +53,27 @@ def _fallback_then_recovery(stack: Stack, folder: Path, breaker: Callable[[Path]
         )
         status = wait_for(
             lambda: (p := stack.get("/status").json()["predictions"])["run_id"] >= fallback[0] and p,
-            timeout=30, what="/status to show the fallback run",
+            timeout=30,
+            what="/status to show the fallback run",
         )
         current = stack.get("/predictions/current").json()
     finally:
         _restore(stack, folder)
-    recovered = stack.wait_for_complete_run(after_id=fallback[0], timeout=90,
-                                            where="tft_count = servers AND fallback_count = 0")
+    recovered = stack.wait_for_complete_run(
+        after_id=fallback[0], timeout=90, where="tft_count = servers AND fallback_count = 0"
+    )
     after = wait_for(
         lambda: (p := stack.get("/status").json()["predictions"])["run_id"] >= recovered[0] and p,
-        timeout=30, what="/status to show the recovered run",
+        timeout=30,
+        what="/status to show the recovered run",
     )
-    logger.info("model %s: fallback run #%s reasons %s; TFT back in run #%s", reason, fallback[0],
-                status["fallback_reasons"], recovered[0])
+    logger.info(
+        "model %s: fallback run #%s reasons %s; TFT back in run #%s",
+        reason,
+        fallback[0],
+        status["fallback_reasons"],
+        recovered[0],
+    )
 
     assert status["tft_servers"] == 0
     assert status["fallback_reasons"].get(reason) == status["servers"]

@@ -95,20 +95,29 @@ def test_postgres_restart_loses_nothing_acknowledged_and_stores_nothing_twice(he
     stack = healthy_stack
     feeder = RetryingFeeder(stack, deadline=time.monotonic() + 120)
     feeder.start()
-    outage_health = None
+    outage_health, outage_reads = None, {}
     try:
-        wait_for(lambda: feeder.batches_acked >= 5, timeout=30, interval=0.1, what="acknowledged batches before the outage")
+        wait_for(
+            lambda: feeder.batches_acked >= 5, timeout=30, interval=0.1, what="acknowledged batches before the outage"
+        )
         acked_before = feeder.batches_acked
         stack.pg.stop("immediate")  # a crash, not a polite shutdown
         try:
-            wait_for(lambda: feeder.log.statuses.get(503, 0) >= 3, timeout=30, interval=0.1, what="503s during the outage")
+            wait_for(
+                lambda: feeder.log.statuses.get(503, 0) >= 3, timeout=30, interval=0.1, what="503s during the outage"
+            )
             outage_health = stack.get("/health")
+            outage_reads = {path: stack.get(path) for path in ("/status", "/predictions/current")}
             time.sleep(2)
         finally:
             stack.pg.start()
         restarted = time.monotonic()
-        wait_for(lambda: feeder.batches_acked >= acked_before + 10, timeout=60, interval=0.2,
-                 what="acknowledged batches after the restart")
+        wait_for(
+            lambda: feeder.batches_acked >= acked_before + 10,
+            timeout=60,
+            interval=0.2,
+            what="acknowledged batches after the restart",
+        )
         recovery_seconds = time.monotonic() - restarted
     finally:
         feeder.stop_requested.set()
@@ -120,7 +129,12 @@ def test_postgres_restart_loses_nothing_acknowledged_and_stores_nothing_twice(he
     logger.info(
         "postgres outage: acknowledged %d records, stored %d (distinct %d); answers %s; retries %d; "
         "max latency %.2fs; recovered %.1fs after restart",
-        len(log.acknowledged), len(stored), len(set(stored)), log.statuses, log.retries, max(log.latencies),
+        len(log.acknowledged),
+        len(stored),
+        len(set(stored)),
+        log.statuses,
+        log.retries,
+        max(log.latencies),
         recovery_seconds,
     )
     assert log.bad_answers == [], log.bad_answers[:5]
@@ -132,10 +146,13 @@ def test_postgres_restart_loses_nothing_acknowledged_and_stores_nothing_twice(he
     assert health["failed"] == ["database"]
     assert health["checks"]["database"]["ok"] is False and health["checks"]["database"]["error"]
     assert outage_health.headers.get("Retry-After", "").isdigit()
+    for path, result in outage_reads.items():  # reads degrade the same way: JSON 503, not an HTML 500
+        assert result.status == 503, (path, result.status, result.body[:200])
+        assert result.headers.get("Retry-After", "").isdigit() and result.json()["error"] == "database_unavailable"
 
     assert len(stored) == len(set(stored)), "a record is stored twice"
     assert set(stored) == log.acknowledged
-    (bucket_total, server_total), = stack.sql(
+    ((bucket_total, server_total),) = stack.sql(
         "SELECT (SELECT coalesce(sum(b.count), 0) FROM ingest_metricbucket b JOIN ingest_server s ON s.id = b.server_id "
         "WHERE s.name = ANY(%s)), (SELECT coalesce(sum(record_count), 0) FROM ingest_server WHERE name = ANY(%s))",
         [SERVERS, SERVERS],

@@ -34,8 +34,12 @@ def _kill_worker_mid_run(stack: Stack) -> int:
         running = wait_for(
             lambda floor=floor: stack.sql(
                 "SELECT id FROM forecasting_predictionrun WHERE status = 'running' AND id > %s AND chunks_done > 0 "
-                "ORDER BY id DESC LIMIT 1", [floor]),
-            timeout=60, interval=0.05, what="a run in progress",
+                "ORDER BY id DESC LIMIT 1",
+                [floor],
+            ),
+            timeout=60,
+            interval=0.05,
+            what="a run in progress",
         )[0][0]
         stack.processes["worker"].kill9()
         if _run_status(stack, running) == "running":
@@ -57,19 +61,29 @@ def test_worker_sigkill_mid_run_keeps_previous_run_current_and_next_run_succeeds
 
     stack.start_worker()
     served_meanwhile = _current_run_id(stack)
-    wait_for(lambda: _run_status(stack, stuck) == "expired", timeout=RUN_STALE_SECONDS + 90, interval=0.5,
-             what=f"run #{stuck} to be expired")
+    wait_for(
+        lambda: _run_status(stack, stuck) == "expired",
+        timeout=RUN_STALE_SECONDS + 90,
+        interval=0.5,
+        what=f"run #{stuck} to be expired",
+    )
     expired_seconds = time.monotonic() - killed_at
     following = stack.wait_for_complete_run(after_id=stuck, timeout=120)
     recovered_seconds = time.monotonic() - killed_at
 
     (error,) = stack.sql("SELECT error FROM forecasting_predictionrun WHERE id = %s", [stuck])[0]
-    logger.info("killed mid-run #%s: expired after %.1fs, run #%s complete %.1fs after the kill",
-                stuck, expired_seconds, following[0], recovered_seconds)
+    logger.info(
+        "killed mid-run #%s: expired after %.1fs, run #%s complete %.1fs after the kill",
+        stuck,
+        expired_seconds,
+        following[0],
+        recovered_seconds,
+    )
     assert served_meanwhile == previous
     assert "expired" in error
     assert following[1] > 0 and following[2] + following[3] == following[1]
     assert _current_run_id(stack) >= following[0]
-    (still_running,) = stack.sql("SELECT count(*) FROM forecasting_predictionrun WHERE status = 'running' AND id <= %s",
-                                 [stuck])[0]
+    (still_running,) = stack.sql(
+        "SELECT count(*) FROM forecasting_predictionrun WHERE status = 'running' AND id <= %s", [stuck]
+    )[0]
     assert still_running == 0

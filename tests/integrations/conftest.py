@@ -139,33 +139,31 @@ class Exporter(_Server):
         super().__init__(Handler)
 
     def text(self) -> str:
-        t = time.time() - self.t0
+        # Each sample carries the time its value was computed: Prometheus stores that time, so a
+        # scrape delayed by a busy test process cannot skew rate() on 1-second scrapes.
+        now = time.time()
+        t = now - self.t0
+        ts = int(now * 1000)
         idle = (1 - self.cpu_busy / 100) * t
         total = 8e9
-        lines = [
-            "# TYPE node_cpu_seconds_total counter",
-            f'node_cpu_seconds_total{{cpu="0",mode="idle"}} {idle}',
-            f'node_cpu_seconds_total{{cpu="0",mode="user"}} {t - idle}',
-            "# TYPE node_memory_MemTotal_bytes gauge",
-            f"node_memory_MemTotal_bytes {total}",
-            "# TYPE node_memory_MemAvailable_bytes gauge",
-            f"node_memory_MemAvailable_bytes {total * (1 - self.mem_used / 100)}",
-            "# TYPE node_disk_read_bytes_total counter",
-            f'node_disk_read_bytes_total{{device="sda"}} {self.disk_mb_s * 2 / 3 * 1048576 * t}',
-            "# TYPE node_disk_written_bytes_total counter",
-            f'node_disk_written_bytes_total{{device="sda"}} {self.disk_mb_s / 3 * 1048576 * t}',
+        samples = [
+            ('node_cpu_seconds_total{cpu="0",mode="idle"}', idle),
+            ('node_cpu_seconds_total{cpu="0",mode="user"}', t - idle),
+            ("node_memory_MemTotal_bytes", total),
+            ("node_memory_MemAvailable_bytes", total * (1 - self.mem_used / 100)),
+            ('node_disk_read_bytes_total{device="sda"}', self.disk_mb_s * 2 / 3 * 1048576 * t),
+            ('node_disk_written_bytes_total{device="sda"}', self.disk_mb_s / 3 * 1048576 * t),
         ]
         if self.histogram:
-            n = 100 * t
-            lines += [
-                "# TYPE http_request_duration_seconds histogram",
-                'http_request_duration_seconds_bucket{le="0.01"} 0',
-                f'http_request_duration_seconds_bucket{{le="0.02"}} {n}',
-                f'http_request_duration_seconds_bucket{{le="+Inf"}} {n}',
-                f"http_request_duration_seconds_sum {0.015 * n}",
-                f"http_request_duration_seconds_count {n}",
+            n = 100 * t  # 100 requests a second, all between 10 and 20 ms
+            samples += [
+                ('http_request_duration_seconds_bucket{le="0.01"}', 0.0),
+                ('http_request_duration_seconds_bucket{le="0.02"}', n),
+                ('http_request_duration_seconds_bucket{le="+Inf"}', n),
+                ("http_request_duration_seconds_sum", 0.015 * n),
+                ("http_request_duration_seconds_count", n),
             ]
-        return "\n".join(lines) + "\n"
+        return "".join(f"{name} {value!r} {ts}\n" for name, value in samples)
 
 
 class Receiver(_Server):

@@ -20,7 +20,7 @@ def _rising_mem(i):
     return 60.0 + i * 0.2
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_prometheus_scrapes_forecasts(live_server, settings, no_models, prometheus_factory):
     settings.TFT_METRICS_API_KEY = METRICS_KEY
     ingest_fleet({"ppdb001": {"mem_pct": _rising_mem}, "ppweb001": {}})
@@ -37,11 +37,11 @@ def test_prometheus_scrapes_forecasts(live_server, settings, no_models, promethe
         "static_configs": [{"targets": [target]}],
     }])
 
-    query = 'tft_forecast{server="ppdb001", metric="mem_pct", quantile="0.9", horizon="1h"}'
+    query = 'tft_forecast{server="ppdb001", metric="mem_pct", quantile="0.5", horizon="1h"}'
     result = prometheus.wait_for(query)
     value = float(result[0]["value"][1])
-    logger.warning("PromQL %s → %s", query, result)
-    assert value == pytest.approx(payload["mem_pct"]["p90"][HORIZON_STEPS["1h"] - 1])
+    logger.info("PromQL %s → %s", query, result)  # visible with -s: the example in the report
+    assert value == pytest.approx(payload["mem_pct"]["p50"][HORIZON_STEPS["1h"] - 1])
 
     # Every horizon and quantile of one server and metric: 4 × 3 series with the stored values.
     series = prometheus.query('tft_forecast{server="ppdb001", metric="mem_pct"}')
@@ -124,5 +124,13 @@ def test_metrics_is_fast_for_a_large_fleet(settings, django_assert_max_num_queri
     started = time.perf_counter()
     prometheus.metrics_text()
     cached = time.perf_counter() - started
+    logger.info("metrics for 1,000 servers: %.3f s first (per run), %.3f s cached", first, cached)
     assert cached < first
     assert cached < 1.0, cached
+
+
+def test_label_values_are_escaped_when_needed():
+    from forecasting.prometheus import _label
+
+    assert _label("ppdb001") == "ppdb001"
+    assert _label('a"b\\c\nd') == 'a\\"b\\\\c\\nd'

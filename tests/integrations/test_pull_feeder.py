@@ -19,9 +19,9 @@ def test_pull_feeder_backfills_and_polls_through_the_ingest_path(prometheus_fact
         "job_name": "node",
         "static_configs": [{"targets": [f"127.0.0.1:{db_host.port}", f"127.0.0.1:{web_host.port}"]}],
     }])
-    # Both targets scraped long enough for rate() over 10 s, at the times the backfill will read.
-    prometheus.wait_for('rate(node_cpu_seconds_total{mode="idle"}[10s])', count=2)
-    prometheus.wait_for("count_over_time(up[20s]) >= 15", count=2, timeout=60)
+    # rate() under-reads a window that holds the series' start, so wait until both series are older
+    # than the backfill span plus the rate window (10 s + 10 s, with margin).
+    prometheus.wait_for('count_over_time(node_cpu_seconds_total{mode="idle"}[30s]) >= 28', count=2, timeout=90)
 
     out = StringIO()
     call_command(
@@ -34,6 +34,7 @@ def test_pull_feeder_backfills_and_polls_through_the_ingest_path(prometheus_fact
         backfill="10s",
         step="5s",
         once=True,
+        interval=5,
         stdout=out,
     )
     text = out.getvalue()

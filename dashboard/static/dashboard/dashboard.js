@@ -7,6 +7,7 @@
   var fmt = {
     datetime: { dateStyle: "medium", timeStyle: "short" },
     time: { hour: "2-digit", minute: "2-digit" },
+    short: { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" },
   };
 
   function relative(seconds) {

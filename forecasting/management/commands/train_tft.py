@@ -65,7 +65,10 @@ class Command(BaseCommand):
         tr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
         tr.add_argument("--seed", type=int, default=0)
         tr.add_argument(
-            "--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared 2-core machine; 0: torch default)"
+            "--threads",
+            type=int,
+            default=1,
+            help="torch CPU threads (1 is fastest on a shared 2-core machine; 0: torch default)",
         )
 
         size = parser.add_argument_group("network size")
@@ -83,7 +86,7 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         import torch
 
-        from forecasting import training as T
+        from forecasting import training
 
         if opts["threads"]:
             torch.set_num_threads(opts["threads"])
@@ -91,7 +94,7 @@ class Command(BaseCommand):
         series, described = [], []
         for csv_dir in opts["csv_dir"]:
             try:
-                got = T.load_csv_series(Path(csv_dir), opts["metric"], opts["csv_fraction"])
+                got = training.load_csv_series(Path(csv_dir), opts["metric"], opts["csv_fraction"])
             except (FileNotFoundError, ValueError) as exc:
                 raise CommandError(str(exc)) from exc
             series += got
@@ -99,20 +102,20 @@ class Command(BaseCommand):
             described.append(f"- {len(got)} series from CSV folder `{csv_dir}` (metric {opts['metric']}{frac})")
         if opts["simulated"]:
             for k in range(max(1, opts["sim_seeds"])):
-                got = T.load_simulated_series(opts["simulated"], opts["days"], opts["seed"] + k)
+                got = training.load_simulated_series(opts["simulated"], opts["days"], opts["seed"] + k)
                 series += got
                 described.append(
                     f"- simulated fleet: {opts['simulated']} servers x {opts['days']:g} days, seed {opts['seed'] + k}"
                 )
         if opts["generic"]:
-            got = T.load_generic_series(opts["generic"], opts["days"], opts["seed"])
+            got = training.load_generic_series(opts["generic"], opts["days"], opts["seed"])
             series += got
             described.append(
                 f"- {opts['generic']} generic synthetic series x {opts['days']:g} days, seed {opts['seed']}"
             )
         if opts["db"] or not (opts["csv_dir"] or opts["simulated"] or opts["generic"]):
             names = [s.strip() for s in (opts["servers"] or "").split(",") if s.strip()] or None
-            got = T.load_db_series(names)
+            got = training.load_db_series(names)
             series += got
             described.append(f"- {len(got)} servers from the database" + (f" ({', '.join(names)})" if names else ""))
         if not series:
@@ -120,7 +123,7 @@ class Command(BaseCommand):
         n_buckets = sum(len(w.values) for w in series)
         self.stdout.write(f"data: {len(series)} series, {n_buckets} buckets")
 
-        cfg = T.TrainConfig(
+        cfg = training.TrainConfig(
             epochs=opts["epochs"],
             batches_per_epoch=opts["batches_per_epoch"],
             batch_size=opts["batch_size"],
@@ -154,7 +157,7 @@ class Command(BaseCommand):
                     given.append(flag if item is True else f"{flag} {shlex.quote(str(item))}")
             command = "python manage.py train_tft " + " ".join(given)
         try:
-            result = T.train(
+            result = training.train(
                 series,
                 cfg,
                 out_dir=out_dir,
@@ -167,7 +170,7 @@ class Command(BaseCommand):
 
         backtest_note = "skipped"
         if not opts["no_backtest"]:
-            backtest_note = T.attach_backtest(result.path, series, opts)
+            backtest_note = training.attach_backtest(result.path, opts, device=opts["device"])
         m = result.metrics
         self.stdout.write(
             self.style.SUCCESS(

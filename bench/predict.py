@@ -1,0 +1,94 @@
+"""Section 2 (prediction cycle vs fleet size, forward pass) and the prediction-worker half of 4."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from datetime import UTC, datetime, timedelta
+
+from bench.common import PY, ROOT, bench_env, summary
+
+PHASES = ("read", "tensors", "forward", "heuristic", "alerts", "write", "finalize")
+
+
+def model_info() -> dict:
+    """The model fleet_predict will use (registering folders under models/ first)."""
+    from forecasting.registry import model_versions_sync
+    from forecasting.selectors import active_model_version
+
+    model_versions_sync()
+    version = active_model_version()
+    if version is None:
+        return {"name": None, "path": None, "note": "no model in models/: fleet_predict uses the heuristic fallback"}
+    return {"name": version.name, "path": version.path}
+
+
+def time_cycles(n: int, *, reps: int, log) -> dict:
+    """fleet_predict() in this process, ``reps`` times after one warm-up (which loads the model)."""
+    from forecasting.services import fleet_predict
+
+    started = time.perf_counter()
+    run = fleet_predict()
+    warm = time.perf_counter() - started
+    totals, phases, run_info = [], {p: [] for p in PHASES}, {}
+    for _ in range(reps):
+        started = time.perf_counter()
+        run = fleet_predict()
+        totals.append(time.perf_counter() - started)
+        for p in PHASES:
+            if p in run.durations:
+                phases[p].append(run.durations[p])
+        run_info = {"servers": run.servers, "tft": run.tft_count, "fallback": run.fallback_count,
+                    "fallback_reasons": run.fallback_reasons, "model": run.model_name, "device": run.device,
+                    "durations_last": run.durations}
+    if run_info.get("servers") != n:
+        raise RuntimeError(f"fleet_predict forecast {run_info.get('servers')} servers, expected {n}")
+    result = {"servers": n, "first_run_s": round(warm, 3), "total_s": summary(totals, 3),
+              "phases_s": {p: summary(v, 4) for p, v in phases.items() if v}, **run_info}
+    log(f"predict {n} servers: total {result['total_s']['median']} s (min {result['total_s']['min']}, max "
+        f"{result['total_s']['max']}); first run {warm:.2f} s; phases "
+        + ", ".join(f"{p} {v['median']}" for p, v in result["phases_s"].items())
+        + f"; tft {run_info['tft']} / fallback {run_info['fallback']}")
+    return result
+
+
+def worker_memory(n: int, *, log) -> dict:
+    """Peak RSS of a fresh process that imports the app, loads the model and runs fleet_predict()."""
+    done = subprocess.run([PY, "-m", "bench.predict_worker"], cwd=ROOT, env={**__import__("os").environ, **bench_env()},
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"predict_worker failed: {done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    log(f"prediction worker at {n} servers: peak RSS {result['vmhwm_mb']} MB (ru_maxrss {result['ru_maxrss_mb']} MB), "
+        f"{result['seconds_incl_model_load']} s incl. model load")
+    return result
+
+
+def forward_pass(path: str | None, *, reps: int, n_windows: int = 1000, log) -> dict:
+    """predict_array on ``n_windows`` simulated 24-hour windows: windows/s of the model alone."""
+    if path is None:
+        return {"skipped": "no model in models/"}
+    import torch
+
+    from forecasting.simulator import fleet_names, simulate_buckets
+    from forecasting.tft import load_forecaster
+
+    now = datetime.now(UTC)
+    windows = simulate_buckets(servers=fleet_names(n_windows), start=now - timedelta(hours=24), end=now, seed=11)
+    started = time.perf_counter()
+    forecaster = load_forecaster(path, device="cpu")
+    load_s = time.perf_counter() - started
+    forecaster.predict_array(windows[:128])  # warm-up
+    rates = []
+    for _ in range(reps):
+        started = time.perf_counter()
+        out = forecaster.predict_array(windows)
+        rates.append(n_windows / (time.perf_counter() - started))
+    assert out.shape[0] == n_windows
+    result = {"windows": n_windows, "windows_per_s": summary(rates, 0), "load_s": round(load_s, 2),
+              "torch_threads": torch.get_num_threads(), "chunk_size": forecaster.chunk_size,
+              "torch": torch.__version__}
+    log(f"forward pass: {result['windows_per_s']['median']:,.0f} windows/s (min {result['windows_per_s']['min']:,.0f}, "
+        f"max {result['windows_per_s']['max']:,.0f}), {torch.get_num_threads()} torch threads")
+    return result
