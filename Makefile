@@ -25,9 +25,9 @@ run: venv
 # PostgreSQL (DATABASE_URL, default the local server) and Redis for the main pass; then the
 # ingest tests again on the embedded SQLite default. pytest exit code 5 (no tests) fails.
 test: venv
-	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} DEBUG=false DJANGO_SECRET_KEY=test-only-secret \
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} PROMETHEUS_MULTIPROC_DIR=$$(mktemp -d) DEBUG=false DJANGO_SECRET_KEY=test-only-secret \
 		ALLOWED_HOSTS=localhost,testserver $(PY) -m pytest $(PYTEST_ARGS)
-	env -u DATABASE_URL -u CELERY_BROKER_URL DEBUG=false DJANGO_SECRET_KEY=test-only-secret \
+	env -u DATABASE_URL -u CELERY_BROKER_URL PROMETHEUS_MULTIPROC_DIR=$$(mktemp -d) DEBUG=false DJANGO_SECRET_KEY=test-only-secret \
 		ALLOWED_HOSTS=localhost,testserver TFT_DATA_DIR=$$(mktemp -d) $(PY) -m pytest tests/ingest $(PYTEST_ARGS)
 
 # Benchmarks (bench/, README "Performance"): needs the local PostgreSQL and Redis; about 10 minutes.

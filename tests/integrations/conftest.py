@@ -51,6 +51,20 @@ class Prometheus:
         raise AssertionError(f"{promql!r} gave {len(result)} series after {timeout}s; targets: {targets!r}")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _drop_own_metric_files():
+    """This test process's prometheus_client multiprocess files (feed counters) would otherwise pile
+    up in $TFT_DATA_DIR/prometheus, one set per test run."""
+    yield
+    import glob
+    import os
+
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        for path in glob.glob(os.path.join(folder, f"*_{os.getpid()}.db")):
+            os.remove(path)
+
+
 @pytest.fixture
 def prometheus_factory(tmp_path):
     """start(scrape_configs: list[dict]) → a running Prometheus; stopped at teardown."""

@@ -79,6 +79,12 @@ class Command(BaseCommand):
         if options["no_poll"]:
             return
         interval = max(1.0, options["interval"])
+        try:
+            self._poll_forever(config, interval=interval, once=options["once"])
+        except KeyboardInterrupt:
+            self.stdout.write("stopped")
+
+    def _poll_forever(self, config: PullConfig, *, interval: float, once: bool) -> None:
         while True:
             # Poll times are multiples of the interval: a restart re-reads the same instant.
             at = datetime.fromtimestamp(time.time() // interval * interval, tz=UTC)
@@ -90,15 +96,12 @@ class Command(BaseCommand):
                     f"{result.skipped} incomplete)"
                 )
             except PrometheusError as exc:
-                if options["once"]:
+                if once:
                     raise CommandError(f"poll failed: {exc}") from exc
                 logger.warning("prometheus poll failed, retrying next interval", extra={"error": str(exc)[:300]})
-            if options["once"]:
+            if once:
                 return
-            try:
-                time.sleep(interval - time.time() % interval)
-            except KeyboardInterrupt:
-                return
+            time.sleep(interval - time.time() % interval)
 
     def _config(self, options) -> PullConfig:
         mapping = {}
