@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from django.db.models import F
 
 from ingest.contract import METRICS, STATES, profile_for
-from ingest.models import FeedCounter, MetricBucket
+from ingest.models import ApiKey, FeedCounter, MetricBucket
 from ingest.selectors import counters_totals, fleet_readiness
 from ingest.validation import CleanRecord
 
@@ -398,10 +398,9 @@ def _db_datetime(value: datetime):
     return connection.ops.adapt_datetimefield_value(value)
 
 
-def api_key_create(*, name: str, can_feed: bool = True, can_read: bool = True) -> tuple["ApiKey", str]:
+def api_key_create(*, name: str, can_feed: bool = True, can_read: bool = True) -> tuple[ApiKey, str]:
     """Create a named key; returns the row and the raw key, which is shown once and never stored."""
     from ingest.auth import generate_key, hash_key, named_keys
-    from ingest.models import ApiKey
 
     raw = generate_key()
     key = ApiKey.objects.create(
@@ -413,7 +412,6 @@ def api_key_create(*, name: str, can_feed: bool = True, can_read: bool = True) -
 
 def api_key_revoke(*, key_id: int) -> bool:
     from ingest.auth import named_keys
-    from ingest.models import ApiKey
 
     changed = ApiKey.objects.filter(pk=key_id, is_active=True).update(is_active=False)
     named_keys.clear()

@@ -29,7 +29,8 @@ class _MinuteThrottle(BaseThrottle):
         now = time.time()
         window = int(now // WINDOW_SECONDS)
         self._retry_after = WINDOW_SECONDS - (now % WINDOW_SECONDS)
-        ident = request.headers.get("X-API-Key") and getattr(request, "api_key_name", None) or self.get_ident(request)
+        # Per key when the request carried a known one, else per client address.
+        ident = getattr(request, "api_key_name", None) or self.get_ident(request)
         key = f"rl:{self.scope}:{ident}:{window}"
         cache = caches["ratelimit"]
         try:

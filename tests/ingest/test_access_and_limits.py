@@ -27,7 +27,7 @@ def _fresh_caches():
 
 
 def test_named_key_is_stored_hashed_and_accepted(anon_client):
-    key, raw = api_key_create(name="feeder-1")
+    _, raw = api_key_create(name="feeder-1")
 
     response = post_feed(anon_client, {"records": [make_record()]}, HTTP_X_API_KEY=raw)
 

@@ -11,7 +11,8 @@ import math
 import os
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ingest.models import MetricBucket, MetricRecord
 from tests.conftest import make_record, post_feed
