@@ -147,6 +147,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "ingest.api.exception_handler",
+    # Rate limits key on the client address: trust X-Forwarded-For only for this many proxies.
+    "NUM_PROXIES": env_int("TFT_NUM_PROXIES", 0, minimum=0),
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
