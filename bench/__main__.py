@@ -89,7 +89,8 @@ def run_sections(args, results: dict) -> None:
         log(f"gunicorn {args.worker_class} × {args.workers} on {base}")
         web_mem = {"idle_vmrss_mb": [round(common.proc_mem(p).get("VmRSS", 0), 1) for p in common.web_worker_pids(web)]}
         if "ingest" in wanted or "memory" in wanted:
-            res = ingest.run_http(base, reps=args.reps, duration=args.duration if "ingest" in wanted else 2.0, log=log)
+            res = ingest.run_http(base, reps=args.reps, duration=args.duration if "ingest" in wanted else 2.0, log=log,
+                                  web_pids=common.web_worker_pids(web))
             if "ingest" in wanted:
                 res["inprocess"] = ingest.run_inprocess(reps=args.reps, log=log)
                 ceil = ingest.run_ceiling(reps=args.reps, rows=args.ceiling_rows, log=log)
@@ -104,6 +105,14 @@ def run_sections(args, results: dict) -> None:
         fleet_sizes = sorted(set(sizes if "predict" in wanted else [])
                              | ({20, 1000} if wanted & {"read", "memory"} else set()))
         info = predict.model_info()
+        if info["path"] is None:
+            # keep the whole run on the heuristic even if a model folder appears meanwhile
+            empty = common.DATA_DIR / "no-models"
+            empty.mkdir(parents=True, exist_ok=True)
+            from django.conf import settings
+
+            settings.TFT_MODELS_DIR = empty
+            os.environ["TFT_MODELS_DIR"] = str(empty)
         if wanted & {"predict", "read", "memory"}:
             log(f"model: {info['name'] or info['note']}")
         cycles, worker_mem, reads = {}, {}, {}

@@ -161,6 +161,28 @@ def proc_mem(pid: int) -> dict[str, float]:
     return out
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of the processes, in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def bench_backend_pids() -> list[int]:
+    """Postgres backends connected to the bench database (gunicorn keeps its connections)."""
+    import psycopg
+
+    with psycopg.connect(pg_admin_dsn(), autocommit=True) as conn:
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [DB_NAME]).fetchall()
+    return [r[0] for r in rows]
+
+
 class Process:
     """A child process in its own process group, stopped with SIGTERM (then SIGKILL)."""
 

@@ -26,6 +26,22 @@ class TimeCursor:
         return t0
 
 
+def loadgen_measured(spec: dict, web_pids: list[int] | None) -> dict:
+    """loadgen, plus the CPU the web workers and their Postgres backends spent per request."""
+    from bench.common import bench_backend_pids, cpu_seconds
+
+    if not web_pids:
+        return loadgen(spec)
+    pg_pids = bench_backend_pids()
+    web0, pg0 = cpu_seconds(web_pids), cpu_seconds(pg_pids)
+    result = loadgen(spec)
+    web1, pg1 = cpu_seconds(web_pids), cpu_seconds(pg_pids)
+    if result["requests"]:
+        result["web_cpu_ms_per_req"] = round((web1 - web0) * 1000 / result["requests"], 2)
+        result["pg_cpu_ms_per_req"] = round((pg1 - pg0) * 1000 / result["requests"], 2)
+    return result
+
+
 def loadgen(spec: dict, timeout: float = 600) -> dict:
     done = subprocess.run([PY, "-m", "bench.loadgen", json.dumps(spec)], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
@@ -41,8 +57,9 @@ def _feed_spec(base: str, cursor: TimeCursor, *, batch: int, count: int, fleets:
 
 
 def _agg(runs: list[dict]) -> dict:
-    keys = ("rps", "records_per_s", "p50_ms", "p99_ms", "client_cpu_share")
-    out = {k: summary([r[k] for r in runs], 2 if k == "client_cpu_share" else 1) for k in keys}
+    keys = ("rps", "records_per_s", "p50_ms", "p99_ms", "client_cpu_share", "web_cpu_ms_per_req", "pg_cpu_ms_per_req")
+    out = {k: summary([r.get(k) for r in runs], 1 if k in ("rps", "records_per_s", "p50_ms", "p99_ms") else 2)
+           for k in keys}
     out["errors"] = sum(r["errors"] for r in runs)
     out["requests"] = sum(r["requests"] for r in runs)
     out["error_samples"] = [s for r in runs for s in r["error_samples"]][:3]
@@ -50,7 +67,7 @@ def _agg(runs: list[dict]) -> dict:
     return out
 
 
-def run_http(base: str, *, reps: int, duration: float, log) -> dict:
+def run_http(base: str, *, reps: int, duration: float, log, web_pids: list[int] | None = None) -> dict:
     cursor = TimeCursor(datetime.now(UTC) - timedelta(days=12))
     out = {}
     log("ingest: warm-up")
@@ -66,10 +83,12 @@ def run_http(base: str, *, reps: int, duration: float, log) -> dict:
     for name, batch, connections, cap, fleets in scenarios:
         runs = []
         for rep in range(reps):
-            r = loadgen(_feed_spec(base, cursor, batch=batch, count=cap, connections=connections, duration=duration,
-                                   fleets=fleets))
+            r = loadgen_measured(_feed_spec(base, cursor, batch=batch, count=cap, connections=connections,
+                                            duration=duration, fleets=fleets), web_pids)
             log(f"ingest {name} rep {rep + 1}: {r['rps']} req/s, {r['records_per_s']} rec/s, "
-                f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}, client cpu {r['client_cpu_share']}")
+                f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}; CPU per request: client "
+                f"{r['client_cpu_s'] * 1000 / max(1, r['requests']):.2f} ms, web {r.get('web_cpu_ms_per_req')} ms, "
+                f"postgres {r.get('pg_cpu_ms_per_req')} ms")
             runs.append(r)
         out[name] = {"connections": connections, "fleets": fleets, **_agg(runs)}
     steady_s = max(10.0, 2 * duration)

@@ -18,8 +18,11 @@ import resource
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlparse
 
 import aiohttp
+
+from bench.rawhttp import Connection, build_post
 
 STATES = ("healthy", "idle", "heavy_load", "morning_spike", "maintenance", "recovery", "healthy", "healthy")
 
@@ -98,6 +101,22 @@ async def _post(session, url, body: bytes, records: int, rec: Recorder, started:
             rec.add((time.perf_counter() - started) * 1000, response.status, ok, records, text.decode(errors="replace"))
     except (TimeoutError, aiohttp.ClientError) as exc:
         rec.add((time.perf_counter() - started) * 1000, 0, False, records, repr(exc))
+
+
+async def _post_raw(pool: asyncio.Queue, raw: bytes, records: int, rec: Recorder, started: float) -> None:
+    conn = await pool.get()
+    try:
+        status, text = await conn.request(raw)
+        ok = status == 200
+        if ok:
+            reply = json.loads(text)
+            ok = reply.get("accepted") == records and reply.get("duplicates") == 0
+        rec.add((time.perf_counter() - started) * 1000, status, ok, records, text.decode(errors="replace"))
+    except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+        conn.close()
+        rec.add((time.perf_counter() - started) * 1000, 0, False, records, repr(exc))
+    finally:
+        pool.put_nowait(conn)
 
 
 async def _get(session, url, rec: Recorder, started: float) -> None:
@@ -179,16 +198,25 @@ async def run_feed(spec: dict) -> dict:
     rec = Recorder()
     connections = spec.get("connections", 8)
     batch = spec["batch"]
-    async with _session(spec, max(connections, 64)) as session:
-        async def call(i, started):
-            await _post(session, url, bodies[i], batch, rec, started)
+    headers = {"Content-Type": "application/json", "X-API-Key": spec.get("api_key", "")}
+    raws = [build_post(url, body, headers) for body in bodies]
+    del bodies
+    u = urlparse(url)
+    pool: asyncio.Queue = asyncio.Queue()
+    for _ in range(connections if not spec.get("rate") else 64):
+        pool.put_nowait(Connection(u.hostname, u.port))
 
-        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-        if spec.get("rate"):
-            elapsed, exhausted = await _open_loop(call, spec["rate"], min(spec["count"], int(spec["rate"] * spec["duration"]))), False
-        else:
-            elapsed, exhausted = await _closed_loop(call, connections, spec["duration"], len(bodies))
-        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    async def call(i, started):
+        await _post_raw(pool, raws[i], batch, rec, started)
+
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    if spec.get("rate"):
+        elapsed, exhausted = await _open_loop(call, spec["rate"], min(len(raws), int(spec["rate"] * spec["duration"]))), False
+    else:
+        elapsed, exhausted = await _closed_loop(call, connections, spec["duration"], len(raws))
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    while not pool.empty():
+        pool.get_nowait().close()
     return _result(rec, elapsed, cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, exhausted)
 
 
@@ -226,11 +254,16 @@ async def run_soak(spec: dict) -> dict:
     per_minute: list[Recorder] = [Recorder() for _ in range(minutes)]
     total = Recorder()
     count = int(minutes * 60 * rate)
-    async with _session(spec, 64) as session:
+    headers = {"Content-Type": "application/json", "X-API-Key": spec.get("api_key", "")}
+    u = urlparse(url)
+    pool: asyncio.Queue = asyncio.Queue()
+    for _ in range(64):
+        pool.put_nowait(Connection(u.hostname, u.port))
+    try:
         started = time.perf_counter()
         wall0 = time.time()
         tasks = set()
-        body = json.dumps({"records": next(ticks)}, separators=(",", ":")).encode()
+        body = build_post(url, json.dumps({"records": next(ticks)}, separators=(",", ":")).encode(), headers)
         for i in range(count):
             due = started + i / rate
             delay = due - time.perf_counter()
@@ -240,7 +273,7 @@ async def run_soak(spec: dict) -> dict:
 
             async def call(body=body, due=due, minute=minute):
                 local = Recorder()
-                await _post(session, url, body, len(spec["servers"]), local, due)
+                await _post_raw(pool, body, len(spec["servers"]), local, due)
                 for r in (per_minute[minute], total):
                     r.add(local.lat_ms[0], int(next(iter(local.statuses))), not local.errors, len(spec["servers"]),
                           (local.error_samples or [""])[0])
@@ -249,7 +282,7 @@ async def run_soak(spec: dict) -> dict:
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             if i + 1 < count:
-                body = json.dumps({"records": next(ticks)}, separators=(",", ":")).encode()
+                body = build_post(url, json.dumps({"records": next(ticks)}, separators=(",", ":")).encode(), headers)
             if (i + 1) % int(60 * rate) == 0:
                 m = per_minute[minute]
                 print(json.dumps({"minute": minute + 1, "requests": len(m.lat_ms), "errors": m.errors,
@@ -257,6 +290,9 @@ async def run_soak(spec: dict) -> dict:
         if tasks:
             await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - started
+    finally:
+        while not pool.empty():
+            pool.get_nowait().close()
     out = _result(total, elapsed, None, False)
     out["wall_start"] = wall0
     out["per_minute"] = [

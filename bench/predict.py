@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
@@ -31,11 +32,16 @@ def time_cycles(n: int, *, reps: int, log) -> dict:
     started = time.perf_counter()
     run = fleet_predict()
     warm = time.perf_counter() - started
-    totals, phases, run_info = [], {p: [] for p in PHASES}, {}
+    totals, phases, run_info, tft_per_rep = [], {p: [] for p in PHASES}, {}, []
     for _ in range(reps):
         started = time.perf_counter()
         run = fleet_predict()
         totals.append(time.perf_counter() - started)
+        tft_per_rep.append(run.tft_count)
+        # PredictionRun.durations has no phase for the model itself (unless the forecaster reports
+        # last_timings): what the listed phases leave of the total is the TFT (tensors + forward).
+        if run.tft_count and "forward" not in run.durations:
+            phases.setdefault("model (rest)", []).append(totals[-1] - sum(run.durations.get(p, 0.0) for p in PHASES))
         for p in PHASES:
             if p in run.durations:
                 phases[p].append(run.durations[p])
@@ -44,8 +50,8 @@ def time_cycles(n: int, *, reps: int, log) -> dict:
                     "durations_last": run.durations}
     if run_info.get("servers") != n:
         raise RuntimeError(f"fleet_predict forecast {run_info.get('servers')} servers, expected {n}")
-    result = {"servers": n, "first_run_s": round(warm, 3), "total_s": summary(totals, 3),
-              "phases_s": {p: summary(v, 4) for p, v in phases.items() if v}, **run_info}
+    result = {"servers": n, "first_run_s": round(warm, 3), "total_s": summary(totals, 3), "tft_per_rep": tft_per_rep,
+              "phases_s": {p: summary(v, 4) for p, v in phases.items() if v and (max(v) > 0 or p != "heuristic")}, **run_info}
     log(f"predict {n} servers: total {result['total_s']['median']} s (min {result['total_s']['min']}, max "
         f"{result['total_s']['max']}); first run {warm:.2f} s; phases "
         + ", ".join(f"{p} {v['median']}" for p, v in result["phases_s"].items())
@@ -55,7 +61,7 @@ def time_cycles(n: int, *, reps: int, log) -> dict:
 
 def worker_memory(n: int, *, log) -> dict:
     """Peak RSS of a fresh process that imports the app, loads the model and runs fleet_predict()."""
-    done = subprocess.run([PY, "-m", "bench.predict_worker"], cwd=ROOT, env={**__import__("os").environ, **bench_env()},
+    done = subprocess.run([PY, "-m", "bench.predict_worker"], cwd=ROOT, env={**os.environ, **bench_env()},
                           capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"predict_worker failed: {done.stderr[-3000:]}")

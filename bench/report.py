@@ -17,6 +17,10 @@ def _mm(s: dict | None, unit: str = "", digits: int = 0) -> str:
     return f"{_fmt(s['median'], unit, digits)} ({_fmt(s['min'], '', digits)}–{_fmt(s['max'], '', digits)})"
 
 
+def _med(section: dict, key: str):
+    return (section.get(key) or {}).get("median", "—")
+
+
 def _ok(value, target, higher_is_better: bool) -> str:
     if value is None or target is None:
         return ""
@@ -33,9 +37,14 @@ def rows(res: dict) -> list[tuple[str, str, str, str, str]]:
             ("ingest 1,000-rec batches: records/s", _mm(b1k["records_per_s"]), "≥ 50,000", "",
              _ok(b1k["records_per_s"]["median"], 50_000, True)),
             ("  p50 / p99 ms", f"{_mm(b1k['p50_ms'], '', 1)} / {_mm(b1k['p99_ms'], '', 1)}", "", "", ""),
+            ("  CPU ms per request: web / postgres", f"{_med(b1k, 'web_cpu_ms_per_req')} / "
+             f"{_med(b1k, 'pg_cpu_ms_per_req')}", "", "", ""),
             ("ingest 20-rec batches: requests/s", _mm(b20["rps"]), "≥ 500", "~100 req/s max",
              _ok(b20["rps"]["median"], 500, True)),
             ("  p50 / p99 ms (closed loop)", f"{_mm(b20['p50_ms'], '', 1)} / {_mm(b20['p99_ms'], '', 1)}", "", "", ""),
+            ("  CPU ms per request: web / postgres (client)",
+             f"{_med(b20, 'web_cpu_ms_per_req')} / {_med(b20, 'pg_cpu_ms_per_req')} "
+             f"({_med(b20, 'client_cpu_share')} core)", "", "", ""),
             ("ingest 20-rec, one 20-server fleet: requests/s", _mm(ing["batch20_onefleet"]["rps"]), "", "", ""),
             ("ingest 20-rec at steady 100 req/s: p99 ms", _mm(st["p99_ms"], "", 1), "≤ 50", "",
              _ok(st["p99_ms"]["median"], 50, False)),
@@ -59,7 +68,8 @@ def rows(res: dict) -> list[tuple[str, str, str, str, str]]:
         targets = {20: 0.5, 1000: 10.0}
         for n, r in sorted(pred.get("cycles", {}).items(), key=lambda kv: int(kv[0])):
             n = int(n)
-            phases = ", ".join(f"{p} {v['median']:.3f}" for p, v in r["phases_s"].items())
+            phases = ", ".join(f"{p} {v['median']:.3f}" for p, v in r["phases_s"].items()
+                               if r.get("tft") or p != "model (rest)")
             out.append((f"prediction cycle {n} servers: s", _mm(r["total_s"], "", 3), f"≤ {targets[n]}" if n in targets
                         else "", "3–5 s (20 servers)" if n == 20 else "", _ok(r["total_s"]["median"], targets.get(n), False)))
             out.append(("  phases s", phases, "", "", ""))
@@ -122,3 +132,20 @@ def table(res: dict) -> str:
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in body]
     return "\n".join(lines)
+
+
+def main() -> None:
+    """``python -m bench.report bench/results/<name>.json`` prints that run's table again."""
+    import json
+    import sys
+    from pathlib import Path
+
+    res = json.loads(Path(sys.argv[1]).read_text())
+    print(table(res))
+    m = res.get("machine", {})
+    print(f"\n{m.get('nproc')} cores, {m.get('cpu')}; load average at start {m.get('loadavg_at_start')}; "
+          f"wall {res.get('wall_s')} s; {res.get('started_at')}; command: {res.get('command')}")
+
+
+if __name__ == "__main__":
+    main()

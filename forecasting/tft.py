@@ -226,6 +226,7 @@ class Forecaster:
         self.max_encoder = int(spec["max_encoder"])
         self.step_minutes = int(spec["step_minutes"])
         self.interval_scale = float(spec.get("interval_scale", 1.0))
+        self.interval_scale_by_profile = {k: float(v) for k, v in spec.get("interval_scale_by_profile", {}).items()}
         self._median_index = min(range(len(self.quantiles)), key=lambda i: abs(self.quantiles[i] - 0.5))
         self._q_index = {}
         for label, q in dspec.SERVED_QUANTILES.items():
@@ -251,9 +252,12 @@ class Forecaster:
                 z = self.net(to_tensors(arrays, self.device))["prediction"]
                 z = z.float().cpu().numpy()
             z = np.sort(z, axis=-1)
-            if self.interval_scale != 1.0:  # calibrated spread around the median
-                med = z[..., self._median_index : self._median_index + 1]
-                z = med + self.interval_scale * (z - med)
+            # calibrated spread around the median, per profile (see training.calibrate_intervals)
+            alpha = np.array(
+                [self.interval_scale_by_profile.get(w.profile, self.interval_scale) for w in chunk], dtype=np.float32
+            )
+            med = z[..., self._median_index : self._median_index + 1]
+            z = med + alpha[:, None, None, None] * (z - med)
             pred = dspec.denormalise(z, arrays["target_scale"])
             pred = np.sort(pred, axis=-1)
             out.append(dspec.clip_ranges(pred.astype(np.float32)))

@@ -18,7 +18,7 @@ from django.db.models import F
 
 from ingest.contract import METRICS, STATES, profile_for
 from ingest.models import ApiKey, FeedCounter, MetricBucket
-from ingest.selectors import counters_totals, fleet_readiness
+from ingest.selectors import feed_totals
 from ingest.validation import CleanRecord
 
 logger = logging.getLogger(__name__)
@@ -276,15 +276,14 @@ def records_ingest(*, records: list[CleanRecord], received_at: datetime | None =
             accepted = _store_records(rows)
         _bump_counter(accepted=accepted)
 
-    totals = counters_totals()
-    readiness = fleet_readiness()
+    totals, tracked, ready = feed_totals()
     return IngestResult(
         accepted=accepted,
         duplicates=len(records) - accepted,
         tick=totals.batches,
         window_size=totals.records,
-        servers_tracked=readiness.tracked,
-        servers_ready=readiness.ready,
+        servers_tracked=tracked,
+        servers_ready=ready,
     )
 
 

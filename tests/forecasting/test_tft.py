@@ -283,3 +283,29 @@ def test_windows_of_another_step_are_refused(forecaster):
     w.step_minutes = 1
     with pytest.raises(ValueError, match="5-minute"):
         forecaster.predict([w])
+
+
+def test_calibrated_interval_scale_widens_quantiles_around_the_median(forecaster):
+    w = recent()
+    saved = (forecaster.interval_scale, dict(forecaster.interval_scale_by_profile))
+    try:
+        forecaster.interval_scale, forecaster.interval_scale_by_profile = 1.0, {}
+        base = forecaster.predict_array([w])
+        forecaster.interval_scale_by_profile = {"web_api": 2.0}
+        wide = forecaster.predict_array([w])
+    finally:
+        forecaster.interval_scale, forecaster.interval_scale_by_profile = saved
+    m = dspec.TARGETS.index("latency_ms")  # unbounded: no clipping in the way
+    i10, i50 = dspec.QUANTILES.index(0.1), dspec.QUANTILES.index(0.5)
+    np.testing.assert_allclose(wide[0, :, m, i50], base[0, :, m, i50], rtol=1e-5)
+    spread_base = base[0, :, m, i50] - base[0, :, m, i10]
+    spread_wide = wide[0, :, m, i50] - wide[0, :, m, i10]
+    ok = base[0, :, m, i10] > 0  # not clipped at 0
+    np.testing.assert_allclose(spread_wide[ok], 2.0 * spread_base[ok], rtol=1e-3, atol=1e-4)
+
+
+def test_training_records_interval_calibration(model_dir):
+    spec = json.loads((model_dir / "spec.json").read_text())
+    assert spec["interval_scale"] >= 1.0
+    assert isinstance(spec["interval_scale_by_profile"], dict)
+    assert "all" in json.loads((model_dir / "metrics.json").read_text())["val_coverage_p10_p90"]
