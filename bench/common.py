@@ -161,17 +161,23 @@ def proc_mem(pid: int) -> dict[str, float]:
     return out
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of the processes, in seconds."""
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """utime + stime of each process still running, in seconds."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    out = {}
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])
-    return total / tick
+        out[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU spent between two samples by the processes in ``after`` (a process that started in
+    between counts from 0; one that exited in between is lost, so this can only undercount)."""
+    return sum(max(0.0, t - before.get(pid, 0.0)) for pid, t in after.items())
 
 
 def bench_backend_pids() -> list[int]:

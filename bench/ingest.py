@@ -28,17 +28,16 @@ class TimeCursor:
 
 def loadgen_measured(spec: dict, web_pids: list[int] | None) -> dict:
     """loadgen, plus the CPU the web workers and their Postgres backends spent per request."""
-    from bench.common import bench_backend_pids, cpu_seconds
+    from bench.common import bench_backend_pids, cpu_delta, cpu_seconds
 
     if not web_pids:
         return loadgen(spec)
-    pg_pids = bench_backend_pids()
-    web0, pg0 = cpu_seconds(web_pids), cpu_seconds(pg_pids)
+    web0, pg0 = cpu_seconds(web_pids), cpu_seconds(bench_backend_pids())
     result = loadgen(spec)
-    web1, pg1 = cpu_seconds(web_pids), cpu_seconds(pg_pids)
+    web1, pg1 = cpu_seconds(web_pids), cpu_seconds(bench_backend_pids())
     if result["requests"]:
-        result["web_cpu_ms_per_req"] = round((web1 - web0) * 1000 / result["requests"], 2)
-        result["pg_cpu_ms_per_req"] = round((pg1 - pg0) * 1000 / result["requests"], 2)
+        result["web_cpu_ms_per_req"] = round(cpu_delta(web0, web1) * 1000 / result["requests"], 2)
+        result["pg_cpu_ms_per_req"] = round(cpu_delta(pg0, pg1) * 1000 / result["requests"], 2)
     return result
 
 
