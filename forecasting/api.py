@@ -7,9 +7,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from forecasting.selectors import (
-    alert_as_contract,
     current_run,
-    open_alerts,
+    open_alerts_contract,
     predictions_current_json,
     server_forecast_json,
 )
@@ -82,5 +81,5 @@ class AlertsActiveApi(ReadApi):
         server = request.query_params.get("server")
         if server is not None and not SERVER_NAME_RE.match(server):
             return Response({"error": "invalid_request", "message": "server: not a valid server name"}, status=400)
-        alerts = [alert_as_contract(a) for a in open_alerts(server_name=server)]
+        alerts = open_alerts_contract(server_name=server)
         return Response({"alerts": alerts, "count": len(alerts)})

@@ -134,23 +134,39 @@ def open_alerts(*, server_name: str | None = None):
     return query.order_by("-severity", "minutes_ahead")
 
 
-def alert_as_contract(alert: Alert) -> dict:
-    return {
-        "id": alert.pk,
-        "server": alert.server.name,
-        "metric": alert.metric,
-        "severity": alert.severity,
-        "state": alert.state,
-        "rule": alert.rule,
-        "predicted_value": alert.predicted_value,
-        "threshold": alert.threshold,
-        "steps_ahead": alert.steps_ahead,
-        "minutes_ahead": alert.minutes_ahead,
-        "message": alert.message,
-        "opened_at": alert.opened_at.isoformat(),
-        "updated_at": alert.updated_at.isoformat(),
-        "acknowledged_at": alert.acknowledged_at.isoformat() if alert.acknowledged_at else None,
-    }
+_CONTRACT_ALERT_FIELDS = (
+    "pk", "server__name", "metric", "severity", "state", "rule", "predicted_value", "threshold", "steps_ahead",
+    "minutes_ahead", "message", "opened_at", "updated_at", "acknowledged_at",
+)
+
+
+def open_alerts_contract(*, server_name: str | None = None) -> list[dict]:
+    """Open alerts in the contract's alert shape (plus id, state and times), most severe first.
+
+    Read as plain rows: a thousand alerts as model instances would cost more than the response.
+    """
+    rows = open_alerts(server_name=server_name).values_list(*_CONTRACT_ALERT_FIELDS)
+    out = []
+    for pk, server, metric, severity, state, rule, value, threshold, steps, minutes, message, opened, updated, acked in rows:
+        out.append(
+            {
+                "id": pk,
+                "server": server,
+                "metric": metric,
+                "severity": severity,
+                "state": state,
+                "rule": rule,
+                "predicted_value": value,
+                "threshold": threshold,
+                "steps_ahead": steps,
+                "minutes_ahead": minutes,
+                "message": message,
+                "opened_at": opened.isoformat(),
+                "updated_at": updated.isoformat(),
+                "acknowledged_at": acked.isoformat() if acked else None,
+            }
+        )
+    return out
 
 
 def run_metadata(run: PredictionRun, *, now: datetime | None = None) -> dict:
@@ -170,23 +186,44 @@ def run_metadata(run: PredictionRun, *, now: datetime | None = None) -> dict:
     }
 
 
-def predictions_current_json(run: PredictionRun, *, now: datetime | None = None) -> str:
-    """The body of GET /predictions/current, spliced from the stored per-server JSON."""
+_predictions_cache: dict[tuple, tuple[str, dict, dict]] = {}
+
+
+def _run_predictions(run: PredictionRun) -> tuple[str, dict, dict]:
+    """The run's `predictions` object as JSON text, its methods and fallback reasons.
+
+    A complete run never changes, so each web process builds this once per run (about 8 MB at
+    1,000 servers) instead of reloading every stored forecast on every request.
+    """
+    key = (run.pk, run.finished_at)
+    cached = _predictions_cache.get(key)
+    if cached is not None:
+        return cached
     rows = ServerForecast.objects.filter(run=run).order_by("server__name").values_list(
         "server__name", "payload", "method", "fallback_reason"
     )
     parts, methods, reasons = [], {}, {}
-    for name, payload, method, reason in rows:
+    for name, payload, method, reason in rows.iterator(chunk_size=500):
         parts.append(f"{json.dumps(name)}: {payload}")
         methods[name] = method
         if reason:
             reasons[name] = reason
+    built = ("{" + ", ".join(parts) + "}", methods, reasons)
+    _predictions_cache.clear()  # only the current run is worth keeping
+    _predictions_cache[key] = built
+    return built
+
+
+def predictions_current_json(run: PredictionRun, *, now: datetime | None = None) -> str:
+    """The body of GET /predictions/current, spliced from the stored per-server JSON."""
+    predictions, methods, reasons = _run_predictions(run)
     metadata = run_metadata(run, now=now)
     metadata["methods"] = methods
     metadata["fallback_reasons"] = reasons
-    alerts = [alert_as_contract(a) for a in open_alerts()]
+    # Alerts change between runs (acknowledgements), so they are read fresh.
+    alerts = open_alerts_contract()
     return (
-        '{"predictions": {' + ", ".join(parts) + "}, "
+        '{"predictions": ' + predictions + ", "
         f'"alerts": {json.dumps(alerts)}, '
         f'"environment": {json.dumps(run.environment)}, '
         f'"metadata": {json.dumps(metadata)}}}'
@@ -210,7 +247,7 @@ def server_forecast_json(run: PredictionRun, server_name: str, *, now: datetime 
         "encoder_steps": encoder_steps,
         "state": state,
     }
-    alerts = [alert_as_contract(a) for a in open_alerts(server_name=server_name)]
+    alerts = open_alerts_contract(server_name=server_name)
     return (
         f'{{"server": {json.dumps(server_name)}, "prediction": {payload}, '
         f'"probabilities": {json.dumps({"prob_30m": p30, "prob_8h": p8h})}, '

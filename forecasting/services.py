@@ -318,7 +318,7 @@ def _alerts_apply(*, run: PredictionRun, forecasts: list[tuple], now: datetime) 
         (a.server_id, a.metric, a.severity): a for a in Alert.objects.select_for_update().filter(state__in=OPEN_STATES)
     }
     fields = ("rule", "predicted_value", "threshold", "steps_ahead", "minutes_ahead", "message")
-    to_update, to_create = [], []
+    to_update, to_create, unchanged = [], [], []
     for key, c in wanted.items():
         alert = open_alerts.get(key)
         if alert is None:
@@ -332,16 +332,22 @@ def _alerts_apply(*, run: PredictionRun, forecasts: list[tuple], now: datetime) 
                     **{f: c[f] for f in ("metric", "severity", *fields)},
                 )
             )
-        else:
+        elif any(getattr(alert, f) != c[f] for f in fields):
             for f in fields:
                 setattr(alert, f, c[f])
-            alert.updated_at = now
-            alert.last_run = run
             to_update.append(alert)
+        else:
+            unchanged.append(alert.pk)
     if to_create:
         Alert.objects.bulk_create(to_create)
     if to_update:
-        Alert.objects.bulk_update(to_update, [*fields, "updated_at", "last_run"])
+        for alert in to_update:
+            alert.updated_at, alert.last_run = now, run
+        Alert.objects.bulk_update(to_update, [*fields, "updated_at", "last_run"], batch_size=500)
+    if unchanged:
+        # Most open alerts are predicted again unchanged: one UPDATE stamps them all, instead of
+        # a CASE expression per row in bulk_update.
+        Alert.objects.filter(pk__in=unchanged).update(updated_at=now, last_run=run)
     gone = [a.pk for key, a in open_alerts.items() if key not in wanted]
     if gone:
         Alert.objects.filter(pk__in=gone, state__in=OPEN_STATES).update(
