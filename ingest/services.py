@@ -325,10 +325,11 @@ def _pg_store_records(rows: list[tuple]) -> int:
     """Postgres: one statement inserts the records, rolls up only the rows that were new into the
     5-minute buckets and updates the servers' counts and seen times — no rows travel back."""
     columns = ", ".join(_RECORD_COLUMNS)
-    arrays = ", ".join(f"%s::{_pg_type(c)}[]" for c in _RECORD_COLUMNS)
+    # received_at is the same for the whole batch: one scalar parameter, not an array of copies.
+    arrays = ", ".join(f"%s::{_pg_type(c)}[]" for c in _RECORD_COLUMNS[:-1])
     sql = (
         f"WITH ins AS ("
-        f"INSERT INTO ingest_metricrecord ({columns}) SELECT * FROM unnest({arrays}) "
+        f"INSERT INTO ingest_metricrecord ({columns}) SELECT u.*, %s::timestamptz FROM unnest({arrays}) AS u "
         f"ON CONFLICT (server_id, timestamp) DO NOTHING "
         f"RETURNING server_id, timestamp, {', '.join(METRICS)}, state), "
         f"buckets AS ({_pg_bucket_sql()}), "
@@ -339,7 +340,9 @@ def _pg_store_records(rows: list[tuple]) -> int:
         f"SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM buckets), (SELECT count(*) FROM servers)"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*_pg_arrays(rows), f"{settings.TFT_STEP_MINUTES} minutes"])
+        received_at = rows[0][-1]
+        columns_only = [row[:-1] for row in rows]
+        cursor.execute(sql, [received_at, *_pg_arrays(columns_only), f"{settings.TFT_STEP_MINUTES} minutes"])
         accepted, _, _ = cursor.fetchone()
     return accepted
 
