@@ -50,7 +50,7 @@ def get_forecaster(path: str | Path):
         from forecasting.tft import ModelFolderError, load_forecaster
 
         try:
-            forecaster = load_forecaster(path, device=settings.TFT_DEVICE)
+            forecaster = load_forecaster(path, device=settings.TFT_DEVICE, threads=settings.TFT_TORCH_THREADS or None)
         except (ModelFolderError, OSError, RuntimeError, ValueError, KeyError) as exc:
             _cache.pop("entry", None)
             raise ModelUnavailableError(f"model_load_failed: {exc}") from exc

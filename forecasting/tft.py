@@ -277,9 +277,16 @@ class Forecaster:
         return result
 
 
-def load_forecaster(path: Path, device: str = "auto") -> Forecaster:
-    """Rebuild the network from spec.json and load weights.safetensors (never unpickles)."""
+def load_forecaster(path: Path, device: str = "auto", threads: int | None = None) -> Forecaster:
+    """Rebuild the network from spec.json and load weights.safetensors (never unpickles).
+
+    ``threads``: if given, torch's CPU thread count for this process. On a machine whose cores are
+    shared with other busy processes, 1 is much faster than 2 (OpenMP threads wait on each other).
+    """
     from safetensors.torch import load_model
+
+    if threads:
+        _torch().set_num_threads(int(threads))
 
     started = time.perf_counter()
     info = read_model_folder(Path(path))

@@ -194,6 +194,10 @@ TFT_RUN_STALE_SECONDS = env_int("TFT_RUN_STALE_SECONDS", 180, minimum=10)
 TFT_KEEP_RUNS = env_int("TFT_KEEP_RUNS", 100, minimum=2)
 TFT_DEVICE = env_choice("TFT_DEVICE", "auto", ("auto", "cpu", "cuda"))
 TFT_GPU_QUEUE = env_str("TFT_GPU_QUEUE", "gpu")
+# torch CPU threads in the prediction worker (0 = torch's default, all cores). On a machine whose
+# cores are shared with the web server and the database, 1 is often faster: OpenMP threads that
+# lose their core wait on each other.
+TFT_TORCH_THREADS = env_int("TFT_TORCH_THREADS", 0, minimum=0)
 TFT_MODELS_DIR = Path(env_str("TFT_MODELS_DIR", str(BASE_DIR / "models"))).resolve()
 
 # --- Integrations: Prometheus exposition and alert push (README "Prometheus and Grafana") ----------
