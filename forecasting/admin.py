@@ -3,14 +3,7 @@ from django.contrib import admin, messages
 from forecasting.models import Alert, AlertThreshold, ModelVersion, PredictionRun, ServerForecast
 from forecasting.registry import model_version_activate
 from forecasting.services import alert_acknowledge, alert_resolve
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
+from ingest.admin import ReadOnlyAdmin
 
 
 @admin.register(ModelVersion)

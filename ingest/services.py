@@ -185,19 +185,19 @@ def _rollups(inserted: list[tuple], step_minutes: int) -> list[tuple]:
     return rows
 
 
-def _upsert_buckets(rows: list[tuple]) -> None:
+def _bucket_conflict_clause() -> str:
+    """Merge a bucket increment into a stored bucket: counts and sums add up, maxima take the larger."""
     table = "ingest_metricbucket"
     updates = [f"count = {table}.count + excluded.count"]
     for metric in METRICS:
         updates.append(f"{metric}_sum = {table}.{metric}_sum + excluded.{metric}_sum")
         updates.append(f"{metric}_max = {_greatest(f'{table}.{metric}_max', f'excluded.{metric}_max')}")
     updates.extend(f"n_{s} = {table}.n_{s} + excluded.n_{s}" for s in STATES)
-    _insert(
-        table,
-        _BUCKET_COLUMNS,
-        rows,
-        tail=f"ON CONFLICT (server_id, bucket_start) DO UPDATE SET {', '.join(updates)}",
-    )
+    return f"ON CONFLICT (server_id, bucket_start) DO UPDATE SET {', '.join(updates)}"
+
+
+def _upsert_buckets(rows: list[tuple]) -> None:
+    _insert("ingest_metricbucket", _BUCKET_COLUMNS, rows, tail=_bucket_conflict_clause())
 
 
 def _update_servers(inserted: list[tuple]) -> None:
@@ -308,16 +308,11 @@ def _pg_bucket_sql() -> str:
     for metric in METRICS:
         aggregates += [f"sum({metric})", f"max({metric})"]
     aggregates += [f"count(*) FILTER (WHERE state = '{state}')" for state in STATES]
-    updates = [f"count = {table}.count + excluded.count"]
-    for metric in METRICS:
-        updates.append(f"{metric}_sum = {table}.{metric}_sum + excluded.{metric}_sum")
-        updates.append(f"{metric}_max = GREATEST({table}.{metric}_max, excluded.{metric}_max)")
-    updates.extend(f"n_{s} = {table}.n_{s} + excluded.n_{s}" for s in STATES)
     return (
         f"INSERT INTO {table} ({', '.join(_BUCKET_COLUMNS)}) "
         f"SELECT server_id, date_bin(%s::interval, timestamp, 'epoch'::timestamptz) AS bucket, {', '.join(aggregates)} "
         f"FROM ins GROUP BY 1, 2 ORDER BY 1, 2 "
-        f"ON CONFLICT (server_id, bucket_start) DO UPDATE SET {', '.join(updates)} RETURNING 1"
+        f"{_bucket_conflict_clause()} RETURNING 1"
     )
 
 

@@ -79,10 +79,11 @@ def test_feed_is_503_with_retry_after_when_the_database_is_down(client, dead_dat
     assert response.json()["error"] == "database_unavailable"
 
 
-def test_web_process_does_not_import_torch():
+def test_web_process_does_not_import_torch_or_pandas():
     code = (
         "import os,sys;os.environ.setdefault('DJANGO_SETTINGS_MODULE','tftsite.settings');"
         "import django;django.setup();import tftsite.urls;import ingest.api;import forecasting.selectors;"
+        "import forecasting.prometheus;import dashboard.views;import dashboard.selectors;"
         "print('torch' in sys.modules, 'pandas' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
