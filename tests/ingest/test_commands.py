@@ -70,7 +70,7 @@ def test_validate_data_prints_every_problem_and_stores_nothing(contract_csv, cap
 
 
 def test_validate_data_passes_a_clean_nab_file(capsys):
-    nab = Path(__file__).resolve().parents[3] / "shared/data/nab/ec2_cpu_utilization_24ae8d.csv"
+    nab = Path(__file__).resolve().parents[2] / "data/nab/ec2_cpu_utilization_24ae8d.csv"
     call_command("validate_data", str(nab), "--server", "x", "--metric", "cpu_pct")
 
     assert " 0 invalid" in capsys.readouterr().out
