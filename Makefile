@@ -22,9 +22,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 run: venv
 	@bin/run
 
-# PostgreSQL (DATABASE_URL, default the local server) and Redis for the main pass; then the
-# ingest tests again on the embedded SQLite default. pytest exit code 5 (no tests) fails.
+# bin/test-env brings up PostgreSQL/Redis and installs Chromium/Prometheus when it can (and says
+# what it could not do); then the architecture contracts and ruff; then the suite on PostgreSQL
+# (DATABASE_URL, default the local server) with Redis, and the ingest tests again on the embedded
+# SQLite default. Any non-zero pytest exit fails the target, including 5 (no tests collected).
 test: venv
+	@bin/test-env
+	$(VENV)/bin/lint-imports --no-cache
+	$(PY) -m ruff check .
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} PROMETHEUS_MULTIPROC_DIR=$$(mktemp -d) DEBUG=false DJANGO_SECRET_KEY=test-only-secret \
 		ALLOWED_HOSTS=localhost,testserver $(PY) -m pytest $(PYTEST_ARGS)
 	env -u DATABASE_URL -u CELERY_BROKER_URL PROMETHEUS_MULTIPROC_DIR=$$(mktemp -d) DEBUG=false DJANGO_SECRET_KEY=test-only-secret \
@@ -35,6 +40,7 @@ bench: venv
 	$(PY) -m bench $(BENCH_ARGS)
 
 lint: venv
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m ruff check .
 
 clean:
