@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 
 from forecasting.models import Alert, AlertThreshold, ModelVersion, PredictionRun, ServerForecast
 from forecasting.registry import model_version_activate
-from forecasting.services import alert_acknowledge, alert_resolve
+from forecasting.alert_services import alert_acknowledge, alert_resolve
 from ingest.admin import ReadOnlyAdmin
 
 
@@ -74,7 +74,7 @@ class AlertAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Resolve the selected alerts")
     def resolve(self, request, queryset):
-        done = sum(alert_resolve(alert_id=pk) for pk in queryset.values_list("pk", flat=True))
+        done = sum(alert_resolve(alert_id=pk, user=request.user) for pk in queryset.values_list("pk", flat=True))
         self.message_user(request, f"{done} alerts resolved.")
 
 

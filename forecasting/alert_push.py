@@ -1,10 +1,12 @@
 """Alert push: each alert transition is sent to Alertmanager-compatible receivers exactly once.
 
-Flow: the prediction run's finalisation calls `alert_transitions_record` inside its transaction. That
-writes one AlertNotification per transition (unique per alert and transition, so a retried run cannot
-record it twice) and, on commit, enqueues one Celery task per notification: the run never waits on
-a receiver. The task delivers with `alert_notification_deliver`, retrying with backoff; the beat task
-`push_pending_alerts` re-enqueues whatever a lost task or exhausted retries left undelivered.
+Flow: every alert transition (forecasting.alert_services: a run's, or an operator's in the admin
+or the dashboard) calls `alert_notifications_record` inside its transaction. That writes one
+AlertNotification per transition (unique per alert and transition, so a retried run cannot record
+it twice) and, on commit, enqueues one Celery task per notification: neither the run nor the
+request waits on a receiver. The task delivers with `alert_notification_deliver`, retrying with
+backoff; the beat task `push_pending_alerts` re-enqueues whatever a lost task or exhausted retries
+left undelivered.
 
 Exactly once: a delivery first claims the notification with a compare-and-swap (delivered_at is NULL
 and no live claim), so two workers never send it concurrently; each target that answered 2xx is
@@ -12,9 +14,10 @@ remembered so a retry after a partial fan-out does not resend to it; delivered_a
 second compare-and-swap. (A receiver that stored a POST but timed out before answering gets it again
 on retry: the payload's labels plus startsAt identify it, as Alertmanager itself dedupes.)
 
-Transitions: "firing" when an alert opens and "resolved" when it resolves. Severity is part of an
-alert's identity here (one open alert per server, metric and severity), so a change of severity is
-the other severity's alert firing and, when no longer predicted, this one resolving.
+Transitions: "firing" when an alert opens and "resolved" when it resolves (by a run or an
+operator); acknowledging is not pushed (alert_services says why). Severity is part of an alert's
+identity here (one open alert per server, metric and severity), so a change of severity is the
+other severity's alert firing and, when no longer predicted, this one resolving.
 """
 
 from __future__ import annotations
@@ -82,38 +85,38 @@ def _alertmanager_alert(*, alert: Alert, server_name: str, transition: str, now:
     }
 
 
-def alert_transitions_record(*, opened: list[Alert], resolved: list[Alert], now: datetime) -> int:
-    """Record the run's transitions and enqueue their pushes after commit. Called inside the run's
-    transaction; a no-op (not even a query) when no push target is configured."""
-    if not push_targets() or not (opened or resolved):
+def alert_notifications_record(*, alerts: list[Alert], transition: str, now: datetime) -> int:
+    """Record one transition's notifications and enqueue their pushes after commit. Called only by
+    forecasting.alert_services, inside the transition's transaction; a no-op (not even a query)
+    when no push target is configured."""
+    if not push_targets() or not alerts:
         return 0
     from ingest.models import Server
 
-    server_ids = {a.server_id for a in (*opened, *resolved)}
-    names = dict(Server.objects.filter(pk__in=server_ids).values_list("pk", "name"))
+    names = dict(Server.objects.filter(pk__in={a.server_id for a in alerts}).values_list("pk", "name"))
     rows = []
-    for transition, alerts in ((AlertNotification.Transition.FIRING, opened), (AlertNotification.Transition.RESOLVED, resolved)):
-        for alert in alerts:
-            if transition == AlertNotification.Transition.RESOLVED:
-                alert.resolved_at = alert.resolved_at or now
-            rows.append(
-                AlertNotification(
-                    alert_id=alert.pk,
-                    transition=transition,
-                    created_at=now,
-                    payload=_alertmanager_alert(
-                        alert=alert, server_name=names.get(alert.server_id, str(alert.server_id)),
-                        transition=transition, now=now,
-                    ),
-                )
+    for alert in alerts:
+        if transition == AlertNotification.Transition.RESOLVED:
+            alert.resolved_at = alert.resolved_at or now
+        rows.append(
+            AlertNotification(
+                alert_id=alert.pk,
+                transition=transition,
+                created_at=now,
+                payload=_alertmanager_alert(
+                    alert=alert, server_name=names.get(alert.server_id, str(alert.server_id)),
+                    transition=transition, now=now,
+                ),
             )
+        )
+    # ignore_conflicts: unique per (alert, transition), so a retried run cannot record it twice.
     AlertNotification.objects.bulk_create(rows, ignore_conflicts=True)
     ids = list(
         AlertNotification.objects.filter(
-            alert_id__in=[r.alert_id for r in rows], created_at=now, delivered_at=None
+            alert_id__in=[r.alert_id for r in rows], transition=transition, created_at=now, delivered_at=None
         ).values_list("pk", flat=True)
     )
-    # robust: a broker outage must not fail the committed run; push_pending_alerts catches up.
+    # robust: a broker outage must not fail the committed transition; push_pending_alerts catches up.
     transaction.on_commit(lambda: _enqueue(ids), robust=True)
     return len(ids)
 

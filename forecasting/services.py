@@ -19,8 +19,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from forecasting import alerts as rules
+from forecasting.alert_services import OPEN_STATES, alert_acknowledge, alert_resolve, alerts_apply_run  # noqa: F401
 from forecasting.heuristic import heuristic_quantiles
-from forecasting.models import Alert, PredictionRun, ServerForecast
+from forecasting.models import PredictionRun, ServerForecast
 from forecasting.selectors import active_model_version, alert_thresholds, ready_server_ids, server_windows
 from forecasting.spec import QUANTILES, SERVED_QUANTILES, TARGETS
 from ingest.contract import STATES
@@ -28,7 +29,8 @@ from ingest.contract import STATES
 logger = logging.getLogger(__name__)
 
 _SERVED_INDEX = {label: QUANTILES.index(q) for label, q in SERVED_QUANTILES.items()}
-OPEN_STATES = (Alert.State.ACTIVE, Alert.State.ACKNOWLEDGED)
+# The alert lifecycle (a run's and operators') lives in forecasting.alert_services; OPEN_STATES,
+# alert_acknowledge and alert_resolve are imported above so existing callers keep working.
 
 
 def _now() -> datetime:
@@ -288,7 +290,7 @@ def prediction_run_finalize(*, run: PredictionRun) -> None:
     forecasts = list(
         ServerForecast.objects.filter(run=run).values_list("server_id", "alert_candidates", "prob_30m", "prob_8h")
     )
-    _alerts_apply(run=run, forecasts=forecasts, now=now)
+    alerts_apply_run(run=run, forecasts=forecasts, now=now)
     run.environment = rules.fleet_environment([(p30, p8h) for _, _, p30, p8h in forecasts])
     run.durations = {**run.durations, "finalize": round(time.perf_counter() - started, 4)}
     run.status = PredictionRun.Status.COMPLETE
@@ -307,56 +309,6 @@ def prediction_run_finalize(*, run: PredictionRun) -> None:
             "fleet_health": run.environment.get("fleet_health"),
         },
     )
-
-
-def _alerts_apply(*, run: PredictionRun, forecasts: list[tuple], now: datetime) -> None:
-    wanted: dict[tuple[int, str, str], dict] = {}
-    for server_id, candidates, _, _ in forecasts:
-        for c in candidates:
-            wanted[(server_id, c["metric"], c["severity"])] = c
-    open_alerts = {
-        (a.server_id, a.metric, a.severity): a for a in Alert.objects.select_for_update().filter(state__in=OPEN_STATES)
-    }
-    fields = ("rule", "predicted_value", "threshold", "steps_ahead", "minutes_ahead", "message")
-    to_update, to_create, unchanged = [], [], []
-    for key, c in wanted.items():
-        alert = open_alerts.get(key)
-        if alert is None:
-            to_create.append(
-                Alert(
-                    server_id=key[0],
-                    opened_at=now,
-                    updated_at=now,
-                    first_run=run,
-                    last_run=run,
-                    **{f: c[f] for f in ("metric", "severity", *fields)},
-                )
-            )
-        elif any(getattr(alert, f) != c[f] for f in fields):
-            for f in fields:
-                setattr(alert, f, c[f])
-            to_update.append(alert)
-        else:
-            unchanged.append(alert.pk)
-    if to_create:
-        Alert.objects.bulk_create(to_create)
-    if to_update:
-        for alert in to_update:
-            alert.updated_at, alert.last_run = now, run
-        Alert.objects.bulk_update(to_update, [*fields, "updated_at", "last_run"], batch_size=500)
-    if unchanged:
-        # Most open alerts are predicted again unchanged: one UPDATE stamps them all, instead of
-        # a CASE expression per row in bulk_update.
-        Alert.objects.filter(pk__in=unchanged).update(updated_at=now, last_run=run)
-    gone = [a.pk for key, a in open_alerts.items() if key not in wanted]
-    if gone:
-        Alert.objects.filter(pk__in=gone, state__in=OPEN_STATES).update(
-            state=Alert.State.RESOLVED, resolved_at=now, updated_at=now, last_run=run
-        )
-    # Alert push (forecasting.alert_push): record each open/resolve once; sent after this commits.
-    from forecasting.alert_push import alert_transitions_record
-
-    alert_transitions_record(opened=to_create, resolved=[a for k, a in open_alerts.items() if k not in wanted], now=now)
 
 
 def prediction_run_fail(*, run_id: int, error: str) -> None:
@@ -392,25 +344,3 @@ def prediction_runs_prune(*, keep: int | None = None) -> int:
         return 0
     PredictionRun.objects.filter(pk__in=old_ids).delete()
     return len(old_ids)
-
-
-# --- Operators ------------------------------------------------------------------------------------
-
-
-def alert_acknowledge(*, alert_id: int, user=None) -> bool:
-    """Active → acknowledged. Returns False when the alert was not active (compare-and-swap)."""
-    now = _now()
-    return bool(
-        Alert.objects.filter(pk=alert_id, state=Alert.State.ACTIVE).update(
-            state=Alert.State.ACKNOWLEDGED, acknowledged_at=now, acknowledged_by=user, updated_at=now
-        )
-    )
-
-
-def alert_resolve(*, alert_id: int) -> bool:
-    now = _now()
-    return bool(
-        Alert.objects.filter(pk=alert_id, state__in=OPEN_STATES).update(
-            state=Alert.State.RESOLVED, resolved_at=now, updated_at=now
-        )
-    )
