@@ -1,32 +1,32 @@
 """Reads for the dashboard pages.
 
-Every page is a fixed handful of queries whatever the fleet size: one query fetches all the
-forecasts of the current run, one the alerts, one the readiness counts, and so on. Nothing here
-runs per server in a loop against the database, and nothing imports pandas or torch: the web
-process stays light and a page with 200 servers renders in tens of milliseconds.
+Selectors return data (frozen dataclasses inside a page's context dict) and the templates render
+every byte of HTML. Every page is a fixed handful of queries whatever the fleet size: one query
+fetches all the forecasts of the current run, one the alerts, one the readiness counts, and so on.
+Nothing here runs per server in a loop against the database, and nothing imports pandas or torch:
+the web process stays light.
+
+Thresholds, the active model, the current run and the dominant-state rule are read from their one
+owner (forecasting.selectors, ingest.models); nothing here re-implements them.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Count, Max, Q
-from django.utils.html import escape
-from django.utils.safestring import mark_safe
 
-from forecasting.alerts import DEFAULT_THRESHOLDS
-from forecasting.models import Alert, AlertThreshold, ModelVersion, PredictionRun, ServerForecast
-from forecasting.selectors import current_run
+from forecasting.models import Alert, PredictionRun, ServerForecast
+from forecasting.selectors import active_model_version, alert_thresholds, current_run
 from ingest.contract import METRICS, PROFILE_LABELS, STATE_SEVERITY, STATES
-from ingest.models import MetricBucket, Server
+from ingest.models import MetricBucket, Server, dominant_state
 from ingest.selectors import fleet_readiness
 
-HORIZON_STEPS = 96
 HISTORY_HOURS = 24
 SPARK_POINTS = 32
 WARMUP_LIST_LIMIT = 60
@@ -43,6 +43,17 @@ HEAT_LEVELS = (0.5, 0.7, 0.85, 1.0)
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def stale_after_minutes() -> int:
+    # The API engineer owns the setting; until it lands in settings the contract's 15 minutes hold.
+    return int(getattr(settings, "TFT_STALE_AFTER_MINUTES", 15))
+
+
+def is_stale(origin: datetime, *, now: datetime) -> bool:
+    """A forecast is stale when it starts further in the past than the stale limit: its first steps
+    are history already (a run over half-loaded backfill, or a worker that stopped)."""
+    return now - origin > timedelta(minutes=stale_after_minutes())
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +75,74 @@ def page_header() -> Page:
 
 def heat_level(ratio: float) -> int:
     return sum(ratio >= edge for edge in HEAT_LEVELS)
+
+
+def _f1(value) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{round(100 * value)}%"
+
+
+def _utc(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M UTC") -> str:
+    # The server's rendering of a time: the browser replaces it with its own timezone (dashboard.js).
+    return value.strftime(fmt) if value else ""
+
+
+# --- Fleet -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HeatCell:
+    """One server × metric cell of the heatmap: median peak as a share of the critical limit.
+
+    Its tooltip and label are plain text (the template escapes them), composed here because 800
+    cells × six template lookups each would cost more than the rest of the page."""
+
+    href: str
+    level: int
+    title: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class HeatRow:
+    label: str
+    cells: tuple[HeatCell, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FleetRow:
+    """One server's line of the fleet table, numbers already formatted: Django's floatformat costs
+    ~100 µs a call, which across 200 rows would be most of the page's time."""
+
+    name: str
+    href: str
+    profile: str
+    state: str
+    cpu: str
+    mem: str
+    peak_label: str
+    peak_unit: str
+    peak_value: str
+    peak_critical: str
+    peak_ratio: float
+    peak_level: int
+    peak_at_iso: str
+    peak_at_utc: str
+    peak_minutes: int
+    prob_8h: float
+    prob_8h_pct: str
+    risk_level: int
+    method: str
+    fallback_reason: str
+    spark: str
+    origin: datetime
+    origin_iso: str
+    origin_utc: str
+    cells: tuple[HeatCell, ...]
+    stale: bool = False
 
 
 def _spark_points(values: list[float], *, width: int = 120, height: int = 24, ceiling: float | None = None) -> str:
@@ -121,56 +200,65 @@ def _p50_sampled(payload: str, metric: str) -> list[float]:
     return _sampled(json.loads(payload).get(metric, {}).get("p50", []))
 
 
-def _f1(value) -> str:
-    return "—" if value is None else f"{value:.1f}"
+def _risk_level(p8h: float) -> int:
+    return 3 if p8h >= 0.5 else 2 if p8h >= 0.2 else 1 if p8h >= 0.05 else 0
 
 
-def _pct(value) -> str:
-    return "—" if value is None else f"{round(100 * value)}%"
-
-
-def _utc(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M UTC") -> str:
-    # The server's rendering of a time: the browser replaces it with its own timezone (dashboard.js).
-    return value.strftime(fmt) if value else ""
-
-
-def _heat_row(metric: str, rows: list[dict]) -> str:
-    """One heatmap row as HTML. Built here rather than in the template: 200 servers × 4 metrics is
-    800 cells, and the template engine spends about a millisecond per dozen of them."""
+def _heat_cell(server: str, href: str, metric: str, summary: dict, ratio: float) -> HeatCell:
     label, unit = METRIC_LABELS[metric]
-    cells = []
-    for r in rows:
-        c = r["cells"][metric]
-        cells.append(
-            f'<td class="h{c["level"]}" title="{r["name_html"]} · {label}: peak {c["peak"]} {unit} of critical '
-            f'{c["critical"]} ({c["pct"]}%)"><a href="{r["href"]}" aria-label="{r["name_html"]} {label}"></a></td>'
-        )
-    # Safe: server names are escaped once per row (name_html); labels, units and numbers are ours.
-    return mark_safe(f"<th>{label}</th>{''.join(cells)}")
-
-
-def _table_row(r: dict) -> str:
-    """One server row of the fleet table as HTML, for the same reason as _heat_row: 200 rows of a dozen
-    template variables each cost ~100 ms on a busy CPU; this costs a few."""
-    reason = f' title="{escape(r["fallback_reason"])}"' if r["fallback_reason"] else ""
-    # Safe: every value from the database is escaped; the rest are our numbers and labels.
-    return mark_safe(
-        f'<tr data-server="{r["name_html"]}">'
-        f'<td><a class="server-link" href="{r["href"]}">{r["name_html"]}</a></td>'
-        f'<td>{escape(r["profile"])}</td><td><span class="pill">{escape(r["state"])}</span></td>'
-        f'<td class="num">{r["cpu"]}%</td><td class="num">{r["mem"]}%</td>'
-        f'<td>{r["peak_label"]} <strong>{r["peak_value"]}</strong> {r["peak_unit"]} '
-        f'<span class="muted small">/ crit {r["peak_critical"]}</span></td>'
-        f'<td><time datetime="{r["peak_at"]}" data-fmt="time">{r["peak_at_utc"]}</time> '
-        f'<span class="muted small">(+{r["peak_minutes"]} min)</span></td>'
-        f'<td class="num risk{r["risk_level"]}">{r["prob_8h_pct"]}</td>'
-        f'<td><span class="pill {escape(r["method"])}"{reason}>{escape(r["method"])}</span></td>'
-        f'<td><svg class="spark lvl{r["peak_level"]}" viewBox="0 0 120 24" width="120" height="24" '
-        f'aria-label="{r["peak_label"]} p50 forecast"><polyline points="{r["spark"]}"/></svg></td></tr>'
+    return HeatCell(
+        href=href,
+        level=heat_level(ratio),
+        title=f"{server} · {label}: peak {_f1(summary.get('peak_p50'))} {unit} of critical "
+        f"{_f1(summary.get('critical'))} ({round(100 * ratio)}%)",
+        label=f"{server} {label}",
     )
 
 
-def _run_rows(run: PredictionRun, server_prefix: str) -> tuple[list[dict], list[str]]:
+def _fleet_row(forecast: tuple, *, server_prefix: str, step: int) -> FleetRow:
+    name, profile, method, reason, p8h, state, summary, origin, payload = forecast
+    href = f"{server_prefix}{quote(name, safe='')}/"
+    ratios, worst, ratio = _ratios(summary)
+    cells = tuple(_heat_cell(name, href, metric, summary.get(metric, {}), ratios[metric]) for metric in METRICS)
+    peak = summary.get(worst, {}) if worst else {}
+    peak_step = int(peak.get("peak_step", 0) or 0)
+    peak_at = origin + timedelta(minutes=step * max(peak_step - 1, 0))
+    label, unit = METRIC_LABELS.get(worst, ("", "")) if worst else ("", "")
+    return FleetRow(
+        name=name,
+        href=href,
+        profile=PROFILE_LABELS.get(profile, profile),
+        state=state or "—",
+        cpu=_f1(summary.get("cpu_pct", {}).get("current")),
+        mem=_f1(summary.get("mem_pct", {}).get("current")),
+        peak_label=label,
+        peak_unit=unit,
+        peak_value=_f1(peak.get("peak_p50")),
+        peak_critical=_f1(peak.get("critical")),
+        peak_ratio=ratio,
+        peak_level=heat_level(ratio),
+        peak_at_iso=peak_at.isoformat(),
+        peak_at_utc=peak_at.strftime("%H:%M UTC"),
+        peak_minutes=peak_step * step,
+        prob_8h=p8h,
+        prob_8h_pct=_pct(p8h),
+        risk_level=_risk_level(p8h),
+        method=method,
+        fallback_reason=reason,
+        spark=_spark_points(_p50_sampled(payload, worst), ceiling=peak.get("critical")) if worst else "",
+        origin=origin,
+        origin_iso=origin.isoformat(),
+        origin_utc=_utc(origin, "%m-%d %H:%M UTC"),
+        cells=cells,
+    )
+
+
+def _rows_cache_seconds() -> int:
+    # Long enough to outlive a run, short enough that a stopped worker's rows expire.
+    return max(600, 10 * settings.TFT_PREDICTION_INTERVAL_SECONDS)
+
+
+def _run_rows(run: PredictionRun, server_prefix: str) -> tuple[list[FleetRow], list[HeatRow]]:
     """The fleet table's rows (riskiest first) and the heatmap's, derived from one run only.
 
     They change once per run (every TFT_PREDICTION_INTERVAL_SECONDS) while the page is fetched by
@@ -180,8 +268,6 @@ def _run_rows(run: PredictionRun, server_prefix: str) -> tuple[list[dict], list[
     cached = cache.get(key)
     if cached is not None:
         return cached
-    step = settings.TFT_STEP_MINUTES
-    rows: list[dict] = []
     forecasts = (
         ServerForecast.objects.filter(run=run)
         .order_by()
@@ -190,79 +276,56 @@ def _run_rows(run: PredictionRun, server_prefix: str) -> tuple[list[dict], list[
             "payload",
         )
     )
-    for name, profile, method, reason, p8h, state, summary, origin, payload in forecasts:
-        ratios, worst, ratio = _ratios(summary)
-        cells = {}
-        for metric in METRICS:
-            s = summary.get(metric, {})
-            r = ratios[metric]
-            cells[metric] = {"level": heat_level(r), "pct": round(100 * r), "peak": _f1(s.get("peak_p50")),
-                             "critical": _f1(s.get("critical"))}
-        peak = summary.get(worst, {}) if worst else {}
-        spark = _spark_points(_p50_sampled(payload, worst), ceiling=peak.get("critical")) if worst else ""
-        peak_step = int(peak.get("peak_step", 0) or 0)
-        peak_at = origin + timedelta(minutes=step * max(peak_step - 1, 0))
-        label, unit = METRIC_LABELS.get(worst, ("", "")) if worst else ("", "")
-        slug = quote(name, safe="")
-        rows.append(
-            {
-                "name": name,
-                "name_html": escape(name),
-                "href": f"{server_prefix}{slug}/",
-                "profile": PROFILE_LABELS.get(profile, profile),
-                "state": state or "—",
-                "cpu": _f1(summary.get("cpu_pct", {}).get("current")),
-                "mem": _f1(summary.get("mem_pct", {}).get("current")),
-                "peak_label": label,
-                "peak_unit": unit,
-                "peak_value": _f1(peak.get("peak_p50")),
-                "peak_critical": _f1(peak.get("critical")),
-                "peak_ratio": ratio,
-                "peak_level": heat_level(ratio),
-                "peak_at": peak_at.isoformat(),
-                "peak_at_utc": peak_at.strftime("%H:%M UTC"),
-                "peak_minutes": peak_step * step,
-                "prob_8h": p8h,
-                "prob_8h_pct": _pct(p8h),
-                "risk_level": 3 if p8h >= 0.5 else 2 if p8h >= 0.2 else 1 if p8h >= 0.05 else 0,
-                "method": method,
-                "fallback_reason": reason,
-                "spark": spark,
-                "cells": cells,
-            }
-        )
+    step = settings.TFT_STEP_MINUTES
+    rows = [_fleet_row(f, server_prefix=server_prefix, step=step) for f in forecasts]
     # Riskiest first: the 8-hour probability, then how close the worst peak gets to its limit.
-    rows.sort(key=lambda r: (-r["prob_8h"], -r["peak_ratio"], r["name"]))
-    for r in rows:
-        r["html"] = _table_row(r)
+    rows.sort(key=lambda r: (-r.prob_8h, -r.peak_ratio, r.name))
     # Servers × metrics, the servers in the table's (risk) order.
-    result = (rows, [_heat_row(metric, rows) for metric in METRICS] if rows else [])
-    cache.set(key, result, timeout=max(600, 10 * settings.TFT_PREDICTION_INTERVAL_SECONDS))
-    return result
+    heatmap = [
+        HeatRow(label=METRIC_LABELS[m][0], cells=tuple(r.cells[i] for r in rows))
+        for i, m in enumerate(METRICS)
+    ] if rows else []
+    cache.set(key, (rows, heatmap), timeout=_rows_cache_seconds())
+    return rows, heatmap
+
+
+def _with_staleness(rows: list[FleetRow], *, now: datetime) -> list[FleetRow]:
+    # Staleness depends on the clock, not the run, so it is applied after the per-run cache.
+    return [replace(r, stale=True) if is_stale(r.origin, now=now) else r for r in rows]
+
+
+def _warming(readiness, *, server_prefix: str) -> list[dict]:
+    if not readiness.tracked or readiness.ready >= readiness.tracked:
+        return []
+    threshold = settings.TFT_WARMUP_RECORDS
+    servers = (
+        Server.objects.filter(record_count__lt=threshold)
+        .order_by("record_count", "name")
+        .values_list("name", "record_count")[:WARMUP_LIST_LIMIT]
+    )
+    return [
+        {"name": name, "href": f"{server_prefix}{quote(name, safe='')}/", "records": count,
+         "percent": min(100, 100 * count // threshold)}
+        for name, count in servers
+    ]
+
+
+def _model_name(run: PredictionRun | None) -> str | None:
+    if run is not None and run.model_name:
+        return run.model_name
+    version = active_model_version()
+    return version.name if version else None
 
 
 def fleet_overview(*, server_prefix: str, now: datetime | None = None) -> dict:
     """Everything the fleet page shows, in 5 queries (run, model, readiness, forecasts, warmup),
-    or 4 when this run's rows are cached.
-
-    Numbers arrive formatted: Django's floatformat and widthratio cost ~100 µs each, which across
-    a table of 200 servers would be most of the page's time.
-    """
+    or 4 when this run's rows are cached."""
     now = now or _now()
     run = current_run()
     readiness = fleet_readiness()
-    version = ModelVersion.objects.filter(is_active=True, valid=True).values_list("name", flat=True).first()
     rows, heatmap = _run_rows(run, server_prefix) if run is not None else ([], [])
-    warming = []
-    if readiness.tracked and readiness.ready < readiness.tracked:
-        threshold = settings.TFT_WARMUP_RECORDS
-        warming = [
-            {"name": name, "href": f"{server_prefix}{quote(name, safe='')}/", "records": count,
-             "percent": min(100, 100 * count // threshold)}
-            for name, count in Server.objects.filter(record_count__lt=threshold)
-            .order_by("record_count", "name")
-            .values_list("name", "record_count")[:WARMUP_LIST_LIMIT]
-        ]
+    rows = _with_staleness(rows, now=now)
+    warming = _warming(readiness, server_prefix=server_prefix)
     environment = run.environment if run else {}
     return {
         "run": run,
@@ -274,163 +337,70 @@ def fleet_overview(*, server_prefix: str, now: datetime | None = None) -> dict:
         "warmup_threshold": settings.TFT_WARMUP_RECORDS,
         "warming": warming,
         "warming_more": max(0, readiness.tracked - readiness.ready - len(warming)),
-        "model_version": (run.model_name if run and run.model_name else version),
+        "model_version": _model_name(run),
         "fallback_rate": _pct(run.fallback_count / run.servers) if run and run.servers else None,
         "rows": rows,
         "heatmap": heatmap,
+        "stale_rows": sum(r.stale for r in rows),
+        "rows_cache_seconds": _rows_cache_seconds(),
+        "stale_after_minutes": stale_after_minutes(),
         "stale": bool(run and (now - run.finished_at).total_seconds() > 3 * settings.TFT_PREDICTION_INTERVAL_SECONDS),
     }
 
 
-def _thresholds() -> dict[str, dict]:
-    rules = {metric: dict(rule) for metric, rule in DEFAULT_THRESHOLDS.items()}
-    for row in AlertThreshold.objects.values("metric", "warning", "critical", "relative", "floor"):
-        rules[row["metric"]] = row
-    return rules
+# --- Alerts ------------------------------------------------------------------------------------------
 
 
-def _dominant(counts: tuple[int, ...]) -> str:
-    # As ingest.models.dominant_state: most frequent, ties to the more severe state.
-    return max(zip(STATES, counts, strict=True), key=lambda sc: (sc[1], STATE_SEVERITY[sc[0]]))[0]
+@dataclass(frozen=True, slots=True)
+class AlertRow:
+    """One alert as a display row, formatted here for the same reason as the fleet table."""
 
-
-def _state_segments(times: list[int], states: list[str], step_seconds: int) -> list[dict]:
-    """Consecutive buckets in the same state merged into one segment (a few dozen, not 288 divs)."""
-    if not times:
-        return []
-    start, end = times[0], times[-1] + step_seconds
-    span = (end - start) or 1
-    segments: list[dict] = []
-    for t, state in zip(times, states, strict=True):
-        if segments and segments[-1]["state"] == state and segments[-1]["end"] == t:
-            segments[-1]["end"] = t + step_seconds
-        else:
-            segments.append({"state": state, "start": t, "end": t + step_seconds})
-    for seg in segments:
-        seg["left"] = round(100 * (seg["start"] - start) / span, 3)
-        seg["width"] = round(100 * (seg["end"] - seg["start"]) / span, 3)
-        seg["start_iso"] = datetime.fromtimestamp(seg["start"], tz=UTC).isoformat()
-        seg["end_iso"] = datetime.fromtimestamp(seg["end"], tz=UTC).isoformat()
-    return segments
+    pk: int
+    severity: str
+    state: str
+    server: str
+    slug: str
+    metric: str
+    message: str
+    predicted: str
+    threshold: str
+    minutes_ahead: int
+    opened_iso: str
+    opened_utc: str
+    updated_iso: str
+    updated_utc: str
+    ack_iso: str
+    ack_utc: str
+    ack_by: str
 
 
 ALERT_FIELDS = ("pk", "severity", "state", "server__name", "metric", "message", "predicted_value", "threshold",
                 "minutes_ahead", "opened_at", "updated_at", "acknowledged_at", "acknowledged_by__username")
 
 
-def _alert_rows(query) -> list[dict]:
-    """Alerts as display rows, formatted here for the same reason as the fleet table."""
-    rows = []
-    for a in query.values(*ALERT_FIELDS):
-        rows.append(
-            {
-                "pk": a["pk"],
-                "severity": a["severity"],
-                "state": a["state"],
-                "server": a["server__name"],
-                "slug": quote(a["server__name"], safe=""),
-                "metric": a["metric"],
-                "message": a["message"],
-                "predicted": _f1(a["predicted_value"]),
-                "threshold": _f1(a["threshold"]),
-                "minutes_ahead": a["minutes_ahead"],
-                "opened_iso": a["opened_at"].isoformat(),
-                "opened_utc": _utc(a["opened_at"]),
-                "updated_iso": a["updated_at"].isoformat(),
-                "updated_utc": _utc(a["updated_at"]),
-                "ack_iso": a["acknowledged_at"].isoformat() if a["acknowledged_at"] else "",
-                "ack_utc": _utc(a["acknowledged_at"]),
-                "ack_by": a["acknowledged_by__username"] or "",
-            }
+def _alert_rows(query) -> list[AlertRow]:
+    return [
+        AlertRow(
+            pk=a["pk"],
+            severity=a["severity"],
+            state=a["state"],
+            server=a["server__name"],
+            slug=quote(a["server__name"], safe=""),
+            metric=a["metric"],
+            message=a["message"],
+            predicted=_f1(a["predicted_value"]),
+            threshold=_f1(a["threshold"]),
+            minutes_ahead=a["minutes_ahead"],
+            opened_iso=a["opened_at"].isoformat(),
+            opened_utc=_utc(a["opened_at"]),
+            updated_iso=a["updated_at"].isoformat(),
+            updated_utc=_utc(a["updated_at"]),
+            ack_iso=a["acknowledged_at"].isoformat() if a["acknowledged_at"] else "",
+            ack_utc=_utc(a["acknowledged_at"]),
+            ack_by=a["acknowledged_by__username"] or "",
         )
-    return rows
-
-
-def server_detail(*, name: str) -> dict | None:
-    """The server page: 24 h of history, the current forecast, state timeline and alerts (5 queries)."""
-    server = Server.objects.filter(name=name).first()
-    if server is None:
-        return None
-    step = settings.TFT_STEP_MINUTES
-    step_seconds = step * 60
-    since = server.last_seen - timedelta(hours=HISTORY_HOURS)
-    buckets = (
-        MetricBucket.objects.filter(server=server, bucket_start__gt=since, count__gt=0)
-        .order_by("bucket_start")
-        .values_list("bucket_start", "count", *(f"{m}_sum" for m in METRICS), *(f"n_{s}" for s in STATES))
-    )
-    times: list[int] = []
-    history: dict[str, list[float]] = {m: [] for m in METRICS}
-    states: list[str] = []
-    n_metrics = len(METRICS)
-    for row in buckets:
-        times.append(int(row[0].timestamp()))
-        count = row[1]
-        for i, metric in enumerate(METRICS):
-            history[metric].append(round(row[2 + i] / count, 3))
-        states.append(_dominant(row[2 + n_metrics :]))
-
-    run = current_run()
-    forecast = None
-    if run is not None:
-        forecast = (
-            ServerForecast.objects.filter(run=run, server=server)
-            .values("method", "fallback_reason", "prob_30m", "prob_8h", "state", "summary", "origin", "payload",
-                    "encoder_steps")
-            .first()
-        )
-    rules = _thresholds() if forecast is None else None
-    charts = []
-    payload = json.loads(forecast["payload"]) if forecast else {}
-    origin_ts = int(forecast["origin"].timestamp()) if forecast else None
-    for metric in METRICS:
-        label, unit = METRIC_LABELS[metric]
-        summary = forecast["summary"].get(metric, {}) if forecast else {}
-        if forecast:
-            warning, critical = summary.get("warning"), summary.get("critical")
-        else:
-            # No forecast yet: absolute limits are known, relative ones need the model's context.
-            rule = rules[metric]
-            warning, critical = (None, None) if rule["relative"] else (rule["warning"], rule["critical"])
-        fc = payload.get(metric)
-        charts.append(
-            {
-                "metric": metric,
-                "label": label,
-                "unit": unit,
-                "summary": summary,
-                "json_id": f"data-{metric}",
-                "data": {
-                    "metric": metric,
-                    "label": label,
-                    "unit": unit,
-                    "history_t": times,
-                    "history": history[metric],
-                    "forecast_t0": origin_ts,
-                    "step_seconds": step_seconds,
-                    "p10": fc["p10"] if fc else [],
-                    "p50": fc["p50"] if fc else [],
-                    "p90": fc["p90"] if fc else [],
-                    "warning": warning,
-                    "critical": critical,
-                },
-            }
-        )
-    alerts = _alert_rows(Alert.objects.filter(server=server).order_by("-opened_at")[:50])
-    return {
-        "server": server,
-        "profile": PROFILE_LABELS.get(server.profile, server.profile),
-        "ready": server.record_count >= settings.TFT_WARMUP_RECORDS,
-        "warmup_threshold": settings.TFT_WARMUP_RECORDS,
-        "warmup_percent": min(100, 100 * server.record_count // settings.TFT_WARMUP_RECORDS),
-        "run": run,
-        "forecast": forecast,
-        "charts": charts,
-        "timeline": _state_segments(times, states, step_seconds),
-        "timeline_states": sorted(set(states), key=STATE_SEVERITY.__getitem__),
-        "alerts": alerts,
-        "horizon_hours": HORIZON_STEPS * step // 60,
-    }
+        for a in query.values(*ALERT_FIELDS)
+    ]
 
 
 ALERT_STATES = tuple(s.value for s in Alert.State)
@@ -472,16 +442,219 @@ def alerts_board(*, state: str = "", severity: str = "", metric: str = "", serve
     }
 
 
+# --- Server ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineSegment:
+    state: str
+    left: float
+    width: float
+    start_iso: str
+    end_iso: str
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """A server's last 24 h of 5-minute means and dominant states, oldest first."""
+
+    times: list[int]
+    values: dict[str, list[float]]
+    states: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastFacts:
+    """The server's forecast in the current run, as the page's facts panel shows it."""
+
+    method: str
+    fallback_reason: str
+    prob_30m_pct: str
+    prob_8h_pct: str
+    state: str
+    origin: datetime
+    origin_iso: str
+    origin_utc: str
+    encoder_steps: int
+    stale: bool
+    age_minutes: int
+    summary: dict
+    payload: dict
+
+
+@dataclass(frozen=True, slots=True)
+class Chart:
+    """One fan chart: its header numbers and the JSON the browser draws (charts.js)."""
+
+    metric: str
+    label: str
+    unit: str
+    summary: dict
+    json_id: str
+    data: dict
+
+
+def _state_segments(times: list[int], states: list[str], step_seconds: int) -> list[TimelineSegment]:
+    """Consecutive buckets in the same state merged into one segment (a few dozen, not 288 divs)."""
+    if not times:
+        return []
+    start, end = times[0], times[-1] + step_seconds
+    span = (end - start) or 1
+    merged: list[list] = []  # [state, start, end]
+    for t, state in zip(times, states, strict=True):
+        if merged and merged[-1][0] == state and merged[-1][2] == t:
+            merged[-1][2] = t + step_seconds
+        else:
+            merged.append([state, t, t + step_seconds])
+    return [
+        TimelineSegment(
+            state=state,
+            left=round(100 * (seg_start - start) / span, 3),
+            width=round(100 * (seg_end - seg_start) / span, 3),
+            start_iso=datetime.fromtimestamp(seg_start, tz=UTC).isoformat(),
+            end_iso=datetime.fromtimestamp(seg_end, tz=UTC).isoformat(),
+        )
+        for state, seg_start, seg_end in merged
+    ]
+
+
+def _history(server: Server) -> History:
+    since = server.last_seen - timedelta(hours=HISTORY_HOURS)
+    buckets = (
+        MetricBucket.objects.filter(server=server, bucket_start__gt=since, count__gt=0)
+        .order_by("bucket_start")
+        .values_list("bucket_start", "count", *(f"{m}_sum" for m in METRICS), *(f"n_{s}" for s in STATES))
+    )
+    history = History(times=[], values={m: [] for m in METRICS}, states=[])
+    n_metrics = len(METRICS)
+    for row in buckets:
+        history.times.append(int(row[0].timestamp()))
+        for i, metric in enumerate(METRICS):
+            history.values[metric].append(round(row[2 + i] / row[1], 3))
+        history.states.append(dominant_state(dict(zip(STATES, row[2 + n_metrics :], strict=True))))
+    return history
+
+
+def _forecast_facts(run: PredictionRun | None, server: Server, *, now: datetime) -> ForecastFacts | None:
+    if run is None:
+        return None
+    row = (
+        ServerForecast.objects.filter(run=run, server=server)
+        .values("method", "fallback_reason", "prob_30m", "prob_8h", "state", "summary", "origin", "payload",
+                "encoder_steps")
+        .first()
+    )
+    if row is None:
+        return None
+    origin = row["origin"]
+    return ForecastFacts(
+        method=row["method"],
+        fallback_reason=row["fallback_reason"],
+        prob_30m_pct=_pct(row["prob_30m"]),
+        prob_8h_pct=_pct(row["prob_8h"]),
+        state=row["state"],
+        origin=origin,
+        origin_iso=origin.isoformat(),
+        origin_utc=_utc(origin),
+        encoder_steps=row["encoder_steps"],
+        stale=is_stale(origin, now=now),
+        age_minutes=max(0, int((now - origin).total_seconds() // 60)),
+        summary=row["summary"],
+        payload=json.loads(row["payload"]),
+    )
+
+
+def _limits(forecast: ForecastFacts | None) -> dict[str, tuple[float | None, float | None]]:
+    """Warning and critical per metric: the forecast's own, or before any forecast the absolute
+    limits (relative ones need the model's context)."""
+    if forecast is not None:
+        return {m: (forecast.summary.get(m, {}).get("warning"), forecast.summary.get(m, {}).get("critical"))
+                for m in METRICS}
+    rules = alert_thresholds()
+    return {m: (None, None) if rules[m]["relative"] else (rules[m]["warning"], rules[m]["critical"]) for m in METRICS}
+
+
+def _charts(history: History, forecast: ForecastFacts | None, *, step_seconds: int) -> list[Chart]:
+    limits = _limits(forecast)
+    charts = []
+    for metric in METRICS:
+        label, unit = METRIC_LABELS[metric]
+        fc = forecast.payload.get(metric) if forecast else None
+        warning, critical = limits[metric]
+        charts.append(
+            Chart(
+                metric=metric,
+                label=label,
+                unit=unit,
+                summary=forecast.summary.get(metric, {}) if forecast else {},
+                json_id=f"data-{metric}",
+                data={
+                    "metric": metric,
+                    "label": label,
+                    "unit": unit,
+                    "history_t": history.times,
+                    "history": history.values[metric],
+                    # The fan is drawn from the forecast's origin, wherever "now" is.
+                    "forecast_t0": int(forecast.origin.timestamp()) if forecast else None,
+                    "stale": bool(forecast and forecast.stale),
+                    "step_seconds": step_seconds,
+                    "p10": fc["p10"] if fc else [],
+                    "p50": fc["p50"] if fc else [],
+                    "p90": fc["p90"] if fc else [],
+                    "warning": warning,
+                    "critical": critical,
+                },
+            )
+        )
+    return charts
+
+
+def _horizon_hours(forecast: ForecastFacts | None, *, step: int) -> int | None:
+    # Read off the stored forecast: the horizon's one home is the model's spec, not this module.
+    if forecast is None:
+        return None
+    steps = max((len(fc.get("p50", [])) for fc in forecast.payload.values()), default=0)
+    return steps * step // 60
+
+
+def server_detail(*, name: str, now: datetime | None = None) -> dict | None:
+    """The server page: 24 h of history, the current forecast, state timeline and alerts (5 queries)."""
+    server = Server.objects.filter(name=name).first()
+    if server is None:
+        return None
+    now = now or _now()
+    step = settings.TFT_STEP_MINUTES
+    history = _history(server)
+    run = current_run()
+    forecast = _forecast_facts(run, server, now=now)
+    return {
+        "server": server,
+        "profile": PROFILE_LABELS.get(server.profile, server.profile),
+        "ready": server.record_count >= settings.TFT_WARMUP_RECORDS,
+        "warmup_threshold": settings.TFT_WARMUP_RECORDS,
+        "warmup_percent": min(100, 100 * server.record_count // settings.TFT_WARMUP_RECORDS),
+        "run": run,
+        "forecast": forecast,
+        "stale_after_minutes": stale_after_minutes(),
+        "charts": _charts(history, forecast, step_seconds=step * 60),
+        "timeline": _state_segments(history.times, history.states, step * 60),
+        "timeline_states": sorted(set(history.states), key=STATE_SEVERITY.__getitem__),
+        "alerts": _alert_rows(Alert.objects.filter(server=server).order_by("-opened_at")[:50]),
+        "horizon_hours": _horizon_hours(forecast, step=step),
+    }
+
+
+# --- Poll --------------------------------------------------------------------------------------------
+
+
 def poll_signature() -> dict:
     """What the pages poll: when any of it changes, the page fetches itself again (3 queries)."""
-    run = PredictionRun.objects.filter(status=PredictionRun.Status.COMPLETE).order_by("-finished_at").values(
-        "pk", "finished_at"
-    ).first()
+    run = current_run()
     alerts = Alert.objects.aggregate(n=Count("id"), changed=Max("updated_at"))
     readiness = fleet_readiness()
     return {
-        "run_id": run["pk"] if run else None,
-        "run_finished_at": run["finished_at"].isoformat() if run else None,
+        "run_id": run.pk if run else None,
+        "run_finished_at": run.finished_at.isoformat() if run else None,
         "alerts": alerts["n"],
         "alerts_changed_at": alerts["changed"].isoformat() if alerts["changed"] else None,
         "servers_tracked": readiness.tracked,

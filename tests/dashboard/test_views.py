@@ -105,7 +105,7 @@ def test_server_warming_up_shows_history_and_progress(viewer_client):
     body = _text(response)
     assert response.status_code == 200
     assert "Warming up: 37/150 records" in body
-    cpu = response.context["charts"][0]["data"]
+    cpu = response.context["charts"][0].data
     assert cpu["metric"] == "cpu_pct" and len(cpu["history"]) == 37 and cpu["p50"] == []
     assert cpu["critical"] == 95.0  # absolute limits are known before any forecast
 
@@ -127,7 +127,7 @@ def test_server_with_a_run_has_four_fan_charts_timeline_and_alerts(viewer_client
         assert data["warning"] is not None and data["critical"] is not None
     assert 'id="timeline"' in body and "st-healthy" in body
     assert "uPlot.iife.min.js" in body
-    assert "ppdb000: cpu_pct predicted to reach" in body  # its alert
+    assert "ppdb000: cpu_pct p50 forecast peaks at" in body  # its alert
 
 
 # --- Alerts ----------------------------------------------------------------------------------------
@@ -153,7 +153,7 @@ def test_alerts_page_filters_by_state_severity_metric_and_server(viewer_client, 
 
     assert f'data-alert="{alert.pk}"' in active
     assert f'data-alert="{alert.pk}"' not in resolved
-    assert warning_only and all(a["severity"] == "warning" for a in warning_only)
+    assert warning_only and all(a.severity == "warning" for a in warning_only)
     assert by_server == [] and by_metric == []
     assert "Acknowledge</button>" not in active  # a viewer is not staff
 

@@ -8,46 +8,59 @@
                  warning: "#d99a00", critical: "#d2342f", now: "#1d2430" };
 
   function build(d) {
-    var ht = d.history_t || [], n = ht.length, fc = d.p50 || [], m = fc.length;
-    var xs = ht.slice(), hist = (d.history || []).slice();
-    var p10 = new Array(n).fill(null), p50 = new Array(n).fill(null), p90 = new Array(n).fill(null);
-    if (m && n) {
-      // Start the fan at the last observation so history and forecast read as one line.
-      p10[n - 1] = p50[n - 1] = p90[n - 1] = hist[n - 1];
+    // One x axis for history and forecast, merged by time: a stale forecast starts before the
+    // history ends, and its fan must still be drawn from its own origin, not cut at the last bucket.
+    var ht = d.history_t || [], hv = d.history || [], m = (d.p50 || []).length;
+    var rows = {};
+    function row(t) {
+      if (!rows[t]) rows[t] = { t: t, h: null, p10: null, p50: null, p90: null };
+      return rows[t];
     }
+    for (var j = 0; j < ht.length; j++) row(ht[j]).h = hv[j];
     for (var i = 0; i < m; i++) {
-      var t = d.forecast_t0 + i * d.step_seconds;
-      if (xs.length && t <= xs[xs.length - 1]) continue;  // uPlot needs strictly increasing x
-      xs.push(t); hist.push(null); p10.push(d.p10[i]); p50.push(d.p50[i]); p90.push(d.p90[i]);
+      var r = row(d.forecast_t0 + i * d.step_seconds);
+      r.p10 = d.p10[i]; r.p50 = d.p50[i]; r.p90 = d.p90[i];
     }
-    var len = xs.length;
-    var flat = function (v) { return new Array(len).fill(v === null || v === undefined ? null : v); };
-    return [xs, hist, p10, p50, p90, flat(d.warning), flat(d.critical)];
+    if (m) {
+      // The bucket just before the origin is the forecast's last context point: start the fan
+      // there so history and forecast read as one line.
+      var before = rows[d.forecast_t0 - d.step_seconds];
+      if (before && before.h !== null && before.p50 === null) before.p10 = before.p50 = before.p90 = before.h;
+    }
+    var sorted = Object.keys(rows).map(function (k) { return rows[k]; }).sort(function (a, b) { return a.t - b.t; });
+    var pick = function (key) { return sorted.map(function (r) { return r[key]; }); };
+    var flat = function (v) { return new Array(sorted.length).fill(v === null || v === undefined ? null : v); };
+    return [pick("t"), pick("h"), pick("p10"), pick("p50"), pick("p90"), flat(d.warning), flat(d.critical)];
   }
 
-  function nowMarker(d) {
+  function vline(u, t, label, color) {
+    var ctx = u.ctx, x = Math.round(u.valToPos(t, "x", true)), px = devicePixelRatio;
+    ctx.save();
+    ctx.strokeStyle = color; ctx.lineWidth = px; ctx.setLineDash([3 * px, 3 * px]);
+    ctx.beginPath(); ctx.moveTo(x, u.bbox.top); ctx.lineTo(x, u.bbox.top + u.bbox.height); ctx.stroke();
+    ctx.setLineDash([]); ctx.fillStyle = color; ctx.font = (11 * px) + "px system-ui, sans-serif";
+    ctx.fillText(label, x + 4 * px, u.bbox.top + 12 * px);
+    ctx.restore();
+    return x;
+  }
+
+  function markers(d) {
+    // The forecast's start is always marked (a stale one says so); "now" too when it is on the chart.
     return function (u) {
       var xs = u.data[0];
       if (!xs.length) return;
-      var now = Date.now() / 1000, label = "now";
-      if (now < xs[0] || now > xs[xs.length - 1]) {
-        // Data fed with old timestamps (a backfill, the simulator): mark where the forecast starts.
-        if (!d.forecast_t0) return;
-        now = d.forecast_t0; label = "forecast start";
+      var startX = null, now = Date.now() / 1000;
+      if (d.forecast_t0) startX = vline(u, d.forecast_t0, d.stale ? "forecast start (stale)" : "forecast start", d.stale ? COLORS.critical : COLORS.now);
+      if (now >= xs[0] && now <= xs[xs.length - 1]) {
+        var nowX = Math.round(u.valToPos(now, "x", true));
+        if (startX === null || Math.abs(nowX - startX) > 40 * devicePixelRatio) vline(u, now, "now", COLORS.now);
       }
-      var ctx = u.ctx, x = Math.round(u.valToPos(now, "x", true));
-      ctx.save();
-      ctx.strokeStyle = COLORS.now; ctx.lineWidth = 1 * devicePixelRatio; ctx.setLineDash([3 * devicePixelRatio, 3 * devicePixelRatio]);
-      ctx.beginPath(); ctx.moveTo(x, u.bbox.top); ctx.lineTo(x, u.bbox.top + u.bbox.height); ctx.stroke();
-      ctx.setLineDash([]); ctx.fillStyle = COLORS.now; ctx.font = (11 * devicePixelRatio) + "px system-ui, sans-serif";
-      ctx.fillText(label, x + 4 * devicePixelRatio, u.bbox.top + 12 * devicePixelRatio);
-      ctx.restore();
     };
   }
 
   function make(el, d) {
     var data = build(d);
-    var width = Math.max(320, el.clientWidth || 600);
+    var width = Math.max(240, el.clientWidth || 600);
     var opts = {
       width: width, height: 230,
       scales: {
@@ -69,7 +82,7 @@
       bands: [{ series: [4, 2], fill: COLORS.band }],
       axes: [{}, { label: d.unit, size: 52 }],
       legend: { live: true },
-      hooks: { draw: [nowMarker(d)] },
+      hooks: { draw: [markers(d)] },
     };
     var plot = new uPlot(opts, data, el);
     el.dataset.points = String(data[0].length);
