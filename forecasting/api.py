@@ -1,10 +1,24 @@
-"""Read API over stored runs: it never runs the model."""
+"""Read API over stored runs: it never runs the model.
+
+The prediction bodies are spliced from stored JSON for speed (forecasting.selectors), so the
+serializers here declare their shape for the schema (GET /api/schema/) rather than render them;
+tests/integrations/test_schema_conformance.py checks every real body against that schema.
+"""
+
+import json
+import logging
 
 from django.conf import settings
 from django.http import HttpResponse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
+from rest_framework import serializers
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from forecasting.selectors import (
     current_run,
@@ -12,18 +26,123 @@ from forecasting.selectors import (
     predictions_current_json,
     server_forecast_json,
 )
-from ingest.auth import ReadApiKey
+from ingest.contract import METRICS
 from ingest.selectors import fleet_readiness
-from ingest.throttle import ReadRateThrottle
 from ingest.validation import SERVER_NAME_RE
-from tftsite import openapi
+from tftsite.api.errors import ErrorSerializer
+from tftsite.api.views import ReadApiView
+
+logger = logging.getLogger(__name__)
+
+# ?names=guide: the metric names the original daemon's clients read (the integration guide's
+# response example), for the same four forecasts.
+GUIDE_METRIC_NAMES = {
+    "cpu_pct": "cpu_percent",
+    "mem_pct": "memory_percent",
+    "disk_io_mb_s": "disk_percent",
+    "latency_ms": "load_average",
+}
 
 
-def _json(body: str, status: int = 200) -> HttpResponse:
-    return HttpResponse(body, status=status, content_type="application/json")
+# --- Shapes shared by the three read endpoints ----------------------------------------------------
 
 
-def _insufficient_data() -> Response:
+class MetricForecastSerializer(serializers.Serializer):
+    p10 = serializers.ListField(child=serializers.FloatField(), help_text="96 values, 5-minute steps (8 h)")
+    p50 = serializers.ListField(child=serializers.FloatField())
+    p90 = serializers.ListField(child=serializers.FloatField())
+    current = serializers.FloatField(help_text="the last bucket's mean")
+    trend = serializers.FloatField(help_text="least-squares slope of p50 per step")
+    origin = serializers.DateTimeField(help_text="when the first forecast step starts (just after the last bucket)")
+    stale = serializers.BooleanField(
+        help_text="the origin is older than TFT_STALE_AFTER_MINUTES at the run's start: old data, not the present"
+    )
+
+
+class ServerPredictionSerializer(serializers.Serializer):
+    cpu_pct = MetricForecastSerializer()
+    mem_pct = MetricForecastSerializer()
+    disk_io_mb_s = MetricForecastSerializer()
+    latency_ms = MetricForecastSerializer()
+
+
+class GuideServerPredictionSerializer(serializers.Serializer):
+    cpu_percent = MetricForecastSerializer(help_text="cpu_pct")
+    memory_percent = MetricForecastSerializer(help_text="mem_pct")
+    disk_percent = MetricForecastSerializer(help_text="disk_io_mb_s (MB/s, not a percentage)")
+    load_average = MetricForecastSerializer(help_text="latency_ms (milliseconds, not a load average)")
+
+
+class AlertSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    server = serializers.CharField()
+    metric = serializers.CharField(help_text="cpu_pct, mem_pct, disk_io_mb_s or latency_ms (guide names with ?names=guide)")
+    severity = serializers.ChoiceField(choices=["warning", "critical"])
+    state = serializers.ChoiceField(choices=["active", "acknowledged"])
+    rule = serializers.CharField()
+    predicted_value = serializers.FloatField()
+    threshold = serializers.FloatField()
+    steps_ahead = serializers.IntegerField()
+    minutes_ahead = serializers.IntegerField()
+    message = serializers.CharField()
+    opened_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    acknowledged_at = serializers.DateTimeField(allow_null=True)
+
+
+class EnvironmentSerializer(serializers.Serializer):
+    prob_30m = serializers.FloatField()
+    prob_8h = serializers.FloatField()
+    high_risk_servers = serializers.IntegerField()
+    total_servers = serializers.IntegerField()
+    fleet_health = serializers.ChoiceField(choices=["healthy", "warning", "critical"])
+
+
+class RunMetadataSerializer(serializers.Serializer):
+    model_type = serializers.ChoiceField(choices=["TFT", "heuristic"])
+    prediction_time = serializers.DateTimeField()
+    horizon_steps = serializers.IntegerField()
+    step_minutes = serializers.IntegerField()
+    device = serializers.CharField()
+    model_version = serializers.CharField(allow_null=True)
+    run_id = serializers.IntegerField()
+    age_seconds = serializers.FloatField()
+    servers = serializers.IntegerField()
+    tft_servers = serializers.IntegerField()
+    fallback_servers = serializers.IntegerField()
+
+
+class FleetMetadataSerializer(RunMetadataSerializer):
+    methods = serializers.DictField(child=serializers.ChoiceField(choices=["tft", "heuristic"]),
+                                    help_text="server → method")
+    fallback_reasons = serializers.DictField(child=serializers.CharField(), help_text="server → why it fell back")
+
+
+class InsufficientDataSerializer(serializers.Serializer):
+    error = serializers.ChoiceField(choices=["insufficient_data"])
+    message = serializers.CharField()
+    servers_ready = serializers.IntegerField()
+    servers_tracked = serializers.IntegerField()
+    required_size = serializers.IntegerField()
+
+
+INSUFFICIENT_DATA = OpenApiResponse(
+    InsufficientDataSerializer,
+    description="No complete prediction run yet (warmup); Retry-After says when to ask again.",
+    examples=[
+        OpenApiExample(
+            "Warming up",
+            value={"error": "insufficient_data",
+                   "message": "No server has finished warmup: 0/20 ready (150 records each; the least-fed server has 42)",
+                   "servers_ready": 0, "servers_tracked": 20, "required_size": 150},
+        )
+    ],
+)
+
+
+def insufficient_data_response() -> Response:
+    """The 503 before the first complete run. Expected during warmup, so logged at INFO: Django
+    would log every 5xx at ERROR."""
     readiness = fleet_readiness()
     threshold = settings.TFT_WARMUP_RECORDS
     if readiness.ready == 0:
@@ -33,38 +152,182 @@ def _insufficient_data() -> Response:
         )
     else:
         message = f"{readiness.ready} servers are ready; waiting for the first prediction run"
-    return Response(
-        {"error": "insufficient_data", "message": message, "servers_ready": readiness.ready,
-         "servers_tracked": readiness.tracked, "required_size": threshold},
-        status=503,
-        headers={"Retry-After": str(settings.TFT_PREDICTION_INTERVAL_SECONDS)},
-    )
+    body = {"error": "insufficient_data", "message": message, "servers_ready": readiness.ready,
+            "servers_tracked": readiness.tracked, "required_size": threshold}
+    logger.info("no prediction run to serve yet", extra={"servers_ready": readiness.ready,
+                                                         "servers_tracked": readiness.tracked})
+    response = Response(body, status=503, headers={"Retry-After": str(settings.TFT_PREDICTION_INTERVAL_SECONDS)})
+    response._has_been_logged = True  # django.utils.log.log_response: already logged, at INFO
+    return response
 
 
-class ReadApi(APIView):
-    permission_classes = [ReadApiKey]
-    throttle_classes = [ReadRateThrottle]
+def _json(body: str) -> HttpResponse:
+    return HttpResponse(body, content_type="application/json")
 
 
-class PredictionsCurrentApi(ReadApi):
+def guide_names(body: dict) -> dict:
+    """The same body with each forecast and alert keyed by the guide's metric names."""
+    body["predictions"] = {
+        server: {GUIDE_METRIC_NAMES.get(metric, metric): forecast for metric, forecast in forecasts.items()}
+        for server, forecasts in body["predictions"].items()
+    }
+    for alert in body["alerts"]:
+        alert["metric"] = GUIDE_METRIC_NAMES.get(alert["metric"], alert["metric"])
+    return body
+
+
+# --- Examples ---------------------------------------------------------------------------------------
+
+_SERIES = {"p50": [45.3, 46.1, 47.2, "…96 values"], "p10": [42.1, 43.0, 44.2, "…"], "p90": [48.5, 49.2, 50.3, "…"],
+           "current": 45.2, "trend": 0.02, "origin": "2025-10-13T16:30:00+00:00", "stale": False}
+_ALERT = {"id": 17, "server": "ppdb001", "metric": "cpu_pct", "severity": "warning", "state": "active",
+          "rule": "p50_warning", "predicted_value": 92.3, "threshold": 90.0, "steps_ahead": 12, "minutes_ahead": 60,
+          "message": "ppdb001: cpu_pct predicted to reach 92.3", "opened_at": "2025-10-13T16:30:15Z",
+          "updated_at": "2025-10-13T16:31:15Z", "acknowledged_at": None}
+_METADATA = {"model_type": "TFT", "prediction_time": "2025-10-13T16:30:15.123456+00:00", "horizon_steps": 96,
+             "step_minutes": 5, "device": "cuda:0", "model_version": "tft_model_20251013T120000Z", "run_id": 4211,
+             "age_seconds": 12.4, "servers": 20, "tft_servers": 20, "fallback_servers": 0}
+_ENVIRONMENT = {"prob_30m": 0.15, "prob_8h": 0.42, "high_risk_servers": 3, "total_servers": 20,
+                "fleet_health": "warning"}
+
+
+class PredictionsCurrentApi(ReadApiView):
     """GET /predictions/current — the latest complete run in the contract's shape."""
 
-    @extend_schema(**openapi.PREDICTIONS_CURRENT)
+    class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "PredictionsCurrent"
+
+        predictions = serializers.DictField(child=ServerPredictionSerializer(), help_text="server name → forecast")
+        alerts = AlertSerializer(many=True)
+        environment = EnvironmentSerializer()
+        metadata = FleetMetadataSerializer()
+
+    class GuideOutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "PredictionsCurrentGuideNames"
+
+        predictions = serializers.DictField(child=GuideServerPredictionSerializer(),
+                                            help_text="server name → forecast, by the guide's metric names")
+        alerts = AlertSerializer(many=True)
+        environment = EnvironmentSerializer()
+        metadata = FleetMetadataSerializer()
+
+    @extend_schema(
+        summary="Latest forecasts for all servers",
+        description="The latest complete prediction run: per server and metric, 96 five-minute steps (8 h) of "
+        "p10/p50/p90 with the forecast's origin and staleness, plus open alerts, the fleet environment and run "
+        "metadata. `?names=guide` keys the same forecasts (and alerts' `metric`) by the names clients of the "
+        "original daemon read: cpu_percent, memory_percent, disk_percent, load_average.",
+        parameters=[
+            OpenApiParameter("names", str, enum=["guide"], required=False,
+                             description="guide: cpu_pct→cpu_percent, mem_pct→memory_percent, "
+                             "disk_io_mb_s→disk_percent, latency_ms→load_average (values unchanged)"),
+        ],
+        responses={
+            200: OpenApiResponse(
+                PolymorphicProxySerializer(
+                    component_name="PredictionsCurrentResponse",
+                    serializers=[OutputSerializer, GuideOutputSerializer],
+                    resource_type_field_name=None,
+                ),
+                examples=[
+                    OpenApiExample(
+                        "Contract example",
+                        value={
+                            "predictions": {"ppdb001": dict.fromkeys(METRICS, _SERIES)},
+                            "alerts": [_ALERT],
+                            "environment": _ENVIRONMENT,
+                            "metadata": {**_METADATA, "methods": {"ppdb001": "tft"}, "fallback_reasons": {}},
+                        },
+                    ),
+                    OpenApiExample(
+                        "Guide names (?names=guide)",
+                        value={
+                            "predictions": {"ppdb001": dict.fromkeys(GUIDE_METRIC_NAMES.values(), _SERIES)},
+                            "alerts": [{**_ALERT, "metric": "cpu_percent"}],
+                            "environment": _ENVIRONMENT,
+                            "metadata": {**_METADATA, "methods": {"ppdb001": "tft"}, "fallback_reasons": {}},
+                        },
+                    ),
+                ],
+            ),
+            400: OpenApiResponse(ErrorSerializer, description="An unknown `names` value."),
+            503: INSUFFICIENT_DATA,
+        },
+    )
     def get(self, request):
+        names = request.query_params.get("names")
+        if names not in (None, "", "guide"):
+            return Response({"error": "invalid_request", "message": "names: the only value is 'guide'"}, status=400)
         run = current_run()
         if run is None or run.servers == 0:
-            return _insufficient_data()
-        return _json(predictions_current_json(run))
+            return insufficient_data_response()
+        body = predictions_current_json(run)
+        if names == "guide":
+            return Response(guide_names(json.loads(body)))
+        return _json(body)
 
 
-class PredictionsServerApi(ReadApi):
+class ServerProbabilitiesSerializer(serializers.Serializer):
+    prob_30m = serializers.FloatField()
+    prob_8h = serializers.FloatField()
+
+
+class ServerMetadataSerializer(RunMetadataSerializer):
+    method = serializers.ChoiceField(choices=["tft", "heuristic"])
+    fallback_reason = serializers.CharField(allow_null=True)
+    origin = serializers.DateTimeField(help_text="when the first forecast step starts")
+    stale = serializers.BooleanField(help_text="the origin is older than TFT_STALE_AFTER_MINUTES")
+    encoder_steps = serializers.IntegerField(help_text="5-minute buckets of context the forecast read")
+    state = serializers.CharField(help_text="dominant state of the last bucket")
+
+
+class PredictionsServerApi(ReadApiView):
     """GET /predictions/<server> — one server's forecast, probabilities and alerts."""
 
-    @extend_schema(**openapi.PREDICTIONS_SERVER)
+    class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "PredictionsServer"
+
+        server = serializers.CharField()
+        prediction = ServerPredictionSerializer()
+        probabilities = ServerProbabilitiesSerializer()
+        alerts = AlertSerializer(many=True)
+        metadata = ServerMetadataSerializer()
+
+    @extend_schema(
+        summary="One server's forecast",
+        responses={
+            200: OpenApiResponse(
+                OutputSerializer,
+                examples=[
+                    OpenApiExample(
+                        "ppdb001",
+                        value={
+                            "server": "ppdb001",
+                            "prediction": dict.fromkeys(METRICS, _SERIES),
+                            "probabilities": {"prob_30m": 0.02, "prob_8h": 0.11},
+                            "alerts": [_ALERT],
+                            "metadata": {**_METADATA, "method": "tft", "fallback_reason": None,
+                                         "origin": "2025-10-13T16:30:00+00:00", "stale": False,
+                                         "encoder_steps": 288, "state": "healthy"},
+                        },
+                    )
+                ],
+            ),
+            404: OpenApiResponse(
+                ErrorSerializer,
+                examples=[OpenApiExample("Unknown server", value={
+                    "error": "not_found", "message": "no forecast for server 'ppdb999' in the current run"})],
+            ),
+            503: INSUFFICIENT_DATA,
+        },
+    )
     def get(self, request, server: str):
         run = current_run()
         if run is None:
-            return _insufficient_data()
+            return insufficient_data_response()
         body = server_forecast_json(run, server)
         if body is None:
             return Response(
@@ -73,10 +336,28 @@ class PredictionsServerApi(ReadApi):
         return _json(body)
 
 
-class AlertsActiveApi(ReadApi):
+class AlertsActiveApi(ReadApiView):
     """GET /alerts/active — open (active and acknowledged) alerts, most severe and soonest first."""
 
-    @extend_schema(**openapi.ALERTS_ACTIVE)
+    class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "AlertsActive"
+
+        alerts = AlertSerializer(many=True)
+        count = serializers.IntegerField()
+
+    @extend_schema(
+        summary="Open alerts",
+        description="Active and acknowledged alerts, most severe and soonest first.",
+        parameters=[OpenApiParameter("server", str, description="only this server's alerts", required=False)],
+        responses={
+            200: OpenApiResponse(
+                OutputSerializer,
+                examples=[OpenApiExample("One warning", value={"alerts": [_ALERT], "count": 1})],
+            ),
+            400: OpenApiResponse(ErrorSerializer, description="Not a valid server name."),
+        },
+    )
     def get(self, request):
         server = request.query_params.get("server")
         if server is not None and not SERVER_NAME_RE.match(server):

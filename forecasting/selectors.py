@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -187,6 +188,25 @@ def run_metadata(run: PredictionRun, *, now: datetime | None = None) -> dict:
 
 
 _predictions_cache: dict[tuple, tuple[str, dict, dict]] = {}
+_METRIC_OBJECT = re.compile('("(?:' + "|".join(METRICS) + r')"\s*:\s*\{)')
+
+
+def forecast_is_stale(run: PredictionRun, origin: datetime) -> bool:
+    """A forecast is stale when its origin (just after the server's newest bucket) is older than
+    TFT_STALE_AFTER_MINUTES at the run's start: it continues old data, not the present."""
+    return origin < run.started_at - timedelta(minutes=settings.TFT_STALE_AFTER_MINUTES)
+
+
+def stale_forecast_count(run: PredictionRun) -> int:
+    cutoff = run.started_at - timedelta(minutes=settings.TFT_STALE_AFTER_MINUTES)
+    return ServerForecast.objects.filter(run=run, origin__lt=cutoff).count()
+
+
+def _with_origin(payload: str, run: PredictionRun, origin: datetime) -> str:
+    """Every metric's forecast carries its `origin` and `stale`, spliced into the stored JSON text:
+    parsing 1,152 floats a server to add two keys would cost more than the whole response."""
+    fields = f'"origin":{json.dumps(origin.isoformat())},"stale":{json.dumps(forecast_is_stale(run, origin))},'
+    return _METRIC_OBJECT.sub(lambda match: match.group(1) + fields, payload)
 
 
 def _run_predictions(run: PredictionRun) -> tuple[str, dict, dict]:
@@ -200,11 +220,11 @@ def _run_predictions(run: PredictionRun) -> tuple[str, dict, dict]:
     if cached is not None:
         return cached
     rows = ServerForecast.objects.filter(run=run).order_by("server__name").values_list(
-        "server__name", "payload", "method", "fallback_reason"
+        "server__name", "payload", "method", "fallback_reason", "origin"
     )
     parts, methods, reasons = [], {}, {}
-    for name, payload, method, reason in rows.iterator(chunk_size=500):
-        parts.append(f"{json.dumps(name)}: {payload}")
+    for name, payload, method, reason, origin in rows.iterator(chunk_size=500):
+        parts.append(f"{json.dumps(name)}: {_with_origin(payload, run, origin)}")
         methods[name] = method
         if reason:
             reasons[name] = reason
@@ -244,12 +264,13 @@ def server_forecast_json(run: PredictionRun, server_name: str, *, now: datetime 
         "method": method,
         "fallback_reason": reason or None,
         "origin": origin.isoformat(),
+        "stale": forecast_is_stale(run, origin),
         "encoder_steps": encoder_steps,
         "state": state,
     }
     alerts = open_alerts_contract(server_name=server_name)
     return (
-        f'{{"server": {json.dumps(server_name)}, "prediction": {payload}, '
+        f'{{"server": {json.dumps(server_name)}, "prediction": {_with_origin(payload, run, origin)}, '
         f'"probabilities": {json.dumps({"prob_30m": p30, "prob_8h": p8h})}, '
         f'"alerts": {json.dumps(alerts)}, "metadata": {json.dumps(meta)}}}'
     )
@@ -280,6 +301,7 @@ def status_section(*, now: datetime | None = None) -> dict:
             "servers": run.servers,
             "tft_servers": run.tft_count,
             "fallback_servers": run.fallback_count,
+            "stale_servers": stale_forecast_count(run),
             "fallback_rate": round(run.fallback_count / run.servers, 4) if run.servers else 0.0,
             "fallback_reasons": run.fallback_reasons,
             "fleet_health": run.environment.get("fleet_health"),

@@ -1,86 +1,68 @@
-"""Feed, status and health endpoints. Views validate and call services; nothing else."""
+"""Feed and health endpoints. Views validate and call services; nothing else."""
 
-import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError
-from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
-from rest_framework.exceptions import APIException
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
-from rest_framework.views import exception_handler as drf_exception_handler
 
-from ingest.auth import FeedApiKey, ReadApiKey
-from ingest.middleware import RETRY_AFTER_SECONDS
-from ingest.selectors import counters_totals, database_check, fleet_readiness, server_readiness_list
+from ingest.contract import VALID_STATES
+from ingest.selectors import database_check
 from ingest.services import records_ingest
-from ingest.throttle import FeedRateThrottle, ReadRateThrottle
-from ingest.validation import BatchRejectedError, validate_feed_body
-from tftsite import openapi
+from ingest.validation import BatchRejectedError, ignored_fields, validate_feed_body
+from tftsite.api.errors import KEY_ERRORS, RETRY_AFTER_SECONDS, ErrorSerializer
+from tftsite.api.views import FeedApiView
 
-logger = logging.getLogger(__name__)
-
-
-def exception_handler(exc, context):
-    """Every API error is JSON with an `error` code and a human `message`."""
-    if isinstance(exc, BatchRejectedError):
-        return Response(exc.body(), status=exc.status)
-    if isinstance(exc, (OperationalError, InterfaceError)):
-        logger.warning("database unavailable", extra={"error": f"{type(exc).__name__}: {exc}".strip()[:300]})
-        return Response(
-            {
-                "status": "unavailable",
-                "error": "database_unavailable",
-                "message": "the database is unavailable; nothing from this request was stored — retry later",
-            },
-            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
-    if isinstance(exc, APIException):
-        response = drf_exception_handler(exc, context)
-        codes = exc.get_codes()
-        code = codes if isinstance(codes, str) else "invalid_request"
-        response.data = {"status": "rejected", "error": code, "message": _flatten(exc.detail)}
-        return response
-    if isinstance(exc, DatabaseError):
-        logger.exception("database error")
-        return Response(
-            {
-                "status": "error",
-                "error": "database_error",
-                "message": "the database rejected the request; nothing from this request was stored",
-            },
-            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
-        )
-    logger.exception("unhandled error")
-    return Response(
-        {
-            "status": "error",
-            "error": "internal_error",
-            "message": "internal error on our side; nothing from this request was stored",
-        },
-        status=status.HTTP_500_INTERNAL_SERVER_ERROR,
-    )
+# The contract's example records (the guide's curl example and its second server).
+RECORD_PPDB001 = {
+    "timestamp": "2025-10-13T16:00:00",
+    "server_name": "ppdb001",
+    "cpu_pct": 45.2,
+    "mem_pct": 67.8,
+    "disk_io_mb_s": 123.4,
+    "latency_ms": 12.5,
+    "state": "healthy",
+}
+RECORD_PPDB002 = {**RECORD_PPDB001, "server_name": "ppdb002", "cpu_pct": 52.1, "mem_pct": 71.3,
+                  "disk_io_mb_s": 98.7, "latency_ms": 15.8}
 
 
-def _flatten(detail) -> str:
-    if isinstance(detail, list):
-        return "; ".join(_flatten(d) for d in detail)
-    if isinstance(detail, dict):
-        return "; ".join(f"{k}: {_flatten(v)}" for k, v in detail.items())
-    return str(detail)
+class FeedRecordSerializer(serializers.Serializer):
+    """Documents one record; the rules themselves are ingest.validation's (a serializer per record is
+    too slow for 10,000-record batches)."""
+
+    timestamp = serializers.DateTimeField(help_text="ISO 8601; no offset means UTC. At most 5 minutes ahead.")
+    server_name = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$", help_text="e.g. ppdb001")
+    cpu_pct = serializers.FloatField(min_value=0, max_value=100)
+    mem_pct = serializers.FloatField(min_value=0, max_value=100)
+    disk_io_mb_s = serializers.FloatField(min_value=0)
+    latency_ms = serializers.FloatField(min_value=0)
+    state = serializers.ChoiceField(choices=VALID_STATES)
 
 
-class FeedDataApi(APIView):
+class IgnoredFieldsSerializer(serializers.Serializer):
+    count = serializers.IntegerField(help_text="ignored field values in this batch (one per record carrying it)")
+    names = serializers.ListField(child=serializers.CharField(), help_text="distinct names, sorted, at most 20")
+
+
+class FeedDataApi(FeedApiView):
     """POST /feed/data — the contract's feed endpoint."""
 
-    permission_classes = [FeedApiKey]
-    throttle_classes = [FeedRateThrottle]
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "FeedBody"
+
+        records = FeedRecordSerializer(
+            many=True, help_text="1 to TFT_MAX_BATCH_RECORDS (10,000) records; fields beyond the 7 are ignored"
+        )
 
     class OutputSerializer(serializers.Serializer):
-        status = serializers.CharField()
+        class Meta:
+            ref_name = "FeedAccepted"
+
+        status = serializers.ChoiceField(choices=["accepted"])
         tick = serializers.IntegerField(help_text="accepted batches so far (persisted), this one included")
         window_size = serializers.IntegerField(help_text="raw records held across all servers")
         servers_tracked = serializers.IntegerField()
@@ -88,8 +70,58 @@ class FeedDataApi(APIView):
         warmup_complete = serializers.BooleanField()
         accepted = serializers.IntegerField(help_text="records stored by this request")
         duplicates = serializers.IntegerField(help_text="records already stored (same server and timestamp)")
+        ignored_fields = IgnoredFieldsSerializer(
+            help_text="fields beyond the contract's 7 in this batch: accepted, not stored, reported here"
+        )
 
-    @extend_schema(**openapi.FEED_DATA)
+    @extend_schema(
+        summary="Submit server metrics",
+        description="Stores a batch atomically and idempotently (a record whose server and timestamp is "
+        "already stored counts as a duplicate). Any invalid record rejects the whole batch with every problem "
+        "listed. Fields beyond the contract's 7 are accepted and ignored, and counted in `ignored_fields`. "
+        "Send all servers in one batch, every 5 seconds.",
+        auth=[{"ApiKeyAuth": []}],
+        request=InputSerializer,
+        examples=[
+            OpenApiExample("Two servers (contract)", value={"records": [RECORD_PPDB001, RECORD_PPDB002]},
+                           request_only=True),
+            OpenApiExample(
+                "Critical incident",
+                value={"records": [{"timestamp": "2025-10-13T16:05:30", "server_name": "ppweb003", "cpu_pct": 98.7,
+                                    "mem_pct": 94.2, "disk_io_mb_s": 567.8, "latency_ms": 234.5,
+                                    "state": "critical_issue"}]},
+                request_only=True,
+            ),
+        ],
+        responses={
+            200: OpenApiResponse(
+                OutputSerializer,
+                examples=[
+                    OpenApiExample(
+                        "Accepted",
+                        value={"status": "accepted", "tick": 42, "window_size": 840, "servers_tracked": 20,
+                               "servers_ready": 20, "warmup_complete": True, "accepted": 2, "duplicates": 0,
+                               "ignored_fields": {"count": 2, "names": ["host_id"]}},
+                    )
+                ],
+            ),
+            400: OpenApiResponse(
+                ErrorSerializer,
+                description="The body or some records break the contract; nothing was stored.",
+                examples=[
+                    OpenApiExample(
+                        "Invalid records",
+                        value={"status": "rejected", "error": "invalid_records",
+                               "message": "1 of 2 records break the data contract; nothing was stored",
+                               "errors": [{"index": 1, "field": "cpu_pct", "message": "must be between 0 and 100"}]},
+                    )
+                ],
+            ),
+            413: OpenApiResponse(ErrorSerializer, description="Too many records or too large a body."),
+            **KEY_ERRORS,
+            503: OpenApiResponse(ErrorSerializer, description="Database unavailable; retry after Retry-After."),
+        },
+    )
     def post(self, request):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         length = request.META.get("CONTENT_LENGTH")
@@ -110,67 +142,52 @@ class FeedDataApi(APIView):
             "warmup_complete": result.warmup_complete,
             "accepted": result.accepted,
             "duplicates": result.duplicates,
+            "ignored_fields": ignored_fields(request.data["records"]).as_dict(),
         }
         return Response(self.OutputSerializer(payload).data)
-
-
-class StatusApi(APIView):
-    """GET /status — warmup and counters in the contract's shape; ?servers=1 adds per-server readiness."""
-
-    permission_classes = [ReadApiKey]
-    throttle_classes = [ReadRateThrottle]
-
-    @extend_schema(**openapi.STATUS)
-    def get(self, request):
-        totals = counters_totals()
-        readiness = fleet_readiness()
-        threshold = settings.TFT_WARMUP_RECORDS
-        extras = status_extras()
-        predictions = extras.get("predictions") or {}
-        if readiness.tracked == 0:
-            message = "Waiting for data: POST records to /feed/data"
-        elif readiness.is_warmed_up:
-            if predictions.get("tft_servers"):
-                message = "Model ready - using TFT predictions"
-            elif predictions:
-                message = f"All {readiness.tracked} servers ready - heuristic predictions ({predictions['fallback_reasons']})"
-            else:
-                message = f"All {readiness.tracked} servers ready - waiting for the first prediction run"
-        else:
-            message = f"Warming up: {readiness.ready}/{readiness.tracked} servers ready"
-        body = {
-            "running": True,
-            "tick_count": totals.batches,
-            "window_size": totals.records,
-            "servers_tracked": readiness.tracked,
-            "servers_ready": readiness.ready,
-            "step_minutes": settings.TFT_STEP_MINUTES,
-            "warmup": {
-                "is_warmed_up": readiness.is_warmed_up,
-                "progress_percent": 100 if readiness.is_warmed_up else readiness.progress_percent,
-                "threshold": threshold,
-                "current_size": readiness.min_records,
-                "required_size": threshold,
-                "message": message,
-            },
-        }
-        body.update(extras)
-        if request.query_params.get("servers") in {"1", "true", "yes"}:
-            body["servers"] = server_readiness_list()
-        return Response(body)
-
-
-def status_extras() -> dict:
-    """Hook for the forecasting app to add run and model information to /status."""
-    from forecasting.selectors import status_section
-
-    return status_section()
 
 
 class HealthApi(APIView):
     """GET /health — 200 when the database answers, 503 naming the failing check otherwise."""
 
-    @extend_schema(**openapi.HEALTH)
+    class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "Health"
+
+        status = serializers.ChoiceField(choices=["healthy", "unhealthy"])
+        service = serializers.CharField()
+        running = serializers.BooleanField()
+        checks = serializers.DictField(help_text="check name → {ok, latency_ms, vendor} or {ok, error}")
+        failed = serializers.ListField(child=serializers.CharField(), required=False,
+                                       help_text="only when unhealthy: the failing checks")
+
+    @extend_schema(
+        summary="Health check for load balancers",
+        responses={
+            200: OpenApiResponse(
+                OutputSerializer,
+                examples=[
+                    OpenApiExample(
+                        "Healthy",
+                        value={"status": "healthy", "service": "tftsite", "running": True,
+                               "checks": {"database": {"ok": True, "latency_ms": 0.41, "vendor": "postgresql"}}},
+                    )
+                ],
+            ),
+            503: OpenApiResponse(
+                OutputSerializer,
+                description="A check failed; `failed` names it.",
+                examples=[
+                    OpenApiExample(
+                        "Database down",
+                        value={"status": "unhealthy", "service": "tftsite", "running": True,
+                               "checks": {"database": {"ok": False, "error": "OperationalError: connection refused"}},
+                               "failed": ["database"]},
+                    )
+                ],
+            ),
+        },
+    )
     def get(self, request):
         database = database_check()
         healthy = database["ok"]

@@ -20,6 +20,7 @@ from ingest.contract import METRICS, STATES, profile_for
 from ingest.models import ApiKey, FeedCounter, MetricBucket
 from ingest.selectors import feed_totals
 from ingest.validation import CleanRecord
+from tftsite.api.keys import generate_key, hash_key, named_keys
 
 logger = logging.getLogger(__name__)
 
@@ -397,8 +398,6 @@ def _db_datetime(value: datetime):
 
 def api_key_create(*, name: str, can_feed: bool = True, can_read: bool = True) -> tuple[ApiKey, str]:
     """Create a named key; returns the row and the raw key, which is shown once and never stored."""
-    from ingest.auth import generate_key, hash_key, named_keys
-
     raw = generate_key()
     key = ApiKey.objects.create(
         name=name, prefix=raw[:10], key_hash=hash_key(raw), can_feed=can_feed, can_read=can_read
@@ -408,8 +407,6 @@ def api_key_create(*, name: str, can_feed: bool = True, can_read: bool = True) -
 
 
 def api_key_revoke(*, key_id: int) -> bool:
-    from ingest.auth import named_keys
-
     changed = ApiKey.objects.filter(pk=key_id, is_active=True).update(is_active=False)
     named_keys.clear()
     return bool(changed)

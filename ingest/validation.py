@@ -18,6 +18,11 @@ from ingest.models import SERVER_NAME_MAX_LENGTH
 SERVER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]*\Z")
 MAX_TIMESTAMP_LENGTH = 40
 _STATE_SET = frozenset(STATES)
+_FIELD_SET = frozenset(RECORD_FIELDS)
+# The feed response names at most this many distinct ignored fields, each cut to this length: an
+# SRE needs to see "feeder X sends host_id", not a copy of a hostile body.
+MAX_IGNORED_NAMES = 20
+MAX_IGNORED_NAME_LENGTH = 64
 _VALID_STATES_TEXT = ", ".join(VALID_STATES)
 # datetime.fromisoformat accepts a few shapes ISO 8601 does not mean for a time of day (a bare
 # date); we require a date and a time.
@@ -132,6 +137,29 @@ def validate_record(raw: object, index: int, *, latest_allowed: datetime) -> tup
     if problems:
         return None, problems
     return CleanRecord(server_name=name, timestamp=timestamp, state=state, **values), problems
+
+
+@dataclass(slots=True, frozen=True)
+class IgnoredFields:
+    count: int  # field values ignored: a field on 3 records counts 3
+    names: tuple[str, ...]  # distinct names, sorted, at most MAX_IGNORED_NAMES
+
+    def as_dict(self) -> dict:
+        return {"count": self.count, "names": list(self.names)}
+
+
+def ignored_fields(records: list[dict]) -> IgnoredFields:
+    """Fields beyond the contract's 7 in valid records. They are accepted (a newer feeder must not be
+    refused) and not stored, and the feed response reports them so a typo'd field is noticed."""
+    count = 0
+    names: set[str] = set()
+    for raw in records:
+        extra = raw.keys() - _FIELD_SET
+        if extra:
+            count += len(extra)
+            names.update(extra)
+    shown = sorted(name[:MAX_IGNORED_NAME_LENGTH] for name in names)
+    return IgnoredFields(count=count, names=tuple(dict.fromkeys(shown))[:MAX_IGNORED_NAMES])
 
 
 def validate_records(

@@ -60,8 +60,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files from gunicorn, no separate server
-    "ingest.middleware.CorsMiddleware",
-    "ingest.middleware.DatabaseUnavailableMiddleware",
+    "tftsite.api.middleware.CorsMiddleware",
+    "tftsite.api.middleware.DatabaseUnavailableMiddleware",
     "ingest.feed_metrics.FeedMetricsMiddleware",  # feed latency and record outcomes for GET /metrics
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -142,11 +142,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("TFT_MAX_BODY_BYTES", 16 * 1024 * 1024, mi
 # --- REST framework -------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["ingest.parsers.SafeJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["tftsite.api.parsers.SafeJSONParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
-    "EXCEPTION_HANDLER": "ingest.api.exception_handler",
+    "EXCEPTION_HANDLER": "tftsite.api.errors.exception_handler",
     # Rate limits key on the client address: trust X-Forwarded-For only for this many proxies.
     "NUM_PROXIES": env_int("TFT_NUM_PROXIES", 0, minimum=0),
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -156,7 +156,7 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "tftsite API",
     "DESCRIPTION": "Server metrics in (POST /feed/data), 8-hour TFT forecasts, incident probabilities and "
-    "alerts out. The contract is ../shared/seed/PRODUCTION_INTEGRATION_GUIDE.md; GET /metrics (Prometheus "
+    "alerts out. The contract is the Production Integration Guide; GET /metrics (Prometheus "
     "text format) is described in the README.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
@@ -184,6 +184,9 @@ TFT_MAX_BATCH_RECORDS = env_int("TFT_MAX_BATCH_RECORDS", 10_000, minimum=1)
 TFT_ROLLUP_RETENTION_DAYS = env_int("TFT_ROLLUP_RETENTION_DAYS", 90, minimum=2)
 TFT_MAX_FUTURE_SECONDS = 300  # records more than 5 minutes ahead of our clock are rejected
 TFT_PREDICTION_INTERVAL_SECONDS = env_int("TFT_PREDICTION_INTERVAL_SECONDS", 60, minimum=5)
+# A forecast whose origin (just after the server's newest bucket) is older than this at the run's
+# start continues old data: it is served marked `stale` and /status counts it.
+TFT_STALE_AFTER_MINUTES = env_int("TFT_STALE_AFTER_MINUTES", 15, minimum=1)
 # Ready servers silent for longer than this are not forecast (0 = forecast them anyway).
 TFT_SERVER_STALE_HOURS = env_int("TFT_SERVER_STALE_HOURS", 24, minimum=0)
 # Servers per prediction task: larger fleets fan out over several workers.

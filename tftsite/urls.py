@@ -4,7 +4,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from forecasting.api import AlertsActiveApi, PredictionsCurrentApi, PredictionsServerApi
 from forecasting.prometheus import metrics_view
-from ingest.api import FeedDataApi, HealthApi, StatusApi
+from ingest.api import FeedDataApi, HealthApi
+from tftsite.views import StatusApi, favicon_view
 
 # The contract's paths have no trailing slash; accept one too, since a POST cannot be redirected.
 urlpatterns = [
@@ -16,6 +17,7 @@ urlpatterns = [
             name="predictions-server"),
     re_path(r"^alerts/active/?$", AlertsActiveApi.as_view(), name="alerts-active"),
     re_path(r"^metrics/?$", metrics_view, name="metrics"),
+    path("favicon.ico", favicon_view, name="favicon"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),

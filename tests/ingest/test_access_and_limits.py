@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from django.core.cache import caches
 
-from ingest.auth import named_keys
+from tftsite.api.keys import named_keys
 from ingest.models import ApiKey, MetricRecord
 from ingest.services import api_key_create, api_key_revoke
 from tests.conftest import make_record, post_feed

@@ -1,30 +1,15 @@
-"""Turn an unreachable database into a 503 with Retry-After on every page, not a 500."""
+"""Middleware for every page: a 503 with Retry-After for an unreachable database, and CORS."""
 
-import logging
-
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 
-logger = logging.getLogger(__name__)
-
-RETRY_AFTER_SECONDS = 5
-
-
-def database_unavailable_response(exc: Exception) -> JsonResponse:
-    logger.warning("database unavailable", extra={"error": f"{type(exc).__name__}: {exc}".strip()[:300]})
-    response = JsonResponse(
-        {
-            "status": "unavailable",
-            "error": "database_unavailable",
-            "message": "the database is unavailable; nothing from this request was stored — retry later",
-        },
-        status=503,
-    )
-    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    return response
+from tftsite.api.errors import database_unavailable
 
 
 class DatabaseUnavailableMiddleware:
+    """Turn an unreachable database into a 503 with Retry-After on every page, not a 500."""
+
     def __init__(self, get_response):
         self.get_response = get_response
 
@@ -33,7 +18,8 @@ class DatabaseUnavailableMiddleware:
 
     def process_exception(self, request, exception):
         if isinstance(exception, (OperationalError, InterfaceError)):
-            return database_unavailable_response(exception)
+            body, headers = database_unavailable(exception)
+            return JsonResponse(body, status=503, headers=headers)
         return None
 
 
@@ -44,9 +30,6 @@ class CorsMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        from django.conf import settings
-        from django.http import HttpResponse
-
         origin = request.headers.get("Origin")
         allowed = origin is not None and origin in settings.TFT_CORS_ALLOWED_ORIGINS
         if allowed and request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:

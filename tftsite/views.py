@@ -1,0 +1,137 @@
+"""Views that belong to the site rather than one app: GET /status (reads both apps) and the favicon."""
+
+from functools import cache
+from pathlib import Path
+
+from django.http import HttpResponse
+from django.views.decorators.http import require_safe
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+
+from tftsite.api.views import ReadApiView
+from tftsite.status import status_body
+
+FAVICON = Path(__file__).resolve().parent / "assets" / "favicon.ico"
+# Browsers ask for /favicon.ico on every page without a <link rel=icon>; a month of caching keeps
+# those requests off the server, and a changed icon still shows up within that time.
+FAVICON_MAX_AGE_SECONDS = 30 * 24 * 3600
+
+
+class StatusWarmupSerializer(serializers.Serializer):
+    is_warmed_up = serializers.BooleanField()
+    progress_percent = serializers.IntegerField(min_value=0, max_value=100)
+    threshold = serializers.IntegerField(help_text="records a server needs before it is forecast")
+    current_size = serializers.IntegerField(help_text="records of the least-fed server")
+    required_size = serializers.IntegerField()
+    message = serializers.CharField()
+
+
+class StatusModelSerializer(serializers.Serializer):
+    active_version = serializers.CharField(allow_null=True)
+    metrics = serializers.DictField(required=False, help_text="training and validation metrics; only with ?model=1")
+
+
+class StatusPredictionsSerializer(serializers.Serializer):
+    run_id = serializers.IntegerField()
+    finished_at = serializers.DateTimeField()
+    age_seconds = serializers.FloatField()
+    stale = serializers.BooleanField(help_text="the run is older than three prediction intervals")
+    duration_seconds = serializers.FloatField()
+    durations = serializers.DictField(child=serializers.FloatField(), help_text="phase → seconds")
+    model_version = serializers.CharField(allow_null=True)
+    device = serializers.CharField()
+    servers = serializers.IntegerField()
+    tft_servers = serializers.IntegerField()
+    fallback_servers = serializers.IntegerField()
+    stale_servers = serializers.IntegerField(
+        help_text="forecasts whose origin is older than TFT_STALE_AFTER_MINUTES at the run's start"
+    )
+    fallback_rate = serializers.FloatField()
+    fallback_reasons = serializers.DictField(child=serializers.IntegerField(), help_text="reason → servers")
+    fleet_health = serializers.ChoiceField(choices=["healthy", "warning", "critical"], allow_null=True)
+
+
+class StatusLastAttemptSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["running", "complete", "failed", "expired"])
+    started_at = serializers.DateTimeField()
+    error = serializers.CharField(allow_null=True)
+
+
+class ServerReadinessSerializer(serializers.Serializer):
+    server = serializers.CharField()
+    profile = serializers.CharField()
+    records = serializers.IntegerField()
+    ready = serializers.BooleanField()
+    progress_percent = serializers.IntegerField(min_value=0, max_value=100)
+    first_seen = serializers.DateTimeField(allow_null=True)
+    last_seen = serializers.DateTimeField(allow_null=True)
+    last_received_at = serializers.DateTimeField(allow_null=True)
+
+
+class StatusApi(ReadApiView):
+    """GET /status — warmup and counters in the contract's shape, plus the current run and model."""
+
+    class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "Status"
+
+        running = serializers.BooleanField()
+        tick_count = serializers.IntegerField(help_text="accepted batches")
+        window_size = serializers.IntegerField(help_text="raw records held")
+        servers_tracked = serializers.IntegerField()
+        servers_ready = serializers.IntegerField()
+        step_minutes = serializers.IntegerField()
+        warmup = StatusWarmupSerializer()
+        model = StatusModelSerializer()
+        predictions = StatusPredictionsSerializer(allow_null=True, help_text="the current run; null before the first")
+        last_attempt = StatusLastAttemptSerializer(required=False, help_text="the newest run, whatever its status")
+        servers = ServerReadinessSerializer(many=True, required=False, help_text="only with ?servers=1")
+
+    @extend_schema(
+        summary="Warmup, counters and prediction status",
+        parameters=[
+            OpenApiParameter("servers", str, description="1 adds per-server readiness", required=False),
+            OpenApiParameter("model", str, description="1 adds the active model's training metrics", required=False),
+        ],
+        responses={
+            200: OpenApiResponse(
+                OutputSerializer,
+                examples=[
+                    OpenApiExample(
+                        "Warmed up (contract)",
+                        value={"running": True, "tick_count": 305, "window_size": 6000, "servers_tracked": 20,
+                               "servers_ready": 20, "step_minutes": 5,
+                               "warmup": {"is_warmed_up": True, "progress_percent": 100, "threshold": 150,
+                                          "current_size": 289, "required_size": 150,
+                                          "message": "Model ready - using TFT predictions"},
+                               "model": {"active_version": "tft_model_20251013T120000Z"},
+                               "predictions": {"run_id": 4211, "finished_at": "2025-10-13T16:30:15+00:00",
+                                               "age_seconds": 12.4, "stale": False, "duration_seconds": 1.8,
+                                               "durations": {"forecast": 1.2}, "model_version":
+                                               "tft_model_20251013T120000Z", "device": "cuda:0", "servers": 20,
+                                               "tft_servers": 20, "fallback_servers": 0, "stale_servers": 0,
+                                               "fallback_rate": 0.0, "fallback_reasons": {},
+                                               "fleet_health": "healthy"},
+                               "last_attempt": {"status": "complete", "started_at": "2025-10-13T16:30:13+00:00",
+                                                "error": None}},
+                    )
+                ],
+            )
+        },
+    )
+    def get(self, request):
+        return Response(status_body(with_servers=self.flag("servers"), with_model=self.flag("model")))
+
+
+@cache
+def _favicon_bytes() -> bytes:
+    return FAVICON.read_bytes()
+
+
+@require_safe
+def favicon_view(request):
+    """GET /favicon.ico — the site's icon (a forecast fan), so browsers stop logging 404s."""
+    response = HttpResponse(_favicon_bytes(), content_type="image/x-icon")
+    response["Cache-Control"] = f"public, max-age={FAVICON_MAX_AGE_SECONDS}"
+    return response
