@@ -1,4 +1,5 @@
-"""Alert push: Alertmanager webhook and /api/v2/alerts payloads, retry after a 500, exactly once."""
+"""Alert push: Alertmanager webhook and /api/v2/alerts payloads, retry after a 500, exactly once; every
+transition (a run's, the admin's, the dashboard's) records its notification through one path."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -6,6 +7,7 @@ import pytest
 
 from forecasting import alert_push
 from forecasting.alert_push import AlertPushError, alert_notification_deliver, alert_notifications_pending_push
+from forecasting.alert_services import alert_transition
 from forecasting.models import Alert, AlertNotification
 from forecasting.services import fleet_predict
 from tests.conftest import ingest_fleet
@@ -135,3 +137,98 @@ def test_nothing_is_recorded_without_targets(settings, no_models):
     fleet_predict()
     assert Alert.objects.exists()
     assert not AlertNotification.objects.exists()
+
+
+@pytest.fixture
+def enqueued(monkeypatch):
+    """The notification ids enqueued on commit, instead of Celery tasks."""
+    ids: list[int] = []
+    monkeypatch.setattr(alert_push, "_enqueue", ids.extend)
+    return ids
+
+
+@pytest.fixture
+def open_alert(push_settings, no_models, django_capture_on_commit_callbacks):
+    """An active alert whose "firing" notification is already recorded and delivered; its history ends
+    3 hours ago, so a later ingest of normal memory ends the prediction."""
+    ingest_fleet({"ppdb001": {"mem_pct": _rising_mem}}, end=datetime.now(UTC) - timedelta(hours=3))
+    with django_capture_on_commit_callbacks(execute=False):
+        fleet_predict()
+    _deliver_all(AlertNotification.objects.values_list("pk", flat=True))
+    return Alert.objects.filter(state="active").order_by("pk").first()
+
+
+def _resolved_hooks(receiver, alert):
+    return [h for h in receiver.ok("/hook") if h["status"] == "resolved"
+            and h["alerts"][0]["fingerprint"] == f"tft-{alert.pk}"]
+
+
+def test_admin_resolve_records_one_resolved_notification_and_pushes_it(
+    open_alert, receiver, admin_client, enqueued, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post("/admin/forecasting/alert/", {"action": "resolve", "_selected_action": [open_alert.pk]})
+
+    assert response.status_code == 302
+    (notification,) = AlertNotification.objects.filter(alert=open_alert, transition="resolved")
+    assert enqueued == [notification.pk]  # pushed on commit, like a run's
+    _deliver_all(enqueued)
+    (hook,) = _resolved_hooks(receiver, open_alert)
+    open_alert.refresh_from_db()
+    assert open_alert.state == "resolved"
+    assert datetime.fromisoformat(hook["alerts"][0]["endsAt"]) == open_alert.resolved_at
+    am_resolved = [p[0] for p in receiver.ok("/am/api/v2/alerts") if p[0]["labels"] == hook["alerts"][0]["labels"]]
+    assert datetime.fromisoformat(am_resolved[-1]["endsAt"]) == open_alert.resolved_at  # Alertmanager stops firing
+
+
+def test_resolving_twice_records_one_notification(open_alert, enqueued, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        assert alert_transition(alert_id=open_alert.pk, to="resolved") is True
+        assert alert_transition(alert_id=open_alert.pk, to="resolved") is False
+
+    assert AlertNotification.objects.filter(alert=open_alert, transition="resolved").count() == 1
+    assert len(enqueued) == 1
+
+
+def test_dashboard_acknowledge_goes_through_the_transition_and_is_not_pushed(
+    open_alert, admin_client, admin_user, enqueued, django_capture_on_commit_callbacks
+):
+    before = AlertNotification.objects.count()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(f"/dashboard/alerts/{open_alert.pk}/acknowledge")
+
+    assert response.status_code == 302
+    open_alert.refresh_from_db()
+    assert open_alert.state == "acknowledged" and open_alert.acknowledged_by == admin_user
+    # Alertmanager has no acknowledged state: the alert keeps firing there until it resolves.
+    assert AlertNotification.objects.count() == before and enqueued == []
+
+
+def test_an_acknowledged_alert_resolved_by_the_next_run_is_pushed_once(
+    open_alert, receiver, admin_client, enqueued, django_capture_on_commit_callbacks
+):
+    admin_client.post("/admin/forecasting/alert/", {"action": "acknowledge", "_selected_action": [open_alert.pk]})
+    ingest_fleet({"ppdb001": {"mem_pct": 40.0}}, buckets=36)
+    with django_capture_on_commit_callbacks(execute=True):
+        fleet_predict()
+    with django_capture_on_commit_callbacks(execute=True):
+        fleet_predict()  # nothing left open: records nothing more
+
+    (notification,) = AlertNotification.objects.filter(alert=open_alert, transition="resolved")
+    assert notification.pk in enqueued and len(enqueued) == AlertNotification.objects.filter(transition="resolved").count()
+    _deliver_all([notification.pk])
+    assert len(_resolved_hooks(receiver, open_alert)) == 1
+
+
+def test_an_operator_resolved_alert_is_not_resolved_again_by_the_run(
+    open_alert, admin_client, enqueued, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post("/admin/forecasting/alert/", {"action": "resolve", "_selected_action": [open_alert.pk]})
+    resolved_at = Alert.objects.get(pk=open_alert.pk).resolved_at
+    ingest_fleet({"ppdb001": {"mem_pct": 40.0}}, buckets=36)
+    with django_capture_on_commit_callbacks(execute=True):
+        fleet_predict()
+
+    assert AlertNotification.objects.filter(alert=open_alert, transition="resolved").count() == 1
+    assert Alert.objects.get(pk=open_alert.pk).resolved_at == resolved_at
