@@ -2,6 +2,7 @@
 
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from forecasting.models import Alert
+from forecasting.models import Alert, ServerForecast
 from forecasting.services import fleet_predict
 from tests.conftest import ingest_fleet
 from tests.dashboard.conftest import hot_fleet
@@ -88,6 +89,92 @@ def test_rows_built_outside_the_template_are_escaped(viewer_client, no_models):
 
     assert '<b>"x' not in body
     assert "&lt;b&gt;&quot;x" in body
+
+
+# --- Forecast origin and staleness ----------------------------------------------------------------
+
+
+def _fleet_with_one_backfilled_server() -> dict[str, ServerForecast]:
+    """ppdb000 fed up to now, ppdb001 only up to an hour ago (a backfill still loading), one run."""
+    now = datetime.now(UTC)
+    ingest_fleet(["ppdb000"], end=now)
+    ingest_fleet(["ppdb001"], end=now - timedelta(hours=1))
+    fleet_predict()
+    return {f.server.name: f for f in ServerForecast.objects.select_related("server")}
+
+
+def _fleet_row(body: str, name: str) -> str:
+    return re.search(rf'<tr data-server="{name}">(.*?)</tr>', body, re.S).group(1)
+
+
+def test_fleet_rows_show_each_forecasts_origin(viewer_client, no_models):
+    forecasts = _fleet_with_one_backfilled_server()
+
+    body = _text(viewer_client.get("/dashboard/"))
+
+    for name, forecast in forecasts.items():
+        assert f'<time datetime="{forecast.origin.isoformat()}"' in _fleet_row(body, name)
+
+
+def test_fleet_badges_only_the_forecast_older_than_the_stale_limit(viewer_client, no_models, settings):
+    settings.TFT_STALE_AFTER_MINUTES = 15
+    _fleet_with_one_backfilled_server()
+
+    body = _text(viewer_client.get("/dashboard/"))
+
+    assert "data-stale" in _fleet_row(body, "ppdb001")
+    assert "data-stale" not in _fleet_row(body, "ppdb000")
+    assert 'id="stale-note"' in body and "1 forecast starts more than 15 min in the past" in body
+
+
+def test_the_stale_limit_follows_the_setting(viewer_client, no_models, settings):
+    settings.TFT_STALE_AFTER_MINUTES = 120
+    _fleet_with_one_backfilled_server()
+
+    body = _text(viewer_client.get("/dashboard/"))
+
+    assert "data-stale" not in body and 'id="stale-note"' not in body
+
+
+def test_a_fresh_fleet_has_no_stale_badge(viewer_client, no_models):
+    hot_fleet(3, hot=1)
+    fleet_predict()
+
+    body = _text(viewer_client.get("/dashboard/"))
+
+    assert "data-stale" not in body and 'id="stale-note"' not in body
+
+
+def test_server_page_marks_a_stale_forecast_and_names_its_origin(viewer_client, no_models, settings):
+    settings.TFT_STALE_AFTER_MINUTES = 15
+    origin = _fleet_with_one_backfilled_server()["ppdb001"].origin
+
+    body = _text(viewer_client.get("/dashboard/servers/ppdb001/"))
+
+    facts = re.search(r'<div id="forecast-origin">(.*?)</div>', body, re.S).group(1)
+    assert f'<time datetime="{origin.isoformat()}">' in facts
+    assert "data-stale" in facts
+    assert 'id="stale-forecast"' in body
+
+
+def test_server_page_of_a_fresh_forecast_is_not_marked_stale(viewer_client, no_models):
+    _fleet_with_one_backfilled_server()
+
+    body = _text(viewer_client.get("/dashboard/servers/ppdb000/"))
+
+    assert 'id="forecast-origin"' in body
+    assert "data-stale" not in body and 'id="stale-forecast"' not in body
+
+
+def test_fan_chart_starts_at_the_origin_when_history_has_moved_past_it(viewer_client, no_models):
+    origin = _fleet_with_one_backfilled_server()["ppdb001"].origin
+    ingest_fleet(["ppdb001"], buckets=12)  # the backfill catches up after the run
+
+    response = viewer_client.get("/dashboard/servers/ppdb001/")
+
+    cpu = response.context["charts"][0].data
+    assert cpu["history_t"][-1] > cpu["forecast_t0"] == int(origin.timestamp())
+    assert cpu["stale"] is True and len(cpu["p50"]) == 96
 
 
 # --- Server ----------------------------------------------------------------------------------------
