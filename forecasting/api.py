@@ -182,7 +182,8 @@ _SERIES = {"p50": [45.3, 46.1, 47.2, "…96 values"], "p10": [42.1, 43.0, 44.2, 
            "current": 45.2, "trend": 0.02, "origin": "2025-10-13T16:30:00+00:00", "stale": False}
 _ALERT = {"id": 17, "server": "ppdb001", "metric": "cpu_pct", "severity": "warning", "state": "active",
           "rule": "p50_warning", "predicted_value": 92.3, "threshold": 90.0, "steps_ahead": 12, "minutes_ahead": 60,
-          "message": "ppdb001: cpu_pct predicted to reach 92.3", "opened_at": "2025-10-13T16:30:15Z",
+          "message": "ppdb001: cpu_pct p50 forecast peaks at 92.3, crossing in 1 h (warning: p50 ≥ warning 90.0)",
+          "opened_at": "2025-10-13T16:30:15Z",
           "updated_at": "2025-10-13T16:31:15Z", "acknowledged_at": None}
 _METADATA = {"model_type": "TFT", "prediction_time": "2025-10-13T16:30:15.123456+00:00", "horizon_steps": 96,
              "step_minutes": 5, "device": "cuda:0", "model_version": "tft_model_20251013T120000Z", "run_id": 4211,
