@@ -7,9 +7,9 @@ severity).
 
 One path for every transition, whoever causes it:
 - `alerts_open` creates the run's new alerts (the unique constraint is their compare-and-swap);
-- `alerts_transition` moves existing alerts with a compare-and-swap on their current state, set-based
-  so a run resolving hundreds of alerts costs three queries, and `alert_transition` is its
-  one-alert form for operators (admin actions, the dashboard);
+- `alerts_transition` moves existing alerts with a compare-and-swap on their current state
+  (`_move`, set-based: a run resolving hundreds of alerts moves them in one UPDATE), and
+  `alert_transition` is its one-alert form for operators (admin actions, the dashboard);
 both record the transition's AlertNotification through `_notify` in the same transaction, pushed on
 commit by forecasting.push_tasks. A transition that finds the alert already moved changes nothing
 and records nothing, so running it twice notifies once (and AlertNotification is unique per alert
@@ -80,20 +80,30 @@ def alerts_transition(
     already there, or resolved). `by` is the operator's user, `run` the run that caused it."""
     if to not in _ALLOWED_FROM:
         raise ValueError(f"alerts cannot be moved to {to!r}; they open through alerts_open")
-    now = now or _now()
-    allowed = _ALLOWED_FROM[to]
     with transaction.atomic():
-        # Lock the rows still in an allowed state: the UPDATE then moves exactly these, so the
-        # notifications below are for the alerts this call moved and no other caller's.
-        alerts = list(Alert.objects.select_for_update().filter(pk__in=alert_ids, state__in=allowed))
-        if not alerts:
-            return []
-        changes = _changes(to=to, by=by, now=now, run=run)
-        Alert.objects.filter(pk__in=[a.pk for a in alerts], state__in=allowed).update(**changes)
-        for alert in alerts:
-            for field, value in changes.items():
-                setattr(alert, field, value)
-        _notify(alerts=alerts, to=to, now=now)
+        # Lock the rows still in an allowed state: the UPDATE in _move then moves exactly these, so
+        # the notifications are for the alerts this call moved and no other caller's.
+        alerts = list(Alert.objects.select_for_update().filter(pk__in=alert_ids, state__in=_ALLOWED_FROM[to]))
+        return _move(alerts=alerts, to=to, by=by, now=now or _now(), run=run)
+
+
+def _move(*, alerts: list[Alert], to: str, by, now: datetime, run: PredictionRun | None) -> list[Alert]:
+    """The transition itself, for alerts the caller holds locked (select_for_update in this
+    transaction): compare-and-swap on their state, then their notifications."""
+    if not alerts:
+        return []
+    changes = _changes(to=to, by=by, now=now, run=run)
+    moved = Alert.objects.filter(pk__in=[a.pk for a in alerts], state__in=_ALLOWED_FROM[to]).update(**changes)
+    if moved != len(alerts):
+        # Only where the lock is not enforced (SQLite has no SELECT … FOR UPDATE): another caller
+        # moved some first. Notify only the rows this UPDATE stamped, so none is notified twice.
+        stamped = set(Alert.objects.filter(pk__in=[a.pk for a in alerts], state=to, updated_at=now)
+                      .values_list("pk", flat=True))
+        alerts = [a for a in alerts if a.pk in stamped]
+    for alert in alerts:
+        for field, value in changes.items():
+            setattr(alert, field, value)
+    _notify(alerts=alerts, to=to, now=now)
     logger.info(
         "alerts transitioned",
         extra={"to": to, "alerts": len(alerts), "run_id": getattr(run, "pk", None),
@@ -174,6 +184,6 @@ def alerts_apply_run(*, run: PredictionRun, forecasts: list[tuple], now: datetim
     _refresh_open(
         alerts_and_candidates=[(a, wanted[key]) for key, a in open_alerts.items() if key in wanted], run=run, now=now
     )
-    gone = [a.pk for key, a in open_alerts.items() if key not in wanted]
-    if gone:
-        alerts_transition(alert_ids=gone, to=Alert.State.RESOLVED, now=now, run=run)
+    # The open alerts were locked above, so they move without being read again.
+    gone = [a for key, a in open_alerts.items() if key not in wanted]
+    _move(alerts=gone, to=Alert.State.RESOLVED, by=None, now=now, run=run)
