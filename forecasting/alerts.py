@@ -110,6 +110,33 @@ def incident_probabilities(quantiles: np.ndarray, levels: np.ndarray, critical: 
     }
 
 
+# Each rule: the quantile it watches, the threshold (by name) it compares with, and its name in
+# messages. The message names both so "warning" can never be read as the threshold an early
+# warning used (it compares p90 with the *critical* threshold).
+RULES: dict[str, tuple[str, str, str]] = {
+    "p50_critical": ("p50", "critical", "critical"),
+    "p50_warning": ("p50", "warning", "warning"),
+    "p90_early_warning": ("p90", "critical", "early warning"),
+}
+
+
+def lead_time(minutes: int) -> str:
+    """Minutes as an operator reads them: "40 min", "2 h", "2 h 15 min"."""
+    hours, rest = divmod(int(minutes), 60)
+    if not hours:
+        return f"{rest} min"
+    return f"{hours} h {rest} min" if rest else f"{hours} h"
+
+
+def alert_message(*, server: str, metric: str, rule: str, peak: float, threshold: float, minutes: int) -> str:
+    """e.g. "ppdb001: mem_pct p90 forecast peaks at 96.1, crossing in 2 h 15 min (early warning: p90 ≥
+    critical 95.0)": the quantile's peak, when it first reaches the threshold, the rule and the
+    threshold it used."""
+    quantile, threshold_name, title = RULES[rule]
+    return (f"{server}: {metric} {quantile} forecast peaks at {peak:.1f}, crossing in {lead_time(minutes)} "
+            f"({title}: {quantile} ≥ {threshold_name} {threshold:.1f})")
+
+
 def first_crossing(values: np.ndarray, threshold: float) -> int | None:
     hits = np.flatnonzero(values >= threshold)
     return int(hits[0]) + 1 if hits.size else None
@@ -130,8 +157,8 @@ def alert_candidates(server: str, metric: str, p50: np.ndarray, p90: np.ndarray,
             "threshold": round(threshold, 2),
             "steps_ahead": step,
             "minutes_ahead": step * step_minutes,
-            "message": f"{server}: {metric} predicted to reach {value:.1f} "
-                       f"({severity} ≥ {threshold:.1f}) in {step * step_minutes} min",
+            "message": alert_message(server=server, metric=metric, rule=rule, peak=value, threshold=threshold,
+                                     minutes=step * step_minutes),
         }
 
     step = first_crossing(p50, limits.critical)

@@ -8,6 +8,7 @@ import pytest
 from forecasting.alerts import (
     Limits,
     alert_candidates,
+    lead_time,
     exceedance,
     fleet_environment,
     incident_probabilities,
@@ -119,3 +120,40 @@ def test_absolute_limits_are_the_thresholds_themselves():
     warning, critical = limits_batch(np.zeros((2, 5, 1)), {"x": {"warning": 85, "critical": 95, "relative": False}}, ("x",))
 
     assert warning.tolist() == [[85], [85]] and critical.tolist() == [[95], [95]]
+
+
+def _only(alerts, rule):
+    (alert,) = [a for a in alerts if a["rule"] == rule]
+    return alert
+
+
+def test_p90_early_warning_message_names_the_rule_and_the_critical_threshold():
+    p50 = np.full(96, 60.0)
+    p90 = np.full(96, 60.0)
+    p90[26:] = 96.1  # first at step 27: 135 minutes ahead
+    alert = _only(alert_candidates("ppdb001", "mem_pct", p50, p90, Limits(85, 95), 5), "p90_early_warning")
+
+    assert alert["message"] == (
+        "ppdb001: mem_pct p90 forecast peaks at 96.1, crossing in 2 h 15 min (early warning: p90 ≥ critical 95.0)"
+    )
+
+
+def test_p50_warning_message_names_the_rule_and_the_warning_threshold():
+    p50 = np.full(96, 60.0)
+    p50[7:] = 91.0  # first at step 8: 40 minutes ahead; below critical
+    alert = _only(alert_candidates("ppdb001", "cpu_pct", p50, p50 + 2, Limits(90, 95), 5), "p50_warning")
+
+    assert alert["message"] == "ppdb001: cpu_pct p50 forecast peaks at 91.0, crossing in 40 min (warning: p50 ≥ warning 90.0)"
+
+
+def test_p50_critical_message_names_the_rule_and_the_critical_threshold():
+    p50 = np.full(96, 60.0)
+    p50[11:] = 97.5  # warning and critical both first at step 12: 1 h ahead
+    alert = _only(alert_candidates("ppdb001", "cpu_pct", p50, p50 + 1, Limits(90, 95), 5), "p50_critical")
+
+    assert alert["message"] == "ppdb001: cpu_pct p50 forecast peaks at 97.5, crossing in 1 h (critical: p50 ≥ critical 95.0)"
+
+
+@pytest.mark.parametrize(("minutes", "text"), [(5, "5 min"), (60, "1 h"), (135, "2 h 15 min"), (480, "8 h")])
+def test_lead_time_reads_in_hours_and_minutes(minutes, text):
+    assert lead_time(minutes) == text
