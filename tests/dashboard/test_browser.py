@@ -148,3 +148,113 @@ def test_staff_acknowledges_an_alert_and_it_moves_to_acknowledged(page, live_ser
         alert.refresh_from_db()
         assert alert.state == "acknowledged" and alert.acknowledged_by.username == "operator"
         page.screenshot(path=str(ARTIFACTS / "dashboard-alerts-acknowledged.png"), full_page=True)
+
+
+# Layout of a table row: each cell's content box (a Range over its nodes, so text that spills out of
+# its cell counts where it is drawn), the cell's own box, and the Acknowledge button's.
+ROW_BOXES_JS = """(row) => Array.from(row.cells).map((td) => {
+  const range = document.createRange();
+  range.selectNodeContents(td);
+  const c = range.getBoundingClientRect(), b = td.getBoundingClientRect();
+  return {text: td.innerText.trim().slice(0, 40), cell: [b.left, b.top, b.right, b.bottom],
+          content: c.width && c.height ? [c.left, c.top, c.right, c.bottom] : null};
+})"""
+
+
+def _overlap(a, b, slack: float = 0.5) -> bool:
+    return a[0] < b[2] - slack and b[0] < a[2] - slack and a[1] < b[3] - slack and b[1] < a[3] - slack
+
+
+def _inside(inner, outer, slack: float = 1.0) -> bool:
+    return (inner[0] >= outer[0] - slack and inner[1] >= outer[1] - slack and inner[2] <= outer[2] + slack
+            and inner[3] <= outer[3] + slack)
+
+
+def _alerts_page(page, live_server, *, width: int, height: int):
+    hot_fleet(4, hot=2)
+    fleet_predict()
+    page.set_viewport_size({"width": width, "height": height})
+    page.goto(f"{live_server.url}/dashboard/alerts/?state=all")
+    page.wait_for_selector("table.alerts tr[data-alert]")
+    return page.locator("table.alerts tr[data-alert]")
+
+
+def test_alerts_rows_at_1280_px_have_no_overlapping_cells(page, live_server, no_models):
+    with own_connection():
+        rows = _alerts_page(page, live_server, width=1280, height=800)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-alerts-1280.png"), full_page=True)
+
+        assert rows.count() >= 2
+        for i in range(rows.count()):
+            boxes = rows.nth(i).evaluate(ROW_BOXES_JS)
+            filled = [b for b in boxes if b["content"]]
+            for b in filled:
+                assert _inside(b["content"], b["cell"]), f"{b['text']!r} spills out of its cell: {b}"
+            for j, a in enumerate(filled):
+                for b in filled[j + 1 :]:
+                    assert not _overlap(a["content"], b["content"]), f"{a['text']!r} overlaps {b['text']!r}"
+
+
+def test_acknowledge_button_is_inside_the_viewport_at_1280_px(page, live_server, no_models):
+    with own_connection():
+        _alerts_page(page, live_server, width=1280, height=800)
+
+        button = page.locator("button[data-ack]").first
+        box = button.bounding_box()
+        viewport = page.evaluate("({w: window.innerWidth, h: window.innerHeight})")
+        assert box is not None
+        assert box["x"] >= 0 and box["x"] + box["width"] <= viewport["w"], (box, viewport)
+        assert box["y"] >= 0 and box["y"] + box["height"] <= viewport["h"], (box, viewport)
+        # Not hidden behind the table box's own scroll either: the whole table fits its box.
+        wrap = page.locator(".tablewrap").first.evaluate("el => [el.scrollWidth, el.clientWidth]")
+        assert wrap[0] <= wrap[1], wrap
+
+
+def test_alerts_page_on_a_phone_scrolls_the_table_not_the_page(page, live_server, no_models):
+    with own_connection():
+        _alerts_page(page, live_server, width=390, height=844)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-alerts-390.png"), full_page=True)
+
+        widths = page.evaluate("({doc: document.documentElement.scrollWidth, view: window.innerWidth})")
+        assert widths["doc"] <= widths["view"], widths
+        wrap = page.locator(".tablewrap").first.evaluate(
+            "el => ({scroll: el.scrollWidth, client: el.clientWidth, overflow: getComputedStyle(el).overflowX})"
+        )
+        assert wrap["scroll"] > wrap["client"] and wrap["overflow"] == "auto", wrap
+
+
+@pytest.mark.parametrize("path", ["/dashboard/", "/dashboard/servers/ppdb000/"])
+def test_fleet_and_server_pages_on_a_phone_do_not_scroll_sideways(page, live_server, no_models, path):
+    with own_connection():
+        hot_fleet(4, hot=2)
+        fleet_predict()
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.goto(f"{live_server.url}{path}")
+        page.wait_for_load_state("load")
+
+        widths = page.evaluate("({doc: document.documentElement.scrollWidth, view: window.innerWidth})")
+        assert widths["doc"] <= widths["view"], widths
+
+
+def test_a_stale_forecast_is_drawn_from_its_origin_even_where_history_has_moved_on(page, live_server, no_models):
+    with own_connection():
+        from datetime import UTC, datetime, timedelta
+
+        from tests.conftest import ingest_fleet
+
+        ingest_fleet(["ppdb000"], end=datetime.now(UTC) - timedelta(hours=1))  # a backfill still loading
+        fleet_predict()
+        ingest_fleet(["ppdb000"], buckets=12)  # then it catches up: history now runs past the origin
+        page.goto(f"{live_server.url}/dashboard/servers/ppdb000/")
+        page.wait_for_selector("#fan-cpu_pct canvas")
+
+        drawn = page.evaluate("""() => {
+          const u = window.tftCharts.charts()[0], d = JSON.parse(document.getElementById('data-cpu_pct').textContent);
+          const p50 = u.data[3].map((v, i) => [u.data[0][i], v]).filter(([, v]) => v !== null);
+          return {first: p50[0][0], points: p50.length, origin: d.forecast_t0, steps: d.p50.length};
+        }""")
+        # Every forecast step is on the chart (plus the one context point it is joined to).
+        assert drawn["points"] == drawn["steps"] + 1, drawn
+        assert drawn["first"] == drawn["origin"] - 300, drawn
+        assert page.locator("#forecast-origin [data-stale]").count() == 1
+        page.screenshot(path=str(ARTIFACTS / "dashboard-server-stale.png"), full_page=True)

@@ -38,7 +38,7 @@
     ctx.save();
     ctx.strokeStyle = color; ctx.lineWidth = px; ctx.setLineDash([3 * px, 3 * px]);
     ctx.beginPath(); ctx.moveTo(x, u.bbox.top); ctx.lineTo(x, u.bbox.top + u.bbox.height); ctx.stroke();
-    ctx.setLineDash([]); ctx.fillStyle = color; ctx.font = (11 * px) + "px system-ui, sans-serif";
+    ctx.setLineDash([]); ctx.fillStyle = color; ctx.textAlign = "left"; ctx.font = (11 * px) + "px system-ui, sans-serif";
     ctx.fillText(label, x + 4 * px, u.bbox.top + 12 * px);
     ctx.restore();
     return x;
