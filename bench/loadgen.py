@@ -242,7 +242,7 @@ async def run_get(spec: dict) -> dict:
 async def run_soak(spec: dict) -> dict:
     """The simulated fleet, one 20-record batch per tick, ``rate`` ticks per second in real time:
     record timestamps follow the wall clock (tick i is stamped t0 + i/rate)."""
-    from forecasting.simulator import records_from_truth, simulate_fleet_truth
+    from forecasting.engine.simulator import records_from_truth, simulate_fleet_truth
 
     t0 = datetime.fromtimestamp(spec["t0"], tz=UTC)
     minutes = spec["minutes"]

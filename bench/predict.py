@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from bench.common import PY, ROOT, bench_env, summary
 
-PHASES = ("read", "tensors", "forward", "heuristic", "alerts", "write", "finalize")
+PHASES = ("read", "forecast", "heuristic", "alerts", "write", "finalize")
 
 
 def model_info() -> dict:
@@ -38,10 +38,6 @@ def time_cycles(n: int, *, reps: int, log) -> dict:
         run = fleet_predict()
         totals.append(time.perf_counter() - started)
         tft_per_rep.append(run.tft_count)
-        # PredictionRun.durations has no phase for the model itself (unless the forecaster reports
-        # last_timings): what the listed phases leave of the total is the TFT (tensors + forward).
-        if run.tft_count and "forward" not in run.durations:
-            phases.setdefault("model (rest)", []).append(totals[-1] - sum(run.durations.get(p, 0.0) for p in PHASES))
         for p in PHASES:
             if p in run.durations:
                 phases[p].append(run.durations[p])
@@ -75,10 +71,8 @@ def forward_pass(path: str | None, *, reps: int, n_windows: int = 1000, log) -> 
     """predict_array on ``n_windows`` simulated 24-hour windows: windows/s of the model alone."""
     if path is None:
         return {"skipped": "no model in models/"}
-    import torch
-
-    from forecasting.simulator import fleet_names, simulate_buckets
-    from forecasting.tft import load_forecaster
+    from forecasting.engine.network import load_forecaster, runtime_info
+    from forecasting.engine.simulator import fleet_names, simulate_buckets
 
     now = datetime.now(UTC)
     windows = simulate_buckets(servers=fleet_names(n_windows), start=now - timedelta(hours=24), end=now, seed=11)
@@ -93,8 +87,7 @@ def forward_pass(path: str | None, *, reps: int, n_windows: int = 1000, log) -> 
         rates.append(n_windows / (time.perf_counter() - started))
     assert out.shape[0] == n_windows
     result = {"windows": n_windows, "windows_per_s": summary(rates, 0), "load_s": round(load_s, 2),
-              "torch_threads": torch.get_num_threads(), "chunk_size": forecaster.chunk_size,
-              "torch": torch.__version__}
+              "chunk_size": forecaster.chunk_size, **runtime_info()}
     log(f"forward pass: {result['windows_per_s']['median']:,.0f} windows/s (min {result['windows_per_s']['min']:,.0f}, "
-        f"max {result['windows_per_s']['max']:,.0f}), {torch.get_num_threads()} torch threads")
+        f"max {result['windows_per_s']['max']:,.0f}), {result['torch_threads']} torch threads")
     return result

@@ -29,12 +29,12 @@ def _ts(dt: datetime) -> str:
 
 
 def seed_fleet(n: int, *, now: datetime | None = None, hours: float = 24, seed: int = 7, windows=None) -> dict:
-    """Replace the fleet by ``n`` simulated servers (forecasting.simulator.fleet_names), each ready
+    """Replace the fleet by ``n`` simulated servers (forecasting.engine.simulator.fleet_names), each ready
     (record_count ≥ warmup, last_seen = now) with ``hours`` of buckets ending at now."""
     from django.conf import settings
     from django.db import connection, transaction
 
-    from forecasting.simulator import fleet_names, simulate_buckets
+    from forecasting.engine.simulator import fleet_names, simulate_buckets
     from ingest.contract import METRICS, STATES
 
     now = now or datetime.now(UTC)

@@ -20,7 +20,7 @@ SEED = 5
 
 def _history(servers: list[str], t0: datetime, minutes: int) -> list:
     """The fleet's 24 h before t0, from the same latent process the live records come from."""
-    from forecasting.simulator import simulate_fleet_truth
+    from forecasting.engine.simulator import simulate_fleet_truth
 
     truth = simulate_fleet_truth(servers=servers, start=t0 - timedelta(hours=24), end=t0 + timedelta(minutes=minutes),
                                  seed=SEED)
@@ -38,8 +38,8 @@ def _tree_rss(pid: int) -> tuple[float, float]:
 
 
 def run_soak(args, log) -> dict:
+    from forecasting.engine.simulator import fleet_names
     from forecasting.models import PredictionRun
-    from forecasting.simulator import fleet_names
 
     minutes = args.minutes
     servers = fleet_names(20)

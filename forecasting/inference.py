@@ -1,7 +1,7 @@
 """Worker-side access to the TFT: loads the active model once per process, lazily.
 
-This is the only module that imports forecasting.tft (and so torch); the web process never
-imports it.
+It imports the engine's network module (and so torch) at its top: only worker-side code (the
+prediction-run services, the commands) imports this module; the web process never does.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ import threading
 from pathlib import Path
 
 from django.conf import settings
+
+from forecasting.engine.folders import ModelFolderError
+from forecasting.engine.network import Forecaster, load_forecaster
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ def _fingerprint(path: Path) -> tuple:
         raise ModelUnavailableError(f"model_folder_unreadable: {path.name}: {exc.strerror or exc}") from None
 
 
-def get_forecaster(path: str | Path):
+def get_forecaster(path: str | Path) -> Forecaster:
     """The loaded forecaster for this folder; reloaded when its files change, never for each run."""
     path = Path(path)
     fingerprint = _fingerprint(path)
@@ -47,8 +50,6 @@ def get_forecaster(path: str | Path):
         cached = _cache.get("entry")
         if cached and cached[0] == (str(path), fingerprint):
             return cached[1]
-        from forecasting.tft import ModelFolderError, load_forecaster
-
         try:
             forecaster = load_forecaster(path, device=settings.TFT_DEVICE, threads=settings.TFT_TORCH_THREADS or None)
         except (ModelFolderError, OSError, RuntimeError, ValueError, KeyError) as exc:

@@ -9,6 +9,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
+from forecasting.engine.folders import ModelFolder, ModelFolderError, read_model_folder
 from forecasting.models import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -16,16 +17,16 @@ logger = logging.getLogger(__name__)
 FOLDER_PREFIX = "tft_model_"
 
 
-def _created_at(name: str, info: dict | None) -> datetime:
+def _created_at(name: str, info: ModelFolder | None) -> datetime:
     stamp = name.removeprefix(FOLDER_PREFIX)
     for fmt in ("%Y%m%dT%H%M%SZ", "%Y%m%d_%H%M%S", "%Y-%m-%dT%H-%M-%SZ"):
         try:
             return datetime.strptime(stamp, fmt).replace(tzinfo=UTC)
         except ValueError:
             continue
-    if info and info.get("created_at"):
+    if info and info.created_at:
         try:
-            return datetime.fromisoformat(info["created_at"]).astimezone(UTC)
+            return datetime.fromisoformat(info.created_at).astimezone(UTC)
         except ValueError:
             pass
     return datetime.fromtimestamp(0, tz=UTC)
@@ -33,8 +34,6 @@ def _created_at(name: str, info: dict | None) -> datetime:
 
 def model_versions_sync(*, models_dir: Path | None = None) -> list[ModelVersion]:
     """Register every model folder, mark broken ones invalid, and make sure one valid version is active."""
-    from forecasting.tft import ModelFolderError, read_model_folder  # no torch at import
-
     models_dir = Path(models_dir or settings.TFT_MODELS_DIR)
     seen = []
     for path in sorted(models_dir.glob(f"{FOLDER_PREFIX}*")) if models_dir.is_dir() else []:
@@ -42,7 +41,7 @@ def model_versions_sync(*, models_dir: Path | None = None) -> list[ModelVersion]
             continue
         try:
             info = read_model_folder(path)
-            fields = {"valid": True, "error": "", "spec": info["spec"], "metrics": info["metrics"]}
+            fields = {"valid": True, "error": "", "spec": info.spec, "metrics": info.metrics}
         except ModelFolderError as exc:
             info = None
             fields = {"valid": False, "error": str(exc)}

@@ -6,22 +6,23 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import groupby
 
 import numpy as np
 from django.conf import settings
 from django.db import connection
 from django.db.models import Q
 
+from forecasting.engine.series import SeriesWindow, grid_series
+from forecasting.engine.spec import CONTEXT, DEFAULT_THRESHOLDS, HORIZON, METRICS, STATES, STEP_MINUTES
 from forecasting.models import Alert, AlertThreshold, ModelVersion, PredictionRun, ServerForecast
-from ingest.contract import METRICS, STATE_SEVERITY, STATES
-
-MAX_CONTEXT_STEPS = 288
+from ingest.models import Server
 
 
 @dataclass(slots=True)
 class ServerWindow:
     server_id: int
-    window: object  # forecasting.spec.SeriesWindow
+    window: SeriesWindow
 
 
 def ready_server_ids(*, now: datetime | None = None) -> list[int]:
@@ -30,14 +31,11 @@ def ready_server_ids(*, now: datetime | None = None) -> list[int]:
     if settings.TFT_SERVER_STALE_HOURS:
         now = now or datetime.now(UTC)
         query &= Q(last_seen__gte=now - timedelta(hours=settings.TFT_SERVER_STALE_HOURS))
-    from ingest.models import Server
-
     return list(Server.objects.filter(query).order_by("id").values_list("id", flat=True))
 
 
-def _windows_sql(n_ids: int) -> str:
-    step = settings.TFT_STEP_MINUTES
-    span = MAX_CONTEXT_STEPS * step
+def _buckets_sql(n_ids: int, *, context_only: bool) -> str:
+    span = CONTEXT * STEP_MINUTES
     means = ", ".join(f"b.{m}_sum / b.count" for m in METRICS)
     states = ", ".join(f"b.n_{s}" for s in STATES)
     if connection.vendor == "postgresql":
@@ -48,66 +46,58 @@ def _windows_sql(n_ids: int) -> str:
         epoch = "CAST(strftime('%%s', b.bucket_start) AS INTEGER)"
         since = f"datetime(s.last_seen, '-{span} minutes')"
         ids = f"b.server_id IN ({', '.join(['%s'] * n_ids)})"
+    recent = f" AND b.bucket_start > {since}" if context_only else ""
     # One query for the whole batch of servers; per server it is a range scan of the
-    # (server, bucket_start) unique index over at most 288 buckets.
+    # (server, bucket_start) unique index (over at most one context of buckets for model windows).
     return (
         f"SELECT b.server_id, s.name, s.profile, {epoch}, {means}, {states} "
         f"FROM ingest_metricbucket b JOIN ingest_server s ON s.id = b.server_id "
-        f"WHERE {ids} AND b.bucket_start > {since} AND b.count > 0 "
+        f"WHERE {ids}{recent} AND b.count > 0 "
         f"ORDER BY b.server_id, b.bucket_start"
     )
 
 
-def server_windows(*, server_ids: list[int]) -> list[ServerWindow]:
-    """The model window (≤ 288 five-minute buckets up to each server's latest) of each server."""
-    from forecasting.spec import SeriesWindow
-
+def _bucket_series(*, server_ids: list[int], context_only: bool) -> list[ServerWindow]:
+    """The one adapter from stored buckets to engine series: bucket means and state counts per
+    server, placed on the grid by the engine (which also picks each bucket's dominant state)."""
     if not server_ids:
         return []
     params = [list(server_ids)] if connection.vendor == "postgresql" else list(server_ids)
     with connection.cursor() as cursor:
-        cursor.execute(_windows_sql(len(server_ids)), params)
+        cursor.execute(_buckets_sql(len(server_ids), context_only=context_only), params)
         rows = cursor.fetchall()
-    if not rows:
-        return []
-    step = settings.TFT_STEP_MINUTES * 60
     n_m = len(METRICS)
-    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    epochs = np.fromiter((r[3] for r in rows), dtype=np.int64, count=len(rows))
-    values = np.array([r[4 : 4 + n_m] for r in rows], dtype=np.float32)
-    counts = np.array([r[4 + n_m :] for r in rows], dtype=np.int64)
-    # Dominant state: most frequent, ties to the more severe (as MetricBucket.dominant_state).
-    severity = np.array([STATE_SEVERITY[s] for s in STATES])
-    dominant = np.argmax(counts * 16 + severity[None, :], axis=1).astype(np.int8)
-    boundaries = np.flatnonzero(np.diff(ids)) + 1
     out = []
-    for start, end in zip(np.r_[0, boundaries], np.r_[boundaries, len(rows)], strict=True):
-        first = int(epochs[start])
-        offsets = (epochs[start:end] - first) // step
-        length = int(offsets[-1]) + 1
-        grid = np.full((length, n_m), np.nan, dtype=np.float32)
-        grid[offsets] = values[start:end]
-        state_grid = np.full(length, -1, dtype=np.int8)
-        state_grid[offsets] = dominant[start:end]
-        out.append(
-            ServerWindow(
-                server_id=int(ids[start]),
-                window=SeriesWindow(
-                    server=rows[start][1],
-                    profile=rows[start][2],
-                    start=datetime.fromtimestamp(first, tz=UTC),
-                    step_minutes=settings.TFT_STEP_MINUTES,
-                    values=grid,
-                    states=state_grid,
-                ),
-            )
+    for server_id, group in groupby(rows, key=lambda r: r[0]):
+        group = list(group)
+        window = grid_series(
+            group[0][1],
+            group[0][2],
+            np.array([r[3] for r in group], dtype=np.int64),
+            np.array([r[4 : 4 + n_m] for r in group], dtype=np.float64),
+            np.array([r[4 + n_m :] for r in group], dtype=np.int64),
+            STEP_MINUTES,
         )
+        out.append(ServerWindow(server_id=int(server_id), window=window))
     return out
 
 
-def alert_thresholds() -> dict[str, dict]:
-    from forecasting.alerts import DEFAULT_THRESHOLDS
+def server_windows(*, server_ids: list[int]) -> list[ServerWindow]:
+    """The model window (at most one context of buckets up to each server's latest) of each server."""
+    return _bucket_series(server_ids=server_ids, context_only=True)
 
+
+def server_histories(*, server_names: list[str] | None = None) -> list[SeriesWindow]:
+    """Every (or the named) server's whole bucket history as engine series, by name (training,
+    backtests)."""
+    query = Server.objects.order_by("name")
+    if server_names:
+        query = query.filter(name__in=list(server_names))
+    ids = list(query.values_list("id", flat=True))
+    return sorted((sw.window for sw in _bucket_series(server_ids=ids, context_only=False)), key=lambda w: w.server)
+
+
+def alert_thresholds() -> dict[str, dict]:
     rules = {metric: dict(rule) for metric, rule in DEFAULT_THRESHOLDS.items()}
     for row in AlertThreshold.objects.all():
         rules[row.metric] = {
@@ -175,8 +165,8 @@ def run_metadata(run: PredictionRun, *, now: datetime | None = None) -> dict:
     return {
         "model_type": "TFT" if run.tft_count else "heuristic",
         "prediction_time": run.finished_at.isoformat(),
-        "horizon_steps": 96,
-        "step_minutes": settings.TFT_STEP_MINUTES,
+        "horizon_steps": HORIZON,
+        "step_minutes": STEP_MINUTES,
         "device": run.device or "cpu",
         "model_version": run.model_name or None,
         "run_id": run.pk,

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -20,11 +21,20 @@ from django.db import IntegrityError, transaction
 
 from forecasting import alerts as rules
 from forecasting.alert_services import OPEN_STATES, alert_acknowledge, alert_resolve, alerts_apply_run  # noqa: F401
-from forecasting.heuristic import heuristic_quantiles
-from forecasting.models import PredictionRun, ServerForecast
-from forecasting.selectors import active_model_version, alert_thresholds, ready_server_ids, server_windows
-from forecasting.spec import QUANTILES, SERVED_QUANTILES, TARGETS
-from ingest.contract import STATES
+from forecasting.engine.heuristic import heuristic_quantiles
+from forecasting.engine.network import Forecaster
+from forecasting.engine.probability import fleet_environment, incident_probabilities, limits_batch
+from forecasting.engine.spec import CONTEXT, HORIZON, QUANTILES, SERVED_QUANTILES, STATES, STEP_MINUTES, TARGETS
+from forecasting.inference import ModelUnavailableError, get_forecaster, log_once
+from forecasting.models import ModelVersion, PredictionRun, ServerForecast
+from forecasting.registry import model_versions_sync
+from forecasting.selectors import (
+    ServerWindow,
+    active_model_version,
+    alert_thresholds,
+    ready_server_ids,
+    server_windows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,27 +84,89 @@ def prediction_run_start(*, now: datetime | None = None, chunk_size: int | None 
     return run, chunks
 
 
-# --- One chunk ----------------------------------------------------------------------------------
+# --- One chunk: forecast → score → store ------------------------------------------------------------
 
 
-def _model_for_run():
+@dataclass
+class ChunkForecast:
+    """The forecast step's result: quantiles (N, H, M, K) for every window, in window order."""
+
+    windows: list[ServerWindow]
+    quantiles: np.ndarray
+    reasons: dict[int, str]  # server id → why it fell back to the heuristic
+    version: ModelVersion | None
+    forecaster: Forecaster | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def method(self, server_id: int) -> str:
+        return ServerForecast.Method.HEURISTIC if server_id in self.reasons else ServerForecast.Method.TFT
+
+
+@dataclass
+class ScoredForecast:
+    """The score step's result for one server: what is stored and served."""
+
+    payload: str  # the served JSON
+    summary: dict
+    candidates: list[dict]
+    prob_30m: float
+    prob_8h: float
+
+
+def _model_for_run() -> tuple[Forecaster | None, ModelVersion | None, str]:
     """(forecaster or None, version or None, fallback reason or '')."""
     version = active_model_version()
     if version is None:
         # A fresh machine, or folders added by hand: registering is a few small file reads.
-        from forecasting.registry import model_versions_sync
-
         model_versions_sync()
         version = active_model_version()
     if version is None:
         return None, None, "no_model: no valid model folder is registered (train_tft, then register_models)"
-    from forecasting.inference import ModelUnavailableError, get_forecaster, log_once
-
     try:
         return get_forecaster(version.path), version, ""
     except ModelUnavailableError as exc:
         log_once(str(exc), "model unavailable, forecasting with the heuristic", model_version=version.name)
         return None, version, str(exc)[:200]
+
+
+def _model_quantiles(forecaster: Forecaster, windows: list[ServerWindow]) -> tuple[dict[int, np.ndarray], dict, str]:
+    """The TFT's quantiles per server id, the servers whose output was unusable, and the model's
+    failure reason ('' when it ran)."""
+    try:
+        batch = forecaster.predict_array([sw.window for sw in windows])
+    except Exception as exc:  # a model bug must degrade to the heuristic, loudly, not stop the run
+        reason = f"model_error: {type(exc).__name__}: {exc}"[:200]
+        log_once(reason, "TFT prediction failed, forecasting with the heuristic")
+        logger.exception("TFT prediction failed")
+        return {}, {}, reason
+    quantiles, invalid = {}, {}
+    for sw, q in zip(windows, batch, strict=True):
+        if np.isfinite(q).all():
+            quantiles[sw.server_id] = q
+        else:
+            invalid[sw.server_id] = "model_output_invalid: non-finite forecast"
+    return quantiles, invalid, ""
+
+
+def _forecast_chunk(windows: list[ServerWindow]) -> ChunkForecast:
+    """The TFT where it can, the heuristic for every server it cannot forecast."""
+    forecaster, version, model_reason = (None, None, "") if not windows else _model_for_run()
+    quantiles: dict[int, np.ndarray] = {}
+    reasons: dict[int, str] = {}
+    timings: dict[str, float] = {}
+    if forecaster is not None:
+        started = time.perf_counter()
+        quantiles, reasons, model_reason = _model_quantiles(forecaster, windows)
+        timings["forecast"] = time.perf_counter() - started
+    started = time.perf_counter()
+    for sw in windows:
+        if sw.server_id not in quantiles:
+            reasons.setdefault(sw.server_id, model_reason or "model_unavailable")
+            quantiles[sw.server_id] = heuristic_quantiles(sw.window)
+    timings["heuristic"] = time.perf_counter() - started
+    empty = np.zeros((0, HORIZON, len(TARGETS), len(QUANTILES)))
+    stacked = np.stack([quantiles[sw.server_id] for sw in windows]) if windows else empty
+    return ChunkForecast(windows, stacked, reasons, version, forecaster, timings)
 
 
 def _last_observed(values: np.ndarray) -> np.ndarray:
@@ -114,11 +186,11 @@ def _slopes(series: np.ndarray) -> np.ndarray:
 
 
 def _padded_context(windows: list) -> np.ndarray:
-    """(N, 288, M) float64 with the most recent buckets right-aligned and NaN elsewhere."""
-    out = np.full((len(windows), 288, len(TARGETS)), np.nan)
+    """(N, CONTEXT, M) float64 with the most recent buckets right-aligned and NaN elsewhere."""
+    out = np.full((len(windows), CONTEXT, len(TARGETS)), np.nan)
     for i, window in enumerate(windows):
-        values = window.values[-288:]
-        out[i, 288 - len(values) :] = values
+        values = window.values[-CONTEXT:]
+        out[i, CONTEXT - len(values) :] = values
     return out
 
 
@@ -126,58 +198,147 @@ def _round_list(a: np.ndarray) -> list[float]:
     return np.round(a.astype(np.float64), 3).tolist()
 
 
-def _score_batch(windows: list, quantiles: np.ndarray, thresholds: dict) -> list[dict]:
+@dataclass
+class _Scores:
+    """Per-server, per-metric arrays of a chunk's forecasts, computed once for all servers."""
+
+    p10: np.ndarray
+    p50: np.ndarray
+    p90: np.ndarray
+    current: np.ndarray
+    trend: np.ndarray
+    warning: np.ndarray
+    critical: np.ndarray
+    probs: dict
+
+    @classmethod
+    def of(cls, windows: list, quantiles: np.ndarray, thresholds: dict) -> _Scores:
+        context = _padded_context(windows)
+        warning, critical = limits_batch(context, thresholds, TARGETS)
+        p10, p50, p90 = (quantiles[..., _SERVED_INDEX[label]] for label in ("p10", "p50", "p90"))
+        probs = incident_probabilities(quantiles, np.array(QUANTILES), critical)
+        trend = _slopes(p50.astype(np.float64))
+        return cls(p10, p50, p90, _last_observed(context), trend, warning, critical, probs)
+
+    def metric_payload(self, i: int, m: int) -> dict:
+        return {
+            "p10": _round_list(self.p10[i, :, m]),
+            "p50": _round_list(self.p50[i, :, m]),
+            "p90": _round_list(self.p90[i, :, m]),
+            "current": round(float(self.current[i, m]), 3),
+            "trend": round(float(self.trend[i, m]), 4),
+        }
+
+    def metric_summary(self, i: int, m: int) -> dict:
+        return {
+            "current": round(float(self.current[i, m]), 3),
+            "peak_p50": round(float(self.p50[i, :, m].max()), 3),
+            "peak_p90": round(float(self.p90[i, :, m].max()), 3),
+            "peak_step": int(self.p50[i, :, m].argmax()) + 1,
+            "warning": round(float(self.warning[i, m]), 3),
+            "critical": round(float(self.critical[i, m]), 3),
+            "prob_30m": round(float(self.probs["metric_30m"][i, m]), 4),
+            "prob_8h": round(float(self.probs["metric_8h"][i, m]), 4),
+        }
+
+    def flagged(self) -> np.ndarray:
+        """Servers whose forecast reaches a limit somewhere: only they need the alert rules."""
+        return ((self.p50.max(axis=1) >= self.warning) | (self.p90.max(axis=1) >= self.critical)).any(axis=1)
+
+    def candidates(self, i: int, server: str) -> list[dict]:
+        out = []
+        for m, metric in enumerate(TARGETS):
+            limits = rules.Limits(float(self.warning[i, m]), float(self.critical[i, m]))
+            out += rules.alert_candidates(server, metric, self.p50[i, :, m], self.p90[i, :, m], limits, STEP_MINUTES)
+        return out
+
+
+def _score_chunk(windows: list, quantiles: np.ndarray, thresholds: dict) -> list[ScoredForecast]:
     """Payload, summary, probabilities and alert candidates for N forecasts (N, H, M, K), vectorised
     across servers so scoring 1,000 servers costs about as much as a few dozen numpy calls."""
-    step_minutes = settings.TFT_STEP_MINUTES
-    context = _padded_context(windows)
-    warning, critical = rules.limits_batch(context, thresholds, TARGETS)
-    current = _last_observed(context)
-    p10, p50, p90 = (quantiles[..., _SERVED_INDEX[label]] for label in ("p10", "p50", "p90"))
-    trend = _slopes(p50.astype(np.float64))
-    probs = rules.incident_probabilities(quantiles, np.array(QUANTILES), critical)
-    p30_metric, p8h_metric, p30, p8h = (probs[k] for k in ("metric_30m", "metric_8h", "prob_30m", "prob_8h"))
-    peak_p50 = p50.max(axis=1)
-    peak_p90 = p90.max(axis=1)
-    peak_step = p50.argmax(axis=1) + 1
-    # Only forecasts that reach a limit somewhere need the per-metric alert rules.
-    flagged = ((peak_p50 >= warning) | (peak_p90 >= critical)).any(axis=1)
+    scores = _Scores.of(windows, quantiles, thresholds)
+    flagged = scores.flagged()
     out = []
     for i, window in enumerate(windows):
-        payload, summary, candidates = {}, {}, []
-        for m, metric in enumerate(TARGETS):
-            payload[metric] = {
-                "p10": _round_list(p10[i, :, m]),
-                "p50": _round_list(p50[i, :, m]),
-                "p90": _round_list(p90[i, :, m]),
-                "current": round(float(current[i, m]), 3),
-                "trend": round(float(trend[i, m]), 4),
-            }
-            summary[metric] = {
-                "current": round(float(current[i, m]), 3),
-                "peak_p50": round(float(peak_p50[i, m]), 3),
-                "peak_p90": round(float(peak_p90[i, m]), 3),
-                "peak_step": int(peak_step[i, m]),
-                "warning": round(float(warning[i, m]), 3),
-                "critical": round(float(critical[i, m]), 3),
-                "prob_30m": round(float(p30_metric[i, m]), 4),
-                "prob_8h": round(float(p8h_metric[i, m]), 4),
-            }
-            if flagged[i]:
-                limits = rules.Limits(float(warning[i, m]), float(critical[i, m]))
-                candidates += rules.alert_candidates(
-                    window.server, metric, p50[i, :, m], p90[i, :, m], limits, step_minutes
-                )
+        payload = {metric: scores.metric_payload(i, m) for m, metric in enumerate(TARGETS)}
         out.append(
-            {
-                "payload": json.dumps(payload, separators=(",", ":")),
-                "summary": summary,
-                "candidates": candidates,
-                "prob_30m": round(float(p30[i]), 4),
-                "prob_8h": round(float(p8h[i]), 4),
-            }
+            ScoredForecast(
+                payload=json.dumps(payload, separators=(",", ":")),
+                summary={metric: scores.metric_summary(i, m) for m, metric in enumerate(TARGETS)},
+                candidates=scores.candidates(i, window.server) if flagged[i] else [],
+                prob_30m=round(float(scores.probs["prob_30m"][i]), 4),
+                prob_8h=round(float(scores.probs["prob_8h"][i]), 4),
+            )
         )
     return out
+
+
+def _forecast_rows(run_id: int, forecast: ChunkForecast, scored: list[ScoredForecast]) -> list[ServerForecast]:
+    rows = []
+    for sw, s in zip(forecast.windows, scored, strict=True):
+        last_state = int(sw.window.states[-1])
+        rows.append(
+            ServerForecast(
+                run_id=run_id,
+                server_id=sw.server_id,
+                method=forecast.method(sw.server_id),
+                fallback_reason=forecast.reasons.get(sw.server_id, ""),
+                origin=sw.window.end,
+                encoder_steps=min(len(sw.window.values), CONTEXT),
+                prob_30m=s.prob_30m,
+                prob_8h=s.prob_8h,
+                state=STATES[last_state] if last_state >= 0 else "",
+                payload=s.payload,
+                summary=s.summary,
+                alert_candidates=s.candidates,
+            )
+        )
+    return rows
+
+
+def _add_counts(totals: dict, counts: dict, digits: int | None = None) -> dict:
+    out = dict(totals)
+    for key, value in counts.items():
+        out[key] = out.get(key, 0) + value
+        if digits is not None:
+            out[key] = round(out[key], digits)
+    return out
+
+
+def _chunk_into_run(run: PredictionRun, forecast: ChunkForecast, timings: dict[str, float]) -> None:
+    """Add a stored chunk's counts, reasons and timings to its (locked) run."""
+    reasons = Counter(reason.split(":")[0] for reason in forecast.reasons.values())
+    run.durations = _add_counts(run.durations, timings, digits=4)
+    run.fallback_reasons = _add_counts(run.fallback_reasons, reasons)
+    run.tft_count += len(forecast.windows) - len(forecast.reasons)
+    run.fallback_count += len(forecast.reasons)
+    run.chunks_done += 1
+    run.heartbeat_at = _now()
+    version, forecaster = forecast.version, forecast.forecaster
+    if version is not None and not run.model_name:
+        run.model_version = version
+        run.model_name = version.name if forecaster is not None else f"{version.name} (unavailable)"
+        run.device = forecaster.device if forecaster is not None else "cpu"
+    run.save()
+
+
+def _store_chunk(*, run_id: int, server_ids: list[int], rows: list, forecast: ChunkForecast, timings: dict) -> bool:
+    """Store the chunk's forecasts unless the run ended or the chunk is already in; finalise the run
+    after its last chunk. True when the run was finalised."""
+    started = time.perf_counter()
+    with transaction.atomic():
+        run = PredictionRun.objects.select_for_update().get(pk=run_id)
+        if run.status != PredictionRun.Status.RUNNING:
+            logger.warning("chunk discarded: run ended meanwhile", extra={"run_id": run_id, "status": run.status})
+            return False
+        if ServerForecast.objects.filter(run_id=run_id, server_id__in=server_ids).exists():
+            return False  # a redelivered chunk: its results are already in
+        ServerForecast.objects.bulk_create(rows)
+        _chunk_into_run(run, forecast, {**timings, "write": time.perf_counter() - started})
+        if run.chunks_done >= run.chunks_total:
+            prediction_run_finalize(run=run)
+            return True
+    return False
 
 
 def prediction_chunk_execute(*, run_id: int, server_ids: list[int]) -> bool:
@@ -187,96 +348,15 @@ def prediction_chunk_execute(*, run_id: int, server_ids: list[int]) -> bool:
     if not PredictionRun.objects.filter(pk=run_id, status=PredictionRun.Status.RUNNING).exists():
         logger.info("chunk skipped: run is no longer running", extra={"run_id": run_id})
         return False
-    timings: dict[str, float] = {}
     started = time.perf_counter()
     windows = server_windows(server_ids=server_ids)
-    timings["read"] = time.perf_counter() - started
-
-    forecaster, version, model_reason = (None, None, "") if not windows else _model_for_run()
-    quantiles: dict[int, np.ndarray] = {}
-    reasons: dict[int, str] = {}
-    if forecaster is not None:
-        try:
-            batch = forecaster.predict_array([sw.window for sw in windows])
-        except Exception as exc:  # a model bug must degrade to the heuristic, loudly, not stop the run
-            from forecasting.inference import log_once
-
-            model_reason = f"model_error: {type(exc).__name__}: {exc}"[:200]
-            log_once(model_reason, "TFT prediction failed, forecasting with the heuristic")
-            logger.exception("TFT prediction failed")
-        else:
-            timings.update(getattr(forecaster, "last_timings", {}) or {})
-            for sw, q in zip(windows, batch, strict=True):
-                if np.isfinite(q).all():
-                    quantiles[sw.server_id] = q
-                else:
-                    reasons[sw.server_id] = "model_output_invalid: non-finite forecast"
+    timings = {"read": time.perf_counter() - started}
+    forecast = _forecast_chunk(windows)
     started = time.perf_counter()
-    for sw in windows:
-        if sw.server_id not in quantiles:
-            reasons.setdefault(sw.server_id, model_reason or "model_unavailable")
-            quantiles[sw.server_id] = heuristic_quantiles(sw.window)
-    timings["heuristic"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    thresholds = alert_thresholds()
-    stacked = np.stack([quantiles[sw.server_id] for sw in windows]) if windows else np.zeros((0, 96, 4, 7))
-    scored = dict(zip([sw.server_id for sw in windows], _score_batch([sw.window for sw in windows], stacked, thresholds), strict=True))
-    timings["alerts"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    rows = []
-    for sw in windows:
-        s = scored[sw.server_id]
-        last_state = int(sw.window.states[-1])
-        rows.append(
-            ServerForecast(
-                run_id=run_id,
-                server_id=sw.server_id,
-                method=ServerForecast.Method.HEURISTIC if sw.server_id in reasons else ServerForecast.Method.TFT,
-                fallback_reason=reasons.get(sw.server_id, ""),
-                origin=sw.window.end,
-                encoder_steps=min(len(sw.window.values), 288),
-                prob_30m=s["prob_30m"],
-                prob_8h=s["prob_8h"],
-                state=STATES[last_state] if last_state >= 0 else "",
-                payload=s["payload"],
-                summary=s["summary"],
-                alert_candidates=s["candidates"],
-            )
-        )
-    reason_counts = Counter(reason.split(":")[0] for reason in reasons.values())
-    with transaction.atomic():
-        run = PredictionRun.objects.select_for_update().get(pk=run_id)
-        if run.status != PredictionRun.Status.RUNNING:
-            logger.warning("chunk discarded: run ended meanwhile", extra={"run_id": run_id, "status": run.status})
-            return False
-        stored = ServerForecast.objects.filter(run_id=run_id, server_id__in=server_ids).exists()
-        if stored:  # a redelivered chunk: its results are already in
-            return False
-        ServerForecast.objects.bulk_create(rows)
-        timings["write"] = time.perf_counter() - started
-        durations = dict(run.durations)
-        for phase, seconds in timings.items():
-            durations[phase] = round(durations.get(phase, 0.0) + seconds, 4)
-        fallback_reasons = dict(run.fallback_reasons)
-        for reason, n in reason_counts.items():
-            fallback_reasons[reason] = fallback_reasons.get(reason, 0) + n
-        run.durations = durations
-        run.fallback_reasons = fallback_reasons
-        run.tft_count += len(windows) - len(reasons)
-        run.fallback_count += len(reasons)
-        run.chunks_done += 1
-        run.heartbeat_at = _now()
-        if version is not None and not run.model_name:
-            run.model_version = version
-            run.model_name = version.name if forecaster is not None else f"{version.name} (unavailable)"
-            run.device = forecaster.device if forecaster is not None else "cpu"
-        run.save()
-        if run.chunks_done >= run.chunks_total:
-            prediction_run_finalize(run=run)
-            return True
-    return False
+    scored = _score_chunk([sw.window for sw in windows], forecast.quantiles, alert_thresholds())
+    timings.update(forecast.timings, alerts=time.perf_counter() - started)
+    rows = _forecast_rows(run_id, forecast, scored)
+    return _store_chunk(run_id=run_id, server_ids=server_ids, rows=rows, forecast=forecast, timings=timings)
 
 
 # --- Finalise -------------------------------------------------------------------------------------
@@ -291,7 +371,7 @@ def prediction_run_finalize(*, run: PredictionRun) -> None:
         ServerForecast.objects.filter(run=run).values_list("server_id", "alert_candidates", "prob_30m", "prob_8h")
     )
     alerts_apply_run(run=run, forecasts=forecasts, now=now)
-    run.environment = rules.fleet_environment([(p30, p8h) for _, _, p30, p8h in forecasts])
+    run.environment = fleet_environment([(p30, p8h) for _, _, p30, p8h in forecasts])
     run.durations = {**run.durations, "finalize": round(time.perf_counter() - started, 4)}
     run.status = PredictionRun.Status.COMPLETE
     run.finished_at = now

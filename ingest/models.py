@@ -1,5 +1,6 @@
 from django.db import models
 
+from forecasting.engine.series import dominant_state  # the one rule, shared with the model
 from ingest.contract import PROFILE_LABELS, PROFILES, STATE_SEVERITY, STATES
 
 SERVER_NAME_MAX_LENGTH = 64
@@ -90,11 +91,6 @@ class MetricBucket(models.Model):
     @property
     def worst_state(self) -> str:
         return worst_state(self.state_counts)
-
-
-def dominant_state(counts: dict[str, int]) -> str:
-    """Most frequent state; ties go to the more severe one (an operator would rather know)."""
-    return max(STATES, key=lambda s: (counts.get(s, 0), STATE_SEVERITY[s]))
 
 
 def worst_state(counts: dict[str, int]) -> str:

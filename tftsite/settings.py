@@ -8,6 +8,7 @@ Postgres and Redis. The code path is the same in both cases.
 import os
 from pathlib import Path
 
+from forecasting.engine.spec import STEP_MINUTES
 from tftsite.env import (
     ConfigError,
     database_from_url,
@@ -175,9 +176,8 @@ SPECTACULAR_SETTINGS = {
 # --- Product settings -----------------------------------------------------------------------
 TFT_API_KEY = env_str("TFT_API_KEY")
 TFT_WARMUP_RECORDS = env_int("TFT_WARMUP_RECORDS", 150, minimum=1)
-TFT_STEP_MINUTES = env_int("TFT_STEP_MINUTES", 5, minimum=1, maximum=60)
-if 60 % TFT_STEP_MINUTES:
-    raise ConfigError(f"TFT_STEP_MINUTES={TFT_STEP_MINUTES} must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)")
+# Pinned to the engine spec: the trained model's grid is fixed, so the step is not configurable.
+TFT_STEP_MINUTES = STEP_MINUTES
 TFT_RETENTION_DAYS = env_int("TFT_RETENTION_DAYS", 14, minimum=2)
 TFT_MAX_BATCH_RECORDS = env_int("TFT_MAX_BATCH_RECORDS", 10_000, minimum=1)
 # Rollups are tiny (288 rows per server per day) and feed 24 h of model context: keep them longer.

@@ -3,12 +3,12 @@
 Protocol (per series, per scored metric):
 
 * forecast origins every ``ORIGIN_EVERY`` (48) steps over the last ``TEST_FRACTION`` (40 %) of the
-  series, horizon ``HORIZON`` (96), with ``CONTEXT`` (288) steps of history before each origin;
-* baselines: ``naive`` (last value), ``seasonal_naive`` (the value one day = 288 steps earlier),
+  series, horizon ``spec.HORIZON`` (8 h), with ``spec.CONTEXT`` (24 h) of history before each origin;
+* baselines: ``naive`` (last value), ``seasonal_naive`` (the value one day earlier),
   ``predict_linear`` (Prometheus-style least-squares line over the last hour = 12 steps,
   extrapolated) and ``mean`` (mean of the context);
 * baseline intervals from each baseline's own residuals on the preceding window: the baseline is
-  run from every origin in the ``CALIBRATION`` (288) steps before the forecast origin, and its
+  run from every origin in the ``CALIBRATION`` (one context) steps before the forecast origin, and its
   h-step errors that are already observable at the origin give, per horizon step h, the empirical
   10 % and 90 % error quantiles; p10/p90 = point + those quantiles, p50 = the point forecast;
 * scores per window, averaged over all windows: MASE = MAE / s, pinball = mean pinball loss over
@@ -20,39 +20,43 @@ Also a lead-time evaluation for simulated fleets: for each ``critical_issue`` ep
 forecast issued before it start have p90 of cpu_pct or mem_pct crossing the critical threshold,
 and how far ahead.
 
-The core is numpy only; the forecaster (``forecasting.tft.Forecaster``) is duck-typed.
+Numpy only; the forecaster (``forecasting.engine.network.Forecaster``) is duck-typed: anything
+with ``predict(windows)``.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 
-from forecasting.spec import SeriesWindow
-from ingest.contract import METRICS, PERCENT_METRICS, STATE_SEVERITY, STATES, profile_for
+from forecasting.engine.series import SeriesWindow, fill_series
+from forecasting.engine.spec import (
+    CONTEXT,
+    CRITICAL_PCT,
+    HORIZON,
+    METRICS,
+    PERCENT_METRICS,
+    STEP_MINUTES,
+    STEPS_PER_DAY,
+)
 
 logger = logging.getLogger(__name__)
 
-HORIZON = 96
-CONTEXT = 288
-SEASON = 288  # one day of 5-minute steps
-LINEAR_STEPS = 12  # one hour
-ORIGIN_EVERY = 48
+SEASON = STEPS_PER_DAY
+LINEAR_STEPS = 60 // STEP_MINUTES  # one hour
+ORIGIN_EVERY = HORIZON // 2
 TEST_FRACTION = 0.4
-CALIBRATION = 288
+CALIBRATION = CONTEXT
 QUANTILE_LEVELS: tuple[float, ...] = (0.1, 0.5, 0.9)
 QUANTILE_KEYS: tuple[str, ...] = ("p10", "p50", "p90")
 BASELINES: tuple[str, ...] = ("naive", "seasonal_naive", "predict_linear", "mean")
 METHOD_ORDER: tuple[str, ...] = ("tft", *BASELINES)
-CRITICAL_THRESHOLD = 95.0
 PREDICT_CHUNK = 512
 
 _UPPER = {m: (100.0 if m in PERCENT_METRICS else math.inf) for m in METRICS}
@@ -78,22 +82,6 @@ def rolling_origins(
     if last < first:
         return np.zeros(0, dtype=np.int64)
     return np.arange(first, last + 1, every, dtype=np.int64)
-
-
-def fill_missing(y: np.ndarray) -> np.ndarray:
-    """Forward-fill NaN (back-fill at the start; zeros if all missing)."""
-    y = np.asarray(y, dtype=np.float64)
-    mask = np.isnan(y)
-    if not mask.any():
-        return y.copy()
-    if mask.all():
-        return np.zeros_like(y)
-    idx = np.where(~mask, np.arange(len(y)), 0)
-    np.maximum.accumulate(idx, out=idx)
-    out = y[idx]
-    first = int(np.argmax(~mask))
-    out[:first] = y[first]
-    return out
 
 
 def history_needed(method: str) -> int:
@@ -188,7 +176,7 @@ def baseline_quantiles(
     quantile of those errors at that h; p50 = point. Clipped to [0, upper].
     """
     y_raw = np.asarray(y, dtype=np.float64)
-    y_filled = fill_missing(y_raw)
+    y_filled = fill_series(y_raw)
     origins = np.asarray(origins, dtype=np.int64)
     point = baseline_point(method, y_filled, origins, horizon)
     if residuals is None:
@@ -330,22 +318,15 @@ def run_backtest(
     scale: str = "train",
     chunk_size: int = PREDICT_CHUNK,
     per_metric: bool = False,
-    model_path: str | Path | None = None,
-    device: str = "auto",
 ) -> dict[str, Any]:
     """Rolling-origin backtest of ``forecaster`` (optional) and the four baselines.
 
     ``metrics``: the METRICS columns to score (default all four), or a mapping server → metric(s)
     (e.g. NAB series mapped onto different metrics). ``scale``: "train" divides by the
     one-step naive MAE of the series before its first test origin (the in-sample part), "context"
-    by that of each window's own context. ``model_path``: load the forecaster from this model folder
-    (``forecasting.tft.load_forecaster``) when none is given. Returns ``{"methods": {name: {"mase", "pinball",
+    by that of each window's own context. Returns ``{"methods": {name: {"mase", "pinball",
     "coverage", "windows"}}}`` (plus "per_metric" when asked).
     """
-    if forecaster is None and model_path is not None:
-        from forecasting.tft import load_forecaster
-
-        forecaster = load_forecaster(Path(model_path), device=device)
     if isinstance(metrics, Mapping):
         scored = {w.server: _metric_tuple(metrics.get(w.server)) for w in series}
     else:
@@ -403,13 +384,160 @@ def run_backtest(
 
 # ---------------------------------------------------------------------------------------------
 # Lead time before simulated incidents
+WARN_METRICS: tuple[str, ...] = ("cpu_pct", "mem_pct")
+
+
+@dataclass
+class _EpisodeOrigins:
+    episode: Any  # simulator.Episode (duck-typed: server, start, end, precursor_start, recovery_end)
+    start: int  # bucket index of the critical_issue start
+    end: int
+    origins: list[int]
+
+
+@dataclass
+class _LeadTimePlan:
+    by_server: dict[str, SeriesWindow]
+    episodes: list[_EpisodeOrigins]
+    quiet: list[tuple[str, int]]
+    skipped: int
+
+    def wanted(self) -> dict[str, list[int]]:
+        """Every server's forecast origins (episodes and quiet), sorted."""
+        out: dict[str, set[int]] = {}
+        for job in self.episodes:
+            out.setdefault(job.episode.server, set()).update(job.origins)
+        for server, o in self.quiet:
+            out.setdefault(server, set()).add(o)
+        return {server: sorted(origins) for server, origins in out.items()}
+
+
+def _bucket(w: SeriesWindow, when: datetime) -> int:
+    return round((when - w.start).total_seconds() / (w.step_minutes * 60))
+
+
+def _busy(windows: list[SeriesWindow], episodes: list, by_server: dict[str, SeriesWindow]) -> dict[str, np.ndarray]:
+    """Per server, the buckets from each episode's precursor (or start) to its recovery end."""
+    busy = {w.server: np.zeros(len(w.values), bool) for w in windows}
+    for e in episodes:
+        w = by_server.get(e.server)
+        if w is None:
+            continue
+        p0 = _bucket(w, e.precursor_start if e.precursor_start is not None else e.start)
+        busy[e.server][max(p0, 0) : max(_bucket(w, e.recovery_end), 0)] = True
+    return busy
+
+
+def _episode_origins(
+    episodes: list, by_server: dict[str, SeriesWindow], context: int, lookback: int, every: int
+) -> tuple[list[_EpisodeOrigins], int]:
+    """Forecast origins before each episode (never before the previous one's recovery end or with
+    less than ``context`` history); episodes without a full lookback are skipped and counted."""
+    prev_end: dict[str, int] = {}
+    jobs, skipped = [], 0
+    for e in sorted(episodes, key=lambda e: (e.server, e.start)):
+        w = by_server.get(e.server)
+        if w is None:
+            continue
+        s, end = _bucket(w, e.start), _bucket(w, e.end)
+        floor = max(context, prev_end.get(e.server, 0))
+        prev_end[e.server] = _bucket(w, e.recovery_end)
+        if s - lookback < floor or s >= len(w.values):
+            skipped += 1
+            continue
+        origins = [s - k for k in range(every, lookback + 1, every) if s - k >= floor]
+        jobs.append(_EpisodeOrigins(e, s, end, origins))
+    return jobs, skipped
+
+
+def _quiet_origins(
+    windows: list[SeriesWindow], busy: dict[str, np.ndarray], context: int, every: int
+) -> list[tuple[str, int]]:
+    """Origins with no episode (precursor to recovery end) within their context or horizon."""
+    quiet = []
+    for w in windows:
+        b = busy[w.server]
+        for o in range(context, len(w.values) - HORIZON + 1, every):
+            if not b[o - context : o + HORIZON].any():
+                quiet.append((w.server, o))
+    return quiet
+
+
+def _tft_p90(forecaster, plan: _LeadTimePlan, context: int, chunk_size: int) -> dict[tuple[str, int], np.ndarray]:
+    """(server, origin) → (2, H) p90 of cpu and mem, forecast by ``forecaster``."""
+    keys = [(srv, o) for srv, origins in plan.wanted().items() for o in origins]
+    wins = [context_window(plan.by_server[srv], o, context, key=f"{srv}#{o}") for srv, o in keys]
+    preds = _predict_chunks(forecaster, wins, chunk_size) if wins else {}
+    return {
+        (srv, o): np.stack([np.asarray(preds[f"{srv}#{o}"][m]["p90"], dtype=np.float64) for m in WARN_METRICS])
+        for srv, o in keys
+    }
+
+
+def _baseline_p90(method: str, plan: _LeadTimePlan, calibration: int) -> dict[tuple[str, int], np.ndarray]:
+    """(server, origin) → (2, H) p90 of cpu and mem from a baseline's own-residual intervals."""
+    out: dict[tuple[str, int], np.ndarray] = {}
+    cols = [METRICS.index(m) for m in WARN_METRICS]
+    for srv, wanted in plan.wanted().items():
+        w = plan.by_server[srv]
+        origins = np.array(wanted, dtype=np.int64)
+        per_metric = [
+            baseline_quantiles(method, w.values[:, c], origins, calibration=calibration, upper=100.0)[:, 2, :]
+            for c in cols
+        ]
+        for k, o in enumerate(origins):
+            out[(srv, int(o))] = np.stack([pm[k] for pm in per_metric])
+    return out
+
+
+def _nan_stat(fn, values: list[float]) -> float:
+    return float(fn(values)) if values else math.nan
+
+
+def _ratio(part: int, whole: int) -> float:
+    return part / whole if whole else math.nan
+
+
+def _warning_origins(job: _EpisodeOrigins, p90: dict, threshold: float) -> list[int]:
+    """The job's origins whose p90 reaches ``threshold`` at a forecast step before the episode ends."""
+    warned = []
+    for o in job.origins:
+        upto = min(job.end - o, HORIZON)
+        if upto > 0 and p90[(job.episode.server, o)][:, :upto].max() >= threshold:
+            warned.append(o)
+    return warned
+
+
+def _lead_scores(p90: dict, plan: _LeadTimePlan, threshold: float, step: int) -> dict[str, Any]:
+    leads: list[float] = []
+    detected = precursor_detected = n_pre = 0
+    for job in plan.episodes:
+        has_pre = job.episode.precursor_start is not None
+        n_pre += has_pre
+        warned = _warning_origins(job, p90, threshold)
+        if warned:
+            detected += 1
+            precursor_detected += has_pre
+            leads.append(float((job.start - min(warned)) * step))
+    alarms = sum(1 for key in plan.quiet if p90[key].max() >= threshold)
+    return {
+        "detected": detected,
+        "detection_rate": _ratio(detected, len(plan.episodes)),
+        "detection_rate_with_precursor": _ratio(precursor_detected, n_pre),
+        "median_lead_minutes": _nan_stat(np.median, leads),
+        "mean_lead_minutes": _nan_stat(np.mean, leads),
+        "false_alarm_rate": _ratio(alarms, len(plan.quiet)),
+        "quiet_origins": len(plan.quiet),
+    }
+
+
 def lead_time_evaluation(
     windows: list[SeriesWindow],
     episodes: list,
     forecaster=None,
     *,
     baselines: Sequence[str] = BASELINES,
-    threshold: float = CRITICAL_THRESHOLD,
+    threshold: float = CRITICAL_PCT,
     lookback: int = HORIZON,
     origin_every: int = 3,
     context: int = CONTEXT,
@@ -420,7 +548,7 @@ def lead_time_evaluation(
     """Did a forecast issued before each ``critical_issue`` episode warn of it, and how early?
 
     For each episode starting at bucket s, forecasts are issued at origins s − k·origin_every
-    (k ≥ 1, up to ``lookback`` steps = 8 h before), never earlier than the previous episode's
+    (k ≥ 1, up to ``lookback`` steps before), never earlier than the previous episode's
     recovery end or with less than ``context`` history. An origin *warns* when the p90 of cpu_pct
     or mem_pct reaches ``threshold`` at some forecast step before the episode ends. Lead time =
     minutes from the earliest warning origin to the episode start. ``false_alarm_rate``: share of
@@ -428,251 +556,22 @@ def lead_time_evaluation(
     the context or the horizon) that warn anyway.
     """
     by_server = {w.server: w for w in windows}
-    step = windows[0].step_minutes if windows else 5
-    cols = [METRICS.index("cpu_pct"), METRICS.index("mem_pct")]
-
-    # episode origins
-    eps_sorted = sorted(episodes, key=lambda e: (e.server, e.start))
-    prev_end: dict[str, int] = {}
-    ep_jobs: list[tuple[int, int, int, list[int]]] = []  # (episode idx, s, e, origins)
-    busy: dict[str, np.ndarray] = {w.server: np.zeros(len(w.values), bool) for w in windows}
-    for e in eps_sorted:
-        w = by_server.get(e.server)
-        if w is None:
-            continue
-        i = lambda dt, w=w: round((dt - w.start).total_seconds() / (w.step_minutes * 60))  # noqa: E731
-        p0 = i(e.precursor_start) if e.precursor_start is not None else i(e.start)
-        busy[e.server][max(p0, 0) : max(i(e.recovery_end), 0)] = True
-    n_skipped = 0
-    for idx, e in enumerate(eps_sorted):
-        w = by_server.get(e.server)
-        if w is None:
-            continue
-        s = round((e.start - w.start).total_seconds() / (step * 60))
-        end = round((e.end - w.start).total_seconds() / (step * 60))
-        floor = max(context, prev_end.get(e.server, 0))
-        prev_end[e.server] = round((e.recovery_end - w.start).total_seconds() / (step * 60))
-        origins = [s - k for k in range(origin_every, lookback + 1, origin_every) if s - k >= floor]
-        if s - lookback < floor or s >= len(w.values):
-            n_skipped += 1
-            continue
-        ep_jobs.append((idx, s, end, origins))
-
-    quiet: list[tuple[str, int]] = []
-    for w in windows:
-        b = busy[w.server]
-        for o in range(context, len(w.values) - HORIZON + 1, quiet_every):
-            if not b[o - context : o + HORIZON].any():
-                quiet.append((w.server, o))
-
-    def p90_for(method: str) -> dict[tuple[str, int], np.ndarray]:
-        """(server, origin) → (2, H) p90 of cpu and mem."""
-        wanted: dict[str, set[int]] = {}
-        for idx, _s, _e, origins in ep_jobs:
-            wanted.setdefault(eps_sorted[idx].server, set()).update(origins)
-        for server, o in quiet:
-            wanted.setdefault(server, set()).add(o)
-        out: dict[tuple[str, int], np.ndarray] = {}
-        if method == "tft":
-            keys = [(srv, o) for srv, os in wanted.items() for o in sorted(os)]
-            wins = [context_window(by_server[srv], o, context, key=f"{srv}#{o}") for srv, o in keys]
-            preds = _predict_chunks(forecaster, wins, chunk_size) if wins else {}
-            for srv, o in keys:
-                p = preds[f"{srv}#{o}"]
-                out[(srv, o)] = np.stack([np.asarray(p[m]["p90"], dtype=np.float64) for m in ("cpu_pct", "mem_pct")])
-            return out
-        for srv, os in wanted.items():
-            w = by_server[srv]
-            origins = np.array(sorted(os), dtype=np.int64)
-            per_metric = [
-                baseline_quantiles(method, w.values[:, c], origins, calibration=calibration, upper=100.0)[:, 2, :]
-                for c in cols
-            ]
-            for k, o in enumerate(origins):
-                out[(srv, int(o))] = np.stack([pm[k] for pm in per_metric])
-        return out
-
-    methods = (["tft"] if forecaster is not None else []) + list(baselines)
+    step = windows[0].step_minutes if windows else STEP_MINUTES
+    jobs, skipped = _episode_origins(episodes, by_server, context, lookback, origin_every)
+    quiet = _quiet_origins(windows, _busy(windows, episodes, by_server), context, quiet_every)
+    plan = _LeadTimePlan(by_server, jobs, quiet, skipped)
     result: dict[str, Any] = {
         "threshold": threshold,
-        "episodes": len(ep_jobs),
-        "episodes_skipped": n_skipped,
+        "episodes": len(jobs),
+        "episodes_skipped": skipped,
         "lookback_minutes": lookback * step,
         "methods": {},
     }
-    for method in methods:
-        p90 = p90_for(method)
-        leads: list[float] = []
-        detected = 0
-        precursor_detected = 0
-        n_pre = 0
-        for idx, s, end, origins in ep_jobs:
-            e = eps_sorted[idx]
-            has_pre = e.precursor_start is not None
-            n_pre += has_pre
-            warned = []
-            for o in origins:
-                upto = min(end - o, HORIZON)  # forecast steps before the episode ends
-                if upto > 0 and p90[(e.server, o)][:, :upto].max() >= threshold:
-                    warned.append(o)
-            if warned:
-                detected += 1
-                precursor_detected += has_pre
-                leads.append(float((s - min(warned)) * step))
-        alarms = sum(1 for key in quiet if p90[key].max() >= threshold)
-        result["methods"][method] = {
-            "detected": detected,
-            "detection_rate": detected / len(ep_jobs) if ep_jobs else math.nan,
-            "detection_rate_with_precursor": precursor_detected / n_pre if n_pre else math.nan,
-            "median_lead_minutes": float(np.median(leads)) if leads else math.nan,
-            "mean_lead_minutes": float(np.mean(leads)) if leads else math.nan,
-            "false_alarm_rate": alarms / len(quiet) if quiet else math.nan,
-            "quiet_origins": len(quiet),
-        }
+    if forecaster is not None:
+        result["methods"]["tft"] = _lead_scores(_tft_p90(forecaster, plan, context, chunk_size), plan, threshold, step)
+    for method in baselines:
+        result["methods"][method] = _lead_scores(_baseline_p90(method, plan, calibration), plan, threshold, step)
     return result
-
-
-# ---------------------------------------------------------------------------------------------
-# Series sources
-def _grid_series(
-    server: str, profile: str, stamps: np.ndarray, values: np.ndarray, states: np.ndarray, step_minutes: int
-) -> SeriesWindow:
-    """Place bucket rows (epoch seconds, aligned) on a regular grid; gaps become NaN / -1."""
-    step_s = step_minutes * 60
-    first = int(stamps.min())
-    idx = ((stamps - first) // step_s).astype(np.int64)
-    n = int(idx.max()) + 1
-    vals = np.full((n, len(METRICS)), np.nan, dtype=np.float32)
-    sts = np.full(n, -1, dtype=np.int8)
-    vals[idx] = values
-    sts[idx] = states
-    return SeriesWindow(
-        server=server,
-        profile=profile,
-        start=datetime.fromtimestamp(first, tz=UTC),
-        step_minutes=step_minutes,
-        values=vals,
-        states=sts,
-    )
-
-
-def _parse_time(text: str) -> float:
-    text = text.strip().replace("Z", "+00:00")
-    dt = datetime.fromisoformat(text)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)  # NAB and naive contract timestamps are UTC
-    return dt.timestamp()
-
-
-def nab_metric_for(name: str, values: np.ndarray) -> str:
-    """A sensible contract metric for a NAB series: CPU series → cpu_pct, others → disk_io_mb_s."""
-    if "cpu" in name.lower() and np.nanmax(values) <= 100.0:
-        return "cpu_pct"
-    return "disk_io_mb_s"
-
-
-def load_nab_csv(path: Path, metric: str = "auto", step_minutes: int = 5) -> tuple[SeriesWindow, str]:
-    """A NAB ``timestamp,value`` file as a SeriesWindow: the value in ``metric``, others 0.0.
-
-    Timestamps are floored to the bucket grid; duplicates averaged; missing buckets NaN.
-    """
-    stamps, vals = [], []
-    with open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            stamps.append(_parse_time(row["timestamp"]))
-            vals.append(float(row["value"]))
-    stamps_a = np.array(stamps)
-    vals_a = np.array(vals)
-    if metric == "auto":
-        metric = nab_metric_for(Path(path).stem, vals_a)
-    step_s = step_minutes * 60
-    buckets = (stamps_a // step_s) * step_s
-    uniq, inv = np.unique(buckets, return_inverse=True)
-    means = np.bincount(inv, weights=vals_a) / np.bincount(inv)
-    values = np.zeros((len(uniq), len(METRICS)), dtype=np.float32)
-    values[:, METRICS.index(metric)] = means
-    states = np.full(len(uniq), -1, dtype=np.int8)
-    return _grid_series(Path(path).stem, "generic", uniq, values, states, step_minutes), metric
-
-
-def load_contract_csv(path: Path, step_minutes: int = 5) -> list[SeriesWindow]:
-    """Contract-shaped records (timestamp, server_name, metrics…, state) rolled up into buckets."""
-    rows: dict[str, list[tuple[float, list[float], str]]] = {}
-    with open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            rows.setdefault(row["server_name"], []).append(
-                (_parse_time(row["timestamp"]), [float(row[m]) for m in METRICS], row.get("state") or "healthy")
-            )
-    out = []
-    step_s = step_minutes * 60
-    for server, recs in sorted(rows.items()):
-        stamps = np.array([r[0] for r in recs])
-        vals = np.array([r[1] for r in recs])
-        state_idx = np.array([STATES.index(r[2]) if r[2] in STATES else STATES.index("healthy") for r in recs])
-        buckets = (stamps // step_s) * step_s
-        uniq, inv = np.unique(buckets, return_inverse=True)
-        counts = np.bincount(inv)
-        means = np.stack([np.bincount(inv, weights=vals[:, j]) / counts for j in range(len(METRICS))], axis=1)
-        state_counts = np.zeros((len(uniq), len(STATES)))
-        np.add.at(state_counts, (inv, state_idx), 1)
-        out.append(_grid_series(server, profile_for(server), uniq, means, _dominant(state_counts), step_minutes))
-    return out
-
-
-def _dominant(state_counts: np.ndarray) -> np.ndarray:
-    """Dominant state per bucket, ties to the more severe (as ingest.models.dominant_state)."""
-    severity = np.array([STATE_SEVERITY[s] for s in STATES], dtype=np.float64)
-    return np.argmax(state_counts * 100 + severity[None, :] * (state_counts > 0), axis=1).astype(np.int8)
-
-
-def load_csv_dir(
-    directory: Path, metric: str = "auto", step_minutes: int = 5
-) -> tuple[list[SeriesWindow], dict[str, str]]:
-    """Every CSV in ``directory``: NAB layout (timestamp,value) or contract records.
-
-    Returns the series and, for NAB files, the metric each one was mapped onto.
-    """
-    series: list[SeriesWindow] = []
-    mapped: dict[str, str] = {}
-    for path in sorted(Path(directory).glob("*.csv")):
-        with open(path, newline="") as fh:
-            header = [h.strip() for h in next(csv.reader(fh), [])]
-        if header[:2] == ["timestamp", "value"]:
-            w, m = load_nab_csv(path, metric, step_minutes)
-            series.append(w)
-            mapped[w.server] = m
-        elif "server_name" in header:
-            series.extend(load_contract_csv(path, step_minutes))
-        else:
-            logger.warning("skipping %s: neither NAB nor contract layout", path)
-    return series, mapped
-
-
-def series_from_database(servers: Sequence[str] | None = None, step_minutes: int | None = None) -> list[SeriesWindow]:
-    """MetricBucket rollups → one SeriesWindow per server (bucket means, dominant state)."""
-    from django.conf import settings
-
-    from ingest.models import MetricBucket, Server
-
-    step = step_minutes or settings.TFT_STEP_MINUTES
-    qs = Server.objects.all()
-    if servers:
-        qs = qs.filter(name__in=list(servers))
-    fields = ["bucket_start", "count", *(f"{m}_sum" for m in METRICS), *(f"n_{s}" for s in STATES)]
-    out = []
-    for server in qs.order_by("name"):
-        rows = list(
-            MetricBucket.objects.filter(server=server, count__gt=0).order_by("bucket_start").values_list(*fields)
-        )
-        if not rows:
-            continue
-        arr = np.array([[r[0].timestamp(), *r[1:]] for r in rows], dtype=np.float64)
-        counts = arr[:, 1]
-        means = arr[:, 2 : 2 + len(METRICS)] / counts[:, None]
-        states = _dominant(arr[:, 2 + len(METRICS) :])
-        out.append(_grid_series(server.name, server.profile, arr[:, 0], means, states, step))
-    return out
-
 
 def restrict_to_metric(series: list[SeriesWindow], mapped: dict[str, str]) -> dict[str, list[SeriesWindow]]:
     """Group NAB series by the metric they were mapped onto (each group is scored on its metric)."""

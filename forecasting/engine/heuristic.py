@@ -3,7 +3,7 @@
 Per metric: level = mean of the last 6 buckets (30 min); trend = least-squares slope over the
 last 12 buckets (1 h), damped by φ = 0.95 per step so it flattens out instead of running away;
 spread = standard deviation of one-step changes over the context, widening with √h (capped at
-√96). Quantile τ at step h is median + z_τ · spread · √h. Values are clipped to each metric's range.
+√HORIZON). Quantile τ at step h is median + z_τ · spread · √h. Values are clipped to each metric's range.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from statistics import NormalDist
 
 import numpy as np
 
-from forecasting.spec import HORIZON, METRIC_RANGES, QUANTILES, TARGETS, SeriesWindow
+from forecasting.engine.inputs import METRIC_RANGES
+from forecasting.engine.series import SeriesWindow
+from forecasting.engine.spec import HORIZON, QUANTILES, TARGETS
 
 PHI = 0.95
 LEVEL_STEPS = 6

@@ -1,9 +1,9 @@
-"""The TFT dataset spec: what a model window is and how it becomes network inputs.
+"""The network's inputs: how a batch of series windows becomes the TFT's arrays.
 
 A window is one server's recent 5-minute buckets (``SeriesWindow``). ``build_inputs`` turns a list of
 windows into plain numpy arrays (the network's x dict, before conversion to tensors), with:
 
-* the last ``MAX_ENCODER`` buckets as the encoder (shorter series, down to a single bucket, work);
+* the last ``CONTEXT`` buckets as the encoder (shorter series, down to a single bucket, work);
 * gaps (NaN buckets) forward-filled, backward-filled at the start, and flagged by a "missing" state category;
 * per-window normalisation of every target from the encoder itself (centre = mean, scale = standard
   deviation with floors), so a server never seen in training is normalised like any other;
@@ -16,20 +16,13 @@ This module needs numpy only (no torch), so it can be imported anywhere.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
-from ingest.contract import METRICS, PERCENT_METRICS, PROFILES, STATES
-
-STEP_MINUTES = 5
-HORIZON = 96  # 8 hours of 5-minute steps
-MAX_ENCODER = 288  # 24 hours of context
-# Quantiles the network predicts; p10/p50/p90 are served, the others shape the distribution.
-QUANTILES: tuple[float, ...] = (0.02, 0.1, 0.25, 0.5, 0.75, 0.9, 0.98)
-SERVED_QUANTILES: dict[str, float] = {"p10": 0.1, "p50": 0.5, "p90": 0.9}
-TARGETS: tuple[str, ...] = METRICS
+from forecasting.engine.series import SeriesWindow, epoch_minutes, fill_gaps
+from forecasting.engine.spec import CONTEXT, HORIZON, METRICS, PERCENT_METRICS, PROFILES, STATES, STEP_MINUTES, TARGETS
 
 UNKNOWN = "<unknown>"
 MISSING_STATE = "<missing>"  # the bucket itself is missing (a gap)
@@ -66,71 +59,12 @@ ENCODER_REALS: tuple[str, ...] = TARGETS  # gaps are flagged by the state catego
 X_REALS: tuple[str, ...] = (*STATIC_REALS, *KNOWN_REALS, *ENCODER_REALS)
 
 
-@dataclass
-class SeriesWindow:
-    """Recent 5-minute bucket means of one server.
-
-    values: (T, 4) float32 in METRICS order, NaN where a bucket is missing.
-    states: (T,) int8 index into STATES (the bucket's dominant state), -1 where missing.
-    start: UTC-aware start of the first bucket.
-    """
-
-    server: str
-    profile: str
-    start: datetime
-    step_minutes: int
-    values: np.ndarray
-    states: np.ndarray = field(default=None)  # type: ignore[assignment]
-
-    def __post_init__(self) -> None:
-        if self.start.tzinfo is None:
-            raise ValueError("SeriesWindow.start must be timezone-aware (UTC)")
-        self.values = np.asarray(self.values, dtype=np.float32)
-        if self.values.ndim != 2 or self.values.shape[1] != len(TARGETS):
-            raise ValueError(f"SeriesWindow.values must be (T, {len(TARGETS)}), got {self.values.shape}")
-        if self.states is None:
-            self.states = np.full(len(self.values), -1, dtype=np.int8)
-        self.states = np.asarray(self.states, dtype=np.int8)
-        if self.states.shape != (len(self.values),):
-            raise ValueError("SeriesWindow.states must have one entry per bucket")
-
-    @property
-    def end(self) -> datetime:
-        """Start of the first future bucket (the forecast origin)."""
-        from datetime import timedelta
-
-        return self.start + timedelta(minutes=self.step_minutes * len(self.values))
-
-
-def _epoch_minutes(when: datetime) -> int:
-    return int(when.astimezone(UTC).timestamp() // 60)
-
-
 def calendar_indices(start_minutes: np.ndarray, step_minutes: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Hour of day (0..23) and weekday (Monday=0) in UTC for n steps from each start, shape (B, n)."""
     minutes = start_minutes[:, None] + step_minutes * np.arange(n, dtype=np.int64)[None, :]
     hours = (minutes // 60) % 24
     weekday = (minutes // 1440 + 3) % 7  # 1970-01-01 was a Thursday
     return hours.astype(np.int64), weekday.astype(np.int64)
-
-
-def fill_gaps(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Forward-fill NaN along axis -2 of (B, T, M) (back-fill at the start, 0 if all missing).
-
-    Returns (filled values, missing flag (B, T) where every metric of the bucket was missing).
-    """
-    missing = np.isnan(values)
-    B, T, _ = values.shape  # noqa: N806
-    if T == 0:
-        return values.copy(), np.zeros((B, 0), dtype=bool)
-    idx = np.where(~missing, np.arange(T)[None, :, None], -1)
-    np.maximum.accumulate(idx, axis=1, out=idx)
-    # back-fill leading gaps with the first observed value
-    first = np.where(missing.all(axis=1), 0, (~missing).argmax(axis=1))  # (B, M)
-    idx = np.where(idx < 0, first[:, None, :], idx)
-    filled = np.take_along_axis(values, idx, axis=1)
-    filled = np.nan_to_num(filled, nan=0.0)
-    return filled.astype(np.float32), missing.all(axis=2)
 
 
 def normalisers(
@@ -162,12 +96,9 @@ def normalisers(
     )
     recent = np.where(recent_obs, recent, np.nan)
     has_recent = recent_obs.any(axis=1)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            med = np.nanmedian(recent, axis=1)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(recent, axis=1)
     center = np.where(has_recent, med, mean)
     scale = np.maximum.reduce([np.sqrt(var), SCALE_REL_FLOOR * np.abs(center), np.full_like(center, SCALE_FLOOR)])
     return center.astype(np.float32), scale.astype(np.float32), mean.astype(np.float32)
@@ -225,7 +156,7 @@ def build_arrays(
     profile_idx: np.ndarray,
     step_minutes: int = STEP_MINUTES,
     horizon: int = HORIZON,
-    max_encoder: int = MAX_ENCODER,
+    max_encoder: int = CONTEXT,
 ) -> dict[str, np.ndarray]:
     """The network's x dict (numpy) from left-aligned, NaN-padded encoder blocks.
 
@@ -302,7 +233,7 @@ def build_arrays(
 
 
 def stack_windows(
-    windows: list[SeriesWindow], max_encoder: int = MAX_ENCODER
+    windows: list[SeriesWindow], max_encoder: int = CONTEXT
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Left-aligned (B, L, M) values, (B,) lengths, (B, L) states and (B,) start minutes of the
     last ``max_encoder`` buckets of each window (L = the longest of them)."""
@@ -314,17 +245,17 @@ def stack_windows(
     for i, w in enumerate(windows):
         n = len(w.values)
         if n == 0:  # no bucket at all: one missing step ending at the window's start
-            start_minutes[i] = _epoch_minutes(w.start) - w.step_minutes
+            start_minutes[i] = epoch_minutes(w.start) - w.step_minutes
             continue
         k = lengths[i]
         values[i, :k] = w.values[n - k :]
         states[i, :k] = w.states[n - k :]
-        start_minutes[i] = _epoch_minutes(w.start) + w.step_minutes * (n - k)
+        start_minutes[i] = epoch_minutes(w.start) + w.step_minutes * (n - k)
     return values, lengths, states, start_minutes
 
 
 def build_inputs(
-    windows: list[SeriesWindow], vocab: Vocab, max_encoder: int = MAX_ENCODER, horizon: int = HORIZON
+    windows: list[SeriesWindow], vocab: Vocab, max_encoder: int = CONTEXT, horizon: int = HORIZON
 ) -> dict[str, np.ndarray]:
     """The network's x dict (numpy arrays) for a batch of windows."""
     if not windows:

@@ -1,34 +1,35 @@
-"""TFT inference: load a model folder safely and forecast a batch of servers.
+"""The TFT network: the only module that imports torch (and pytorch-forecasting).
 
-Imported only by the worker and by training (it imports torch). A model folder holds:
-
-* ``weights.safetensors`` — the network's tensors (safetensors: no code, no pickle);
-* ``spec.json`` — network hyperparameters, vocabularies, quantiles, step, horizon, encoder length;
-* ``metrics.json`` — validation loss and backtest figures;
-* ``MODEL_CARD.md`` — data, command, duration, parameters.
-
-Nothing here unpickles: the network is rebuilt from JSON and the tensors are read with safetensors.
+Builds the network from JSON-able hyperparameters, loads and saves its weights (safetensors: no
+pickle), forecasts batches of series windows (``Forecaster``) and does the tensor work of training
+(``TrainingNetwork``), so the training loop itself stays numpy. Imported by the worker
+(forecasting.inference), training and the commands that train or backtest, never by the web.
 """
 
 from __future__ import annotations
 
-import json
+import copy
 import logging
 import math
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
 
-from forecasting import spec as dspec
+from forecasting.engine import folders, inputs
+from forecasting.engine.series import SeriesWindow
+from forecasting.engine.spec import SERVED_QUANTILES, TARGETS
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from pytorch_forecasting.metrics import MultiLoss, QuantileLoss
+    from pytorch_forecasting.models import TemporalFusionTransformer
+    from pytorch_forecasting.models.temporal_fusion_transformer.sub_modules import InterpretableMultiHeadAttention
 
 logger = logging.getLogger(__name__)
-
-SPEC_FILE = "spec.json"
-WEIGHTS_FILE = "weights.safetensors"
-METRICS_FILE = "metrics.json"
-CARD_FILE = "MODEL_CARD.md"
-SPEC_FORMAT = "tftsite-tft/1"
 
 DEFAULT_HPARAMS: dict = {
     "hidden_size": 24,
@@ -40,61 +41,40 @@ DEFAULT_HPARAMS: dict = {
 }
 
 
-class ModelFolderError(Exception):
-    """A model folder is missing files or holds something we cannot load."""
+class _FastAttention(InterpretableMultiHeadAttention):
+    """Same parameters and maths as the original, computed with one fused SDPA call for all heads;
+    attention weights are not materialised (forecasts do not need them)."""
+
+    def forward(self, q, k, v, mask=None):
+        B, Lq, _ = q.shape  # noqa: N806
+        Lk = k.size(1)  # noqa: N806
+        qs = torch.stack([layer(q) for layer in self.q_layers], dim=1)  # (B, h, Lq, d)
+        ks = torch.stack([layer(k) for layer in self.k_layers], dim=1)  # (B, h, Lk, d)
+        vs = self.v_layer(v).unsqueeze(1).expand(-1, self.n_head, -1, -1)
+        attn_mask = None if mask is None else (~mask).unsqueeze(1)  # True = attend
+        heads = torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, attn_mask=attn_mask)
+        heads = self.dropout(heads)
+        out = heads.mean(dim=1) if self.n_head > 1 else heads[:, 0]
+        out = self.dropout(self.w_h(out))
+        dummy = out.new_zeros(()).expand(B, Lq, self.n_head, Lk)
+        return out, dummy
 
 
-def _torch():
-    import torch
+class _TFT(TemporalFusionTransformer):
+    def transform_output(self, prediction, target_scale, loss=None):
+        # list of (B, H, Q) per target -> (B, H, M, Q), still normalised
+        return torch.stack(list(prediction), dim=2)
 
-    return torch
 
-
-def build_network(hparams: dict, vocab: dspec.Vocab, quantiles: tuple[float, ...], max_encoder: int):
+def build_network(hparams: dict, vocab: inputs.Vocab, quantiles: tuple[float, ...], max_encoder: int):
     """The pytorch-forecasting TemporalFusionTransformer, built from JSON-able hyperparameters.
 
-    We feed it tensors our spec builds, and take its output in normalised units: the class's
-    output transformer (fit on a TimeSeriesDataSet) is replaced by an identity.
+    We feed it tensors our inputs module builds, and take its output in normalised units: the
+    class's output transformer (fit on a TimeSeriesDataSet) is replaced by an identity.
     """
-    import warnings
-
-    torch = _torch()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from pytorch_forecasting.metrics import MultiLoss, QuantileLoss
-        from pytorch_forecasting.models import TemporalFusionTransformer
-
-    from pytorch_forecasting.models.temporal_fusion_transformer.sub_modules import (
-        InterpretableMultiHeadAttention,
-    )
-
-    class _FastAttention(InterpretableMultiHeadAttention):
-        """Same parameters and maths as the original, computed with one fused SDPA call for
-        all heads; attention weights are not materialised (forecasts do not need them)."""
-
-        def forward(self, q, k, v, mask=None):
-            functional = torch.nn.functional
-            B, Lq, _ = q.shape  # noqa: N806
-            Lk = k.size(1)  # noqa: N806
-            qs = torch.stack([layer(q) for layer in self.q_layers], dim=1)  # (B, h, Lq, d)
-            ks = torch.stack([layer(k) for layer in self.k_layers], dim=1)  # (B, h, Lk, d)
-            vs = self.v_layer(v).unsqueeze(1).expand(-1, self.n_head, -1, -1)
-            attn_mask = None if mask is None else (~mask).unsqueeze(1)  # True = attend
-            heads = functional.scaled_dot_product_attention(qs, ks, vs, attn_mask=attn_mask)
-            heads = self.dropout(heads)
-            out = heads.mean(dim=1) if self.n_head > 1 else heads[:, 0]
-            out = self.dropout(self.w_h(out))
-            dummy = out.new_zeros(()).expand(B, Lq, self.n_head, Lk)
-            return out, dummy
-
-    class _TFT(TemporalFusionTransformer):
-        def transform_output(self, prediction, target_scale, loss=None):
-            # list of (B, H, Q) per target -> (B, H, M, Q), still normalised
-            return torch.stack(list(prediction), dim=2)
-
     cards = vocab.cardinalities
     dims = hparams.get("embedding_dims", DEFAULT_HPARAMS["embedding_dims"])
-    embedding_sizes = {name: (cards[name], int(dims[name])) for name in dspec.X_CATEGORICALS}
+    embedding_sizes = {name: (cards[name], int(dims[name])) for name in inputs.X_CATEGORICALS}
     q = list(quantiles)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -102,18 +82,18 @@ def build_network(hparams: dict, vocab: dspec.Vocab, quantiles: tuple[float, ...
             hidden_size=int(hparams["hidden_size"]),
             lstm_layers=int(hparams.get("lstm_layers", 1)),
             dropout=float(hparams.get("dropout", 0.1)),
-            output_size=[len(q)] * len(dspec.TARGETS),
-            loss=MultiLoss([QuantileLoss(quantiles=q) for _ in dspec.TARGETS]),
+            output_size=[len(q)] * len(TARGETS),
+            loss=MultiLoss([QuantileLoss(quantiles=q) for _ in TARGETS]),
             attention_head_size=int(hparams["attention_head_size"]),
             max_encoder_length=int(max_encoder),
-            static_categoricals=list(dspec.STATIC_CATEGORICALS),
-            static_reals=list(dspec.STATIC_REALS),
-            time_varying_categoricals_encoder=[*dspec.KNOWN_CATEGORICALS, *dspec.ENCODER_CATEGORICALS],
-            time_varying_categoricals_decoder=list(dspec.KNOWN_CATEGORICALS),
-            time_varying_reals_encoder=[*dspec.KNOWN_REALS, *dspec.ENCODER_REALS],
-            time_varying_reals_decoder=list(dspec.KNOWN_REALS),
-            x_reals=list(dspec.X_REALS),
-            x_categoricals=list(dspec.X_CATEGORICALS),
+            static_categoricals=list(inputs.STATIC_CATEGORICALS),
+            static_reals=list(inputs.STATIC_REALS),
+            time_varying_categoricals_encoder=[*inputs.KNOWN_CATEGORICALS, *inputs.ENCODER_CATEGORICALS],
+            time_varying_categoricals_decoder=list(inputs.KNOWN_CATEGORICALS),
+            time_varying_reals_encoder=[*inputs.KNOWN_REALS, *inputs.ENCODER_REALS],
+            time_varying_reals_decoder=list(inputs.KNOWN_REALS),
+            x_reals=list(inputs.X_REALS),
+            x_categoricals=list(inputs.X_CATEGORICALS),
             hidden_continuous_size=int(hparams.get("hidden_continuous_size", 8)),
             embedding_sizes=embedding_sizes,
             embedding_labels={},
@@ -126,12 +106,10 @@ def build_network(hparams: dict, vocab: dspec.Vocab, quantiles: tuple[float, ...
 
 
 def to_tensors(arrays: dict[str, np.ndarray], device) -> dict:
-    torch = _torch()
     return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in arrays.items()}
 
 
 def resolve_device(device: str = "auto") -> str:
-    torch = _torch()
     if device == "auto":
         return "cuda:0" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
@@ -141,73 +119,85 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-def read_model_folder(path: Path) -> dict:
-    """Spec and metrics of a model folder, checked without building the network.
+def set_threads(threads: int | None) -> None:
+    """torch's CPU thread count for this process (None or 0: torch's default). On a machine whose
+    cores are shared with other busy processes, 1 is much faster than 2 (OpenMP threads wait)."""
+    if threads:
+        torch.set_num_threads(int(threads))
 
-    Returns {"name", "path", "spec", "metrics", "created_at" (ISO string or None)}; raises
-    ModelFolderError with a readable message if the folder is incomplete or malformed.
-    """
-    path = Path(path)
-    if not path.is_dir():
-        raise ModelFolderError(f"{path} is not a directory")
-    for name in (SPEC_FILE, WEIGHTS_FILE):
-        if not (path / name).is_file():
-            raise ModelFolderError(f"{path.name}: missing {name}")
-    try:
-        spec = json.loads((path / SPEC_FILE).read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelFolderError(f"{path.name}: {SPEC_FILE} is not valid JSON ({exc})") from exc
-    if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT:
-        raise ModelFolderError(f"{path.name}: {SPEC_FILE} is not a {SPEC_FORMAT} spec")
-    for key in ("hparams", "vocab", "quantiles", "targets", "horizon", "max_encoder", "step_minutes"):
-        if key not in spec:
-            raise ModelFolderError(f"{path.name}: {SPEC_FILE} lacks '{key}'")
-    if list(spec["targets"]) != list(dspec.TARGETS):
-        raise ModelFolderError(f"{path.name}: targets {spec['targets']} differ from {list(dspec.TARGETS)}")
-    if list(spec.get("x_reals", dspec.X_REALS)) != list(dspec.X_REALS) or list(
-        spec.get("x_categoricals", dspec.X_CATEGORICALS)
-    ) != list(dspec.X_CATEGORICALS):
-        raise ModelFolderError(f"{path.name}: input layout differs from this code's spec")
-    try:
-        dspec.Vocab.from_json(spec["vocab"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFolderError(f"{path.name}: bad vocabulary ({exc})") from exc
-    try:
-        from safetensors import safe_open
 
-        with safe_open(str(path / WEIGHTS_FILE), framework="numpy") as f:
-            if not list(f.keys()):
-                raise ModelFolderError(f"{path.name}: {WEIGHTS_FILE} holds no tensors")
-    except ModelFolderError:
-        raise
-    except Exception as exc:  # safetensors raises its own error types
-        raise ModelFolderError(f"{path.name}: {WEIGHTS_FILE} unreadable ({exc})") from exc
-    metrics: dict = {}
-    if (path / METRICS_FILE).is_file():
-        try:
-            metrics = json.loads((path / METRICS_FILE).read_text())
-        except ValueError as exc:
-            raise ModelFolderError(f"{path.name}: {METRICS_FILE} is not valid JSON ({exc})") from exc
-    return {
-        "name": path.name,
-        "path": str(path),
-        "spec": spec,
-        "metrics": metrics,
-        "created_at": spec.get("created_at"),
-    }
+def seed(value: int) -> None:
+    torch.manual_seed(value)
+
+
+def predict_normalised(net, arrays: dict[str, np.ndarray], device) -> np.ndarray:
+    """The network's sorted quantiles (B, H, M, Q) in normalised units, without gradients."""
+    with torch.inference_mode():
+        z = net(to_tensors(arrays, device))["prediction"].float().cpu().numpy()
+    return np.sort(z, axis=-1)
 
 
 def save_model_folder(path: Path, net, spec: dict, metrics: dict | None = None) -> None:
     """Write weights (safetensors), spec.json and metrics.json into path (created)."""
-    from safetensors.torch import save_model
-
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     # save_model drops the aliases of shared tensors (the TFT shares prescalers and gates)
-    save_model(net, str(path / WEIGHTS_FILE), metadata={"format": SPEC_FORMAT})
-    (path / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True))
-    if metrics is not None:
-        (path / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    save_model(net, str(path / folders.WEIGHTS_FILE), metadata={"format": folders.SPEC_FORMAT})
+    folders.write_folder_json(path, spec, metrics)
+
+
+def pinball(pred, y, mask, quantiles):
+    """Mean pinball loss of (B, H, M, Q) normalised predictions against (B, H, M) targets."""
+    q = torch.as_tensor(quantiles, dtype=pred.dtype, device=pred.device)
+    err = y.unsqueeze(-1) - pred
+    loss = torch.maximum(q * err, (q - 1) * err)
+    m = mask.unsqueeze(-1).to(pred.dtype)
+    return (loss * m).sum() / (m.sum() * len(quantiles)).clamp_min(1.0)
+
+
+class TrainingNetwork:
+    """A network being trained: AdamW steps on numpy batches, validation loss, best-state snapshots."""
+
+    def __init__(self, net, device: str, cfg) -> None:
+        self.net = net.to(device)
+        self.device = device
+        self.opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.gradient_clip = cfg.gradient_clip
+
+    @property
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.net.parameters())
+
+    def set_learning_rate(self, lr: float) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+
+    def _loss(self, x, y, mask, quantiles):
+        pred = self.net(to_tensors(x, self.device))["prediction"]
+        return pinball(pred, torch.from_numpy(y).to(self.device), torch.from_numpy(mask).to(self.device), quantiles)
+
+    def step(self, x, y, mask, quantiles) -> float:
+        """One optimiser step on a batch; returns its loss."""
+        self.net.train()
+        loss = self._loss(x, y, mask, quantiles)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.gradient_clip)
+        self.opt.step()
+        return loss.detach().item()
+
+    def loss(self, x, y, mask, quantiles) -> float:
+        """A batch's loss without gradients, in eval mode (dropout off)."""
+        self.net.eval()
+        with torch.inference_mode():
+            return float(self._loss(x, y, mask, quantiles))
+
+    def snapshot(self) -> dict:
+        return copy.deepcopy(self.net.state_dict())
+
+    def restore(self, state: dict) -> None:
+        self.net.load_state_dict(state)
+        self.net.eval()
 
 
 class Forecaster:
@@ -220,7 +210,7 @@ class Forecaster:
         self.device = device
         # ~128 windows per forward keeps the activations in cache on CPU; GPUs take bigger chunks
         self.chunk_size = chunk_size or (128 if device == "cpu" else 2048)
-        self.vocab = dspec.Vocab.from_json(spec["vocab"])
+        self.vocab = inputs.Vocab.from_json(spec["vocab"])
         self.quantiles = tuple(float(q) for q in spec["quantiles"])
         self.horizon = int(spec["horizon"])
         self.max_encoder = int(spec["max_encoder"])
@@ -229,77 +219,72 @@ class Forecaster:
         self.interval_scale_by_profile = {k: float(v) for k, v in spec.get("interval_scale_by_profile", {}).items()}
         self._median_index = min(range(len(self.quantiles)), key=lambda i: abs(self.quantiles[i] - 0.5))
         self._q_index = {}
-        for label, q in dspec.SERVED_QUANTILES.items():
+        for label, q in SERVED_QUANTILES.items():
             matches = [i for i, x in enumerate(self.quantiles) if math.isclose(x, q)]
             if not matches:
-                raise ModelFolderError(f"{version}: model lacks quantile {q}")
+                raise folders.ModelFolderError(f"{version}: model lacks quantile {q}")
             self._q_index[label] = matches[0]
 
-    def predict_array(self, windows: list[dspec.SeriesWindow]) -> np.ndarray:
-        """All quantiles, (B, horizon, n_metrics, n_quantiles), sorted and clipped, float32."""
-        torch = _torch()
+    def _check_step(self, windows: list[SeriesWindow]) -> None:
         wrong_step = {w.step_minutes for w in windows} - {self.step_minutes}
         if wrong_step:
             raise ValueError(
                 f"model {self.version} forecasts {self.step_minutes}-minute buckets, got windows of "
                 f"{sorted(wrong_step)} minutes"
             )
-        out = []
-        for i in range(0, len(windows), self.chunk_size):
-            chunk = windows[i : i + self.chunk_size]
-            arrays = dspec.build_inputs(chunk, self.vocab, self.max_encoder, self.horizon)
-            with torch.inference_mode():
-                z = self.net(to_tensors(arrays, self.device))["prediction"]
-                z = z.float().cpu().numpy()
-            z = np.sort(z, axis=-1)
-            # calibrated spread around the median, per profile (see training.calibrate_intervals)
-            alpha = np.array(
-                [self.interval_scale_by_profile.get(w.profile, self.interval_scale) for w in chunk], dtype=np.float32
-            )
-            med = z[..., self._median_index : self._median_index + 1]
-            z = med + alpha[:, None, None, None] * (z - med)
-            pred = dspec.denormalise(z, arrays["target_scale"])
-            pred = np.sort(pred, axis=-1)
-            out.append(dspec.clip_ranges(pred.astype(np.float32)))
+
+    def _predict_chunk(self, chunk: list[SeriesWindow]) -> np.ndarray:
+        arrays = inputs.build_inputs(chunk, self.vocab, self.max_encoder, self.horizon)
+        z = predict_normalised(self.net, arrays, self.device)
+        # calibrated spread around the median, per profile (see training.calibrate_intervals)
+        alpha = np.array(
+            [self.interval_scale_by_profile.get(w.profile, self.interval_scale) for w in chunk], dtype=np.float32
+        )
+        med = z[..., self._median_index : self._median_index + 1]
+        z = med + alpha[:, None, None, None] * (z - med)
+        pred = np.sort(inputs.denormalise(z, arrays["target_scale"]), axis=-1)
+        return inputs.clip_ranges(pred.astype(np.float32))
+
+    def predict_array(self, windows: list[SeriesWindow]) -> np.ndarray:
+        """All quantiles, (B, horizon, n_metrics, n_quantiles), sorted and clipped, float32."""
+        self._check_step(windows)
+        out = [self._predict_chunk(windows[i : i + self.chunk_size]) for i in range(0, len(windows), self.chunk_size)]
         if not out:
-            return np.zeros((0, self.horizon, len(dspec.TARGETS), len(self.quantiles)), dtype=np.float32)
+            return np.zeros((0, self.horizon, len(TARGETS), len(self.quantiles)), dtype=np.float32)
         return np.concatenate(out, axis=0)
 
-    def predict(self, windows: list[dspec.SeriesWindow]) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    def predict(self, windows: list[SeriesWindow]) -> dict[str, dict[str, dict[str, np.ndarray]]]:
         """{server: {metric: {"p10"|"p50"|"p90": array (horizon,)}}} for every window."""
         pred = self.predict_array(windows)
         result: dict[str, dict[str, dict[str, np.ndarray]]] = {}
         for b, w in enumerate(windows):
             result[w.server] = {
                 metric: {label: pred[b, :, m, qi] for label, qi in self._q_index.items()}
-                for m, metric in enumerate(dspec.TARGETS)
+                for m, metric in enumerate(TARGETS)
             }
         return result
 
 
 def load_forecaster(path: Path, device: str = "auto", threads: int | None = None) -> Forecaster:
-    """Rebuild the network from spec.json and load weights.safetensors (never unpickles).
-
-    ``threads``: if given, torch's CPU thread count for this process. On a machine whose cores are
-    shared with other busy processes, 1 is much faster than 2 (OpenMP threads wait on each other).
-    """
-    from safetensors.torch import load_model
-
-    if threads:
-        _torch().set_num_threads(int(threads))
-
+    """Rebuild the network from spec.json and load weights.safetensors (never unpickles)."""
+    set_threads(threads)
     started = time.perf_counter()
-    info = read_model_folder(Path(path))
-    spec = info["spec"]
+    folder = folders.read_model_folder(Path(path))
+    spec = folder.spec
     dev = resolve_device(device)
-    vocab = dspec.Vocab.from_json(spec["vocab"])
+    vocab = inputs.Vocab.from_json(spec["vocab"])
     net = build_network(spec["hparams"], vocab, tuple(spec["quantiles"]), int(spec["max_encoder"]))
     try:
         # safetensors only (no pickle); strict: every tensor of the network must be in the file
-        load_model(net, str(Path(path) / WEIGHTS_FILE), strict=True, device="cpu")
+        load_model(net, str(Path(path) / folders.WEIGHTS_FILE), strict=True, device="cpu")
     except (RuntimeError, ValueError, OSError) as exc:
-        raise ModelFolderError(f"{info['name']}: weights do not match spec ({exc})") from exc
+        raise folders.ModelFolderError(f"{folder.name}: weights do not match spec ({exc})") from exc
     net.eval()
     net.to(dev)
-    logger.info("loaded TFT %s on %s in %.2fs", info["name"], dev, time.perf_counter() - started)
-    return Forecaster(net, spec, info["name"], dev)
+    logger.info("loaded TFT %s on %s in %.2fs", folder.name, dev, time.perf_counter() - started)
+    return Forecaster(net, spec, folder.name, dev)
+
+
+def runtime_info() -> dict:
+    """torch's version and CPU thread count (benchmark reports)."""
+    return {"torch": torch.__version__, "torch_threads": torch.get_num_threads()}

@@ -7,7 +7,7 @@ mean of a bucket's records *is* the latent value (up to the 2-decimal rounding o
 Hence ``simulate_buckets`` (vectorised, no records) gives exactly the series that ingest's 5-minute
 rollups of ``simulate_records`` produce, and training on it is training on what the service sees.
 
-What is in the latent process, per profile (``ingest.contract.profile_for``):
+What is in the latent process, per profile (``spec.profile_for``):
 
 * a daily load curve (business hours, weekends lighter, a morning surge for user-facing services),
   day-to-day amplitude changes and per-server offsets/phases;
@@ -37,13 +37,11 @@ from typing import Any
 import numpy as np
 from scipy.signal import lfilter
 
-from forecasting.spec import SeriesWindow
-from ingest.contract import METRICS, STATES, profile_for
+from forecasting.engine.series import SeriesWindow
+from forecasting.engine.spec import CRITICAL_PCT, METRICS, STATE_INDEX, STATES, STEP_MINUTES, profile_for
 
 logger = logging.getLogger(__name__)
 
-STATE_INDEX: dict[str, int] = {s: i for i, s in enumerate(STATES)}
-CRITICAL_THRESHOLD = 95.0  # cpu_pct / mem_pct level that marks a critical incident
 
 # Default fleet of 20: ppml0001-0004, ppdb001-003, ppweb001-008, ppcon01, ppetl001-002, pprisk001-002.
 _FLEET_MIX: tuple[tuple[str, int, int], ...] = (
@@ -67,7 +65,7 @@ _PROFILE_PARAMS: dict[str, dict[str, Any]] = {
     "ml_compute": dict(c=(8, 12), m=(35, 8), d=(10, 20), lat=(45, 0.3), night=0.3, weekend=0.8,
                        hours=(9.0, 19.0), morning=False, idle_night=False, incident_gap_h=72),
     "conductor": dict(c=(8, 25), m=(38, 10), d=(2, 6), lat=(15, 0.6), night=0.25, weekend=0.5,
-                      hours=(7.5, 19.0), morning=True, idle_night=True, incident_gap_h=96),
+                      hours=(7.5, 19.0), morning=True, idle_night=True, incident_gap_h=4 * 24),
     "etl": dict(c=(6, 14), m=(30, 10), d=(8, 25), lat=(80, 0.3), night=0.2, weekend=0.6,
                 hours=(8.0, 18.0), morning=False, idle_night=False, incident_gap_h=72),
     "risk": dict(c=(9, 35), m=(45, 12), d=(5, 15), lat=(35, 0.7), night=0.12, weekend=0.3,
@@ -359,8 +357,8 @@ def _simulate_server(server: str, first: datetime, n: int, step_minutes: int, se
         c0_, c1_, r1 = p0 + pre, p0 + pre + crit, p0 + pre + crit + rec
         if c0_ >= n:
             break
-        cpu_t = inc_rng.uniform(96.0, 99.3)
-        mem_t = inc_rng.uniform(96.0, 99.0) if kind == "memory_leak" else None
+        cpu_t = inc_rng.uniform(CRITICAL_PCT + 1.0, 99.3)
+        mem_t = inc_rng.uniform(CRITICAL_PCT + 1.0, 99.0) if kind == "memory_leak" else None
         lat_k = inc_rng.uniform(4, 12)
         disk_k = inc_rng.uniform(2.5, 5.0) if kind == "disk_buildup" else inc_rng.uniform(1.0, 1.6)
         shape = inc_rng.uniform(1.2, 2.0)
@@ -413,7 +411,7 @@ def _simulate_server(server: str, first: datetime, n: int, step_minutes: int, se
 
 # --------------------------------------------------------------------------------------------
 def simulate_fleet_truth(
-    *, servers: list[str], start: datetime, end: datetime, seed: int = 0, step_minutes: int = 5
+    *, servers: list[str], start: datetime, end: datetime, seed: int = 0, step_minutes: int = STEP_MINUTES
 ) -> FleetTruth:
     """Bucket-level series for ``servers`` over [start, end) plus every incident episode.
 
@@ -441,14 +439,14 @@ def simulate_fleet_truth(
 
 
 def simulate_buckets(
-    *, servers: list[str], start: datetime, end: datetime, seed: int = 0, step_minutes: int = 5
+    *, servers: list[str], start: datetime, end: datetime, seed: int = 0, step_minutes: int = STEP_MINUTES
 ) -> list:
     """The fleet as ``SeriesWindow`` bucket series (fast: no records are generated)."""
     return simulate_fleet_truth(servers=servers, start=start, end=end, seed=seed, step_minutes=step_minutes).windows
 
 
 def simulate_episodes(
-    *, servers: list[str], start: datetime, end: datetime, seed: int = 0, step_minutes: int = 5
+    *, servers: list[str], start: datetime, end: datetime, seed: int = 0, step_minutes: int = STEP_MINUTES
 ) -> list[Episode]:
     return simulate_fleet_truth(servers=servers, start=start, end=end, seed=seed, step_minutes=step_minutes).episodes
 
@@ -492,7 +490,7 @@ def simulate_records(
     end: datetime,
     interval_seconds: float = 5,
     seed: int = 0,
-    step_minutes: int = 5,
+    step_minutes: int = STEP_MINUTES,
 ) -> Iterator[list[dict]]:
     """Contract-shaped records for every server every ``interval_seconds`` in [start, end).
 
@@ -562,7 +560,7 @@ def records_from_truth(
 def fleet_stats(truth: FleetTruth) -> dict[str, Any]:
     """Summary numbers for reports: state shares, dwell, episodes, precursor coverage."""
     states = np.concatenate([w.states for w in truth.windows])
-    step = truth.windows[0].step_minutes if truth.windows else 5
+    step = truth.windows[0].step_minutes if truth.windows else STEP_MINUTES
     shares = {s: float(np.mean(states == i)) for i, s in enumerate(STATES)}
     dwell: dict[str, list[int]] = {s: [] for s in STATES}
     for w in truth.windows:
@@ -577,7 +575,7 @@ def fleet_stats(truth: FleetTruth) -> dict[str, Any]:
         w = next(w for w in truth.windows if w.server == e.server)
         i0 = int((e.start - w.start).total_seconds() // (w.step_minutes * 60))
         i1 = int((e.end - w.start).total_seconds() // (w.step_minutes * 60))
-        if np.max(w.values[i0:i1, :2]) >= CRITICAL_THRESHOLD:
+        if np.max(w.values[i0:i1, :2]) >= CRITICAL_PCT:
             crossing += 1
     return {
         "servers": len(truth.windows),

@@ -1,12 +1,12 @@
-"""Training the TFT: data loading (database, CSV folders, simulator), window sampling, the loop,
-and writing a model folder (safetensors + JSON, see forecasting.tft).
+"""Training the TFT: window sampling, the loop, interval calibration and the model folder.
 
-Used by ``python manage.py train_tft``; importable without Django for the CSV/simulated paths.
+The loop is numpy; every tensor operation goes through ``forecasting.engine.network`` (the only
+module that imports torch). Data comes in as engine series (see forecasting.engine.series, the
+simulator and forecasting.engine.synthetic); the Django command adapts the database.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -19,170 +19,22 @@ from pathlib import Path
 
 import numpy as np
 
-from forecasting import spec as dspec
-from ingest.contract import METRICS, PERCENT_METRICS, STATES, profile_for
+from forecasting.engine import backtest as bt
+from forecasting.engine import folders, inputs, network
+from forecasting.engine.series import SeriesWindow, epoch_minutes, load_csv_dir
+from forecasting.engine.simulator import fleet_names, simulate_buckets, simulate_fleet_truth
+from forecasting.engine.spec import CONTEXT, HORIZON, METRICS, QUANTILES, SERVED_QUANTILES, TARGETS
 
 logger = logging.getLogger(__name__)
 
-STATE_INDEX = {s: i for i, s in enumerate(STATES)}
+SIMULATION_END = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday, fixed so a seed always means the same data
+BACKTEST_START = datetime(2026, 3, 2, tzinfo=UTC)
+BACKTEST_SEED = 1000  # the held-out simulated fleet the new model is backtested on
 
 
-# ----------------------------------------------------------------------------------------------
-# Data sources -> list[SeriesWindow] (full histories on a regular grid, NaN for gaps)
-
-
-def grid_series(
-    server: str,
-    profile: str,
-    timestamps: np.ndarray,
-    values: np.ndarray,
-    states: np.ndarray | None = None,
-    step_minutes: int = dspec.STEP_MINUTES,
-) -> dspec.SeriesWindow | None:
-    """Place bucket rows (epoch-minute timestamps, any order, duplicates averaged) on a regular grid."""
-    if len(timestamps) == 0:
-        return None
-    ts = (np.asarray(timestamps, dtype=np.int64) // step_minutes) * step_minutes
-    first = int(ts.min())
-    pos = (ts - first) // step_minutes
-    n = int(pos.max()) + 1
-    sums = np.zeros((n, len(METRICS)), dtype=np.float64)
-    counts = np.zeros(n, dtype=np.float64)
-    np.add.at(sums, pos, np.asarray(values, dtype=np.float64))
-    np.add.at(counts, pos, 1.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        grid = (sums / counts[:, None]).astype(np.float32)
-    grid[counts == 0] = np.nan
-    st = np.full(n, -1, dtype=np.int8)
-    if states is not None:
-        st[pos] = np.asarray(states, dtype=np.int8)  # last row of a bucket wins
-        st[counts == 0] = -1
-    return dspec.SeriesWindow(
-        server=server,
-        profile=profile,
-        start=datetime.fromtimestamp(first * 60, tz=UTC),
-        step_minutes=step_minutes,
-        values=grid,
-        states=st,
-    )
-
-
-def load_db_series(
-    servers: list[str] | None = None, step_minutes: int = dspec.STEP_MINUTES
-) -> list[dspec.SeriesWindow]:
-    """Every (or the named) server's MetricBucket history as a gridded series."""
-    from ingest.models import MetricBucket, Server, dominant_state
-
-    qs = Server.objects.all().order_by("name")
-    if servers:
-        qs = qs.filter(name__in=servers)
-    result = []
-    for server in qs:
-        rows = list(
-            MetricBucket.objects.filter(server=server, count__gt=0)
-            .order_by("bucket_start")
-            .values("bucket_start", "count", *(f"{m}_sum" for m in METRICS), *(f"n_{s}" for s in STATES))
-        )
-        if not rows:
-            continue
-        ts = np.array([int(r["bucket_start"].timestamp() // 60) for r in rows], dtype=np.int64)
-        vals = np.array([[r[f"{m}_sum"] / r["count"] for m in METRICS] for r in rows], dtype=np.float32)
-        st = np.array([STATE_INDEX[dominant_state({s: r[f"n_{s}"] for s in STATES})] for r in rows], dtype=np.int8)
-        w = grid_series(server.name, server.profile, ts, vals, st, step_minutes)
-        if w is not None:
-            result.append(w)
-    return result
-
-
-NAB_METRIC_BY_KEYWORD = (("cpu", "cpu_pct"), ("disk", "disk_io_mb_s"), ("network", "disk_io_mb_s"))
-
-
-def nab_metric_for(name: str) -> str:
-    lowered = name.lower()
-    for key, metric in NAB_METRIC_BY_KEYWORD:
-        if key in lowered:
-            return metric
-    return "cpu_pct"
-
-
-def load_csv_series(
-    csv_dir: Path,
-    metric: str | None = None,
-    fraction: float = 1.0,
-    step_minutes: int = dspec.STEP_MINUTES,
-) -> list[dspec.SeriesWindow]:
-    """CSV files of a folder as gridded series.
-
-    Contract-shaped files (timestamp, server_name, the 4 metrics[, state]) are rolled up to buckets
-    per server. NAB-layout files (timestamp, value) become one series named after the file, the
-    value going to ``metric`` ("auto": from the file name: cpu→cpu_pct, disk/network→disk_io_mb_s)
-    and the other metrics 0.0. ``fraction`` keeps the first part of each series (e.g. 0.6 to train
-    on the first 60 % and leave the rest to a backtest).
-    """
-    import pandas as pd
-
-    files = sorted(Path(csv_dir).glob("*.csv"))
-    if not files:
-        raise FileNotFoundError(f"no *.csv files in {csv_dir}")
-    result: list[dspec.SeriesWindow] = []
-    for f in files:
-        df = pd.read_csv(f)
-        cols = set(df.columns)
-        ts = pd.to_datetime(df["timestamp"], utc=True, format="mixed")
-        minutes = ((ts - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(minutes=1)).to_numpy(dtype=np.int64)
-        if {"server_name", *METRICS} <= cols:
-            for name, idx in df.groupby("server_name").groups.items():
-                idx = np.asarray(idx)
-                vals = df.loc[idx, list(METRICS)].to_numpy(dtype=np.float32)
-                st = None
-                if "state" in cols:
-                    st = np.array([STATE_INDEX.get(s, -1) for s in df.loc[idx, "state"]], dtype=np.int8)
-                w = _grid_records(str(name), minutes[idx], vals, st, step_minutes)
-                if w is not None:
-                    result.append(w)
-        elif {"timestamp", "value"} <= cols:
-            m = nab_metric_for(f.stem) if metric in (None, "auto") else metric
-            if m not in METRICS:
-                raise ValueError(f"--metric must be one of {METRICS} or auto, got {m!r}")
-            vals = np.zeros((len(df), len(METRICS)), dtype=np.float32)
-            vals[:, METRICS.index(m)] = df["value"].to_numpy(dtype=np.float32)
-            w = grid_series(f.stem, "generic", minutes, vals, None, step_minutes)
-            if w is not None:
-                result.append(w)
-        else:
-            raise ValueError(f"{f.name}: neither contract columns nor timestamp,value")
-    if fraction < 1.0:
-        result = [_head(w, fraction) for w in result]
-    return result
-
-
-def _grid_records(server, minutes, vals, states, step_minutes) -> dspec.SeriesWindow | None:
-    """Raw records -> bucket means and dominant state (ties to the more severe state)."""
-    if states is None or (states < 0).all():
-        return grid_series(server, profile_for(server), minutes, vals, None, step_minutes)
-    b = (minutes // step_minutes) * step_minutes
-    w = grid_series(server, profile_for(server), minutes, vals, None, step_minutes)
-    first = int(b.min())
-    pos = (b - first) // step_minutes
-    counts = np.zeros((len(w.values), len(STATES)), dtype=np.int64)
-    ok = states >= 0
-    np.add.at(counts, (pos[ok], states[ok].astype(np.int64)), 1)
-    dom = (counts * (len(STATES) + 1) + np.arange(len(STATES))[None, :]).argmax(axis=1)
-    w.states = np.where(counts.sum(axis=1) > 0, dom, -1).astype(np.int8)
-    return w
-
-
-def _head(w: dspec.SeriesWindow, fraction: float) -> dspec.SeriesWindow:
-    n = max(1, int(len(w.values) * fraction))
-    return dspec.SeriesWindow(w.server, w.profile, w.start, w.step_minutes, w.values[:n], w.states[:n])
-
-
-def load_simulated_series(n_servers: int, days: float, seed: int, step_minutes: int = dspec.STEP_MINUTES):
-    from forecasting.simulator import fleet_names, simulate_buckets
-
-    end = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday, fixed so a seed always means the same data
-    start = end - timedelta(days=days)
-    return simulate_buckets(servers=fleet_names(n_servers), start=start, end=end, seed=seed, step_minutes=step_minutes)
+def load_simulated_series(n_servers: int, days: float, seed: int) -> list[SeriesWindow]:
+    start = SIMULATION_END - timedelta(days=days)
+    return simulate_buckets(servers=fleet_names(n_servers), start=start, end=SIMULATION_END, seed=seed)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -213,19 +65,19 @@ class TrainConfig:
 class WindowPool:
     """All training series concatenated, for fast vectorised window gathering."""
 
-    def __init__(self, series: list[dspec.SeriesWindow], vocab: dspec.Vocab):
+    def __init__(self, series: list[SeriesWindow], vocab: inputs.Vocab):
         self.series = series
         self.lengths = np.array([len(w.values) for w in series], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
         self.values = np.concatenate([w.values for w in series], axis=0).astype(np.float32)
         self.states = np.concatenate([w.states for w in series], axis=0).astype(np.int8)
-        self.start_minutes = np.array([dspec._epoch_minutes(w.start) for w in series], dtype=np.int64)
+        self.start_minutes = np.array([epoch_minutes(w.start) for w in series], dtype=np.int64)
         self.server_idx = np.array([vocab.server_index(w.server) for w in series], dtype=np.int64)
         self.profile_idx = np.array([vocab.profile_index(w.profile) for w in series], dtype=np.int64)
         self.step = series[0].step_minutes
         self.vocab = vocab
 
-    def gather(self, sid: np.ndarray, origin: np.ndarray, enc_len: np.ndarray, horizon: int = dspec.HORIZON):
+    def gather(self, sid: np.ndarray, origin: np.ndarray, enc_len: np.ndarray, horizon: int = HORIZON):
         """Encoder blocks (left-aligned, NaN padded) and decoder targets for windows whose first
         future step is ``origin`` (index into the series) with ``enc_len`` past steps."""
         L = int(enc_len.max())  # noqa: N806
@@ -290,28 +142,17 @@ def make_batch(pool: WindowPool, sid, origin, enc_len, rng=None, cfg: TrainConfi
         if cfg.unknown_server_prob > 0:
             server_idx[rng.random(len(sid)) < cfg.unknown_server_prob] = 0
         if cfg.scale_augment > 0:
-            for m, metric in enumerate(dspec.TARGETS):
-                if metric in dspec.METRIC_RANGES and math.isinf(dspec.METRIC_RANGES[metric][1]):
+            for m, metric in enumerate(TARGETS):
+                if metric in inputs.METRIC_RANGES and math.isinf(inputs.METRIC_RANGES[metric][1]):
                     f = np.exp(rng.uniform(-cfg.scale_augment, cfg.scale_augment, size=len(sid))).astype(np.float32)
                     enc[:, :, m] *= f[:, None]
                     target[:, :, m] *= f[:, None]
-    x = dspec.build_arrays(enc, enc_len, st, start, server_idx, profile_idx, pool.step)
+    x = inputs.build_arrays(enc, enc_len, st, start, server_idx, profile_idx, pool.step)
     ts = x["target_scale"]
     y = (target - ts[:, None, :, 0]) / ts[:, None, :, 1]
     mask = ~np.isnan(y)
     y = np.clip(np.nan_to_num(y, nan=0.0), -100.0, 100.0).astype(np.float32)
     return x, y, mask
-
-
-def pinball(pred, y, mask, quantiles):
-    """Mean pinball loss of (B, H, M, Q) normalised predictions against (B, H, M) targets."""
-    import torch
-
-    q = torch.as_tensor(quantiles, dtype=pred.dtype, device=pred.device)
-    err = y.unsqueeze(-1) - pred
-    loss = torch.maximum(q * err, (q - 1) * err)
-    m = mask.unsqueeze(-1).to(pred.dtype)
-    return (loss * m).sum() / (m.sum() * len(quantiles)).clamp_min(1.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -329,13 +170,193 @@ class TrainResult:
     forecaster: object = None
 
 
-def model_folder_name(now: datetime | None = None) -> str:
-    now = now or datetime.now(UTC)
-    return f"tft_model_{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+@dataclass
+class _Plan:
+    """Where training and validation windows come from."""
+
+    pool: WindowPool
+    split: np.ndarray
+    candidates: np.ndarray
+    max_origin: np.ndarray
+    weights: np.ndarray
+    val: tuple[np.ndarray, np.ndarray, np.ndarray]  # series, origin, encoder length
+
+
+@dataclass
+class _LoopResult:
+    best: float
+    best_state: dict
+    history: list[dict]
+    epochs_run: int
+    stopped_by: str
+
+
+def _usable_series(series: list[SeriesWindow]) -> list[SeriesWindow]:
+    series = [w for w in series if len(w.values) >= 2 and not np.isnan(w.values).all()]
+    if not series:
+        raise ValueError("no usable training series (need at least 2 buckets each)")
+    steps = {w.step_minutes for w in series}
+    if len(steps) != 1:
+        raise ValueError(f"series have different steps: {sorted(steps)}")
+    return series
+
+
+def _plan(pool: WindowPool, cfg: TrainConfig, rng: np.random.Generator) -> _Plan:
+    split = _split_points(pool, cfg.val_fraction, HORIZON)
+    cand, max_origin = train_candidates(pool, split, HORIZON)
+    if len(cand) == 0:  # tiny data: train on whatever exists, validate on the same
+        split = pool.lengths.copy()
+        cand, max_origin = np.arange(len(pool.series)), np.maximum(1, pool.lengths - 1)
+    val = validation_windows(pool, split, HORIZON, cfg.val_stride, CONTEXT, cfg.max_val_windows, rng)
+    if len(val[0]) == 0:  # no room for a held-out window: validate on the last training origins
+        vo = np.maximum(1, max_origin[cand])
+        val = (cand.copy(), vo, np.minimum(vo, CONTEXT))
+    weights = np.maximum(max_origin[cand], 1).astype(np.float64)
+    return _Plan(pool, split, cand, max_origin, weights / weights.sum(), val)
+
+
+def _lr_factor(progress: float) -> float:
+    """Warm-up (first 5 %) then cosine decay to 5 % of the learning rate."""
+    warm = 0.05
+    if progress < warm:
+        return 0.1 + 0.9 * progress / warm
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (progress - warm) / (1 - warm)))
+
+
+def _sample_batch(plan: _Plan, cfg: TrainConfig, rng: np.random.Generator):
+    """Training windows: series weighted by their room, random origins, full or random encoders."""
+    k = rng.choice(len(plan.candidates), size=cfg.batch_size, p=plan.weights)
+    sid = plan.candidates[k]
+    origin = 1 + (rng.random(cfg.batch_size) * plan.max_origin[sid]).astype(np.int64)
+    origin = np.minimum(origin, plan.max_origin[sid])
+    avail = np.minimum(origin, CONTEXT)
+    rand_len = 1 + (rng.random(cfg.batch_size) * avail).astype(np.int64)
+    enc_len = np.where(rng.random(cfg.batch_size) < cfg.full_encoder_prob, avail, rand_len)
+    return make_batch(plan.pool, sid, origin, enc_len, rng, cfg)
+
+
+def _validation_loss(tn: network.TrainingNetwork, plan: _Plan) -> float:
+    vs, vo, vl = plan.val
+    total, count = 0.0, 0
+    for i in range(0, len(vs), 256):
+        x, y, mask = make_batch(plan.pool, vs[i : i + 256], vo[i : i + 256], vl[i : i + 256])
+        n = int(mask.sum())
+        total += tn.loss(x, y, mask, list(QUANTILES)) * n
+        count += n
+    return total / max(count, 1)
+
+
+class _Schedule:
+    """Learning rate and deadline: the progress of a run is whichever of the step budget and the
+    time budget is further along, so a time-limited run still anneals."""
+
+    def __init__(self, cfg: TrainConfig, started: float) -> None:
+        self.cfg = cfg
+        self.started = started
+        self.total_steps = max(1, cfg.epochs * cfg.batches_per_epoch)
+        self.deadline = started + cfg.max_minutes * 60.0
+
+    def learning_rate(self, step: int) -> float:
+        elapsed = (time.perf_counter() - self.started) / (self.cfg.max_minutes * 60.0)
+        return self.cfg.learning_rate * _lr_factor(min(1.0, max(step / self.total_steps, elapsed)))
+
+    def out_of_time(self) -> bool:
+        return time.perf_counter() > self.deadline
+
+
+def _progress_bar(enabled: bool, total: int):
+    if not enabled:
+        return None
+    from tqdm import tqdm  # only when a person watches the run
+
+    return tqdm(total=total, desc="train_tft", unit="batch", dynamic_ncols=True)
+
+
+def _run_epoch(tn, plan: _Plan, cfg: TrainConfig, rng, schedule: _Schedule, state: dict, bar) -> float:
+    """One epoch of batches (cut short by the deadline); returns the mean training loss."""
+    running, batches = 0.0, 0
+    for _ in range(cfg.batches_per_epoch):
+        x, y, mask = _sample_batch(plan, cfg, rng)
+        running += tn.step(x, y, mask, list(QUANTILES))
+        batches += 1
+        state["step"] += 1
+        tn.set_learning_rate(schedule.learning_rate(state["step"]))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(epoch=state["epoch"], loss=f"{running / batches:.4f}", best=f"{state['best']:.4f}")
+        if schedule.out_of_time():
+            break
+    return running / max(1, batches)
+
+
+def _run_epochs(tn, plan: _Plan, cfg: TrainConfig, rng, schedule: _Schedule, log, bar) -> _LoopResult:
+    """Epochs until the budget, early stopping (``patience`` epochs without improvement) or time."""
+    result = _LoopResult(math.inf, tn.snapshot(), [], 0, "epochs")
+    state = {"step": 0, "epoch": 0, "best": math.inf}
+    bad = 0
+    tn.set_learning_rate(schedule.learning_rate(0))
+    for epoch in range(1, cfg.epochs + 1):
+        state["epoch"] = result.epochs_run = epoch
+        train_loss = _run_epoch(tn, plan, cfg, rng, schedule, state, bar)
+        val = _validation_loss(tn, plan)
+        result.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val})
+        log(f"epoch {epoch}: train {train_loss:.4f} val {val:.4f}")
+        if val < result.best - 1e-5:
+            result.best = state["best"] = val
+            result.best_state = tn.snapshot()
+            bad = 0
+        else:
+            bad += 1
+        if schedule.out_of_time():
+            result.stopped_by = "max_minutes"
+            break
+        if bad >= cfg.patience:
+            result.stopped_by = "early_stopping"
+            break
+    return result
+
+
+def _spec_json(created: datetime, pool: WindowPool, hparams: dict, n_params: int, calibration: dict) -> dict:
+    return {
+        "format": folders.SPEC_FORMAT,
+        "created_at": created.isoformat(),
+        "targets": list(TARGETS),
+        "quantiles": list(QUANTILES),
+        "served_quantiles": SERVED_QUANTILES,
+        "step_minutes": int(pool.step),
+        "horizon": HORIZON,
+        "max_encoder": CONTEXT,
+        "hparams": hparams,
+        "vocab": pool.vocab.to_json(),
+        "x_reals": list(inputs.X_REALS),
+        "x_categoricals": list(inputs.X_CATEGORICALS),
+        "normalisation": {
+            "kind": "per-window encoder mean/std",
+            "scale_floor": inputs.SCALE_FLOOR,
+            "scale_rel_floor": inputs.SCALE_REL_FLOOR,
+        },
+        "metric_ranges": {m: [lo, None if math.isinf(hi) else hi] for m, (lo, hi) in inputs.METRIC_RANGES.items()},
+        "n_parameters": n_params,
+        # quantiles are spread around the median by this factor (calibrated on validation windows)
+        "interval_scale": calibration["interval_scale"],
+        "interval_scale_by_profile": calibration["by_profile"],
+    }
+
+
+def _metrics_json(loop: _LoopResult, plan: _Plan, calibration: dict, duration: float) -> dict:
+    return {
+        "val_loss": loop.best,
+        "val_windows": len(plan.val[0]),
+        "val_coverage_p10_p90": calibration["coverage"],
+        "history": loop.history,
+        "epochs_run": loop.epochs_run,
+        "stopped_by": loop.stopped_by,
+        "duration_s": round(duration, 1),
+    }
 
 
 def train(
-    series: list[dspec.SeriesWindow],
+    series: list[SeriesWindow],
     cfg: TrainConfig,
     out_dir: Path | None = None,
     progress: bool = True,
@@ -344,190 +365,89 @@ def train(
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train a TFT on ``series`` and (if out_dir) write ``out_dir/tft_model_<UTC time>/``."""
-    import torch
-
-    from forecasting import tft
-
     log = log or logger.info
     started = time.perf_counter()
     created = datetime.now(UTC)
-    series = [w for w in series if len(w.values) >= 2 and not np.isnan(w.values).all()]
-    if not series:
-        raise ValueError("no usable training series (need at least 2 buckets each)")
-    steps = {w.step_minutes for w in series}
-    if len(steps) != 1:
-        raise ValueError(f"series have different steps: {sorted(steps)}")
+    series = _usable_series(series)
     rng = np.random.default_rng(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    device = tft.resolve_device(cfg.device)
-
-    hparams = {**tft.DEFAULT_HPARAMS, **cfg.hparams}
-    vocab = dspec.Vocab(servers=(dspec.UNKNOWN, *sorted({w.server for w in series} - {dspec.UNKNOWN})))
-    net = tft.build_network(hparams, vocab, dspec.QUANTILES, dspec.MAX_ENCODER).to(device)
-    n_params = sum(p.numel() for p in net.parameters())
+    network.seed(cfg.seed)
+    device = network.resolve_device(cfg.device)
+    hparams = {**network.DEFAULT_HPARAMS, **cfg.hparams}
+    vocab = inputs.Vocab(servers=(inputs.UNKNOWN, *sorted({w.server for w in series} - {inputs.UNKNOWN})))
+    tn = network.TrainingNetwork(network.build_network(hparams, vocab, QUANTILES, CONTEXT), device, cfg)
     pool = WindowPool(series, vocab)
-    H = dspec.HORIZON  # noqa: N806
-    split = _split_points(pool, cfg.val_fraction, H)
-    cand, max_origin = train_candidates(pool, split, H)
-    if len(cand) == 0:  # tiny data: train on whatever exists, validate on the same
-        split = pool.lengths.copy()
-        cand, max_origin = np.arange(len(series)), np.maximum(1, pool.lengths - 1)
-    vs, vo, vl = validation_windows(pool, split, H, cfg.val_stride, dspec.MAX_ENCODER, cfg.max_val_windows, rng)
-    if len(vs) == 0:  # no room for a held-out window: validate on the last training origins
-        vs = cand.copy()
-        vo = np.maximum(1, max_origin[cand])
-        vl = np.minimum(vo, dspec.MAX_ENCODER)
-    weights = np.maximum(max_origin[cand], 1).astype(np.float64)
-    weights /= weights.sum()
+    plan = _plan(pool, cfg, rng)
     log(
-        f"training on {len(series)} series, {int(pool.lengths.sum())} buckets, {len(vs)} validation windows, "
-        f"{n_params} parameters, device {device}"
+        f"training on {len(series)} series, {int(pool.lengths.sum())} buckets, {len(plan.val[0])} validation "
+        f"windows, {tn.n_parameters} parameters, device {device}"
     )
-
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    total_steps = max(1, cfg.epochs * cfg.batches_per_epoch)
-
-    def set_lr(step: int) -> None:
-        """Warm-up then cosine decay over the progress of the run: whichever of the step budget
-        and the time budget is further along, so a time-limited run still anneals."""
-        progress = max(step / total_steps, (time.perf_counter() - started) / (cfg.max_minutes * 60.0))
-        progress = min(1.0, progress)
-        warm = 0.05
-        if progress < warm:
-            factor = 0.1 + 0.9 * progress / warm
-        else:
-            factor = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (progress - warm) / (1 - warm)))
-        for group in opt.param_groups:
-            group["lr"] = cfg.learning_rate * factor
-
-    quantiles = list(dspec.QUANTILES)
-
-    def evaluate() -> float:
-        net.eval()
-        total, count = 0.0, 0
-        with torch.inference_mode():
-            for i in range(0, len(vs), 256):
-                x, y, mask = make_batch(pool, vs[i : i + 256], vo[i : i + 256], vl[i : i + 256])
-                pred = net(tft.to_tensors(x, device))["prediction"]
-                n = int(mask.sum())
-                loss = pinball(pred, torch.from_numpy(y).to(device), torch.from_numpy(mask).to(device), quantiles)
-                total += float(loss) * n
-                count += n
-        net.train()
-        return total / max(count, 1)
-
-    best = math.inf
-    best_state = copy.deepcopy(net.state_dict())
-    history = []
-    bad = 0
-    stopped_by = "epochs"
-    deadline = started + cfg.max_minutes * 60.0
-    epoch = 0
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total_steps, desc="train_tft", unit="batch", dynamic_ncols=True)
-    net.train()
-    global_step = 0
-    set_lr(0)
-    for epoch in range(1, cfg.epochs + 1):
-        running = 0.0
-        for b in range(cfg.batches_per_epoch):
-            k = rng.choice(len(cand), size=cfg.batch_size, p=weights)
-            sid = cand[k]
-            origin = 1 + (rng.random(cfg.batch_size) * max_origin[sid]).astype(np.int64)
-            origin = np.minimum(origin, max_origin[sid])
-            avail = np.minimum(origin, dspec.MAX_ENCODER)
-            rand_len = 1 + (rng.random(cfg.batch_size) * avail).astype(np.int64)
-            enc_len = np.where(rng.random(cfg.batch_size) < cfg.full_encoder_prob, avail, rand_len)
-            x, y, mask = make_batch(pool, sid, origin, enc_len, rng, cfg)
-            pred = net(tft.to_tensors(x, device))["prediction"]
-            loss = pinball(pred, torch.from_numpy(y).to(device), torch.from_numpy(mask).to(device), quantiles)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.gradient_clip)
-            opt.step()
-            global_step += 1
-            set_lr(global_step)
-            running += loss.detach().item()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{running / (b + 1):.4f}", best=f"{best:.4f}")
-            if time.perf_counter() > deadline:
-                break
-        val = evaluate()
-        history.append({"epoch": epoch, "train_loss": running / max(1, b + 1), "val_loss": val})
-        log(f"epoch {epoch}: train {running / max(1, b + 1):.4f} val {val:.4f}")
-        if val < best - 1e-5:
-            best = val
-            best_state = copy.deepcopy(net.state_dict())
-            bad = 0
-        else:
-            bad += 1
-        if time.perf_counter() > deadline:
-            stopped_by = "max_minutes"
-            break
-        if bad >= cfg.patience:
-            stopped_by = "early_stopping"
-            break
+    schedule = _Schedule(cfg, started)
+    bar = _progress_bar(progress, schedule.total_steps)
+    loop = _run_epochs(tn, plan, cfg, rng, schedule, log, bar)
     if bar is not None:
         bar.close()
-    net.load_state_dict(best_state)
-    net.eval()
-    calibration = calibrate_intervals(net, pool, split, device, cfg)
+    tn.restore(loop.best_state)
+    calibration = calibrate_intervals(tn.net, pool, plan.split, device, cfg)
     log(f"interval calibration on validation (p10-p90 coverage): {json.dumps(calibration['coverage'])}")
     duration = time.perf_counter() - started
-
-    spec = {
-        "format": tft.SPEC_FORMAT,
-        "created_at": created.isoformat(),
-        "targets": list(dspec.TARGETS),
-        "quantiles": quantiles,
-        "served_quantiles": dspec.SERVED_QUANTILES,
-        "step_minutes": int(pool.step),
-        "horizon": H,
-        "max_encoder": dspec.MAX_ENCODER,
-        "hparams": hparams,
-        "vocab": vocab.to_json(),
-        "x_reals": list(dspec.X_REALS),
-        "x_categoricals": list(dspec.X_CATEGORICALS),
-        "normalisation": {
-            "kind": "per-window encoder mean/std",
-            "scale_floor": dspec.SCALE_FLOOR,
-            "scale_rel_floor": dspec.SCALE_REL_FLOOR,
-        },
-        "metric_ranges": {m: [lo, None if math.isinf(hi) else hi] for m, (lo, hi) in dspec.METRIC_RANGES.items()},
-        "n_parameters": n_params,
-        # quantiles are spread around the median by this factor (calibrated on validation windows)
-        "interval_scale": calibration["interval_scale"],
-        "interval_scale_by_profile": calibration["by_profile"],
-    }
-    metrics = {
-        "val_loss": best,
-        "val_windows": len(vs),
-        "val_coverage_p10_p90": calibration["coverage"],
-        "history": history,
-        "epochs_run": epoch,
-        "stopped_by": stopped_by,
-        "duration_s": round(duration, 1),
-    }
-    result = TrainResult(None, metrics, spec, duration, epoch, stopped_by)
-    from forecasting.tft import Forecaster
-
-    net_cpu = net
-    result.forecaster = Forecaster(net_cpu, spec, "unsaved", device)
+    spec = _spec_json(created, pool, hparams, tn.n_parameters, calibration)
+    metrics = _metrics_json(loop, plan, calibration, duration)
+    result = TrainResult(None, metrics, spec, duration, loop.epochs_run, loop.stopped_by)
+    result.forecaster = network.Forecaster(tn.net, spec, "unsaved", device)
     if out_dir is not None:
-        path = Path(out_dir) / model_folder_name(created)
-        tft.save_model_folder(path, net, spec, metrics)
-        write_model_card(path, spec, metrics, cfg, data_description, command, duration, n_params)
+        path = Path(out_dir) / folders.model_folder_name(created)
+        network.save_model_folder(path, tn.net, spec, metrics)
+        write_model_card(path, spec, metrics, cfg, data_description, command, duration, tn.n_parameters)
         result.path = path
         result.forecaster.version = path.name
         log(f"wrote {path}")
     return result
 
 
+# ----------------------------------------------------------------------------------------------
+# Interval calibration
+
 TARGET_COVERAGE = 0.80
+MIN_PROFILE_POINTS = 2000  # a profile needs this many validation points for its own factor
+
+
+def _coverage(d: np.ndarray, lo: np.ndarray, hi: np.ndarray, a: float) -> float:
+    return float(np.mean((d >= a * lo) & (d <= a * hi)))
+
+
+def _fit_scale(d: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: float) -> tuple[float, float, float]:
+    """The smallest factor in 1.0, 1.05, … 5.0 reaching ``target`` coverage; (factor, raw, calibrated)."""
+    best = 1.0
+    for a in np.arange(1.0, 5.001, 0.05):
+        best = round(float(a), 3)
+        if _coverage(d, lo, hi, a) >= target:
+            break
+    return best, round(_coverage(d, lo, hi, 1.0), 4), round(_coverage(d, lo, hi, best), 4)
+
+
+def _calibration_points(net, pool: WindowPool, split: np.ndarray, device, cfg: TrainConfig):
+    """Per validation point of a named series: (target − median, p10 − median, p90 − median, profile)."""
+    rng = np.random.default_rng(cfg.seed + 1)
+    vs, vo, vl = validation_windows(pool, split, HORIZON, cfg.val_stride, CONTEXT, 10**9, rng)
+    named = pool.server_idx[vs] != 0
+    if named.any():
+        vs, vo, vl = vs[named], vo[named], vl[named]
+    qs = list(QUANTILES)
+    i10, i50, i90 = qs.index(0.1), qs.index(0.5), qs.index(0.9)
+    cols = [inputs.X_REALS.index(m) for m in TARGETS]
+    parts: list[tuple[np.ndarray, ...]] = []
+    for i in range(0, len(vs), 256):
+        sl = slice(i, i + 256)
+        x, y, mask = make_batch(pool, vs[sl], vo[sl], vl[sl])
+        z = network.predict_normalised(net, x, device)
+        varying = np.abs(x["encoder_cont"][:, :, cols]).max(axis=1) > 0  # (B, M)
+        keep = mask & varying[:, None, :]
+        prof = np.broadcast_to(pool.profile_idx[vs[sl]][:, None, None], keep.shape)[keep]
+        med = z[..., i50][keep]
+        parts.append((y[keep] - med, z[..., i10][keep] - med, z[..., i90][keep] - med, prof))
+    if not parts or sum(len(p[0]) for p in parts) == 0:
+        return None
+    return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
 
 
 def calibrate_intervals(
@@ -541,58 +461,25 @@ def calibrate_intervals(
     Target dimensions that are constant over the encoder (e.g. the 0.0 filler of single-metric
     CSVs) are left out: they would be covered trivially.
     """
-    import torch
-
-    from forecasting import tft
-
-    rng = np.random.default_rng(cfg.seed + 1)
-    vs, vo, vl = validation_windows(pool, split, dspec.HORIZON, cfg.val_stride, dspec.MAX_ENCODER, 10**9, rng)
-    named = pool.server_idx[vs] != 0
-    if named.any():
-        vs, vo, vl = vs[named], vo[named], vl[named]
-    qs = list(dspec.QUANTILES)
-    i10, i50, i90 = qs.index(0.1), qs.index(0.5), qs.index(0.9)
-    parts: list[tuple[np.ndarray, ...]] = []
-    cols = [dspec.X_REALS.index(m) for m in dspec.TARGETS]
-    with torch.inference_mode():
-        for i in range(0, len(vs), 256):
-            sl = slice(i, i + 256)
-            x, y, mask = make_batch(pool, vs[sl], vo[sl], vl[sl])
-            z = np.sort(net(tft.to_tensors(x, device))["prediction"].float().cpu().numpy(), axis=-1)
-            varying = np.abs(x["encoder_cont"][:, :, cols]).max(axis=1) > 0  # (B, M)
-            keep = mask & varying[:, None, :]
-            prof = np.broadcast_to(pool.profile_idx[vs[sl]][:, None, None], keep.shape)[keep]
-            med = z[..., i50][keep]
-            parts.append((y[keep] - med, z[..., i10][keep] - med, z[..., i90][keep] - med, prof))
-    if not parts or sum(len(p[0]) for p in parts) == 0:
+    points = _calibration_points(net, pool, split, device, cfg)
+    if points is None:
         return {"interval_scale": 1.0, "by_profile": {}, "coverage": {}}
-    d, lo, hi, prof = (np.concatenate(p) for p in zip(*parts, strict=True))
-
-    def fit(sel: np.ndarray) -> tuple[float, float, float]:
-        dd, ll, hh = d[sel], lo[sel], hi[sel]
-
-        def coverage(a: float) -> float:
-            return float(np.mean((dd >= a * ll) & (dd <= a * hh)))
-
-        best = 1.0
-        for a in np.arange(1.0, 5.001, 0.05):
-            best = round(float(a), 3)
-            if coverage(a) >= target:
-                break
-        return best, round(coverage(1.0), 4), round(coverage(best), 4)
-
-    overall, raw, calibrated = fit(np.ones(len(d), dtype=bool))
+    d, lo, hi, prof = points
+    overall, raw, calibrated = _fit_scale(d, lo, hi, target)
     by_profile, report = {}, {"all": {"raw": raw, "calibrated": calibrated, "scale": overall, "points": len(d)}}
-    vocab_profiles = pool.vocab.profiles
     for p in np.unique(prof):
         sel = prof == p
-        if sel.sum() < 2000:
+        if sel.sum() < MIN_PROFILE_POINTS:
             continue
-        scale, raw_p, cal_p = fit(sel)
-        name = vocab_profiles[int(p)]
+        scale, raw_p, cal_p = _fit_scale(d[sel], lo[sel], hi[sel], target)
+        name = pool.vocab.profiles[int(p)]
         by_profile[name] = scale
         report[name] = {"raw": raw_p, "calibrated": cal_p, "scale": scale, "points": int(sel.sum())}
     return {"interval_scale": overall, "by_profile": by_profile, "coverage": report}
+
+
+# ----------------------------------------------------------------------------------------------
+# Model card and backtest figures
 
 
 def write_model_card(
@@ -635,159 +522,66 @@ def write_model_card(
     ]
     extra = {k: v for k, v in metrics.items() if k not in {"history"}}
     lines += ["## Metrics", "", "```json", json.dumps(extra, indent=2, sort_keys=True, default=str), "```", ""]
-    (path / "MODEL_CARD.md").write_text("\n".join(lines))
+    (path / folders.CARD_FILE).write_text("\n".join(lines))
 
 
-def attach_backtest(path: Path | None, opts: dict, device: str = "auto") -> str:
-    """Backtest the new model with forecasting.backtest (if that module is there) and add the
-    figures to metrics.json (key "backtest") and the model card.
+@dataclass
+class BacktestSources:
+    """What to backtest a new model on: CSV folders (full series) and/or a held-out simulated fleet."""
 
-    CSV folders are backtested on their full series (training with --csv-fraction 0.6 leaves the
-    last 40 %, which is what the backtest scores); a simulated fleet is backtested on a held-out
-    seed (1000), with the lead times before its incidents.
-    """
+    csv_dirs: list[Path] = field(default_factory=list)
+    metric: str = "auto"
+    exclude: list[str] = field(default_factory=list)
+    simulated: bool = False
+
+
+def backtest_figures(forecaster, sources: BacktestSources) -> dict[str, dict]:
+    """Backtest results per source. CSV folders are backtested on their full series (training with
+    --csv-fraction 0.6 leaves the last 40 %, which is what the backtest scores); a simulated fleet
+    on a held-out seed, with the lead times before its incidents."""
+    figures: dict[str, dict] = {}
+    for csv_dir in sources.csv_dirs:
+        loaded = load_csv_dir(Path(csv_dir), sources.metric, exclude=sources.exclude)
+        metrics = {w.server: loaded.metric_of.get(w.server, METRICS) for w in loaded.series}
+        figures[f"csv:{csv_dir}"] = bt.run_backtest(loaded.series, forecaster, metrics=metrics or None)
+    if sources.simulated:
+        end = BACKTEST_START + timedelta(days=7)
+        truth = simulate_fleet_truth(servers=fleet_names(20), start=BACKTEST_START, end=end, seed=BACKTEST_SEED)
+        result = bt.run_backtest(truth.windows, forecaster)
+        result["lead_time"] = bt.lead_time_evaluation(truth.windows, truth.episodes, forecaster)
+        figures[f"simulated:20 servers x 7 days, seed {BACKTEST_SEED}"] = result
+    return figures
+
+
+def _card_backtest_section(figures: dict[str, dict]) -> str:
+    lines = ["## Backtest (forecasting.engine.backtest protocol)", ""]
+    for name, result in figures.items():
+        lines += [name, "", "| method | MASE | pinball | p10-p90 coverage | windows |", "|---|---|---|---|---|"]
+        for method, row in result["methods"].items():
+            lines.append(
+                f"| {method} | {row.get('mase', math.nan):.3f} | {row.get('pinball', math.nan):.3f} | "
+                f"{row.get('coverage', math.nan):.3f} | {row.get('windows', 0)} |"
+            )
+        if "lead_time" in result:
+            lead = json.dumps(result["lead_time"], indent=2, sort_keys=True, default=folders.json_default)
+            lines += ["", "lead time before critical_issue episodes:", "", "```json", lead, "```"]
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def attach_backtest(path: Path | None, sources: BacktestSources, device: str = "auto") -> str:
+    """Backtest the new model and add the figures to metrics.json (key "backtest") and the model card."""
     if path is None:
         return "no model folder"
+    if not (sources.csv_dirs or sources.simulated):
+        return "nothing to backtest (no --csv-dir or --simulated)"
+    forecaster = network.load_forecaster(path, device=device)
     try:
-        from forecasting import backtest as bt
-    except ImportError:
-        return "forecasting.backtest not available"
-    if not hasattr(bt, "run_backtest"):
-        return "forecasting.backtest.run_backtest not available"
-    from forecasting.tft import load_forecaster
-
-    fc = load_forecaster(path, device=device)
-    figures: dict = {}
-    notes = []
-    try:
-        for csv_dir in opts.get("csv_dir") or []:
-            series, mapped = bt.load_csv_dir(Path(csv_dir), metric=opts.get("metric", "auto"))
-            metrics = {w.server: mapped.get(w.server, METRICS) for w in series} if mapped else None
-            result = bt.run_backtest(series, fc, metrics=metrics)
-            figures[f"csv:{csv_dir}"] = result
-            tft_row = result["methods"].get("tft", {})
-            notes.append(f"{csv_dir}: tft MASE {tft_row.get('mase', math.nan):.3f}")
-        if opts.get("simulated"):
-            from forecasting.simulator import fleet_names, simulate_fleet_truth
-
-            start = datetime(2026, 3, 2, tzinfo=UTC)
-            truth = simulate_fleet_truth(servers=fleet_names(20), start=start, end=start + timedelta(days=7), seed=1000)
-            result = bt.run_backtest(truth.windows, fc)
-            if hasattr(bt, "lead_time_evaluation"):
-                result["lead_time"] = bt.lead_time_evaluation(truth.windows, truth.episodes, fc)
-            figures["simulated:20 servers x 7 days, seed 1000"] = result
-            notes.append(f"simulated: tft MASE {result['methods']['tft']['mase']:.3f}")
+        figures = backtest_figures(forecaster, sources)
     except Exception as exc:  # a failed backtest must not lose the trained model
         logger.exception("backtest failed")
-        notes.append(f"failed ({exc})")
-    if not figures:
-        return "; ".join(notes) or "nothing to backtest (no --csv-dir or --simulated)"
-    metrics_path = path / "metrics.json"
-    metrics_json = json.loads(metrics_path.read_text())
-    metrics_json["backtest"] = figures
-    metrics_path.write_text(json.dumps(metrics_json, indent=2, sort_keys=True, default=_json_default))
-    with (path / "MODEL_CARD.md").open("a") as card:
-        card.write("## Backtest (forecasting.backtest protocol)\n\n")
-        for name, result in figures.items():
-            card.write(f"{name}\n\n| method | MASE | pinball | p10-p90 coverage | windows |\n|---|---|---|---|---|\n")
-            for method, row in result["methods"].items():
-                card.write(
-                    f"| {method} | {row.get('mase', math.nan):.3f} | {row.get('pinball', math.nan):.3f} | "
-                    f"{row.get('coverage', math.nan):.3f} | {row.get('windows', 0)} |\n"
-                )
-            if "lead_time" in result:
-                card.write("\nlead time before critical_issue episodes:\n\n```json\n")
-                card.write(json.dumps(result["lead_time"], indent=2, sort_keys=True, default=_json_default))
-                card.write("\n```\n")
-            card.write("\n")
-    return "; ".join(notes)
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
-
-
-# ----------------------------------------------------------------------------------------------
-# Generic synthetic series: varied, real-looking single-metric behaviour (level shifts, spikes,
-# heavy-tailed and autocorrelated noise, optional daily/weekly cycles, trends, idle zeros), so the
-# model generalises beyond the simulator's fleet and a handful of real series.
-
-
-def _generic_path(rng: np.random.Generator, n: int, step_minutes: int, bounded: bool) -> np.ndarray:
-    per_day = 1440 // step_minutes
-    t = np.arange(n)
-    level = rng.uniform(0.5, 85.0) if bounded else float(np.exp(rng.uniform(np.log(1e-2), np.log(1e6))))
-    if bounded and rng.random() < 0.3:
-        level = rng.uniform(0.05, 3.0)  # nearly idle CPU
-    rel_sd = float(np.exp(rng.uniform(np.log(0.005), np.log(0.4))))
-    phi = rng.uniform(0.0, 0.97)
-    eps = rng.standard_t(df=rng.uniform(2.5, 30.0), size=n)
-    noise = np.empty(n)
-    acc = 0.0
-    for i in range(n):  # AR(1), n is a few thousand
-        acc = phi * acc + eps[i]
-        noise[i] = acc
-    noise *= np.sqrt(1 - phi**2) * rel_sd
-    mult = np.ones(n)
-    if rng.random() < 0.6:  # daily cycle, optionally lighter weekends
-        amp = rng.uniform(0.05, 0.7)
-        phase = rng.uniform(0, 2 * np.pi)
-        shape = np.sin(2 * np.pi * t / per_day + phase)
-        if rng.random() < 0.5:
-            shape = np.maximum(shape, rng.uniform(-1, 0.3))  # business-hours plateau
-        mult *= 1 + amp * shape
-        if rng.random() < 0.3:
-            day = (t // per_day + rng.integers(7)) % 7
-            mult *= np.where(day >= 5, rng.uniform(0.4, 0.95), 1.0)
-    shifts = rng.poisson(rng.uniform(0, 4) * n / (7 * per_day))
-    for _ in range(shifts):  # persistent level shifts
-        at = rng.integers(n)
-        mult[at:] *= float(np.exp(rng.normal(0, 0.6)))
-    if rng.random() < 0.25:  # slow trend
-        mult *= np.exp(np.linspace(0, rng.normal(0, 0.5), n))
-    x = level * mult * (1 + noise)
-    spike_rate = float(np.exp(rng.uniform(np.log(1e-4), np.log(0.05))))
-    starts = np.nonzero(rng.random(n) < spike_rate)[0]
-    for s in starts:  # transient spikes
-        d = int(rng.integers(1, 8))
-        x[s : s + d] *= float(np.exp(rng.uniform(0.3, 3.0)))
-    if not bounded and rng.random() < 0.2:  # idle periods at exactly zero
-        x[rng.random(n) < rng.uniform(0.05, 0.6)] = 0.0
-    x = np.maximum(x, 0.0)
-    if bounded:
-        p90 = float(np.quantile(x, 0.9))
-        if p90 > 95.0:  # keep saturation occasional, not the norm
-            x *= rng.uniform(0.5, 0.95) * 95.0 / p90
-        x = np.minimum(x, 100.0)
-    if rng.random() < 0.3:  # quantised readings
-        q = 10 ** np.floor(np.log10(max(level, 1e-6)) - rng.integers(1, 3))
-        x = np.round(x / q) * q
-    return x.astype(np.float32)
-
-
-def load_generic_series(
-    n_series: int, days: float, seed: int, step_minutes: int = dspec.STEP_MINUTES
-) -> list[dspec.SeriesWindow]:
-    """``n_series`` generic synthetic series (profile "generic"); about half carry a single metric
-    (the others 0.0, like NAB-layout CSVs), the rest all four (independent behaviours)."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 7919]))
-    n = int(days * 1440 // step_minutes)
-    end = datetime(2026, 1, 5, tzinfo=UTC)
-    start = end - timedelta(minutes=step_minutes * n)
-    out = []
-    for _ in range(n_series):
-        values = np.zeros((n, len(METRICS)), dtype=np.float32)
-        slots = [int(rng.integers(len(METRICS)))] if rng.random() < 0.5 else list(range(len(METRICS)))
-        for m in slots:
-            values[:, m] = _generic_path(rng, n, step_minutes, METRICS[m] in PERCENT_METRICS)
-        if rng.random() < 0.2:  # some gaps
-            for _ in range(int(rng.integers(1, 5))):
-                at = int(rng.integers(n))
-                values[at : at + int(rng.integers(1, 30))] = np.nan
-        # anonymous: no server embedding to learn, they train the "unknown server" path
-        out.append(dspec.SeriesWindow(dspec.UNKNOWN, "generic", start, step_minutes, values))
-    return out
+        return f"failed ({exc})"
+    folders.update_metrics(path, "backtest", figures)
+    with (path / folders.CARD_FILE).open("a") as card:
+        card.write(_card_backtest_section(figures))
+    return "; ".join(f"{name}: tft MASE {r['methods'].get('tft', {}).get('mase', math.nan):.3f}" for name, r in figures.items())

@@ -5,15 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from forecasting.alerts import (
-    Limits,
-    alert_candidates,
-    lead_time,
-    exceedance,
-    fleet_environment,
-    incident_probabilities,
-    limits_batch,
-)
+from forecasting.alerts import Limits, alert_candidates, lead_time
+from forecasting.engine.probability import exceedance, fleet_environment, incident_probabilities, limits_batch
 
 LEVELS = np.array([0.1, 0.5, 0.9])
 

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 
-from forecasting import backtest as bt
-from forecasting.simulator import Episode
-from forecasting.spec import SeriesWindow
-from ingest.contract import METRICS
+from forecasting.engine import backtest as bt
+from forecasting.engine.series import SeriesWindow, load_csv_dir
+from forecasting.engine.simulator import Episode
+from forecasting.engine.spec import HORIZON, METRICS
+from forecasting.selectors import server_histories
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +218,8 @@ def test_backtest_scores_the_forecaster_in_batches_with_unique_keys():
 def test_nab_layout_maps_values_onto_one_metric(tmp_path):
     rows = ["timestamp,value", "2014-02-14 14:30:00,1.5", "2014-02-14 14:35:00,2.5", "2014-02-14 14:45:00,4.0"]
     (tmp_path / "ec2_cpu_utilization_x.csv").write_text("\n".join(rows) + "\n")
-    series, mapped = bt.load_csv_dir(tmp_path)
+    loaded = load_csv_dir(tmp_path)
+    series, mapped = loaded.series, loaded.metric_of
     assert mapped == {"ec2_cpu_utilization_x": "cpu_pct"}
     w = series[0]
     assert w.start == datetime(2014, 2, 14, 14, 30, tzinfo=UTC)
@@ -234,7 +236,8 @@ def test_contract_csv_is_rolled_up_into_bucket_means(tmp_path):
         "2026-03-02T00:05:00Z,ppdb001,30,70,5,6,idle",
     ]
     (tmp_path / "fleet.csv").write_text("\n".join([header, *rows]) + "\n")
-    series, mapped = bt.load_csv_dir(tmp_path)
+    loaded = load_csv_dir(tmp_path)
+    series, mapped = loaded.series, loaded.metric_of
     assert mapped == {}
     w = series[0]
     assert w.server == "ppdb001" and w.profile == "database" and w.start == START
@@ -251,7 +254,7 @@ class ConstantForecaster:
         self.level = level
 
     def predict(self, windows):
-        flat = {k: np.full(96, self.level) for k in ("p10", "p50", "p90")}
+        flat = {k: np.full(HORIZON, self.level) for k in ("p10", "p50", "p90")}
         return {w.server: dict.fromkeys(METRICS, flat) for w in windows}
 
 
@@ -298,7 +301,7 @@ def test_database_buckets_become_series_with_gaps():
             cpu_pct_sum=2 * cpu, mem_pct_sum=100.0, disk_io_mb_s_sum=4.0, latency_ms_sum=6.0,
             n_healthy=1, n_heavy_load=1,
         )  # fmt: skip
-    [w] = bt.series_from_database()
+    [w] = server_histories()
     assert w.server == "ppdb001" and w.start == START and w.step_minutes == 5
     np.testing.assert_array_equal(w.values[:, 0], [10.0, 20.0, np.nan, 40.0])
     np.testing.assert_array_equal(w.values[0], [10.0, 50.0, 2.0, 3.0])

@@ -12,8 +12,8 @@ import pytest
 import redis
 from django.db import connection
 
+from forecasting.engine.simulator import fleet_names, simulate_records
 from forecasting.models import PredictionRun
-from forecasting.simulator import fleet_names, simulate_records
 from tests.conftest import post_feed
 
 ROOT = Path(__file__).resolve().parents[2]

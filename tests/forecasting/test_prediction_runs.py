@@ -5,10 +5,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from forecasting.alert_services import alert_acknowledge
 from forecasting.models import Alert, ModelVersion, PredictionRun, ServerForecast
 from forecasting.registry import model_versions_sync
 from forecasting.selectors import current_run
-from forecasting.services import alert_acknowledge, fleet_predict, prediction_run_start
+from forecasting.services import fleet_predict, prediction_run_start
 from tests.conftest import ingest_fleet
 
 pytestmark = pytest.mark.django_db
@@ -182,7 +183,7 @@ def test_a_run_failing_midway_leaves_the_previous_run_current(client, no_models,
     calls = {"n": 0}
     from forecasting import services
 
-    real = services._score_batch
+    real = services._score_chunk
 
     def fail_on_second_chunk(*args, **kwargs):
         calls["n"] += 1
@@ -190,7 +191,7 @@ def test_a_run_failing_midway_leaves_the_previous_run_current(client, no_models,
             raise RuntimeError("boom")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(services, "_score_batch", fail_on_second_chunk)
+    monkeypatch.setattr(services, "_score_chunk", fail_on_second_chunk)
     with pytest.raises(RuntimeError):
         fleet_predict(chunk_size=1)
 

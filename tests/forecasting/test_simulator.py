@@ -10,14 +10,14 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from forecasting.simulator import (
-    CRITICAL_THRESHOLD,
+from forecasting.engine.simulator import (
     fleet_names,
     fleet_stats,
     simulate_buckets,
     simulate_fleet_truth,
     simulate_records,
 )
+from forecasting.engine.spec import CRITICAL_PCT
 from ingest.contract import METRICS, RECORD_FIELDS, STATES, profile_for
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def test_naive_datetimes_are_rejected():
 
 
 def test_windows_are_series_windows_on_the_bucket_grid():
-    from forecasting.spec import SeriesWindow
+    from forecasting.engine.series import SeriesWindow
 
     windows = simulate_buckets(
         servers=fleet_names(3), start=START + timedelta(minutes=2), end=START + timedelta(hours=2)
@@ -172,7 +172,7 @@ def test_critical_episodes_cross_the_threshold_and_end_in_recovery(month):
         i0 = int((e.start - w.start).total_seconds() // 300)
         i1 = int((e.end - w.start).total_seconds() // 300)
         assert (w.states[i0:i1] == CRIT).all()
-        assert w.values[i0:i1, :2].max() >= CRITICAL_THRESHOLD
+        assert w.values[i0:i1, :2].max() >= CRITICAL_PCT
         if i1 < len(w.states):
             assert w.states[i1] == RECOVERY
 
@@ -180,7 +180,7 @@ def test_critical_episodes_cross_the_threshold_and_end_in_recovery(month):
 def test_critical_levels_are_rare_outside_incidents(month):
     high = outside = 0
     for w in month.windows:
-        is_high = (w.values[:, :2] >= CRITICAL_THRESHOLD).any(axis=1)
+        is_high = (w.values[:, :2] >= CRITICAL_PCT).any(axis=1)
         near = np.convolve(w.states == CRIT, np.ones(13), mode="same") > 0  # within an hour of one
         high += int(is_high.sum())
         outside += int((is_high & ~near).sum())
@@ -267,7 +267,7 @@ def test_feeder_retries_on_503_and_sends_the_api_key(monkeypatch):
 
 @pytest.mark.django_db
 def test_ingested_records_roll_up_to_the_simulated_buckets(feed):
-    from forecasting.backtest import series_from_database
+    from forecasting.selectors import server_histories
 
     servers = fleet_names(6)[::2]
     # recent times, so retention and clock checks in ingest accept them
@@ -282,7 +282,7 @@ def test_ingested_records_roll_up_to_the_simulated_buckets(feed):
     if batch:
         feed(batch)
     expected = {w.server: w for w in simulate_buckets(servers=servers, start=start, end=end, seed=2)}
-    got = {w.server: w for w in series_from_database()}
+    got = {w.server: w for w in server_histories()}
     assert set(got) == set(servers)
     for server, w in got.items():
         assert w.start == expected[server].start

@@ -5,16 +5,18 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from forecasting import spec as dspec
+from forecasting.engine import inputs as dspec
+from forecasting.engine.series import SeriesWindow
+from forecasting.engine.spec import CONTEXT, HORIZON, STATES, TARGETS
 
 START = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)  # a Monday, 00:00 UTC
 
 
-def window(n=300, server="ppdb001", start=START, seed=0, level=50.0, states=True) -> dspec.SeriesWindow:
+def window(n=300, server="ppdb001", start=START, seed=0, level=50.0, states=True) -> SeriesWindow:
     rng = np.random.default_rng(seed)
     values = (level + rng.normal(size=(n, 4))).astype(np.float32)
-    st = rng.integers(0, len(dspec.STATES), size=n).astype(np.int8) if states else None
-    return dspec.SeriesWindow(server, "database", start, 5, values, st)
+    st = rng.integers(0, len(STATES), size=n).astype(np.int8) if states else None
+    return SeriesWindow(server, "database", start, 5, values, st)
 
 
 VOCAB = dspec.Vocab(servers=(dspec.UNKNOWN, "ppdb001"))
@@ -22,16 +24,16 @@ VOCAB = dspec.Vocab(servers=(dspec.UNKNOWN, "ppdb001"))
 
 def test_full_window_uses_last_288_buckets_as_encoder():
     x = dspec.build_inputs([window(400)], VOCAB)
-    assert x["encoder_cont"].shape == (1, dspec.MAX_ENCODER, len(dspec.X_REALS))
-    assert x["decoder_cont"].shape == (1, dspec.HORIZON, len(dspec.X_REALS))
-    assert x["encoder_cat"].shape == (1, dspec.MAX_ENCODER, len(dspec.X_CATEGORICALS))
-    assert x["encoder_lengths"].tolist() == [dspec.MAX_ENCODER]
-    assert x["decoder_lengths"].tolist() == [dspec.HORIZON]
+    assert x["encoder_cont"].shape == (1, CONTEXT, len(dspec.X_REALS))
+    assert x["decoder_cont"].shape == (1, HORIZON, len(dspec.X_REALS))
+    assert x["encoder_cat"].shape == (1, CONTEXT, len(dspec.X_CATEGORICALS))
+    assert x["encoder_lengths"].tolist() == [CONTEXT]
+    assert x["decoder_lengths"].tolist() == [HORIZON]
 
 
 def test_series_shorter_than_encoder_keeps_its_length():
     x = dspec.build_inputs([window(40), window(300)], VOCAB)
-    assert x["encoder_lengths"].tolist() == [40, dspec.MAX_ENCODER]
+    assert x["encoder_lengths"].tolist() == [40, CONTEXT]
     # padding after the short encoder is the "missing" state category
     assert (x["encoder_cat"][0, 40:, X_CAT("state")] == 0).all()
 
@@ -79,7 +81,7 @@ def test_window_with_every_bucket_missing_does_not_crash():
 
 
 def test_empty_window_builds_one_missing_step():
-    w = dspec.SeriesWindow("ppdb001", "database", START, 5, np.zeros((0, 4), np.float32))
+    w = SeriesWindow("ppdb001", "database", START, 5, np.zeros((0, 4), np.float32))
     x = dspec.build_inputs([w], VOCAB)
     assert x["encoder_lengths"].tolist() == [1]
     assert np.isfinite(x["encoder_cont"]).all()
@@ -87,18 +89,18 @@ def test_empty_window_builds_one_missing_step():
 
 def test_normalisation_is_per_window_so_scale_does_not_matter():
     small = window(100, level=5.0)
-    big = dspec.SeriesWindow("x", "database", START, 5, small.values * 1000.0, small.states)
+    big = SeriesWindow("x", "database", START, 5, small.values * 1000.0, small.states)
     xs, xb = dspec.build_inputs([small], VOCAB), dspec.build_inputs([big], VOCAB)
-    cols = [X_REAL(m) for m in dspec.TARGETS]
+    cols = [X_REAL(m) for m in TARGETS]
     np.testing.assert_allclose(xs["encoder_cont"][..., cols], xb["encoder_cont"][..., cols], atol=1e-3)
     np.testing.assert_allclose(xb["target_scale"], xs["target_scale"] * 1000.0, rtol=1e-4)
 
 
 def test_constant_series_gets_a_positive_scale():
-    w = dspec.SeriesWindow("x", "database", START, 5, np.full((50, 4), 7.0, np.float32))
+    w = SeriesWindow("x", "database", START, 5, np.full((50, 4), 7.0, np.float32))
     x = dspec.build_inputs([w], VOCAB)
     assert (x["target_scale"][..., 1] > 0).all()
-    assert np.allclose(x["encoder_cont"][..., [X_REAL(m) for m in dspec.TARGETS]], 0.0)
+    assert np.allclose(x["encoder_cont"][..., [X_REAL(m) for m in TARGETS]], 0.0)
 
 
 def test_unseen_server_maps_to_the_unknown_category():
@@ -114,7 +116,7 @@ def test_calendar_features_cover_encoder_and_future_steps():
     hours_dec = x["decoder_cat"][0, :, X_CAT("hour")]
     assert hours_enc.tolist() == [0] * 12
     assert hours_dec[:12].tolist() == [1] * 12
-    assert hours_dec[-1] == (1 + (dspec.HORIZON - 1) * 5 // 60) % 24
+    assert hours_dec[-1] == (1 + (HORIZON - 1) * 5 // 60) % 24
     assert x["decoder_cat"][0, 0, X_CAT("weekday")] == 0  # Monday
     sunday = dspec.build_inputs([window(1, start=START - timedelta(minutes=5))], VOCAB)
     assert sunday["encoder_cat"][0, 0, X_CAT("weekday")] == 6
@@ -123,12 +125,12 @@ def test_calendar_features_cover_encoder_and_future_steps():
 
 def test_naive_start_is_rejected():
     with pytest.raises(ValueError, match="timezone-aware"):
-        dspec.SeriesWindow("x", "generic", datetime(2026, 1, 1), 5, np.zeros((3, 4)))  # noqa: DTZ001
+        SeriesWindow("x", "generic", datetime(2026, 1, 1), 5, np.zeros((3, 4)))  # noqa: DTZ001
 
 
 def test_denormalise_inverts_target_scale():
     ts = np.array([[[10.0, 2.0]] * 4], dtype=np.float32)  # (1, 4, 2)
-    z = np.ones((1, dspec.HORIZON, 4, 3), dtype=np.float32)
+    z = np.ones((1, HORIZON, 4, 3), dtype=np.float32)
     assert np.allclose(dspec.denormalise(z, ts), 12.0)
 
 
@@ -142,11 +144,11 @@ def test_centre_is_the_recent_median_so_a_level_shift_is_followed():
     values = np.full((100, 4), 5.0, np.float32)
     values[-20:] = 15.0  # the level moved 20 buckets ago
     values[-1] = 500.0  # and the last bucket is a spike
-    x = dspec.build_inputs([dspec.SeriesWindow("x", "generic", START, 5, values)], VOCAB)
+    x = dspec.build_inputs([SeriesWindow("x", "generic", START, 5, values)], VOCAB)
     assert np.allclose(x["target_scale"][0, :, 0], 15.0)
 
 
 def test_centre_of_a_short_window_uses_what_exists():
     values = np.array([[1.0, 2.0, 3.0, 4.0], [3.0, 2.0, 5.0, np.nan]], np.float32)
-    x = dspec.build_inputs([dspec.SeriesWindow("x", "generic", START, 5, values)], VOCAB)
+    x = dspec.build_inputs([SeriesWindow("x", "generic", START, 5, values)], VOCAB)
     assert np.allclose(x["target_scale"][0, :, 0], [2.0, 2.0, 4.0, 4.0])

@@ -9,14 +9,18 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from forecasting import spec as dspec
-from forecasting import tft, training
+from forecasting.engine import folders, network, training
+from forecasting.engine import inputs as dspec
+from forecasting.engine.series import SeriesWindow, load_csv_dir
+from forecasting.engine.spec import HORIZON, QUANTILES, STATES, TARGETS
+from forecasting.engine.synthetic import load_generic_series
+from forecasting.selectors import server_histories
 
 START = datetime(2026, 1, 5, tzinfo=UTC)
 TINY = {"hidden_size": 8, "attention_head_size": 1, "hidden_continuous_size": 4, "dropout": 0.0}
 
 
-def synthetic_series(n_servers=3, n=600, seed=0) -> list[dspec.SeriesWindow]:
+def synthetic_series(n_servers=3, n=600, seed=0) -> list[SeriesWindow]:
     """Daily cycles with noise, one state per bucket, a few gaps."""
     rng = np.random.default_rng(seed)
     t = np.arange(n)
@@ -34,7 +38,7 @@ def synthetic_series(n_servers=3, n=600, seed=0) -> list[dspec.SeriesWindow]:
         ).astype(np.float32)
         values[100 + 10 * i : 105 + 10 * i] = np.nan
         states = np.where(daily > 0.5, 4, 1).astype(np.int8)
-        out.append(dspec.SeriesWindow(f"ppweb00{i + 1}", "web_api", START, 5, values, states))
+        out.append(SeriesWindow(f"ppweb00{i + 1}", "web_api", START, 5, values, states))
     return out
 
 
@@ -50,15 +54,15 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def forecaster(model_dir):
-    return tft.load_forecaster(model_dir, device="cpu")
+    return network.load_forecaster(model_dir, device="cpu")
 
 
-def recent(n=300, server="ppweb001", gaps=False) -> dspec.SeriesWindow:
+def recent(n=300, server="ppweb001", gaps=False) -> SeriesWindow:
     w = synthetic_series(1, n=max(n, 1))[0]
     values = w.values[-n:].copy() if n else w.values[:0]
     if gaps:
         values[5:40] = np.nan
-    return dspec.SeriesWindow(server, "web_api", START, 5, values, w.states[-n:] if n else w.states[:0])
+    return SeriesWindow(server, "web_api", START, 5, values, w.states[-n:] if n else w.states[:0])
 
 
 def test_training_writes_safetensors_json_and_card(model_dir):
@@ -66,7 +70,7 @@ def test_training_writes_safetensors_json_and_card(model_dir):
     assert {"weights.safetensors", "spec.json", "metrics.json", "MODEL_CARD.md"} <= names
     assert model_dir.name.startswith("tft_model_") and model_dir.name.endswith("Z")
     spec = json.loads((model_dir / "spec.json").read_text())
-    assert spec["horizon"] == dspec.HORIZON and spec["targets"] == list(dspec.TARGETS)
+    assert spec["horizon"] == HORIZON and spec["targets"] == list(TARGETS)
     assert spec["vocab"]["servers"][0] == dspec.UNKNOWN
     assert np.isfinite(json.loads((model_dir / "metrics.json").read_text())["val_loss"])
 
@@ -74,15 +78,15 @@ def test_training_writes_safetensors_json_and_card(model_dir):
 def test_predict_returns_p10_p50_p90_of_96_steps_per_metric(forecaster):
     out = forecaster.predict([recent(server="ppweb001"), recent(server="ppweb002")])
     assert set(out) == {"ppweb001", "ppweb002"}
-    for metric in dspec.TARGETS:
+    for metric in TARGETS:
         assert set(out["ppweb001"][metric]) == {"p10", "p50", "p90"}
-        assert out["ppweb001"][metric]["p50"].shape == (dspec.HORIZON,)
+        assert out["ppweb001"][metric]["p50"].shape == (HORIZON,)
 
 
 def test_save_load_round_trip_gives_identical_predictions(model_dir, forecaster, tmp_path):
     copy = tmp_path / model_dir.name
     shutil.copytree(model_dir, copy)
-    again = tft.load_forecaster(copy, device="cpu")
+    again = network.load_forecaster(copy, device="cpu")
     windows = [recent(), recent(50, server="ppweb002")]
     np.testing.assert_array_equal(forecaster.predict_array(windows), again.predict_array(windows))
     assert again.version == model_dir.name and again.device == "cpu"
@@ -96,13 +100,13 @@ def test_unseen_server_gets_a_tft_forecast(forecaster):
 def test_series_shorter_than_context_is_forecast(forecaster):
     out = forecaster.predict([recent(30, server="a"), recent(1, server="b")])
     for server in ("a", "b"):
-        for metric in dspec.TARGETS:
+        for metric in TARGETS:
             assert np.isfinite(out[server][metric]["p50"]).all()
 
 
 def test_gaps_in_the_window_are_forecast(forecaster):
     out = forecaster.predict([recent(gaps=True)])
-    assert all(np.isfinite(out["ppweb001"][m]["p90"]).all() for m in dspec.TARGETS)
+    assert all(np.isfinite(out["ppweb001"][m]["p90"]).all() for m in TARGETS)
 
 
 def test_quantiles_are_monotone_and_in_range(forecaster):
@@ -111,7 +115,7 @@ def test_quantiles_are_monotone_and_in_range(forecaster):
     w.values[:, 2] = 0.0
     out = forecaster.predict([w, recent(1, server="b")])
     for server in out:
-        for metric in dspec.TARGETS:
+        for metric in TARGETS:
             q = out[server][metric]
             assert (q["p10"] <= q["p50"]).all() and (q["p50"] <= q["p90"]).all()
             lo, hi = dspec.METRIC_RANGES[metric]
@@ -142,16 +146,16 @@ def test_loading_works_with_pickle_disabled(model_dir, monkeypatch):
     monkeypatch.setattr(pickle, "load", refuse)
     monkeypatch.setattr(pickle, "Unpickler", NoUnpickler)
     monkeypatch.setattr(torch, "load", refuse)
-    fc = tft.load_forecaster(model_dir, device="cpu")
+    fc = network.load_forecaster(model_dir, device="cpu")
     assert np.isfinite(fc.predict_array([recent()])).all()
     assert isinstance(io.BytesIO(), io.BytesIO)  # the patch did not break unrelated imports
 
 
 def test_read_model_folder_returns_spec_and_metrics(model_dir):
-    info = tft.read_model_folder(model_dir)
-    assert info["name"] == model_dir.name
-    assert info["spec"]["format"] == tft.SPEC_FORMAT
-    assert "val_loss" in info["metrics"]
+    info = folders.read_model_folder(model_dir)
+    assert info.name == model_dir.name
+    assert info.spec["format"] == folders.SPEC_FORMAT
+    assert "val_loss" in info.metrics
 
 
 @pytest.mark.parametrize(
@@ -174,8 +178,8 @@ def test_read_model_folder_rejects_a_broken_folder(model_dir, tmp_path, breakage
         (broken / "weights.safetensors").write_bytes(b"\x80\x04pickled?")
     else:
         (broken / "spec.json").write_text(json.dumps({"format": "something-else"}))
-    with pytest.raises(tft.ModelFolderError, match=message):
-        tft.read_model_folder(broken)
+    with pytest.raises(folders.ModelFolderError, match=message):
+        folders.read_model_folder(broken)
 
 
 def test_weights_that_do_not_match_the_spec_are_rejected(model_dir, tmp_path):
@@ -184,18 +188,18 @@ def test_weights_that_do_not_match_the_spec_are_rejected(model_dir, tmp_path):
     spec = json.loads((broken / "spec.json").read_text())
     spec["hparams"]["hidden_size"] = 12
     (broken / "spec.json").write_text(json.dumps(spec))
-    with pytest.raises(tft.ModelFolderError, match="do not match"):
-        tft.load_forecaster(broken, device="cpu")
+    with pytest.raises(folders.ModelFolderError, match="do not match"):
+        network.load_forecaster(broken, device="cpu")
 
 
 def test_nab_layout_csv_loads_into_the_chosen_metric(tmp_path):
     ts = [(START + timedelta(minutes=5 * i)).strftime("%Y-%m-%d %H:%M:%S") for i in range(10)]
     lines = ["timestamp,value"] + [f"{t},{i}.5" for i, t in enumerate(ts) if i != 4]
     (tmp_path / "ec2_network_in_x.csv").write_text("\n".join(lines) + "\n")
-    [w] = training.load_csv_series(tmp_path, "latency_ms")
+    [w] = load_csv_dir(tmp_path, "latency_ms").series
     assert w.server == "ec2_network_in_x" and w.values.shape == (10, 4)
     assert np.isnan(w.values[4]).all()
-    assert w.values[5, dspec.TARGETS.index("latency_ms")] == 5.5 and w.values[5, 0] == 0.0
+    assert w.values[5, TARGETS.index("latency_ms")] == 5.5 and w.values[5, 0] == 0.0
     assert w.start == START
 
 
@@ -205,10 +209,10 @@ def test_contract_csv_rolls_records_up_to_buckets(tmp_path):
         ts = (START + timedelta(seconds=5 * i)).isoformat()
         rows.append(f"{ts},ppdb001,{10 if i < 60 else 30},50,1,2,{'healthy' if i % 3 else 'heavy_load'}")
     (tmp_path / "records.csv").write_text("\n".join(rows) + "\n")
-    [w] = training.load_csv_series(tmp_path)
+    [w] = load_csv_dir(tmp_path).series
     assert w.profile == "database" and w.values.shape == (2, 4)
     assert w.values[:, 0].tolist() == [10.0, 30.0]
-    assert dspec.STATES[w.states[0]] == "healthy"
+    assert STATES[w.states[0]] == "healthy"
 
 
 def test_train_tft_command_on_simulated_fleet(tmp_path):
@@ -253,10 +257,10 @@ def test_train_tft_reads_metric_buckets_from_the_database(tmp_path):
             for i in range(200)
             if i not in (50, 51)
         )
-    series = training.load_db_series(["ppdb001"])
+    series = server_histories(server_names=["ppdb001"])
     assert [w.server for w in series] == ["ppdb001"]
     assert len(series[0].values) == 200 and np.isnan(series[0].values[50]).all()
-    assert dspec.STATES[series[0].states[0]] == "healthy" and series[0].values[0, 1] == 60.0
+    assert STATES[series[0].states[0]] == "healthy" and series[0].values[0, 1] == 60.0
     call_command(
         "train_tft", "--servers", "ppdb001,ppweb001", "--epochs", "1", "--batches-per-epoch", "1",
         "--batch-size", "4", "--hidden-size", "8", "--attention-heads", "1", "--hidden-continuous-size", "4",
@@ -268,8 +272,8 @@ def test_train_tft_reads_metric_buckets_from_the_database(tmp_path):
 
 
 def test_generic_synthetic_series_are_deterministic_and_in_range():
-    a = training.load_generic_series(6, 2, seed=3)
-    b = training.load_generic_series(6, 2, seed=3)
+    a = load_generic_series(6, 2, seed=3)
+    b = load_generic_series(6, 2, seed=3)
     assert len(a) == 6 and all(w.values.shape == (576, 4) for w in a)
     for wa, wb in zip(a, b, strict=True):
         np.testing.assert_array_equal(wa.values, wb.values)
@@ -295,8 +299,8 @@ def test_calibrated_interval_scale_widens_quantiles_around_the_median(forecaster
         wide = forecaster.predict_array([w])
     finally:
         forecaster.interval_scale, forecaster.interval_scale_by_profile = saved
-    m = dspec.TARGETS.index("latency_ms")  # unbounded: no clipping in the way
-    i10, i50 = dspec.QUANTILES.index(0.1), dspec.QUANTILES.index(0.5)
+    m = TARGETS.index("latency_ms")  # unbounded: no clipping in the way
+    i10, i50 = QUANTILES.index(0.1), QUANTILES.index(0.5)
     np.testing.assert_allclose(wide[0, :, m, i50], base[0, :, m, i50], rtol=1e-5)
     spread_base = base[0, :, m, i50] - base[0, :, m, i10]
     spread_wide = wide[0, :, m, i50] - wide[0, :, m, i10]

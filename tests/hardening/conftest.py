@@ -451,7 +451,7 @@ def _prepare_models(stack_env: dict, models_dir: Path) -> Path | None:
 
 def ingest_ready_fleet(stack: Stack, servers: list[str]) -> None:
     """14 h of 5-minute simulated history per server (>= 150 records: every server is ready)."""
-    from forecasting.simulator import simulate_records
+    from forecasting.engine.simulator import simulate_records
 
     end = datetime.now(UTC).replace(second=0, microsecond=0)
     records = [
@@ -523,7 +523,7 @@ def stack(tmp_path_factory) -> Stack:
         stack.manage("register_models")
         stack.start_redis()
         stack.start_web()
-        from forecasting.simulator import fleet_names
+        from forecasting.engine.simulator import fleet_names
 
         ingest_ready_fleet(stack, fleet_names(READY_SERVERS))
         stack.start_worker()

@@ -3,6 +3,7 @@
 Sources (one of):
   (default)              database servers' 5-minute rollups (``--servers`` to select)
   --csv-dir DIR          NAB layout (timestamp,value; mapped onto --metric) or contract-shaped CSVs
+                         (--exclude GLOB, repeatable, leaves files out)
   --simulated N          N simulated servers over --days D with --seed S (also reports lead times
                          before critical incidents)
 Model: --model PATH (default: the newest models/tft_model_* folder), --no-tft for baselines only.
@@ -16,14 +17,19 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from forecasting import backtest as bt
-from ingest.contract import METRICS
+from forecasting.engine import backtest as bt
+from forecasting.engine.network import load_forecaster
+from forecasting.engine.series import SeriesWindow, load_csv_dir
+from forecasting.engine.simulator import FleetTruth, fleet_names, simulate_fleet_truth
+from forecasting.engine.spec import CONTEXT, HORIZON, METRICS
+from forecasting.selectors import server_histories
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +52,19 @@ class Command(BaseCommand):
         src = parser.add_mutually_exclusive_group()
         src.add_argument("--csv-dir", type=Path, help="folder of CSVs (NAB timestamp,value or contract records)")
         src.add_argument("--simulated", type=int, metavar="N", help="backtest on N simulated servers")
+        parser.add_argument(
+            "--exclude",
+            action="append",
+            default=[],
+            metavar="GLOB",
+            help="with --csv-dir: leave out CSV files whose name matches (repeatable)",
+        )
         parser.add_argument("--servers", nargs="*", help="database servers to use (default: all)")
         parser.add_argument(
             "--metric",
             default="auto",
             choices=["auto", *METRICS],
-            help="metric NAB values map onto (auto: cpu series → cpu_pct, others → disk_io_mb_s)",
+            help="metric NAB values map onto (auto: cpu → cpu_pct, latency → latency_ms, others → disk_io_mb_s)",
         )
         parser.add_argument("--metrics", nargs="*", choices=METRICS, help="metrics to score (default all)")
         parser.add_argument("--days", type=float, default=14.0, help="simulated days (with --simulated)")
@@ -68,41 +81,19 @@ class Command(BaseCommand):
         if opts["json"]:  # keep stdout pure JSON (the log handler may write to stdout)
             logging.getLogger("forecasting").setLevel(logging.WARNING)
         forecaster = None if opts["no_tft"] else self._forecaster(opts)
-        truth = None
-        metrics = opts["metrics"] or None
-        if opts["csv_dir"]:
-            if not opts["csv_dir"].is_dir():
-                raise CommandError(f"{opts['csv_dir']} is not a folder")
-            series, mapped = bt.load_csv_dir(opts["csv_dir"], metric=opts["metric"])
-            if mapped and metrics is None:
-                metrics = {w.server: mapped.get(w.server, METRICS) for w in series}
-            source = f"csv {opts['csv_dir']}"
-        elif opts["simulated"]:
-            from forecasting.simulator import fleet_names, simulate_fleet_truth
-
-            truth = simulate_fleet_truth(
-                servers=fleet_names(opts["simulated"]),
-                start=SIMULATION_START,
-                end=SIMULATION_START + timedelta(days=opts["days"]),
-                seed=opts["seed"],
-            )
-            series = truth.windows
-            source = f"simulated {opts['simulated']} servers × {opts['days']:g} days, seed {opts['seed']}"
-        else:
-            series = bt.series_from_database(opts["servers"])
-            source = "database"
-        if not series:
-            raise CommandError(f"no series found ({source})")
-
-        result = bt.run_backtest(series, forecaster, metrics=metrics, per_metric=opts["per_metric"])
-        if truth is not None and not opts["no_lead_time"]:
-            result["lead_time"] = bt.lead_time_evaluation(truth.windows, truth.episodes, forecaster)
-        elapsed = time.perf_counter() - started
-
+        source = _series_source(opts)
+        result = bt.run_backtest(source.series, forecaster, metrics=source.metrics, per_metric=opts["per_metric"])
+        if source.truth is not None and not opts["no_lead_time"]:
+            result["lead_time"] = bt.lead_time_evaluation(source.truth.windows, source.truth.episodes, forecaster)
         if opts["json"]:
             self.stdout.write(json.dumps(_jsonable(result), indent=2))
             return
-        self.stdout.write(f"Backtest on {source}: {len(series)} series, horizon {bt.HORIZON}, context {bt.CONTEXT}")
+        self._report(source, forecaster, result, time.perf_counter() - started)
+
+    def _report(self, source: BacktestSource, forecaster, result: dict, elapsed: float) -> None:
+        self.stdout.write(
+            f"Backtest on {source.name}: {len(source.series)} series, horizon {HORIZON}, context {CONTEXT}"
+        )
         if forecaster is not None:
             self.stdout.write(f"TFT: {getattr(forecaster, 'version', '?')}")
         self._table(result["methods"])
@@ -118,8 +109,6 @@ class Command(BaseCommand):
         if path is None:
             logger.warning("no models/tft_model_* folder: baselines only")
             return None
-        from forecasting.tft import load_forecaster
-
         try:
             return load_forecaster(path, device=opts["device"])
         except Exception as exc:
@@ -143,6 +132,46 @@ class Command(BaseCommand):
                 f"{name:<16}{_fmt(r['detection_rate'], 2):>10}{_fmt(r['detection_rate_with_precursor'], 2):>14}"
                 f"{_fmt(r['median_lead_minutes'], 0) + ' min':>13}{_fmt(r['false_alarm_rate'], 3):>14}"
             )
+
+
+@dataclass
+class BacktestSource:
+    name: str
+    series: list[SeriesWindow]
+    metrics: list[str] | dict[str, str] | None = None  # what to score (per server for NAB files)
+    truth: FleetTruth | None = None  # a simulated fleet's episodes, for the lead times
+
+
+def _csv_source(opts: dict) -> BacktestSource:
+    if not opts["csv_dir"].is_dir():
+        raise CommandError(f"{opts['csv_dir']} is not a folder")
+    try:
+        loaded = load_csv_dir(opts["csv_dir"], metric=opts["metric"], exclude=opts["exclude"])
+    except (FileNotFoundError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    metrics = opts["metrics"] or None
+    if loaded.metric_of and metrics is None:
+        metrics = {w.server: loaded.metric_of.get(w.server, METRICS) for w in loaded.series}
+    return BacktestSource(f"csv {opts['csv_dir']}", loaded.series, metrics)
+
+
+def _series_source(opts: dict) -> BacktestSource:
+    if opts["csv_dir"]:
+        source = _csv_source(opts)
+    elif opts["simulated"]:
+        truth = simulate_fleet_truth(
+            servers=fleet_names(opts["simulated"]),
+            start=SIMULATION_START,
+            end=SIMULATION_START + timedelta(days=opts["days"]),
+            seed=opts["seed"],
+        )
+        name = f"simulated {opts['simulated']} servers × {opts['days']:g} days, seed {opts['seed']}"
+        source = BacktestSource(name, truth.windows, opts["metrics"] or None, truth)
+    else:
+        source = BacktestSource("database", server_histories(server_names=opts["servers"]), opts["metrics"] or None)
+    if not source.series:
+        raise CommandError(f"no series found ({source.name})")
+    return source
 
 
 def _jsonable(obj):

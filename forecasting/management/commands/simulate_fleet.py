@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 
-from forecasting.simulator import fleet_names, records_from_truth, simulate_fleet_truth
+from forecasting.engine.simulator import fleet_names, records_from_truth, simulate_fleet_truth
 
 logger = logging.getLogger(__name__)
 

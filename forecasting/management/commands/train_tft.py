@@ -1,7 +1,7 @@
 """python manage.py train_tft — train the TFT and write models/tft_model_<UTC time>/.
 
 Data: the database (default; all servers or --servers a,b), --csv-dir DIR (contract-shaped CSVs, or
-NAB layout timestamp,value with --metric), and/or --simulated N_SERVERS --days D (fleet simulator).
+NAB layout timestamp,value with --metric; --exclude GLOB leaves files out), and/or --simulated N_SERVERS --days D (fleet simulator).
 Sources can be combined (e.g. simulated fleet + a CSV folder).
 """
 
@@ -11,12 +11,17 @@ import logging
 import shlex
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from ingest.contract import METRICS
+from forecasting.engine import network, training
+from forecasting.engine.series import SeriesWindow, load_csv_dir
+from forecasting.engine.spec import METRICS
+from forecasting.engine.synthetic import load_generic_series
+from forecasting.selectors import server_histories
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +33,13 @@ class Command(BaseCommand):
         src = parser.add_argument_group("data")
         src.add_argument("--servers", help="comma-separated server names (database source); default all")
         src.add_argument("--csv-dir", action="append", default=[], help="folder of CSV files (repeatable)")
+        src.add_argument(
+            "--exclude",
+            action="append",
+            default=[],
+            metavar="GLOB",
+            help="leave out CSV files whose name matches (repeatable; e.g. a held-out series)",
+        )
         src.add_argument(
             "--metric",
             default="auto",
@@ -81,96 +93,34 @@ class Command(BaseCommand):
         out = parser.add_argument_group("output")
         out.add_argument("--out", default=None, help="parent folder for the model (default TFT_MODELS_DIR)")
         out.add_argument("--no-progress", action="store_true")
-        out.add_argument("--no-backtest", action="store_true", help="skip forecasting.backtest at the end")
+        out.add_argument("--no-backtest", action="store_true", help="skip the backtest at the end")
 
     def handle(self, *args, **opts):
-        import torch
-
-        from forecasting import training
-
-        if opts["threads"]:
-            torch.set_num_threads(opts["threads"])
+        network.set_threads(opts["threads"])
         started = time.perf_counter()
-        series, described = [], []
-        for csv_dir in opts["csv_dir"]:
-            try:
-                got = training.load_csv_series(Path(csv_dir), opts["metric"], opts["csv_fraction"])
-            except (FileNotFoundError, ValueError) as exc:
-                raise CommandError(str(exc)) from exc
-            series += got
-            frac = f", first {opts['csv_fraction']:.0%} of each" if opts["csv_fraction"] < 1 else ""
-            described.append(f"- {len(got)} series from CSV folder `{csv_dir}` (metric {opts['metric']}{frac})")
-        if opts["simulated"]:
-            for k in range(max(1, opts["sim_seeds"])):
-                got = training.load_simulated_series(opts["simulated"], opts["days"], opts["seed"] + k)
-                series += got
-                described.append(
-                    f"- simulated fleet: {opts['simulated']} servers x {opts['days']:g} days, seed {opts['seed'] + k}"
-                )
-        if opts["generic"]:
-            got = training.load_generic_series(opts["generic"], opts["days"], opts["seed"])
-            series += got
-            described.append(
-                f"- {opts['generic']} generic synthetic series x {opts['days']:g} days, seed {opts['seed']}"
-            )
-        if opts["db"] or not (opts["csv_dir"] or opts["simulated"] or opts["generic"]):
-            names = [s.strip() for s in (opts["servers"] or "").split(",") if s.strip()] or None
-            got = training.load_db_series(names)
-            series += got
-            described.append(f"- {len(got)} servers from the database" + (f" ({', '.join(names)})" if names else ""))
-        if not series:
-            raise CommandError("no training data (empty database? use --csv-dir or --simulated)")
-        n_buckets = sum(len(w.values) for w in series)
-        self.stdout.write(f"data: {len(series)} series, {n_buckets} buckets")
-
-        cfg = training.TrainConfig(
-            epochs=opts["epochs"],
-            batches_per_epoch=opts["batches_per_epoch"],
-            batch_size=opts["batch_size"],
-            learning_rate=opts["learning_rate"],
-            patience=opts["patience"],
-            max_minutes=opts["max_minutes"],
-            val_fraction=opts["val_fraction"],
-            seed=opts["seed"],
-            device=opts["device"],
-            hparams={
-                "hidden_size": opts["hidden_size"],
-                "attention_head_size": opts["attention_heads"],
-                "hidden_continuous_size": opts["hidden_continuous_size"],
-                "lstm_layers": opts["lstm_layers"],
-                "dropout": opts["dropout"],
-            },
-        )
+        data = _training_data(opts)
+        self.stdout.write(f"data: {len(data.series)} series, {sum(len(w.values) for w in data.series)} buckets")
         out_dir = Path(opts["out"]) if opts["out"] else Path(settings.TFT_MODELS_DIR)
-        if sys.argv[1:2] == ["train_tft"]:
-            command = "python manage.py train_tft " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-        else:  # called from code (call_command): the options as given
-            parser = self.create_parser("manage.py", "train_tft")
-            defaults = {a.dest: a.default for a in parser._actions}
-            skip = {"verbosity", "settings", "pythonpath", "traceback", "no_color", "force_color", "skip_checks"}
-            given = []
-            for k, v in sorted(opts.items()):
-                if k in skip or k not in defaults or v == defaults[k] or v in (None, False, []):
-                    continue
-                flag = f"--{k.replace('_', '-')}"
-                for item in v if isinstance(v, list) else [v]:
-                    given.append(flag if item is True else f"{flag} {shlex.quote(str(item))}")
-            command = "python manage.py train_tft " + " ".join(given)
         try:
             result = training.train(
-                series,
-                cfg,
+                data.series,
+                _train_config(opts),
                 out_dir=out_dir,
                 progress=not opts["no_progress"],
-                data_description="\n".join(described),
-                command=command,
+                data_description="\n".join(data.described),
+                command=self._command_line(opts),
             )
         except (ValueError, RuntimeError) as exc:
             raise CommandError(str(exc)) from exc
-
         backtest_note = "skipped"
         if not opts["no_backtest"]:
-            backtest_note = training.attach_backtest(result.path, opts, device=opts["device"])
+            sources = training.BacktestSources(
+                csv_dirs=[Path(d) for d in opts["csv_dir"]],
+                metric=opts["metric"],
+                exclude=opts["exclude"],
+                simulated=bool(opts["simulated"]),
+            )
+            backtest_note = training.attach_backtest(result.path, sources, device=opts["device"])
         m = result.metrics
         self.stdout.write(
             self.style.SUCCESS(
@@ -179,3 +129,95 @@ class Command(BaseCommand):
                 f"{(time.perf_counter() - started) / 60:.1f} min; backtest: {backtest_note}\n{result.path}"
             )
         )
+
+    def _command_line(self, opts: dict) -> str:
+        """The command as typed, or (from call_command) the options that differ from the defaults."""
+        if sys.argv[1:2] == ["train_tft"]:
+            return "python manage.py train_tft " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        parser = self.create_parser("manage.py", "train_tft")
+        defaults = {a.dest: a.default for a in parser._actions}
+        given = []
+        for k, v in sorted(opts.items()):
+            if k in _NOT_RECORDED or k not in defaults or v == defaults[k] or v in (None, False, []):
+                continue
+            flag = f"--{k.replace('_', '-')}"
+            for item in v if isinstance(v, list) else [v]:
+                given.append(flag if item is True else f"{flag} {shlex.quote(str(item))}")
+        return "python manage.py train_tft " + " ".join(given)
+
+
+_NOT_RECORDED = {"verbosity", "settings", "pythonpath", "traceback", "no_color", "force_color", "skip_checks"}
+
+
+@dataclass
+class TrainingData:
+    series: list[SeriesWindow] = field(default_factory=list)
+    described: list[str] = field(default_factory=list)  # one model-card line per source
+
+    def add(self, series: list[SeriesWindow], description: str) -> None:
+        self.series += series
+        self.described.append(description)
+
+
+def _add_csv(data: TrainingData, opts: dict) -> None:
+    for csv_dir in opts["csv_dir"]:
+        try:
+            got = load_csv_dir(Path(csv_dir), opts["metric"], fraction=opts["csv_fraction"], exclude=opts["exclude"])
+        except (FileNotFoundError, ValueError) as exc:
+            raise CommandError(str(exc)) from exc
+        frac = f", first {opts['csv_fraction']:.0%} of each" if opts["csv_fraction"] < 1 else ""
+        excluded = f", excluding {', '.join(opts['exclude'])}" if opts["exclude"] else ""
+        data.add(
+            got.series,
+            f"- {len(got.series)} series from CSV folder `{csv_dir}` (metric {opts['metric']}{frac}{excluded})",
+        )
+
+
+def _add_synthetic(data: TrainingData, opts: dict) -> None:
+    if opts["simulated"]:
+        for k in range(max(1, opts["sim_seeds"])):
+            seed = opts["seed"] + k
+            data.add(
+                training.load_simulated_series(opts["simulated"], opts["days"], seed),
+                f"- simulated fleet: {opts['simulated']} servers x {opts['days']:g} days, seed {seed}",
+            )
+    if opts["generic"]:
+        data.add(
+            load_generic_series(opts["generic"], opts["days"], opts["seed"]),
+            f"- {opts['generic']} generic synthetic series x {opts['days']:g} days, seed {opts['seed']}",
+        )
+
+
+def _training_data(opts: dict) -> TrainingData:
+    """Every requested source as engine series, with the model card's description of each."""
+    data = TrainingData()
+    _add_csv(data, opts)
+    _add_synthetic(data, opts)
+    if opts["db"] or not (opts["csv_dir"] or opts["simulated"] or opts["generic"]):
+        names = [s.strip() for s in (opts["servers"] or "").split(",") if s.strip()] or None
+        got = server_histories(server_names=names)
+        data.add(got, f"- {len(got)} servers from the database" + (f" ({', '.join(names)})" if names else ""))
+    if not data.series:
+        raise CommandError("no training data (empty database? use --csv-dir or --simulated)")
+    return data
+
+
+def _train_config(opts: dict) -> training.TrainConfig:
+    return training.TrainConfig(
+        epochs=opts["epochs"],
+        batches_per_epoch=opts["batches_per_epoch"],
+        batch_size=opts["batch_size"],
+        learning_rate=opts["learning_rate"],
+        patience=opts["patience"],
+        max_minutes=opts["max_minutes"],
+        val_fraction=opts["val_fraction"],
+        seed=opts["seed"],
+        device=opts["device"],
+        hparams={
+            "hidden_size": opts["hidden_size"],
+            "attention_head_size": opts["attention_heads"],
+            "hidden_continuous_size": opts["hidden_continuous_size"],
+            "lstm_layers": opts["lstm_layers"],
+            "dropout": opts["dropout"],
+        },
+    )

@@ -1,0 +1,130 @@
+"""Model folders: safetensors weights and JSON, read and written without torch.
+
+A model folder holds:
+
+* ``weights.safetensors`` — the network's tensors (safetensors: no code, no pickle);
+* ``spec.json`` — network hyperparameters, vocabularies, quantiles, step, horizon, encoder length;
+* ``metrics.json`` — validation loss and backtest figures;
+* ``MODEL_CARD.md`` — data, command, duration, parameters.
+
+Nothing here unpickles, and reading a folder's spec needs numpy and safetensors only, so the web
+process (the model registry, the admin) can check folders.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from forecasting.engine import inputs
+from forecasting.engine.spec import TARGETS
+
+SPEC_FILE = "spec.json"
+WEIGHTS_FILE = "weights.safetensors"
+METRICS_FILE = "metrics.json"
+CARD_FILE = "MODEL_CARD.md"
+SPEC_FORMAT = "tftsite-tft/1"
+SPEC_KEYS = ("hparams", "vocab", "quantiles", "targets", "horizon", "max_encoder", "step_minutes")
+
+
+class ModelFolderError(Exception):
+    """A model folder is missing files or holds something we cannot load."""
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    name: str
+    path: str
+    spec: dict
+    metrics: dict
+    created_at: str | None
+
+
+def model_folder_name(now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    return f"tft_model_{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+
+
+def _read_json(path: Path, what: str) -> object:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelFolderError(f"{path.parent.name}: {what} is not valid JSON ({exc})") from exc
+
+
+def check_spec(name: str, spec: object) -> dict:
+    """The spec, if this code can build its network's inputs; ModelFolderError otherwise."""
+    if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT:
+        raise ModelFolderError(f"{name}: {SPEC_FILE} is not a {SPEC_FORMAT} spec")
+    for key in SPEC_KEYS:
+        if key not in spec:
+            raise ModelFolderError(f"{name}: {SPEC_FILE} lacks '{key}'")
+    if list(spec["targets"]) != list(TARGETS):
+        raise ModelFolderError(f"{name}: targets {spec['targets']} differ from {list(TARGETS)}")
+    same_reals = list(spec.get("x_reals", inputs.X_REALS)) == list(inputs.X_REALS)
+    same_cats = list(spec.get("x_categoricals", inputs.X_CATEGORICALS)) == list(inputs.X_CATEGORICALS)
+    if not (same_reals and same_cats):
+        raise ModelFolderError(f"{name}: input layout differs from this code's spec")
+    try:
+        inputs.Vocab.from_json(spec["vocab"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFolderError(f"{name}: bad vocabulary ({exc})") from exc
+    return spec
+
+
+def _check_weights(path: Path) -> None:
+    from safetensors import safe_open  # numpy framework: no torch
+
+    try:
+        with safe_open(str(path / WEIGHTS_FILE), framework="numpy") as f:
+            if not list(f.keys()):
+                raise ModelFolderError(f"{path.name}: {WEIGHTS_FILE} holds no tensors")
+    except ModelFolderError:
+        raise
+    except Exception as exc:  # safetensors raises its own error types
+        raise ModelFolderError(f"{path.name}: {WEIGHTS_FILE} unreadable ({exc})") from exc
+
+
+def read_model_folder(path: Path) -> ModelFolder:
+    """Spec and metrics of a model folder, checked without building the network; raises
+    ModelFolderError with a readable message if the folder is incomplete or malformed."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelFolderError(f"{path} is not a directory")
+    for name in (SPEC_FILE, WEIGHTS_FILE):
+        if not (path / name).is_file():
+            raise ModelFolderError(f"{path.name}: missing {name}")
+    spec = check_spec(path.name, _read_json(path / SPEC_FILE, SPEC_FILE))
+    _check_weights(path)
+    metrics = _read_json(path / METRICS_FILE, METRICS_FILE) if (path / METRICS_FILE).is_file() else {}
+    return ModelFolder(path.name, str(path), spec, metrics, spec.get("created_at"))
+
+
+def write_folder_json(path: Path, spec: dict, metrics: dict | None = None) -> None:
+    """spec.json and (if given) metrics.json into path (created)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True))
+    if metrics is not None:
+        (path / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+
+
+def json_default(obj):
+    """JSON for numpy scalars and arrays (backtest figures)."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def update_metrics(path: Path, key: str, value: object) -> None:
+    """Set one key of a folder's metrics.json."""
+    metrics_path = Path(path) / METRICS_FILE
+    data = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    data[key] = value
+    metrics_path.write_text(json.dumps(data, indent=2, sort_keys=True, default=json_default))

@@ -1,0 +1,71 @@
+"""The forecasting rules, defined once: the grid, the horizon, the context, quantiles, metrics, states.
+
+Everything else (the engine, the Django apps, the API) reads these names; changing the model's
+geometry means training a new model, so none of it is configurable at run time.
+"""
+
+from __future__ import annotations
+
+# --- The grid ----------------------------------------------------------------------------------
+STEP_MINUTES = 5  # one bucket; the trained model is fixed at this step
+HORIZON = 96  # 8 hours of 5-minute steps are forecast
+CONTEXT = 288  # 24 hours of buckets are the model's (and the baselines') context
+STEPS_PER_DAY = 24 * 60 // STEP_MINUTES
+
+# Quantiles the network predicts; p10/p50/p90 are served, the others shape the distribution.
+QUANTILES: tuple[float, ...] = (0.02, 0.1, 0.25, 0.5, 0.75, 0.9, 0.98)
+SERVED_QUANTILES: dict[str, float] = {"p10": 0.1, "p50": 0.5, "p90": 0.9}
+
+# --- The data contract (the Production Integration Guide): metrics, states, server families -----
+METRICS: tuple[str, ...] = ("cpu_pct", "mem_pct", "disk_io_mb_s", "latency_ms")
+TARGETS: tuple[str, ...] = METRICS  # the network forecasts every metric, in this order
+
+# Metrics bounded to percentages; the others only need to be non-negative.
+PERCENT_METRICS: frozenset[str] = frozenset({"cpu_pct", "mem_pct"})
+
+# The 8 states, ordered from least to most severe: the order defines a bucket's "worst state" and
+# breaks ties of its dominant state.
+STATES: tuple[str, ...] = (
+    "idle",
+    "healthy",
+    "morning_spike",
+    "maintenance",
+    "heavy_load",
+    "recovery",
+    "offline",
+    "critical_issue",
+)
+STATE_SEVERITY: dict[str, int] = {state: rank for rank, state in enumerate(STATES)}
+STATE_INDEX: dict[str, int] = STATE_SEVERITY  # a state's index in STATES is its severity
+
+# Server families: name prefix → profile. Longest prefix first so "pprisk" never reads as "pp…".
+PROFILE_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("pprisk", "risk"),
+    ("ppweb", "web_api"),
+    ("ppcon", "conductor"),
+    ("ppetl", "etl"),
+    ("ppml", "ml_compute"),
+    ("ppdb", "database"),
+)
+PROFILES: tuple[str, ...] = ("ml_compute", "database", "web_api", "conductor", "etl", "risk", "generic")
+
+
+def profile_for(server_name: str) -> str:
+    """The server's profile, derived from its name prefix (case-insensitive)."""
+    lowered = server_name.lower()
+    for prefix, profile in PROFILE_PREFIXES:
+        if lowered.startswith(prefix):
+            return profile
+    return "generic"
+
+
+# --- Default alert thresholds (operators override them per metric in the admin) -----------------
+WARNING_PCT = 85.0
+CRITICAL_PCT = 95.0  # cpu_pct / mem_pct at or above this is a critical incident
+DEFAULT_THRESHOLDS: dict[str, dict] = {
+    "cpu_pct": {"warning": WARNING_PCT, "critical": CRITICAL_PCT, "relative": False, "floor": 0.0},
+    "mem_pct": {"warning": WARNING_PCT, "critical": CRITICAL_PCT, "relative": False, "floor": 0.0},
+    # relative rules: multiples of the server's own 95th percentile over its context
+    "disk_io_mb_s": {"warning": 1.5, "critical": 2.0, "relative": True, "floor": 10.0},
+    "latency_ms": {"warning": 1.5, "critical": 2.0, "relative": True, "floor": 20.0},
+}
