@@ -10,12 +10,13 @@ import os
 import random
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F
 
+from ingest import partitions
 from ingest.contract import METRICS, STATES, profile_for
 from ingest.models import ApiKey, FeedCounter, MetricBucket
 from ingest.selectors import feed_totals
@@ -253,6 +254,8 @@ def records_ingest(*, records: list[CleanRecord], received_at: datetime | None =
     for record in records:
         unique.setdefault((record.server_name, record.timestamp), record)
     batch = list(unique.values())
+    if batch and connection.vendor == "postgresql":
+        record_partitions_ensure(days={r.timestamp.date() for r in batch})  # timestamps are UTC
 
     with transaction.atomic():
         server_ids = _upsert_servers(batch, received_at=received_at)
@@ -353,19 +356,39 @@ def _as_aware(row: tuple) -> tuple:
 
 
 def records_prune(*, older_than: datetime | None = None, chunk_size: int = 20_000) -> int:
-    """Delete raw records older than the retention period, and rollups past their own retention.
+    """Remove raw records older than the retention period, and rollups past their own retention.
 
-    Works in chunks (each its own transaction) so it never holds long locks against the feed, and
-    keeps per-server and global record counts exact.
+    PostgreSQL (partitioned): whole days whose end is at or before the cutoff are detached and
+    dropped, so a record goes at most a day later than the cutoff and nothing is vacuumed; the
+    few rows in the DEFAULT partition (and a legacy table not yet moved) are deleted as on SQLite.
+    SQLite: DELETE in chunks (each its own transaction) so it never holds long locks against the
+    feed. Either way per-server and global record counts stay exact.
     """
     cutoff = older_than or datetime.now(UTC) - timedelta(days=settings.TFT_RETENTION_DAYS)
+    if _records_partitioned():
+        deleted_total = _prune_partitions(cutoff=cutoff)
+        deleted_total += _prune_table(table=partitions.DEFAULT, cutoff=cutoff, chunk_size=chunk_size)
+        if _legacy_exists():
+            deleted_total += _prune_table(table=partitions.LEGACY, cutoff=cutoff, chunk_size=chunk_size)
+    else:
+        deleted_total = _prune_table(table="ingest_metricrecord", cutoff=cutoff, chunk_size=chunk_size)
+    bucket_cutoff = datetime.now(UTC) - timedelta(days=settings.TFT_ROLLUP_RETENTION_DAYS)
+    buckets_deleted, _ = MetricBucket.objects.filter(bucket_start__lt=min(bucket_cutoff, cutoff)).delete()
+    logger.info(
+        "pruned raw records",
+        extra={"records_deleted": deleted_total, "buckets_deleted": buckets_deleted, "cutoff": cutoff.isoformat()},
+    )
+    return deleted_total
+
+
+def _prune_table(*, table: str, cutoff: datetime, chunk_size: int) -> int:
     deleted_total = 0
     while True:
         with transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute(
-                    "DELETE FROM ingest_metricrecord WHERE id IN ("
-                    "SELECT id FROM ingest_metricrecord WHERE timestamp < %s LIMIT %s) RETURNING server_id",
+                    f"DELETE FROM {table} WHERE id IN ("
+                    f"SELECT id FROM {table} WHERE timestamp < %s LIMIT %s) RETURNING server_id",
                     [_db_datetime(cutoff), chunk_size],
                 )
                 deleted = cursor.fetchall()
@@ -381,13 +404,120 @@ def records_prune(*, older_than: datetime | None = None, chunk_size: int = 20_00
                 )
             FeedCounter.objects.filter(slot=0).update(records=F("records") - len(deleted))
             deleted_total += len(deleted)
-    bucket_cutoff = datetime.now(UTC) - timedelta(days=settings.TFT_ROLLUP_RETENTION_DAYS)
-    buckets_deleted, _ = MetricBucket.objects.filter(bucket_start__lt=min(bucket_cutoff, cutoff)).delete()
-    logger.info(
-        "pruned raw records",
-        extra={"records_deleted": deleted_total, "buckets_deleted": buckets_deleted, "cutoff": cutoff.isoformat()},
-    )
     return deleted_total
+
+
+# Days this process has seen committed with a partition: ingest checks the catalogue only for a
+# day it has not seen. A stale entry (another process dropped the day) is harmless: the rows go
+# to the DEFAULT partition and record_partitions_maintain moves them.
+_partition_days: set[date] = set()
+
+
+def _records_partitioned() -> bool:
+    if connection.vendor != "postgresql":
+        return False
+    with connection.cursor() as cursor:
+        return partitions.is_partitioned(cursor)
+
+
+def _legacy_exists() -> bool:
+    with connection.cursor() as cursor:
+        return partitions.table_exists(cursor, partitions.LEGACY)
+
+
+def record_partitions_ensure(*, days: set[date]) -> None:
+    """Make sure each day has its partition before a batch is stored (a backfill of old days).
+
+    Runs before the feed transaction locks any server row. A day whose partition cannot be
+    created (its strays wait in the DEFAULT partition, or a concurrent creator won) is left to
+    the DEFAULT partition: an insert never fails for want of a partition.
+    """
+    missing = days - _partition_days
+    if not missing or connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        if not partitions.is_partitioned(cursor):
+            return
+        existing = set(partitions.attached_days(cursor))
+    for day in sorted(missing - existing):
+        _create_partition_or_leave_to_default(day)
+    # Learnt only on commit: a partition created inside a transaction that rolls back is gone.
+    transaction.on_commit(lambda: _partition_days.update(missing))
+
+
+def _create_partition_or_leave_to_default(day: date) -> bool:
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:  # a savepoint when nested
+            return partitions.create_partition(cursor, day)
+    except DatabaseError:
+        logger.warning(
+            "could not create a record partition; its records go to the DEFAULT partition until maintenance",
+            extra={"partition": partitions.partition_name(day)},
+            exc_info=True,
+        )
+        return False
+
+
+def record_partitions_maintain(*, now: datetime | None = None, days_ahead: int = 3) -> dict[str, int]:
+    """Create the partitions of yesterday … today + days_ahead, and move any rows that landed in
+    the DEFAULT partition into partitions of their own (moved, so counts do not change)."""
+    if not _records_partitioned():
+        return {"created": 0, "moved": 0}
+    today = partitions.day_of(now or datetime.now(UTC))
+    with connection.cursor() as cursor:
+        stray_days = partitions.default_days(cursor)
+    moved = 0
+    for day in stray_days:
+        with transaction.atomic(), connection.cursor() as cursor:
+            moved += partitions.move_default_rows(cursor, day)
+    created = 0
+    for offset in range(-1, days_ahead + 1):
+        created += _create_partition_or_leave_to_default(today + timedelta(days=offset))
+    logger.info("record partitions maintained", extra={"created": created, "moved": moved})
+    return {"created": created, "moved": moved}
+
+
+def _prune_partitions(*, cutoff: datetime) -> int:
+    with connection.cursor() as cursor:
+        leftovers = partitions.detached_tables(cursor)
+        expired = [day for day in partitions.attached_days(cursor) if partitions.day_bounds(day)[1] <= cutoff]
+    # A prune that stopped between detach and drop left these; finish them first.
+    deleted = sum(_drop_detached(name=name, day=day) for name, day in leftovers)
+    for day in expired:
+        with transaction.atomic(), connection.cursor() as cursor:
+            # Waits for in-flight feed transactions; fails rather than queue the feed behind it forever.
+            cursor.execute("SET LOCAL lock_timeout = '10s'")
+            name = partitions.detach_partition(cursor, day)
+        _partition_days.discard(day)
+        deleted += _drop_detached(name=name, day=day)
+    return deleted
+
+
+def _drop_detached(*, name: str, day: date) -> int:
+    """Take a detached day's records off the counts and drop its table, in one transaction.
+
+    The per-server counts come from the day's rollups (partitions.detached_counts_sql), not from
+    a scan of the day's rows. Server rows are locked in name order, the order ingest locks them.
+    """
+    start, end = partitions.day_bounds(day)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(partitions.detached_counts_sql(with_legacy=_legacy_exists()), {"start": start, "end": end})
+        counts = sorted(cursor.fetchall())
+        if counts:
+            ids, ns = zip(*counts, strict=True)
+            cursor.execute("SELECT id FROM ingest_server WHERE id = ANY(%s) ORDER BY name FOR UPDATE", [list(ids)])
+            cursor.execute(
+                "UPDATE ingest_server AS s SET record_count = s.record_count - v.n "
+                "FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, n) WHERE s.id = v.id",
+                [list(ids), list(ns)],
+            )
+        total = sum(n for _, n in counts)
+        FeedCounter.objects.filter(slot=0).update(records=F("records") - total)
+        # Deferred FK checks of rows written earlier in an enclosing transaction would block the DROP.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute(f"DROP TABLE {name}")
+    logger.info("dropped record partition", extra={"partition": name, "records": total})
+    return total
 
 
 def _db_datetime(value: datetime):

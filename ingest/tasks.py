@@ -1,8 +1,13 @@
 from celery import shared_task
 
-from ingest.services import records_prune
+from ingest.services import record_partitions_maintain, records_prune
 
 
 @shared_task(name="ingest.tasks.prune_records", soft_time_limit=1800, time_limit=1900, expires=3600)
 def prune_records() -> int:
     return records_prune()
+
+
+@shared_task(name="ingest.tasks.maintain_record_partitions", soft_time_limit=600, time_limit=660, expires=3000)
+def maintain_record_partitions() -> dict[str, int]:
+    return record_partitions_maintain()

@@ -1,0 +1,281 @@
+"""Day partitions of the raw records table on PostgreSQL (SQLite keeps one plain table).
+
+Layout: ``ingest_metricrecord`` is partitioned by RANGE (timestamp), one partition per UTC day
+named ``ingest_metricrecord_pYYYYMMDD``, plus a DEFAULT partition that catches a record whose day
+has no partition yet (a process whose cache missed a partition another one dropped), so an insert
+never fails for want of a partition. Ingest creates the partition of an unseen day itself (a
+backfill), a beat task creates them ahead and moves strays out of the DEFAULT partition, and
+retention detaches and drops whole days.
+
+Partitions are created with CREATE TABLE … LIKE + ATTACH PARTITION rather than CREATE TABLE …
+PARTITION OF: ATTACH takes SHARE UPDATE EXCLUSIVE on the parent, which does not conflict with
+concurrent inserts, whereas PARTITION OF takes ACCESS EXCLUSIVE and could deadlock against feed
+transactions that already hold server row locks.
+
+Everything here takes a DB-API cursor and is plain SQL, so migrations can use it too.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, date, datetime, time, timedelta
+
+from ingest.contract import STATES as _STATES
+
+logger = logging.getLogger(__name__)
+
+PARENT = "ingest_metricrecord"
+DEFAULT = f"{PARENT}_default"
+LEGACY = f"{PARENT}_legacy"
+SEQUENCE = f"{PARENT}_id_seq"
+DETACHED_SUFFIX = "_gone"
+_NAME = re.compile(rf"^{PARENT}_p(\d{{8}})$")
+_DETACHED = re.compile(rf"^{PARENT}_p(\d{{8}}){DETACHED_SUFFIX}$")
+
+# The columns in the order Django created them (0001_initial); LIKE and INSERT … SELECT * rely on it.
+COLUMNS = ("id", "timestamp", "cpu_pct", "mem_pct", "disk_io_mb_s", "latency_ms", "state", "received_at", "server_id")
+
+_CREATE_PARENT = f"""
+CREATE TABLE {PARENT} (
+    id bigint NOT NULL DEFAULT nextval('{SEQUENCE}'),
+    "timestamp" timestamptz NOT NULL,
+    cpu_pct double precision NOT NULL,
+    mem_pct double precision NOT NULL,
+    disk_io_mb_s double precision NOT NULL,
+    latency_ms double precision NOT NULL,
+    state varchar(16) NOT NULL,
+    received_at timestamptz NOT NULL,
+    server_id bigint NOT NULL
+        CONSTRAINT {PARENT}_server_id_fk_ingest_server_id REFERENCES ingest_server (id) DEFERRABLE INITIALLY DEFERRED,
+    CONSTRAINT {PARENT}_pkey PRIMARY KEY (id, "timestamp"),
+    CONSTRAINT uniq_record_server_ts UNIQUE (server_id, "timestamp")
+) PARTITION BY RANGE ("timestamp")
+"""
+
+
+def day_of(timestamp: datetime) -> date:
+    return timestamp.astimezone(UTC).date()
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    start = datetime.combine(day, time(0), tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+def partition_name(day: date) -> str:
+    return f"{PARENT}_p{day:%Y%m%d}"
+
+
+def is_partitioned(cursor) -> bool:
+    cursor.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", [PARENT])
+    row = cursor.fetchone()
+    return bool(row) and row[0] == "p"
+
+
+def table_exists(cursor, name: str) -> bool:
+    cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [name])
+    return cursor.fetchone()[0]
+
+
+def _children(cursor) -> list[str]:
+    cursor.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = to_regclass(%s) ORDER BY c.relname",
+        [PARENT],
+    )
+    return [name for (name,) in cursor.fetchall()]
+
+
+def attached_days(cursor) -> list[date]:
+    """Days that have an attached partition, oldest first."""
+    days = []
+    for name in _children(cursor):
+        match = _NAME.match(name)
+        if match:
+            days.append(datetime.strptime(match.group(1), "%Y%m%d").replace(tzinfo=UTC).date())
+    return days
+
+
+def detached_tables(cursor) -> list[tuple[str, date]]:
+    """Partitions detached by a prune that did not get to drop them (it stopped in between)."""
+    cursor.execute("SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE %s", [f"{PARENT}_p%{DETACHED_SUFFIX}"])
+    found = []
+    for (name,) in cursor.fetchall():
+        match = _DETACHED.match(name)
+        if match:
+            found.append((name, datetime.strptime(match.group(1), "%Y%m%d").replace(tzinfo=UTC).date()))
+    return sorted(found, key=lambda item: item[1])
+
+
+def create_parent(cursor, *, first_id: int = 1) -> None:
+    """The partitioned table, its timestamp index and its DEFAULT partition (new, empty)."""
+    cursor.execute(f"CREATE SEQUENCE {SEQUENCE} START WITH {max(1, first_id)}")
+    cursor.execute(_CREATE_PARENT)
+    cursor.execute(f"ALTER SEQUENCE {SEQUENCE} OWNED BY {PARENT}.id")
+    # A b-tree, not BRIN: the admin's "newest first" page and its date hierarchy need ordered
+    # scans and min/max, which BRIN cannot serve; retention no longer needs any index (it drops
+    # whole partitions). bench/storage.py measures the ingest cost of both.
+    cursor.execute(f'CREATE INDEX record_ts_idx ON {PARENT} ("timestamp")')
+    cursor.execute(f"CREATE TABLE {DEFAULT} PARTITION OF {PARENT} DEFAULT")
+
+
+def create_partition(cursor, day: date) -> bool:
+    """Create and attach the partition of one day; False if it already existed.
+
+    Must run inside a transaction or savepoint the caller can roll back: ATTACH fails if the
+    DEFAULT partition holds rows of that day (partitions_maintain moves them first).
+    """
+    name = partition_name(day)
+    if table_exists(cursor, name):
+        return False
+    start, end = day_bounds(day)
+    cursor.execute(f"CREATE TABLE {name} (LIKE {PARENT} INCLUDING DEFAULTS)")
+    cursor.execute(f"ALTER TABLE {PARENT} ATTACH PARTITION {name} FOR VALUES FROM (%s) TO (%s)", [start, end])
+    logger.info("created record partition", extra={"partition": name})
+    return True
+
+
+def move_default_rows(cursor, day: date) -> int:
+    """Move the DEFAULT partition's rows of one day into that day's new partition.
+
+    Rows move (DELETE … RETURNING into INSERT), so the record counts do not change.
+    """
+    name = partition_name(day)
+    start, end = day_bounds(day)
+    cursor.execute(f"LOCK TABLE {DEFAULT} IN ACCESS EXCLUSIVE MODE")
+    cursor.execute(f"CREATE TABLE {name} (LIKE {PARENT} INCLUDING DEFAULTS)")
+    columns = ", ".join(f'"{c}"' for c in COLUMNS)
+    cursor.execute(
+        f'WITH moved AS (DELETE FROM {DEFAULT} WHERE "timestamp" >= %s AND "timestamp" < %s RETURNING {columns}) '
+        f"INSERT INTO {name} ({columns}) SELECT {columns} FROM moved",
+        [start, end],
+    )
+    moved = cursor.rowcount
+    cursor.execute(f"ALTER TABLE {PARENT} ATTACH PARTITION {name} FOR VALUES FROM (%s) TO (%s)", [start, end])
+    logger.info("moved stray records into their partition", extra={"partition": name, "records": moved})
+    return moved
+
+
+def default_days(cursor) -> list[date]:
+    cursor.execute(f"SELECT DISTINCT (\"timestamp\" AT TIME ZONE 'UTC')::date FROM {DEFAULT} ORDER BY 1")
+    return [day for (day,) in cursor.fetchall()]
+
+
+def detach_partition(cursor, day: date) -> str:
+    """Detach a day and rename it out of the way (so ingest can recreate that day if a late
+    backfill arrives); returns the detached table's name. ACCESS EXCLUSIVE on the parent, for
+    milliseconds: nothing is scanned."""
+    name = partition_name(day)
+    gone = f"{name}{DETACHED_SUFFIX}"
+    cursor.execute(f"ALTER TABLE {PARENT} DETACH PARTITION {name}")
+    cursor.execute(f"ALTER TABLE {name} RENAME TO {gone}")
+    return gone
+
+
+def detached_counts_sql(*, with_legacy: bool = False) -> str:
+    """Per-server rows of a detached day, without scanning it: the day's rollups count every
+    record of that day (they are written in the same transaction as the records and a step
+    divides a day, so no bucket straddles midnight), less the rows of that day still attached
+    (a backfill that arrived after the detach) and, while partition_records has not finished,
+    those still in the legacy table. One statement, so all sides read one snapshot."""
+    legacy = (
+        f' UNION ALL SELECT server_id, -count(*) AS n FROM {LEGACY} WHERE "timestamp" >= %(start)s AND "timestamp" < %(end)s GROUP BY 1'
+        if with_legacy
+        else ""
+    )
+    return (
+        "SELECT server_id, sum(n)::bigint FROM ("
+        " SELECT server_id, sum(count) AS n FROM ingest_metricbucket"
+        " WHERE bucket_start >= %(start)s AND bucket_start < %(end)s GROUP BY 1"
+        " UNION ALL"
+        f' SELECT server_id, -count(*) AS n FROM {PARENT} WHERE "timestamp" >= %(start)s AND "timestamp" < %(end)s GROUP BY 1'
+        f"{legacy}) AS x GROUP BY 1 HAVING sum(n) <> 0"
+    )
+
+
+def rename_to_legacy(cursor) -> int:
+    """Rename the plain table and everything named after it out of the way; returns the next id."""
+    cursor.execute(f"ALTER TABLE {PARENT} RENAME TO {LEGACY}")
+    cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = %s", [LEGACY])
+    for (index,) in cursor.fetchall():
+        cursor.execute(f'ALTER INDEX "{index}" RENAME TO "{index[:55]}_legacy"')
+    cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [LEGACY])
+    (sequence,) = cursor.fetchone()
+    if sequence:
+        cursor.execute(f"ALTER SEQUENCE {sequence} RENAME TO {LEGACY}_id_seq")
+    cursor.execute(f"SELECT COALESCE(max(id), 0) + 1 FROM {LEGACY}")
+    return cursor.fetchone()[0]
+
+
+def legacy_span(cursor) -> tuple[datetime, datetime] | None:
+    cursor.execute(f'SELECT min("timestamp"), max("timestamp") FROM {LEGACY}')
+    lo, hi = cursor.fetchone()
+    return (lo, hi) if lo is not None else None
+
+
+def ensure_days(cursor, first: date, last: date) -> int:
+    """Create the partitions of first..last (inclusive) that do not exist yet (no concurrency:
+    migrations and the migration command)."""
+    created = 0
+    day = first
+    while day <= last:
+        created += create_partition(cursor, day)
+        day += timedelta(days=1)
+    return created
+
+
+def move_legacy_batch(cursor, *, batch_size: int) -> tuple[int, int]:
+    """Move the legacy table's lowest ids into the partitioned table, in one statement.
+
+    Returns (moved, already_there). A row already in the partitioned table (a client retried a
+    batch after the upgrade, before this row was moved: ingest's idempotency only sees the new
+    table) was stored and counted twice; the copy is dropped here and its second count taken
+    back from the server, the feed counter and its rollup bucket (a retry carries the same
+    values, so the bucket's maxima are unchanged).
+    """
+    columns = ", ".join(f'"{c}"' for c in COLUMNS)
+    step = "%(step)s::interval"
+    cursor.execute(
+        f"WITH moved AS (DELETE FROM {LEGACY} WHERE id IN (SELECT id FROM {LEGACY} ORDER BY id LIMIT %(n)s) "
+        f"RETURNING {columns}), "
+        f"ins AS (INSERT INTO {PARENT} ({columns}) SELECT {columns} FROM moved "
+        f'ON CONFLICT (server_id, "timestamp") DO NOTHING RETURNING server_id, "timestamp"), '
+        f"dup AS (SELECT m.* FROM moved m LEFT JOIN ins i "
+        f'ON i.server_id = m.server_id AND i."timestamp" = m."timestamp" WHERE i.server_id IS NULL), '
+        f"fix_buckets AS (UPDATE ingest_metricbucket b SET count = b.count - d.n, "
+        f"cpu_pct_sum = b.cpu_pct_sum - d.cpu, mem_pct_sum = b.mem_pct_sum - d.mem, "
+        f"disk_io_mb_s_sum = b.disk_io_mb_s_sum - d.disk, latency_ms_sum = b.latency_ms_sum - d.lat, "
+        + ", ".join(f"n_{s} = b.n_{s} - d.n_{s}" for s in _STATES)
+        + " FROM (SELECT server_id, date_bin("
+        f"{step}, \"timestamp\", 'epoch'::timestamptz) AS start, count(*) AS n, sum(cpu_pct) AS cpu, "
+        f"sum(mem_pct) AS mem, sum(disk_io_mb_s) AS disk, sum(latency_ms) AS lat, "
+        + ", ".join(f"count(*) FILTER (WHERE state = '{s}') AS n_{s}" for s in _STATES)
+        + " FROM dup GROUP BY 1, 2) AS d WHERE b.server_id = d.server_id AND b.bucket_start = d.start RETURNING 1), "
+        "fix_servers AS (UPDATE ingest_server s SET record_count = s.record_count - d.n "
+        "FROM (SELECT server_id, count(*) AS n FROM dup GROUP BY 1) AS d WHERE s.id = d.server_id RETURNING 1) "
+        "SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM dup), "
+        "(SELECT count(*) FROM fix_buckets), (SELECT count(*) FROM fix_servers)",
+        {"n": batch_size, "step": _step()},
+    )
+    moved, duplicates, _, _ = cursor.fetchone()
+    if duplicates:
+        cursor.execute("UPDATE ingest_feedcounter SET records = records - %s WHERE slot = 0", [duplicates])
+    return moved, duplicates
+
+
+def legacy_next_days(cursor, *, batch_size: int) -> tuple[date, date] | None:
+    """The days the next batch of move_legacy_batch spans (its partitions must exist first)."""
+    cursor.execute(
+        f'SELECT min("timestamp"), max("timestamp") FROM (SELECT "timestamp" FROM {LEGACY} ORDER BY id LIMIT %s) AS b',
+        [batch_size],
+    )
+    lo, hi = cursor.fetchone()
+    return (day_of(lo), day_of(hi)) if lo is not None else None
+
+
+def _step() -> str:
+    from django.conf import settings
+
+    return f"{settings.TFT_STEP_MINUTES} minutes"
+
