@@ -7,7 +7,7 @@ Nothing here runs per server in a loop against the database, and nothing imports
 the web process stays light.
 
 Thresholds, the active model, the current run and the dominant-state rule are read from their one
-owner (forecasting.selectors, ingest.models); nothing here re-implements them.
+owner (forecasting.selectors, forecasting.engine); nothing here re-implements them.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Count, Max, Q
 
+from forecasting.engine.series import dominant_state
+from forecasting.engine.spec import HORIZON, STEP_MINUTES
 from forecasting.models import Alert, PredictionRun, ServerForecast
 from forecasting.selectors import active_model_version, alert_thresholds, current_run
 from ingest.contract import METRICS, PROFILE_LABELS, STATE_SEVERITY, STATES
-from ingest.models import MetricBucket, Server, dominant_state
+from ingest.models import MetricBucket, Server
 from ingest.selectors import fleet_readiness
 
 HISTORY_HOURS = 24
@@ -609,14 +611,6 @@ def _charts(history: History, forecast: ForecastFacts | None, *, step_seconds: i
     return charts
 
 
-def _horizon_hours(forecast: ForecastFacts | None, *, step: int) -> int | None:
-    # Read off the stored forecast: the horizon's one home is the model's spec, not this module.
-    if forecast is None:
-        return None
-    steps = max((len(fc.get("p50", [])) for fc in forecast.payload.values()), default=0)
-    return steps * step // 60
-
-
 def server_detail(*, name: str, now: datetime | None = None) -> dict | None:
     """The server page: 24 h of history, the current forecast, state timeline and alerts (5 queries)."""
     server = Server.objects.filter(name=name).first()
@@ -640,7 +634,7 @@ def server_detail(*, name: str, now: datetime | None = None) -> dict | None:
         "timeline": _state_segments(history.times, history.states, step * 60),
         "timeline_states": sorted(set(history.states), key=STATE_SEVERITY.__getitem__),
         "alerts": _alert_rows(Alert.objects.filter(server=server).order_by("-opened_at")[:50]),
-        "horizon_hours": _horizon_hours(forecast, step=step),
+        "horizon_hours": HORIZON * STEP_MINUTES // 60,
     }
 
 
