@@ -81,59 +81,58 @@ def _number(value: object) -> float:
     return number
 
 
+def _server_name_problem(name: object) -> str | None:
+    if not isinstance(name, str):
+        return "must be a string"
+    if not 1 <= len(name) <= SERVER_NAME_MAX_LENGTH:
+        return f"must be 1 to {SERVER_NAME_MAX_LENGTH} characters"
+    if not SERVER_NAME_RE.match(name):
+        return "may contain only letters, digits and . _ : @ - (starting with a letter or digit)"
+    return None
+
+
+def _timestamp(value: object, latest_allowed: datetime) -> datetime:
+    """The parsed timestamp; raises ValueError with the record's problem."""
+    timestamp = parse_timestamp(value)
+    if timestamp > latest_allowed:
+        raise ValueError("is more than 5 minutes in the future")
+    return timestamp
+
+
+def _metric(metric: str, value: object) -> float:
+    """The metric's value; raises ValueError with the record's problem."""
+    number = _number(value)
+    if number < 0:
+        raise ValueError("must be ≥ 0")
+    if metric in PERCENT_METRICS and number > 100:
+        raise ValueError("must be between 0 and 100")
+    return number
+
+
 def validate_record(raw: object, index: int, *, latest_allowed: datetime) -> tuple[CleanRecord | None, list[Problem]]:
     if not isinstance(raw, dict):
         return None, [Problem(index, "record", "must be a JSON object with the contract's 7 fields")]
-    problems: list[Problem] = []
     missing = [name for name in RECORD_FIELDS if name not in raw]
-    for name in missing:
-        problems.append(Problem(index, name, "is required"))
-
+    problems = [Problem(index, name, "is required") for name in missing]
     name = raw.get("server_name")
-    if "server_name" not in missing:
-        if not isinstance(name, str):
-            problems.append(Problem(index, "server_name", "must be a string"))
-        elif not 1 <= len(name) <= SERVER_NAME_MAX_LENGTH:
-            problems.append(Problem(index, "server_name", f"must be 1 to {SERVER_NAME_MAX_LENGTH} characters"))
-        elif not SERVER_NAME_RE.match(name):
-            problems.append(
-                Problem(
-                    index,
-                    "server_name",
-                    "may contain only letters, digits and . _ : @ - (starting with a letter or digit)",
-                )
-            )
-
+    if "server_name" not in missing and (message := _server_name_problem(name)):
+        problems.append(Problem(index, "server_name", message))
     timestamp = None
     if "timestamp" not in missing:
         try:
-            timestamp = parse_timestamp(raw["timestamp"])
+            timestamp = _timestamp(raw["timestamp"], latest_allowed)
         except ValueError as exc:
             problems.append(Problem(index, "timestamp", str(exc)))
-        else:
-            if timestamp > latest_allowed:
-                problems.append(Problem(index, "timestamp", "is more than 5 minutes in the future"))
-
     values: dict[str, float] = {}
     for metric in METRICS:
-        if metric in missing:
-            continue
-        try:
-            number = _number(raw[metric])
-        except ValueError as exc:
-            problems.append(Problem(index, metric, str(exc)))
-            continue
-        if number < 0:
-            problems.append(Problem(index, metric, "must be ≥ 0"))
-        elif metric in PERCENT_METRICS and number > 100:
-            problems.append(Problem(index, metric, "must be between 0 and 100"))
-        else:
-            values[metric] = number
-
+        if metric not in missing:
+            try:
+                values[metric] = _metric(metric, raw[metric])
+            except ValueError as exc:
+                problems.append(Problem(index, metric, str(exc)))
     state = raw.get("state")
     if "state" not in missing and (not isinstance(state, str) or state not in _STATE_SET):
         problems.append(Problem(index, "state", f"must be one of: {_VALID_STATES_TEXT}"))
-
     if problems:
         return None, problems
     return CleanRecord(server_name=name, timestamp=timestamp, state=state, **values), problems

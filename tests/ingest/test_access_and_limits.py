@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from django.core.cache import caches
 
-from tftsite.api.keys import named_keys
 from ingest.models import ApiKey, MetricRecord
 from ingest.services import api_key_create, api_key_revoke
 from tests.conftest import make_record, post_feed
+from tftsite.api.keys import named_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.django_db
