@@ -318,3 +318,15 @@ def test_backtest_command_prints_the_json_contract(tmp_path):
     assert list(result) == ["methods"]
     assert list(result["methods"]) == ["naive", "seasonal_naive", "predict_linear", "mean"]
     assert result["methods"]["naive"]["windows"] == 7
+
+
+def test_backtest_command_exclude_leaves_a_series_out(tmp_path):
+    t = START + timedelta(minutes=5) * np.arange(1000)
+    rows = [f"{ts:%Y-%m-%d %H:%M:%S},{v:.3f}" for ts, v in zip(t, _noisy(1000), strict=True)]
+    for name in ("ec2_cpu_utilization_kept", "ec2_cpu_utilization_held_out"):
+        (tmp_path / f"{name}.csv").write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    out = StringIO()
+    call_command(
+        "backtest", "--csv-dir", str(tmp_path), "--exclude", "*held_out*", "--no-tft", "--json", stdout=out
+    )
+    assert json.loads(out.getvalue())["methods"]["naive"]["windows"] == 7  # one series, not two

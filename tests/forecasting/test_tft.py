@@ -313,3 +313,21 @@ def test_training_records_interval_calibration(model_dir):
     assert spec["interval_scale"] >= 1.0
     assert isinstance(spec["interval_scale_by_profile"], dict)
     assert "all" in json.loads((model_dir / "metrics.json").read_text())["val_coverage_p10_p90"]
+
+
+@pytest.mark.django_db
+def test_train_tft_exclude_leaves_a_csv_series_out(tmp_path):
+    from django.core.management import call_command
+
+    rows = [f"{START + timedelta(minutes=5 * i):%Y-%m-%d %H:%M:%S},{40 + 10 * np.sin(i / 20):.3f}" for i in range(600)]
+    for name in ("ec2_cpu_utilization_kept", "ec2_cpu_utilization_held_out"):
+        (tmp_path / f"{name}.csv").write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    out_dir = tmp_path / "models"
+    call_command(
+        "train_tft", "--csv-dir", str(tmp_path), "--exclude", "*held_out*", "--epochs", "1",
+        "--batches-per-epoch", "1", "--batch-size", "4", "--hidden-size", "8", "--attention-heads", "1",
+        "--no-progress", "--no-backtest", "--out", str(out_dir), stdout=io.StringIO(),
+    )  # fmt: skip
+    [folder] = out_dir.iterdir()
+    vocab = json.loads((folder / "spec.json").read_text())["vocab"]["servers"]
+    assert "ec2_cpu_utilization_kept" in vocab and "ec2_cpu_utilization_held_out" not in vocab
