@@ -48,13 +48,17 @@ def _now() -> datetime:
 
 
 def stale_after_minutes() -> int:
-    # The API engineer owns the setting; until it lands in settings the contract's 15 minutes hold.
-    return int(getattr(settings, "TFT_STALE_AFTER_MINUTES", 15))
+    return settings.TFT_STALE_AFTER_MINUTES
 
 
 def is_stale(origin: datetime, *, now: datetime) -> bool:
-    """A forecast is stale when it starts further in the past than the stale limit: its first steps
-    are history already (a run over half-loaded backfill, or a worker that stopped)."""
+    """A forecast is stale on the page when it starts more than TFT_STALE_AFTER_MINUTES before the
+    moment the page is viewed: its first steps are history already.
+
+    The API's forecasting.selectors.forecast_is_stale judges at the run's start (the data was old
+    when forecast), so a response stays the same for the whole run. A page is read later, so it
+    judges at view time: every forecast the API calls stale is stale here too (now ≥ the run's start),
+    and so is a forecast left standing by a worker that stopped."""
     return now - origin > timedelta(minutes=stale_after_minutes())
 
 

@@ -145,6 +145,21 @@ def test_a_fresh_fleet_has_no_stale_badge(viewer_client, no_models):
     assert "data-stale" not in body and 'id="stale-note"' not in body
 
 
+def test_forecasts_turn_stale_as_they_age_when_no_new_run_comes(no_models, settings):
+    from dashboard.selectors import fleet_overview
+
+    settings.TFT_STALE_AFTER_MINUTES = 15
+    hot_fleet(2)
+    fleet_predict()
+    later = datetime.now(UTC) + timedelta(minutes=30)  # the worker stopped after this run
+
+    fresh = fleet_overview(server_prefix="/dashboard/servers/")
+    aged = fleet_overview(server_prefix="/dashboard/servers/", now=later)
+
+    assert fresh["stale_rows"] == 0 and not any(r.stale for r in fresh["rows"])
+    assert aged["stale_rows"] == 2 and all(r.stale for r in aged["rows"])
+
+
 def test_server_page_marks_a_stale_forecast_and_names_its_origin(viewer_client, no_models, settings):
     settings.TFT_STALE_AFTER_MINUTES = 15
     origin = _fleet_with_one_backfilled_server()["ppdb001"].origin
