@@ -237,10 +237,42 @@ def _metric_tuple(metrics: str | Sequence[str] | None) -> tuple[str, ...]:
     return out
 
 
-@dataclass
-class _Job:
-    series: int
-    origin: int
+@dataclass(frozen=True)
+class _Protocol:
+    horizon: int
+    context: int
+    calibration: int
+    scale: str  # "train" or "context"
+
+
+def _scored_metrics(series: list[SeriesWindow], metrics) -> dict[str, tuple[str, ...]]:
+    if isinstance(metrics, Mapping):
+        return {w.server: _metric_tuple(metrics.get(w.server)) for w in series}
+    return {w.server: _metric_tuple(metrics) for w in series}
+
+
+def _scales(y: np.ndarray, origins: np.ndarray, protocol: _Protocol) -> np.ndarray:
+    if protocol.scale == "train":
+        return np.full(len(origins), naive_scale(y[: int(origins[0])]))
+    return np.array([naive_scale(y[max(0, o - protocol.context) : o]) for o in origins])
+
+
+def _score_metric(scores, protocol: _Protocol, w: SeriesWindow, m: str, origins: np.ndarray, preds) -> None:
+    """Every method's scores of one series and metric at its origins (``preds``: the TFT's, or None)."""
+    y = w.values[:, METRICS.index(m)].astype(np.float64)
+    scales = _scales(y, origins, protocol)
+    targets = np.stack([y[o : o + protocol.horizon] for o in origins])
+    for method in BASELINES:
+        q = baseline_quantiles(
+            method, y, origins, horizon=protocol.horizon, calibration=protocol.calibration, upper=_UPPER[m]
+        )
+        for k in range(len(origins)):
+            scores.add(method, m, score_window(targets[k], q[k], scales[k]))
+    if preds is None:
+        return
+    for k, o in enumerate(origins):
+        quantiles = _forecaster_quantiles(preds[f"{w.server}#{int(o)}"], m, protocol.horizon)
+        scores.add("tft", m, score_window(targets[k], quantiles, scales[k]))
 
 
 class _Scores:
@@ -327,54 +359,23 @@ def run_backtest(
     by that of each window's own context. Returns ``{"methods": {name: {"mase", "pinball",
     "coverage", "windows"}}}`` (plus "per_metric" when asked).
     """
-    if isinstance(metrics, Mapping):
-        scored = {w.server: _metric_tuple(metrics.get(w.server)) for w in series}
-    else:
-        scored = {w.server: _metric_tuple(metrics) for w in series}
     if scale not in ("train", "context"):
         raise ValueError("scale must be 'train' or 'context'")
-    jobs: list[_Job] = []
-    per_series_origins = []
-    for si, w in enumerate(series):
-        origins = rolling_origins(
-            len(w.values), test_fraction=test_fraction, every=every, horizon=horizon, context=context
-        )
-        per_series_origins.append(origins)
-        jobs.extend(_Job(si, int(o)) for o in origins)
-    logger.info("backtest: %d series, %d origins", len(series), len(jobs))
-
+    scored = _scored_metrics(series, metrics)
+    origins = [
+        rolling_origins(len(w.values), test_fraction=test_fraction, every=every, horizon=horizon, context=context)
+        for w in series
+    ]
+    logger.info("backtest: %d series, %d origins", len(series), sum(len(o) for o in origins))
     preds: dict[str, dict] = {}
-    if forecaster is not None and jobs:
-        windows = [
-            context_window(series[j.series], j.origin, context, key=f"{series[j.series].server}#{j.origin}")
-            for j in jobs
-        ]
-        preds = _predict_chunks(forecaster, windows, chunk_size)
-
+    if forecaster is not None:
+        windows = [context_window(w, int(o), context) for w, os in zip(series, origins, strict=True) for o in os]
+        preds = _predict_chunks(forecaster, windows, chunk_size) if windows else {}
     scores = _Scores()
-    for si, w in enumerate(series):
-        origins = per_series_origins[si]
-        if len(origins) == 0:
-            continue
-        for m in scored[w.server]:
-            j = METRICS.index(m)
-            y = w.values[:, j].astype(np.float64)
-            if scale == "train":
-                s_train = naive_scale(y[: int(origins[0])])
-                scales = np.full(len(origins), s_train)
-            else:
-                scales = np.array([naive_scale(y[max(0, o - context) : o]) for o in origins])
-            targets = np.stack([y[o : o + horizon] for o in origins])
-            for method in BASELINES:
-                q = baseline_quantiles(method, y, origins, horizon=horizon, calibration=calibration, upper=_UPPER[m])
-                for k in range(len(origins)):
-                    scores.add(method, m, score_window(targets[k], q[k], scales[k]))
-            if forecaster is not None:
-                for k, o in enumerate(origins):
-                    key = f"{w.server}#{int(o)}"
-                    scores.add(
-                        "tft", m, score_window(targets[k], _forecaster_quantiles(preds[key], m, horizon), scales[k])
-                    )
+    protocol = _Protocol(horizon, context, calibration, scale)
+    for w, os in zip(series, origins, strict=True):
+        for m in scored[w.server] if len(os) else ():
+            _score_metric(scores, protocol, w, m, os, preds if forecaster is not None else None)
     methods = [m for m in METHOD_ORDER if m != "tft" or forecaster is not None]
     result: dict[str, Any] = {"methods": scores.summary(methods)}
     if per_metric:

@@ -204,209 +204,319 @@ class _ServerSim:
     episodes: list[Episode]
 
 
+@dataclass
+class _Clock:
+    """The bucket grid of one simulated server, in its own (slightly shifted) local hours."""
+
+    first: datetime
+    n: int
+    step: int
+    phase_h: float
+    t0: float
+    hour: np.ndarray
+    day_idx: np.ndarray
+    weekend: np.ndarray
+    day0: int
+    n_days: int
+
+    @classmethod
+    def of(cls, first: datetime, n: int, step: int, phase_h: float) -> _Clock:
+        t0 = first.timestamp()
+        ts = t0 + np.arange(n) * step * 60.0
+        hour = ((ts % 86400) / 3600.0 - phase_h) % 24.0
+        day_idx = np.floor((ts - phase_h * 3600) / 86400).astype(np.int64)
+        weekday = (day_idx + 3) % 7  # 1970-01-01 was a Thursday (3 with Monday = 0)
+        day0 = int(day_idx[0])
+        return cls(first, n, step, phase_h, t0, hour, day_idx, weekday >= 5, day0, int(day_idx[-1]) - day0 + 1)
+
+    @property
+    def per_hour(self) -> float:
+        return 60.0 / self.step
+
+    def days(self) -> range:
+        """Every day touching the grid, with one day of margin each side (jobs that overlap it)."""
+        return range(self.day0 - 1, self.day0 + self.n_days + 1)
+
+    def at(self, day: int, hour_of_day: float) -> int:
+        """Bucket index of a local time of day."""
+        return round(((day * 86400 + self.phase_h * 3600 + hour_of_day * 3600) - self.t0) / (self.step * 60))
+
+    def per_day(self, values: np.ndarray) -> np.ndarray:
+        """Per-day draws spread over the buckets of each day."""
+        return values[self.day_idx - self.day0]
+
+    def when(self, index: int) -> datetime:
+        return self.first + timedelta(minutes=self.step * index)
+
+
+def _load_curve(p: dict, c: _Clock, day_rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Load (≈0.1 at night, ≈1 at peak, before noise) and the morning-surge mask."""
+    h0, h1 = p["hours"]
+    bump = _sigmoid((c.hour - h0) / 0.8) * _sigmoid((h1 - c.hour) / 1.2)
+    lunch = 1.0 - 0.12 * np.exp(-0.5 * ((c.hour - 12.5) / 0.6) ** 2)
+    day_amp = c.per_day(np.exp(day_rng.normal(0.0, 0.12, size=c.n_days)))
+    amp = np.where(c.weekend, p["weekend"], 1.0) * day_amp
+    load = p["night"] + (1.0 - p["night"]) * bump * lunch * amp
+    morning = np.zeros(c.n, bool)
+    if p["morning"]:
+        m_start = 8.0 + c.per_day(day_rng.uniform(-0.25, 0.25, size=c.n_days))
+        m_len = c.per_day(day_rng.uniform(1.0, 1.75, size=c.n_days))
+        morning = (~c.weekend) & (c.hour >= m_start) & (c.hour < m_start + m_len)
+        surge = 0.35 * np.sin(np.pi * np.clip((c.hour - m_start) / m_len, 0, 1)) + 0.1
+        load = load + np.where(morning, surge, 0.0)
+    return load, morning
+
+
+class _Jobs:
+    """Scheduled and random jobs: extra cpu and memory, multiplicative disk, heavy_load buckets."""
+
+    def __init__(self, c: _Clock) -> None:
+        self.c = c
+        self.cpu = np.zeros(c.n)
+        self.mem = np.zeros(c.n)
+        self.disk = np.zeros(c.n)  # disk *= 1 + disk
+        self.heavy = np.zeros(c.n, bool)
+
+    def add(self, i0: int, length: int, cpu: float, mem: float, disk: float) -> None:
+        i0c, i1c = max(i0, 0), min(i0 + length, self.c.n)
+        if i1c <= i0c:
+            return
+        w = _trapezoid(length, round(10 / self.c.step) + 1)[i0c - i0 : i1c - i0]
+        self.cpu[i0c:i1c] += cpu * w
+        self.mem[i0c:i1c] += mem * w
+        self.disk[i0c:i1c] += disk * w
+        self.heavy[i0c:i1c] |= w > 0.5
+
+
+def _daily_jobs(jobs: _Jobs, profile: str, rng: np.random.Generator) -> None:
+    """ETL nightly batch, risk end-of-day batch (weekdays), database nightly backup."""
+    c, per_hour = jobs.c, jobs.c.per_hour
+    for d in c.days():
+        wd = (d + 3) % 7
+        if profile == "etl":
+            length = int(rng.uniform(2.5, 4.5) * per_hour)
+            jobs.add(c.at(d, 0.5 + rng.uniform(-0.3, 0.3)), length, rng.uniform(55, 68), 20, 5.0)
+        elif profile == "risk" and wd < 5:
+            length = int(rng.uniform(1.5, 3.0) * per_hour)
+            jobs.add(c.at(d, 17.0 + rng.uniform(-0.25, 0.25)), length, rng.uniform(45, 58), 18, 2.0)
+        elif profile == "database":
+            length = int(rng.uniform(0.75, 1.5) * per_hour)
+            jobs.add(c.at(d, 1.0 + rng.uniform(-0.1, 0.1)), length, 18, 4, 3.0)
+
+
+def _random_jobs(jobs: _Jobs, profile: str, rng: np.random.Generator) -> None:
+    """ML training runs at random times; traffic surges for user-facing services."""
+    n, per_hour = jobs.c.n, jobs.c.per_hour
+    if profile == "ml_compute":
+        i = int(rng.uniform(0, 12) * per_hour)
+        while i < n:
+            length = int(rng.uniform(2, 8) * per_hour)
+            jobs.add(i, length, rng.uniform(60, 72), rng.uniform(15, 30), 4.0)
+            i += length + int(rng.uniform(3, 20) * per_hour)
+    elif profile in ("web_api", "conductor", "generic"):
+        i = int(rng.exponential(48) * per_hour)
+        while i < n:
+            length = int(rng.uniform(0.5, 1.5) * per_hour)
+            jobs.add(i, length, rng.uniform(25, 35), 5, 1.0)
+            i += length + int(rng.exponential(48) * per_hour)
+
+
+@dataclass
+class _Latent:
+    cpu: np.ndarray
+    mem: np.ndarray
+    disk: np.ndarray
+    lat: np.ndarray
+
+    def values(self) -> np.ndarray:
+        return np.stack(
+            [
+                np.clip(self.cpu, 0, _PCT_CAP),
+                np.clip(self.mem, 0, _PCT_CAP),
+                np.clip(self.disk, 0, None),
+                np.clip(self.lat, 0, None),
+            ],
+            axis=1,
+        )
+
+
+def _latent_metrics(p: dict, c: _Clock, rng, load: np.ndarray, shared: np.ndarray, jobs: _Jobs, scale) -> _Latent:
+    """cpu = c0 + c1·L, mem = m0 + m1·L, disk = d0 + d1·L, latency congesting with cpu, plus noise."""
+    c0, c1 = p["c"]
+    m0, m1 = p["m"]
+    d0, d1 = p["d"]
+    l0, l1 = p["lat"]
+    n = c.n
+    cpu = (c0 + c1 * load) * scale[0] + jobs.cpu + _ar1(rng, n, 2.5, 3)
+    cpu = _soft_cap(np.clip(cpu, 0.5, None), 78.0, 92.0)
+    mem_drift = _ar1(rng, n, 2.0, 6 * c.per_hour)  # slow
+    mem = (m0 + m1 * load) * scale[1] + jobs.mem + mem_drift + _ar1(rng, n, 0.5, 2)
+    mem = _soft_cap(np.clip(mem, 1.0, None), 82.0, 92.0)
+    disk = (d0 + d1 * load) * scale[2] * (1 + jobs.disk) * np.exp(_ar1(rng, n, 0.15, 3) + 0.8 * shared)
+    congestion = 1 + 2.5 * np.clip((cpu - 65) / 35, 0, None) ** 2
+    lat = l0 * scale[3] * (1 + l1 * load) * congestion * np.exp(_ar1(rng, n, 0.12, 2) + 1.0 * shared)
+    return _Latent(cpu, mem, disk, lat)
+
+
+def _schedule_states(p: dict, profile: str, c: _Clock, morning: np.ndarray, heavy: np.ndarray) -> np.ndarray:
+    h0, h1 = p["hours"]
+    states = np.full(c.n, STATE_INDEX["healthy"], np.int8)
+    if p["idle_night"]:
+        hour, weekend = c.hour, c.weekend
+        idle = (hour < h0 - 1.0) | (hour >= h1 + 3.5) | (weekend & ((hour < h0 + 1) | (hour >= h1)))
+        states[idle] = STATE_INDEX["idle"]
+    elif profile in ("ml_compute", "etl"):
+        states[:] = STATE_INDEX["idle"]
+        states[(~c.weekend) & (c.hour >= h0) & (c.hour < h1)] = STATE_INDEX["healthy"]
+    states[morning] = STATE_INDEX["morning_spike"]
+    states[heavy] = STATE_INDEX["heavy_load"]
+    return states
+
+
+def _downtime(c: _Clock, seed: int, server: str) -> tuple[np.ndarray, np.ndarray]:
+    """A weekly night maintenance window and rare offline spells."""
+    ev_rng = _server_rng(seed, server, "events")
+    mw_day = int(ev_rng.integers(5, 7))  # Saturday or Sunday
+    mw_hour = float(ev_rng.uniform(1.0, 4.0))
+    mw_len = int(ev_rng.uniform(0.5, 2.0) * c.per_hour)
+    maint = np.zeros(c.n, bool)
+    for d in c.days():
+        if (d + 3) % 7 == mw_day:
+            i0 = c.at(d, mw_hour)
+            maint[max(i0, 0) : max(min(i0 + mw_len, c.n), 0)] = True
+    offline = np.zeros(c.n, bool)
+    off_rng = _server_rng(seed, server, f"offline@{c.day0}")
+    i = int(off_rng.exponential(7 * 24) * c.per_hour)
+    while i < c.n:
+        length = max(2, int(off_rng.uniform(10, 45) / c.step))
+        offline[i : i + length] = True
+        i += length + int(off_rng.exponential(7 * 24) * c.per_hour)
+    return maint, offline
+
+
+def _apply_downtime(m: _Latent, states: np.ndarray, maint, offline, rng: np.random.Generator) -> None:
+    w_m = maint.astype(float)
+    m.cpu = m.cpu * (1 - w_m) + w_m * rng.uniform(3, 8, size=len(w_m))
+    m.mem = m.mem * (1 - w_m) + w_m * 0.6 * m.mem
+    m.disk = m.disk * (1 - w_m) + w_m * 0.3 * m.disk
+    m.lat = m.lat * (1 - w_m)  # not serving
+    states[maint] = STATE_INDEX["maintenance"]
+    for series in (m.cpu, m.mem, m.disk, m.lat):
+        series[offline] = 0.0
+    states[offline] = STATE_INDEX["offline"]
+
+
+# how strongly cpu and latency follow an incident during its precursor, per kind
+_PRECURSOR_CPU = {"memory_leak": 0.35, "latency_creep": 0.9, "disk_buildup": 0.8, "sudden": 1.0}
+_PRECURSOR_LAT = {"memory_leak": 0.4, "latency_creep": 1.0, "disk_buildup": 0.6, "sudden": 1.0}
+
+
+@dataclass
+class _Incident:
+    kind: str
+    p0: int  # precursor start
+    pre: int  # precursor length (0: sudden)
+    crit: int
+    rec: int
+
+    @property
+    def c0(self) -> int:
+        return self.p0 + self.pre
+
+    @property
+    def c1(self) -> int:
+        return self.c0 + self.crit
+
+    @property
+    def r1(self) -> int:
+        return self.c1 + self.rec
+
+
+def _draw_incident(rng: np.random.Generator, p0: int, step: int, per_hour: float) -> _Incident:
+    sudden = rng.random() < 0.15
+    kind = "sudden" if sudden else str(rng.choice(INCIDENT_KINDS[:3]))
+    pre = 0 if sudden else max(2, int(rng.uniform(0.5, 4.0) * per_hour))
+    crit = max(2, int(rng.uniform(15, 120) / step))
+    rec = max(2, int(rng.uniform(15, 90) / step))
+    return _Incident(kind, p0, pre, crit, rec)
+
+
+def _apply_incident(m: _Latent, states: np.ndarray, inc: _Incident, rng: np.random.Generator) -> None:
+    """Precursor ramp, the critical plateau above the threshold, then recovery decaying back."""
+    n = len(states)
+    cpu_t = rng.uniform(CRITICAL_PCT + 1.0, 99.3)
+    mem_t = rng.uniform(CRITICAL_PCT + 1.0, 99.0) if inc.kind == "memory_leak" else None
+    lat_k = rng.uniform(4, 12)
+    disk_k = rng.uniform(2.5, 5.0) if inc.kind == "disk_buildup" else rng.uniform(1.0, 1.6)
+    shape = rng.uniform(1.2, 2.0)
+    idx = np.arange(inc.p0, min(inc.r1, n))
+    k = idx - inc.p0
+    ramp = np.where(k < inc.pre, ((k + 1) / (inc.pre + 1)) ** shape, 1.0) if inc.pre else np.ones(len(idx))
+    decay = np.where(idx >= inc.c1, np.exp(-3.0 * (idx - inc.c1 + 1) / inc.rec), 1.0)
+    in_pre = idx < inc.c0
+    g_cpu = np.where(in_pre, _PRECURSOR_CPU[inc.kind] * ramp, 1.0) * decay
+    g_lat = np.where(in_pre, _PRECURSOR_LAT[inc.kind] * ramp, 1.0) * decay
+    g = ramp * decay
+    m.cpu[idx] = m.cpu[idx] + (cpu_t - m.cpu[idx]) * g_cpu
+    if mem_t is not None:
+        m.mem[idx] = m.mem[idx] + (mem_t - m.mem[idx]) * g
+        # after a leak the process is restarted: memory dips below baseline for a while
+        after = idx >= inc.c1
+        m.mem[idx[after]] *= 1 - 0.25 * np.exp(-(idx[after] - inc.c1) / inc.rec)
+    else:
+        m.mem[idx] = m.mem[idx] + 8.0 * g
+    m.lat[idx] = m.lat[idx] * (1 + (lat_k - 1) * g_lat)
+    m.disk[idx] = m.disk[idx] * (1 + (disk_k - 1) * g)
+    states[inc.c0 : min(inc.c1, n)] = STATE_INDEX["critical_issue"]
+    states[min(inc.c1, n) : min(inc.r1, n)] = STATE_INDEX["recovery"]
+
+
+def _incidents(server: str, p: dict, c: _Clock, m: _Latent, states: np.ndarray, seed: int) -> list[Episode]:
+    """Incidents at random gaps; each one changes the metrics and states and becomes an Episode."""
+    episodes: list[Episode] = []
+    rng = _server_rng(seed, server, f"incidents@{c.day0}")
+    gap_h = p["incident_gap_h"]
+    i = int(rng.uniform(0.2, 1.0) * gap_h * c.per_hour)
+    while True:
+        inc = _draw_incident(rng, i, c.step, c.per_hour)
+        if inc.c0 >= c.n:
+            break
+        _apply_incident(m, states, inc, rng)
+        if inc.c0 >= 0:
+            episodes.append(
+                Episode(
+                    server=server,
+                    kind=inc.kind,
+                    start=c.when(inc.c0),
+                    end=c.when(min(inc.c1, c.n)),
+                    precursor_start=c.when(inc.p0) if inc.pre else None,
+                    recovery_end=c.when(min(inc.r1, c.n)),
+                )
+            )
+        i = inc.r1 + int(max(6.0, rng.exponential(gap_h)) * c.per_hour)
+    return episodes
+
+
 def _simulate_server(server: str, first: datetime, n: int, step_minutes: int, seed: int) -> _ServerSim:
     """The latent process of one server on the bucket grid ``first + k*step`` (k < n)."""
     profile = profile_for(server)
     p = _PROFILE_PARAMS[profile]
     rng = _server_rng(seed, server, "latent")
-    step = step_minutes
-    per_hour = 60.0 / step
-
-    # Per-server character.
-    scale = rng.uniform(0.85, 1.15, size=4)
-    phase_h = rng.uniform(-0.5, 0.5)
-    h0, h1 = p["hours"]
-
-    t0 = first.timestamp()
-    ts = t0 + np.arange(n) * step * 60.0
-    hour = ((ts % 86400) / 3600.0 - phase_h) % 24.0
-    day_idx = np.floor((ts - phase_h * 3600) / 86400).astype(np.int64)
-    weekday = (day_idx + 3) % 7  # 1970-01-01 was a Thursday (3 with Monday = 0)
-    weekend = weekday >= 5
-    day0 = int(day_idx[0])
-    n_days = int(day_idx[-1]) - day0 + 1
-    day_rng = _server_rng(seed, server, f"days@{day0}")
-
-    # ---- load curve ------------------------------------------------------------------------
-    bump = _sigmoid((hour - h0) / 0.8) * _sigmoid((h1 - hour) / 1.2)
-    lunch = 1.0 - 0.12 * np.exp(-0.5 * ((hour - 12.5) / 0.6) ** 2)
-    day_amp = np.exp(day_rng.normal(0.0, 0.12, size=n_days))[day_idx - day0]
-    amp = np.where(weekend, p["weekend"], 1.0) * day_amp
-    load = p["night"] + (1.0 - p["night"]) * bump * lunch * amp
-    morning = np.zeros(n, bool)
-    if p["morning"]:
-        m_start = 8.0 + day_rng.uniform(-0.25, 0.25, size=n_days)[day_idx - day0]
-        m_len = day_rng.uniform(1.0, 1.75, size=n_days)[day_idx - day0]
-        morning = (~weekend) & (hour >= m_start) & (hour < m_start + m_len)
-        load = load + np.where(morning, 0.35 * np.sin(np.pi * np.clip((hour - m_start) / m_len, 0, 1)) + 0.1, 0.0)
-
-    shared = _ar1(rng, n, 0.08, 6 * per_hour / 12)  # ~30 min correlation, shared by all metrics
+    scale = rng.uniform(0.85, 1.15, size=4)  # per-server character
+    c = _Clock.of(first, n, step_minutes, rng.uniform(-0.5, 0.5))
+    load, morning = _load_curve(p, c, _server_rng(seed, server, f"days@{c.day0}"))
+    shared = _ar1(rng, n, 0.08, 6 * c.per_hour / 12)  # ~30 min correlation, shared by all metrics
     load = np.clip(load + shared, 0.02, None)
-
-    # ---- scheduled and random jobs (heavy_load) -----------------------------------------------
-    job_cpu = np.zeros(n)
-    job_mem = np.zeros(n)
-    job_disk = np.zeros(n)  # multiplicative extra: disk *= 1 + job_disk
-    heavy = np.zeros(n, bool)
-
-    def add_job(i0: int, length: int, cpu: float, mem: float, disk: float) -> None:
-        i0c, i1c = max(i0, 0), min(i0 + length, n)
-        if i1c <= i0c:
-            return
-        w = _trapezoid(length, round(10 / step) + 1)[i0c - i0 : i1c - i0]
-        job_cpu[i0c:i1c] += cpu * w
-        job_mem[i0c:i1c] += mem * w
-        job_disk[i0c:i1c] += disk * w
-        heavy[i0c:i1c] |= w > 0.5
-
-    def at(day: int, hour_of_day: float) -> int:
-        return round(((day * 86400 + phase_h * 3600 + hour_of_day * 3600) - t0) / (step * 60))
-
-    job_rng = _server_rng(seed, server, f"jobs@{day0}")
-    for d in range(day0 - 1, day0 + n_days + 1):
-        wd = (d + 3) % 7
-        if profile == "etl":
-            length = int(job_rng.uniform(2.5, 4.5) * per_hour)
-            add_job(at(d, 0.5 + job_rng.uniform(-0.3, 0.3)), length, job_rng.uniform(55, 68), 20, 5.0)
-        elif profile == "risk" and wd < 5:
-            length = int(job_rng.uniform(1.5, 3.0) * per_hour)
-            add_job(at(d, 17.0 + job_rng.uniform(-0.25, 0.25)), length, job_rng.uniform(45, 58), 18, 2.0)
-        elif profile == "database":
-            length = int(job_rng.uniform(0.75, 1.5) * per_hour)
-            add_job(at(d, 1.0 + job_rng.uniform(-0.1, 0.1)), length, 18, 4, 3.0)
-    if profile == "ml_compute":  # training runs at random times
-        i = int(job_rng.uniform(0, 12) * per_hour)
-        while i < n:
-            length = int(job_rng.uniform(2, 8) * per_hour)
-            add_job(i, length, job_rng.uniform(60, 72), job_rng.uniform(15, 30), 4.0)
-            i += length + int(job_rng.uniform(3, 20) * per_hour)
-    elif profile in ("web_api", "conductor", "generic"):  # traffic surges
-        i = int(job_rng.exponential(48) * per_hour)
-        while i < n:
-            length = int(job_rng.uniform(0.5, 1.5) * per_hour)
-            add_job(i, length, job_rng.uniform(25, 35), 5, 1.0)
-            i += length + int(job_rng.exponential(48) * per_hour)
-
-    # ---- metrics ------------------------------------------------------------------------------
-    c0, c1 = p["c"]
-    m0, m1 = p["m"]
-    d0, d1 = p["d"]
-    l0, l1 = p["lat"]
-    cpu = (c0 + c1 * load) * scale[0] + job_cpu + _ar1(rng, n, 2.5, 3)
-    cpu = _soft_cap(np.clip(cpu, 0.5, None), 78.0, 92.0)
-    mem_drift = _ar1(rng, n, 2.0, 6 * per_hour)  # slow
-    mem = (m0 + m1 * load) * scale[1] + job_mem + mem_drift + _ar1(rng, n, 0.5, 2)
-    mem = _soft_cap(np.clip(mem, 1.0, None), 82.0, 92.0)
-    disk = (d0 + d1 * load) * scale[2] * (1 + job_disk) * np.exp(_ar1(rng, n, 0.15, 3) + 0.8 * shared)
-    congestion = 1 + 2.5 * np.clip((cpu - 65) / 35, 0, None) ** 2
-    lat = l0 * scale[3] * (1 + l1 * load) * congestion * np.exp(_ar1(rng, n, 0.12, 2) + 1.0 * shared)
-
-    # ---- states from the schedule -------------------------------------------------------------
-    states = np.full(n, STATE_INDEX["healthy"], np.int8)
-    if p["idle_night"]:
-        idle = (hour < h0 - 1.0) | (hour >= h1 + 3.5) | (weekend & ((hour < h0 + 1) | (hour >= h1)))
-        states[idle] = STATE_INDEX["idle"]
-    elif profile in ("ml_compute", "etl"):
-        states[:] = STATE_INDEX["idle"]
-        states[(~weekend) & (hour >= h0) & (hour < h1)] = STATE_INDEX["healthy"]
-    states[morning] = STATE_INDEX["morning_spike"]
-    states[heavy] = STATE_INDEX["heavy_load"]
-
-    # maintenance: weekly night window
-    ev_rng = _server_rng(seed, server, "events")
-    mw_day = int(ev_rng.integers(5, 7))  # Saturday or Sunday
-    mw_hour = float(ev_rng.uniform(1.0, 4.0))
-    mw_len = int(ev_rng.uniform(0.5, 2.0) * per_hour)
-    maint = np.zeros(n, bool)
-    for d in range(day0 - 1, day0 + n_days + 1):
-        if (d + 3) % 7 == mw_day:
-            i0 = at(d, mw_hour)
-            maint[max(i0, 0) : max(min(i0 + mw_len, n), 0)] = True
-    offline = np.zeros(n, bool)
-    off_rng = _server_rng(seed, server, f"offline@{day0}")
-    i = int(off_rng.exponential(7 * 24) * per_hour)
-    while i < n:
-        length = max(2, int(off_rng.uniform(10, 45) / step))
-        offline[i : i + length] = True
-        i += length + int(off_rng.exponential(7 * 24) * per_hour)
-
-    w_m = maint.astype(float)
-    cpu = cpu * (1 - w_m) + w_m * rng.uniform(3, 8, size=n)
-    mem = mem * (1 - w_m) + w_m * 0.6 * mem
-    disk = disk * (1 - w_m) + w_m * 0.3 * disk
-    lat = lat * (1 - w_m)  # not serving
-    states[maint] = STATE_INDEX["maintenance"]
-    cpu[offline] = 0.0
-    mem[offline] = 0.0
-    disk[offline] = 0.0
-    lat[offline] = 0.0
-    states[offline] = STATE_INDEX["offline"]
-
-    # ---- incidents ----------------------------------------------------------------------------
-    episodes: list[Episode] = []
-    inc_rng = _server_rng(seed, server, f"incidents@{day0}")
-    gap_h = p["incident_gap_h"]
-    i = int(inc_rng.uniform(0.2, 1.0) * gap_h * per_hour)
-    while True:
-        sudden = inc_rng.random() < 0.15
-        kind = "sudden" if sudden else str(inc_rng.choice(INCIDENT_KINDS[:3]))
-        pre = 0 if sudden else max(2, int(inc_rng.uniform(0.5, 4.0) * per_hour))
-        crit = max(2, int(inc_rng.uniform(15, 120) / step))
-        rec = max(2, int(inc_rng.uniform(15, 90) / step))
-        p0 = i
-        c0_, c1_, r1 = p0 + pre, p0 + pre + crit, p0 + pre + crit + rec
-        if c0_ >= n:
-            break
-        cpu_t = inc_rng.uniform(CRITICAL_PCT + 1.0, 99.3)
-        mem_t = inc_rng.uniform(CRITICAL_PCT + 1.0, 99.0) if kind == "memory_leak" else None
-        lat_k = inc_rng.uniform(4, 12)
-        disk_k = inc_rng.uniform(2.5, 5.0) if kind == "disk_buildup" else inc_rng.uniform(1.0, 1.6)
-        shape = inc_rng.uniform(1.2, 2.0)
-        idx = np.arange(p0, min(r1, n))
-        k = idx - p0
-        ramp = np.ones(len(idx))
-        if pre:
-            ramp = np.where(k < pre, ((k + 1) / (pre + 1)) ** shape, 1.0)
-        decay = np.where(idx >= c1_, np.exp(-3.0 * (idx - c1_ + 1) / rec), 1.0)
-        in_pre = idx < c0_
-        # how strongly each metric follows the incident during the precursor
-        w_cpu = {"memory_leak": 0.35, "latency_creep": 0.9, "disk_buildup": 0.8, "sudden": 1.0}[kind]
-        w_lat = {"memory_leak": 0.4, "latency_creep": 1.0, "disk_buildup": 0.6, "sudden": 1.0}[kind]
-        g_cpu = np.where(in_pre, w_cpu * ramp, 1.0) * decay
-        g_lat = np.where(in_pre, w_lat * ramp, 1.0) * decay
-        g = ramp * decay
-        base_cpu = cpu[idx]
-        cpu[idx] = base_cpu + (cpu_t - base_cpu) * g_cpu
-        if mem_t is not None:
-            mem[idx] = mem[idx] + (mem_t - mem[idx]) * g
-            # after a leak the process is restarted: memory dips below baseline for a while
-            after = idx >= c1_
-            mem[idx[after]] *= 1 - 0.25 * np.exp(-(idx[after] - c1_) / rec)
-        else:
-            mem[idx] = mem[idx] + 8.0 * g
-        lat[idx] = lat[idx] * (1 + (lat_k - 1) * g_lat)
-        disk[idx] = disk[idx] * (1 + (disk_k - 1) * g)
-        states[c0_ : min(c1_, n)] = STATE_INDEX["critical_issue"]
-        states[min(c1_, n) : min(r1, n)] = STATE_INDEX["recovery"]
-        if c0_ >= 0:
-            at_dt = lambda j: first + timedelta(minutes=step * j)  # noqa: E731
-            episodes.append(
-                Episode(
-                    server=server,
-                    kind=kind,
-                    start=at_dt(c0_),
-                    end=at_dt(min(c1_, n)),
-                    precursor_start=at_dt(p0) if pre else None,
-                    recovery_end=at_dt(min(r1, n)),
-                )
-            )
-        i = r1 + int(max(6.0, inc_rng.exponential(gap_h)) * per_hour)
-
-    values = np.stack(
-        [np.clip(cpu, 0, _PCT_CAP), np.clip(mem, 0, _PCT_CAP), np.clip(disk, 0, None), np.clip(lat, 0, None)],
-        axis=1,
-    )
-    return _ServerSim(values=values, states=states, episodes=episodes)
+    jobs = _Jobs(c)
+    job_rng = _server_rng(seed, server, f"jobs@{c.day0}")
+    _daily_jobs(jobs, profile, job_rng)
+    _random_jobs(jobs, profile, job_rng)
+    m = _latent_metrics(p, c, rng, load, shared, jobs, scale)
+    states = _schedule_states(p, profile, c, morning, jobs.heavy)
+    maint, offline = _downtime(c, seed, server)
+    _apply_downtime(m, states, maint, offline, rng)
+    episodes = _incidents(server, p, c, m, states, seed)
+    return _ServerSim(values=m.values(), states=states, episodes=episodes)
 
 
 # --------------------------------------------------------------------------------------------
