@@ -91,7 +91,7 @@ class ServerForecast(models.Model):
     prob_30m = models.FloatField()
     prob_8h = models.FloatField()
     state = models.CharField(max_length=16, blank=True, help_text="dominant state of the last bucket")
-    # {metric: {"p10": [96], "p50": [96], "p90": [96], "current": x, "trend": y}} as JSON text:
+    # {metric: {"p10": [HORIZON], "p50": [HORIZON], "p90": [HORIZON], "current": x, "trend": y}} as JSON text:
     # the read path splices it into responses without parsing and re-encoding 1,152 floats a server.
     payload = models.TextField()
     # {metric: {"peak_p50", "peak_p90", "peak_step", "critical", "warning", "prob_30m", "prob_8h"}}

@@ -32,12 +32,15 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from forecasting.engine.spec import STEP_MINUTES
 from forecasting.models import Alert, ModelVersion, PredictionRun, ServerForecast
 from forecasting.selectors import current_run
 from ingest.selectors import counters_totals, fleet_readiness
 
 # Forecast step (1-based, 5-minute steps) per horizon label: 30 min, 1 h, 4 h, 8 h ahead.
-HORIZON_STEPS: dict[str, int] = {"30m": 6, "1h": 12, "4h": 48, "8h": 96}
+HORIZON_STEPS: dict[str, int] = {
+    label: minutes // STEP_MINUTES for label, minutes in (("30m", 30), ("1h", 60), ("4h", 240), ("8h", 480))
+}
 QUANTILE_LABELS: dict[str, str] = {"p10": "0.1", "p50": "0.5", "p90": "0.9"}
 
 _cache_lock = threading.Lock()
