@@ -80,6 +80,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _memory_section(web, web_mem: dict, worker_mem: dict) -> dict:
+    """Peak and current RSS of the web workers (after every load) and of the prediction workers."""
+    web.check_alive()
+    pids = common.web_worker_pids(web)
+    mems = [common.proc_mem(pid) for pid in pids]
+    memory = {
+        "web": {**web_mem, "workers": len(pids),
+                "max_vmhwm_mb": round(max(m.get("VmHWM", 0) for m in mems), 1),
+                "vmrss_mb": [round(m.get("VmRSS", 0), 1) for m in mems],
+                "master_vmhwm_mb": round(common.proc_mem(web.pid).get("VmHWM", 0), 1)},
+        "worker": worker_mem,
+    }
+    log(f"web workers peak RSS: {[round(m.get('VmHWM', 0), 1) for m in mems]} MB")
+    return memory
+
+
 def run_sections(args, results: dict) -> None:
     from bench import ingest, predict, read, seed
 
@@ -141,18 +157,7 @@ def run_sections(args, results: dict) -> None:
         if reads:
             results["read"] = reads
         if "memory" in wanted:
-            web.check_alive()
-            pids = common.web_worker_pids(web)
-            mems = [common.proc_mem(pid) for pid in pids]
-            results["memory"] = {
-                "web": {**web_mem, "workers": len(pids),
-                        "max_vmhwm_mb": round(max(m.get("VmHWM", 0) for m in mems), 1),
-                        "vmrss_mb": [round(m.get("VmRSS", 0), 1) for m in mems],
-                        "master_vmhwm_mb": round(common.proc_mem(web.pid).get("VmHWM", 0), 1)},
-                "worker": worker_mem,
-            }
-            log(f"web workers peak RSS: {[round(m.get('VmHWM', 0), 1) for m in mems]} MB")
-
+            results["memory"] = _memory_section(web, web_mem, worker_mem)
 
 if __name__ == "__main__":
     sys.exit(main())

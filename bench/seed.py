@@ -77,8 +77,7 @@ def seed_fleet(n: int, *, now: datetime | None = None, hours: float = 24, seed: 
                 metric_cols = "\t".join(f"{v!r}\t{v!r}" for v in vals)
                 buf.write(f"{sid}\t{_ts(w.start + t * step)}\t1\t{metric_cols}\t{chr(9).join(map(str, counts))}\n")
                 rows += 1
-        raw = cursor.cursor if hasattr(cursor, "cursor") else cursor
-        with raw.copy(f"COPY ingest_metricbucket ({', '.join(bucket_cols)}) FROM STDIN") as copy:
+        with cursor.cursor.copy(f"COPY ingest_metricbucket ({', '.join(bucket_cols)}) FROM STDIN") as copy:
             copy.write(buf.getvalue())
         cursor.execute("ANALYZE ingest_server")
         cursor.execute("ANALYZE ingest_metricbucket")

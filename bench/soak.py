@@ -37,6 +37,30 @@ def _tree_rss(pid: int) -> tuple[float, float]:
     return (max(rss) if rss else 0.0, sum(rss))
 
 
+def _sample_rss(gen, web, celery) -> list[dict]:
+    """Every 5 s while the load generator runs: the largest web worker's and the worker's RSS."""
+    samples = []
+    started = time.monotonic()
+    while gen.poll() is None:
+        web_max, _ = max((_tree_rss(p) for p in common.web_worker_pids(web)), default=(0.0, 0.0))
+        worker_max, worker_total = _tree_rss(celery.pid)
+        samples.append({"t": round(time.monotonic() - started, 1), "web_rss_mb": round(web_max, 1),
+                        "worker_rss_mb": round(worker_max, 1), "worker_tree_rss_mb": round(worker_total, 1)})
+        celery.check_alive()
+        time.sleep(5)
+    return samples
+
+
+def _by_minute(samples: list[dict], per_minute: list[dict], minutes: int) -> list[dict]:
+    """The load generator's per-minute figures with each minute's peak RSS samples."""
+    out = []
+    for m in range(minutes):
+        in_minute = [s for s in samples if m * 60 <= s["t"] < (m + 1) * 60] or [{}]
+        out.append({**per_minute[m], "web_rss_mb": max(s.get("web_rss_mb", 0) for s in in_minute),
+                    "worker_rss_mb": max(s.get("worker_rss_mb", 0) for s in in_minute)})
+    return out
+
+
 def run_soak(args, log) -> dict:
     from forecasting.engine.simulator import fleet_names
     from forecasting.models import PredictionRun
@@ -58,7 +82,6 @@ def run_soak(args, log) -> dict:
          "--loglevel", "info", "-s", str(common.DATA_DIR / "celerybeat-schedule"), "-n", "bench@%h"],
         common.bench_env(),
     )
-    samples: list[dict] = []
     try:
         with common.gunicorn(workers=args.workers, worker_class=args.worker_class, threads=args.threads) as (base, web):
             log(f"soak: gunicorn {args.worker_class} × {args.workers} on {base}, celery worker with beat pid {celery.pid}")
@@ -79,14 +102,7 @@ def run_soak(args, log) -> dict:
 
             reader = threading.Thread(target=pump, daemon=True)
             reader.start()
-            started = time.monotonic()
-            while gen.poll() is None:
-                web_max, _ = max((_tree_rss(p) for p in common.web_worker_pids(web)), default=(0.0, 0.0))
-                worker_max, worker_total = _tree_rss(celery.pid)
-                samples.append({"t": round(time.monotonic() - started, 1), "web_rss_mb": round(web_max, 1),
-                                "worker_rss_mb": round(worker_max, 1), "worker_tree_rss_mb": round(worker_total, 1)})
-                celery.check_alive()
-                time.sleep(5)
+            samples = _sample_rss(gen, web, celery)
             out, _ = gen.communicate()
             reader.join(timeout=5)
             if gen.returncode != 0:
@@ -97,12 +113,7 @@ def run_soak(args, log) -> dict:
         celery.stop()
     soak_start = datetime.fromtimestamp(result["wall_start"], tz=UTC)
     runs = list(PredictionRun.objects.filter(started_at__gte=soak_start - timedelta(seconds=5)).order_by("started_at"))
-    by_minute = []
-    for m in range(minutes):
-        in_minute = [s for s in samples if m * 60 <= s["t"] < (m + 1) * 60] or [{}]
-        pm = result["per_minute"][m]
-        by_minute.append({**pm, "web_rss_mb": max(s.get("web_rss_mb", 0) for s in in_minute),
-                          "worker_rss_mb": max(s.get("worker_rss_mb", 0) for s in in_minute)})
+    by_minute = _by_minute(samples, result["per_minute"], minutes)
     done = [r for r in runs if r.status == PredictionRun.Status.COMPLETE]
     # "start": the first minute after the first complete run (the worker has loaded the model then)
     first_run_minute = (int((done[0].finished_at - soak_start).total_seconds() // 60) + 1) if done else 0
