@@ -30,6 +30,9 @@ DEFAULT = f"{PARENT}_default"
 LEGACY = f"{PARENT}_legacy"
 SEQUENCE = f"{PARENT}_id_seq"
 DETACHED_SUFFIX = "_gone"
+# Days already dropped once: their rollups still count the dropped rows, so a later partition of
+# the same day (a late backfill) is counted by scanning it instead (it is small).
+DROPPED_DAYS = f"{PARENT}_dropped_days"
 _NAME = re.compile(rf"^{PARENT}_p(\d{{8}})$")
 _DETACHED = re.compile(rf"^{PARENT}_p(\d{{8}}){DETACHED_SUFFIX}$")
 
@@ -118,6 +121,7 @@ def create_parent(cursor, *, first_id: int = 1) -> None:
     # whole partitions). bench/storage.py measures the ingest cost of both.
     cursor.execute(f'CREATE INDEX record_ts_idx ON {PARENT} ("timestamp")')
     cursor.execute(f"CREATE TABLE {DEFAULT} PARTITION OF {PARENT} DEFAULT")
+    cursor.execute(f"CREATE TABLE IF NOT EXISTS {DROPPED_DAYS} (day date PRIMARY KEY)")
 
 
 def create_partition(cursor, day: date) -> bool:
@@ -171,6 +175,21 @@ def detach_partition(cursor, day: date) -> str:
     cursor.execute(f"ALTER TABLE {PARENT} DETACH PARTITION {name}")
     cursor.execute(f"ALTER TABLE {name} RENAME TO {gone}")
     return gone
+
+
+def detached_counts(cursor, name: str, day: date, *, with_legacy: bool) -> list[tuple[int, int]]:
+    """Per-server rows of a detached day, (server_id, n) sorted by server_id."""
+    cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {DROPPED_DAYS} WHERE day = %s)", [day])
+    if cursor.fetchone()[0]:
+        cursor.execute(f"SELECT server_id, count(*) FROM {name} GROUP BY 1 ORDER BY 1")
+    else:
+        start, end = day_bounds(day)
+        cursor.execute(detached_counts_sql(with_legacy=with_legacy), {"start": start, "end": end})
+    return sorted(cursor.fetchall())
+
+
+def mark_dropped(cursor, day: date) -> None:
+    cursor.execute(f"INSERT INTO {DROPPED_DAYS} (day) VALUES (%s) ON CONFLICT DO NOTHING", [day])
 
 
 def detached_counts_sql(*, with_legacy: bool = False) -> str:

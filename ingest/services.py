@@ -473,7 +473,7 @@ def record_partitions_maintain(*, now: datetime | None = None, days_ahead: int =
     created = 0
     for offset in range(-1, days_ahead + 1):
         created += _create_partition_or_leave_to_default(today + timedelta(days=offset))
-    logger.info("record partitions maintained", extra={"created": created, "moved": moved})
+    logger.info("record partitions maintained", extra={"partitions_created": created, "records_moved": moved})
     return {"created": created, "moved": moved}
 
 
@@ -496,13 +496,11 @@ def _prune_partitions(*, cutoff: datetime) -> int:
 def _drop_detached(*, name: str, day: date) -> int:
     """Take a detached day's records off the counts and drop its table, in one transaction.
 
-    The per-server counts come from the day's rollups (partitions.detached_counts_sql), not from
+    The per-server counts come from the day's rollups (partitions.detached_counts), not from
     a scan of the day's rows. Server rows are locked in name order, the order ingest locks them.
     """
-    start, end = partitions.day_bounds(day)
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(partitions.detached_counts_sql(with_legacy=_legacy_exists()), {"start": start, "end": end})
-        counts = sorted(cursor.fetchall())
+        counts = partitions.detached_counts(cursor, name, day, with_legacy=_legacy_exists())
         if counts:
             ids, ns = zip(*counts, strict=True)
             cursor.execute("SELECT id FROM ingest_server WHERE id = ANY(%s) ORDER BY name FOR UPDATE", [list(ids)])
@@ -516,6 +514,7 @@ def _drop_detached(*, name: str, day: date) -> int:
         # Deferred FK checks of rows written earlier in an enclosing transaction would block the DROP.
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         cursor.execute(f"DROP TABLE {name}")
+        partitions.mark_dropped(cursor, day)
     logger.info("dropped record partition", extra={"partition": name, "records": total})
     return total
 
