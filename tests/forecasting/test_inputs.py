@@ -1,4 +1,4 @@
-"""The dataset spec: windows -> network inputs (numpy only, no torch, no database)."""
+"""The network inputs: windows -> arrays (numpy only, no torch, no database)."""
 
 from datetime import UTC, datetime, timedelta
 
