@@ -1,0 +1,134 @@
+"""Live scoring of archived forecasts against the buckets that arrived after them. Numpy only.
+
+A forecast made at `origin` predicts, for step h (0-based), the bucket that starts at
+origin + h · STEP_MINUTES. Its steps are scored in horizon bands (0–30 min, 30 min–2 h, 2–8 h); a
+band is scored once, when its last bucket is in the past of the server's own data. Per forecast,
+metric and band the functions here give *sums and counts* (never means), so aggregates over hours,
+servers or days are plain sums:
+
+* n — observed targets (missing buckets are never scored);
+* abs_err — Σ |y − p50|; naive_abs_err — Σ |y − last| (naive = the last value observed at the origin);
+* scale — Σ s over the same targets, s = the server's in-sample 1-step naive MAE over its context,
+  so MASE = abs_err / scale = MAE / s (a ratio of sums: a flat context with s = 0 adds nothing to
+  either side instead of dividing by zero) and ×naive = abs_err / naive_abs_err;
+* pinball — Σ over targets of the mean pinball loss over p10/p50/p90 (unscaled, in the metric's unit);
+* inside / below / above — targets within [p10, p90], below p10, above p90 (the 80 % interval).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from forecasting.engine.backtest import pinball
+from forecasting.engine.calibration import BAND_NAMES
+from forecasting.engine.calibration import BANDS as CALIBRATION_BANDS
+from forecasting.engine.spec import SERVED_QUANTILES
+
+# The horizon bands have one home, the calibration that consumes these counts: BAND_STEPS are
+# [first, last) forecast steps, BANDS their names ("0-30m", "30m-2h", "2h-8h").
+BAND_STEPS = CALIBRATION_BANDS
+BANDS = BAND_NAMES
+LEVELS: tuple[float, ...] = (SERVED_QUANTILES["p10"], SERVED_QUANTILES["p50"], SERVED_QUANTILES["p90"])
+SUMS: tuple[str, ...] = ("n", "abs_err", "naive_abs_err", "scale", "pinball", "inside", "below", "above")
+
+
+@dataclass(frozen=True, slots=True)
+class CoverageCounts:
+    """Scored targets of one server × metric × band in one scoring pass, and where they fell
+    relative to the served 80 % interval: inside [p10, p90], below p10, above p90."""
+
+    server_id: int
+    metric: str
+    band: str
+    n: int
+    inside: int
+    below: int
+    above: int
+
+
+def last_observed(values: np.ndarray) -> np.ndarray:
+    """(T, M) with NaN gaps → (M,) last finite value per column (NaN where none)."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    last_idx = len(values) - 1 - np.argmax(finite[::-1], axis=0)
+    last = values[last_idx, np.arange(values.shape[1])]
+    return np.where(finite.any(axis=0), last, np.nan)
+
+
+def naive_scales(values: np.ndarray) -> np.ndarray:
+    """(T, M) with NaN gaps → (M,) in-sample 1-step naive MAE: mean |y[t] − y[t−1]| over pairs
+    of consecutive observed buckets (NaN where there is no pair). The backtest's `naive_scale`,
+    per column."""
+    d = np.abs(np.diff(np.asarray(values, dtype=np.float64), axis=0))
+    ok = np.isfinite(d)
+    count = ok.sum(axis=0)
+    total = np.where(ok, d, 0.0).sum(axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def gather_targets(bucket_keys: np.ndarray, bucket_values: np.ndarray, target_keys: np.ndarray) -> np.ndarray:
+    """Observed values for arbitrary target keys, without a loop: `bucket_keys` (B,) are sorted
+    unique integers (e.g. server index · 2³² + step number), `bucket_values` (B, M), `target_keys`
+    any shape S. Returns S + (M,) with NaN where no bucket has the key."""
+    flat = np.asarray(target_keys, dtype=np.int64).ravel()
+    out = np.full((flat.size, bucket_values.shape[1]), np.nan)
+    if len(bucket_keys):
+        pos = np.clip(np.searchsorted(bucket_keys, flat), 0, len(bucket_keys) - 1)
+        hit = bucket_keys[pos] == flat
+        out[hit] = bucket_values[pos[hit]]
+    return out.reshape(*np.shape(target_keys), bucket_values.shape[1])
+
+
+def band_sums(quantiles: np.ndarray, observed: np.ndarray, last: np.ndarray, scale: np.ndarray,
+              band: int) -> dict[str, np.ndarray]:
+    """Sums of one band for N forecasts.
+
+    quantiles (N, H, M, 3) p10/p50/p90; observed (N, H, M) with NaN for missing buckets;
+    last (N, M) the value observed at the origin; scale (N, M) the MASE scale (NaN = unknown).
+    Returns {name: (N, M)} for every name in SUMS. A target counts only where it is observed and
+    its forecast's `last` and `scale` are known, so the forecast, the naive forecast and the scale
+    always cover the same targets.
+    """
+    lo, hi = BAND_STEPS[band]
+    q = np.asarray(quantiles[:, lo:hi], dtype=np.float64)
+    y = np.asarray(observed[:, lo:hi], dtype=np.float64)
+    ok = np.isfinite(y) & (np.isfinite(last) & np.isfinite(scale))[:, None, :]
+    y0 = np.where(ok, y, 0.0)
+    p10, p50, p90 = q[..., 0], q[..., 1], q[..., 2]
+    loss = sum(pinball(y0, q[..., k], level) for k, level in enumerate(LEVELS)) / len(LEVELS)
+
+    def total(x: np.ndarray) -> np.ndarray:
+        return np.where(ok, x, 0).sum(axis=1)
+
+    n = ok.sum(axis=1)
+    return {
+        "n": n,
+        "abs_err": total(np.abs(y0 - p50)),
+        "naive_abs_err": total(np.abs(y0 - np.nan_to_num(last)[:, None, :])),
+        "scale": np.nan_to_num(scale) * n,
+        "pinball": total(loss),
+        "inside": total((y0 >= p10) & (y0 <= p90)),
+        "below": total(y0 < p10),
+        "above": total(y0 > p90),
+    }
+
+
+def ratio(part: float, whole: float) -> float | None:
+    """part / whole, None where whole is 0 (nothing to compare with)."""
+    return float(part) / float(whole) if whole else None
+
+
+def accuracy(sums: dict[str, float]) -> dict[str, float | int | None]:
+    """What an operator reads from aggregated sums: MASE, MASE of the naive forecast, ×naive
+    (MASE / naive MASE = MAE / naive MAE), mean pinball, 80 % coverage, and n."""
+    n = int(sums.get("n", 0))
+    return {
+        "mase": ratio(sums.get("abs_err", 0.0), sums.get("scale", 0.0)),
+        "naive_mase": ratio(sums.get("naive_abs_err", 0.0), sums.get("scale", 0.0)),
+        "mase_vs_naive": ratio(sums.get("abs_err", 0.0), sums.get("naive_abs_err", 0.0)),
+        "pinball": ratio(sums.get("pinball", 0.0), n),
+        "coverage_80": ratio(sums.get("inside", 0), n),
+        "n": n,
+    }
