@@ -8,6 +8,7 @@ pickle), forecasts batches of series windows (``Forecaster``) and does the tenso
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import logging
 import math
@@ -19,7 +20,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
-from forecasting.engine import folders, inputs
+from forecasting.engine import explanation, folders, inputs
+from forecasting.engine.explanation import BAND_STEPS, DAY_STEPS, Attributions
 from forecasting.engine.series import SeriesWindow
 from forecasting.engine.spec import SERVED_QUANTILES, TARGETS
 
@@ -41,9 +43,15 @@ DEFAULT_HPARAMS: dict = {
 }
 
 
+# True inside explained_forward: the attention also returns its weights (a context variable, so a
+# forecaster shared by threads never sees another call's mode).
+_MATERIALISE = contextvars.ContextVar("materialise_attention", default=False)
+
+
 class _FastAttention(InterpretableMultiHeadAttention):
     """Same parameters and maths as the original, computed with one fused SDPA call for all heads;
-    attention weights are not materialised (forecasts do not need them)."""
+    attention weights are not materialised (forecasts do not need them) unless an explanation
+    pass asks for them (``_MATERIALISE``): then the same maths runs unfused and returns them."""
 
     def forward(self, q, k, v, mask=None):
         B, Lq, _ = q.shape  # noqa: N806
@@ -52,10 +60,19 @@ class _FastAttention(InterpretableMultiHeadAttention):
         ks = torch.stack([layer(k) for layer in self.k_layers], dim=1)  # (B, h, Lk, d)
         vs = self.v_layer(v).unsqueeze(1).expand(-1, self.n_head, -1, -1)
         attn_mask = None if mask is None else (~mask).unsqueeze(1)  # True = attend
-        heads = torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, attn_mask=attn_mask)
+        if _MATERIALISE.get():
+            scores = qs @ ks.transpose(-1, -2) / math.sqrt(qs.size(-1))
+            if attn_mask is not None:
+                scores = scores.masked_fill(~attn_mask, float("-inf"))
+            weights = torch.softmax(scores, dim=-1)  # (B, h, Lq, Lk)
+            heads = weights @ vs
+        else:
+            heads = torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, attn_mask=attn_mask)
         heads = self.dropout(heads)
         out = heads.mean(dim=1) if self.n_head > 1 else heads[:, 0]
         out = self.dropout(self.w_h(out))
+        if _MATERIALISE.get():
+            return out, weights.permute(0, 2, 1, 3)  # (B, Lq, h, Lk) as the original returns them
         dummy = out.new_zeros(()).expand(B, Lq, self.n_head, Lk)
         return out, dummy
 
@@ -137,6 +154,53 @@ def predict_normalised(net, arrays: dict[str, np.ndarray], device) -> np.ndarray
     return np.sort(z, axis=-1)
 
 
+def _attributions(net, out: dict, lengths: torch.Tensor) -> Attributions:
+    """Variable-selection weights per group and encoder attention from an explained forward."""
+    B = lengths.size(0)  # noqa: N806
+    enc = out["encoder_variables"].reshape(B, -1, len(net.encoder_variables)).float()
+    L = enc.size(1)  # noqa: N806
+    steps = torch.arange(L, device=lengths.device)
+    valid = (steps[None, :] < lengths[:, None]).float()  # (B, L)
+    enc = (enc * valid[:, :, None]).sum(1) / lengths[:, None].float()
+    dec = out["decoder_variables"].reshape(B, -1, len(net.decoder_variables)).float().mean(1)
+    static = out["static_variables"].reshape(B, len(net.static_variables)).float()
+    # (B, H, heads, L) -> mean over heads, renormalised to the encoder per forecast step
+    att = out["encoder_attention"].float().mean(2)
+    att = att / att.sum(-1, keepdim=True).clamp_min(1e-12)
+    H = att.size(1)  # noqa: N806
+    # forecast step h's own time 24 h earlier is encoder step (length - DAY_STEPS + h)
+    same = lengths[:, None, None] - DAY_STEPS + torch.arange(H, device=lengths.device)[None, :, None]
+    band = ((steps[None, None, :] - same).abs() <= BAND_STEPS).float() * valid[:, None, :]
+    yesterday = (att * band).sum(-1).mean(-1)
+    return Attributions(
+        names={
+            "static": tuple(net.static_variables),
+            "encoder": tuple(net.encoder_variables),
+            "decoder": tuple(net.decoder_variables),
+        },
+        weights={"static": static.cpu().numpy(), "encoder": enc.cpu().numpy(), "decoder": dec.cpu().numpy()},
+        attention=att.mean(1).cpu().numpy(),
+        same_time_yesterday=yesterday.cpu().numpy(),
+        lengths=lengths.cpu().numpy(),
+    )
+
+
+def predict_explained(net, arrays: dict[str, np.ndarray], device) -> tuple[np.ndarray, Attributions]:
+    """predict_normalised plus the network's attributions, from the same forward pass: the
+    attention runs unfused so its weights exist (the only extra cost; the variable-selection
+    weights are computed by every forward anyway)."""
+    token = _MATERIALISE.set(True)
+    try:
+        with torch.inference_mode():
+            x = to_tensors(arrays, device)
+            out = net(x)
+            z = out["prediction"].float().cpu().numpy()
+            attr = _attributions(net, out, x["encoder_lengths"])
+    finally:
+        _MATERIALISE.reset(token)
+    return np.sort(z, axis=-1), attr
+
+
 def save_model_folder(path: Path, net, spec: dict, metrics: dict | None = None) -> None:
     """Write weights (safetensors), spec.json and metrics.json into path (created)."""
     path = Path(path)
@@ -144,6 +208,23 @@ def save_model_folder(path: Path, net, spec: dict, metrics: dict | None = None) 
     # save_model drops the aliases of shared tensors (the TFT shares prescalers and gates)
     save_model(net, str(path / folders.WEIGHTS_FILE), metadata={"format": folders.SPEC_FORMAT})
     folders.write_folder_json(path, spec, metrics)
+
+
+def load_matching_weights(net, tensors: dict[str, np.ndarray], rows: dict[str, np.ndarray] | None = None) -> int:
+    """Warm start: copy every tensor whose name and shape match into ``net``; a tensor named in
+    ``rows`` (an embedding table whose categories differ) is first re-indexed (new row i = old row
+    rows[name][i]). Returns how many tensors were copied."""
+    state = net.state_dict()
+    copied = {}
+    for key, value in tensors.items():
+        if key not in state:
+            continue
+        if rows and key in rows:
+            value = value[rows[key]]
+        if tuple(value.shape) == tuple(state[key].shape):
+            copied[key] = torch.from_numpy(np.ascontiguousarray(value)).to(state[key].dtype)
+    net.load_state_dict(copied, strict=False)
+    return len(copied)
 
 
 def pinball(pred, y, mask, quantiles):
@@ -233,9 +314,12 @@ class Forecaster:
                 f"{sorted(wrong_step)} minutes"
             )
 
-    def _predict_chunk(self, chunk: list[SeriesWindow]) -> np.ndarray:
+    def _predict_chunk(self, chunk: list[SeriesWindow], explain: bool = False):
         arrays = inputs.build_inputs(chunk, self.vocab, self.max_encoder, self.horizon)
-        z = predict_normalised(self.net, arrays, self.device)
+        if explain:
+            z, attr = predict_explained(self.net, arrays, self.device)
+        else:
+            z, attr = predict_normalised(self.net, arrays, self.device), None
         # calibrated spread around the median, per profile (see training.calibrate_intervals)
         alpha = np.array(
             [self.interval_scale_by_profile.get(w.profile, self.interval_scale) for w in chunk], dtype=np.float32
@@ -243,15 +327,29 @@ class Forecaster:
         med = z[..., self._median_index : self._median_index + 1]
         z = med + alpha[:, None, None, None] * (z - med)
         pred = np.sort(inputs.denormalise(z, arrays["target_scale"]), axis=-1)
-        return inputs.clip_ranges(pred.astype(np.float32))
+        return inputs.clip_ranges(pred.astype(np.float32)), attr
+
+    def _chunks(self, windows: list[SeriesWindow]) -> list[list[SeriesWindow]]:
+        self._check_step(windows)
+        return [windows[i : i + self.chunk_size] for i in range(0, len(windows), self.chunk_size)]
+
+    def _empty(self) -> np.ndarray:
+        return np.zeros((0, self.horizon, len(TARGETS), len(self.quantiles)), dtype=np.float32)
 
     def predict_array(self, windows: list[SeriesWindow]) -> np.ndarray:
         """All quantiles, (B, horizon, n_metrics, n_quantiles), sorted and clipped, float32."""
-        self._check_step(windows)
-        out = [self._predict_chunk(windows[i : i + self.chunk_size]) for i in range(0, len(windows), self.chunk_size)]
-        if not out:
-            return np.zeros((0, self.horizon, len(TARGETS), len(self.quantiles)), dtype=np.float32)
-        return np.concatenate(out, axis=0)
+        out = [self._predict_chunk(chunk)[0] for chunk in self._chunks(windows)]
+        return np.concatenate(out, axis=0) if out else self._empty()
+
+    def predict_explained(self, windows: list[SeriesWindow]) -> tuple[np.ndarray, list[dict]]:
+        """predict_array's quantiles and each window's explanation (forecasting.engine.explanation),
+        from the same forward passes."""
+        preds, explained = [], []
+        for chunk in self._chunks(windows):
+            pred, attr = self._predict_chunk(chunk, explain=True)
+            preds.append(pred)
+            explained += [explanation.explanation(attr, i, w.states) for i, w in enumerate(chunk)]
+        return (np.concatenate(preds, axis=0) if preds else self._empty()), explained
 
     def predict(self, windows: list[SeriesWindow]) -> dict[str, dict[str, dict[str, np.ndarray]]]:
         """{server: {metric: {"p10"|"p50"|"p90": array (horizon,)}}} for every window."""

@@ -1,0 +1,141 @@
+"""What drove a forecast, from the TFT itself: its variable-selection weights and its attention.
+
+The network (forecasting.engine.network) returns ``Attributions``, plain numpy arrays per window;
+this module turns one window's row into the JSON an operator reads (``explanation``) and into words
+for alert messages (``drivers``). numpy only: the web and the tests import it without torch.
+
+Definitions (also in the README):
+
+* ``variables``: per group (static, encoder = the past, decoder = the known future) every input of
+  forecasting.engine.inputs with its variable-selection weight, heaviest first. The network's
+  softmax weighs each group's inputs to 1 per time step; the encoder's are averaged over the
+  window's own steps, the decoder's over the horizon, so each group still sums to 1.
+* ``attention``: the attention of the forecast steps over the encoder (history) steps, normalised
+  to 1 per forecast step and averaged over the horizon, split into ``last_hour`` (the 12 buckets
+  before the origin), ``same_time_yesterday`` (±30 min around each forecast step's own time 24 h
+  earlier) and ``rest``; ``blocks`` is the same attention in 30-minute blocks ending at the origin
+  (oldest first, 0 where the window has no history), for shading the history chart.
+* ``state``: the state whose buckets received the most attention (the value behind "state").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from forecasting.engine.spec import CONTEXT, METRICS, STATES, STEP_MINUTES
+
+HEURISTIC_TEXT = "heuristic: no model explanation"
+HOUR_STEPS = 60 // STEP_MINUTES
+BAND_STEPS = 30 // STEP_MINUTES  # ±30 min around the same time yesterday
+DAY_STEPS = 24 * 60 // STEP_MINUTES
+BLOCK_STEPS = 30 // STEP_MINUTES
+N_BLOCKS = CONTEXT // BLOCK_STEPS
+GROUPS = ("static", "encoder", "decoder")
+# An attention region is named in words when it holds this many times its share of the steps.
+FOCUS_RATIO = 1.5
+
+
+@dataclass
+class Attributions:
+    """The network's attributions for a batch of windows, one row per window."""
+
+    names: dict[str, tuple[str, ...]]  # group -> input names, in the columns' order
+    weights: dict[str, np.ndarray]  # group -> (B, n_inputs), each row sums to 1
+    attention: np.ndarray  # (B, L) over encoder steps, left-aligned like the inputs; rows sum to 1
+    same_time_yesterday: np.ndarray  # (B,) mass within ±30 min of each forecast step's time 24 h before
+    lengths: np.ndarray  # (B,) encoder lengths
+
+    def rows(self, start: int, stop: int) -> Attributions:
+        return Attributions(
+            self.names,
+            {g: w[start:stop] for g, w in self.weights.items()},
+            self.attention[start:stop],
+            self.same_time_yesterday[start:stop],
+            self.lengths[start:stop],
+        )
+
+
+def _ranked(names: tuple[str, ...], weights: np.ndarray) -> list[dict]:
+    order = np.argsort(-weights, kind="stable")
+    return [{"name": names[j], "weight": round(float(weights[j]), 4)} for j in order]
+
+
+def _blocks(attention: np.ndarray, length: int) -> list[float]:
+    """Attention per 30-minute block ending at the origin, oldest first (right-aligned)."""
+    padded = np.zeros(N_BLOCKS * BLOCK_STEPS)
+    recent = attention[max(0, length - len(padded)) : length]
+    padded[len(padded) - len(recent) :] = recent
+    return np.round(padded.reshape(N_BLOCKS, BLOCK_STEPS).sum(axis=1), 4).tolist()
+
+
+def attended_state(attention: np.ndarray, states: np.ndarray, length: int) -> str:
+    """The state (of spec.STATES) whose buckets got the most attention; '' when none is known.
+
+    ``states`` are the window's state indices (-1 unknown) aligned with the window's last buckets."""
+    recent = states[-length:] if length else states[:0]
+    known = recent >= 0
+    if not known.any():
+        return ""
+    mass = np.bincount(recent[known].astype(np.int64), weights=attention[:length][known])
+    return STATES[int(np.argmax(mass))] if mass.max() > 0 else ""
+
+
+def _input_words(name: str, state: str) -> str:
+    if name in METRICS:
+        return f"{name} history"
+    if name == "state":
+        return f"the {state} state" if state else "the state"
+    return {"hour": "the hour of day", "weekday": "the weekday", "relative_time": "the time position"}.get(name, name)
+
+
+def _focus_words(attention: dict, length: int) -> str:
+    """Where the attention concentrates, compared with an even spread over the window's steps."""
+    length = max(int(length), 1)
+    shares = {
+        "the last hour": attention["last_hour"] / (min(HOUR_STEPS, length) / length),
+        "the same time yesterday": attention["same_time_yesterday"] / ((2 * BAND_STEPS + 1) / length),
+    }
+    where, ratio = max(shares.items(), key=lambda kv: kv[1])
+    if attention["same_time_yesterday"] <= 0 and where == "the same time yesterday":
+        return "attends across the day"
+    return f"attends to {where}" if ratio >= FOCUS_RATIO else "attends across the day"
+
+
+def drivers(explanation: dict) -> str:
+    """e.g. "mem_pct history and the heavy_load state; attends to the same time yesterday" (the two
+    heaviest past inputs, then where the attention concentrates); '' for a heuristic forecast."""
+    if explanation.get("method") != "tft":
+        return ""
+    top = [v["name"] for v in explanation["variables"]["encoder"][:2]]
+    words = " and ".join(_input_words(name, explanation.get("state", "")) for name in top)
+    return f"{words}; {_focus_words(explanation['attention'], explanation['encoder_steps'])}"
+
+
+def explanation(attr: Attributions, i: int, states: np.ndarray) -> dict:
+    """The served explanation of window i (see the module docstring)."""
+    length = int(attr.lengths[i])
+    att = attr.attention[i].astype(np.float64)
+    last_hour = float(att[max(0, length - HOUR_STEPS) : length].sum())
+    yesterday = float(attr.same_time_yesterday[i])
+    attention = {
+        "last_hour": round(last_hour, 4),
+        "same_time_yesterday": round(yesterday, 4),
+        "rest": round(max(0.0, 1.0 - last_hour - yesterday), 4),
+        "block_minutes": BLOCK_STEPS * STEP_MINUTES,
+        "blocks": _blocks(att, length),
+    }
+    out = {
+        "method": "tft",
+        "variables": {g: _ranked(attr.names[g], attr.weights[g][i]) for g in GROUPS},
+        "attention": attention,
+        "encoder_steps": length,
+        "state": attended_state(att, states, length),
+    }
+    out["text"] = f"driven by {drivers(out)}"
+    return out
+
+
+def heuristic_explanation() -> dict:
+    return {"method": "heuristic", "text": HEURISTIC_TEXT}
