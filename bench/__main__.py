@@ -32,7 +32,7 @@ def machine() -> dict:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("section", nargs="?", default="all", choices=("all", *SECTIONS, "soak"))
+    p.add_argument("section", nargs="?", default="all", choices=("all", *SECTIONS, "soak", "storage", "scoring"))
     p.add_argument("--reps", type=int, default=3, help="repetitions per figure (median, min, max); ≥ 3")
     p.add_argument("--duration", type=float, default=5.0, help="seconds per load repetition")
     p.add_argument("--sizes", default="20,200,1000", help="fleet sizes for the prediction cycle")
@@ -42,6 +42,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=4, help="threads per gthread worker")
     p.add_argument("--minutes", type=int, default=10, help="soak length")
     p.add_argument("--name", help="results file name (default: the section)")
+    p.add_argument("--max-rows", type=int, default=100_000_000, help="storage: largest table size")
+    p.add_argument("--skip-index-variants", action="store_true", help="storage: no BRIN / no-index comparison")
     args = p.parse_args(argv)
     if args.reps < 3:
         p.error("--reps must be at least 3")
@@ -51,6 +53,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()
+    if args.section == "storage":  # its own database: it grows to many GB and is dropped at the end
+        common.DB_NAME = "tftsite_bench_storage"
+    if args.section == "scoring":  # its own database: no web server, so it can run beside other sections
+        common.DB_NAME = "tftsite_bench_scoring"
     common.apply_env()
     log(f"setting up database {common.DB_NAME} (dropped and recreated), Redis DB 14, static files")
     common.recreate_database()
@@ -62,7 +68,15 @@ def main(argv: list[str] | None = None) -> int:
                      "gunicorn": {"workers": args.workers, "worker_class": args.worker_class,
                                   "threads": args.threads if args.worker_class == "gthread" else 1}}
     try:
-        if args.section == "soak":
+        if args.section == "storage":
+            from bench.storage import run_storage
+
+            results["storage"] = run_storage(args, log)
+        elif args.section == "scoring":
+            from bench.scoring import run_scoring
+
+            results["scoring"] = run_scoring(args, log)
+        elif args.section == "soak":
             from bench.soak import run_soak
 
             results["soak"] = run_soak(args, log)

@@ -519,6 +519,38 @@ def _drop_detached(*, name: str, day: date) -> int:
     return total
 
 
+def legacy_records_move(*, batch_size: int = 50_000, max_batches: int | None = None, on_batch=None) -> dict[str, int]:
+    """Move the rows of ingest_metricrecord_legacy (a big plain table left by migration 0004) into
+    the partitioned table, lowest ids first, one transaction per batch: an interrupted move loses
+    nothing and the next call continues where it stopped. Drops the legacy table once empty.
+
+    ``on_batch(moved_so_far, remaining_estimate)`` is called after each batch (progress).
+    """
+    moved = duplicates = batches = 0
+    if not _records_partitioned() or not _legacy_exists():
+        return {"moved": 0, "duplicates": 0, "batches": 0, "done": True}
+    record_partitions_maintain()  # strays out of DEFAULT, or attaching their day would fail
+    while max_batches is None or batches < max_batches:
+        with transaction.atomic(), connection.cursor() as cursor:
+            span = partitions.legacy_next_days(cursor, batch_size=batch_size)
+            if span is None:
+                break
+            partitions.ensure_days(cursor, *span)
+            n, dup = partitions.move_legacy_batch(cursor, batch_size=batch_size)
+            cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)", [partitions.LEGACY])
+            remaining = max(0, cursor.fetchone()[0])
+        moved, duplicates, batches = moved + n, duplicates + dup, batches + 1
+        if on_batch:
+            on_batch(moved, remaining)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {partitions.LEGACY})")
+        done = cursor.fetchone()[0]
+        if done:
+            cursor.execute(f"DROP TABLE {partitions.LEGACY}")
+    logger.info("moved legacy records", extra={"records_moved": moved, "duplicates": duplicates, "done": done})
+    return {"moved": moved, "duplicates": duplicates, "batches": batches, "done": done}
+
+
 def _db_datetime(value: datetime):
     if connection.vendor == "postgresql":
         return value

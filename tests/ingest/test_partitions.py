@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from django.db.models import Count, Sum
 
@@ -223,3 +224,108 @@ def test_admin_record_page_renders(admin_client, plain_static):
     assert response.status_code == 200
     assert b"adm01" in response.content
 
+
+
+# --- partition_records: moving an upgraded database's legacy table ---------------------------
+
+
+def _as_before_upgrade():
+    """The state migration 0004 leaves on a big database: every stored record in the plain legacy
+    table, counts and rollups as the feed wrote them, the partitioned table empty."""
+    columns = ", ".join(f'"{c}"' for c in partitions.COLUMNS)
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE {partitions.LEGACY} (LIKE {partitions.PARENT} INCLUDING DEFAULTS)")
+        cursor.execute(f"ALTER TABLE {partitions.LEGACY} ADD PRIMARY KEY (id)")
+        cursor.execute(
+            f"WITH m AS (DELETE FROM {partitions.PARENT} RETURNING {columns}) "
+            f"INSERT INTO {partitions.LEGACY} ({columns}) SELECT {columns} FROM m"
+        )
+
+
+def _snapshot():
+    records = sorted(MetricRecord.objects.values_list("id", "server_id", "timestamp", "cpu_pct", "state"))
+    buckets = sorted(MetricBucket.objects.values_list())
+    servers = sorted(Server.objects.values_list("id", "record_count"))
+    return records, buckets, servers, FeedCounter.objects.aggregate(n=Sum("records"))["n"]
+
+
+def _legacy_rows() -> int:
+    with connection.cursor() as cursor:
+        if not partitions.table_exists(cursor, partitions.LEGACY):
+            return 0
+        cursor.execute(f"SELECT count(*) FROM {partitions.LEGACY}")
+        return cursor.fetchone()[0]
+
+
+_BASE = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+
+
+def _fleet_over_days():
+    for k, name in enumerate(("m1", "m2", "m3")):
+        _ingest(series(name, n=12, start=_BASE - timedelta(days=k), every=timedelta(minutes=7)))
+
+
+@pytest.fixture
+def upgraded():
+    _fleet_over_days()
+    before = _snapshot()
+    _as_before_upgrade()
+    return before
+
+
+@pg_only
+def test_partition_records_moves_everything_and_keeps_counts_and_rollups(upgraded):
+    call_command("partition_records", "--batch-size", "10")
+
+    assert _snapshot() == upgraded
+    with connection.cursor() as cursor:
+        assert not partitions.table_exists(cursor, partitions.LEGACY)
+
+
+@pg_only
+def test_partition_records_stopped_after_some_batches_leaves_the_rest_in_legacy(upgraded):
+    call_command("partition_records", "--batch-size", "10", "--max-batches", "2")
+
+    assert _legacy_rows() == 36 - 20
+    assert MetricRecord.objects.count() == 20
+
+
+@pg_only
+def test_partition_records_resumed_after_an_interruption_ends_equal(upgraded, monkeypatch):
+    real = partitions.move_legacy_batch
+    calls = []
+
+    def dies_on_the_third_batch(cursor, *, batch_size):
+        calls.append(batch_size)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the operator's Ctrl-C, mid-batch
+        return real(cursor, batch_size=batch_size)
+
+    monkeypatch.setattr(partitions, "move_legacy_batch", dies_on_the_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        call_command("partition_records", "--batch-size", "7")
+    monkeypatch.setattr(partitions, "move_legacy_batch", real)
+
+    call_command("partition_records", "--batch-size", "7")
+
+    assert _snapshot() == upgraded
+
+
+@pg_only
+def test_partition_records_counts_a_record_resent_after_the_upgrade_once(upgraded):
+    _ingest(series("m2", n=12, start=_BASE - timedelta(days=1), every=timedelta(minutes=7)))  # a retry
+
+    call_command("partition_records", "--batch-size", "5")
+
+    records, *rest = _snapshot()
+    assert sorted(r[1:] for r in records) == sorted(r[1:] for r in upgraded[0])  # the kept copy: the retry's ids
+    assert rest == list(upgraded[1:])
+
+
+def test_partition_records_has_nothing_to_do_without_a_legacy_table(capsys):
+    _ingest(series("a", n=3))
+
+    call_command("partition_records")
+
+    assert MetricRecord.objects.count() == 3
+    assert "nothing to do" in capsys.readouterr().out or connection.vendor == "postgresql"
