@@ -24,7 +24,15 @@ from django.db.models import Count, Max, Q
 from forecasting.engine.series import dominant_state
 from forecasting.engine.spec import HORIZON, STEP_MINUTES
 from forecasting.models import Alert, PredictionRun, ServerForecast
-from forecasting.selectors import active_model_version, alert_thresholds, current_run
+from forecasting.selectors import (
+    active_model_version,
+    alert_thresholds,
+    current_run,
+    fleet_accuracy,
+    origin_is_stale,
+    server_accuracy,
+    stored_explanation,
+)
 from ingest.contract import METRICS, PROFILE_LABELS, STATE_SEVERITY, STATES
 from ingest.models import MetricBucket, Server
 from ingest.selectors import fleet_readiness
@@ -59,7 +67,7 @@ def is_stale(origin: datetime, *, now: datetime) -> bool:
     when forecast), so a response stays the same for the whole run. A page is read later, so it
     judges at view time: every forecast the API calls stale is stale here too (now ≥ the run's start),
     and so is a forecast left standing by a worker that stopped."""
-    return now - origin > timedelta(minutes=stale_after_minutes())
+    return origin_is_stale(origin, at=now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +97,20 @@ def _f1(value) -> str:
 
 def _pct(value) -> str:
     return "—" if value is None else f"{round(100 * value)}%"
+
+
+def accuracy_line(scores: dict, *, window: str = "24 h") -> str:
+    """Live accuracy as an operator reads it: "last 24 h: MASE 0.82, 0.80 × naive, 79% inside the
+    80% band (1,152 targets)", or why there is none yet."""
+    if not scores.get("n"):
+        return f"last {window}: no forecast scored yet (a band is scored once its targets are observed)"
+    parts = []
+    if scores.get("mase") is not None:
+        parts.append(f"MASE {scores['mase']:.2f}")
+    if scores.get("mase_vs_naive") is not None:
+        parts.append(f"{scores['mase_vs_naive']:.2f} × naive")
+    parts.append(f"{_pct(scores.get('coverage_80'))} inside the 80% band")
+    return f"last {window}: {', '.join(parts)} ({scores['n']:,} targets)"
 
 
 def _utc(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M UTC") -> str:
@@ -324,8 +346,8 @@ def _model_name(run: PredictionRun | None) -> str | None:
 
 
 def fleet_overview(*, server_prefix: str, now: datetime | None = None) -> dict:
-    """Everything the fleet page shows, in 5 queries (run, model, readiness, forecasts, warmup),
-    or 4 when this run's rows are cached."""
+    """Everything the fleet page shows, in 7 queries (run, model, readiness, forecasts, warmup, live
+    accuracy over 24 h and 7 d), or 6 when this run's rows are cached."""
     now = now or _now()
     run = current_run()
     readiness = fleet_readiness()
@@ -350,6 +372,7 @@ def fleet_overview(*, server_prefix: str, now: datetime | None = None) -> dict:
         "stale_rows": sum(r.stale for r in rows),
         "rows_cache_seconds": _rows_cache_seconds(),
         "stale_after_minutes": stale_after_minutes(),
+        "accuracy": accuracy_line(fleet_accuracy(now=now)["24h"]),
         "stale": bool(run and (now - run.finished_at).total_seconds() > 3 * settings.TFT_PREDICTION_INTERVAL_SECONDS),
     }
 
@@ -486,6 +509,7 @@ class ForecastFacts:
     age_minutes: int
     summary: dict
     payload: dict
+    explanation: dict  # forecasting.engine.explanation: the input importance chart and attention shading
 
 
 @dataclass(frozen=True, slots=True)
@@ -498,6 +522,7 @@ class Chart:
     summary: dict
     json_id: str
     data: dict
+    accuracy: str = ""  # the live accuracy line under the chart
 
 
 def _state_segments(times: list[int], states: list[str], step_seconds: int) -> list[TimelineSegment]:
@@ -547,7 +572,7 @@ def _forecast_facts(run: PredictionRun | None, server: Server, *, now: datetime)
     row = (
         ServerForecast.objects.filter(run=run, server=server)
         .values("method", "fallback_reason", "prob_30m", "prob_8h", "state", "summary", "origin", "payload",
-                "encoder_steps")
+                "encoder_steps", "explanation")
         .first()
     )
     if row is None:
@@ -567,7 +592,19 @@ def _forecast_facts(run: PredictionRun | None, server: Server, *, now: datetime)
         age_minutes=max(0, int((now - origin).total_seconds() // 60)),
         summary=row["summary"],
         payload=json.loads(row["payload"]),
+        explanation=row["explanation"] or stored_explanation(row["method"]),
     )
+
+
+def _attention_shading(forecast: ForecastFacts | None) -> dict | None:
+    """The attention blocks placed on the time axis (they end at the forecast's origin)."""
+    attention = (forecast.explanation.get("attention") if forecast else None) or {}
+    blocks = attention.get("blocks") or []
+    if not blocks:
+        return None
+    block_seconds = int(attention["block_minutes"]) * 60
+    t0 = int(forecast.origin.timestamp()) - len(blocks) * block_seconds
+    return {"t0": t0, "block_seconds": block_seconds, "blocks": blocks}
 
 
 def _limits(forecast: ForecastFacts | None) -> dict[str, tuple[float | None, float | None]]:
@@ -580,8 +617,10 @@ def _limits(forecast: ForecastFacts | None) -> dict[str, tuple[float | None, flo
     return {m: (None, None) if rules[m]["relative"] else (rules[m]["warning"], rules[m]["critical"]) for m in METRICS}
 
 
-def _charts(history: History, forecast: ForecastFacts | None, *, step_seconds: int) -> list[Chart]:
+def _charts(history: History, forecast: ForecastFacts | None, *, step_seconds: int,
+            accuracy: dict | None = None) -> list[Chart]:
     limits = _limits(forecast)
+    shading = _attention_shading(forecast)
     charts = []
     for metric in METRICS:
         label, unit = METRIC_LABELS[metric]
@@ -594,6 +633,7 @@ def _charts(history: History, forecast: ForecastFacts | None, *, step_seconds: i
                 unit=unit,
                 summary=forecast.summary.get(metric, {}) if forecast else {},
                 json_id=f"data-{metric}",
+                accuracy=accuracy_line((accuracy or {}).get(metric, {}).get("24h", {})),
                 data={
                     "metric": metric,
                     "label": label,
@@ -609,6 +649,7 @@ def _charts(history: History, forecast: ForecastFacts | None, *, step_seconds: i
                     "p90": fc["p90"] if fc else [],
                     "warning": warning,
                     "critical": critical,
+                    "attention": shading,
                 },
             )
         )
@@ -616,7 +657,8 @@ def _charts(history: History, forecast: ForecastFacts | None, *, step_seconds: i
 
 
 def server_detail(*, name: str, now: datetime | None = None) -> dict | None:
-    """The server page: 24 h of history, the current forecast, state timeline and alerts (5 queries)."""
+    """The server page: 24 h of history, the current forecast, state timeline, alerts and live accuracy
+    (7 queries)."""
     server = Server.objects.filter(name=name).first()
     if server is None:
         return None
@@ -634,7 +676,8 @@ def server_detail(*, name: str, now: datetime | None = None) -> dict | None:
         "run": run,
         "forecast": forecast,
         "stale_after_minutes": stale_after_minutes(),
-        "charts": _charts(history, forecast, step_seconds=step * 60),
+        "charts": _charts(history, forecast, step_seconds=step * 60,
+                          accuracy=server_accuracy(server_name=name, now=now)),
         "timeline": _state_segments(history.times, history.states, step * 60),
         "timeline_states": sorted(set(history.states), key=STATE_SEVERITY.__getitem__),
         "alerts": _alert_rows(Alert.objects.filter(server=server).order_by("-opened_at")[:50]),

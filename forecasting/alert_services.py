@@ -166,13 +166,16 @@ def _refresh_open(*, alerts_and_candidates: list[tuple[Alert, dict]], run: Predi
         Alert.objects.filter(pk__in=unchanged).update(updated_at=now, last_run=run)
 
 
-def alerts_apply_run(*, run: PredictionRun, forecasts: list[tuple], now: datetime) -> None:
+def alerts_apply_run(*, run: PredictionRun, forecasts: list[tuple], now: datetime,
+                     held_server_ids: set[int] | frozenset[int] = frozenset()) -> None:
     """A run's alert lifecycle from its forecasts' (server_id, alert_candidates, …): open what is newly
-    predicted, refresh what is predicted again, resolve what is no longer predicted. Runs inside the
+    predicted, refresh what is predicted again, resolve what is no longer predicted. The open alerts of
+    `held_server_ids` (servers whose forecast is stale) are left exactly as they are. Runs inside the
     run's finalising transaction."""
     wanted = _wanted(forecasts)
     open_alerts = {
-        (a.server_id, a.metric, a.severity): a for a in Alert.objects.select_for_update().filter(state__in=OPEN_STATES)
+        (a.server_id, a.metric, a.severity): a
+        for a in Alert.objects.select_for_update().filter(state__in=OPEN_STATES).exclude(server_id__in=held_server_ids)
     }
     new = [
         Alert(server_id=key[0], opened_at=now, updated_at=now, first_run=run, last_run=run,

@@ -47,6 +47,15 @@ GUIDE_METRIC_NAMES = {
 # --- Shapes shared by the three read endpoints ----------------------------------------------------
 
 
+class CalibrationFactorsSerializer(serializers.Serializer):
+    lower = serializers.ListField(
+        child=serializers.FloatField(),
+        help_text="per horizon band (0–30 min, 30 min–2 h, 2–8 h): factor on the distance of the quantiles "
+        "below p50 from p50 (1 = the model's own interval)",
+    )
+    upper = serializers.ListField(child=serializers.FloatField(), help_text="the same above p50")
+
+
 class MetricForecastSerializer(serializers.Serializer):
     p10 = serializers.ListField(child=serializers.FloatField(), help_text="96 values, 5-minute steps (8 h)")
     p50 = serializers.ListField(child=serializers.FloatField())
@@ -56,6 +65,11 @@ class MetricForecastSerializer(serializers.Serializer):
     origin = serializers.DateTimeField(help_text="when the first forecast step starts (just after the last bucket)")
     stale = serializers.BooleanField(
         help_text="the origin is older than TFT_STALE_AFTER_MINUTES at the run's start: old data, not the present"
+    )
+    calibration = CalibrationFactorsSerializer(
+        required=False,
+        help_text="the server's self-calibrated interval factors applied to this forecast (adaptive conformal, "
+        "from its own scored forecasts; heuristic forecasts: all 1). Absent on forecasts stored before calibration.",
     )
 
 
@@ -91,8 +105,15 @@ class AlertSerializer(serializers.Serializer):
 
 
 class EnvironmentSerializer(serializers.Serializer):
-    prob_30m = serializers.FloatField()
-    prob_8h = serializers.FloatField()
+    prob_30m = serializers.FloatField(
+        help_text="P(at least one server crosses a critical threshold within 30 min), servers independent"
+    )
+    prob_8h = serializers.FloatField(help_text="the same within 8 h")
+    expected_incidents_30m = serializers.FloatField(
+        required=False, help_text="expected number of servers crossing a critical threshold within 30 min "
+        "(sum of server prob_30m): grows with fleet size as it should, without saturating at 1"
+    )
+    expected_incidents_8h = serializers.FloatField(required=False, help_text="the same within 8 h")
     high_risk_servers = serializers.IntegerField()
     total_servers = serializers.IntegerField()
     fleet_health = serializers.ChoiceField(choices=["healthy", "warning", "critical"])
@@ -188,8 +209,8 @@ _ALERT = {"id": 17, "server": "ppdb001", "metric": "cpu_pct", "severity": "warni
 _METADATA = {"model_type": "TFT", "prediction_time": "2025-10-13T16:30:15.123456+00:00", "horizon_steps": 96,
              "step_minutes": 5, "device": "cuda:0", "model_version": "tft_model_20251013T120000Z", "run_id": 4211,
              "age_seconds": 12.4, "servers": 20, "tft_servers": 20, "fallback_servers": 0}
-_ENVIRONMENT = {"prob_30m": 0.15, "prob_8h": 0.42, "high_risk_servers": 3, "total_servers": 20,
-                "fleet_health": "warning"}
+_ENVIRONMENT = {"prob_30m": 0.15, "prob_8h": 0.42, "expected_incidents_30m": 0.16, "expected_incidents_8h": 0.55,
+                "high_risk_servers": 3, "total_servers": 20, "fleet_health": "warning"}
 
 
 class PredictionsCurrentApi(ReadApiView):
@@ -284,6 +305,91 @@ class ServerMetadataSerializer(RunMetadataSerializer):
     state = serializers.CharField(help_text="dominant state of the last bucket")
 
 
+class InputWeightSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="an input of the network (forecasting/engine/inputs.py)")
+    weight = serializers.FloatField(help_text="its variable-selection weight; a group's weights sum to 1")
+
+
+class InputGroupsSerializer(serializers.Serializer):
+    static = InputWeightSerializer(many=True, help_text="static inputs (server, profile, normalisers)")
+    encoder = InputWeightSerializer(many=True, help_text="past inputs, averaged over the encoder steps")
+    decoder = InputWeightSerializer(many=True, help_text="known future inputs, averaged over the horizon")
+
+
+class AttentionSerializer(serializers.Serializer):
+    last_hour = serializers.FloatField(help_text="attention mass on the 12 buckets before the origin")
+    same_time_yesterday = serializers.FloatField(help_text="on ±30 min around each forecast step's time 24 h earlier")
+    rest = serializers.FloatField(help_text="on the other history buckets (the three sum to 1)")
+    block_minutes = serializers.IntegerField()
+    blocks = serializers.ListField(child=serializers.FloatField(),
+                                   help_text="attention per block of history, oldest first, ending at the origin")
+
+
+class ExplanationSerializer(serializers.Serializer):
+    method = serializers.ChoiceField(choices=["tft", "heuristic"])
+    text = serializers.CharField(help_text='what drove the forecast in words, or "heuristic: no model explanation"')
+    variables = InputGroupsSerializer(required=False, help_text="heaviest first; absent when not explained")
+    attention = AttentionSerializer(required=False, help_text="attention over the history; absent when not explained")
+    encoder_steps = serializers.IntegerField(required=False)
+    state = serializers.CharField(required=False, allow_blank=True,
+                                  help_text="the state whose buckets received the most attention")
+
+
+_EXPLANATION = {
+    "method": "tft",
+    "text": "driven by mem_pct history and the heavy_load state; attends to the same time yesterday",
+    "variables": {
+        "static": [{"name": "mem_pct_mean_z", "weight": 0.41}, {"name": "profile", "weight": 0.59}],
+        "encoder": [{"name": "mem_pct", "weight": 0.38}, {"name": "state", "weight": 0.31},
+                    {"name": "cpu_pct", "weight": 0.31}],
+        "decoder": [{"name": "hour", "weight": 0.62}, {"name": "relative_time", "weight": 0.38}],
+    },
+    "attention": {"last_hour": 0.21, "same_time_yesterday": 0.34, "rest": 0.45, "block_minutes": 30,
+                  "blocks": [0.02] * 48},
+    "encoder_steps": 288,
+    "state": "heavy_load",
+}
+
+
+class AccuracySerializer(serializers.Serializer):
+    """Live accuracy of scored forecasts (forecasting.engine.scoring); null where nothing is scored."""
+
+    mase = serializers.FloatField(allow_null=True, help_text="MAE / the server's own 1-step naive MAE")
+    naive_mase = serializers.FloatField(allow_null=True, help_text="MASE of the naive (last value) forecast")
+    mase_vs_naive = serializers.FloatField(allow_null=True, help_text="MAE / naive MAE on the same targets (< 1: better)")
+    pinball = serializers.FloatField(allow_null=True, help_text="mean pinball loss over p10/p50/p90, metric's unit")
+    coverage_80 = serializers.FloatField(allow_null=True, help_text="share of targets inside p10–p90")
+    n = serializers.IntegerField(help_text="scored targets")
+
+
+class WindowAccuracySerializer(AccuracySerializer):
+    bands = serializers.DictField(child=AccuracySerializer(), help_text="horizon band (0-30m, 30m-2h, 2h-8h) → accuracy")
+
+
+class MetricAccuracySerializer(serializers.Serializer):
+    last_24h = WindowAccuracySerializer(help_text="forecasts made in the last 24 h (key: 24h)")
+    last_7d = WindowAccuracySerializer(help_text="forecasts made in the last 7 days (key: 7d)")
+
+    def get_fields(self):
+        # The body's keys are "24h" and "7d", which are not Python names.
+        fields = super().get_fields()
+        return {"24h": fields.pop("last_24h"), "7d": fields.pop("last_7d")}
+
+
+class ServerAccuracySerializer(serializers.Serializer):
+    cpu_pct = MetricAccuracySerializer()
+    mem_pct = MetricAccuracySerializer()
+    disk_io_mb_s = MetricAccuracySerializer()
+    latency_ms = MetricAccuracySerializer()
+
+
+_NO_SCORES = {"mase": None, "naive_mase": None, "mase_vs_naive": None, "pinball": None, "coverage_80": None, "n": 0}
+_WINDOW = {"mase": 0.82, "naive_mase": 1.05, "mase_vs_naive": 0.78, "pinball": 1.9, "coverage_80": 0.79, "n": 1152,
+           "bands": {"0-30m": {"mase": 0.41, "naive_mase": 0.52, "mase_vs_naive": 0.79, "pinball": 0.8,
+                               "coverage_80": 0.83, "n": 72},
+                     "30m-2h": _NO_SCORES, "2h-8h": _NO_SCORES}}
+
+
 class PredictionsServerApi(ReadApiView):
     """GET /predictions/<server> — one server's forecast, probabilities and alerts."""
 
@@ -295,6 +401,8 @@ class PredictionsServerApi(ReadApiView):
         prediction = ServerPredictionSerializer()
         probabilities = ServerProbabilitiesSerializer()
         alerts = AlertSerializer(many=True)
+        explanation = ExplanationSerializer(help_text="what drove the forecast, from the TFT itself")
+        accuracy = ServerAccuracySerializer(help_text="live accuracy of this server's past forecasts, per metric")
         metadata = ServerMetadataSerializer()
 
     @extend_schema(
@@ -310,6 +418,8 @@ class PredictionsServerApi(ReadApiView):
                             "prediction": dict.fromkeys(METRICS, _SERIES),
                             "probabilities": {"prob_30m": 0.02, "prob_8h": 0.11},
                             "alerts": [_ALERT],
+                            "explanation": _EXPLANATION,
+                            "accuracy": {metric: {"24h": _WINDOW, "7d": _WINDOW} for metric in METRICS},
                             "metadata": {**_METADATA, "method": "tft", "fallback_reason": None,
                                          "origin": "2025-10-13T16:30:00+00:00", "stale": False,
                                          "encoder_steps": 288, "state": "healthy"},

@@ -98,6 +98,9 @@ class ServerForecast(models.Model):
     summary = models.JSONField(default=dict)
     # Alerts this forecast calls for; the run's finalisation turns them into Alert rows.
     alert_candidates = models.JSONField(default=list)
+    # What drove the forecast, from the TFT itself (forecasting.engine.explanation): input weights per
+    # group and where its attention went; computed for forecasts that rise toward a limit.
+    explanation = models.JSONField(default=dict, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "server"], name="uniq_forecast_run_server")]
@@ -205,3 +208,136 @@ class AlertNotification(models.Model):
 
     def __str__(self) -> str:
         return f"alert {self.alert_id} {self.transition}"
+
+
+class ArchivedForecast(models.Model):
+    """The first forecast made from each new origin of a server, kept for live scoring.
+
+    Runs are pruned after TFT_KEEP_RUNS (about 100 minutes), too soon for an 8-hour forecast's
+    targets to arrive, and a run every minute mostly repeats the same 5-minute origin: this keeps
+    one compact row per server per origin (~5 kB) until it is scored and the retention passes.
+    """
+
+    server = models.ForeignKey("ingest.Server", on_delete=models.CASCADE, related_name="+")
+    origin = models.DateTimeField()
+    method = models.CharField(max_length=16, choices=ServerForecast.Method.choices)
+    model_name = models.CharField(max_length=128, blank=True)
+    # float32 (HORIZON, METRICS, 3): p10/p50/p90 per step and metric (engine.scoring reads it).
+    quantiles = models.BinaryField()
+    last_values = models.JSONField(help_text="per metric, the last value observed at the origin (the naive forecast)")
+    scales = models.JSONField(help_text="per metric, the 1-step naive MAE over the context (the MASE scale)")
+    # Bands (engine.scoring.BANDS, in order) already scored: a band's targets all end before the
+    # next band's, so "the first k bands" is the whole marker, moved by compare-and-swap.
+    bands_scored = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["server", "origin"], name="uniq_archived_server_origin")]
+        indexes = [
+            models.Index(fields=["bands_scored", "origin"], name="archived_due_idx"),
+            models.Index(fields=["origin"], name="archived_origin_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.server_id} from {self.origin.isoformat()}"
+
+
+class ForecastScore(models.Model):
+    """Sums and counts of scored targets per server × metric × band × origin hour (engine.scoring
+    defines each sum), so 24-hour and 7-day accuracy are sums of rows."""
+
+    server = models.ForeignKey("ingest.Server", on_delete=models.CASCADE, related_name="+")
+    metric = models.CharField(max_length=32)
+    band = models.CharField(max_length=16)
+    hour = models.DateTimeField(help_text="the scored forecasts' origin, truncated to the hour")
+    n = models.IntegerField(default=0)
+    abs_err = models.FloatField(default=0.0)
+    naive_abs_err = models.FloatField(default=0.0)
+    scale = models.FloatField(default=0.0)
+    pinball = models.FloatField(default=0.0)
+    inside = models.IntegerField(default=0)
+    below = models.IntegerField(default=0)
+    above = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["server", "metric", "band", "hour"], name="uniq_score_server_metric_band_hour")
+        ]
+        indexes = [models.Index(fields=["hour"], name="score_hour_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.server_id} {self.metric} {self.band} @ {self.hour.isoformat()}"
+
+
+class CalibrationState(models.Model):
+    """A server's interval calibration for one metric × horizon band (engine.calibration): the log
+    factors scaling the served quantiles' distance from p50 below and above it, moved by each
+    scoring pass's coverage counts (forecasting.calibration_services)."""
+
+    server = models.ForeignKey("ingest.Server", on_delete=models.CASCADE, related_name="+")
+    metric = models.CharField(max_length=32)
+    band = models.CharField(max_length=16, help_text="engine.calibration.BAND_NAMES")
+    log_lower = models.FloatField(default=0.0)
+    log_upper = models.FloatField(default=0.0)
+    n = models.BigIntegerField(default=0, help_text="scored targets taken in so far")
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["server", "metric", "band"], name="uniq_calibration_server_metric_band")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.server_id} {self.metric} {self.band}"
+
+
+class TrainingRun(models.Model):
+    """One retraining (or comparison) of a challenger against the active model, and its decision.
+
+    Progress (epoch, best validation loss) is written while it runs; the champion/challenger
+    backtest figures, the decision and its reason when it ends. At most one runs at a time.
+    """
+
+    class Kind(models.TextChoices):
+        TRAIN = "train"  # train a challenger, backtest it against the champion, decide
+        COMPARE = "compare"  # backtest an existing version against the champion, decide nothing
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        COMPLETE = "complete"
+        FAILED = "failed"
+
+    class Decision(models.TextChoices):
+        NONE = "", "none"
+        PROMOTED = "promoted"
+        CANDIDATE = "candidate"  # kept, not activated: the reason says why
+        COMPARED = "compared"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.TRAIN)
+    trigger = models.CharField(max_length=32, help_text="beat, admin or command")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    started_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    progress = models.JSONField(default=dict, blank=True)  # epoch, epochs, best_val_loss, phase
+    metrics = models.JSONField(default=dict, blank=True)  # data, challenger and champion backtests
+    decision = models.CharField(max_length=16, choices=Decision.choices, blank=True, default="")
+    reason = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    champion = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="championed_runs"
+    )
+    challenger = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="challenger_runs"
+    )
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"], condition=models.Q(status="running"), name="one_running_training_run"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"training {self.pk} ({self.status}{', ' + self.decision if self.decision else ''})"

@@ -12,7 +12,9 @@ Label cardinality (documented in the README): `server` is bounded by the fleet, 
 contract's 4 metrics, `quantile` by 3, `horizon` by 4, `window` by 2, `severity` by 2, `reason` by
 the fallback reason codes and `phase` by the run's phases. Per server that is 48 tft_forecast, 12
 tft_forecast_peak, 4 tft_forecast_current, 8 tft_forecast_threshold and 2 tft_incident_probability
-series: 74 series a server, 74,000 for 1,000 servers. No label carries a timestamp or an id.
+series: 74 series a server, 74,000 for 1,000 servers. Live accuracy adds `band` (3): 4 families
+× 4 metrics × 3 bands = 48 series a server once its forecasts are scored (48,000 for 1,000 servers).
+No label carries a timestamp or an id.
 
 No model code is imported here: the web process never loads torch.
 """
@@ -34,7 +36,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from forecasting.engine.spec import STEP_MINUTES
 from forecasting.models import Alert, ModelVersion, PredictionRun, ServerForecast
-from forecasting.selectors import current_run
+from forecasting.selectors import current_run, series_accuracy
 from ingest.selectors import counters_totals, fleet_readiness
 
 # Forecast step (1-based, 5-minute steps) per horizon label: 30 min, 1 h, 4 h, 8 h ahead.
@@ -233,7 +235,8 @@ def _forecast_text(run: PredictionRun) -> bytes:
     with _cache_lock:
         if _forecast_cache["run_id"] == run.pk:
             return _forecast_cache["text"]
-    text = forecast_exposition(run=run)
+    # Scores change once per scoring pass (minutes), so they are cached with the run's forecasts.
+    text = forecast_exposition(run=run) + accuracy_exposition()
     with _cache_lock:
         _forecast_cache.update(run_id=run.pk, text=text)
     return text
@@ -296,5 +299,28 @@ def forecast_exposition(*, run: PredictionRun) -> bytes:
         probability.append(f'tft_incident_probability{{server="{server}",window="8h"}} {_value(p8h)}')
     out = []
     for name, help_text in _FORECAST_FAMILIES.items():
+        out += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", *lines[name]]
+    return ("\n".join(out) + "\n").encode()
+
+
+_ACCURACY_FAMILIES: dict[str, tuple[str, str]] = {
+    "tft_forecast_mase": ("mase", "Live MASE of the last 24 h of forecasts (MAE / the server's 1-step naive MAE)."),
+    "tft_forecast_mase_vs_naive": ("mase_vs_naive", "MAE / MAE of the naive (last value) forecast, last 24 h."),
+    "tft_forecast_pinball": ("pinball", "Mean pinball loss over p10/p50/p90 (metric's unit), last 24 h."),
+    "tft_forecast_coverage": ("coverage_80", "Share of observed targets inside the served p10–p90, last 24 h."),
+}
+
+
+def accuracy_exposition(*, now: datetime | None = None) -> bytes:
+    """Live accuracy per server × metric × horizon band from one grouped query; a series without
+    scored targets yet is left out rather than exported as NaN."""
+    lines: dict[str, list[str]] = {name: [] for name in _ACCURACY_FAMILIES}
+    for (server, metric, band), scores in sorted(series_accuracy(now=now).items()):
+        labels = f'server="{_label(server)}",metric="{metric}",band="{band}"'
+        for name, (key, _) in _ACCURACY_FAMILIES.items():
+            if scores[key] is not None:
+                lines[name].append(f"{name}{{{labels}}} {_value(scores[key])}")
+    out = []
+    for name, (_, help_text) in _ACCURACY_FAMILIES.items():
         out += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", *lines[name]]
     return ("\n".join(out) + "\n").encode()

@@ -11,11 +11,15 @@ from itertools import groupby
 import numpy as np
 from django.conf import settings
 from django.db import connection
-from django.db.models import Q
+from django.db.models import Q, Sum
 
+from forecasting.engine.explanation import heuristic_explanation
+from forecasting.engine.scoring import BANDS as SCORE_BANDS
+from forecasting.engine.scoring import SUMS as SCORE_SUMS
+from forecasting.engine.scoring import accuracy
 from forecasting.engine.series import SeriesWindow, grid_series
 from forecasting.engine.spec import CONTEXT, DEFAULT_THRESHOLDS, HORIZON, METRICS, STATES, STEP_MINUTES
-from forecasting.models import Alert, AlertThreshold, ModelVersion, PredictionRun, ServerForecast
+from forecasting.models import Alert, AlertThreshold, ForecastScore, ModelVersion, PredictionRun, ServerForecast
 from ingest.models import Server
 
 
@@ -181,15 +185,24 @@ _predictions_cache: dict[tuple, tuple[str, dict, dict]] = {}
 _METRIC_OBJECT = re.compile('("(?:' + "|".join(METRICS) + r')"\s*:\s*\{)')
 
 
+def stale_before(at: datetime) -> datetime:
+    """The staleness rule, in one place: a forecast whose origin (just after the server's newest
+    bucket) is before this, judged at `at`, continues old data, not the present. The API and the
+    run judge at the run's start, the dashboard at view time."""
+    return at - timedelta(minutes=settings.TFT_STALE_AFTER_MINUTES)
+
+
+def origin_is_stale(origin: datetime, *, at: datetime) -> bool:
+    return origin < stale_before(at)
+
+
 def forecast_is_stale(run: PredictionRun, origin: datetime) -> bool:
-    """A forecast is stale when its origin (just after the server's newest bucket) is older than
-    TFT_STALE_AFTER_MINUTES at the run's start: it continues old data, not the present."""
-    return origin < run.started_at - timedelta(minutes=settings.TFT_STALE_AFTER_MINUTES)
+    """Stale at the run's start: such a forecast is served marked `stale` and raises no alerts."""
+    return origin_is_stale(origin, at=run.started_at)
 
 
 def stale_forecast_count(run: PredictionRun) -> int:
-    cutoff = run.started_at - timedelta(minutes=settings.TFT_STALE_AFTER_MINUTES)
-    return ServerForecast.objects.filter(run=run, origin__lt=cutoff).count()
+    return ServerForecast.objects.filter(run=run, origin__lt=stale_before(run.started_at)).count()
 
 
 def _with_origin(payload: str, run: PredictionRun, origin: datetime) -> str:
@@ -243,12 +256,13 @@ def predictions_current_json(run: PredictionRun, *, now: datetime | None = None)
 def server_forecast_json(run: PredictionRun, server_name: str, *, now: datetime | None = None) -> str | None:
     forecast = (
         ServerForecast.objects.filter(run=run, server__name=server_name)
-        .values_list("payload", "method", "fallback_reason", "prob_30m", "prob_8h", "origin", "encoder_steps", "state")
+        .values_list("payload", "method", "fallback_reason", "prob_30m", "prob_8h", "origin", "encoder_steps", "state",
+                     "explanation")
         .first()
     )
     if forecast is None:
         return None
-    payload, method, reason, p30, p8h, origin, encoder_steps, state = forecast
+    payload, method, reason, p30, p8h, origin, encoder_steps, state, explanation = forecast
     meta = {
         **run_metadata(run, now=now),
         "method": method,
@@ -262,8 +276,15 @@ def server_forecast_json(run: PredictionRun, server_name: str, *, now: datetime 
     return (
         f'{{"server": {json.dumps(server_name)}, "prediction": {_with_origin(payload, run, origin)}, '
         f'"probabilities": {json.dumps({"prob_30m": p30, "prob_8h": p8h})}, '
-        f'"alerts": {json.dumps(alerts)}, "metadata": {json.dumps(meta)}}}'
+        f'"alerts": {json.dumps(alerts)}, "explanation": {json.dumps(explanation or stored_explanation(method))}, '
+        f'"accuracy": {json.dumps(server_accuracy(server_name=server_name, now=now))}, '
+        f'"metadata": {json.dumps(meta)}}}'
     )
+
+
+def stored_explanation(method: str) -> dict:
+    """The explanation of a forecast stored before runs explained their forecasts."""
+    return heuristic_explanation() if method == ServerForecast.Method.HEURISTIC else {"method": method, "text": "no explanation stored with this forecast"}
 
 
 def status_section(*, now: datetime | None = None) -> dict:
@@ -303,3 +324,55 @@ def status_section(*, now: datetime | None = None) -> dict:
             "error": last_attempt["error"] or None,
         }
     return section
+
+
+
+# --- Live accuracy (forecasting.scoring_services writes ForecastScore) --------------------------------
+
+ACCURACY_WINDOWS: dict[str, timedelta] = {"24h": timedelta(hours=24), "7d": timedelta(days=7)}
+
+
+def _score_sums(query, group: tuple[str, ...]) -> dict[tuple, dict[str, float]]:
+    """Summed score columns per group: one grouped query."""
+    rows = query.values(*group).annotate(**{f"total_{name}": Sum(name) for name in SCORE_SUMS}).order_by(*group)
+    return {tuple(row[g] for g in group): {name: row[f"total_{name}"] or 0 for name in SCORE_SUMS} for row in rows}
+
+
+def _added(sums: list[dict[str, float]]) -> dict[str, float]:
+    return {name: sum(s.get(name, 0) for s in sums) for name in SCORE_SUMS}
+
+
+def _window_scores(window: str, now: datetime | None):
+    return ForecastScore.objects.filter(hour__gte=(now or datetime.now(UTC)) - ACCURACY_WINDOWS[window])
+
+
+def server_accuracy(*, server_name: str, now: datetime | None = None) -> dict:
+    """{metric: {"24h": {mase, naive_mase, mase_vs_naive, pinball, coverage_80, n, bands: {band: …}},
+    "7d": …}} of one server's scored forecasts (by origin time): one grouped query per window."""
+    out: dict = {metric: {} for metric in METRICS}
+    for window in ACCURACY_WINDOWS:
+        by_band = _score_sums(_window_scores(window, now).filter(server__name=server_name), ("metric", "band"))
+        for metric in METRICS:
+            bands = {band: by_band.get((metric, band), {}) for band in SCORE_BANDS}
+            out[metric][window] = {**accuracy(_added(list(bands.values()))),
+                                   "bands": {band: accuracy(s) for band, s in bands.items()}}
+    return out
+
+
+def fleet_accuracy(*, now: datetime | None = None) -> dict:
+    """{"24h": {…all metrics…, "metrics": {metric: {…}}}, "7d": …} over the whole fleet. The
+    all-metric figures are ratios of sums (MASE, ×naive, coverage); pinball is per metric only,
+    since it is in the metric's unit."""
+    out = {}
+    for window in ACCURACY_WINDOWS:
+        by_metric = _score_sums(_window_scores(window, now), ("metric",))
+        metrics = {metric: accuracy(by_metric.get((metric,), {})) for metric in METRICS}
+        overall = accuracy(_added(list(by_metric.values())))
+        out[window] = {**overall, "pinball": None, "metrics": metrics}
+    return out
+
+
+def series_accuracy(*, now: datetime | None = None) -> dict[tuple[str, str, str], dict]:
+    """(server name, metric, band) → accuracy over the last 24 h: one grouped query (/metrics)."""
+    sums = _score_sums(_window_scores("24h", now), ("server__name", "metric", "band"))
+    return {key: accuracy(s) for key, s in sums.items()}

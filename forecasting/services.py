@@ -21,24 +21,40 @@ from django.db import IntegrityError, transaction
 
 from forecasting import alerts as rules
 from forecasting.alert_services import OPEN_STATES, alert_acknowledge, alert_resolve, alerts_apply_run  # noqa: F401
+from forecasting.calibration_services import served_log_factors
+from forecasting.engine.calibration import apply_calibration, served_factors
+from forecasting.engine.explanation import heuristic_explanation, steady_explanation
 from forecasting.engine.heuristic import heuristic_quantiles
 from forecasting.engine.network import Forecaster
 from forecasting.engine.probability import fleet_environment, incident_probabilities, limits_batch
-from forecasting.engine.spec import CONTEXT, HORIZON, QUANTILES, SERVED_QUANTILES, STATES, STEP_MINUTES, TARGETS
+from forecasting.engine.spec import (
+    CONTEXT,
+    HORIZON,
+    PERCENT_METRICS,
+    QUANTILES,
+    SERVED_QUANTILES,
+    STATES,
+    STEP_MINUTES,
+    TARGETS,
+)
 from forecasting.inference import ModelUnavailableError, get_forecaster, log_once
 from forecasting.models import ModelVersion, PredictionRun, ServerForecast
 from forecasting.registry import model_versions_sync
+from forecasting.scoring_services import forecasts_archive
 from forecasting.selectors import (
     ServerWindow,
     active_model_version,
     alert_thresholds,
+    forecast_is_stale,
     ready_server_ids,
     server_windows,
 )
 
 logger = logging.getLogger(__name__)
 
+RISING_SHARE = 0.5  # see _Scores.rising
 _SERVED_INDEX = {label: QUANTILES.index(q) for label, q in SERVED_QUANTILES.items()}
+_UPPER_BOUND = np.array([100.0 if m in PERCENT_METRICS else np.inf for m in TARGETS])
 # The alert lifecycle (a run's and operators') lives in forecasting.alert_services; OPEN_STATES,
 # alert_acknowledge and alert_resolve are imported above so existing callers keep working.
 
@@ -97,6 +113,8 @@ class ChunkForecast:
     version: ModelVersion | None
     forecaster: Forecaster | None
     timings: dict[str, float] = field(default_factory=dict)
+    # (N, M, bands, 2) interval-calibration log factors applied to each TFT forecast (0 = none).
+    log_factors: np.ndarray | None = None
 
     def method(self, server_id: int) -> str:
         return ServerForecast.Method.HEURISTIC if server_id in self.reasons else ServerForecast.Method.TFT
@@ -111,6 +129,7 @@ class ScoredForecast:
     candidates: list[dict]
     prob_30m: float
     prob_8h: float
+    explain: bool = False  # rising toward a limit or calling for an alert: worth the explanation pass
 
 
 def _model_for_run() -> tuple[Forecaster | None, ModelVersion | None, str]:
@@ -164,9 +183,25 @@ def _forecast_chunk(windows: list[ServerWindow]) -> ChunkForecast:
             reasons.setdefault(sw.server_id, model_reason or "model_unavailable")
             quantiles[sw.server_id] = heuristic_quantiles(sw.window)
     timings["heuristic"] = time.perf_counter() - started
+    log_factors = _calibrate(windows, quantiles, reasons)
     empty = np.zeros((0, HORIZON, len(TARGETS), len(QUANTILES)))
     stacked = np.stack([quantiles[sw.server_id] for sw in windows]) if windows else empty
-    return ChunkForecast(windows, stacked, reasons, version, forecaster, timings)
+    return ChunkForecast(windows, stacked, reasons, version, forecaster, timings, log_factors)
+
+
+def _calibrate(windows: list[ServerWindow], quantiles: dict[int, np.ndarray], reasons: dict) -> np.ndarray:
+    """Each TFT forecast's quantiles scaled in place by its server's interval calibration (its
+    profile's prior if it has no state yet); the heuristic's are served as they are. Returns the
+    log factors applied, (N, M, bands, 2), so the forecast records them."""
+    factors = served_log_factors(server_ids=[sw.server_id for sw in windows]) if windows else np.zeros((0,))
+    for i, sw in enumerate(windows):
+        if sw.server_id in reasons:
+            factors[i] = 0.0
+            continue
+        q = np.moveaxis(quantiles[sw.server_id], 1, 0)  # (M, H, K): one calibration state per metric
+        calibrated = apply_calibration(q, QUANTILES, factors[i], lower=0.0, upper=_UPPER_BOUND[:, None])
+        quantiles[sw.server_id] = np.moveaxis(calibrated, 0, 1).astype(np.float32)
+    return factors
 
 
 def _last_observed(values: np.ndarray) -> np.ndarray:
@@ -245,6 +280,13 @@ class _Scores:
         """Servers whose forecast reaches a limit somewhere: only they need the alert rules."""
         return ((self.p50.max(axis=1) >= self.warning) | (self.p90.max(axis=1) >= self.critical)).any(axis=1)
 
+    def rising(self) -> np.ndarray:
+        """Servers whose p90 closes at least half the gap from the current value to the warning
+        limit: the forecasts an operator asks "why?" about, before any alert."""
+        gap = self.warning - self.current
+        climb = self.p90.max(axis=1) - self.current
+        return ((gap > 0) & (climb >= RISING_SHARE * gap)).any(axis=1)
+
     def candidates(self, i: int, server: str) -> list[dict]:
         out = []
         for m, metric in enumerate(TARGETS):
@@ -253,14 +295,19 @@ class _Scores:
         return out
 
 
-def _score_chunk(windows: list, quantiles: np.ndarray, thresholds: dict) -> list[ScoredForecast]:
+def _score_chunk(
+    windows: list, quantiles: np.ndarray, thresholds: dict, log_factors: np.ndarray | None = None
+) -> list[ScoredForecast]:
     """Payload, summary, probabilities and alert candidates for N forecasts (N, H, M, K), vectorised
     across servers so scoring 1,000 servers costs about as much as a few dozen numpy calls."""
     scores = _Scores.of(windows, quantiles, thresholds)
     flagged = scores.flagged()
+    explain = flagged | scores.rising()
     out = []
     for i, window in enumerate(windows):
         payload = {metric: scores.metric_payload(i, m) for m, metric in enumerate(TARGETS)}
+        for m, metric in enumerate(TARGETS):
+            payload[metric]["calibration"] = served_factors(None if log_factors is None else log_factors[i, m])
         out.append(
             ScoredForecast(
                 payload=json.dumps(payload, separators=(",", ":")),
@@ -268,14 +315,39 @@ def _score_chunk(windows: list, quantiles: np.ndarray, thresholds: dict) -> list
                 candidates=scores.candidates(i, window.server) if flagged[i] else [],
                 prob_30m=round(float(scores.probs["prob_30m"][i]), 4),
                 prob_8h=round(float(scores.probs["prob_8h"][i]), 4),
+                explain=bool(explain[i]),
             )
         )
     return out
 
 
-def _forecast_rows(run_id: int, forecast: ChunkForecast, scored: list[ScoredForecast]) -> list[ServerForecast]:
+def _explain_chunk(forecast: ChunkForecast, scored: list[ScoredForecast], mode: str) -> list[dict]:
+    """Each window's explanation: the TFT's own (a second, explained forward pass over the windows
+    that need it: all of them with mode "all", none with "off"), "heuristic: no model explanation"
+    for fallbacks. Appends the drivers to those forecasts' alert messages."""
+    tft = [i for i, sw in enumerate(forecast.windows) if sw.server_id not in forecast.reasons]
+    wanted = [i for i in tft if mode == "all" or (mode == "needed" and scored[i].explain)]
+    out = [heuristic_explanation() if sw.server_id in forecast.reasons else steady_explanation()
+           for sw in forecast.windows]
+    if wanted:
+        try:
+            _, explained = forecast.forecaster.predict_explained([forecast.windows[i].window for i in wanted])
+        except Exception:  # an explanation must never cost the forecast itself
+            logger.exception("TFT explanation pass failed")
+            explained = [steady_explanation() for _ in wanted]
+        for i, e in zip(wanted, explained, strict=True):
+            out[i] = e
+    for e, s in zip(out, scored, strict=True):
+        clause = e["text"] if (e["method"] == "heuristic" or "variables" in e) else ""
+        for candidate in s.candidates:
+            candidate["message"] = rules.with_drivers(candidate["message"], clause)
+    return out
+
+
+def _forecast_rows(run_id: int, forecast: ChunkForecast, scored: list[ScoredForecast],
+                   explanations: list[dict]) -> list[ServerForecast]:
     rows = []
-    for sw, s in zip(forecast.windows, scored, strict=True):
+    for sw, s, explanation in zip(forecast.windows, scored, explanations, strict=True):
         last_state = int(sw.window.states[-1])
         rows.append(
             ServerForecast(
@@ -291,6 +363,7 @@ def _forecast_rows(run_id: int, forecast: ChunkForecast, scored: list[ScoredFore
                 payload=s.payload,
                 summary=s.summary,
                 alert_candidates=s.candidates,
+                explanation=explanation,
             )
         )
     return rows
@@ -334,6 +407,9 @@ def _store_chunk(*, run_id: int, server_ids: list[int], rows: list, forecast: Ch
         if ServerForecast.objects.filter(run_id=run_id, server_id__in=server_ids).exists():
             return False  # a redelivered chunk: its results are already in
         ServerForecast.objects.bulk_create(rows)
+        # Live scoring keeps the first forecast of each new origin; runs are pruned long before 8 h.
+        forecasts_archive(windows=forecast.windows, quantiles=forecast.quantiles, methods=[r.method for r in rows],
+                          model_name=forecast.version.name if forecast.forecaster is not None else "")
         _chunk_into_run(run, forecast, {**timings, "write": time.perf_counter() - started})
         if run.chunks_done >= run.chunks_total:
             prediction_run_finalize(run=run)
@@ -341,7 +417,7 @@ def _store_chunk(*, run_id: int, server_ids: list[int], rows: list, forecast: Ch
     return False
 
 
-def prediction_chunk_execute(*, run_id: int, server_ids: list[int]) -> bool:
+def prediction_chunk_execute(*, run_id: int, server_ids: list[int], explain: str = "needed") -> bool:
     """Forecast one chunk of servers for a run and store it; finalise the run if this was the last
     chunk. Returns True when the run was finalised. Safe to run twice: a chunk already stored is
     skipped (unique run+server), and nothing happens for a run that is no longer running."""
@@ -353,9 +429,12 @@ def prediction_chunk_execute(*, run_id: int, server_ids: list[int]) -> bool:
     timings = {"read": time.perf_counter() - started}
     forecast = _forecast_chunk(windows)
     started = time.perf_counter()
-    scored = _score_chunk([sw.window for sw in windows], forecast.quantiles, alert_thresholds())
+    scored = _score_chunk([sw.window for sw in windows], forecast.quantiles, alert_thresholds(), forecast.log_factors)
     timings.update(forecast.timings, alerts=time.perf_counter() - started)
-    rows = _forecast_rows(run_id, forecast, scored)
+    started = time.perf_counter()
+    explanations = _explain_chunk(forecast, scored, explain)
+    timings["explain"] = time.perf_counter() - started
+    rows = _forecast_rows(run_id, forecast, scored, explanations)
     return _store_chunk(run_id=run_id, server_ids=server_ids, rows=rows, forecast=forecast, timings=timings)
 
 
@@ -367,10 +446,17 @@ def prediction_run_finalize(*, run: PredictionRun) -> None:
     complete. Runs inside the caller's transaction, with the run row locked."""
     now = _now()
     started = time.perf_counter()
-    forecasts = list(
-        ServerForecast.objects.filter(run=run).values_list("server_id", "alert_candidates", "prob_30m", "prob_8h")
-    )
-    alerts_apply_run(run=run, forecasts=forecasts, now=now)
+    rows = ServerForecast.objects.filter(run=run).values_list("server_id", "alert_candidates", "prob_30m", "prob_8h",
+                                                               "origin")
+    forecasts, stale = [], set()
+    for server_id, candidates, p30, p8h, origin in rows:
+        forecasts.append((server_id, candidates, p30, p8h))
+        if forecast_is_stale(run, origin):
+            stale.add(server_id)
+    # A stale server's forecast continues old data: it opens, refreshes and resolves nothing. Its open
+    # alerts stay as they are (not resolved: silence is no evidence the problem went away, and a
+    # resolve pushed for a server that stopped reporting would hide the very moment it may be down).
+    alerts_apply_run(run=run, forecasts=[f for f in forecasts if f[0] not in stale], now=now, held_server_ids=stale)
     run.environment = fleet_environment([(p30, p8h) for _, _, p30, p8h in forecasts])
     run.durations = {**run.durations, "finalize": round(time.perf_counter() - started, 4)}
     run.status = PredictionRun.Status.COMPLETE
@@ -400,14 +486,18 @@ def prediction_run_fail(*, run_id: int, error: str) -> None:
 # --- Whole runs -----------------------------------------------------------------------------------
 
 
-def fleet_predict(*, now: datetime | None = None, chunk_size: int | None = None) -> PredictionRun | None:
-    """One whole fleet run in this process (predict_now, tests, and the single-chunk task)."""
+def fleet_predict(
+    *, now: datetime | None = None, chunk_size: int | None = None, explain: str = "needed"
+) -> PredictionRun | None:
+    """One whole fleet run in this process (predict_now, tests, and the single-chunk task).
+    explain: "needed" (forecasts rising toward a limit or calling for an alert), "all" or "off"
+    (the benchmark compares them)."""
     run, chunks = prediction_run_start(now=now, chunk_size=chunk_size)
     if run is None:
         return None
     try:
         for server_ids in chunks:
-            prediction_chunk_execute(run_id=run.pk, server_ids=server_ids)
+            prediction_chunk_execute(run_id=run.pk, server_ids=server_ids, explain=explain)
     except Exception as exc:
         prediction_run_fail(run_id=run.pk, error=f"{type(exc).__name__}: {exc}")
         raise

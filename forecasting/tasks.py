@@ -5,7 +5,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import transaction
 
-from forecasting import services
+from forecasting import scoring_services, services
 
 _INTERVAL = settings.TFT_PREDICTION_INTERVAL_SECONDS
 
@@ -40,6 +40,17 @@ def predict_fleet_chunk(*, run_id: int, server_ids: list[int]) -> bool:
 @shared_task(name="forecasting.tasks.prune_runs", soft_time_limit=600, time_limit=660, expires=3600)
 def prune_runs() -> int:
     return services.prediction_runs_prune()
+
+
+@shared_task(
+    name="forecasting.tasks.score_forecasts",
+    soft_time_limit=120,
+    time_limit=180,
+    expires=settings.TFT_SCORE_INTERVAL_SECONDS * 0.9,
+)
+def score_forecasts() -> int:
+    """Beat (default queue): one live-scoring pass; idempotent through the archive's band markers."""
+    return scoring_services.live_scoring_pass().forecasts
 
 
 @shared_task(name="forecasting.tasks.sync_models", soft_time_limit=120, time_limit=180, expires=600)

@@ -195,6 +195,12 @@ TFT_PREDICTION_CHUNK_SIZE = env_int("TFT_PREDICTION_CHUNK_SIZE", 512, minimum=1)
 TFT_RUN_STALE_SECONDS = env_int("TFT_RUN_STALE_SECONDS", 180, minimum=10)
 # Complete runs kept for history; older ones are pruned with their forecasts.
 TFT_KEEP_RUNS = env_int("TFT_KEEP_RUNS", 100, minimum=2)
+# Live scoring (forecasting.scoring_services): score aggregates (and forecasts never scored) are
+# kept this long, so the 7-day accuracy always has its 7 days; at most this many archived forecasts
+# are scored per pass, oldest first, so a backlog costs several passes rather than one long one.
+TFT_SCORE_RETENTION_DAYS = env_int("TFT_SCORE_RETENTION_DAYS", 8, minimum=1)
+TFT_SCORE_MAX_PER_PASS = env_int("TFT_SCORE_MAX_PER_PASS", 5000, minimum=1)
+TFT_SCORE_INTERVAL_SECONDS = env_int("TFT_SCORE_INTERVAL_SECONDS", 300, minimum=30)
 TFT_DEVICE = env_choice("TFT_DEVICE", "auto", ("auto", "cpu", "cuda"))
 TFT_GPU_QUEUE = env_str("TFT_GPU_QUEUE", "gpu")
 # torch CPU threads in the prediction worker (0 = torch's default, all cores). On a machine whose
@@ -300,6 +306,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(TFT_PREDICTION_INTERVAL_SECONDS),
         "options": {"expires": TFT_PREDICTION_INTERVAL_SECONDS * 0.9},
     },
+    # Live scoring: forecasts whose targets arrived since the last pass (plus the score retention).
+    "score-forecasts": {
+        "task": "forecasting.tasks.score_forecasts",
+        "schedule": float(TFT_SCORE_INTERVAL_SECONDS),
+        "options": {"expires": TFT_SCORE_INTERVAL_SECONDS * 0.9},
+    },
     "prune-runs": {
         "task": "forecasting.tasks.prune_runs",
         "schedule": 3600.0,
@@ -321,6 +333,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "ingest.tasks.prune_records",
         "schedule": 24 * 3600.0,
         "options": {"expires": 3600},
+    },
+    # PostgreSQL: record partitions three days ahead, strays out of the DEFAULT partition.
+    "maintain-record-partitions": {
+        "task": "ingest.tasks.maintain_record_partitions",
+        "schedule": 3600.0,
+        "options": {"expires": 3000},
     },
 }
 

@@ -3,7 +3,7 @@ forecasting app's run and model. Neither app imports the other for it."""
 
 from django.conf import settings
 
-from forecasting.selectors import status_section
+from forecasting.selectors import fleet_accuracy, status_section
 from ingest.selectors import Readiness, counters_totals, fleet_readiness, server_readiness_list
 
 
@@ -45,6 +45,7 @@ def status_body(*, with_servers: bool = False, with_model: bool = False) -> dict
             "message": _warmup_message(readiness, forecasting.get("predictions")),
         },
         **forecasting,
+        "accuracy": fleet_accuracy(),
     }
     if not with_model:
         body["model"] = {key: value for key, value in body["model"].items() if key != "metrics"}

@@ -9,9 +9,12 @@ from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiRespo
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from forecasting.api import AccuracySerializer, MetricAccuracySerializer
 from tftsite.api.views import ReadApiView
 from tftsite.status import status_body
 
+_FLEET_ACCURACY = {"mase": 0.8, "naive_mase": 1.0, "mase_vs_naive": 0.8, "pinball": None, "coverage_80": 0.79,
+                   "n": 23040}
 FAVICON = Path(__file__).resolve().parent / "assets" / "favicon.ico"
 # Browsers ask for /favicon.ico on every page without a <link rel=icon>; a month of caching keeps
 # those requests off the server, and a changed icon still shows up within that time.
@@ -69,6 +72,17 @@ class ServerReadinessSerializer(serializers.Serializer):
     last_received_at = serializers.DateTimeField(allow_null=True)
 
 
+class FleetWindowAccuracySerializer(AccuracySerializer):
+    metrics = serializers.DictField(child=AccuracySerializer(), help_text="metric → accuracy")
+
+
+class StatusAccuracySerializer(MetricAccuracySerializer):
+    """The fleet's live forecast accuracy; all-metric figures are ratios of sums, pinball is per metric."""
+
+    last_24h = FleetWindowAccuracySerializer(help_text="forecasts made in the last 24 h (key: 24h)")
+    last_7d = FleetWindowAccuracySerializer(help_text="forecasts made in the last 7 days (key: 7d)")
+
+
 class StatusApi(ReadApiView):
     """GET /status — warmup and counters in the contract's shape, plus the current run and model."""
 
@@ -87,6 +101,7 @@ class StatusApi(ReadApiView):
         predictions = StatusPredictionsSerializer(allow_null=True, help_text="the current run; null before the first")
         last_attempt = StatusLastAttemptSerializer(required=False, help_text="the newest run, whatever its status")
         servers = ServerReadinessSerializer(many=True, required=False, help_text="only with ?servers=1")
+        accuracy = StatusAccuracySerializer(help_text="live accuracy of the fleet's scored forecasts")
 
     @extend_schema(
         summary="Warmup, counters and prediction status",
@@ -114,7 +129,9 @@ class StatusApi(ReadApiView):
                                                "fallback_rate": 0.0, "fallback_reasons": {},
                                                "fleet_health": "healthy"},
                                "last_attempt": {"status": "complete", "started_at": "2025-10-13T16:30:13+00:00",
-                                                "error": None}},
+                                                "error": None},
+                               "accuracy": {window: {**_FLEET_ACCURACY, "metrics": {"cpu_pct": _FLEET_ACCURACY}}
+                                            for window in ("24h", "7d")}},
                     )
                 ],
             )
