@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from forecasting.engine.calibration import GAMMA, N_CAP, OnlineCalibrator
 from forecasting.engine.series import SeriesWindow, fill_series
 from forecasting.engine.spec import (
     CONTEXT,
@@ -56,10 +57,31 @@ CALIBRATION = CONTEXT
 QUANTILE_LEVELS: tuple[float, ...] = (0.1, 0.5, 0.9)
 QUANTILE_KEYS: tuple[str, ...] = ("p10", "p50", "p90")
 BASELINES: tuple[str, ...] = ("naive", "seasonal_naive", "predict_linear", "mean")
-METHOD_ORDER: tuple[str, ...] = ("tft", *BASELINES)
+CALIBRATED = "tft_calibrated"
+METHOD_ORDER: tuple[str, ...] = ("tft", CALIBRATED, *BASELINES)
+FAMILIES: tuple[str, ...] = ("cpu", "network/requests", "disk", "latency", "other")
+_FAMILY_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("cpu", ("cpu",)),
+    ("network/requests", ("network", "twitter", "request")),
+    ("disk", ("disk",)),
+    ("latency", ("latency",)),
+)
+_METRIC_FAMILY = {"cpu_pct": "cpu", "disk_io_mb_s": "disk", "latency_ms": "latency", "mem_pct": "other"}
 PREDICT_CHUNK = 512
 
 _UPPER = {m: (100.0 if m in PERCENT_METRICS else math.inf) for m in METRICS}
+
+
+def series_family(name: str, metric: str | None = None) -> str:
+    """The family a series is reported in: from words of its name (NAB files: ``cpu``;
+    ``network``/``NetworkIn``/``Twitter`` volumes/requests; ``disk``; ``latency``), else from
+    ``metric`` for a contract server's own columns (cpu_pct, disk_io_mb_s, latency_ms; mem_pct
+    is "other"), else "other" (a single-value file whose metric was only assigned to it)."""
+    lowered = name.lower()
+    for family, words in _FAMILY_WORDS:
+        if any(word in lowered for word in words):
+            return family
+    return _METRIC_FAMILY[metric] if metric is not None else "other"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,6 +265,7 @@ class _Protocol:
     context: int
     calibration: int
     scale: str  # "train" or "context"
+    mapped: bool = False  # single-value files mapped onto a metric: the family comes from the name only
 
 
 def _scored_metrics(series: list[SeriesWindow], metrics) -> dict[str, tuple[str, ...]]:
@@ -262,42 +285,69 @@ def _score_metric(scores, protocol: _Protocol, w: SeriesWindow, m: str, origins:
     y = w.values[:, METRICS.index(m)].astype(np.float64)
     scales = _scales(y, origins, protocol)
     targets = np.stack([y[o : o + protocol.horizon] for o in origins])
+    family = series_family(w.server, None if protocol.mapped else m)
     for method in BASELINES:
         q = baseline_quantiles(
             method, y, origins, horizon=protocol.horizon, calibration=protocol.calibration, upper=_UPPER[m]
         )
         for k in range(len(origins)):
-            scores.add(method, m, score_window(targets[k], q[k], scales[k]))
+            scores.add(method, m, score_window(targets[k], q[k], scales[k]), family)
     if preds is None:
         return
+    _score_tft(scores, (w, m, family), origins, targets, scales, preds)
+
+
+def _score_tft(scores, what: tuple, origins: np.ndarray, targets: np.ndarray, scales: np.ndarray, preds) -> None:
+    """The TFT raw and as served: calibrated at each origin (in time order) by the errors of earlier
+    origins' targets known by then (see calibration.OnlineCalibrator)."""
+    w, m, family = what
+    calibrator = OnlineCalibrator()
     for k, o in enumerate(origins):
-        quantiles = _forecaster_quantiles(preds[f"{w.server}#{int(o)}"], m, protocol.horizon)
-        scores.add("tft", m, score_window(targets[k], quantiles, scales[k]))
+        raw = _forecaster_quantiles(preds[f"{w.server}#{int(o)}"], m, targets.shape[1])
+        served = calibrator.serve(int(o), raw.T, QUANTILE_LEVELS, lower=0.0, upper=_UPPER[m]).T
+        calibrator.record(int(o), targets[k], served[0], served[2])
+        scores.add("tft", m, score_window(targets[k], raw, scales[k]), family)
+        scores.add(CALIBRATED, m, score_window(targets[k], served, scales[k]), family)
 
 
 class _Scores:
     def __init__(self) -> None:
-        self.rows: dict[str, list[tuple[str, dict[str, float]]]] = {}
+        self.rows: dict[str, list[tuple[str, str, dict[str, float]]]] = {}
 
-    def add(self, method: str, metric: str, score: dict[str, float] | None) -> None:
+    def add(self, method: str, metric: str, score: dict[str, float] | None, family: str = "other") -> None:
         if score is not None:
-            self.rows.setdefault(method, []).append((metric, score))
+            self.rows.setdefault(method, []).append((metric, family, score))
 
     def summary(self, methods: Iterable[str]) -> dict[str, dict[str, float]]:
-        out = {}
+        return {method: _mean_scores([s for _, _, s in self.rows.get(method, [])]) for method in methods}
+
+    def _grouped(self, methods: Iterable[str], key: int) -> dict[str, dict[str, dict[str, float]]]:
+        out: dict[str, dict[str, dict[str, float]]] = {}
         for method in methods:
-            rows = [s for _, s in self.rows.get(method, [])]
-            out[method] = _mean_scores(rows)
+            groups: dict[str, list[dict[str, float]]] = {}
+            for row in self.rows.get(method, []):
+                groups.setdefault(row[key], []).append(row[2])
+            out[method] = {g: _mean_scores(v) for g, v in groups.items()}
         return out
 
     def per_metric(self, methods: Iterable[str]) -> dict[str, dict[str, dict[str, float]]]:
-        out: dict[str, dict[str, dict[str, float]]] = {}
-        for method in methods:
-            by_metric: dict[str, list[dict[str, float]]] = {}
-            for metric, s in self.rows.get(method, []):
-                by_metric.setdefault(metric, []).append(s)
-            out[method] = {m: _mean_scores(v) for m, v in by_metric.items()}
-        return out
+        return self._grouped(methods, 0)
+
+    def calibration_report(self) -> dict[str, Any]:
+        """Raw vs calibrated TFT coverage and pinball per series family and pooled."""
+        by_family = self._grouped(("tft", CALIBRATED), 1)
+        pooled = self.summary(("tft", CALIBRATED))
+        families = {
+            f: {"raw": by_family["tft"][f], "calibrated": by_family[CALIBRATED][f]}
+            for f in FAMILIES
+            if f in by_family["tft"]
+        }
+        return {
+            "gamma": GAMMA,
+            "n_cap": N_CAP,
+            "families": families,
+            "pooled": {"raw": pooled["tft"], "calibrated": pooled[CALIBRATED]},
+        }
 
 
 def _mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -372,14 +422,16 @@ def run_backtest(
         windows = [context_window(w, int(o), context) for w, os in zip(series, origins, strict=True) for o in os]
         preds = _predict_chunks(forecaster, windows, chunk_size) if windows else {}
     scores = _Scores()
-    protocol = _Protocol(horizon, context, calibration, scale)
+    protocol = _Protocol(horizon, context, calibration, scale, mapped=isinstance(metrics, Mapping))
     for w, os in zip(series, origins, strict=True):
         for m in scored[w.server] if len(os) else ():
             _score_metric(scores, protocol, w, m, os, preds if forecaster is not None else None)
-    methods = [m for m in METHOD_ORDER if m != "tft" or forecaster is not None]
+    methods = [m for m in METHOD_ORDER if m not in ("tft", CALIBRATED) or forecaster is not None]
     result: dict[str, Any] = {"methods": scores.summary(methods)}
     if per_metric:
         result["per_metric"] = scores.per_metric(methods)
+    if forecaster is not None:
+        result["calibration"] = scores.calibration_report()
     return result
 
 

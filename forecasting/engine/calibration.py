@@ -37,8 +37,8 @@ BAND_NAMES: tuple[str, ...] = ("0-30m", "30m-2h", "2h-8h")
 BAND_OF_STEP = np.concatenate([np.full(b - a, i, dtype=np.int64) for i, (a, b) in enumerate(BANDS)])
 
 TARGET_MISS = 0.1  # per side: p10 and p90 → 80 % inside
-GAMMA = 0.02  # per-target ACI step on the log factor (tuned on data/nab + data/nab_extra)
-N_CAP = 24  # at most this many targets' worth of steps per update
+GAMMA = 0.02  # per-target ACI step on the log factor (tuned on data/nab + data/nab_extra, see the report)
+N_CAP = 12  # at most this many targets' worth of steps per update (tuned with GAMMA)
 MAX_FACTOR = 10.0
 LOWER, UPPER = 0, 1
 
@@ -155,3 +155,11 @@ class OnlineCalibrator:
         """The served interval of the forecast at ``origin`` and its targets y (H,), to be taken in
         once each target is known."""
         self._pending.append((origin, np.asarray(y, dtype=np.float64), p10, p90, ~np.isfinite(y)))
+
+
+def served_factors(log_factors: np.ndarray | None) -> dict[str, list[float]]:
+    """The factors a forecast was served with, per band (BAND_NAMES order), as the API shows them:
+    {"lower": [3], "upper": [3]}; None (a heuristic forecast) → all 1."""
+    state = identity_state() if log_factors is None else np.asarray(log_factors, dtype=np.float64)
+    factors = np.round(np.exp(state), 4)
+    return {"lower": factors[:, LOWER].tolist(), "upper": factors[:, UPPER].tolist()}

@@ -108,6 +108,8 @@ def fleet_environment(server_probs: list[tuple[float, float]]) -> dict:
     return {
         "prob_30m": round(fleet_30m, 4),
         "prob_8h": round(fleet_8h, 4),
+        "expected_incidents_30m": round(float(p30.sum()), 4),
+        "expected_incidents_8h": round(float(p8h.sum()), 4),
         "high_risk_servers": high_risk,
         "total_servers": len(server_probs),
         "fleet_health": health,

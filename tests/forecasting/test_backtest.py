@@ -330,3 +330,50 @@ def test_backtest_command_exclude_leaves_a_series_out(tmp_path):
         "backtest", "--csv-dir", str(tmp_path), "--exclude", "*held_out*", "--no-tft", "--json", stdout=out
     )
     assert json.loads(out.getvalue())["methods"]["naive"]["windows"] == 7  # one series, not two
+
+
+# --- interval calibration ---------------------------------------------------------------------
+
+
+class NarrowForecaster:
+    """Knows the noise-free daily cycle of ``_noisy`` but gives an interval far too narrow for its
+    N(0, 2) noise."""
+
+    def predict(self, windows):
+        out = {}
+        for w in windows:
+            o = int(w.server.split("#")[1])
+            t = np.arange(o, o + HORIZON)
+            level = 50 + 20 * np.sin(2 * np.pi * t / 288)
+            flat = {"p10": level - 0.5, "p50": level, "p90": level + 0.5}
+            out[w.server] = dict.fromkeys(METRICS, flat)
+        return out
+
+
+def test_series_family_comes_from_the_name_then_the_metric():
+    assert bt.series_family("ec2_cpu_utilization_24ae8d") == "cpu"
+    assert bt.series_family("iio_us-east-1_i-a2eb1cd9_NetworkIn") == "network/requests"
+    assert bt.series_family("Twitter_volume_KO") == "network/requests"
+    assert bt.series_family("ec2_disk_write_bytes_1ef3de") == "disk"
+    assert bt.series_family("machine_temperature_system_failure") == "other"
+    assert bt.series_family("ppdb001", "latency_ms") == "latency"
+    assert bt.series_family("ppdb001", "mem_pct") == "other"
+
+
+def test_backtest_calibration_widens_a_too_narrow_tft_towards_80_percent():
+    series = [_window("ppdb001", _noisy(8000)), _window("ppdb002", _noisy(8000, 1))]
+    result = bt.run_backtest(series, NarrowForecaster(), metrics=["cpu_pct"])
+    report = result["calibration"]
+    raw, served = report["pooled"]["raw"], report["pooled"]["calibrated"]
+    assert raw["coverage"] < 0.25  # ±0.5 around the truth holds 20 % of N(0, 2)
+    assert served["coverage"] > 0.6
+    assert served["pinball"] < raw["pinball"]
+    assert list(report["families"]) == ["cpu"]
+    assert result["methods"]["tft_calibrated"] == served
+
+
+def test_backtest_serves_the_first_origin_uncalibrated():
+    # one origin per series: no earlier target is known, so calibrated = raw
+    series = [_window("ppdb001", _noisy(400))]
+    result = bt.run_backtest(series, NarrowForecaster(), metrics=["cpu_pct"])
+    assert result["methods"]["tft_calibrated"] == result["methods"]["tft"]

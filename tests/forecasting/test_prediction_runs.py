@@ -41,7 +41,8 @@ def test_predictions_current_has_the_contract_shape(client, no_models):
         assert {"p10", "p50", "p90", "current", "trend"} <= set(forecast)
         assert len(forecast["p10"]) == len(forecast["p50"]) == len(forecast["p90"]) == 96
         assert all(a <= b <= c for a, b, c in zip(forecast["p10"], forecast["p50"], forecast["p90"], strict=True))
-    assert set(body["environment"]) == {"prob_30m", "prob_8h", "high_risk_servers", "total_servers", "fleet_health"}
+    assert set(body["environment"]) == {"prob_30m", "prob_8h", "high_risk_servers", "total_servers", "fleet_health",
+                                        "expected_incidents_30m", "expected_incidents_8h"}
     assert body["environment"]["total_servers"] == 2
     metadata = body["metadata"]
     for key in ("model_type", "prediction_time", "horizon_steps", "device", "model_version", "run_id",

@@ -97,6 +97,8 @@ class Command(BaseCommand):
         if forecaster is not None:
             self.stdout.write(f"TFT: {getattr(forecaster, 'version', '?')}")
         self._table(result["methods"])
+        if "calibration" in result:
+            self._calibration_table(result["calibration"])
         for method, by_metric in result.get("per_metric", {}).items():
             self.stdout.write(f"\n{method}:")
             self._table(by_metric, label="metric")
@@ -119,6 +121,17 @@ class Command(BaseCommand):
         for name, r in rows.items():
             self.stdout.write(
                 f"{name:<16}{_fmt(r['mase']):>8}{_fmt(r['pinball']):>10}{_fmt(r['coverage']):>10}{r['windows']:>9}"
+            )
+
+    def _calibration_table(self, report: dict) -> None:
+        self.stdout.write(f"\nTFT intervals raw → calibrated (adaptive conformal, γ = {report['gamma']:g}):")
+        self.stdout.write(f"{'family':<18}{'coverage':>18}{'pinball':>18}{'windows':>9}")
+        rows = {**report["families"], "pooled": report["pooled"]}
+        for name, r in rows.items():
+            raw, served = r["raw"], r["calibrated"]
+            self.stdout.write(
+                f"{name:<18}{_fmt(raw['coverage']) + ' → ' + _fmt(served['coverage']):>18}"
+                f"{_fmt(raw['pinball']) + ' → ' + _fmt(served['pinball']):>18}{raw['windows']:>9}"
             )
 
     def _lead_table(self, lead: dict) -> None:
