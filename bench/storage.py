@@ -22,6 +22,7 @@ earlier days, each at most 10,000 servers × 1,440 rows = 14.4 M.
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -135,11 +136,11 @@ def _ingest_rep(clock: _Clock, offset: int) -> dict:
             "p50_ms": statistics.median(times_ms), "p99_ms": percentile(times_ms, 99)}
 
 
-def _ingest_at(size: int, clock: _Clock, reps: int, log) -> dict:
+def _ingest_at(size: int, clock: _Clock, reps: int, log, label: str = "") -> dict:
     runs = [_ingest_rep(clock, offset=size // 1000 + rep * 997) for rep in range(reps)]
     res = {"rows": size, "records_per_s": summary([r["records_per_s"] for r in runs], 0),
            "p50_ms": summary([r["p50_ms"] for r in runs], 1), "p99_ms": summary([r["p99_ms"] for r in runs], 1)}
-    log(f"storage: ingest at {size:,} rows: {res['records_per_s']['median']:,} records/s, "
+    log(f"storage: ingest at {size:,} rows{label}: {res['records_per_s']['median']:,} records/s, "
         f"p99 {res['p99_ms']['median']} ms per 1,000-record batch")
     return res
 
@@ -178,15 +179,37 @@ def _prune_day(day: date, log) -> dict:
         cur.execute("SELECT sum(record_count) FROM ingest_server")
         before = cur.fetchone()[0]
         cur.execute("ANALYZE ingest_metricbucket")
+    phases, service_log = _Phases(), logging.getLogger("ingest.services")
+    level = service_log.level
+    service_log.setLevel(logging.INFO)
+    service_log.addHandler(phases)
     t0 = time.perf_counter()
-    deleted = records_prune(older_than=end)
-    seconds = time.perf_counter() - t0
+    try:
+        deleted = records_prune(older_than=end)
+    finally:
+        seconds = time.perf_counter() - t0
+        service_log.removeHandler(phases)
+        service_log.setLevel(level)
     with _cursor() as cur:
         cur.execute("SELECT sum(record_count) FROM ingest_server")
         after = cur.fetchone()[0]
     exact = deleted == rows and before - after == rows and not MetricRecord.objects.filter(timestamp__lt=end).exists()
-    log(f"storage: prune of {day} ({rows:,} rows, {SERVERS:,} servers): {seconds:.3f} s, counts exact: {exact}")
-    return {"seconds": seconds, "rows": rows, "exact": exact}
+    log(f"storage: prune of {day} ({rows:,} rows, {SERVERS:,} servers): {seconds:.3f} s {phases.seen}, "
+        f"counts exact: {exact}")
+    return {"seconds": seconds, "rows": rows, "exact": exact, **phases.seen}
+
+
+class _Phases(logging.Handler):
+    """Picks the phase timings out of the service's "dropped record partition" log line."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.seen: dict[str, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        for key in ("detach_s", "count_s", "apply_s"):
+            if isinstance(getattr(record, key, None), float):
+                self.seen[key] = getattr(record, key)
 
 
 def _seed_read_buckets(now: datetime) -> None:
@@ -251,12 +274,13 @@ def _run(args, log) -> dict:
         out["ts_index_at_largest"] = {"btree": last}
         for kind in ("brin", "none"):
             _ts_index(kind)
-            out["ts_index_at_largest"][kind] = _ingest_at(state["seeded"], clock, reps, log)
+            out["ts_index_at_largest"][kind] = _ingest_at(state["seeded"], clock, reps, log, f", timestamp index {kind}")
         _ts_index("btree")
     prune_days = [state["next_day"] - timedelta(days=20 + k) for k in range(reps)]
     prunes = [_prune_day(day, log) for day in sorted(prune_days)]  # oldest first: one day per prune
     out["prune_day"] = {"servers": SERVERS, "rows_per_server": PRUNE_ROWS_PER_SERVER_DAY,
                         "seconds": summary([p["seconds"] for p in prunes], 3),
+                        **{k: summary([p.get(k) for p in prunes], 3) for k in ("detach_s", "count_s", "apply_s")},
                         "rows": prunes[0]["rows"], "counts_exact": all(p["exact"] for p in prunes)}
     _seed_read_buckets(now)
     out["read"] = [_read_at(n, reps, log) for n in (1_000, SERVERS)]
