@@ -187,28 +187,42 @@ def _aggregate(due: _Due, observed: np.ndarray) -> dict[tuple[int, str, str, dat
 _UPSERT_BATCH = 500
 
 
+_COLUMNS = ("server_id", "metric", "band", "hour", *SUMS)
+_INTS = {SUMS.index(name) for name in ("n", "inside", "below", "above")}
+
+
 def _upsert_sql(n_rows: int) -> str:
     table = ForecastScore._meta.db_table
-    columns = ("server_id", "metric", "band", "hour", *SUMS)
-    values = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * n_rows)
+    if connection.vendor == "postgresql":
+        # One array per column: psycopg parses 12 placeholders instead of 12 per row (3 s → ms at 12,000 rows).
+        types = ("bigint", "text", "text", "timestamptz", *("double precision" for _ in SUMS))
+        source = "SELECT * FROM unnest(" + ", ".join(f"%s::{t}[]" for t in types) + ")"
+    else:
+        source = "VALUES " + ", ".join(["(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"] * n_rows)
     # Sums only ever grow by addition, so one statement adds a pass to existing rows (PostgreSQL and
     # SQLite both speak ON CONFLICT … DO UPDATE with `excluded`).
     adds = ", ".join(f"{name} = {table}.{name} + excluded.{name}" for name in SUMS)
-    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values} "
+    return (f"INSERT INTO {table} ({', '.join(_COLUMNS)}) {source} "
             f"ON CONFLICT (server_id, metric, band, hour) DO UPDATE SET {adds}")
+
+
+def _score_params(batch: list) -> list:
+    rows = []
+    for (server_id, metric, band, hour), sums in batch:
+        rows.append([server_id, metric, band, connection.ops.adapt_datetimefield_value(hour),
+                     *(int(v) if k in _INTS else float(v) for k, v in enumerate(sums))])
+    if connection.vendor == "postgresql":
+        return [list(column) for column in zip(*rows, strict=True)]
+    return [value for row in rows for value in row]
 
 
 def _scores_add(aggregates: dict[tuple[int, str, str, datetime], np.ndarray]) -> None:
     items = list(aggregates.items())
-    ints = {SUMS.index(name) for name in ("n", "inside", "below", "above")}
+    size = len(items) if connection.vendor == "postgresql" else _UPSERT_BATCH
     with connection.cursor() as cursor:
-        for start in range(0, len(items), _UPSERT_BATCH):
-            batch = items[start : start + _UPSERT_BATCH]
-            params: list = []
-            for (server_id, metric, band, hour), sums in batch:
-                params += [server_id, metric, band, connection.ops.adapt_datetimefield_value(hour)]
-                params += [int(v) if k in ints else float(v) for k, v in enumerate(sums)]
-            cursor.execute(_upsert_sql(len(batch)), params)
+        for start in range(0, len(items), max(size, 1)):
+            batch = items[start : start + size]
+            cursor.execute(_upsert_sql(len(batch)), _score_params(batch))
 
 
 def _markers_move(due: _Due) -> bool:
