@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
 
+from forecasting.calibration_services import intervals_recalibrate
 from forecasting.engine.scoring import (
     BAND_STEPS,
     BANDS,
@@ -246,17 +247,6 @@ def _coverage(aggregates: dict) -> list[CoverageCounts]:
             for (server_id, metric, band), s in totals.items()]
 
 
-def _recalibrate(observations: list[CoverageCounts]) -> None:
-    # Interface with the interval calibration (issue #13 item 2). Guarded until that module lands;
-    # TODO(live scoring): replace the guard with a plain import once
-    # forecasting/calibration_services.py exists.
-    try:
-        from forecasting.calibration_services import intervals_recalibrate
-    except ImportError:
-        return
-    intervals_recalibrate(observations=observations)
-
-
 @dataclass(frozen=True)
 class ScoringPass:
     forecasts: int  # archived forecasts scored (one or more bands each)
@@ -281,7 +271,9 @@ def forecasts_score(*, limit: int | None = None) -> ScoringPass:
         aggregates = _aggregate(due, _observed(due))
         _scores_add(aggregates)
         completed = ArchivedForecast.objects.filter(pk__in=due.ids.tolist(), bands_scored__gte=len(BANDS)).delete()[0]
-        _recalibrate(_coverage(aggregates))
+        # Interval calibration (issue #13 item 2) takes each pass's coverage counts in the same
+        # transaction, so it sees every scored target exactly once.
+        intervals_recalibrate(observations=_coverage(aggregates))
     result = ScoringPass(len(due.ids), int((due.new - due.old).sum()), len(aggregates), completed)
     logger.info("forecasts scored", extra=result.__dict__)
     return result
