@@ -24,9 +24,10 @@ from forecasting.alert_services import OPEN_STATES, alert_acknowledge, alert_res
 from forecasting.calibration_services import served_log_factors
 from forecasting.engine.calibration import apply_calibration, served_factors
 from forecasting.engine.explanation import heuristic_explanation, steady_explanation
+from forecasting.engine.folders import read_probability_calibration
 from forecasting.engine.heuristic import heuristic_quantiles
 from forecasting.engine.network import Forecaster
-from forecasting.engine.probability import fleet_environment, incident_probabilities, limits_batch
+from forecasting.engine.probability import fleet_environment, incident_probabilities, limits_batch, recalibrated
 from forecasting.engine.spec import (
     CONTEXT,
     HORIZON,
@@ -344,6 +345,20 @@ def _explain_chunk(forecast: ChunkForecast, scored: list[ScoredForecast], mode: 
     return out
 
 
+def _recalibrate_probabilities(forecast: ChunkForecast, scored: list[ScoredForecast]) -> None:
+    """TFT servers' prob_30m / prob_8h through the model folder's fitted recalibration, when it has
+    one (engine.probability: the raw bound is off; the backtest measures both)."""
+    if forecast.forecaster is None or forecast.version is None:
+        return
+    windows = read_probability_calibration(forecast.version.path)
+    if not windows:
+        return
+    for sw, s in zip(forecast.windows, scored, strict=True):
+        if sw.server_id not in forecast.reasons:
+            s.prob_30m = round(float(recalibrated(s.prob_30m, windows.get("30m"))), 4)
+            s.prob_8h = round(float(recalibrated(s.prob_8h, windows.get("8h"))), 4)
+
+
 def _forecast_rows(run_id: int, forecast: ChunkForecast, scored: list[ScoredForecast],
                    explanations: list[dict]) -> list[ServerForecast]:
     rows = []
@@ -430,6 +445,7 @@ def prediction_chunk_execute(*, run_id: int, server_ids: list[int], explain: str
     forecast = _forecast_chunk(windows)
     started = time.perf_counter()
     scored = _score_chunk([sw.window for sw in windows], forecast.quantiles, alert_thresholds(), forecast.log_factors)
+    _recalibrate_probabilities(forecast, scored)
     timings.update(forecast.timings, alerts=time.perf_counter() - started)
     started = time.perf_counter()
     explanations = _explain_chunk(forecast, scored, explain)

@@ -36,10 +36,18 @@ from typing import Any
 import numpy as np
 
 from forecasting.engine.calibration import GAMMA, N_CAP, OnlineCalibrator
+from forecasting.engine.probability import (
+    STEPS_30M,
+    fit_isotonic,
+    incident_probabilities,
+    limits_batch,
+    recalibrated,
+)
 from forecasting.engine.series import SeriesWindow, fill_series
 from forecasting.engine.spec import (
     CONTEXT,
     CRITICAL_PCT,
+    DEFAULT_THRESHOLDS,
     HORIZON,
     METRICS,
     PERCENT_METRICS,
@@ -632,3 +640,186 @@ def restrict_to_metric(series: list[SeriesWindow], mapped: dict[str, str]) -> di
     for w in series:
         groups.setdefault(mapped[w.server], []).append(w)
     return groups
+
+
+# ---------------------------------------------------------------------------------------------
+# Are the incident probabilities calibrated?
+PROB_EVERY = 12  # one origin an hour: many more forecasts than the interval scores need
+PROB_WINDOWS: dict[str, int] = {"30m": STEPS_30M, "8h": HORIZON}
+RELIABILITY_BINS = 10
+PROBABILITY_RULES = {
+    "threshold": "an observed bucket mean of a scored metric reaches its critical limit (the served limit: "
+    "absolute, or relative to the context's p95) at a step of the window [origin, origin + W)",
+    "anomaly": "a labelled anomaly window [start, end] overlaps the forecast window [origin, origin + W·step)",
+}
+
+
+def probability_scores(p: np.ndarray, event: np.ndarray, bins: int = RELIABILITY_BINS) -> dict[str, Any]:
+    """Brier score, Brier skill vs climatology (the sample's own event rate) and a reliability table
+    of forecast probabilities ``p`` against 0/1 outcomes ``event``."""
+    p = np.asarray(p, dtype=np.float64)
+    e = np.asarray(event, dtype=np.float64)
+    if not len(p):
+        return {"n": 0}
+    base = float(e.mean())
+    brier = float(np.mean((p - e) ** 2))
+    climatology = base * (1 - base)
+    which = np.minimum((p * bins).astype(np.int64), bins - 1)
+    table = []
+    for b in range(bins):
+        sel = which == b
+        if sel.any():
+            table.append({
+                "bin": f"{b / bins:.1f}-{(b + 1) / bins:.1f}",
+                "n": int(sel.sum()),
+                "mean_prob": float(p[sel].mean()),
+                "frequency": float(e[sel].mean()),
+            })  # fmt: skip
+    return {
+        "n": len(p),
+        "events": int(e.sum()),
+        "base_rate": base,
+        "mean_prob": float(p.mean()),
+        "brier": brier,
+        "brier_climatology": climatology,
+        "skill": 1 - brier / climatology if climatology > 0 else math.nan,
+        "reliability": table,
+    }
+
+
+class _ProbSamples:
+    def __init__(self, recalibration: Mapping[str, dict] | None = None) -> None:
+        self.recalibration = recalibration
+        self.p: dict[tuple[str, str], list[np.ndarray]] = {}  # (raw/calibrated, window) → probabilities
+        self.events: dict[tuple[str, str], list[np.ndarray]] = {}  # (rule, window) → outcomes
+
+    def add(self, kind: str, window: str, p: np.ndarray) -> None:
+        self.p.setdefault((kind, window), []).append(p)
+
+    def add_events(self, rule: str, window: str, e: np.ndarray) -> None:
+        self.events.setdefault((rule, window), []).append(e)
+
+    def report(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for (rule, window), events in self.events.items():
+            e = np.concatenate(events)
+            kinds = {kind: np.concatenate(self.p[(kind, window)]) for kind in ("raw", "calibrated")}
+            if self.recalibration and window in self.recalibration:
+                kinds["recalibrated"] = recalibrated(kinds["calibrated"], self.recalibration[window])
+            for kind, p in kinds.items():
+                out.setdefault(rule, {}).setdefault(window, {})[kind] = probability_scores(p, e)
+        return out
+
+
+def _calibrated_all(q: np.ndarray, y: np.ndarray, origins: np.ndarray, levels, upper: float) -> np.ndarray:
+    """All K quantiles (n, H, K) of one metric calibrated online at each origin (no look-ahead)."""
+    calibrator = OnlineCalibrator()
+    lo, hi = levels.index(QUANTILE_LEVELS[0]), levels.index(QUANTILE_LEVELS[2])
+    out = np.empty_like(q, dtype=np.float64)
+    for k, o in enumerate(origins):
+        out[k] = calibrator.serve(int(o), q[k], levels, lower=0.0, upper=upper)
+        calibrator.record(int(o), y[o : o + q.shape[1]], out[k][:, lo], out[k][:, hi])
+    return out
+
+
+def _threshold_events(y: np.ndarray, origins: np.ndarray, critical: np.ndarray, steps: int) -> np.ndarray:
+    """(n,) did any scored metric (columns of y (T, m)) reach its critical limit (n, m) in the window."""
+    idx = origins[:, None] + np.arange(steps)[None, :]
+    window = y[np.minimum(idx, len(y) - 1)]  # (n, steps, m)
+    with np.errstate(invalid="ignore"):
+        return (np.nan_to_num(window, nan=-np.inf) >= critical[:, None, :]).any(axis=(1, 2))
+
+
+def _anomaly_events(w: SeriesWindow, origins: np.ndarray, spans: Sequence, steps: int) -> np.ndarray:
+    step = timedelta(minutes=w.step_minutes)
+    starts = [w.start + step * int(o) for o in origins]
+    return np.array([any(t <= b and a < t + step * steps for a, b in spans) for t in starts], dtype=bool)
+
+
+def _series_probabilities(samples: _ProbSamples, w: SeriesWindow, cols: list[int], origins, q, ctx) -> None:
+    """One series' raw and calibrated incident probabilities and its events, per window."""
+    levels, thresholds, anomalies = ctx
+    y = w.values.astype(np.float64)
+    context = np.stack([y[o - CONTEXT : o] for o in origins])
+    _, critical = limits_batch(context, thresholds, METRICS)
+    crit = critical[:, cols]
+    served = np.stack(
+        [_calibrated_all(q[:, :, c], y[:, c], origins, list(levels), _UPPER[METRICS[c]]) for c in cols], axis=2
+    )
+    probs = {
+        "raw": incident_probabilities(q[:, :, cols].astype(np.float64), np.array(levels), crit),
+        "calibrated": incident_probabilities(served, np.array(levels), crit),
+    }
+    for name, steps in PROB_WINDOWS.items():
+        key = "prob_30m" if name == "30m" else "prob_8h"
+        for kind, p in probs.items():
+            samples.add(kind, name, p[key])
+        samples.add_events("threshold", name, _threshold_events(y[:, cols], origins, crit, steps))
+        if anomalies is not None:
+            samples.add_events("anomaly", name, _anomaly_events(w, origins, anomalies.get(w.server, ()), steps))
+
+
+def _probability_origins(n_steps: int, part: str, every: int, test_fraction: float) -> np.ndarray:
+    """Origins of the test part (as the scores), or of the training part with every target before
+    the test part starts ("train": where a recalibration is fitted, never on what it is judged on)."""
+    if part == "test":
+        return rolling_origins(n_steps, test_fraction=test_fraction, every=every)
+    first_test = max(math.ceil((1.0 - test_fraction) * n_steps), CONTEXT)
+    return np.arange(CONTEXT, first_test - HORIZON + 1, every, dtype=np.int64)
+
+
+def probability_evaluation(
+    series: list[SeriesWindow],
+    forecaster,
+    *,
+    metrics: Sequence[str] | Mapping[str, str | Sequence[str]] | None = None,
+    anomalies: Mapping[str, Sequence[tuple[datetime, datetime]]] | None = None,
+    recalibration: Mapping[str, dict] | None = None,
+    thresholds: Mapping[str, dict] | None = None,
+    every: int = PROB_EVERY,
+    test_fraction: float = TEST_FRACTION,
+    part: str = "test",
+) -> dict[str, Any]:
+    """Reliability of prob_30m / prob_8h (engine.probability: P(a scored metric crosses its critical
+    limit within the window)) at origins every ``every`` steps over the test part, raw, with the
+    served interval calibration ("calibrated") and, given a model folder's ``recalibration``
+    (window → isotonic map), as served after it ("recalibrated"), against the events of
+    PROBABILITY_RULES ("anomaly" only when ``anomalies`` maps series → labelled [start, end]
+    spans). ``forecaster`` must give all its quantiles: ``predict_array(windows)`` (B, H, M, K) and
+    ``quantiles`` (K levels). ``part="train"`` samples the training part instead (see
+    ``fit_probability_recalibration``)."""
+    samples = _ProbSamples(recalibration)
+    ctx = (tuple(forecaster.quantiles), thresholds or DEFAULT_THRESHOLDS, anomalies)
+    n = _sample_probabilities(samples, series, forecaster, _scored_metrics(series, metrics), ctx, (part, every, test_fraction))
+    return {"origins": n, "every_minutes": every * STEP_MINUTES, "rules": PROBABILITY_RULES, **samples.report()}
+
+
+def _sample_probabilities(samples: _ProbSamples, series, forecaster, scored: dict, ctx: tuple, where: tuple) -> int:
+    """Forecast every series at its probability origins and add their probabilities and events."""
+    part, every, test_fraction = where
+    n = 0
+    for w in series:
+        origins = _probability_origins(len(w.values), part, every, test_fraction)
+        if not len(origins):
+            continue
+        q = forecaster.predict_array([context_window(w, int(o)) for o in origins])
+        _series_probabilities(samples, w, [METRICS.index(m) for m in scored[w.server]], origins, q, ctx)
+        n += len(origins)
+    logger.info("probabilities: %d origins (%s part)", n, part)
+    return n
+
+
+def fit_probability_recalibration(series: list[SeriesWindow], forecaster, **kwargs) -> dict[str, Any]:
+    """The isotonic maps (window → {"x", "y"}) from served (interval-calibrated) probabilities to
+    the observed frequency of the "threshold" event, fitted on the training part of ``series``;
+    what a model folder stores as probability_calibration.json."""
+    samples = _ProbSamples(None)
+    ctx = (tuple(forecaster.quantiles), kwargs.get("thresholds") or DEFAULT_THRESHOLDS, None)
+    where = ("train", kwargs.get("every", PROB_EVERY), TEST_FRACTION)
+    n = _sample_probabilities(samples, series, forecaster, _scored_metrics(series, kwargs.get("metrics")), ctx, where)
+    windows = {}
+    for name in PROB_WINDOWS:
+        p = np.concatenate(samples.p[("calibrated", name)])
+        e = np.concatenate(samples.events[("threshold", name)])
+        windows[name] = fit_isotonic(p, e)
+    return {"rule": PROBABILITY_RULES["threshold"], "origins": n, "windows": windows}

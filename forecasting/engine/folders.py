@@ -128,3 +128,28 @@ def update_metrics(path: Path, key: str, value: object) -> None:
     data = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     data[key] = value
     metrics_path.write_text(json.dumps(data, indent=2, sort_keys=True, default=json_default))
+
+
+# Incident-probability recalibration (engine.probability.recalibrated): optional, fitted by
+# `backtest --fit-probabilities` on validation forecasts; folders without it serve raw probabilities.
+PROBABILITY_FILE = "probability_calibration.json"
+
+
+def read_probability_calibration(path: Path) -> dict | None:
+    """Window ("30m", "8h") → isotonic map {"x", "y"}; None when the folder has none or it is
+    malformed (the raw probabilities are served then, never an error)."""
+    file = Path(path) / PROBABILITY_FILE
+    if not file.is_file():
+        return None
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return None
+    windows = data.get("windows") if isinstance(data, dict) else None
+    if not isinstance(windows, dict) or not all(isinstance(t, dict) and "x" in t and "y" in t for t in windows.values()):
+        return None
+    return windows
+
+
+def write_probability_calibration(path: Path, fitted: dict) -> None:
+    (Path(path) / PROBABILITY_FILE).write_text(json.dumps(fitted, indent=2, sort_keys=True, default=json_default))

@@ -12,6 +12,15 @@ p_server(W) = 1 − Π_m (1 − p_m(W)). The fleet's is the probability that at 
 incident, with servers independent: p_fleet(W) = 1 − Π_s (1 − p_server,s(W)).
 W = the first STEPS_30M steps for prob_30m and the whole horizon for prob_8h.
 
+Recalibration. How well these probabilities match what happens is measured by the backtest
+(`backtest.probability_evaluation`: event = an observed bucket of the server reaches a critical
+limit within the window). The comonotone bound is conservative for the 30-minute window and
+underconfident over 8 hours, so a model folder may carry `probability_calibration.json`: per window,
+an isotonic (monotone, pool-adjacent-violators) map from this raw server probability to the observed
+frequency, fitted on validation forecasts. Serving applies it to each server's prob_30m / prob_8h
+(`recalibrated`); folders without the file serve the raw probabilities. Per-metric probabilities in
+the forecast summary stay raw (they rank metrics, they are not the calibrated figure).
+
 Fleet health looks at servers, not at the fleet product (which grows with fleet size even when
 every server is fine): `critical` when some server's prob_30m ≥ 0.5, `warning` when some server is
 high-risk (its prob_8h ≥ 0.5), else `healthy`.
@@ -90,6 +99,34 @@ def incident_probabilities(quantiles: np.ndarray, levels: np.ndarray, critical: 
         "prob_8h": 1 - np.prod(1 - p8h_metric, axis=1),
     }
 
+
+
+def fit_isotonic(p: np.ndarray, event: np.ndarray, *, knots: int = 50) -> dict[str, list[float]]:
+    """Isotonic regression of 0/1 outcomes on probabilities (pool adjacent violators), as a
+    piecewise-linear map {"x": […], "y": […]} of at most ``knots`` points (quantiles of p)."""
+    p = np.asarray(p, dtype=np.float64)
+    e = np.asarray(event, dtype=np.float64)
+    order = np.argsort(p, kind="stable")
+    blocks: list[list[float]] = []  # [sum of outcomes, weight, sum of p]
+    for pi, ei in zip(p[order], e[order], strict=True):
+        blocks.append([ei, 1.0, pi])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] >= blocks[-1][0] / blocks[-1][1]:
+            last = blocks.pop()
+            blocks[-1] = [blocks[-1][0] + last[0], blocks[-1][1] + last[1], blocks[-1][2] + last[2]]
+    x = np.array([b[2] / b[1] for b in blocks])
+    y = np.array([b[0] / b[1] for b in blocks])
+    if len(x) > knots:
+        keep = np.unique(np.linspace(0, len(x) - 1, knots).round().astype(np.int64))
+        x, y = x[keep], y[keep]
+    return {"x": np.round(x, 6).tolist(), "y": np.round(y, 6).tolist()}
+
+
+def recalibrated(p: np.ndarray, table: dict | None) -> np.ndarray:
+    """Probabilities through a fitted isotonic map (unchanged when ``table`` is None)."""
+    p = np.asarray(p, dtype=np.float64)
+    if not table or not table.get("x"):
+        return p
+    return np.clip(np.interp(p, table["x"], table["y"]), 0.0, 1.0)
 
 
 def fleet_environment(server_probs: list[tuple[float, float]]) -> dict:

@@ -25,6 +25,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from forecasting.engine import backtest as bt
+from forecasting.engine.folders import read_probability_calibration, write_probability_calibration
 from forecasting.engine.network import load_forecaster
 from forecasting.engine.series import SeriesWindow, load_csv_dir
 from forecasting.engine.simulator import FleetTruth, fleet_names, simulate_fleet_truth
@@ -74,6 +75,15 @@ class Command(BaseCommand):
         parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
         parser.add_argument("--per-metric", action="store_true", help="also print scores per metric")
         parser.add_argument("--no-lead-time", action="store_true", help="skip the lead-time evaluation")
+        parser.add_argument(
+            "--no-probabilities", action="store_true", help="skip the incident-probability reliability (TFT only)"
+        )
+        parser.add_argument(
+            "--fit-probabilities",
+            action="store_true",
+            help="fit the probability recalibration on the training part of the series and write it into the "
+            "model folder (probability_calibration.json) before evaluating",
+        )
         parser.add_argument("--json", action="store_true", help="print the result as JSON only")
 
     def handle(self, *args, **opts):
@@ -85,6 +95,8 @@ class Command(BaseCommand):
         result = bt.run_backtest(source.series, forecaster, metrics=source.metrics, per_metric=opts["per_metric"])
         if source.truth is not None and not opts["no_lead_time"]:
             result["lead_time"] = bt.lead_time_evaluation(source.truth.windows, source.truth.episodes, forecaster)
+        if forecaster is not None and not opts["no_probabilities"]:
+            result["probabilities"] = self._probabilities(source, forecaster, opts["fit_probabilities"])
         if opts["json"]:
             self.stdout.write(json.dumps(_jsonable(result), indent=2))
             return
@@ -104,10 +116,26 @@ class Command(BaseCommand):
             self._table(by_metric, label="metric")
         if "lead_time" in result:
             self._lead_table(result["lead_time"])
+        if "probabilities" in result:
+            self._probability_table(result["probabilities"])
         self.stdout.write(f"\n({elapsed:.1f}s)")
 
+    def _probabilities(self, source: BacktestSource, forecaster, fit: bool) -> dict:
+        if fit:
+            fitted = bt.fit_probability_recalibration(source.series, forecaster, metrics=source.metrics)
+            fitted["fitted_on"] = source.name
+            write_probability_calibration(self.model_path, fitted)
+            logger.info("probability recalibration written", extra={"folder": str(self.model_path)})
+        return bt.probability_evaluation(
+            source.series,
+            forecaster,
+            metrics=source.metrics,
+            anomalies=source.anomalies,
+            recalibration=read_probability_calibration(self.model_path),
+        )
+
     def _forecaster(self, opts):
-        path = opts["model"] or newest_model_folder(settings.TFT_MODELS_DIR)
+        path = self.model_path = opts["model"] or newest_model_folder(settings.TFT_MODELS_DIR)
         if path is None:
             logger.warning("no models/tft_model_* folder: baselines only")
             return None
@@ -134,6 +162,18 @@ class Command(BaseCommand):
                 f"{_fmt(raw['pinball']) + ' → ' + _fmt(served['pinball']):>18}{raw['windows']:>9}"
             )
 
+    def _probability_table(self, report: dict) -> None:
+        self.stdout.write(f"\nIncident probabilities ({report['origins']} origins, every {report['every_minutes']} min):")
+        self.stdout.write(f"{'event':<11}{'window':<8}{'probs':<12}{'events':>8}{'base':>8}{'mean p':>8}"
+                          f"{'Brier':>8}{'skill':>8}")  # fmt: skip
+        for rule in ("threshold", "anomaly"):
+            for window, kinds in report.get(rule, {}).items():
+                for kind, r in kinds.items():
+                    self.stdout.write(
+                        f"{rule:<11}{window:<8}{kind:<12}{r['events']:>8}{_fmt(r['base_rate']):>8}"
+                        f"{_fmt(r['mean_prob']):>8}{_fmt(r['brier']):>8}{_fmt(r['skill']):>8}"
+                    )
+
     def _lead_table(self, lead: dict) -> None:
         self.stdout.write(
             f"\nLead time before critical_issue (p90 of cpu/mem ≥ {lead['threshold']:g}, forecasts up to "
@@ -153,6 +193,7 @@ class BacktestSource:
     series: list[SeriesWindow]
     metrics: list[str] | dict[str, str] | None = None  # what to score (per server for NAB files)
     truth: FleetTruth | None = None  # a simulated fleet's episodes, for the lead times
+    anomalies: dict[str, list[tuple[datetime, datetime]]] | None = None  # labelled anomaly windows per series
 
 
 def _csv_source(opts: dict) -> BacktestSource:
@@ -165,7 +206,21 @@ def _csv_source(opts: dict) -> BacktestSource:
     metrics = opts["metrics"] or None
     if loaded.metric_of and metrics is None:
         metrics = {w.server: loaded.metric_of.get(w.server, METRICS) for w in loaded.series}
-    return BacktestSource(f"csv {opts['csv_dir']}", loaded.series, metrics)
+    return BacktestSource(f"csv {opts['csv_dir']}", loaded.series, metrics, anomalies=_anomaly_windows(opts["csv_dir"]))
+
+
+def _anomaly_windows(folder: Path) -> dict[str, list[tuple[datetime, datetime]]] | None:
+    """NAB's labelled anomaly windows of a folder (anomaly_windows.json: "family/file.csv" →
+    [[start, end], …], naive UTC), keyed like the series (the file's stem); None without the file."""
+    path = folder / "anomaly_windows.json"
+    if not path.is_file():
+        return None
+
+    def at(text: str) -> datetime:
+        return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+    labels = json.loads(path.read_text())
+    return {Path(key).stem: [(at(a), at(b)) for a, b in spans] for key, spans in labels.items()}
 
 
 def _series_source(opts: dict) -> BacktestSource:
