@@ -16,6 +16,17 @@ Protocol (per series, per scored metric):
   (the training part: everything before the first test origin, see ``scale``); coverage = share
   of observed targets inside [p10, p90]. Missing buckets (NaN) are never scored.
 
+The TFT is scored twice: raw (``tft``) and as served (``tft_calibrated``), its quantiles scaled by
+the adaptive conformal calibration of ``engine.calibration`` — one ``OnlineCalibrator`` per series
+and metric, origins in time order, each origin calibrated from the earlier origins' targets already
+observed at it (step h of origin o is known from o + h + 1 on: no look-ahead). ``calibration`` in
+the result compares both per series family (``series_family``) and pooled.
+
+Incident probabilities (``probability_evaluation``): prob_30m / prob_8h at origins every hour of the
+test part against what happened (PROBABILITY_RULES), as Brier score, Brier skill vs climatology and
+a 10-bin reliability table; ``fit_probability_recalibration`` fits the isotonic map a model folder
+may store, on the training part only.
+
 Also a lead-time evaluation for simulated fleets: for each ``critical_issue`` episode, did a
 forecast issued before it start have p90 of cpu_pct or mem_pct crossing the critical threshold,
 and how far ahead.
@@ -415,7 +426,8 @@ def run_backtest(
     (e.g. NAB series mapped onto different metrics). ``scale``: "train" divides by the
     one-step naive MAE of the series before its first test origin (the in-sample part), "context"
     by that of each window's own context. Returns ``{"methods": {name: {"mase", "pinball",
-    "coverage", "windows"}}}`` (plus "per_metric" when asked).
+    "coverage", "windows"}}}`` (plus "per_metric" when asked, and "calibration" — raw vs calibrated
+    TFT per family and pooled — with a forecaster).
     """
     if scale not in ("train", "context"):
         raise ValueError("scale must be 'train' or 'context'")

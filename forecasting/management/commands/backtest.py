@@ -7,8 +7,12 @@ Sources (one of):
   --simulated N          N simulated servers over --days D with --seed S (also reports lead times
                          before critical incidents)
 Model: --model PATH (default: the newest models/tft_model_* folder), --no-tft for baselines only.
-Output: one table, or --json: {"methods": {"tft": {"mase", "pinball", "coverage", "windows"}, …}}
-(with --simulated the JSON also holds "lead_time").
+Output: one table, or --json: {"methods": {"tft": {"mase", "pinball", "coverage", "windows"},
+"tft_calibrated": …, …}} (with --simulated the JSON also holds "lead_time"). With the TFT it also
+holds "calibration" (raw vs self-calibrated intervals per series family and pooled) and
+"probabilities" (Brier, skill and reliability of prob_30m / prob_8h per event rule; a CSV folder's
+anomaly_windows.json adds the "anomaly" rule). --fit-probabilities first fits the isotonic
+probability recalibration on the training part and writes it into the model folder.
 """
 
 from __future__ import annotations
