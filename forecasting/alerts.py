@@ -51,6 +51,19 @@ def alert_message(*, server: str, metric: str, rule: str, peak: float, threshold
             f"({title}: {quantile} ≥ {threshold_name} {threshold:.1f})")
 
 
+MESSAGE_MAX = 300  # Alert.message's length
+
+
+def with_drivers(message: str, drivers: str) -> str:
+    """The message with what drove the forecast appended ("…; driven by mem_pct history and the
+    heavy_load state; attends to the same time yesterday"), within the message field; a clause
+    that does not fit is left out whole rather than cut mid-word."""
+    if not drivers:
+        return message
+    out = f"{message}; {drivers}"
+    return out if len(out) <= MESSAGE_MAX else message
+
+
 def first_crossing(values: np.ndarray, threshold: float) -> int | None:
     hits = np.flatnonzero(values >= threshold)
     return int(hits[0]) + 1 if hits.size else None

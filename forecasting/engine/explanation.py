@@ -27,6 +27,7 @@ import numpy as np
 from forecasting.engine.spec import CONTEXT, METRICS, STATES, STEP_MINUTES
 
 HEURISTIC_TEXT = "heuristic: no model explanation"
+STEADY_TEXT = "steady forecast: explained when it rises toward a limit or calls for an alert"
 HOUR_STEPS = 60 // STEP_MINUTES
 BAND_STEPS = 30 // STEP_MINUTES  # ±30 min around the same time yesterday
 DAY_STEPS = 24 * 60 // STEP_MINUTES
@@ -46,15 +47,6 @@ class Attributions:
     attention: np.ndarray  # (B, L) over encoder steps, left-aligned like the inputs; rows sum to 1
     same_time_yesterday: np.ndarray  # (B,) mass within ±30 min of each forecast step's time 24 h before
     lengths: np.ndarray  # (B,) encoder lengths
-
-    def rows(self, start: int, stop: int) -> Attributions:
-        return Attributions(
-            self.names,
-            {g: w[start:stop] for g, w in self.weights.items()},
-            self.attention[start:stop],
-            self.same_time_yesterday[start:stop],
-            self.lengths[start:stop],
-        )
 
 
 def _ranked(names: tuple[str, ...], weights: np.ndarray) -> list[dict]:
@@ -106,7 +98,7 @@ def _focus_words(attention: dict, length: int) -> str:
 def drivers(explanation: dict) -> str:
     """e.g. "mem_pct history and the heavy_load state; attends to the same time yesterday" (the two
     heaviest past inputs, then where the attention concentrates); '' for a heuristic forecast."""
-    if explanation.get("method") != "tft":
+    if "variables" not in explanation:
         return ""
     top = [v["name"] for v in explanation["variables"]["encoder"][:2]]
     words = " and ".join(_input_words(name, explanation.get("state", "")) for name in top)
@@ -139,3 +131,54 @@ def explanation(attr: Attributions, i: int, states: np.ndarray) -> dict:
 
 def heuristic_explanation() -> dict:
     return {"method": "heuristic", "text": HEURISTIC_TEXT}
+
+
+def steady_explanation() -> dict:
+    """A TFT forecast the run did not explain (the explanation pass runs only where it is needed)."""
+    return {"method": "tft", "text": STEADY_TEXT}
+
+
+# --- The model's global variable importance (stored in its folder at training time) ---------------
+
+IMPORTANCE_FORMAT = "tftsite-importance/1"
+
+
+def global_importance(batches: list[Attributions], source: str) -> dict:
+    """The model's variable importance: each group's weights and the attention shares averaged over
+    the windows of ``batches`` (explanation passes over validation windows)."""
+    if not batches:
+        raise ValueError("global importance needs at least one batch of windows")
+    n = sum(len(b.lengths) for b in batches)
+    names = batches[0].names
+    groups = {g: _ranked(names[g], sum(b.weights[g].sum(axis=0) for b in batches) / n) for g in GROUPS}
+    last_hour = same = 0.0
+    for b in batches:
+        for i, length in enumerate(b.lengths):
+            last_hour += float(b.attention[i, max(0, int(length) - HOUR_STEPS) : int(length)].sum())
+            same += float(b.same_time_yesterday[i])
+    attention = {"last_hour": round(last_hour / n, 4), "same_time_yesterday": round(same / n, 4)}
+    attention["rest"] = round(max(0.0, 1.0 - attention["last_hour"] - attention["same_time_yesterday"]), 4)
+    return {"format": IMPORTANCE_FORMAT, "windows": n, "source": source, "variables": groups, "attention": attention}
+
+
+def importance_markdown(importance: dict) -> str:
+    """The MODEL_CARD section: one table of inputs and weights per group, heaviest first."""
+    lines = [
+        "## Variable importance",
+        "",
+        f"Variable-selection weights of the network averaged over {importance['windows']} windows "
+        f"({importance['source']}); each group sums to 1.",
+        "",
+        "| group | input | weight |",
+        "|---|---|---|",
+    ]
+    for group in GROUPS:
+        lines += [f"| {group} | {v['name']} | {v['weight']:.3f} |" for v in importance["variables"][group]]
+    att = importance["attention"]
+    lines += [
+        "",
+        f"Attention over the history: last hour {att['last_hour']:.3f}, same time yesterday (±30 min) "
+        f"{att['same_time_yesterday']:.3f}, rest {att['rest']:.3f}.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -5,7 +5,9 @@ A model folder holds:
 * ``weights.safetensors`` — the network's tensors (safetensors: no code, no pickle);
 * ``spec.json`` — network hyperparameters, vocabularies, quantiles, step, horizon, encoder length;
 * ``metrics.json`` — validation loss and backtest figures;
-* ``MODEL_CARD.md`` — data, command, duration, parameters.
+* ``MODEL_CARD.md`` — data, command, duration, parameters, variable importance;
+* ``importance.json`` — the network's variable importance over validation windows (optional:
+  folders trained before it was recorded have none).
 
 Nothing here unpickles, and reading a folder's spec needs numpy and safetensors only, so the web
 process (the model registry, the admin) can check folders.
@@ -27,7 +29,10 @@ SPEC_FILE = "spec.json"
 WEIGHTS_FILE = "weights.safetensors"
 METRICS_FILE = "metrics.json"
 CARD_FILE = "MODEL_CARD.md"
+IMPORTANCE_FILE = "importance.json"  # global variable importance (forecasting.engine.explanation); optional
 SPEC_FORMAT = "tftsite-tft/1"
+# A folder being written (training writes here, then renames): never a model folder.
+TEMP_PREFIX = ".partial-"
 SPEC_KEYS = ("hparams", "vocab", "quantiles", "targets", "horizon", "max_encoder", "step_minutes")
 
 
@@ -47,6 +52,10 @@ class ModelFolder:
 def model_folder_name(now: datetime | None = None) -> str:
     now = now or datetime.now(UTC)
     return f"tft_model_{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+
+
+def is_temp_folder(name: str) -> bool:
+    return name.startswith(TEMP_PREFIX)
 
 
 def _read_json(path: Path, what: str) -> object:
@@ -111,6 +120,23 @@ def write_folder_json(path: Path, spec: dict, metrics: dict | None = None) -> No
     (path / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True))
     if metrics is not None:
         (path / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+
+
+def read_importance(path: Path) -> dict | None:
+    """The folder's global variable importance; None for folders trained before it was recorded
+    (or whose file is unreadable: it is informative, never needed to forecast)."""
+    file = Path(path) / IMPORTANCE_FILE
+    if not file.is_file():
+        return None
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "variables" in data else None
+
+
+def write_importance(path: Path, importance: dict) -> None:
+    (Path(path) / IMPORTANCE_FILE).write_text(json.dumps(importance, indent=2, sort_keys=True))
 
 
 def json_default(obj):

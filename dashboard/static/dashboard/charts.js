@@ -58,6 +58,57 @@
     };
   }
 
+  function shade(d) {
+    // Where the model attended: each 30-minute block of history tinted by its attention mass
+    // (relative to the heaviest block), drawn under the series.
+    var a = d.attention;
+    return function (u) {
+      if (!a || !a.blocks || !a.blocks.length) return;
+      var top = Math.max.apply(null, a.blocks) || 1, ctx = u.ctx;
+      ctx.save();
+      for (var i = 0; i < a.blocks.length; i++) {
+        if (!a.blocks[i]) continue;
+        var x0 = u.valToPos(a.t0 + i * a.block_seconds, "x", true), x1 = u.valToPos(a.t0 + (i + 1) * a.block_seconds, "x", true);
+        ctx.fillStyle = "rgba(122,70,200," + (0.28 * a.blocks[i] / top).toFixed(3) + ")";
+        ctx.fillRect(x0, u.bbox.top, Math.max(1, x1 - x0), u.bbox.height);
+      }
+      ctx.restore();
+    };
+  }
+
+  var SVG = "http://www.w3.org/2000/svg";
+  function svgEl(name, attrs, text) {
+    var el = document.createElementNS(SVG, name);
+    Object.keys(attrs).forEach(function (k) { el.setAttribute(k, attrs[k]); });
+    if (text !== undefined) el.textContent = text;
+    return el;
+  }
+
+  function importance(el, e) {
+    // Horizontal bars: the heaviest inputs of each group (weights sum to 1 per group).
+    var groups = [["encoder", "past inputs"], ["static", "static inputs"], ["decoder", "known future"]];
+    var rowH = 16, labelW = 150, barW = 260, y = 0, svg = svgEl("svg", { role: "img" });
+    groups.forEach(function (g) {
+      var items = ((e.variables || {})[g[0]] || []).slice(0, 6);
+      if (!items.length) return;
+      y += rowH;
+      svg.appendChild(svgEl("text", { x: 0, y: y - 4, "class": "group" }, g[1]));
+      items.forEach(function (v) {
+        svg.appendChild(svgEl("text", { x: 8, y: y + rowH - 4 }, v.name));
+        svg.appendChild(svgEl("rect", { x: labelW, y: y + 2, height: rowH - 4, width: Math.max(1, v.weight * barW),
+                                        "class": "bar " + g[0], "data-input": v.name }));
+        svg.appendChild(svgEl("text", { x: labelW + v.weight * barW + 4, y: y + rowH - 4 }, v.weight.toFixed(2)));
+        y += rowH;
+      });
+      y += 4;
+    });
+    svg.setAttribute("width", labelW + barW + 50);
+    svg.setAttribute("height", y + 4);
+    el.innerHTML = "";
+    el.appendChild(svg);
+    el.dataset.bars = String(svg.querySelectorAll("rect").length);
+  }
+
   function make(el, d) {
     var data = build(d);
     var width = Math.max(240, el.clientWidth || 600);
@@ -82,7 +133,7 @@
       bands: [{ series: [4, 2], fill: COLORS.band }],
       axes: [{}, { label: d.unit, size: 52 }],
       legend: { live: true },
-      hooks: { draw: [markers(d)] },
+      hooks: { draw: [markers(d)], drawClear: [shade(d)] },
     };
     var plot = new uPlot(opts, data, el);
     el.dataset.points = String(data[0].length);
@@ -97,6 +148,10 @@
       if (!src) return;
       el.innerHTML = "";
       charts.push(make(el, JSON.parse(src.textContent)));
+    });
+    root.querySelectorAll("[data-importance]").forEach(function (el) {
+      var src = document.getElementById(el.dataset.importance);
+      if (src) importance(el, JSON.parse(src.textContent));
     });
   }
 
