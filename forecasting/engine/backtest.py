@@ -821,17 +821,21 @@ def _sample_probabilities(samples: _ProbSamples, series, forecaster, scored: dic
     return n
 
 
-def fit_probability_recalibration(series: list[SeriesWindow], forecaster, **kwargs) -> dict[str, Any]:
+def fit_probability_recalibration(
+    series: list[SeriesWindow], forecaster, *, part: str = "train", fraction: float = TEST_FRACTION, **kwargs
+) -> dict[str, Any]:
     """The isotonic maps (window → {"x", "y"}) from served (interval-calibrated) probabilities to
-    the observed frequency of the "threshold" event, fitted on the training part of ``series``;
-    what a model folder stores as probability_calibration.json."""
+    the observed frequency of the "threshold" event; what a model folder stores as
+    probability_calibration.json. ``part="train"``: origins before the last ``fraction`` of each
+    series (the backtest's test part stays unseen); ``part="test"`` with the training's
+    val_fraction: the validation tail a training run held out."""
     samples = _ProbSamples(None)
     ctx = (tuple(forecaster.quantiles), kwargs.get("thresholds") or DEFAULT_THRESHOLDS, None)
-    where = ("train", kwargs.get("every", PROB_EVERY), TEST_FRACTION)
+    where = (part, kwargs.get("every", PROB_EVERY), fraction)
     n = _sample_probabilities(samples, series, forecaster, _scored_metrics(series, kwargs.get("metrics")), ctx, where)
     windows = {}
     for name in PROB_WINDOWS:
         p = np.concatenate(samples.p[("calibrated", name)])
         e = np.concatenate(samples.events[("threshold", name)])
         windows[name] = fit_isotonic(p, e)
-    return {"rule": PROBABILITY_RULES["threshold"], "origins": n, "windows": windows}
+    return {"rule": PROBABILITY_RULES["threshold"], "origins": n, "part": part, "fraction": fraction, "windows": windows}

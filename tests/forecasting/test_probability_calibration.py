@@ -130,3 +130,12 @@ def test_expected_incidents_sum_the_server_probabilities():
     assert env["prob_8h"] > 0.95  # "some server, somewhere": near certain for 70 servers
     assert env["expected_incidents_8h"] == pytest.approx(3.5)
     assert env["expected_incidents_30m"] == pytest.approx(1.4)
+
+
+def test_the_recalibration_can_be_fitted_on_the_validation_tail():
+    y = np.full(3000, 40.0)
+    y[2900:2910] = 99.0  # inside the last 20 %: the tail a training run holds out
+    fitted = bt.fit_probability_recalibration([_window(y)], LevelForecaster(99.0), part="test", fraction=0.2,
+                                              metrics=["cpu_pct"])  # fmt: skip
+    assert fitted["part"] == "test" and fitted["origins"] == len(bt.rolling_origins(3000, test_fraction=0.2, every=12))
+    assert max(fitted["windows"]["8h"]["y"]) > 0  # the tail holds the incident the training part lacks

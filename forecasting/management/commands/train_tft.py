@@ -65,6 +65,12 @@ class Command(BaseCommand):
             help="generic synthetic series (level shifts, spikes, cycles, noise) over --days, for variety",
         )
         src.add_argument("--db", action="store_true", help="also use the database when other sources are given")
+        src.add_argument(
+            "--from-db",
+            action="store_true",
+            help="retrain like the weekly task: the DB rollups (less the last TFT_RETRAIN_HOLDOUT_DAYS) plus "
+            "TFT_RETRAIN_PRIOR_DIRS, warm-started from the active model; promoted only if it beats it there",
+        )
 
         tr = parser.add_argument_group("training")
         tr.add_argument("--epochs", type=int, default=30)
@@ -97,6 +103,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         network.set_threads(opts["threads"])
+        if opts["from_db"]:
+            return self._retrain(opts)
         started = time.perf_counter()
         data = _training_data(opts)
         self.stdout.write(f"data: {len(data.series)} series, {sum(len(w.values) for w in data.series)} buckets")
@@ -121,6 +129,9 @@ class Command(BaseCommand):
                 simulated=bool(opts["simulated"]),
             )
             backtest_note = training.attach_backtest(result.path, sources, device=opts["device"])
+            backtest_note += "; probabilities: " + training.attach_probability_recalibration(
+                result.path, data.series, opts["val_fraction"], device=opts["device"]
+            )
         m = result.metrics
         self.stdout.write(
             self.style.SUCCESS(
@@ -129,6 +140,22 @@ class Command(BaseCommand):
                 f"{(time.perf_counter() - started) / 60:.1f} min; backtest: {backtest_note}\n{result.path}"
             )
         )
+
+    def _retrain(self, opts: dict) -> None:
+        """The champion/challenger path of the weekly task, run here with this command's settings."""
+        from forecasting.retraining import training_run_execute
+        from forecasting.training_services import training_run_start
+
+        run = training_run_start(trigger="command")
+        if run is None:
+            raise CommandError("a training run is already running (see admin → Training runs)")
+        cfg = _train_config(opts)
+        overrides = {k: getattr(cfg, k) for k in _RETRAIN_OPTIONS}
+        try:
+            outcome = training_run_execute(run_id=run.pk, overrides=overrides)
+        except Exception as exc:
+            raise CommandError(f"training run {run.pk} failed: {exc}") from exc
+        self.stdout.write(self.style.SUCCESS(f"training run {run.pk}: {outcome}"))
 
     def _command_line(self, opts: dict) -> str:
         """The command as typed, or (from call_command) the options that differ from the defaults."""
@@ -146,6 +173,10 @@ class Command(BaseCommand):
         return "python manage.py train_tft " + " ".join(given)
 
 
+_RETRAIN_OPTIONS = (
+    "epochs", "batches_per_epoch", "batch_size", "learning_rate", "patience", "max_minutes", "val_fraction",
+    "seed", "device", "hparams",
+)
 _NOT_RECORDED = {"verbosity", "settings", "pythonpath", "traceback", "no_color", "force_color", "skip_checks"}
 
 
