@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from forecasting.engine import backtest as bt
-from forecasting.engine import folders, inputs, network
+from forecasting.engine import explanation, folders, inputs, network
 from forecasting.engine.series import SeriesWindow, epoch_minutes, load_csv_dir
 from forecasting.engine.simulator import fleet_names, simulate_buckets, simulate_fleet_truth
 from forecasting.engine.spec import CONTEXT, HORIZON, METRICS, QUANTILES, SERVED_QUANTILES, TARGETS
@@ -60,6 +62,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     hparams: dict = field(default_factory=dict)
+    # a model folder whose weights start the training (same network hyper-parameters required)
+    warm_start: str = ""
 
 
 class WindowPool:
@@ -289,8 +293,11 @@ def _run_epoch(tn, plan: _Plan, cfg: TrainConfig, rng, schedule: _Schedule, stat
     return running / max(1, batches)
 
 
-def _run_epochs(tn, plan: _Plan, cfg: TrainConfig, rng, schedule: _Schedule, log, bar) -> _LoopResult:
-    """Epochs until the budget, early stopping (``patience`` epochs without improvement) or time."""
+def _run_epochs(
+    tn, plan: _Plan, cfg: TrainConfig, rng, schedule: _Schedule, log, bar, on_epoch=None
+) -> _LoopResult:
+    """Epochs until the budget, early stopping (``patience`` epochs without improvement) or time.
+    ``on_epoch(row)`` sees each epoch's losses (progress reports; an exception aborts the run)."""
     result = _LoopResult(math.inf, tn.snapshot(), [], 0, "epochs")
     state = {"step": 0, "epoch": 0, "best": math.inf}
     bad = 0
@@ -307,6 +314,8 @@ def _run_epochs(tn, plan: _Plan, cfg: TrainConfig, rng, schedule: _Schedule, log
             bad = 0
         else:
             bad += 1
+        if on_epoch is not None:
+            on_epoch({**result.history[-1], "best_val_loss": result.best, "epochs": cfg.epochs})
         if schedule.out_of_time():
             result.stopped_by = "max_minutes"
             break
@@ -363,8 +372,14 @@ def train(
     data_description: str = "",
     command: str = "",
     log: Callable[[str], None] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    extra_metrics: dict | None = None,
 ) -> TrainResult:
-    """Train a TFT on ``series`` and (if out_dir) write ``out_dir/tft_model_<UTC time>/``."""
+    """Train a TFT on ``series`` and (if out_dir) write ``out_dir/tft_model_<UTC time>/``.
+
+    The folder is written under a temporary name and renamed when complete, so a training killed
+    at any point leaves no folder that looks like a model. ``extra_metrics`` go into metrics.json.
+    """
     log = log or logger.info
     started = time.perf_counter()
     created = datetime.now(UTC)
@@ -374,7 +389,10 @@ def train(
     device = network.resolve_device(cfg.device)
     hparams = {**network.DEFAULT_HPARAMS, **cfg.hparams}
     vocab = inputs.Vocab(servers=(inputs.UNKNOWN, *sorted({w.server for w in series} - {inputs.UNKNOWN})))
-    tn = network.TrainingNetwork(network.build_network(hparams, vocab, QUANTILES, CONTEXT), device, cfg)
+    net = network.build_network(hparams, vocab, QUANTILES, CONTEXT)
+    if cfg.warm_start:
+        log(f"warm start from {cfg.warm_start}: {warm_start_weights(net, Path(cfg.warm_start), vocab)} tensors")
+    tn = network.TrainingNetwork(net, device, cfg)
     pool = WindowPool(series, vocab)
     plan = _plan(pool, cfg, rng)
     log(
@@ -383,25 +401,82 @@ def train(
     )
     schedule = _Schedule(cfg, started)
     bar = _progress_bar(progress, schedule.total_steps)
-    loop = _run_epochs(tn, plan, cfg, rng, schedule, log, bar)
+    loop = _run_epochs(tn, plan, cfg, rng, schedule, log, bar, on_epoch)
     if bar is not None:
         bar.close()
     tn.restore(loop.best_state)
     calibration = calibrate_intervals(tn.net, pool, plan.split, device, cfg)
     log(f"interval calibration on validation (p10-p90 coverage): {json.dumps(calibration['coverage'])}")
+    importance = variable_importance(tn.net, pool, plan.split, device, "validation windows of the training data")
     duration = time.perf_counter() - started
     spec = _spec_json(created, pool, hparams, tn.n_parameters, calibration)
-    metrics = _metrics_json(loop, plan, calibration, duration)
+    metrics = {**_metrics_json(loop, plan, calibration, duration), **(extra_metrics or {})}
     result = TrainResult(None, metrics, spec, duration, loop.epochs_run, loop.stopped_by)
     result.forecaster = network.Forecaster(tn.net, spec, "unsaved", device)
     if out_dir is not None:
         path = Path(out_dir) / folders.model_folder_name(created)
-        network.save_model_folder(path, tn.net, spec, metrics)
-        write_model_card(path, spec, metrics, cfg, data_description, command, duration, tn.n_parameters)
+        card = (spec, metrics, cfg, data_description, command, duration, tn.n_parameters)
+        _write_folder_atomically(path, lambda tmp: _write_folder(tmp, tn.net, card, path.name, importance))
         result.path = path
         result.forecaster.version = path.name
         log(f"wrote {path}")
     return result
+
+
+def _write_folder(tmp: Path, net, card: tuple, name: str, importance: dict) -> None:
+    spec, metrics = card[0], card[1]
+    network.save_model_folder(tmp, net, spec, metrics)
+    write_model_card(tmp, *card, title=name)
+    write_importance(tmp, importance)
+
+
+IMPORTANCE_WINDOWS = 512
+
+
+def variable_importance(net, pool: WindowPool, split: np.ndarray, device, source: str, seed: int = 0) -> dict:
+    """Global variable importance: the explanation pass over (at most IMPORTANCE_WINDOWS)
+    validation windows, averaged (forecasting.engine.explanation.global_importance)."""
+    vs, vo, vl = validation_windows(pool, split, HORIZON, 12, CONTEXT, IMPORTANCE_WINDOWS, np.random.default_rng(seed))
+    if len(vs) == 0:  # tiny data: no held-out window, as in _plan
+        vs, vo = np.arange(len(pool.lengths)), np.maximum(1, pool.lengths - HORIZON)
+        vl = np.minimum(vo, CONTEXT)
+    batches = []
+    for i in range(0, len(vs), 128):
+        x, _, _ = make_batch(pool, vs[i : i + 128], vo[i : i + 128], vl[i : i + 128])
+        batches.append(network.predict_explained(net, x, device)[1])
+    return explanation.global_importance(batches, source)
+
+
+def write_importance(path: Path, importance: dict) -> None:
+    """importance.json and its table at the end of MODEL_CARD.md (replacing an older table)."""
+    folders.write_importance(path, importance)
+    card = Path(path) / folders.CARD_FILE
+    text = card.read_text() if card.is_file() else ""
+    text = text.split("\n## Variable importance\n")[0].rstrip("\n") + "\n\n"
+    card.write_text(text + explanation.importance_markdown(importance))
+
+
+def _write_folder_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """``write`` into a temporary folder next to ``path``, then rename it to ``path`` (atomic on one
+    filesystem); on any failure the temporary folder is removed and nothing appears at ``path``."""
+    tmp = path.parent / f"{folders.TEMP_PREFIX}{path.name}-{os.getpid()}"
+    try:
+        write(tmp)
+        os.rename(tmp, path)  # fails rather than merging into an existing folder
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def warm_start_weights(net, folder: Path, vocab: inputs.Vocab) -> int:
+    """Copy a trained folder's weights into a freshly built network with the same hyper-parameters.
+    Servers are matched by name (a new server starts from the unknown-server embedding)."""
+    from safetensors.numpy import load_file  # numpy framework: no torch here
+
+    old = inputs.Vocab.from_json(folders.read_model_folder(folder).spec["vocab"])
+    tensors = load_file(str(folder / folders.WEIGHTS_FILE))
+    rows = {"input_embeddings.embeddings.server.weight": np.array([old.server_index(s) for s in vocab.servers])}
+    return network.load_matching_weights(net, tensors, rows)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -483,11 +558,19 @@ def calibrate_intervals(
 
 
 def write_model_card(
-    path: Path, spec: dict, metrics: dict, cfg: TrainConfig, data: str, command: str, duration: float, n_params: int
+    path: Path,
+    spec: dict,
+    metrics: dict,
+    cfg: TrainConfig,
+    data: str,
+    command: str,
+    duration: float,
+    n_params: int,
+    title: str | None = None,
 ) -> None:
     cfg_json = {k: v for k, v in asdict(cfg).items() if k != "hparams"}
     lines = [
-        f"# {path.name}",
+        f"# {title or path.name}",
         "",
         "Temporal Fusion Transformer (pytorch-forecasting network) forecasting cpu_pct, mem_pct, "
         f"disk_io_mb_s and latency_ms {spec['horizon']} steps of {spec['step_minutes']} minutes ahead "
@@ -585,6 +668,16 @@ def attach_backtest(path: Path | None, sources: BacktestSources, device: str = "
     with (path / folders.CARD_FILE).open("a") as card:
         card.write(_card_backtest_section(figures))
     return "; ".join(f"{name}: tft MASE {r['methods'].get('tft', {}).get('mase', math.nan):.3f}" for name, r in figures.items())
+
+
+def folder_importance(folder: Path, series: list[SeriesWindow], val_fraction: float, source: str) -> dict:
+    """Variable importance of an existing model folder (trained before training recorded it) over
+    the validation part (the last ``val_fraction``) of ``series``; written into the folder."""
+    forecaster = network.load_forecaster(folder, device="cpu")
+    pool = WindowPool(_usable_series(series), forecaster.vocab)
+    importance = variable_importance(forecaster.net, pool, _split_points(pool, val_fraction, HORIZON), "cpu", source)
+    write_importance(folder, importance)
+    return importance
 
 
 # ----------------------------------------------------------------------------------------------
