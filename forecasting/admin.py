@@ -1,8 +1,11 @@
 from django.contrib import admin, messages
+from django.utils.html import format_html, format_html_join
 
-from forecasting.models import Alert, AlertThreshold, ModelVersion, PredictionRun, ServerForecast
-from forecasting.registry import model_version_activate
+from forecasting import training_services
 from forecasting.alert_services import alert_acknowledge, alert_resolve
+from forecasting.models import Alert, AlertThreshold, ModelVersion, PredictionRun, ServerForecast, TrainingRun
+from forecasting.registry import model_version_activate
+from forecasting.selectors import model_version_importance
 from ingest.admin import ReadOnlyAdmin
 
 
@@ -10,9 +13,30 @@ from ingest.admin import ReadOnlyAdmin
 class ModelVersionAdmin(ReadOnlyAdmin):
     list_display = ("name", "is_active", "activated_by_operator", "valid", "created_at", "val_loss", "error")
     list_filter = ("is_active", "valid")
-    readonly_fields = ("name", "path", "created_at", "registered_at", "metrics", "spec", "is_active",
-                       "activated_by_operator", "valid", "error")
-    actions = ["activate"]
+    readonly_fields = ("name", "path", "created_at", "registered_at", "variable_importance", "metrics", "spec",
+                       "is_active", "activated_by_operator", "valid", "error")
+    # activate doubles as roll back (pick the previous version); train and compare queue a
+    # training run on the training worker (the web process never trains or imports torch)
+    actions = ["activate", "train_now", "compare"]
+
+    @admin.display(description="variable importance")
+    def variable_importance(self, obj):
+        # The model's global importance (importance.json, from its validation windows at training
+        # time): the fleet-wide view of what the network weighs.
+        importance = model_version_importance(version=obj)
+        if importance is None:
+            return "— (this model folder has no importance.json: trained before it was recorded)"
+        rows = format_html_join(
+            "", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((group, v["name"], f"{v['weight']:.3f}") for group, items in importance["variables"].items()
+             for v in items),
+        )
+        att = importance["attention"]
+        return format_html(
+            '<table id="variable-importance"><tr><th>group</th><th>input</th><th>weight</th></tr>{}</table>'
+            "<p>{} validation windows; attention: last hour {}, same time yesterday {}, rest {}</p>",
+            rows, importance["windows"], att["last_hour"], att["same_time_yesterday"], att["rest"],
+        )
 
     @admin.display(description="val loss")
     def val_loss(self, obj):
@@ -31,6 +55,46 @@ class ModelVersionAdmin(ReadOnlyAdmin):
             self.message_user(request, str(exc), messages.ERROR)
             return
         self.message_user(request, f"{version.name} is now the active model.")
+
+    @admin.action(description="Train a challenger now (fleet data, champion/challenger decision)")
+    def train_now(self, request, queryset):
+        run = training_services.training_run_request(trigger="admin")
+        self._queued(request, run)
+
+    @admin.action(description="Compare the selected model (one) with the active model on the held-back days")
+    def compare(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one model version.", messages.ERROR)
+            return
+        run = training_services.training_run_request(
+            trigger="admin", kind=TrainingRun.Kind.COMPARE, challenger_id=queryset.get().pk
+        )
+        self._queued(request, run)
+
+    def _queued(self, request, run):
+        if run is None:
+            self.message_user(request, "A training run is already running.", messages.WARNING)
+        else:
+            self.message_user(request, f"Training run {run.pk} queued (see Training runs).")
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(ReadOnlyAdmin):
+    list_display = ("id", "kind", "status", "decision", "started_at", "finished_at", "epoch", "best_val_loss",
+                    "champion", "challenger", "reason")
+    list_filter = ("kind", "status", "decision")
+    readonly_fields = [f.name for f in TrainingRun._meta.fields]
+    list_select_related = ("champion", "challenger")
+
+    @admin.display(description="epoch")
+    def epoch(self, obj):
+        p = obj.progress or {}
+        return f"{p['epoch']}/{p.get('epochs', '?')}" if "epoch" in p else p.get("phase", "—")
+
+    @admin.display(description="best val loss")
+    def best_val_loss(self, obj):
+        value = (obj.progress or {}).get("best_val_loss")
+        return f"{value:.4f}" if isinstance(value, int | float) else "—"
 
 
 @admin.register(PredictionRun)

@@ -9,12 +9,14 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
-from forecasting.engine.folders import ModelFolder, ModelFolderError, read_model_folder
+from forecasting.engine.folders import ModelFolder, ModelFolderError, is_temp_folder, read_model_folder
 from forecasting.models import ModelVersion
 
 logger = logging.getLogger(__name__)
 
 FOLDER_PREFIX = "tft_model_"
+# metrics.json key written by a retraining: such a folder is a challenger, active only once promoted
+RETRAIN_KEY = "retrain"
 
 
 def _created_at(name: str, info: ModelFolder | None) -> datetime:
@@ -32,37 +34,60 @@ def _created_at(name: str, info: ModelFolder | None) -> datetime:
     return datetime.fromtimestamp(0, tz=UTC)
 
 
+def model_version_register(*, path: Path) -> ModelVersion:
+    """Register (or refresh) one model folder; a broken one is kept, marked invalid."""
+    try:
+        info = read_model_folder(path)
+        fields = {"valid": True, "error": "", "spec": info.spec, "metrics": info.metrics}
+    except ModelFolderError as exc:
+        info = None
+        fields = {"valid": False, "error": str(exc)}
+    version, _ = ModelVersion.objects.update_or_create(
+        name=path.name,
+        defaults={"path": str(path), "created_at": _created_at(path.name, info), **fields},
+    )
+    return version
+
+
 def model_versions_sync(*, models_dir: Path | None = None) -> list[ModelVersion]:
     """Register every model folder, mark broken ones invalid, and make sure one valid version is active."""
     models_dir = Path(models_dir or settings.TFT_MODELS_DIR)
     seen = []
     for path in sorted(models_dir.glob(f"{FOLDER_PREFIX}*")) if models_dir.is_dir() else []:
-        if not path.is_dir():
+        # a folder still being written (or left by a killed training) is not a model
+        if not path.is_dir() or is_temp_folder(path.name):
             continue
-        try:
-            info = read_model_folder(path)
-            fields = {"valid": True, "error": "", "spec": info.spec, "metrics": info.metrics}
-        except ModelFolderError as exc:
-            info = None
-            fields = {"valid": False, "error": str(exc)}
-        version, _ = ModelVersion.objects.update_or_create(
-            name=path.name,
-            defaults={"path": str(path), "created_at": _created_at(path.name, info), **fields},
-        )
-        seen.append(version)
+        seen.append(model_version_register(path=path))
     # Folders that disappeared stay in the table (history) but can no longer be used.
     ModelVersion.objects.exclude(name__in=[v.name for v in seen]).update(valid=False, error="folder missing")
     model_version_ensure_active()
     return seen
 
 
+def retrained_versions():
+    return ModelVersion.objects.filter(metrics__has_key=RETRAIN_KEY)
+
+
+def active_version() -> ModelVersion | None:
+    return ModelVersion.objects.filter(is_active=True, valid=True).first()
+
+
+def _eligible_versions():
+    """Versions the default rule may activate: deployed folders, and retrained ones once promoted
+    (a candidate the champion/challenger backtest kept out must not slip in as "the newest")."""
+    promoted = retrained_versions().filter(challenger_runs__decision="promoted").values("pk")
+    return ModelVersion.objects.filter(valid=True).exclude(
+        pk__in=retrained_versions().exclude(pk__in=promoted).values("pk")
+    )
+
+
 @transaction.atomic
 def model_version_ensure_active() -> ModelVersion | None:
-    """Keep the operator's choice while it is valid; otherwise activate the newest valid version."""
+    """Keep the operator's choice while it is valid; otherwise activate the newest eligible version."""
     current = ModelVersion.objects.select_for_update().filter(is_active=True).first()
     if current and current.valid and current.activated_by_operator:
         return current
-    newest = ModelVersion.objects.filter(valid=True).order_by("-created_at").first()
+    newest = _eligible_versions().order_by("-created_at").first()
     if newest is None:
         ModelVersion.objects.filter(is_active=True).update(is_active=False)
         return None
@@ -85,5 +110,21 @@ def model_version_activate(*, version_id: int) -> ModelVersion:
     )
     ModelVersion.objects.filter(pk=version.pk).update(is_active=True, activated_by_operator=True)
     logger.info("model version activated", extra={"model_version": version.name, "by": "operator"})
+    version.refresh_from_db()
+    return version
+
+
+@transaction.atomic
+def model_version_promote(*, version_id: int) -> ModelVersion:
+    """A challenger that won its champion/challenger backtest becomes active (not an operator's pin,
+    so a later promotion or a newer deployed folder can replace it)."""
+    version = ModelVersion.objects.select_for_update().get(pk=version_id)
+    if not version.valid:
+        raise ValueError(f"{version.name} is not a valid model folder: {version.error}")
+    ModelVersion.objects.filter(is_active=True).exclude(pk=version.pk).update(
+        is_active=False, activated_by_operator=False
+    )
+    ModelVersion.objects.filter(pk=version.pk).update(is_active=True, activated_by_operator=False)
+    logger.info("model version activated", extra={"model_version": version.name, "by": "promotion"})
     version.refresh_from_db()
     return version

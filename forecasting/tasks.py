@@ -60,5 +60,33 @@ def sync_models() -> int:
     return len(model_versions_sync())
 
 
+_TRAINING_LIMIT = settings.TFT_RETRAIN_MAX_MINUTES * 60 + 1800  # the loop's budget plus data and backtests
+
+
+@shared_task(name="forecasting.tasks.retrain_model", soft_time_limit=60, time_limit=90, expires=3600)
+def retrain_model() -> int | None:
+    """Beat (TFT_RETRAIN_CRON): open a training run and queue it on the training queue."""
+    from forecasting.training_services import training_run_request
+
+    run = training_run_request(trigger="beat")
+    return run.pk if run else None
+
+
+@shared_task(name="forecasting.tasks.train_challenger", soft_time_limit=_TRAINING_LIMIT, time_limit=_TRAINING_LIMIT + 60)
+def train_challenger(*, run_id: int) -> str:
+    """Queue TFT_TRAINING_QUEUE: train a challenger, backtest it against the champion, decide."""
+    from forecasting.retraining import training_run_execute  # torch: the training worker only
+
+    return training_run_execute(run_id=run_id)
+
+
+@shared_task(name="forecasting.tasks.compare_model", soft_time_limit=_TRAINING_LIMIT, time_limit=_TRAINING_LIMIT + 60)
+def compare_model(*, run_id: int) -> str:
+    """Queue TFT_TRAINING_QUEUE: backtest a chosen version against the champion (no activation)."""
+    from forecasting.retraining import training_run_execute
+
+    return training_run_execute(run_id=run_id)
+
+
 # Registers the alert push tasks with the worker (autodiscovery only imports tasks.py).
 from forecasting import push_tasks  # noqa: E402, F401

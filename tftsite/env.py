@@ -83,3 +83,34 @@ def database_from_url(name: str, url: str) -> dict:
         "CONN_MAX_AGE": 60,
         "CONN_HEALTH_CHECKS": True,
     }
+
+
+def env_float(name: str, default: float, *, minimum: float | None = None, maximum: float | None = None) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value != value or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ConfigError(f"{name}={raw!r} is outside [{minimum}, {maximum}]")
+    return value
+
+
+_CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+
+
+def env_crontab(name: str, default: str):
+    """A 5-field cron expression ("minute hour day-of-month month day-of-week") as a celery crontab."""
+    from celery.schedules import crontab  # settings only; celery is a dependency of every process
+
+    raw = os.environ.get(name) or default
+    fields = raw.split()
+    if len(fields) != len(_CRON_FIELDS):
+        raise ConfigError(f"{name}={raw!r} is not a 5-field cron expression (minute hour day month weekday)")
+    try:
+        # crontab expands every field here, so a typo fails at start-up, not at the first tick
+        return crontab(**dict(zip(_CRON_FIELDS, fields, strict=True)))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{name}={raw!r} is not a valid cron expression ({exc})") from None

@@ -14,6 +14,8 @@ from tftsite.env import (
     database_from_url,
     env_bool,
     env_choice,
+    env_crontab,
+    env_float,
     env_int,
     env_list,
     env_str,
@@ -208,6 +210,20 @@ TFT_GPU_QUEUE = env_str("TFT_GPU_QUEUE", "gpu")
 # lose their core wait on each other.
 TFT_TORCH_THREADS = env_int("TFT_TORCH_THREADS", 0, minimum=0)
 TFT_MODELS_DIR = Path(env_str("TFT_MODELS_DIR", str(BASE_DIR / "models"))).resolve()
+# Retraining on the fleet's own data (forecasting.training_services): a challenger is trained on the
+# rollups (plus the shipped real data as a prior) and replaces the active model only if it beats it
+# on the most recent held-back days. Its own queue and worker, so predictions never wait for it.
+TFT_RETRAIN = env_bool("TFT_RETRAIN", True)
+TFT_RETRAIN_CRON = env_crontab("TFT_RETRAIN_CRON", "0 3 * * 0")  # weekly, Sunday 03:00 UTC
+TFT_RETRAIN_MAX_MINUTES = env_int("TFT_RETRAIN_MAX_MINUTES", 60, minimum=1)
+TFT_RETRAIN_HOLDOUT_DAYS = env_int("TFT_RETRAIN_HOLDOUT_DAYS", 2, minimum=1)
+TFT_RETRAIN_WARM_START = env_bool("TFT_RETRAIN_WARM_START", True)
+TFT_RETRAIN_PRIOR_DIRS = [Path(d) for d in env_list("TFT_RETRAIN_PRIOR_DIRS", ["data/nab", "data/nab_extra"])]
+TFT_TRAINING_QUEUE = env_str("TFT_TRAINING_QUEUE", "training")
+# Promote only when the challenger's pooled pinball is this much (relative) lower than the champion's.
+TFT_PROMOTE_MARGIN = env_float("TFT_PROMOTE_MARGIN", 0.02, minimum=0.0, maximum=1.0)
+# Retrained folders kept besides the active one (older candidates' folders are deleted).
+TFT_KEEP_CANDIDATES = env_int("TFT_KEEP_CANDIDATES", 3, minimum=0)
 
 # --- Integrations: Prometheus exposition and alert push (README "Prometheus and Grafana") ----------
 # GET /metrics is open unless a key is set (then: Authorization: Bearer <key> or X-API-Key: <key>).
@@ -297,7 +313,11 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_SOFT_TIME_LIMIT = 300
 CELERY_TASK_TIME_LIMIT = 360
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
-CELERY_TASK_ROUTES = {"forecasting.tasks.predict_fleet_chunk": {"queue": TFT_GPU_QUEUE}}
+CELERY_TASK_ROUTES = {
+    "forecasting.tasks.predict_fleet_chunk": {"queue": TFT_GPU_QUEUE},
+    "forecasting.tasks.train_challenger": {"queue": TFT_TRAINING_QUEUE},
+    "forecasting.tasks.compare_model": {"queue": TFT_TRAINING_QUEUE},
+}
 # The one beat schedule. Each entry expires before the next one is due, so a backlog
 # never piles up stale runs.
 CELERY_BEAT_SCHEDULE = {
@@ -341,6 +361,13 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 3000},
     },
 }
+# Weekly retraining (TFT_RETRAIN_CRON); the beat task only opens the run and queues the training.
+if TFT_RETRAIN:
+    CELERY_BEAT_SCHEDULE["retrain-model"] = {
+        "task": "forecasting.tasks.retrain_model",
+        "schedule": TFT_RETRAIN_CRON,
+        "options": {"expires": 3600},
+    }
 
 # --- Logging: one structured JSON line per event on stdout ----------------------------------
 LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")).upper()

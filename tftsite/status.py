@@ -3,7 +3,8 @@ forecasting app's run and model. Neither app imports the other for it."""
 
 from django.conf import settings
 
-from forecasting.selectors import fleet_accuracy, status_section
+from forecasting.selectors import active_model_version, fleet_accuracy, status_section
+from forecasting.training_selectors import model_lifecycle
 from ingest.selectors import Readiness, counters_totals, fleet_readiness, server_readiness_list
 
 
@@ -47,6 +48,7 @@ def status_body(*, with_servers: bool = False, with_model: bool = False) -> dict
         **forecasting,
         "accuracy": fleet_accuracy(),
     }
+    body["model"] |= model_lifecycle(version=active_model_version())
     if not with_model:
         body["model"] = {key: value for key, value in body["model"].items() if key != "metrics"}
     if with_servers:

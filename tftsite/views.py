@@ -30,9 +30,24 @@ class StatusWarmupSerializer(serializers.Serializer):
     message = serializers.CharField()
 
 
+class StatusTrainingSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=["train", "compare"])
+    status = serializers.ChoiceField(choices=["running", "complete", "failed"])
+    started_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    decision = serializers.CharField(allow_null=True, help_text="promoted, candidate or compared")
+    reason = serializers.CharField(allow_null=True, help_text="the decision's figures, or the failure")
+
+
 class StatusModelSerializer(serializers.Serializer):
     active_version = serializers.CharField(allow_null=True)
     metrics = serializers.DictField(required=False, help_text="training and validation metrics; only with ?model=1")
+    trained_at = serializers.DateTimeField(allow_null=True, help_text="when the active model was trained")
+    promoted_because = serializers.CharField(
+        allow_null=True, help_text="why it is active: its training run's decision, an operator, or newest folder"
+    )
+    last_training = StatusTrainingSerializer(allow_null=True, help_text="the latest training or comparison run")
 
 
 class StatusPredictionsSerializer(serializers.Serializer):

@@ -101,6 +101,16 @@ class Episode:
         return (self.start - self.precursor_start).total_seconds() / 60.0
 
 
+@dataclass(frozen=True)
+class LoadShift:
+    """From ``start`` on, every ``profile`` server's load curve is multiplied by ``factor``: a fleet
+    whose behaviour changes (new workload, traffic growth), for drift and retraining tests."""
+
+    profile: str
+    start: datetime
+    factor: float
+
+
 @dataclass
 class FleetTruth:
     windows: list[SeriesWindow]
@@ -497,7 +507,19 @@ def _incidents(server: str, p: dict, c: _Clock, m: _Latent, states: np.ndarray, 
     return episodes
 
 
-def _simulate_server(server: str, first: datetime, n: int, step_minutes: int, seed: int) -> _ServerSim:
+def _shift_factor(profile: str, c: _Clock, shifts: tuple[LoadShift, ...]) -> np.ndarray:
+    """Per bucket, the product of the factors of the shifts of this profile that have started."""
+    factor = np.ones(c.n)
+    ts = c.t0 + np.arange(c.n) * c.step * 60.0
+    for shift in shifts:
+        if shift.profile == profile:
+            factor[ts >= _aware_utc(shift.start, "shift start").timestamp()] *= float(shift.factor)
+    return factor
+
+
+def _simulate_server(
+    server: str, first: datetime, n: int, step_minutes: int, seed: int, shifts: tuple[LoadShift, ...] = ()
+) -> _ServerSim:
     """The latent process of one server on the bucket grid ``first + k*step`` (k < n)."""
     profile = profile_for(server)
     p = _PROFILE_PARAMS[profile]
@@ -505,6 +527,7 @@ def _simulate_server(server: str, first: datetime, n: int, step_minutes: int, se
     scale = rng.uniform(0.85, 1.15, size=4)  # per-server character
     c = _Clock.of(first, n, step_minutes, rng.uniform(-0.5, 0.5))
     load, morning = _load_curve(p, c, _server_rng(seed, server, f"days@{c.day0}"))
+    load = load * _shift_factor(profile, c, shifts)
     shared = _ar1(rng, n, 0.08, 6 * c.per_hour / 12)  # ~30 min correlation, shared by all metrics
     load = np.clip(load + shared, 0.02, None)
     jobs = _Jobs(c)
@@ -521,19 +544,26 @@ def _simulate_server(server: str, first: datetime, n: int, step_minutes: int, se
 
 # --------------------------------------------------------------------------------------------
 def simulate_fleet_truth(
-    *, servers: list[str], start: datetime, end: datetime, seed: int = 0, step_minutes: int = STEP_MINUTES
+    *,
+    servers: list[str],
+    start: datetime,
+    end: datetime,
+    seed: int = 0,
+    step_minutes: int = STEP_MINUTES,
+    shifts: tuple[LoadShift, ...] = (),
 ) -> FleetTruth:
     """Bucket-level series for ``servers`` over [start, end) plus every incident episode.
 
     Each window covers the buckets ``floor(start)`` … the last bucket starting before ``end``;
     values are the bucket means of the records ``simulate_records`` would emit (float32, METRICS
-    order), states the bucket's state (one state per bucket).
+    order), states the bucket's state (one state per bucket). ``shifts`` change profiles' load
+    from a given time on (the draws are unchanged: an unshifted run is the same fleet).
     """
     first, n = _grid(start, end, step_minutes)
     windows = []
     episodes: list[Episode] = []
     for server in servers:
-        sim = _simulate_server(server, first, n, step_minutes, seed)
+        sim = _simulate_server(server, first, n, step_minutes, seed, tuple(shifts))
         windows.append(
             SeriesWindow(
                 server=server,
@@ -549,10 +579,19 @@ def simulate_fleet_truth(
 
 
 def simulate_buckets(
-    *, servers: list[str], start: datetime, end: datetime, seed: int = 0, step_minutes: int = STEP_MINUTES
+    *,
+    servers: list[str],
+    start: datetime,
+    end: datetime,
+    seed: int = 0,
+    step_minutes: int = STEP_MINUTES,
+    shifts: tuple[LoadShift, ...] = (),
 ) -> list:
     """The fleet as ``SeriesWindow`` bucket series (fast: no records are generated)."""
-    return simulate_fleet_truth(servers=servers, start=start, end=end, seed=seed, step_minutes=step_minutes).windows
+    truth = simulate_fleet_truth(
+        servers=servers, start=start, end=end, seed=seed, step_minutes=step_minutes, shifts=shifts
+    )
+    return truth.windows
 
 
 def simulate_episodes(
@@ -601,6 +640,7 @@ def simulate_records(
     interval_seconds: float = 5,
     seed: int = 0,
     step_minutes: int = STEP_MINUTES,
+    shifts: tuple[LoadShift, ...] = (),
 ) -> Iterator[list[dict]]:
     """Contract-shaped records for every server every ``interval_seconds`` in [start, end).
 
@@ -608,7 +648,9 @@ def simulate_records(
     UTC with ``Z``. Rolled up into ``step_minutes`` buckets, the records' means equal
     ``simulate_buckets`` (to the 2-decimal rounding) and each bucket has one state.
     """
-    truth = simulate_fleet_truth(servers=servers, start=start, end=end, seed=seed, step_minutes=step_minutes)
+    truth = simulate_fleet_truth(
+        servers=servers, start=start, end=end, seed=seed, step_minutes=step_minutes, shifts=shifts
+    )
     yield from records_from_truth(truth, start=start, end=end, interval_seconds=interval_seconds, seed=seed)
 
 
