@@ -88,6 +88,13 @@ class Command(BaseCommand):
             help="fit the probability recalibration on the training part of the series and write it into the "
             "model folder (probability_calibration.json) before evaluating",
         )
+        parser.add_argument(
+            "--fit-windows",
+            nargs="+",
+            choices=list(bt.PROB_WINDOWS),
+            default=list(bt.PROB_WINDOWS),
+            help="with --fit-probabilities: the windows to recalibrate (the others are served raw)",
+        )
         parser.add_argument("--json", action="store_true", help="print the result as JSON only")
 
     def handle(self, *args, **opts):
@@ -99,8 +106,16 @@ class Command(BaseCommand):
         result = bt.run_backtest(source.series, forecaster, metrics=source.metrics, per_metric=opts["per_metric"])
         if source.truth is not None and not opts["no_lead_time"]:
             result["lead_time"] = bt.lead_time_evaluation(source.truth.windows, source.truth.episodes, forecaster)
+        if forecaster is not None and opts["fit_probabilities"]:
+            self._fit_probabilities(source, forecaster, opts["fit_windows"])
         if forecaster is not None and not opts["no_probabilities"]:
-            result["probabilities"] = self._probabilities(source, forecaster, opts["fit_probabilities"])
+            result["probabilities"] = bt.probability_evaluation(
+                source.series,
+                forecaster,
+                metrics=source.metrics,
+                anomalies=source.anomalies,
+                recalibration=read_probability_calibration(self.model_path),
+            )
         if opts["json"]:
             self.stdout.write(json.dumps(_jsonable(result), indent=2))
             return
@@ -124,19 +139,12 @@ class Command(BaseCommand):
             self._probability_table(result["probabilities"])
         self.stdout.write(f"\n({elapsed:.1f}s)")
 
-    def _probabilities(self, source: BacktestSource, forecaster, fit: bool) -> dict:
-        if fit:
-            fitted = bt.fit_probability_recalibration(source.series, forecaster, metrics=source.metrics)
-            fitted["fitted_on"] = source.name
-            write_probability_calibration(self.model_path, fitted)
-            logger.info("probability recalibration written", extra={"folder": str(self.model_path)})
-        return bt.probability_evaluation(
-            source.series,
-            forecaster,
-            metrics=source.metrics,
-            anomalies=source.anomalies,
-            recalibration=read_probability_calibration(self.model_path),
-        )
+    def _fit_probabilities(self, source: BacktestSource, forecaster, windows: list[str]) -> None:
+        fitted = bt.fit_probability_recalibration(source.series, forecaster, metrics=source.metrics)
+        fitted["windows"] = {w: t for w, t in fitted["windows"].items() if w in windows}
+        fitted["fitted_on"] = source.name
+        write_probability_calibration(self.model_path, fitted)
+        logger.info("probability recalibration written", extra={"folder": str(self.model_path), "windows": windows})
 
     def _forecaster(self, opts):
         path = self.model_path = opts["model"] or newest_model_folder(settings.TFT_MODELS_DIR)
