@@ -10,7 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 from bench.common import PY, ROOT, bench_env, summary
 
-PHASES = ("read", "forecast", "heuristic", "alerts", "write", "finalize")
+PHASES = ("read", "forecast", "heuristic", "alerts", "explain", "write", "finalize")
+# The explanation pass (forecasting.services._explain_chunk): "needed" is what runs serve, "off" is
+# the cycle without explanations (before issue #15), "all" explains every TFT forecast.
+EXPLAIN_MODES = ("needed", "off", "all")
 
 
 def model_info() -> dict:
@@ -25,33 +28,57 @@ def model_info() -> dict:
     return {"name": version.name, "path": version.path}
 
 
+def _explain_variants(totals: dict[str, list[float]], explained: dict[str, list[int]]) -> dict:
+    medians = {mode: summary(v, 3) for mode, v in totals.items()}
+    base = medians["off"]["median"]
+    return {
+        "total_s": medians,
+        "ratio_to_off": {mode: round(m["median"] / base, 3) for mode, m in medians.items() if base},
+        "explained_servers": explained,
+    }
+
+
 def time_cycles(n: int, *, reps: int, log) -> dict:
-    """fleet_predict() in this process, ``reps`` times after one warm-up (which loads the model)."""
+    """fleet_predict() in this process, ``reps`` times per explanation mode after one warm-up (which
+    loads the model); the modes alternate within each rep so they share the machine's state."""
+    from forecasting.models import ServerForecast
     from forecasting.services import fleet_predict
 
     started = time.perf_counter()
     run = fleet_predict()
     warm = time.perf_counter() - started
     totals, phases, run_info, tft_per_rep = [], {p: [] for p in PHASES}, {}, []
+    variant_totals = {mode: [] for mode in EXPLAIN_MODES}
+    explained = {mode: [] for mode in EXPLAIN_MODES}
     for _ in range(reps):
-        started = time.perf_counter()
-        run = fleet_predict()
-        totals.append(time.perf_counter() - started)
-        tft_per_rep.append(run.tft_count)
-        for p in PHASES:
-            if p in run.durations:
-                phases[p].append(run.durations[p])
-        run_info = {"servers": run.servers, "tft": run.tft_count, "fallback": run.fallback_count,
-                    "fallback_reasons": run.fallback_reasons, "model": run.model_name, "device": run.device,
-                    "durations_last": run.durations}
+        for mode in EXPLAIN_MODES:
+            started = time.perf_counter()
+            run = fleet_predict(explain=mode)
+            variant_totals[mode].append(time.perf_counter() - started)
+            explained[mode].append(ServerForecast.objects.filter(run=run, explanation__has_key="variables").count())
+            if mode != "needed":
+                continue
+            totals.append(variant_totals[mode][-1])
+            tft_per_rep.append(run.tft_count)
+            for p in PHASES:
+                if p in run.durations:
+                    phases[p].append(run.durations[p])
+            run_info = {"servers": run.servers, "tft": run.tft_count, "fallback": run.fallback_count,
+                        "fallback_reasons": run.fallback_reasons, "model": run.model_name, "device": run.device,
+                        "durations_last": run.durations}
     if run_info.get("servers") != n:
         raise RuntimeError(f"fleet_predict forecast {run_info.get('servers')} servers, expected {n}")
     result = {"servers": n, "first_run_s": round(warm, 3), "total_s": summary(totals, 3), "tft_per_rep": tft_per_rep,
-              "phases_s": {p: summary(v, 4) for p, v in phases.items() if v and (max(v) > 0 or p != "heuristic")}, **run_info}
+              "phases_s": {p: summary(v, 4) for p, v in phases.items() if v and (max(v) > 0 or p != "heuristic")},
+              "explanation": _explain_variants(variant_totals, explained), **run_info}
     log(f"predict {n} servers: total {result['total_s']['median']} s (min {result['total_s']['min']}, max "
         f"{result['total_s']['max']}); first run {warm:.2f} s; phases "
         + ", ".join(f"{p} {v['median']}" for p, v in result["phases_s"].items())
         + f"; tft {run_info['tft']} / fallback {run_info['fallback']}")
+    ex = result["explanation"]
+    log(f"predict {n} servers by explanation mode: "
+        + ", ".join(f"{m} {ex['total_s'][m]['median']} s (x{ex['ratio_to_off'].get(m)}, "
+                    f"{ex['explained_servers'][m][-1]} explained)" for m in EXPLAIN_MODES))
     return result
 
 

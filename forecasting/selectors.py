@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
+from pathlib import Path
 
 import numpy as np
 from django.conf import settings
@@ -14,6 +15,7 @@ from django.db import connection
 from django.db.models import Q, Sum
 
 from forecasting.engine.explanation import heuristic_explanation
+from forecasting.engine.folders import read_importance
 from forecasting.engine.scoring import BANDS as SCORE_BANDS
 from forecasting.engine.scoring import SUMS as SCORE_SUMS
 from forecasting.engine.scoring import accuracy
@@ -280,6 +282,11 @@ def server_forecast_json(run: PredictionRun, server_name: str, *, now: datetime 
         f'"accuracy": {json.dumps(server_accuracy(server_name=server_name, now=now))}, '
         f'"metadata": {json.dumps(meta)}}}'
     )
+
+
+def model_version_importance(*, version: ModelVersion) -> dict | None:
+    """The model's global variable importance (importance.json in its folder), None if it has none."""
+    return read_importance(Path(version.path))
 
 
 def stored_explanation(method: str) -> dict:

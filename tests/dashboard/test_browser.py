@@ -258,3 +258,35 @@ def test_a_stale_forecast_is_drawn_from_its_origin_even_where_history_has_moved_
         assert drawn["first"] == drawn["origin"] - 300, drawn
         assert page.locator("#forecast-origin [data-stale]").count() == 1
         page.screenshot(path=str(ARTIFACTS / "dashboard-server-stale.png"), full_page=True)
+
+
+# Counts the canvas pixels tinted by the attention shading (charts.js: rgba(122,70,200,…) under the series).
+SHADE_JS = """(selector) => {
+  const canvas = document.querySelector(selector + ' canvas');
+  const px = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  let shaded = 0;
+  for (let i = 0; i < px.length; i += 4) {
+    const [r, g, b, a] = [px[i], px[i + 1], px[i + 2], px[i + 3]];
+    if (a > 0 && b - g > 6 && r - g > 3 && b > r) shaded++;
+  }
+  return shaded;
+}"""
+
+
+def test_server_page_draws_the_input_importance_chart_and_shades_the_attention(page, live_server):
+    # The committed default model forecasts; the hot server's forecast calls for alerts, so the
+    # run explains it (forecasting.services._explain_chunk).
+    with own_connection():
+        hot = hot_fleet(2, hot=1)[0]
+        fleet_predict()
+        page.goto(f"{live_server.url}/dashboard/servers/{hot}/")
+        page.wait_for_selector("#importance-chart svg rect")
+
+        bars = page.locator("#importance-chart svg rect.bar")
+        widths = bars.evaluate_all("rs => rs.map(r => r.getBBox().width)")
+        assert bars.count() >= 8 and max(widths) > 20, widths
+        assert page.locator("#explanation-text").inner_text().startswith("driven by ")
+        page.wait_for_selector("#fan-cpu_pct canvas")
+        assert page.evaluate(SHADE_JS, "#fan-cpu_pct") > 500
+        page.locator("#explanation").scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "dashboard-server-explanation.png"), full_page=True)
