@@ -122,16 +122,21 @@ def write_folder_json(path: Path, spec: dict, metrics: dict | None = None) -> No
         (path / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
 
 
-def read_importance(path: Path) -> dict | None:
-    """The folder's global variable importance; None for folders trained before it was recorded
-    (or whose file is unreadable: it is informative, never needed to forecast)."""
-    file = Path(path) / IMPORTANCE_FILE
+def _optional_json(file: Path) -> object | None:
+    """An optional file's JSON; None when it is missing or unreadable (optional files inform or
+    refine, a folder forecasts without them)."""
     if not file.is_file():
         return None
     try:
-        data = json.loads(file.read_text())
+        return json.loads(file.read_text())
     except (OSError, ValueError):
         return None
+
+
+def read_importance(path: Path) -> dict | None:
+    """The folder's global variable importance; None for folders trained before it was recorded
+    (or whose file is unreadable: it is informative, never needed to forecast)."""
+    data = _optional_json(Path(path) / IMPORTANCE_FILE)
     return data if isinstance(data, dict) and "variables" in data else None
 
 
@@ -164,13 +169,7 @@ PROBABILITY_FILE = "probability_calibration.json"
 def read_probability_calibration(path: Path) -> dict | None:
     """Window ("30m", "8h") → isotonic map {"x", "y"}; None when the folder has none or it is
     malformed (the raw probabilities are served then, never an error)."""
-    file = Path(path) / PROBABILITY_FILE
-    if not file.is_file():
-        return None
-    try:
-        data = json.loads(file.read_text())
-    except (OSError, ValueError):
-        return None
+    data = _optional_json(Path(path) / PROBABILITY_FILE)
     windows = data.get("windows") if isinstance(data, dict) else None
     if not isinstance(windows, dict) or not all(isinstance(t, dict) and "x" in t and "y" in t for t in windows.values()):
         return None
