@@ -11,7 +11,7 @@ Definitions (also in the README):
   softmax weighs each group's inputs to 1 per time step; the encoder's are averaged over the
   window's own steps, the decoder's over the horizon, so each group still sums to 1.
 * ``attention``: the attention of the forecast steps over the encoder (history) steps, normalised
-  to 1 per forecast step and averaged over the horizon, split into ``last_hour`` (the 12 buckets
+  to 1 per forecast step and averaged over the horizon (every 4th step: network.EXPLAIN_QUERY_STRIDE), split into ``last_hour`` (the 12 buckets
   before the origin), ``same_time_yesterday`` (±30 min around each forecast step's own time 24 h
   earlier) and ``rest``; ``blocks`` is the same attention in 30-minute blocks ending at the origin
   (oldest first, 0 where the window has no history), for shading the history chart.

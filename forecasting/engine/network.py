@@ -43,15 +43,19 @@ DEFAULT_HPARAMS: dict = {
 }
 
 
-# True inside explained_forward: the attention also returns its weights (a context variable, so a
+# True inside predict_explained: the attention also returns its weights (a context variable, so a
 # forecaster shared by threads never sees another call's mode).
 _MATERIALISE = contextvars.ContextVar("materialise_attention", default=False)
+# The explanation's attention is that of every 4th forecast step (24 of 96): the summary is an average
+# over the horizon, and materialising all 96 rows doubled the cost of the forward pass (bench/predict.py).
+EXPLAIN_QUERY_STRIDE = 4
 
 
 class _FastAttention(InterpretableMultiHeadAttention):
     """Same parameters and maths as the original, computed with one fused SDPA call for all heads;
     attention weights are not materialised (forecasts do not need them) unless an explanation
-    pass asks for them (``_MATERIALISE``): then the same maths runs unfused and returns them."""
+    pass asks for them (``_MATERIALISE``): then the weights of every EXPLAIN_QUERY_STRIDE-th
+    forecast step are computed besides (the output stays the fused one, so forecasts are identical)."""
 
     def forward(self, q, k, v, mask=None):
         B, Lq, _ = q.shape  # noqa: N806
@@ -60,21 +64,23 @@ class _FastAttention(InterpretableMultiHeadAttention):
         ks = torch.stack([layer(k) for layer in self.k_layers], dim=1)  # (B, h, Lk, d)
         vs = self.v_layer(v).unsqueeze(1).expand(-1, self.n_head, -1, -1)
         attn_mask = None if mask is None else (~mask).unsqueeze(1)  # True = attend
-        if _MATERIALISE.get():
-            scores = qs @ ks.transpose(-1, -2) / math.sqrt(qs.size(-1))
-            if attn_mask is not None:
-                scores = scores.masked_fill(~attn_mask, float("-inf"))
-            weights = torch.softmax(scores, dim=-1)  # (B, h, Lq, Lk)
-            heads = weights @ vs
-        else:
-            heads = torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, attn_mask=attn_mask)
+        heads = torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, attn_mask=attn_mask)
         heads = self.dropout(heads)
         out = heads.mean(dim=1) if self.n_head > 1 else heads[:, 0]
         out = self.dropout(self.w_h(out))
         if _MATERIALISE.get():
-            return out, weights.permute(0, 2, 1, 3)  # (B, Lq, h, Lk) as the original returns them
+            return out, self._weights(qs[:, :, ::EXPLAIN_QUERY_STRIDE], ks, attn_mask)
         dummy = out.new_zeros(()).expand(B, Lq, self.n_head, Lk)
         return out, dummy
+
+
+    @staticmethod
+    def _weights(qs, ks, attn_mask):
+        """Softmax(QKᵀ/√d) of the given query rows, as the original returns them: (B, Lq', h, Lk)."""
+        scores = qs @ ks.transpose(-1, -2) / math.sqrt(qs.size(-1))
+        if attn_mask is not None:
+            scores = scores.masked_fill(~attn_mask[:, :, ::EXPLAIN_QUERY_STRIDE], float("-inf"))
+        return torch.softmax(scores, dim=-1).permute(0, 2, 1, 3)
 
 
 class _TFT(TemporalFusionTransformer):
@@ -164,12 +170,13 @@ def _attributions(net, out: dict, lengths: torch.Tensor) -> Attributions:
     enc = (enc * valid[:, :, None]).sum(1) / lengths[:, None].float()
     dec = out["decoder_variables"].reshape(B, -1, len(net.decoder_variables)).float().mean(1)
     static = out["static_variables"].reshape(B, len(net.static_variables)).float()
-    # (B, H, heads, L) -> mean over heads, renormalised to the encoder per forecast step
+    # (B, H', heads, L) of every EXPLAIN_QUERY_STRIDE-th forecast step -> mean over heads,
+    # renormalised to the encoder per forecast step
     att = out["encoder_attention"].float().mean(2)
     att = att / att.sum(-1, keepdim=True).clamp_min(1e-12)
-    H = att.size(1)  # noqa: N806
+    h = torch.arange(att.size(1), device=lengths.device) * EXPLAIN_QUERY_STRIDE
     # forecast step h's own time 24 h earlier is encoder step (length - DAY_STEPS + h)
-    same = lengths[:, None, None] - DAY_STEPS + torch.arange(H, device=lengths.device)[None, :, None]
+    same = lengths[:, None, None] - DAY_STEPS + h[None, :, None]
     band = ((steps[None, None, :] - same).abs() <= BAND_STEPS).float() * valid[:, None, :]
     yesterday = (att * band).sum(-1).mean(-1)
     return Attributions(
@@ -187,8 +194,8 @@ def _attributions(net, out: dict, lengths: torch.Tensor) -> Attributions:
 
 def predict_explained(net, arrays: dict[str, np.ndarray], device) -> tuple[np.ndarray, Attributions]:
     """predict_normalised plus the network's attributions, from the same forward pass: the
-    attention runs unfused so its weights exist (the only extra cost; the variable-selection
-    weights are computed by every forward anyway)."""
+    attention also computes its weights for every EXPLAIN_QUERY_STRIDE-th forecast step (the only
+    extra cost; the variable-selection weights are computed by every forward anyway)."""
     token = _MATERIALISE.set(True)
     try:
         with torch.inference_mode():
