@@ -124,3 +124,18 @@ def test_the_committed_model_has_its_global_importance():
 
 def test_a_folder_without_importance_reads_as_none(tmp_path):
     assert folders.read_importance(tmp_path) is None
+
+
+def test_training_writes_the_variable_importance_into_the_folder_and_its_card(tmp_path):
+    from forecasting.engine import training
+
+    end = datetime(2026, 1, 5, tzinfo=UTC)
+    series = simulate_buckets(servers=fleet_names(2), start=end - timedelta(days=3), end=end, seed=1)
+    cfg = training.TrainConfig(epochs=1, batches_per_epoch=2, batch_size=8, max_val_windows=8, hparams=TINY,
+                               device="cpu")
+
+    result = training.train(series, cfg, out_dir=tmp_path, progress=False)
+
+    importance = folders.read_importance(result.path)
+    assert importance is not None and importance["windows"] > 0
+    assert "## Variable importance" in (result.path / folders.CARD_FILE).read_text()
