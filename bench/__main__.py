@@ -44,6 +44,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--name", help="results file name (default: the section)")
     p.add_argument("--max-rows", type=int, default=100_000_000, help="storage: largest table size")
     p.add_argument("--skip-index-variants", action="store_true", help="storage: no BRIN / no-index comparison")
+    p.add_argument("--skip-read", action="store_true", help="storage: no read phase (ingest and prune only)")
     args = p.parse_args(argv)
     if args.reps < 3:
         p.error("--reps must be at least 3")

@@ -223,14 +223,14 @@ class Process:
 
 
 @contextmanager
-def gunicorn(*, workers: int = 3, worker_class: str = "sync", threads: int = 1):
+def gunicorn(*, workers: int = 3, worker_class: str = "sync", threads: int = 1, name: str = "gunicorn"):
     """gunicorn tftsite.wsgi:application on a free loopback port; yields (base URL, Process)."""
     port = free_port()
     argv = [PY, "-m", "gunicorn", "tftsite.wsgi:application", "--bind", f"{HOST}:{port}",
             "--workers", str(workers), "--timeout", "60", "--graceful-timeout", "5", "--backlog", "2048"]
     if worker_class != "sync":
         argv += ["--worker-class", worker_class, "--threads", str(threads)]
-    proc = Process("gunicorn", argv, bench_env())
+    proc = Process(name, argv, bench_env())
     base = f"http://{HOST}:{port}"
     try:
         wait_http(base + "/health", timeout=60)
