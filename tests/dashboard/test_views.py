@@ -428,6 +428,8 @@ def test_query_count_does_not_grow_with_servers(viewer_client, no_models, django
     large = {path: _queries(viewer_client, path) for path in paths}
 
     assert large == small
+    # A fixed budget per page: the server page reads its forecast, history, alerts and the live
+    # accuracy sums (24 h and 7 d) — none of it per server.
     for path in paths:
-        with django_assert_max_num_queries(10):
+        with django_assert_max_num_queries(12):
             viewer_client.get(path)
