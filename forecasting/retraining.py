@@ -90,9 +90,12 @@ def _backtest(holdout: FleetSplit, forecaster) -> dict:
     return bt.run_backtest(holdout.holdout, forecaster, test_fraction=holdout.test_fraction)["methods"]
 
 
+def _load(version: ModelVersion):
+    return network.load_forecaster(Path(version.path), device=settings.TFT_DEVICE, threads=settings.TFT_TORCH_THREADS)
+
+
 def _backtests(split: FleetSplit, challenger: ModelVersion, champion: ModelVersion | None, run_id: int) -> dict:
     training_services.training_run_progress(run_id=run_id, progress={"phase": "backtest"})
-    device = settings.TFT_DEVICE
     metrics: dict = {
         "holdout": {
             "cut": split.cut.isoformat() if split.cut else None,
@@ -100,16 +103,19 @@ def _backtests(split: FleetSplit, challenger: ModelVersion, champion: ModelVersi
             "servers": len(split.holdout),
             "skipped_servers": split.skipped,
         },
-        "challenger": _backtest(split, network.load_forecaster(Path(challenger.path), device=device)),
+        "challenger": _backtest(split, _load(challenger)),
     }
     if champion is not None and champion.valid:
-        metrics["champion"] = _backtest(split, network.load_forecaster(Path(champion.path), device=device))
+        metrics["champion"] = _backtest(split, _load(champion))
     return metrics
 
 
 def _train(run: TrainingRun, split: FleetSplit, overrides: dict) -> ModelVersion:
     prior, described = _prior_series()
     cfg = _config(run.champion, overrides)
+    # the worker's cores are shared with the web and prediction workers: OpenMP threads that wait
+    # for a busy core make a CPU training many times slower (TFT_TORCH_THREADS=1 there)
+    network.set_threads(settings.TFT_TORCH_THREADS)
 
     def on_epoch(row: dict) -> None:
         progress = {"phase": "training", "epoch": row["epoch"], "epochs": row["epochs"]}

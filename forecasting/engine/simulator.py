@@ -103,12 +103,16 @@ class Episode:
 
 @dataclass(frozen=True)
 class LoadShift:
-    """From ``start`` on, every ``profile`` server's load curve is multiplied by ``factor``: a fleet
-    whose behaviour changes (new workload, traffic growth), for drift and retraining tests."""
+    """From ``start`` on, every ``profile`` server's behaviour changes, for drift and retraining
+    tests: its load curve is multiplied by ``factor`` (traffic growth) and its daily cycle (load
+    curve, morning surge, idle/healthy schedule) runs ``hours`` later (the workload moved to users
+    in another region). A forecaster that normalises each window by its own level barely notices
+    a pure ``factor``; ``hours`` changes the shape of the day, which only a retrain can learn."""
 
     profile: str
     start: datetime
-    factor: float
+    factor: float = 1.0
+    hours: float = 0.0
 
 
 @dataclass
@@ -517,6 +521,26 @@ def _shift_factor(profile: str, c: _Clock, shifts: tuple[LoadShift, ...]) -> np.
     return factor
 
 
+def _phase_shifted(profile: str, c: _Clock, shifts: tuple[LoadShift, ...]) -> list[tuple[np.ndarray, _Clock]]:
+    """(from which bucket on, the clock that runs ``hours`` later) for this profile's phase shifts."""
+    ts = c.t0 + np.arange(c.n) * c.step * 60.0
+    return [
+        (ts >= _aware_utc(s.start, "shift start").timestamp(), _Clock.of(c.first, c.n, c.step, c.phase_h + s.hours))
+        for s in shifts
+        if s.profile == profile and s.hours
+    ]
+
+
+def _daily_cycle(p: dict, profile: str, c: _Clock, shifts, seed: int, server: str):
+    """Load curve and morning mask, with the phase shifts applied from their start (same draws)."""
+    load, morning = _load_curve(p, c, _server_rng(seed, server, f"days@{c.day0}"))
+    later = _phase_shifted(profile, c, shifts)
+    for after, clock in later:
+        shifted, shifted_morning = _load_curve(p, clock, _server_rng(seed, server, f"days@{c.day0}"))
+        load, morning = np.where(after, shifted, load), np.where(after, shifted_morning, morning)
+    return load * _shift_factor(profile, c, shifts), morning, later
+
+
 def _simulate_server(
     server: str, first: datetime, n: int, step_minutes: int, seed: int, shifts: tuple[LoadShift, ...] = ()
 ) -> _ServerSim:
@@ -526,8 +550,7 @@ def _simulate_server(
     rng = _server_rng(seed, server, "latent")
     scale = rng.uniform(0.85, 1.15, size=4)  # per-server character
     c = _Clock.of(first, n, step_minutes, rng.uniform(-0.5, 0.5))
-    load, morning = _load_curve(p, c, _server_rng(seed, server, f"days@{c.day0}"))
-    load = load * _shift_factor(profile, c, shifts)
+    load, morning, later = _daily_cycle(p, profile, c, shifts, seed, server)
     shared = _ar1(rng, n, 0.08, 6 * c.per_hour / 12)  # ~30 min correlation, shared by all metrics
     load = np.clip(load + shared, 0.02, None)
     jobs = _Jobs(c)
@@ -536,6 +559,8 @@ def _simulate_server(
     _random_jobs(jobs, profile, job_rng)
     m = _latent_metrics(p, c, rng, load, shared, jobs, scale)
     states = _schedule_states(p, profile, c, morning, jobs.heavy)
+    for after, clock in later:
+        states = np.where(after, _schedule_states(p, profile, clock, morning, jobs.heavy), states)
     maint, offline = _downtime(c, seed, server)
     _apply_downtime(m, states, maint, offline, rng)
     episodes = _incidents(server, p, c, m, states, seed)

@@ -1,32 +1,32 @@
 """Retraining on the fleet's own data: champion/challenger decisions, safety of a killed training,
-the promotion rule, pruning. Tiny networks, a few batches, fixed seeds (each test well under a
-minute of CPU); the forecast quality itself is measured with `backtest`, never asserted here."""
+the promotion rule, pruning. Tiny networks, a few batches, fixed seeds, one thread, and one champion
+trained once for the module (copied into each test's models folder); the forecast quality itself
+is measured with `backtest`, never asserted here."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from forecasting import registry, retraining, training_services
-from forecasting.engine import folders, training
+from forecasting.engine import folders, network, training
 from forecasting.engine.simulator import LoadShift, fleet_names, simulate_buckets
 from forecasting.engine.spec import STATES
 from forecasting.models import ModelVersion, TrainingRun
-from forecasting.selectors import server_histories
 
 pytestmark = pytest.mark.django_db(transaction=False)
 
 END = datetime(2026, 2, 2, tzinfo=UTC)
-DAYS = 5
-SERVERS = fleet_names(3)
+DAYS = 6
+SERVERS = fleet_names(3)  # one ml_compute, one database, one web_api server
 TINY = {"hidden_size": 8, "attention_head_size": 1, "hidden_continuous_size": 4}
 RECIPE = {"epochs": 3, "batches_per_epoch": 15, "batch_size": 16, "max_val_windows": 32, "patience": 10, "seed": 0}
-SHIFTS = tuple(LoadShift(p, END - timedelta(days=3), 2.5) for p in ("web_api", "database", "ml_compute"))
-
-
-def _config(**extra) -> training.TrainConfig:
-    return training.TrainConfig(**RECIPE, max_minutes=5, device="cpu", hparams=dict(TINY), **extra)
+# The behaviour change: from the second day on every server's daily cycle runs 12 hours later (its
+# users moved to the other side of the world). The shape of the day changes, not just its level,
+# which the per-window normalisation of the TFT would hide.
+SHIFTS = tuple(LoadShift(p, END - timedelta(days=DAYS - 1), hours=12) for p in ("web_api", "database", "ml_compute"))
 
 
 def _fleet(shifts=()):
@@ -50,23 +50,42 @@ def _store(windows) -> None:
     records_ingest(records=clean)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    before = network.runtime_info()["torch_threads"]
+    network.set_threads(1)  # 2 shared cores: waiting OpenMP threads make training many times slower
+    yield
+    network.set_threads(before)
+
+
+@pytest.fixture(scope="module")
+def champion_folder(one_thread, tmp_path_factory):
+    """The model the retraining would have trained before the change: the same recipe on the
+    unchanged fleet up to its held-back day (trained once for the module)."""
+    split = retraining.fleet_split(_fleet(), 1)
+    cfg = training.TrainConfig(**RECIPE, max_minutes=5, device="cpu", hparams=dict(TINY))
+    return training.train(split.train, cfg, out_dir=tmp_path_factory.mktemp("champion"), progress=False).path
+
+
 @pytest.fixture
-def lifecycle(settings, tmp_path):
+def lifecycle(settings, tmp_path, one_thread):
     settings.TFT_MODELS_DIR = tmp_path / "models"
     settings.TFT_MODELS_DIR.mkdir()
     settings.TFT_RETRAIN_PRIOR_DIRS = []  # the fleet alone: fast and deterministic
     settings.TFT_RETRAIN_HOLDOUT_DAYS = 1
     settings.TFT_DEVICE = "cpu"
+    settings.TFT_TORCH_THREADS = 1
     settings.TFT_PROMOTE_MARGIN = 0.02
+    settings.TFT_RETRAIN_WARM_START = False  # challenger and champion differ only by their data
     return settings
 
 
-def _champion(series) -> ModelVersion:
-    """A model trained like the retraining trains, on ``series`` up to the held-back day, active."""
-    split = retraining.fleet_split(series, 1)
-    result = training.train(split.train, _config(), out_dir=registry.settings.TFT_MODELS_DIR, progress=False)
+@pytest.fixture
+def champion(lifecycle, champion_folder) -> ModelVersion:
+    """The module's champion deployed in this test's models folder, active."""
+    shutil.copytree(champion_folder, lifecycle.TFT_MODELS_DIR / champion_folder.name)
     registry.model_versions_sync()
-    return ModelVersion.objects.get(name=result.path.name)
+    return ModelVersion.objects.get(name=champion_folder.name)
 
 
 def _retrain(**overrides) -> TrainingRun:
@@ -76,54 +95,46 @@ def _retrain(**overrides) -> TrainingRun:
     return run
 
 
-def test_retrain_after_fleet_behaviour_changed_is_promoted(lifecycle):
-    champion = _champion(_fleet())  # knows the fleet before its load shifted
-    _store(_fleet(SHIFTS))
-    run = _retrain()  # warm start from the champion, on the shifted fleet
+def test_retrain_after_fleet_behaviour_changed_is_promoted(champion):
+    _store(_fleet(SHIFTS))  # the champion knows the fleet before its daily cycle moved
+    run = _retrain()
     assert run.decision == TrainingRun.Decision.PROMOTED, run.reason
     assert registry.active_version() == run.challenger != champion
 
 
-def test_retrain_on_unchanged_data_is_not_promoted(lifecycle):
-    _store(_fleet())
-    champion = _champion(server_histories())  # already trained on exactly this data
-    lifecycle.TFT_RETRAIN_WARM_START = False  # the same recipe again: nothing new to learn
+def test_retrain_on_unchanged_data_is_not_promoted(champion):
+    _store(_fleet())  # the data the champion was trained on: the same recipe has nothing new to learn
     run = _retrain()
     assert run.decision == TrainingRun.Decision.CANDIDATE, run.reason
     assert registry.active_version() == champion
 
 
-def test_decision_rows_hold_both_backtests_and_the_reason(lifecycle):
+def test_decision_rows_hold_both_backtests_and_the_reason(champion):
     _store(_fleet())
-    champion = _champion(server_histories())
-    lifecycle.TFT_RETRAIN_WARM_START = False
     run = _retrain()
     assert run.status == TrainingRun.Status.COMPLETE and run.champion == champion and run.challenger is not None
     assert {"pinball", "coverage"} <= set(run.metrics["challenger"]["tft"]) and "tft" in run.metrics["champion"]
     assert run.reason.startswith("not better enough") and "pinball" in run.reason
 
 
-def test_training_killed_while_writing_leaves_no_folder_and_the_champion_serving(lifecycle, monkeypatch):
+def test_training_killed_while_writing_leaves_no_folder_and_the_champion_serving(lifecycle, champion, monkeypatch):
     _store(_fleet())
-    champion = _champion(server_histories())
 
-    def killed(tmp, net, card, name):
+    def killed(tmp, *_):
         tmp.mkdir()
         (tmp / folders.WEIGHTS_FILE).write_bytes(b"half")
         raise KeyboardInterrupt("killed mid-write")
 
     monkeypatch.setattr(training, "_write_folder", killed)
-    run = training_services.training_run_start(trigger="test")
     with pytest.raises(KeyboardInterrupt):
-        retraining.training_run_execute(run_id=run.pk, overrides={**RECIPE, "hparams": dict(TINY)})
+        _retrain()
     assert sorted(p.name for p in lifecycle.TFT_MODELS_DIR.iterdir()) == [champion.name]
     assert list(ModelVersion.objects.values_list("name", flat=True)) == [champion.name]
     assert registry.active_version() == champion
 
 
-def test_training_failing_mid_way_marks_the_run_failed(lifecycle, monkeypatch):
+def test_training_failing_mid_way_marks_the_run_failed(champion, monkeypatch):
     _store(_fleet())
-    champion = _champion(server_histories())
     real = training_services.training_run_progress
 
     def fail_at_epoch_two(*, run_id, progress):
@@ -132,10 +143,9 @@ def test_training_failing_mid_way_marks_the_run_failed(lifecycle, monkeypatch):
         real(run_id=run_id, progress=progress)
 
     monkeypatch.setattr(training_services, "training_run_progress", fail_at_epoch_two)
-    run = training_services.training_run_start(trigger="test")
     with pytest.raises(RuntimeError):
-        retraining.training_run_execute(run_id=run.pk, overrides={**RECIPE, "hparams": dict(TINY)})
-    run.refresh_from_db()
+        _retrain()
+    run = TrainingRun.objects.get()
     assert (run.status, run.progress.get("epoch")) == (TrainingRun.Status.FAILED, 1)
     assert "worker lost" in run.error and registry.active_version() == champion
     assert ModelVersion.objects.count() == 1
@@ -177,11 +187,25 @@ def test_rule_keeps_a_challenger_whose_coverage_is_worse():
     assert not verdict.promote and verdict.reason.startswith("coverage worse")
 
 
-def test_rule_accepts_coverage_within_the_tolerance():
+def test_rule_promotes_a_much_better_challenger_whose_coverage_stays_near_80_percent():
     verdict = training_services.promotion_verdict(
-        challenger={"pinball": 0.80, "coverage": 0.775}, champion={"pinball": 1.0, "coverage": 0.78}, margin=0.02
+        challenger={"pinball": 0.80, "coverage": 0.76}, champion={"pinball": 1.0, "coverage": 0.78}, margin=0.02
     )
     assert verdict.promote
+
+
+def test_rule_accepts_coverage_outside_the_band_within_the_tolerance_of_the_champion():
+    verdict = training_services.promotion_verdict(
+        challenger={"pinball": 0.80, "coverage": 0.70}, champion={"pinball": 1.0, "coverage": 0.72}, margin=0.02
+    )
+    assert verdict.promote
+
+
+def test_rule_keeps_a_challenger_beyond_the_band_and_the_tolerance():
+    verdict = training_services.promotion_verdict(
+        challenger={"pinball": 0.80, "coverage": 0.69}, champion={"pinball": 1.0, "coverage": 0.74}, margin=0.02
+    )
+    assert not verdict.promote and verdict.reason.startswith("coverage worse")
 
 
 def test_rule_promotes_when_there_is_no_champion():
