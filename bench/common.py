@@ -18,7 +18,8 @@ from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
-DATA_DIR = BENCH_DIR / ".data"  # gitignored: static files, logs, beat schedule, prometheus files
+# gitignored: static files, logs, beat schedule, prometheus files; BENCH_DATA_DIR lets two benches run side by side
+DATA_DIR = Path(os.environ.get("BENCH_DATA_DIR", str(BENCH_DIR / ".data")))
 RESULTS_DIR = BENCH_DIR / "results"
 PY = sys.executable
 

@@ -4,7 +4,8 @@ Both trees read the same fleet: one database per tree, each migrated by its own 
 differ), with the same ``ingest_server`` and ``ingest_metricbucket`` rows (seeded here once by
 bench.seed, copied into the other database). Each measurement is a fresh process in its tree: one
 warm-up, then ``--reps`` timings of ``server_windows`` over the ready servers and ``--reps`` of the
-whole in-process ``fleet_predict()``. The trees alternate (old, new, old, new, …, ``--rounds`` each)
+whole in-process ``fleet_predict()`` (in a tree whose fleet_predict takes ``explain``, each
+followed by one with ``explain="off"``: the cycle without issue #15's explanation pass). The trees alternate (old, new, old, new, …, ``--rounds`` each)
 so they share the machine's load; medians are over every timing of a tree.
 
     git worktree add --detach /tmp/old_d464740 d464740 && ln -s $PWD/.venv /tmp/old_d464740/.venv
@@ -42,12 +43,17 @@ server_windows(server_ids=ids)
 reads = []
 for _ in range(reps):
     t = time.perf_counter(); n = len(server_windows(server_ids=ids)); reads.append(time.perf_counter() - t)
+import inspect
+has_explain = "explain" in inspect.signature(fleet_predict).parameters
 fleet_predict()
-cycles, phases = [], []
+cycles, phases, cycles_off = [], [], []
 for _ in range(reps):
     t = time.perf_counter(); run = fleet_predict(); cycles.append(time.perf_counter() - t)
     phases.append(dict(run.durations))
+    if has_explain:
+        t = time.perf_counter(); fleet_predict(explain="off"); cycles_off.append(time.perf_counter() - t)
 print(json.dumps({"servers": len(ids), "windows": n, "read_s": reads, "cycle_s": cycles, "phases": phases,
+                  "cycle_explain_off_s": cycles_off,
                   "tft": run.tft_count, "fallback": run.fallback_count, "model": run.model_name}))
 """
 
@@ -112,9 +118,11 @@ def _summarise(runs: list[dict]) -> dict:
     cycles = [t for r in runs for t in r["cycle_s"]]
     phase_names = sorted({p for r in runs for d in r["phases"] for p in d})
     phases = {p: common.summary([d[p] for r in runs for d in r["phases"] if p in d], 4) for p in phase_names}
+    off = [t for r in runs for t in r.get("cycle_explain_off_s", [])]
     last = runs[-1]
     return {"servers": last["servers"], "tft": last["tft"], "fallback": last["fallback"], "model": last["model"],
-            "read_s": common.summary(reads, 3), "cycle_s": common.summary(cycles, 3), "phases_s": phases}
+            "read_s": common.summary(reads, 3), "cycle_s": common.summary(cycles, 3), "phases_s": phases,
+            "cycle_explain_off_s": common.summary(off, 3) if off else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             res = _measure(tree, db, args.reps)
             runs[label].append(res)
             print(f"[{time.strftime('%H:%M:%S')}] round {rnd + 1} {label}: read {[round(t, 3) for t in res['read_s']]} "
-                  f"cycle {[round(t, 3) for t in res['cycle_s']]} load {os.getloadavg()[0]:.2f}", flush=True)
+                  f"cycle {[round(t, 3) for t in res['cycle_s']]} off {[round(t, 3) for t in res['cycle_explain_off_s']]} load {os.getloadavg()[0]:.2f}", flush=True)
     old, new = _summarise(runs["old"]), _summarise(runs["new"])
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=new_tree, capture_output=True, text=True)
     base = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=old_tree, capture_output=True, text=True)
@@ -150,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_new_to_old": {
             "read": round(new["read_s"]["median"] / old["read_s"]["median"], 3),
             "cycle": round(new["cycle_s"]["median"] / old["cycle_s"]["median"], 3),
+            "cycle_explain_off": round(new["cycle_explain_off_s"]["median"] / old["cycle_s"]["median"], 3)
+            if new["cycle_explain_off_s"] else None,
         },
         "runs": runs, "wall_s": round(time.perf_counter() - started, 1),
     }

@@ -70,12 +70,14 @@ def _one_cycle(procs: list[common.Process], timeout: float) -> dict:
             "durations": dict(run.durations), "device": run.device, "model": run.model_name}
 
 
-def _cycles(n_workers: int, *, reps: int, timeout: float, extra_env: dict[str, str]) -> dict:
+def _cycles(n_workers: int, *, reps: int, warmup: bool, timeout: float, extra_env: dict[str, str]) -> dict:
+    """Without the warm-up, the first timed run includes each worker's model load (seconds)."""
     procs = _start_workers(n_workers, extra_env)
     try:
         time.sleep(3)
-        warm = _one_cycle(procs, timeout)
-        log(f"{n_workers} worker(s): warm-up run {warm['cycle_s']:.1f} s ({warm['chunks']} chunks)")
+        warm = _one_cycle(procs, timeout) if warmup else None
+        if warm:
+            log(f"{n_workers} worker(s): warm-up run {warm['cycle_s']:.1f} s ({warm['chunks']} chunks)")
         runs = []
         for rep in range(reps):
             runs.append(_one_cycle(procs, timeout))
@@ -89,7 +91,7 @@ def _cycles(n_workers: int, *, reps: int, timeout: float, extra_env: dict[str, s
               for p in PHASES if p in last["durations"]}
     return {"workers": n_workers, "servers": last["servers"], "chunks": last["chunks"], "tft": last["tft"],
             "fallback": last["fallback"], "device": last["device"], "model": last["model"],
-            "warmup_cycle_s": round(warm["cycle_s"], 2), "cycle_s": common.summary([r["cycle_s"] for r in runs], 2),
+            "warmup_cycle_s": round(warm["cycle_s"], 2) if warm else None, "cycle_s": common.summary([r["cycle_s"] for r in runs], 2),
             "phase_worker_seconds": phases,
             "per_1000_servers_s": round(common.summary([r["cycle_s"] for r in runs], 3)["median"] * 1000
                                         / last["servers"], 3)}
@@ -129,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--servers", type=int, default=10_000)
     p.add_argument("--workers", default="1,2", help="worker counts to compare")
     p.add_argument("--reps", type=int, default=3, help="timed runs per worker count (after one warm-up)")
+    p.add_argument("--no-warmup", action="store_true", help="time from the first run (it includes the model load)")
     p.add_argument("--read-sizes", default="1000,10000", help="fleet sizes for GET /predictions/current ('' = none)")
     p.add_argument("--read-duration", type=float, default=5.0)
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds one run may take")
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         seeded = seed.seed_fleet(args.servers)
         log(f"seeded {seeded['servers']} servers, {seeded['buckets']} buckets in {time.perf_counter() - t:.1f} s")
-        result["cycles"] = [_cycles(int(w), reps=args.reps, timeout=args.timeout, extra_env=extra_env)
+        result["cycles"] = [_cycles(int(w), reps=args.reps, warmup=not args.no_warmup, timeout=args.timeout, extra_env=extra_env)
                             for w in args.workers.split(",") if w]
         base = result["cycles"][0]["cycle_s"]["median"]
         result["speedup"] = {str(c["workers"]): round(base / c["cycle_s"]["median"], 3) for c in result["cycles"]}
