@@ -33,7 +33,10 @@ COVERAGE_TARGET = 0.80  # p10-p90 nominal coverage
 COVERAGE_BAND = 0.05
 COVERAGE_TOLERANCE = 0.03
 
-_TASKS = {TrainingRun.Kind.TRAIN: "forecasting.tasks.train_challenger", TrainingRun.Kind.COMPARE: "forecasting.tasks.compare_model"}
+_TASKS = {
+    TrainingRun.Kind.TRAIN: "forecasting.tasks.train_challenger",
+    TrainingRun.Kind.COMPARE: "forecasting.tasks.compare_model",
+}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -42,9 +42,17 @@ def _store(windows) -> None:
     for w in windows:
         for i, (v, s) in enumerate(zip(w.values.tolist(), w.states.tolist(), strict=True)):
             stamp = (w.start + timedelta(minutes=5 * i)).strftime("%Y-%m-%dT%H:%M:%SZ")
-            records.append({"timestamp": stamp, "server_name": w.server, "cpu_pct": round(v[0], 2),
-                            "mem_pct": round(v[1], 2), "disk_io_mb_s": round(v[2], 2),
-                            "latency_ms": round(v[3], 2), "state": STATES[s]})
+            records.append(
+                {
+                    "timestamp": stamp,
+                    "server_name": w.server,
+                    "cpu_pct": round(v[0], 2),
+                    "mem_pct": round(v[1], 2),
+                    "disk_io_mb_s": round(v[2], 2),
+                    "latency_ms": round(v[3], 2),
+                    "state": STATES[s],
+                }
+            )
     clean, problems = validate_records(records)
     assert not problems, problems[:3]
     records_ingest(records=clean)
