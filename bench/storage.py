@@ -9,8 +9,11 @@ local PostgreSQL; no web server. What it measures, with the table at 0, 10 M, 50
   the way bench/ingest.py measures it (no HTTP, no JSON, no validation);
 - at the largest size, the same ingest with the timestamp index as BRIN and with none;
 - prune: ``records_prune`` of one whole day of 10,000 servers (DETACH + counts from the rollups
-  + DROP), one day per repetition, with the rollups' plain bucket_start index and with the
-  covering one (migration 0005) alternately, and the ingest of the same size with each;
+  + DROP), one day per repetition, with the rollups' plain bucket_start index and with a
+  covering one (bucket_start) INCLUDE (server_id, count) alternately, and the ingest of the
+  same size with each (the covering one is not in the migrations: it slows ingest more than it
+  speeds the daily prune, see bench/results/storage_prune.json);
+- row sizes: bytes per raw row (a day's partition with its indexes) and per rollup row;
 - read: ``forecasting.selectors.server_windows`` (the prediction read) at 1,000 and 10,000 servers.
 
 Seeding is server-side and fast: each day is generated with generate_series straight into a
@@ -154,11 +157,13 @@ def _ts_index(kind: str) -> None:
             cur.execute(f"CREATE INDEX record_ts_idx ON ingest_metricrecord USING {kind} (timestamp)")
 
 
-# The rollup index a prune's per-server count reads: the old plain one on bucket_start (the count
-# reads every rollup row of the day from the heap) or migration 0005's covering one (index only).
+# The rollup index a prune's per-server count reads: the plain one on bucket_start that migrate
+# creates (the count reads every rollup row of the day from the heap) or a covering one (an
+# index-only count, but `count` in an index makes every rollup upsert a non-HOT update).
+# The covering one is created first so the plain one is what the rest of the run sees.
 BUCKET_INDEXES = {
-    "plain": "CREATE INDEX bucket_start_idx ON ingest_metricbucket (bucket_start)",
     "covering": "CREATE INDEX bucket_day_count_idx ON ingest_metricbucket (bucket_start) INCLUDE (server_id, count)",
+    "plain": "CREATE INDEX bucket_start_idx ON ingest_metricbucket (bucket_start)",
 }
 
 
@@ -172,7 +177,7 @@ def _bucket_index(kind: str) -> None:
 
 def _prune_by_index(state: dict, clock: _Clock, reps: int, log) -> dict:
     """Prune of a day and ingest at the current size with each rollup index, alternating per rep so
-    both see the same machine; the covering one (what migrate creates) is left in place."""
+    both see the same machine; the plain one (what migrate creates) is left in place."""
     days = iter(sorted(state["next_day"] - timedelta(days=20 + k) for k in range(2 * reps)))  # oldest first
     prunes: dict[str, list[dict]] = {kind: [] for kind in BUCKET_INDEXES}
     ingests: dict[str, list[dict]] = {kind: [] for kind in BUCKET_INDEXES}
@@ -195,6 +200,45 @@ def _prune_by_index(state: dict, clock: _Clock, reps: int, log) -> dict:
         "prune": round(out["covering"]["seconds"]["median"] / out["plain"]["seconds"]["median"], 3),
         "ingest": round(out["covering"]["ingest_records_per_s"]["median"]
                         / out["plain"]["ingest_records_per_s"]["median"], 3)}
+    return out
+
+
+def _bytes_per_row(table: str, where: str = "") -> dict:
+    """Rows and on-disk bytes per row of a table with its indexes (what 14 days of disk are sized from)."""
+    with _cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM {table} {where}")
+        rows = cur.fetchone()[0]
+        cur.execute("SELECT pg_table_size(%s), pg_indexes_size(%s)", [table, table])
+        heap, indexes = cur.fetchone()
+    return {"table": table, "rows": rows, "heap_bytes_per_row": round(heap / max(rows, 1), 1),
+            "index_bytes_per_row": round(indexes / max(rows, 1), 1),
+            "total_bytes_per_row": round((heap + indexes) / max(rows, 1), 1)}
+
+
+def row_sizes(day: date, *, servers: int = 2_000) -> dict:
+    """One day of ``servers`` × 1,440 raw rows in its partition and its 5-minute rollups, measured."""
+    from ingest import partitions
+
+    _load_day(day, servers=servers, per_server=ROWS_PER_SERVER_DAY)
+    name = partitions.partition_name(day)
+    with _cursor() as cur:
+        cur.execute("CREATE TABLE bench_rollups AS SELECT * FROM ingest_metricbucket WITH NO DATA")
+        cur.execute(
+            "INSERT INTO bench_rollups (id, server_id, bucket_start, count, cpu_pct_sum, cpu_pct_max, mem_pct_sum, "
+            "mem_pct_max, disk_io_mb_s_sum, disk_io_mb_s_max, latency_ms_sum, latency_ms_max, n_idle, n_healthy, "
+            "n_morning_spike, n_maintenance, n_heavy_load, n_recovery, n_offline, n_critical_issue) "
+            "SELECT row_number() OVER (), server_id, date_bin('5 minutes', timestamp, 'epoch'), count(*), sum(cpu_pct), "
+            "max(cpu_pct), sum(mem_pct), max(mem_pct), sum(disk_io_mb_s), max(disk_io_mb_s), sum(latency_ms), "
+            "max(latency_ms), 0, count(*), 0, 0, 0, 0, 0, 0 "
+            f"FROM {name} GROUP BY 2, 3"
+        )
+        # the rollup table's own indexes: pkey, unique (server, bucket_start), the covering day index
+        cur.execute("ALTER TABLE bench_rollups ADD PRIMARY KEY (id)")
+        cur.execute("CREATE UNIQUE INDEX ON bench_rollups (server_id, bucket_start)")
+        cur.execute("CREATE INDEX ON bench_rollups (bucket_start) INCLUDE (server_id, count)")
+    out = {"raw": _bytes_per_row(name), "rollup": _bytes_per_row("bench_rollups")}
+    with _cursor() as cur:
+        cur.execute("DROP TABLE bench_rollups")
     return out
 
 
@@ -324,7 +368,8 @@ def _run(args, log) -> dict:
             out["ts_index_at_largest"][kind] = _ingest_at(state["seeded"], clock, reps, log, f", timestamp index {kind}")
         _ts_index("btree")
     out["prune_by_bucket_index"] = _prune_by_index(state, clock, reps, log)
-    out["prune_day"] = out["prune_by_bucket_index"]["covering"]
+    out["prune_day"] = out["prune_by_bucket_index"]["plain"]
+    out["row_sizes"] = row_sizes(state["next_day"] - timedelta(days=40))
     if not args.skip_read:
         _seed_read_buckets(now)
         out["read"] = [_read_at(n, reps, log) for n in (1_000, SERVERS)]

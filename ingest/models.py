@@ -72,8 +72,7 @@ class MetricBucket(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["server", "bucket_start"], name="uniq_bucket_server_start")]
-        # Covering: a prune's per-server count of a day reads this index alone (migration 0005).
-        indexes = [models.Index(fields=["bucket_start"], include=["server", "count"], name="bucket_day_count_idx")]
+        indexes = [models.Index(fields=["bucket_start"], name="bucket_start_idx")]
 
     def __str__(self) -> str:
         return f"{self.server_id}@{self.bucket_start.isoformat()}"
