@@ -35,9 +35,11 @@ def _deliver_all(ids) -> None:
 def test_open_and_resolve_are_pushed_once_with_retries(
     push_settings, receiver, no_models, django_capture_on_commit_callbacks, monkeypatch
 ):
-    ingest_fleet({"ppdb001": {"mem_pct": _rising_mem}}, end=datetime.now(UTC) - timedelta(hours=3))
+    # Data ending 3 h ago, forecast by a run at that time (so the forecast is current, not stale);
+    # later buckets then bring the server up to now.
+    end = ingest_fleet({"ppdb001": {"mem_pct": _rising_mem}}, end=datetime.now(UTC) - timedelta(hours=3))
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        fleet_predict()
+        fleet_predict(now=end)
     assert receiver.requests == []  # the run itself never talks to a receiver
     firing = list(AlertNotification.objects.filter(transition="firing"))
     opened = Alert.objects.filter(state="active")
@@ -151,9 +153,11 @@ def enqueued(monkeypatch):
 def open_alert(push_settings, no_models, django_capture_on_commit_callbacks):
     """An active alert whose "firing" notification is already recorded and delivered; its history ends
     3 hours ago, so a later ingest of normal memory ends the prediction."""
-    ingest_fleet({"ppdb001": {"mem_pct": _rising_mem}}, end=datetime.now(UTC) - timedelta(hours=3))
+    # Data ending 3 h ago, forecast by a run at that time (so the forecast is current, not stale);
+    # later buckets then bring the server up to now.
+    end = ingest_fleet({"ppdb001": {"mem_pct": _rising_mem}}, end=datetime.now(UTC) - timedelta(hours=3))
     with django_capture_on_commit_callbacks(execute=False):
-        fleet_predict()
+        fleet_predict(now=end)
     _deliver_all(AlertNotification.objects.values_list("pk", flat=True))
     return Alert.objects.filter(state="active").order_by("pk").first()
 
