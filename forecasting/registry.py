@@ -99,32 +99,29 @@ def model_version_ensure_active() -> ModelVersion | None:
     return ModelVersion.objects.get(pk=newest.pk)
 
 
-@transaction.atomic
 def model_version_activate(*, version_id: int) -> ModelVersion:
     """An operator's choice: this version stays active until another is chosen or it breaks."""
-    version = ModelVersion.objects.select_for_update().get(pk=version_id)
-    if not version.valid:
-        raise ValueError(f"{version.name} is not a valid model folder: {version.error}")
-    ModelVersion.objects.filter(is_active=True).exclude(pk=version.pk).update(
-        is_active=False, activated_by_operator=False
-    )
-    ModelVersion.objects.filter(pk=version.pk).update(is_active=True, activated_by_operator=True)
-    logger.info("model version activated", extra={"model_version": version.name, "by": "operator"})
-    version.refresh_from_db()
-    return version
+    return _activate(version_id=version_id, by_operator=True)
 
 
-@transaction.atomic
 def model_version_promote(*, version_id: int) -> ModelVersion:
     """A challenger that won its champion/challenger backtest becomes active (not an operator's pin,
     so a later promotion or a newer deployed folder can replace it)."""
+    return _activate(version_id=version_id, by_operator=False)
+
+
+@transaction.atomic
+def _activate(*, version_id: int, by_operator: bool) -> ModelVersion:
     version = ModelVersion.objects.select_for_update().get(pk=version_id)
     if not version.valid:
         raise ValueError(f"{version.name} is not a valid model folder: {version.error}")
     ModelVersion.objects.filter(is_active=True).exclude(pk=version.pk).update(
         is_active=False, activated_by_operator=False
     )
-    ModelVersion.objects.filter(pk=version.pk).update(is_active=True, activated_by_operator=False)
-    logger.info("model version activated", extra={"model_version": version.name, "by": "promotion"})
+    ModelVersion.objects.filter(pk=version.pk).update(is_active=True, activated_by_operator=by_operator)
+    logger.info(
+        "model version activated",
+        extra={"model_version": version.name, "by": "operator" if by_operator else "promotion"},
+    )
     version.refresh_from_db()
     return version
