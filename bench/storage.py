@@ -8,11 +8,10 @@ local PostgreSQL; no web server. What it measures, with the table at 0, 10 M, 50
   timestamps of today never used before), records/s and p99 of a batch, the server-side store
   the way bench/ingest.py measures it (no HTTP, no JSON, no validation);
 - at the largest size, the same ingest with the timestamp index as BRIN and with none;
-- prune: ``records_prune`` of one whole day of 10,000 servers (DETACH + counts from the rollups
-  + DROP), one day per repetition, with the rollups' plain bucket_start index and with a
-  covering one (bucket_start) INCLUDE (server_id, count) alternately, and the ingest of the
-  same size with each (the covering one is not in the migrations: it slows ingest more than it
-  speeds the daily prune, see bench/results/storage_prune.json);
+- prune: ``records_prune`` of one whole day of 10,000 servers (DETACH + the day's per-server
+  counts from ingest_metricrecord_day_counts + DROP), one day per repetition, with the phases
+  the service logs (bench/results/storage_prune.json has the earlier count from the rollups:
+  1.44 s; a covering rollup index made that 1.10 s but cost ingest 0.68 ×);
 - row sizes: bytes per raw row (a day's partition with its indexes) and per rollup row;
 - read: ``forecasting.selectors.server_windows`` (the prediction read) at 1,000 and 10,000 servers.
 
@@ -87,6 +86,13 @@ def _load_day(day: date, *, servers: int, per_server: int) -> int:
         cur.execute(f"ALTER TABLE {tmp} RENAME TO {name}")
         cur.execute(f"ALTER TABLE {partitions.PARENT} ATTACH PARTITION {name} FOR VALUES FROM (%s) TO (%s)", [start, end])
         cur.execute(f"ALTER TABLE {name} DROP CONSTRAINT {tmp}_day")
+        # The day counts the ingest statement keeps (seeded rows bypass it): this day's, recounted.
+        cur.execute(f"DELETE FROM {partitions.DAY_COUNTS} WHERE day = %s", [day])
+        cur.execute(
+            f"INSERT INTO {partitions.DAY_COUNTS} (day, server_id, records) "
+            f"SELECT %s, server_id, count(*) FROM {name} GROUP BY 2",
+            [day],
+        )
         cur.execute(f"ANALYZE {name}")
     return rows
 
@@ -157,49 +163,16 @@ def _ts_index(kind: str) -> None:
             cur.execute(f"CREATE INDEX record_ts_idx ON ingest_metricrecord USING {kind} (timestamp)")
 
 
-# The rollup index a prune's per-server count reads: the plain one on bucket_start that migrate
-# creates (the count reads every rollup row of the day from the heap) or a covering one (an
-# index-only count, but `count` in an index makes every rollup upsert a non-HOT update).
-# The covering one is created first so the plain one is what the rest of the run sees.
-BUCKET_INDEXES = {
-    "covering": "CREATE INDEX bucket_day_count_idx ON ingest_metricbucket (bucket_start) INCLUDE (server_id, count)",
-    "plain": "CREATE INDEX bucket_start_idx ON ingest_metricbucket (bucket_start)",
-}
-
-
-def _bucket_index(kind: str) -> None:
-    with _cursor() as cur:
-        cur.execute("DROP INDEX IF EXISTS bucket_start_idx")
-        cur.execute("DROP INDEX IF EXISTS bucket_day_count_idx")
-        cur.execute("SET maintenance_work_mem = '512MB'")
-        cur.execute(BUCKET_INDEXES[kind])
-
-
-def _prune_by_index(state: dict, clock: _Clock, reps: int, log) -> dict:
-    """Prune of a day and ingest at the current size with each rollup index, alternating per rep so
-    both see the same machine; the plain one (what migrate creates) is left in place."""
-    days = iter(sorted(state["next_day"] - timedelta(days=20 + k) for k in range(2 * reps)))  # oldest first
-    prunes: dict[str, list[dict]] = {kind: [] for kind in BUCKET_INDEXES}
-    ingests: dict[str, list[dict]] = {kind: [] for kind in BUCKET_INDEXES}
-    for rep in range(reps):
-        for kind in BUCKET_INDEXES:
-            _bucket_index(kind)
-            ingests[kind].append(_ingest_rep(clock, offset=rep * 997))
-            prunes[kind].append(_prune_day(next(days), log))
-    out = {}
-    for kind, runs in prunes.items():
-        out[kind] = {"servers": SERVERS, "rows_per_server": PRUNE_ROWS_PER_SERVER_DAY,
-                     "seconds": summary([p["seconds"] for p in runs], 3),
-                     **{k: summary([p.get(k) for p in runs], 3) for k in ("detach_s", "count_s", "apply_s")},
-                     "rows": runs[0]["rows"], "counts_exact": all(p["exact"] for p in runs),
-                     "ingest_records_per_s": summary([r["records_per_s"] for r in ingests[kind]], 0),
-                     "ingest_p99_ms": summary([r["p99_ms"] for r in ingests[kind]], 1)}
-        log(f"storage: bucket index {kind}: prune {out[kind]['seconds']['median']} s "
-            f"(count {out[kind]['count_s']['median']} s), ingest {out[kind]['ingest_records_per_s']['median']:,} records/s")
-    out["covering_to_plain"] = {
-        "prune": round(out["covering"]["seconds"]["median"] / out["plain"]["seconds"]["median"], 3),
-        "ingest": round(out["covering"]["ingest_records_per_s"]["median"]
-                        / out["plain"]["ingest_records_per_s"]["median"], 3)}
+def _prune_days(state: dict, reps: int, log) -> dict:
+    """Prune of one whole day per repetition (the oldest seeded days first)."""
+    days = iter(sorted(state["next_day"] - timedelta(days=20 + k) for k in range(reps)))
+    runs = [_prune_day(next(days), log) for _ in range(reps)]
+    out = {"servers": SERVERS, "rows_per_server": PRUNE_ROWS_PER_SERVER_DAY,
+           "seconds": summary([p["seconds"] for p in runs], 3),
+           **{k: summary([p.get(k) for p in runs], 3) for k in ("detach_s", "count_s", "apply_s")},
+           "rows": runs[0]["rows"], "counts_exact": all(p["exact"] for p in runs)}
+    log(f"storage: prune {out['seconds']['median']} s (count {out['count_s']['median']} s, "
+        f"apply {out['apply_s']['median']} s), counts exact: {out['counts_exact']}")
     return out
 
 
@@ -267,8 +240,7 @@ def _prune_day(day: date, log) -> dict:
         cur.execute("UPDATE ingest_feedcounter SET records = records + %s WHERE slot = 0", [rows])
         cur.execute("SELECT sum(record_count) FROM ingest_server")
         before = cur.fetchone()[0]
-        # The day a prune drops was written TFT_RETENTION_DAYS ago: autovacuum has long marked its
-        # rollup pages all-visible, which is what lets the count read the covering index alone.
+        # The day a prune drops was written TFT_RETENTION_DAYS ago: autovacuum has long been over it.
         cur.execute("VACUUM (ANALYZE) ingest_metricbucket")
     phases, service_log = _Phases(), logging.getLogger("ingest.services")
     level = service_log.level
@@ -367,8 +339,7 @@ def _run(args, log) -> dict:
             _ts_index(kind)
             out["ts_index_at_largest"][kind] = _ingest_at(state["seeded"], clock, reps, log, f", timestamp index {kind}")
         _ts_index("btree")
-    out["prune_by_bucket_index"] = _prune_by_index(state, clock, reps, log)
-    out["prune_day"] = out["prune_by_bucket_index"]["plain"]
+    out["prune_day"] = _prune_days(state, reps, log)
     out["row_sizes"] = row_sizes(state["next_day"] - timedelta(days=40))
     if not args.skip_read:
         _seed_read_buckets(now)

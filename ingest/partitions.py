@@ -30,9 +30,18 @@ DEFAULT = f"{PARENT}_default"
 LEGACY = f"{PARENT}_legacy"
 SEQUENCE = f"{PARENT}_id_seq"
 DETACHED_SUFFIX = "_gone"
-# Days already dropped once: their rollups still count the dropped rows, so a later partition of
-# the same day (a late backfill) is counted by scanning it instead (it is small).
+# Days already dropped once (kept for the record; counting no longer needs it).
 DROPPED_DAYS = f"{PARENT}_dropped_days"
+# Rows per (UTC day, server) in the partitioned table (DEFAULT partition included, legacy table
+# not), kept by every statement that inserts or deletes its rows, in the same transaction. The
+# prune takes a day's per-server counts from here (10,000 rows at 10,000 servers) instead of
+# summing the day's millions of rollup rows (~1 s, bench/results/storage_prune.json). `records` is
+# in no index, so the ingest's increments are HOT updates.
+DAY_COUNTS = f"{PARENT}_day_counts"
+CREATE_DAY_COUNTS = (
+    f"CREATE TABLE IF NOT EXISTS {DAY_COUNTS} (day date NOT NULL, server_id bigint NOT NULL, "
+    "records bigint NOT NULL, PRIMARY KEY (day, server_id))"
+)
 _NAME = re.compile(rf"^{PARENT}_p(\d{{8}})$")
 _DETACHED = re.compile(rf"^{PARENT}_p(\d{{8}}){DETACHED_SUFFIX}$")
 
@@ -122,6 +131,63 @@ def create_parent(cursor, *, first_id: int = 1) -> None:
     cursor.execute(f'CREATE INDEX record_ts_idx ON {PARENT} ("timestamp")')
     cursor.execute(f"CREATE TABLE {DEFAULT} PARTITION OF {PARENT} DEFAULT")
     cursor.execute(f"CREATE TABLE IF NOT EXISTS {DROPPED_DAYS} (day date PRIMARY KEY)")
+    cursor.execute(CREATE_DAY_COUNTS)
+
+
+def day_counts_upsert_sql(source: str) -> str:
+    """The CTE body that adds the rows of ``source`` (a CTE with server_id and "timestamp") to the
+    day counts; ordered like the server rows ingest locks, so concurrent batches cannot deadlock."""
+    return (
+        f"INSERT INTO {DAY_COUNTS} AS d (day, server_id, records) "
+        f"SELECT (\"timestamp\" AT TIME ZONE 'UTC')::date, server_id, count(*) FROM {source} GROUP BY 1, 2 ORDER BY 2, 1 "
+        "ON CONFLICT (day, server_id) DO UPDATE SET records = d.records + excluded.records RETURNING 1"
+    )
+
+
+def day_counts_subtract(cursor, day: date, counts: list[tuple[int, int]]) -> None:
+    """Take (server_id, n) rows of one day off its counts; a count that reaches 0 goes."""
+    if counts:
+        ids, ns = zip(*counts, strict=True)
+        cursor.execute(
+            f"UPDATE {DAY_COUNTS} AS d SET records = d.records - v.n "
+            "FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, n) WHERE d.day = %s AND d.server_id = v.id",
+            [list(ids), list(ns), day],
+        )
+    cursor.execute(f"DELETE FROM {DAY_COUNTS} WHERE day = %s AND records <= 0", [day])
+
+
+def day_counts_rebuild(cursor) -> None:
+    """Recount the day counts of the partitioned table from scratch (migration 0005).
+
+    A day's 5-minute rollups count every record of that day (written in the same transaction; no
+    bucket straddles midnight), so a day is summed from its rollups — unless the legacy table
+    still holds rows of some day (its records are in the rollups but not in the partitioned
+    table) or the day was dropped before (its rollups still count the dropped rows): those days
+    are counted from their rows."""
+    cursor.execute(f"TRUNCATE {DAY_COUNTS}")
+    legacy = table_exists(cursor, LEGACY)
+    cursor.execute(f"SELECT day FROM {DROPPED_DAYS}")
+    dropped = {day for (day,) in cursor.fetchall()}
+    for day in attached_days(cursor):
+        if legacy or day in dropped:
+            cursor.execute(
+                f"INSERT INTO {DAY_COUNTS} (day, server_id, records) "
+                f"SELECT %s, server_id, count(*) FROM {partition_name(day)} GROUP BY 2",
+                [day],
+            )
+        else:
+            start, end = day_bounds(day)
+            cursor.execute(
+                f"INSERT INTO {DAY_COUNTS} (day, server_id, records) SELECT %(day)s, server_id, sum(count) "
+                "FROM ingest_metricbucket WHERE bucket_start >= %(start)s AND bucket_start < %(end)s "
+                "GROUP BY 2 HAVING sum(count) > 0",
+                {"day": day, "start": start, "end": end},
+            )
+    # The DEFAULT partition only holds days that have no partition (attaching one moves them).
+    cursor.execute(
+        f"INSERT INTO {DAY_COUNTS} (day, server_id, records) "
+        f"SELECT (\"timestamp\" AT TIME ZONE 'UTC')::date, server_id, count(*) FROM {DEFAULT} GROUP BY 1, 2"
+    )
 
 
 def create_partition(cursor, day: date) -> bool:
@@ -177,43 +243,24 @@ def detach_partition(cursor, day: date) -> str:
     return gone
 
 
-def detached_counts(cursor, name: str, day: date, *, with_legacy: bool) -> list[tuple[int, int]]:
-    """Per-server rows of a detached day, (server_id, n) sorted by server_id."""
-    cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {DROPPED_DAYS} WHERE day = %s)", [day])
-    if cursor.fetchone()[0]:
-        cursor.execute(f"SELECT server_id, count(*) FROM {name} GROUP BY 1 ORDER BY 1")
-    else:
-        start, end = day_bounds(day)
-        # A day's rollups are millions of rows, so the planner JIT-compiles this aggregate: ~50 ms of
-        # a ~0.6 s count on 10,000 servers that compiling never wins back (bench/results/prune_count_jit.json).
-        cursor.execute("SET LOCAL jit = off")
-        cursor.execute(detached_counts_sql(with_legacy=with_legacy), {"start": start, "end": end})
-    return sorted(cursor.fetchall())
+def detached_counts(cursor, day: date) -> list[tuple[int, int]]:
+    """Per-server rows of a detached day, (server_id, n) sorted by server_id, without scanning it:
+    the day's counts less the rows of that day still attached (a backfill that arrived after the
+    detach, counted there too). One statement, so both sides read one snapshot."""
+    start, end = day_bounds(day)
+    cursor.execute(
+        "SELECT server_id, sum(n)::bigint FROM ("
+        f" SELECT server_id, records AS n FROM {DAY_COUNTS} WHERE day = %(day)s"
+        " UNION ALL"
+        f' SELECT server_id, -count(*) AS n FROM {PARENT} WHERE "timestamp" >= %(start)s AND "timestamp" < %(end)s GROUP BY 1'
+        ") AS x GROUP BY 1 HAVING sum(n) <> 0 ORDER BY 1",
+        {"day": day, "start": start, "end": end},
+    )
+    return cursor.fetchall()
 
 
 def mark_dropped(cursor, day: date) -> None:
     cursor.execute(f"INSERT INTO {DROPPED_DAYS} (day) VALUES (%s) ON CONFLICT DO NOTHING", [day])
-
-
-def detached_counts_sql(*, with_legacy: bool = False) -> str:
-    """Per-server rows of a detached day, without scanning it: the day's rollups count every
-    record of that day (they are written in the same transaction as the records and a step
-    divides a day, so no bucket straddles midnight), less the rows of that day still attached
-    (a backfill that arrived after the detach) and, while partition_records has not finished,
-    those still in the legacy table. One statement, so all sides read one snapshot."""
-    legacy = (
-        f' UNION ALL SELECT server_id, -count(*) AS n FROM {LEGACY} WHERE "timestamp" >= %(start)s AND "timestamp" < %(end)s GROUP BY 1'
-        if with_legacy
-        else ""
-    )
-    return (
-        "SELECT server_id, sum(n)::bigint FROM ("
-        " SELECT server_id, sum(count) AS n FROM ingest_metricbucket"
-        " WHERE bucket_start >= %(start)s AND bucket_start < %(end)s GROUP BY 1"
-        " UNION ALL"
-        f' SELECT server_id, -count(*) AS n FROM {PARENT} WHERE "timestamp" >= %(start)s AND "timestamp" < %(end)s GROUP BY 1'
-        f"{legacy}) AS x GROUP BY 1 HAVING sum(n) <> 0"
-    )
 
 
 def rename_to_legacy(cursor) -> int:
@@ -275,12 +322,13 @@ def move_legacy_batch(cursor, *, batch_size: int) -> tuple[int, int]:
         + ", ".join(f"count(*) FILTER (WHERE state = '{s}') AS n_{s}" for s in _STATES)
         + " FROM dup GROUP BY 1, 2) AS d WHERE b.server_id = d.server_id AND b.bucket_start = d.start RETURNING 1), "
         "fix_servers AS (UPDATE ingest_server s SET record_count = s.record_count - d.n "
-        "FROM (SELECT server_id, count(*) AS n FROM dup GROUP BY 1) AS d WHERE s.id = d.server_id RETURNING 1) "
+        "FROM (SELECT server_id, count(*) AS n FROM dup GROUP BY 1) AS d WHERE s.id = d.server_id RETURNING 1), "
+        f"days AS ({day_counts_upsert_sql('ins')}) "
         "SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM dup), "
-        "(SELECT count(*) FROM fix_buckets), (SELECT count(*) FROM fix_servers)",
+        "(SELECT count(*) FROM fix_buckets), (SELECT count(*) FROM fix_servers), (SELECT count(*) FROM days)",
         {"n": batch_size, "step": _step()},
     )
-    moved, duplicates, _, _ = cursor.fetchone()
+    moved, duplicates, *_ = cursor.fetchone()
     if duplicates:
         cursor.execute("UPDATE ingest_feedcounter SET records = records - %s WHERE slot = 0", [duplicates])
     return moved, duplicates

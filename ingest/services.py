@@ -293,7 +293,8 @@ def records_ingest(*, records: list[CleanRecord], received_at: datetime | None =
 
 
 def _store_records(rows: list[tuple]) -> int:
-    """Portable path (SQLite): insert, read back what was new, aggregate it in Python."""
+    """Portable path (SQLite): insert, read back what was new, aggregate it in Python. (No day
+    counts: SQLite's records are not partitioned and its prune deletes rows.)"""
     inserted = _insert(
         "ingest_metricrecord",
         _RECORD_COLUMNS,
@@ -336,14 +337,16 @@ def _pg_store_records(rows: list[tuple]) -> int:
         f"servers AS (UPDATE ingest_server AS s SET record_count = s.record_count + x.n, "
         f"first_seen = LEAST(s.first_seen, x.lo), last_seen = GREATEST(s.last_seen, x.hi) "
         f"FROM (SELECT server_id, count(*) AS n, min(timestamp) AS lo, max(timestamp) AS hi FROM ins GROUP BY 1) AS x "
-        f"WHERE s.id = x.server_id RETURNING 1) "
-        f"SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM buckets), (SELECT count(*) FROM servers)"
+        f"WHERE s.id = x.server_id RETURNING 1), "
+        f"days AS ({partitions.day_counts_upsert_sql('ins')}) "
+        f"SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM buckets), (SELECT count(*) FROM servers), "
+        f"(SELECT count(*) FROM days)"
     )
     with connection.cursor() as cursor:
         received_at = rows[0][-1]
         columns_only = [row[:-1] for row in rows]
         cursor.execute(sql, [received_at, *_pg_arrays(columns_only), f"{settings.TFT_STEP_MINUTES} minutes"])
-        accepted, _, _ = cursor.fetchone()
+        accepted, *_ = cursor.fetchone()
     return accepted
 
 
@@ -389,20 +392,25 @@ def _prune_table(*, table: str, cutoff: datetime, chunk_size: int) -> int:
             with connection.cursor() as cursor:
                 cursor.execute(
                     f"DELETE FROM {table} WHERE id IN ("
-                    f"SELECT id FROM {table} WHERE timestamp < %s LIMIT %s) RETURNING server_id",
+                    f"SELECT id FROM {table} WHERE timestamp < %s LIMIT %s) RETURNING server_id, timestamp",
                     [_db_datetime(cutoff), chunk_size],
                 )
                 deleted = cursor.fetchall()
             if not deleted:
                 break
             per_server: dict[int, int] = defaultdict(int)
-            for (server_id,) in deleted:
+            per_day: dict[date, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+            for server_id, timestamp in deleted:
                 per_server[server_id] += 1
+                per_day[_as_aware((server_id, timestamp))[1].astimezone(UTC).date()][server_id] += 1
             with connection.cursor() as cursor:
                 cursor.executemany(
                     "UPDATE ingest_server SET record_count = record_count - %s WHERE id = %s",
                     sorted((n, sid) for sid, n in per_server.items()),
                 )
+                if table == partitions.DEFAULT:  # its rows are in the day counts (the legacy table's are not)
+                    for day, counts in sorted(per_day.items()):
+                        partitions.day_counts_subtract(cursor, day, sorted(counts.items()))
             FeedCounter.objects.filter(slot=0).update(records=F("records") - len(deleted))
             deleted_total += len(deleted)
     return deleted_total
@@ -498,12 +506,13 @@ def _prune_partitions(*, cutoff: datetime) -> int:
 def _drop_detached(*, name: str, day: date, detach_s: float | None = None) -> int:
     """Take a detached day's records off the counts and drop its table, in one transaction.
 
-    The per-server counts come from the day's rollups (partitions.detached_counts), not from
-    a scan of the day's rows. Server rows are locked in name order, the order ingest locks them.
+    The per-server counts come from the day counts (partitions.detached_counts), not from a
+    scan of the day's rows. Server rows are locked in name order, the order ingest locks them,
+    and before the day counts, as ingest does.
     """
     started = time.perf_counter()
     with transaction.atomic(), connection.cursor() as cursor:
-        counts = partitions.detached_counts(cursor, name, day, with_legacy=_legacy_exists())
+        counts = partitions.detached_counts(cursor, day)
         counted = time.perf_counter()
         if counts:
             ids, ns = zip(*counts, strict=True)
@@ -513,6 +522,7 @@ def _drop_detached(*, name: str, day: date, detach_s: float | None = None) -> in
                 "FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, n) WHERE s.id = v.id",
                 [list(ids), list(ns)],
             )
+        partitions.day_counts_subtract(cursor, day, counts)
         total = sum(n for _, n in counts)
         FeedCounter.objects.filter(slot=0).update(records=F("records") - total)
         # Deferred FK checks of rows written earlier in an enclosing transaction would block the DROP.

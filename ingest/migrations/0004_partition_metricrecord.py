@@ -66,6 +66,7 @@ def unpartition(apps, schema_editor):
         cursor.execute(f"ALTER SEQUENCE {partitions.SEQUENCE} OWNED BY {plain}.id")
         cursor.execute(f"DROP TABLE {parent}")
         cursor.execute(f"DROP TABLE IF EXISTS {partitions.DROPPED_DAYS}")
+        cursor.execute(f"DROP TABLE IF EXISTS {partitions.DAY_COUNTS}")
         cursor.execute(f"ALTER TABLE {plain} RENAME TO {parent}")
         cursor.execute(f"ALTER TABLE {parent} ADD CONSTRAINT {parent}_pkey PRIMARY KEY (id)")
         cursor.execute(f'ALTER TABLE {parent} ADD CONSTRAINT uniq_record_server_ts UNIQUE (server_id, "timestamp")')

@@ -33,6 +33,20 @@ def _counts_exact():
     for server in Server.objects.all():
         assert server.record_count == per_server.get(server.id, 0), server.name
     assert FeedCounter.objects.aggregate(n=Sum("records"))["n"] == MetricRecord.objects.count()
+    if connection.vendor == "postgresql":
+        _day_counts_exact()
+
+
+def _day_counts_exact():
+    """The day counts the prune reads equal the partitioned table's rows per (UTC day, server)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT day, server_id, records FROM {partitions.DAY_COUNTS} ORDER BY 1, 2")
+        kept = cursor.fetchall()
+        cursor.execute(
+            f"SELECT (\"timestamp\" AT TIME ZONE 'UTC')::date, server_id, count(*) FROM {partitions.PARENT} "
+            "GROUP BY 1, 2 ORDER BY 1, 2"
+        )
+        assert kept == cursor.fetchall()
 
 
 def _table_of(server_name: str) -> set[str]:
@@ -173,6 +187,24 @@ def test_prune_deletes_expired_rows_of_the_default_partition(monkeypatch):
     _counts_exact()
 
 
+@pg_only
+def test_day_counts_rebuilt_from_rollups_equal_the_rows_per_day_and_server(monkeypatch):
+    now = datetime.now(UTC)
+    _ingest(series("a", n=5, start=now - timedelta(days=20)))
+    records_prune(older_than=now - timedelta(days=14))  # a dropped day: its rollups still count it
+    services._partition_days.clear()
+    _ingest(series("a", n=2, start=now - timedelta(days=20, hours=-3)))  # ... then a late backfill of it
+    _ingest(series("b", n=4, start=now - timedelta(days=2)))
+    monkeypatch.setattr(services, "_partition_days", {(now - timedelta(days=30)).date()})
+    _ingest(series("c", n=3, start=now - timedelta(days=30)))  # in the DEFAULT partition
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {partitions.DAY_COUNTS}")
+
+        partitions.day_counts_rebuild(cursor)
+
+    _day_counts_exact()
+
+
 def test_prune_keeps_rollups_of_dropped_days():
     now = datetime.now(UTC)
     _ingest(series("a", n=5, start=now - timedelta(days=20)))
@@ -240,6 +272,7 @@ def _as_before_upgrade():
             f"WITH m AS (DELETE FROM {partitions.PARENT} RETURNING {columns}) "
             f"INSERT INTO {partitions.LEGACY} ({columns}) SELECT {columns} FROM m"
         )
+        partitions.day_counts_rebuild(cursor)  # what migration 0005 does on that database
 
 
 def _snapshot():
@@ -278,6 +311,7 @@ def test_partition_records_moves_everything_and_keeps_counts_and_rollups(upgrade
     call_command("partition_records", "--batch-size", "10")
 
     assert _snapshot() == upgraded
+    _day_counts_exact()
     with connection.cursor() as cursor:
         assert not partitions.table_exists(cursor, partitions.LEGACY)
 
@@ -320,6 +354,7 @@ def test_partition_records_counts_a_record_resent_after_the_upgrade_once(upgrade
     records, *rest = _snapshot()
     assert sorted(r[1:] for r in records) == sorted(r[1:] for r in upgraded[0])  # the kept copy: the retry's ids
     assert rest == list(upgraded[1:])
+    _day_counts_exact()
 
 
 def test_partition_records_has_nothing_to_do_without_a_legacy_table(capsys):
