@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import numpy as np
 from django.db import transaction
 
-from forecasting.engine.calibration import BAND_NAMES, prior_log_factors, updated_log_factors
+from forecasting.engine.calibration import BAND_NAMES, Priors, updated_log_factors
 from forecasting.engine.scoring import CoverageCounts
 from forecasting.engine.spec import TARGETS
 from forecasting.models import CalibrationState
@@ -45,9 +45,9 @@ def _priors(server_ids: set[int]) -> dict[tuple[int, str], np.ndarray]:
     known = _states_by_server_metric(CalibrationState.objects.all())
     out = {}
     for metric in TARGETS:
-        pool = [(profile, state) for (_, m), (profile, state) in known.items() if m == metric]
+        priors = Priors((profile, state) for (_, m), (profile, state) in known.items() if m == metric)
         for server_id in server_ids:
-            out[(server_id, metric)] = prior_log_factors(pool, profiles.get(server_id, "generic"))
+            out[(server_id, metric)] = priors.of(profiles.get(server_id, "generic"))
     return out
 
 
