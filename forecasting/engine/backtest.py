@@ -352,6 +352,13 @@ class _Scores:
     def per_metric(self, methods: Iterable[str]) -> dict[str, dict[str, dict[str, float]]]:
         return self._grouped(methods, 0)
 
+    def per_family(self, methods: Iterable[str]) -> dict[str, dict[str, dict[str, float]]]:
+        """family → method → scores (every method on the same windows of that family)."""
+        grouped = self._grouped(methods, 1)
+        families = {f for by_family in grouped.values() for f in by_family}
+        order = [f for f in FAMILIES if f in families] + sorted(families - set(FAMILIES))
+        return {f: {m: grouped[m][f] for m in grouped if f in grouped[m]} for f in order}
+
     def calibration_report(self) -> dict[str, Any]:
         """Raw vs calibrated TFT coverage and pinball per series family and pooled."""
         by_family = self._grouped(("tft", CALIBRATED), 1)
@@ -426,7 +433,7 @@ def run_backtest(
     (e.g. NAB series mapped onto different metrics). ``scale``: "train" divides by the
     one-step naive MAE of the series before its first test origin (the in-sample part), "context"
     by that of each window's own context. Returns ``{"methods": {name: {"mase", "pinball",
-    "coverage", "windows"}}}`` (plus "per_metric" when asked, and "calibration" — raw vs calibrated
+    "coverage", "windows"}}, "per_family": {family: {name: …}}}`` (plus "per_metric" when asked, and "calibration" — raw vs calibrated
     TFT per family and pooled — with a forecaster).
     """
     if scale not in ("train", "context"):
@@ -447,7 +454,7 @@ def run_backtest(
         for m in scored[w.server] if len(os) else ():
             _score_metric(scores, protocol, w, m, os, preds if forecaster is not None else None)
     methods = [m for m in METHOD_ORDER if m not in ("tft", CALIBRATED) or forecaster is not None]
-    result: dict[str, Any] = {"methods": scores.summary(methods)}
+    result: dict[str, Any] = {"methods": scores.summary(methods), "per_family": scores.per_family(methods)}
     if per_metric:
         result["per_metric"] = scores.per_metric(methods)
     if forecaster is not None:

@@ -154,7 +154,7 @@ def _noisy(n: int, seed: int = 0) -> np.ndarray:
 def test_backtest_reports_every_baseline_and_counts_windows():
     series = [_window("ppdb001", _noisy(1000)), _window("ppdb002", _noisy(1000, 1))]
     result = bt.run_backtest(series, metrics=["cpu_pct", "mem_pct"])
-    assert list(result) == ["methods"]
+    assert list(result) == ["methods", "per_family"]
     assert list(result["methods"]) == ["naive", "seasonal_naive", "predict_linear", "mean"]
     # 7 origins × 2 series; mem_pct is constant 0 (no scale) → not scored
     for scores in result["methods"].values():
@@ -162,6 +162,18 @@ def test_backtest_reports_every_baseline_and_counts_windows():
         assert scores["windows"] == 14
     # on a clean daily cycle yesterday is the best guess
     assert result["methods"]["seasonal_naive"]["mase"] < result["methods"]["naive"]["mase"]
+
+
+def test_backtest_reports_every_method_per_series_family_on_that_family_s_windows():
+    series = [_window("ec2_cpu_utilization_x", _noisy(1000)), _window("ec2_network_in_y", _noisy(1000, 1) * 3, metric="disk_io_mb_s")]
+    result = bt.run_backtest(series, metrics={"ec2_cpu_utilization_x": "cpu_pct", "ec2_network_in_y": "disk_io_mb_s"})
+
+    assert list(result["per_family"]) == ["cpu", "network/requests"]
+    for by_method in result["per_family"].values():
+        assert list(by_method) == ["naive", "seasonal_naive", "predict_linear", "mean"]
+        assert {s["windows"] for s in by_method.values()} == {7}
+    pooled = result["methods"]["naive"]["mase"]
+    assert pooled == pytest.approx(np.mean([f["naive"]["mase"] for f in result["per_family"].values()]))
 
 
 def test_backtest_scales_by_the_naive_mae_of_the_training_part():
@@ -315,7 +327,7 @@ def test_backtest_command_prints_the_json_contract(tmp_path):
     out = StringIO()
     call_command("backtest", "--csv-dir", str(tmp_path), "--no-tft", "--json", stdout=out)
     result = json.loads(out.getvalue())
-    assert list(result) == ["methods"]
+    assert list(result) == ["methods", "per_family"]
     assert list(result["methods"]) == ["naive", "seasonal_naive", "predict_linear", "mean"]
     assert result["methods"]["naive"]["windows"] == 7
 

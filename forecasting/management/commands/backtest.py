@@ -128,6 +128,10 @@ class Command(BaseCommand):
         if forecaster is not None:
             self.stdout.write(f"TFT: {getattr(forecaster, 'version', '?')}")
         self._table(result["methods"])
+        if len(result.get("per_family", {})) > 1:
+            for family, by_method in result["per_family"].items():
+                self.stdout.write(f"\nfamily {family}:")
+                self._table(by_method)
         if "calibration" in result:
             self._calibration_table(result["calibration"])
         for method, by_metric in result.get("per_metric", {}).items():
