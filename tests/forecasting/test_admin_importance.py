@@ -10,7 +10,7 @@ from tests.dashboard.conftest import _plain_static_storage  # noqa: F401 (autous
 
 pytestmark = pytest.mark.django_db
 
-DEFAULT = "tft_model_20261128T192437Z"
+DEFAULT = "tft_model_20261202T135112Z"
 
 
 def _change_page(admin_client, name: str) -> str:

@@ -344,6 +344,21 @@ def test_backtest_command_exclude_leaves_a_series_out(tmp_path):
     assert json.loads(out.getvalue())["methods"]["naive"]["windows"] == 7  # one series, not two
 
 
+def test_backtest_command_scores_several_csv_folders_together(tmp_path):
+    t = START + timedelta(minutes=5) * np.arange(1000)
+    rows = [f"{ts:%Y-%m-%d %H:%M:%S},{v:.3f}" for ts, v in zip(t, _noisy(1000), strict=True)]
+    for folder, name in (("a", "ec2_cpu_utilization_a"), ("b", "ec2_network_in_b")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / f"{name}.csv").write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    out = StringIO()
+    call_command(
+        "backtest", "--csv-dir", str(tmp_path / "a"), "--csv-dir", str(tmp_path / "b"), "--no-tft", "--json", stdout=out
+    )
+    result = json.loads(out.getvalue())
+    assert result["methods"]["naive"]["windows"] == 14
+    assert list(result["per_family"]) == ["cpu", "network/requests"]
+
+
 # --- interval calibration ---------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ from forecasting.engine.simulator import fleet_names, simulate_buckets
 from forecasting.engine.spec import CONTEXT, QUANTILES, STATE_INDEX
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL = ROOT / "models" / "tft_model_20261128T192437Z"
+DEFAULT_MODEL = ROOT / "models" / "tft_model_20261202T135112Z"
 START = datetime(2026, 1, 5, tzinfo=UTC)
 TINY = {"hidden_size": 8, "attention_head_size": 1, "hidden_continuous_size": 4, "dropout": 0.0}
 

@@ -3,7 +3,8 @@
 Sources (one of):
   (default)              database servers' 5-minute rollups (``--servers`` to select)
   --csv-dir DIR          NAB layout (timestamp,value; mapped onto --metric) or contract-shaped CSVs
-                         (--exclude GLOB, repeatable, leaves files out)
+                         (repeatable: the folders are scored together; --exclude GLOB, repeatable,
+                         leaves files out)
   --simulated N          N simulated servers over --days D with --seed S (also reports lead times
                          before critical incidents)
 Model: --model PATH (default: the newest models/tft_model_* folder), --no-tft for baselines only.
@@ -55,7 +56,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         src = parser.add_mutually_exclusive_group()
-        src.add_argument("--csv-dir", type=Path, help="folder of CSVs (NAB timestamp,value or contract records)")
+        src.add_argument(
+            "--csv-dir",
+            type=Path,
+            action="append",
+            help="folder of CSVs (NAB timestamp,value or contract records); repeatable: scored together",
+        )
         src.add_argument("--simulated", type=int, metavar="N", help="backtest on N simulated servers")
         parser.add_argument(
             "--exclude",
@@ -213,16 +219,24 @@ class BacktestSource:
 
 
 def _csv_source(opts: dict) -> BacktestSource:
-    if not opts["csv_dir"].is_dir():
-        raise CommandError(f"{opts['csv_dir']} is not a folder")
-    try:
-        loaded = load_csv_dir(opts["csv_dir"], metric=opts["metric"], exclude=opts["exclude"])
-    except (FileNotFoundError, ValueError) as exc:
-        raise CommandError(str(exc)) from exc
+    series: list[SeriesWindow] = []
+    metric_of: dict[str, str] = {}
+    anomalies: dict[str, list[tuple[datetime, datetime]]] = {}
+    for folder in opts["csv_dir"]:
+        if not folder.is_dir():
+            raise CommandError(f"{folder} is not a folder")
+        try:
+            loaded = load_csv_dir(folder, metric=opts["metric"], exclude=opts["exclude"])
+        except (FileNotFoundError, ValueError) as exc:
+            raise CommandError(str(exc)) from exc
+        series += loaded.series
+        metric_of.update(loaded.metric_of)
+        anomalies.update(_anomaly_windows(folder) or {})
     metrics = opts["metrics"] or None
-    if loaded.metric_of and metrics is None:
-        metrics = {w.server: loaded.metric_of.get(w.server, METRICS) for w in loaded.series}
-    return BacktestSource(f"csv {opts['csv_dir']}", loaded.series, metrics, anomalies=_anomaly_windows(opts["csv_dir"]))
+    if metric_of and metrics is None:
+        metrics = {w.server: metric_of.get(w.server, METRICS) for w in series}
+    name = "csv " + " + ".join(str(f) for f in opts["csv_dir"])
+    return BacktestSource(name, series, metrics, anomalies=anomalies or None)
 
 
 def _anomaly_windows(folder: Path) -> dict[str, list[tuple[datetime, datetime]]] | None:
