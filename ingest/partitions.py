@@ -30,7 +30,8 @@ DEFAULT = f"{PARENT}_default"
 LEGACY = f"{PARENT}_legacy"
 SEQUENCE = f"{PARENT}_id_seq"
 DETACHED_SUFFIX = "_gone"
-# Days already dropped once (kept for the record; counting no longer needs it).
+# Days already dropped once: their rollups still count the dropped rows, so day_counts_rebuild
+# counts such a day (re-created by a late backfill) from its rows, not from its rollups.
 DROPPED_DAYS = f"{PARENT}_dropped_days"
 # Rows per (UTC day, server) in the partitioned table (DEFAULT partition included, legacy table
 # not), kept by every statement that inserts or deletes its rows, in the same transaction. The
