@@ -125,11 +125,6 @@ class Priors:
         return self._by_profile.get(profile, self._fleet).copy()
 
 
-def prior_log_factors(states: Iterable[tuple[str, np.ndarray]], profile: str) -> np.ndarray:
-    """The prior of one new series (see Priors): ``states`` are (profile, log factors (bands, 2))."""
-    return Priors(states).of(profile)
-
-
 class OnlineCalibrator:
     """The backtest's calibrator of one series × metric, fed in time order without look-ahead.
 

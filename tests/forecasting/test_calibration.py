@@ -96,6 +96,6 @@ def test_one_update_moves_a_state_by_at_most_n_cap_targets():
 def test_a_new_series_starts_from_its_profiles_mean_factor():
     web, db = np.full((3, 2), 0.2), np.full((3, 2), -0.4)
     states = [("web_api", web), ("web_api", web * 3), ("database", db)]
-    np.testing.assert_allclose(cal.prior_log_factors(states, "web_api"), 0.4)
-    np.testing.assert_allclose(cal.prior_log_factors(states, "etl"), (0.2 + 0.6 - 0.4) / 3)
-    np.testing.assert_array_equal(cal.prior_log_factors([], "etl"), 0.0)
+    np.testing.assert_allclose(cal.Priors(states).of("web_api"), 0.4)
+    np.testing.assert_allclose(cal.Priors(states).of("etl"), (0.2 + 0.6 - 0.4) / 3)
+    np.testing.assert_array_equal(cal.Priors([]).of("etl"), 0.0)
