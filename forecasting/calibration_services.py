@@ -5,6 +5,9 @@ counts to `intervals_recalibrate` inside its own transaction, right after moving
 markers by compare-and-swap: a pass that lost the race rolls back, so each scored target moves a
 state exactly once. The prediction run reads the states with `served_log_factors` and applies them
 to the TFT's quantiles before scoring and storing its forecasts.
+
+A state row holds its band's own correction; what is served is the cascade of the nearer bands'
+corrections and its own (engine.calibration.served_log_factors).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from datetime import UTC, datetime
 import numpy as np
 from django.db import transaction
 
-from forecasting.engine.calibration import BAND_NAMES, Priors, updated_log_factors
+from forecasting.engine.calibration import BAND_NAMES, Priors, gamma_of_band, updated_log_factors
+from forecasting.engine.calibration import served_log_factors as cascaded
 from forecasting.engine.scoring import CoverageCounts
 from forecasting.engine.spec import TARGETS
 from forecasting.models import CalibrationState
@@ -78,7 +82,8 @@ def intervals_recalibrate(*, observations: Iterable[CoverageCounts], now: dateti
         priors = _priors(missing) if missing else {}
         start = np.array([_start_factors(k, current, priors) for k in keys])  # (K, 2)
         counts = np.stack([totals[k] for k in keys])  # (K, 3)
-        moved = updated_log_factors(start, counts[:, 0], counts[:, 1], counts[:, 2])
+        gamma = gamma_of_band(np.array([BAND_NAMES.index(k[2]) for k in keys]))
+        moved = updated_log_factors(start, counts[:, 0], counts[:, 1], counts[:, 2], gamma=gamma)
         rows = [
             CalibrationState(
                 server_id=k[0],
@@ -110,7 +115,8 @@ def _start_factors(key: _Key, current: dict, priors: dict) -> tuple[float, float
 
 def served_log_factors(*, server_ids: list[int]) -> np.ndarray:
     """(N, metrics, bands, 2) log factors the prediction run applies to each server's quantiles,
-    in TARGETS order: the server's own states, its profile's prior where it has none."""
+    in TARGETS order: the cascade of the server's own states, of its profile's prior where it has
+    none."""
     own = _states_by_server_metric(CalibrationState.objects.filter(server_id__in=server_ids))
     missing = {s for s in server_ids if any((s, m) not in own for m in TARGETS)}
     priors = _priors(missing) if missing else {}
@@ -119,4 +125,4 @@ def served_log_factors(*, server_ids: list[int]) -> np.ndarray:
         for m, metric in enumerate(TARGETS):
             state = own.get((server_id, metric))
             out[i, m] = state[1] if state is not None else priors[(server_id, metric)]
-    return out
+    return cascaded(out)

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from forecasting.engine.calibration import GAMMA, N_CAP, OnlineCalibrator
+from forecasting.engine.calibration import GAMMAS, N_CAP, OnlineCalibrator
 from forecasting.engine.probability import (
     STEPS_30M,
     fit_isotonic,
@@ -369,7 +369,7 @@ class _Scores:
             if f in by_family["tft"]
         }
         return {
-            "gamma": GAMMA,
+            "gammas": list(GAMMAS),
             "n_cap": N_CAP,
             "families": families,
             "pooled": {"raw": pooled["tft"], "calibrated": pooled[CALIBRATED]},

@@ -1,24 +1,35 @@
 """Self-calibrating forecast intervals: adaptive conformal scaling of the quantile spread. Pure numpy.
 
-The state, per series × metric × horizon band, is a pair of log factors (lower, upper). Serving
-scales each quantile's distance from p50 by exp(log factor) — the lower factor for levels below
-0.5, the upper one above — so all 7 model quantiles move together, stay sorted, and a skewed
-error distribution gets a different correction on each side.
+The state, per series × metric × horizon band, is a pair of log corrections (lower, upper). A band
+is served the sum of its own correction and those of every nearer band (``served_log_factors``):
+the 0–30 min band its own, 30 min–2 h the first two, 2–8 h all three. Serving scales each
+quantile's distance from p50 by exp(served log factor) — the lower factor for levels below 0.5,
+the upper one above — so all 7 model quantiles move together, stay sorted, and a skewed error
+distribution gets a different correction on each side.
 
-Update (adaptive conformal inference, Gibbs & Candès 2021, one rule per side): after n targets of a
-band were observed with ``below`` of them under the served p10 and ``above`` over the served p90,
+Why a cascade: a 2–8 h target is known 2–8 h after its forecast was made, so a band's own misses
+are old news by the time they arrive, and more so the further out the band. Left to its own
+misses, the far band widened after a burst had passed and narrowed before the next one: on the
+real development series (data/nab + data/nab_extra) that cost 3–6 % pinball on the spiky
+families while coverage barely moved. Letting each band follow the correction of the band nearer
+to it (whose evidence is fresher) and learn only a small correction of its own keeps the coverage
+fix and loses no pinball (see the README, "Self-calibrating intervals").
 
-    log s_lower ← log s_lower + γ · n_eff · (below/n − 0.1)
-    log s_upper ← log s_upper + γ · n_eff · (above/n − 0.1)
+Update (adaptive conformal inference, Gibbs & Candès 2021, one rule per side and band): after n
+targets of band b were observed with ``below`` of them under the served p10 and ``above`` over the
+served p90,
+
+    c_lower[b] ← c_lower[b] + γ_b · n_eff · (below/n − 0.1)
+    c_upper[b] ← c_upper[b] + γ_b · n_eff · (above/n − 0.1)
 
 with n_eff = min(n, N_CAP): each observed target is one ACI step, but the targets of one forecast
 are strongly dependent (one trajectory), so a single pass may not move the state by more than
-N_CAP steps. Factors stay within [1/MAX_FACTOR, MAX_FACTOR]. Since the misses counted are those of
-the served (calibrated) interval, the long-run miss rate per side tends to 10 %, i.e. coverage of
-p10–p90 to 80 %, whatever the raw model's miscalibration.
+N_CAP steps. γ falls with the band (GAMMAS). Served factors stay within [1/MAX_FACTOR, MAX_FACTOR].
+Since the misses counted are those of the served (calibrated) interval, the long-run miss rate per
+side tends to 10 %, i.e. coverage of p10–p90 to 80 %, whatever the raw model's miscalibration.
 
-A series with no state starts from a prior: the mean log factor of series of the same profile
-(else of the whole fleet) for that metric and band, else 1 (the raw model).
+A series with no state starts from a prior: the mean correction of series of the same profile
+(else of the whole fleet) for that metric and band, else 0 (the raw model).
 """
 
 from __future__ import annotations
@@ -37,15 +48,22 @@ BAND_NAMES: tuple[str, ...] = ("0-30m", "30m-2h", "2h-8h")
 BAND_OF_STEP = np.concatenate([np.full(b - a, i, dtype=np.int64) for i, (a, b) in enumerate(BANDS)])
 
 TARGET_MISS = 0.1  # per side: p10 and p90 → 80 % inside
-GAMMA = 0.02  # per-target ACI step on the log factor (tuned on data/nab + data/nab_extra, see the report)
-N_CAP = 12  # at most this many targets' worth of steps per update (tuned with GAMMA)
+# Per-target ACI step on each band's own log correction: the far bands mostly follow the nearer
+# ones (tuned on data/nab + data/nab_extra only; data/holdout played no part).
+GAMMAS: tuple[float, ...] = (0.015, 0.01, 0.002)
+N_CAP = 12  # at most this many targets' worth of steps per update (tuned with GAMMAS)
 MAX_FACTOR = 10.0
 LOWER, UPPER = 0, 1
 
 
 def identity_state(bands: int = len(BANDS)) -> np.ndarray:
-    """Log factors (bands, 2) of an uncalibrated series: every factor 1."""
+    """Log corrections (bands, 2) of an uncalibrated series: every factor 1."""
     return np.zeros((bands, 2))
+
+
+def gamma_of_band(band: int | np.ndarray) -> np.ndarray:
+    """The ACI step of band index (or indices) ``band``."""
+    return np.asarray(GAMMAS, dtype=np.float64)[np.asarray(band)]
 
 
 def updated_log_factors(
@@ -54,19 +72,27 @@ def updated_log_factors(
     below: np.ndarray,
     above: np.ndarray,
     *,
-    gamma: float = GAMMA,
+    gamma: float | np.ndarray,
     n_cap: int = N_CAP,
 ) -> np.ndarray:
-    """One ACI step for many states at once: log factors (..., 2) and counts (...) → (..., 2).
+    """One ACI step for many states at once: own log corrections (..., 2), counts (...) and the
+    step ``gamma`` of each state's band (broadcast against the counts) → (..., 2).
 
     States with n = 0 are unchanged."""
     n = np.asarray(n, dtype=np.float64)
     safe_n = np.maximum(n, 1.0)
     n_eff = np.minimum(n, n_cap)
     miss = np.stack([np.asarray(below, dtype=np.float64), np.asarray(above, dtype=np.float64)], axis=-1)
-    step = gamma * n_eff[..., None] * (miss / safe_n[..., None] - TARGET_MISS)
+    step = np.asarray(gamma, dtype=np.float64)[..., None] * n_eff[..., None] * (miss / safe_n[..., None] - TARGET_MISS)
     bound = math.log(MAX_FACTOR)
     return np.clip(np.asarray(log_factors, dtype=np.float64) + step, -bound, bound)
+
+
+def served_log_factors(own: np.ndarray) -> np.ndarray:
+    """Served log factors (..., bands, 2) from the bands' own corrections (..., bands, 2): each
+    band gets its own plus every nearer band's (the cascade in the module docstring)."""
+    bound = math.log(MAX_FACTOR)
+    return np.clip(np.cumsum(np.asarray(own, dtype=np.float64), axis=-2), -bound, bound)
 
 
 def band_counts(y: np.ndarray, p10: np.ndarray, p90: np.ndarray, observed: np.ndarray) -> np.ndarray:
@@ -91,8 +117,8 @@ def apply_calibration(
 ) -> np.ndarray:
     """Scale every quantile's distance from the median by its side's factor in its step's band.
 
-    quantiles (..., H, K) at ``levels`` (K, one of them 0.5); log_factors (..., bands, 2) with the
-    same leading shape; lower/upper broadcast against (..., H). Sorted input stays sorted."""
+    quantiles (..., H, K) at ``levels`` (K, one of them 0.5); log_factors (..., bands, 2), the
+    served ones (``served_log_factors`` of the states), with the same leading shape; lower/upper broadcast against (..., H). Sorted input stays sorted."""
     q = np.asarray(quantiles, dtype=np.float64)
     tau = np.asarray(tuple(levels), dtype=np.float64)
     median = int(np.argmin(np.abs(tau - 0.5)))
@@ -108,7 +134,7 @@ def apply_calibration(
 
 
 class Priors:
-    """The priors of new series, from the states of known ones: the mean log factors (bands, 2)
+    """The priors of new series, from the states of known ones: the mean log corrections (bands, 2)
     of each profile's states, and of all states. Built once per pass (not per new series: a
     first pass over a 1,000-server fleet asks for 4,000 priors)."""
 
@@ -132,9 +158,8 @@ class OnlineCalibrator:
     at ``origin`` (step h of origin o is known from o + h + 1 on, i.e. index o + h < origin) and
     not taken in yet, then returns the calibrated quantiles for this origin."""
 
-    def __init__(self, prior: np.ndarray | None = None, *, gamma: float = GAMMA, n_cap: int = N_CAP) -> None:
-        self.log_factors = identity_state() if prior is None else np.array(prior, dtype=np.float64)
-        self.gamma = gamma
+    def __init__(self, prior: np.ndarray | None = None, *, n_cap: int = N_CAP) -> None:
+        self.log_factors = identity_state() if prior is None else np.array(prior, dtype=np.float64)  # own
         self.n_cap = n_cap
         self._pending: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
@@ -146,7 +171,12 @@ class OnlineCalibrator:
             if fresh.any():
                 counts = band_counts(y, p10, p90, fresh)
                 self.log_factors = updated_log_factors(
-                    self.log_factors, counts[:, 0], counts[:, 1], counts[:, 2], gamma=self.gamma, n_cap=self.n_cap
+                    self.log_factors,
+                    counts[:, 0],
+                    counts[:, 1],
+                    counts[:, 2],
+                    gamma=gamma_of_band(np.arange(len(BANDS))),
+                    n_cap=self.n_cap,
                 )
                 used = used | fresh
             if not used.all():
@@ -156,7 +186,12 @@ class OnlineCalibrator:
     def serve(self, origin: int, quantiles: np.ndarray, levels: Iterable[float], **clip) -> np.ndarray:
         """Calibrated quantiles (H, K) for a forecast issued at ``origin``."""
         self._take_in(origin)
-        return apply_calibration(quantiles, levels, self.log_factors, **clip)
+        return apply_calibration(quantiles, levels, self.served, **clip)
+
+    @property
+    def served(self) -> np.ndarray:
+        """The log factors (bands, 2) served now."""
+        return served_log_factors(self.log_factors)
 
     def record(self, origin: int, y: np.ndarray, p10: np.ndarray, p90: np.ndarray) -> None:
         """The served interval of the forecast at ``origin`` and its targets y (H,), to be taken in
@@ -165,7 +200,8 @@ class OnlineCalibrator:
 
 
 def served_factors(log_factors: np.ndarray | None) -> dict[str, list[float]]:
-    """The factors a forecast was served with, per band (BAND_NAMES order), as the API shows them:
+    """The factors a forecast was served with (served log factors, not the own corrections), per
+    band (BAND_NAMES order), as the API shows them:
     {"lower": [3], "upper": [3]}; None (a heuristic forecast) → all 1."""
     state = identity_state() if log_factors is None else np.asarray(log_factors, dtype=np.float64)
     factors = np.round(np.exp(state), 4)

@@ -29,8 +29,8 @@ def test_a_scoring_pass_moves_the_state_one_aci_step():
     web = _server("ppweb001")
     intervals_recalibrate(observations=[CoverageCounts(web.pk, "cpu_pct", "0-30m", 6, 2, 0, 4)])
     state = CalibrationState.objects.get(server=web, metric="cpu_pct", band="0-30m")
-    assert state.log_lower == pytest.approx(cal.GAMMA * 6 * (0 / 6 - 0.1))
-    assert state.log_upper == pytest.approx(cal.GAMMA * 6 * (4 / 6 - 0.1))
+    assert state.log_lower == pytest.approx(cal.GAMMAS[0] * 6 * (0 / 6 - 0.1))
+    assert state.log_upper == pytest.approx(cal.GAMMAS[0] * 6 * (4 / 6 - 0.1))
     assert state.n == 6
 
 
@@ -40,7 +40,7 @@ def test_later_passes_continue_from_the_stored_state():
     intervals_recalibrate(observations=[counts])
     intervals_recalibrate(observations=[counts])
     state = CalibrationState.objects.get(server=web, metric="cpu_pct", band="2h-8h")
-    step = cal.GAMMA * cal.N_CAP * (0 - 0.1)  # all inside: narrower on both sides, capped at N_CAP
+    step = cal.GAMMAS[2] * cal.N_CAP * (0 - 0.1)  # all inside: narrower on both sides, capped at N_CAP
     assert state.log_lower == pytest.approx(2 * step) and state.log_upper == pytest.approx(2 * step)
     assert state.n == 144
     assert CalibrationState.objects.count() == 1
@@ -66,17 +66,21 @@ def test_empty_or_unknown_counts_change_nothing():
     assert not CalibrationState.objects.exists()
 
 
-def test_the_run_scales_tft_intervals_by_the_servers_state_and_leaves_the_heuristic_alone():
+def test_the_run_scales_tft_intervals_by_the_servers_cascaded_states_and_leaves_the_heuristic_alone():
     ingest_fleet(["ppweb001", "ppweb002"])
     windows = server_windows(server_ids=list(Server.objects.order_by("name").values_list("pk", flat=True)))
     tft, heuristic = windows
     CalibrationState.objects.create(server_id=tft.server_id, metric="cpu_pct", band="0-30m",
                                     log_lower=math.log(2), log_upper=math.log(3), updated_at=NOW)  # fmt: skip
+    CalibrationState.objects.create(server_id=tft.server_id, metric="cpu_pct", band="2h-8h",
+                                    log_lower=math.log(0.5), log_upper=0.0, updated_at=NOW)  # fmt: skip
     raw = np.tile(np.array([30, 36, 38, 40, 42, 44, 50], dtype=np.float32), (HORIZON, len(TARGETS), 1))
     quantiles = {tft.server_id: raw.copy(), heuristic.server_id: raw.copy()}
     factors = services._calibrate(windows, quantiles, reasons={heuristic.server_id: "model_unavailable"})
     np.testing.assert_allclose(quantiles[tft.server_id][0, 0], [20, 32, 36, 40, 46, 52, 70])
-    np.testing.assert_allclose(quantiles[tft.server_id][10, 0], raw[10, 0])  # no state for 30 min–2 h
+    np.testing.assert_allclose(quantiles[tft.server_id][10, 0], [20, 32, 36, 40, 46, 52, 70])  # 0–30 min's carries
+    np.testing.assert_allclose(quantiles[tft.server_id][95, 0], [30, 36, 38, 40, 46, 52, 70])  # × 0.5 below: 1 × 2
+    np.testing.assert_allclose(quantiles[tft.server_id][0, 1], raw[0, 1])  # no state for mem_pct
     np.testing.assert_allclose(quantiles[heuristic.server_id], raw)
     assert not factors[1].any()
 
@@ -92,3 +96,27 @@ def test_stored_forecasts_record_their_calibration_factors(no_models):
 def test_served_factors_are_the_exponentials_per_band():
     factors = cal.served_factors(np.log(np.array([[2.0, 0.5], [1.0, 1.0], [4.0, 1.5]])))
     assert factors == {"lower": [2.0, 1.0, 4.0], "upper": [0.5, 1.0, 1.5]}
+
+
+def test_the_cascade_migration_keeps_every_served_factor():
+    from importlib import import_module
+
+    from django.apps import apps
+
+    migration = import_module("forecasting.migrations.0009_calibration_states_as_band_corrections")
+    web = _server("ppweb001")
+    served = {"0-30m": (0.2, -0.1), "30m-2h": (0.5, 0.1), "2h-8h": (0.4, 0.7)}  # as stored before the cascade
+    for band, (lower, upper) in served.items():
+        CalibrationState.objects.create(server=web, metric="cpu_pct", band=band, log_lower=lower, log_upper=upper,
+                                        updated_at=NOW)  # fmt: skip
+    CalibrationState.objects.create(server=web, metric="mem_pct", band="2h-8h", log_lower=0.3, log_upper=0.3,
+                                    updated_at=NOW)  # fmt: skip
+    migration.served_to_own(apps, None)
+    factors = served_log_factors(server_ids=[web.pk])
+    np.testing.assert_allclose(factors[0, TARGETS.index("cpu_pct")], list(served.values()))
+    np.testing.assert_allclose(factors[0, TARGETS.index("mem_pct"), 2], [0.3, 0.3])
+    own = CalibrationState.objects.get(server=web, metric="cpu_pct", band="2h-8h")
+    assert (own.log_lower, own.log_upper) == pytest.approx((-0.1, 0.6))
+    migration.own_to_served(apps, None)
+    back = CalibrationState.objects.get(server=web, metric="cpu_pct", band="2h-8h")
+    assert (back.log_lower, back.log_upper) == pytest.approx((0.4, 0.7))

@@ -174,7 +174,8 @@ class Command(BaseCommand):
             )
 
     def _calibration_table(self, report: dict) -> None:
-        self.stdout.write(f"\nTFT intervals raw → calibrated (adaptive conformal, γ = {report['gamma']:g}):")
+        gammas = ", ".join(f"{g:g}" for g in report["gammas"])
+        self.stdout.write(f"\nTFT intervals raw → calibrated (adaptive conformal, γ per band = {gammas}):")
         self.stdout.write(f"{'family':<18}{'coverage':>18}{'pinball':>18}{'windows':>9}")
         rows = {**report["families"], "pooled": report["pooled"]}
         for name, r in rows.items():
