@@ -1,0 +1,118 @@
+"""``python -m bench.ingest_regression OLD_TREE`` — the ingest statement, this tree vs an older one.
+
+What a 1,000-record batch costs to store (``records_ingest``, in-process: no HTTP, no JSON) when
+the only difference is the code: each tree gets its own database migrated by its own code, and
+each measurement is a fresh process in its tree that stores ``--batches`` batches of 50 servers ×
+20 new timestamps (a warm-up first; every timestamp is new, so nothing is a duplicate). The trees
+alternate (old, new, old, new, …, ``--rounds`` each) so they share the machine's load; medians are
+over every batch of a tree. Written for issue 17's per-day record counts (ingest 0005), kept to
+compare any two trees.
+
+    git worktree add --detach /tmp/old_ingest 16ed899^ && ln -s $PWD/.venv /tmp/old_ingest/.venv
+    .venv/bin/python -m bench.ingest_regression /tmp/old_ingest
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import common
+from bench.regression import _env, _recreate
+
+DB_NEW, DB_OLD = "tftsite_bench_ingest_new", "tftsite_bench_ingest_old"
+
+# Run in each tree's own interpreter (cwd = that tree), so it may only use what both trees have.
+# Round r of a tree writes seconds [r·batches·20, …) of the day after the bench day's midnight
+# (a partition migrate created), so rounds never collide.
+MEASURE = r"""
+import json, sys, time
+from datetime import UTC, datetime, timedelta
+import django
+django.setup()
+from ingest.services import records_ingest
+from ingest.validation import CleanRecord
+batches, rnd = int(sys.argv[1]), int(sys.argv[2])
+base = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+names = [f"ir{i:04d}" for i in range(1000)]
+def batch(k):
+    servers = names[(k * 50) % 1000:(k * 50) % 1000 + 50]
+    t0 = base + timedelta(seconds=(rnd * (batches + 3) + k) * 20)
+    return [CleanRecord(n, t0 + timedelta(seconds=s), 40.0 + s % 7, 55.5, 12.0, 8.5, "healthy")
+            for s in range(20) for n in servers]
+for k in range(3):
+    records_ingest(records=batch(k))
+times = []
+for k in range(3, batches + 3):
+    b = batch(k)
+    t = time.perf_counter(); r = records_ingest(records=b); times.append(time.perf_counter() - t)
+    assert r.accepted == 1000, r
+print(json.dumps({"batch_s": times}))
+"""
+
+
+def _measure(tree: Path, db: str, batches: int, rnd: int) -> list[float]:
+    done = subprocess.run([str(tree / ".venv/bin/python"), "-c", MEASURE, str(batches), str(rnd)], cwd=tree,
+                          env=_env(db), capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(f"measure in {tree} failed: {done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])["batch_s"]
+
+
+def _summarise(times: list[float]) -> dict:
+    ms = sorted(t * 1000 for t in times)
+    batch_ms = {k: v for k, v in common.summary(ms, 2).items() if k != "reps"}
+    return {"records_per_s": round(1000 * len(times) / sum(times)), "batch_ms": batch_ms,
+            "p99_ms": round(common.percentile(ms, 99), 2), "batches": len(times)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.ingest_regression", description=__doc__)
+    p.add_argument("old_tree", type=Path)
+    p.add_argument("--batches", type=int, default=200, help="timed 1,000-record batches per process")
+    p.add_argument("--rounds", type=int, default=3, help="processes per tree, alternating")
+    p.add_argument("--name", default="ingest_regression")
+    args = p.parse_args(argv)
+    new_tree, old_tree = common.ROOT, args.old_tree.resolve()
+    started = time.perf_counter()
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    _recreate(DB_NEW, new_tree)
+    _recreate(DB_OLD, old_tree)
+    runs: dict[str, list[list[float]]] = {"old": [], "new": []}
+    for rnd in range(args.rounds):
+        for label, tree, db in (("old", old_tree, DB_OLD), ("new", new_tree, DB_NEW)):
+            times = _measure(tree, db, args.batches, rnd)
+            runs[label].append(times)
+            print(f"[{time.strftime('%H:%M:%S')}] round {rnd + 1} {label}: {_summarise(times)['records_per_s']:,} "
+                  f"records/s, load {os.getloadavg()[0]:.2f}", flush=True)
+    old = _summarise([t for r in runs["old"] for t in r])
+    new = _summarise([t for r in runs["new"] for t in r])
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=new_tree, capture_output=True, text=True)
+    base = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=old_tree, capture_output=True, text=True)
+    result = {
+        "name": args.name, "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python -m bench.ingest_regression " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": {"nproc": os.cpu_count(), "loadavg_at_start": load_start,
+                    "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "new_commit": head.stdout.strip(), "old_commit": base.stdout.strip(), "old": old, "new": new,
+        "ratio_new_to_old": {
+            "records_per_s": round(new["records_per_s"] / old["records_per_s"], 3),
+            "batch_ms_median": round(new["batch_ms"]["median"] / old["batch_ms"]["median"], 3),
+        },
+        "per_round_records_per_s": {k: [_summarise(r)["records_per_s"] for r in v] for k, v in runs.items()},
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    path = common.write_json(args.name, result)
+    print(json.dumps({k: result[k] for k in ("ratio_new_to_old", "per_round_records_per_s", "machine")}))
+    print(f"old {old['records_per_s']:,} records/s, new {new['records_per_s']:,} records/s; results {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
