@@ -13,7 +13,7 @@ misses, the far band widened after a burst had passed and narrowed before the ne
 real development series (data/nab + data/nab_extra) that cost 3–6 % pinball on the spiky
 families while coverage barely moved. Letting each band follow the correction of the band nearer
 to it (whose evidence is fresher) and learn only a small correction of its own keeps the coverage
-fix and loses no pinball (see the README, "Self-calibrating intervals").
+fix and loses no measurable pinball (see the README, "Self-calibrating intervals").
 
 Update (adaptive conformal inference, Gibbs & Candès 2021, one rule per side and band): after n
 targets of band b were observed with ``below`` of them under the served p10 and ``above`` over the
@@ -118,7 +118,8 @@ def apply_calibration(
     """Scale every quantile's distance from the median by its side's factor in its step's band.
 
     quantiles (..., H, K) at ``levels`` (K, one of them 0.5); log_factors (..., bands, 2), the
-    served ones (``served_log_factors`` of the states), with the same leading shape; lower/upper broadcast against (..., H). Sorted input stays sorted."""
+    served ones (``served_log_factors`` of the states), with the same leading shape; lower/upper
+    broadcast against (..., H). Sorted input stays sorted."""
     q = np.asarray(quantiles, dtype=np.float64)
     tau = np.asarray(tuple(levels), dtype=np.float64)
     median = int(np.argmin(np.abs(tau - 0.5)))
