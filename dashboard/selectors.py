@@ -99,6 +99,13 @@ def _pct(value) -> str:
     return "—" if value is None else f"{round(100 * value)}%"
 
 
+def _expected(value) -> str:
+    """An expected number of servers as an operator reads it: "0.4", "2.3", "12"."""
+    if value is None:
+        return "—"
+    return f"{value:.1f}" if value < 10 else f"{round(value)}"
+
+
 def accuracy_line(scores: dict, *, window: str = "24 h") -> str:
     """Live accuracy as an operator reads it: "last 24 h: MASE 0.82, 0.80 × naive, 79% inside the
     80% band (1,152 targets)", or why there is none yet."""
@@ -359,8 +366,12 @@ def fleet_overview(*, server_prefix: str, now: datetime | None = None) -> dict:
         "run": run,
         "environment": environment,
         "fleet_health": environment.get("fleet_health"),
+        # The fleet's P(at least one incident) saturates at 100 % on any large fleet, healthy or not;
+        # the expected number of servers crossing a critical limit (issue 13) is what the tiles lead with.
         "prob_30m": _pct(environment.get("prob_30m")),
         "prob_8h": _pct(environment.get("prob_8h")),
+        "expected_30m": _expected(environment.get("expected_incidents_30m")),
+        "expected_8h": _expected(environment.get("expected_incidents_8h")),
         "readiness": readiness,
         "warmup_threshold": settings.TFT_WARMUP_RECORDS,
         "warming": warming,

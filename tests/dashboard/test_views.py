@@ -65,6 +65,19 @@ def test_fleet_with_a_full_run_lists_every_server_riskiest_first(viewer_client, 
     assert "No data yet" not in body and 'id="warmup"' not in body
 
 
+def test_fleet_tiles_lead_with_expected_incidents_not_the_saturating_fleet_probability(viewer_client, no_models):
+    hot_fleet(5, hot=1)
+    run = fleet_predict()
+    expected_8h = run.environment["expected_incidents_8h"]
+
+    body = _text(viewer_client.get("/dashboard/"))
+
+    tile = re.search(r'id="tile-expected-8h".*?</div>\s*</div>', body, re.S).group(0)
+    assert f"{expected_8h:.1f} <span class=\"of\">of 5</span>" in tile
+    assert f"P(any server) {round(100 * run.environment['prob_8h'])}%" in tile
+    assert 'id="tile-expected-30m"' in body
+
+
 def test_a_refreshed_fleet_page_has_the_regions_the_script_swaps(viewer_client, no_models):
     hot_fleet(2)
     fleet_predict()

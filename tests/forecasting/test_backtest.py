@@ -359,6 +359,20 @@ def test_backtest_command_scores_several_csv_folders_together(tmp_path):
     assert list(result["per_family"]) == ["cpu", "network/requests"]
 
 
+def test_backtest_command_scores_csv_folders_and_a_simulated_fleet_as_one_set(tmp_path):
+    t = START + timedelta(minutes=5) * np.arange(1000)
+    rows = [f"{ts:%Y-%m-%d %H:%M:%S},{v:.3f}" for ts, v in zip(t, _noisy(1000), strict=True)]
+    (tmp_path / "ec2_cpu_utilization_y.csv").write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    out = StringIO()
+    args = ("--no-tft", "--no-lead-time", "--json")
+    call_command("backtest", "--csv-dir", str(tmp_path), "--simulated", "2", "--days", "4", *args, stdout=out)
+    together = json.loads(out.getvalue())["methods"]["naive"]["windows"]
+    out = StringIO()
+    call_command("backtest", "--simulated", "2", "--days", "4", *args, stdout=out)
+    simulated = json.loads(out.getvalue())["methods"]["naive"]["windows"]
+    assert together == 7 + simulated  # the CSV's one metric, every metric of each simulated server
+
+
 # --- interval calibration ---------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,14 +56,14 @@ class Command(BaseCommand):
     help = "Backtest the TFT and the baselines (naive, seasonal naive, predict_linear, mean) on rolling origins."
 
     def add_arguments(self, parser):
-        src = parser.add_mutually_exclusive_group()
-        src.add_argument(
+        # --csv-dir and --simulated together score (and fit on) both sources as one set.
+        parser.add_argument(
             "--csv-dir",
             type=Path,
             action="append",
             help="folder of CSVs (NAB timestamp,value or contract records); repeatable: scored together",
         )
-        src.add_argument("--simulated", type=int, metavar="N", help="backtest on N simulated servers")
+        parser.add_argument("--simulated", type=int, metavar="N", help="backtest on N simulated servers")
         parser.add_argument(
             "--exclude",
             action="append",
@@ -214,7 +215,7 @@ class Command(BaseCommand):
 class BacktestSource:
     name: str
     series: list[SeriesWindow]
-    metrics: list[str] | dict[str, str] | None = None  # what to score (per server for NAB files)
+    metrics: list[str] | dict[str, str | Sequence[str]] | None = None  # what to score (per server for NAB files)
     truth: FleetTruth | None = None  # a simulated fleet's episodes, for the lead times
     anomalies: dict[str, list[tuple[datetime, datetime]]] | None = None  # labelled anomaly windows per series
 
@@ -254,18 +255,43 @@ def _anomaly_windows(folder: Path) -> dict[str, list[tuple[datetime, datetime]]]
     return {Path(key).stem: [(at(a), at(b)) for a, b in spans] for key, spans in labels.items()}
 
 
+def _simulated_source(opts: dict) -> BacktestSource:
+    truth = simulate_fleet_truth(
+        servers=fleet_names(opts["simulated"]),
+        start=SIMULATION_START,
+        end=SIMULATION_START + timedelta(days=opts["days"]),
+        seed=opts["seed"],
+    )
+    name = f"simulated {opts['simulated']} servers × {opts['days']:g} days, seed {opts['seed']}"
+    return BacktestSource(name, truth.windows, opts["metrics"] or None, truth)
+
+
+def _combined(csv: BacktestSource, simulated: BacktestSource) -> BacktestSource:
+    """Both sources as one set: each series keeps the metrics its own source scores."""
+    names = [w.server for w in csv.series + simulated.series]
+    if len(set(names)) != len(names):
+        raise CommandError("a CSV series has the name of a simulated server: rename the file")
+
+    def metrics_of(source: BacktestSource) -> dict:
+        m = source.metrics
+        return dict(m) if isinstance(m, dict) else {w.server: m or METRICS for w in source.series}
+
+    return BacktestSource(
+        f"{csv.name} + {simulated.name}",
+        csv.series + simulated.series,
+        {**metrics_of(csv), **metrics_of(simulated)},
+        simulated.truth,
+        csv.anomalies,
+    )
+
+
 def _series_source(opts: dict) -> BacktestSource:
-    if opts["csv_dir"]:
+    if opts["csv_dir"] and opts["simulated"]:
+        source = _combined(_csv_source(opts), _simulated_source(opts))
+    elif opts["csv_dir"]:
         source = _csv_source(opts)
     elif opts["simulated"]:
-        truth = simulate_fleet_truth(
-            servers=fleet_names(opts["simulated"]),
-            start=SIMULATION_START,
-            end=SIMULATION_START + timedelta(days=opts["days"]),
-            seed=opts["seed"],
-        )
-        name = f"simulated {opts['simulated']} servers × {opts['days']:g} days, seed {opts['seed']}"
-        source = BacktestSource(name, truth.windows, opts["metrics"] or None, truth)
+        source = _simulated_source(opts)
     else:
         source = BacktestSource("database", server_histories(server_names=opts["servers"]), opts["metrics"] or None)
     if not source.series:
