@@ -379,6 +379,15 @@ def fleet_accuracy(*, now: datetime | None = None) -> dict:
     return out
 
 
+def fleet_band_accuracy(*, window: str = "24h", now: datetime | None = None) -> dict:
+    """The whole fleet over ``window``, all metrics: {…overall…, "bands": {band: {…}}} — one grouped
+    query. Per band because the bands fill in at different speeds (a 2–8 h band is scored 8 h after
+    its forecast), so an overall figure alone reads only the short horizons for the first hours."""
+    by_band = _score_sums(_window_scores(window, now), ("band",))
+    bands = {band: {**accuracy(by_band.get((band,), {})), "pinball": None} for band in SCORE_BANDS}
+    return {**accuracy(_added(list(by_band.values()))), "pinball": None, "bands": bands}
+
+
 def series_accuracy(*, now: datetime | None = None) -> dict[tuple[str, str, str], dict]:
     """(server name, metric, band) → accuracy over the last 24 h: one grouped query (/metrics)."""
     sums = _score_sums(_window_scores("24h", now), ("server__name", "metric", "band"))

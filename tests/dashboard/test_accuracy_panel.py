@@ -2,7 +2,7 @@
 
 import pytest
 
-from dashboard.selectors import accuracy_line, fleet_overview, server_detail
+from dashboard.selectors import accuracy_line, band_accuracy_line, fleet_overview, server_detail
 from tests.forecasting.test_scoring_api import scored_fleet  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.django_db
@@ -26,3 +26,19 @@ def test_accuracy_line_reads_mase_ratio_and_coverage():
 
 def test_accuracy_line_says_when_nothing_is_scored_yet():
     assert "no forecast scored yet" in accuracy_line({"n": 0})
+
+
+def test_fleet_panel_breaks_the_accuracy_down_by_horizon_band(scored_fleet):  # noqa: F811
+    bands = fleet_overview(server_prefix="/dashboard/servers/")["accuracy_bands"]
+
+    assert bands.startswith("0–30 min: ") and "× naive" in bands.split(" · ")[0]
+    assert "2–8 h: not scored yet" in bands  # the forecast was made 1 h ago: its 2–8 h band is not observed
+
+
+def test_band_line_reads_each_band_or_says_it_is_not_scored_yet():
+    line = band_accuracy_line({
+        "0-30m": {"mase_vs_naive": 1.11, "coverage_80": 0.69, "n": 2400},
+        "30m-2h": {"n": 0},
+    })
+
+    assert line == "0–30 min: 1.11 × naive, 69% inside · 30 min–2 h: not scored yet"
