@@ -20,11 +20,10 @@ import os
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import common
-from bench.regression import _env, _recreate
+from bench.regression import _env, _recreate, comparison_header
 
 DB_NEW, DB_OLD = "tftsite_bench_ingest_new", "tftsite_bench_ingest_old"
 
@@ -93,14 +92,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"records/s, load {os.getloadavg()[0]:.2f}", flush=True)
     old = _summarise([t for r in runs["old"] for t in r])
     new = _summarise([t for r in runs["new"] for t in r])
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=new_tree, capture_output=True, text=True)
-    base = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=old_tree, capture_output=True, text=True)
+    command = "python -m bench.ingest_regression " + " ".join(sys.argv[1:] if argv is None else argv)
     result = {
-        "name": args.name, "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python -m bench.ingest_regression " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": {"nproc": os.cpu_count(), "loadavg_at_start": load_start,
-                    "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
-        "new_commit": head.stdout.strip(), "old_commit": base.stdout.strip(), "old": old, "new": new,
+        **comparison_header(args.name, command, new_tree, old_tree, load_start), "old": old, "new": new,
         "ratio_new_to_old": {
             "records_per_s": round(new["records_per_s"] / old["records_per_s"], 3),
             "batch_ms_median": round(new["batch_ms"]["median"] / old["batch_ms"]["median"], 3),

@@ -113,6 +113,20 @@ def _measure(tree: Path, db: str, reps: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _short_head(tree: Path) -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True).stdout.strip()
+
+
+def comparison_header(name: str, command: str, new_tree: Path, old_tree: Path, load_start: list[float]) -> dict:
+    """The fields every tree-vs-tree result starts with: what ran, where, on which two commits."""
+    return {
+        "name": name, "started_at": datetime.now(UTC).isoformat(timespec="seconds"), "command": command,
+        "machine": {"nproc": os.cpu_count(), "loadavg_at_start": load_start,
+                    "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "new_commit": _short_head(new_tree), "old_commit": _short_head(old_tree),
+    }
+
+
 def _summarise(runs: list[dict]) -> dict:
     reads = [t for r in runs for t in r["read_s"]]
     cycles = [t for r in runs for t in r["cycle_s"]]
@@ -147,14 +161,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{time.strftime('%H:%M:%S')}] round {rnd + 1} {label}: read {[round(t, 3) for t in res['read_s']]} "
                   f"cycle {[round(t, 3) for t in res['cycle_s']]} off {[round(t, 3) for t in res['cycle_explain_off_s']]} load {os.getloadavg()[0]:.2f}", flush=True)
     old, new = _summarise(runs["old"]), _summarise(runs["new"])
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=new_tree, capture_output=True, text=True)
-    base = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=old_tree, capture_output=True, text=True)
+    command = "python -m bench.regression " + " ".join(sys.argv[1:] if argv is None else argv)
     result = {
-        "name": args.name, "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python -m bench.regression " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": {"nproc": os.cpu_count(), "loadavg_at_start": load_start,
-                    "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
-        "new_commit": head.stdout.strip(), "old_commit": base.stdout.strip(), "old": old, "new": new,
+        **comparison_header(args.name, command, new_tree, old_tree, load_start), "old": old, "new": new,
         "ratio_new_to_old": {
             "read": round(new["read_s"]["median"] / old["read_s"]["median"], 3),
             "cycle": round(new["cycle_s"]["median"] / old["cycle_s"]["median"], 3),
