@@ -29,8 +29,8 @@ from forecasting.selectors import (
 from ingest.contract import METRICS
 from ingest.selectors import fleet_readiness
 from ingest.validation import SERVER_NAME_RE
-from tftsite.api.errors import ErrorSerializer
-from tftsite.api.views import ReadApiView
+from access.errors import ErrorSerializer
+from access.views import ReadApiView
 
 logger = logging.getLogger(__name__)
 

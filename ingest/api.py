@@ -8,12 +8,12 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from access.errors import KEY_ERRORS, RETRY_AFTER_SECONDS, ErrorSerializer
+from access.views import FeedApiView
 from ingest.contract import VALID_STATES
 from ingest.selectors import database_check
 from ingest.services import records_ingest
 from ingest.validation import BatchRejectedError, ignored_fields, validate_feed_body
-from tftsite.api.errors import KEY_ERRORS, RETRY_AFTER_SECONDS, ErrorSerializer
-from tftsite.api.views import FeedApiView
 
 # The contract's example records (the guide's curl example and its second server).
 RECORD_PPDB001 = {

@@ -19,10 +19,9 @@ from django.db.models import F
 
 from ingest import partitions
 from ingest.contract import METRICS, STATES, profile_for
-from ingest.models import ApiKey, FeedCounter, MetricBucket
+from ingest.models import FeedCounter, MetricBucket
 from ingest.selectors import feed_totals
 from ingest.validation import CleanRecord
-from tftsite.api.keys import generate_key, hash_key, named_keys
 
 logger = logging.getLogger(__name__)
 
@@ -572,19 +571,3 @@ def _db_datetime(value: datetime):
     if connection.vendor == "postgresql":
         return value
     return connection.ops.adapt_datetimefield_value(value)
-
-
-def api_key_create(*, name: str, can_feed: bool = True, can_read: bool = True) -> tuple[ApiKey, str]:
-    """Create a named key; returns the row and the raw key, which is shown once and never stored."""
-    raw = generate_key()
-    key = ApiKey.objects.create(
-        name=name, prefix=raw[:10], key_hash=hash_key(raw), can_feed=can_feed, can_read=can_read
-    )
-    named_keys.clear()
-    return key, raw
-
-
-def api_key_revoke(*, key_id: int) -> bool:
-    changed = ApiKey.objects.filter(pk=key_id, is_active=True).update(is_active=False)
-    named_keys.clear()
-    return bool(changed)

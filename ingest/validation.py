@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from access.errors import ApiError
 from ingest.contract import METRICS, PERCENT_METRICS, RECORD_FIELDS, STATES, VALID_STATES
 from ingest.models import SERVER_NAME_MAX_LENGTH
 
@@ -177,21 +178,9 @@ def validate_records(
     return clean, problems
 
 
-class BatchRejectedError(Exception):
-    """The request body as a whole, or some of its records, break the contract."""
-
-    def __init__(self, status: int, error: str, message: str, problems: list[Problem] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.error = error
-        self.message = message
-        self.problems = problems or []
-
-    def body(self) -> dict:
-        body = {"status": "rejected", "error": self.error, "message": self.message}
-        if self.problems:
-            body["errors"] = [p.as_dict() for p in self.problems]
-        return body
+class BatchRejectedError(ApiError):
+    """The request body as a whole, or some of its records, break the contract (a 4xx whose body
+    names each record index and field: see access.errors.ApiError)."""
 
 
 def validate_feed_body(

@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI / Redoc assets as local static files (docs work offline)
+    "access",
     "ingest",
     "forecasting",
     "dashboard",
@@ -63,8 +64,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files from gunicorn, no separate server
-    "tftsite.api.middleware.CorsMiddleware",
-    "tftsite.api.middleware.DatabaseUnavailableMiddleware",
+    "access.middleware.CorsMiddleware",
+    "access.middleware.DatabaseUnavailableMiddleware",
     "ingest.feed_metrics.FeedMetricsMiddleware",  # feed latency and record outcomes for GET /metrics
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -145,11 +146,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("TFT_MAX_BODY_BYTES", 16 * 1024 * 1024, mi
 # --- REST framework -------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["tftsite.api.parsers.SafeJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["access.parsers.SafeJSONParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
-    "EXCEPTION_HANDLER": "tftsite.api.errors.exception_handler",
+    "EXCEPTION_HANDLER": "access.errors.exception_handler",
     # Rate limits key on the client address: trust X-Forwarded-For only for this many proxies.
     "NUM_PROXIES": env_int("TFT_NUM_PROXIES", 0, minimum=0),
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

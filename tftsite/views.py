@@ -9,8 +9,8 @@ from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiRespo
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from access.views import ReadApiView
 from forecasting.api import AccuracySerializer, MetricAccuracySerializer
-from tftsite.api.views import ReadApiView
 from tftsite.status import status_body
 
 _FLEET_ACCURACY = {"mase": 0.8, "naive_mase": 1.0, "mase_vs_naive": 0.8, "pinball": None, "coverage_80": 0.79,

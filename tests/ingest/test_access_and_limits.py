@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from django.core.cache import caches
 
-from ingest.models import ApiKey, MetricRecord
-from ingest.services import api_key_create, api_key_revoke
+from access.keys import named_keys
+from access.models import ApiKey
+from access.services import api_key_create, api_key_revoke
+from ingest.models import MetricRecord
 from tests.conftest import make_record, post_feed
-from tftsite.api.keys import named_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.django_db

@@ -17,7 +17,7 @@ from django.conf import settings
 from rest_framework.exceptions import APIException
 from rest_framework.permissions import BasePermission
 
-from ingest.models import ApiKey
+from access.models import ApiKey
 
 KEY_PREFIX = "tft_"
 # Named keys are cached per process so a feed request costs no extra query; a revoked key stops

@@ -2,8 +2,8 @@
 
 from rest_framework.views import APIView
 
-from tftsite.api.keys import FeedApiKey, ReadApiKey
-from tftsite.api.throttles import FeedRateThrottle, ReadRateThrottle
+from access.keys import FeedApiKey, ReadApiKey
+from access.throttles import FeedRateThrottle, ReadRateThrottle
 
 TRUE_VALUES = frozenset({"1", "true", "yes"})
 

@@ -9,12 +9,30 @@ from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from ingest.validation import BatchRejectedError
-
 logger = logging.getLogger(__name__)
 
 # How long a client should wait after a 503 for an unreachable database.
 RETRY_AFTER_SECONDS = 5
+
+
+class ApiError(Exception):
+    """An error whose JSON body the caller should see as it is (status, code, message, and the items
+    that went wrong). Apps raise subclasses (e.g. ingest's contract rejections); the handler below
+    renders them without knowing the app."""
+
+    def __init__(self, status: int, error: str, message: str, problems: list | None = None):
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+        # Items with an ``as_dict()`` giving ``index``, ``field`` and ``message`` (ErrorItemSerializer).
+        self.problems = problems or []
+
+    def body(self) -> dict:
+        body = {"status": "rejected", "error": self.error, "message": self.message}
+        if self.problems:
+            body["errors"] = [p.as_dict() for p in self.problems]
+        return body
 
 
 class ErrorItemSerializer(serializers.Serializer):
@@ -56,7 +74,7 @@ def _error(code: str, message: str) -> dict:
 
 def exception_handler(exc, context):
     """DRF's EXCEPTION_HANDLER: contract rejections, 503 for a dead database, JSON for the rest."""
-    if isinstance(exc, BatchRejectedError):
+    if isinstance(exc, ApiError):
         return Response(exc.body(), status=exc.status)
     if isinstance(exc, (OperationalError, InterfaceError)):
         body, headers = database_unavailable(exc)

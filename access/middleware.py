@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, JsonResponse
 
-from tftsite.api.errors import database_unavailable
+from access.errors import database_unavailable
 
 
 class DatabaseUnavailableMiddleware:
