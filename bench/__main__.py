@@ -154,7 +154,7 @@ def run_sections(args, results: dict) -> None:
             if "predict" in wanted and n in sizes:
                 cycles[str(n)] = predict.time_cycles(n, reps=args.reps, log=log)
             else:
-                from forecasting.services import fleet_predict
+                from forecasting.runs.chunks import fleet_predict
 
                 fleet_predict()  # one complete run to read
             if "memory" in wanted and n in (20, 1000):

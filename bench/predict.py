@@ -11,15 +11,14 @@ from datetime import UTC, datetime, timedelta
 from bench.common import PY, ROOT, bench_env, summary
 
 PHASES = ("read", "forecast", "heuristic", "alerts", "explain", "write", "finalize")
-# The explanation pass (forecasting.services._explain_chunk): "needed" is what runs serve, "off" is
+# The explanation pass (forecasting.runs.chunks._explain_chunk): "needed" is what runs serve, "off" is
 # the cycle without explanations (before issue #15), "all" explains every TFT forecast.
 EXPLAIN_MODES = ("needed", "off", "all")
 
 
 def model_info() -> dict:
     """The model fleet_predict will use (registering folders under models/ first)."""
-    from forecasting.registry import model_versions_sync
-    from forecasting.selectors import active_model_version
+    from forecasting.registry import active_model_version, model_versions_sync
 
     model_versions_sync()
     version = active_model_version()
@@ -42,7 +41,7 @@ def time_cycles(n: int, *, reps: int, log) -> dict:
     """fleet_predict() in this process, ``reps`` times per explanation mode after one warm-up (which
     loads the model); the modes alternate within each rep so they share the machine's state."""
     from forecasting.models import ServerForecast
-    from forecasting.services import fleet_predict
+    from forecasting.runs.chunks import fleet_predict
 
     started = time.perf_counter()
     run = fleet_predict()

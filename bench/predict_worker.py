@@ -13,7 +13,7 @@ def main() -> None:
     import django
 
     django.setup()
-    from forecasting.services import fleet_predict
+    from forecasting.runs.chunks import fleet_predict
 
     started = time.perf_counter()
     run = fleet_predict()

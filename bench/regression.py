@@ -34,8 +34,8 @@ import json, sys, time
 import django
 django.setup()
 from forecasting.registry import model_versions_sync
-from forecasting.selectors import ready_server_ids, server_windows
-from forecasting.services import fleet_predict
+from forecasting.windows import ready_server_ids, server_windows
+from forecasting.runs.chunks import fleet_predict
 reps = int(sys.argv[1])
 model_versions_sync()
 ids = ready_server_ids()

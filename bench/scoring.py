@@ -1,4 +1,4 @@
-"""Section: the live-scoring pass (forecasting.scoring_services.forecasts_score) at 20 and 1,000 servers.
+"""Section: the live-scoring pass (forecasting.scoring.services.forecasts_score) at 20 and 1,000 servers.
 
 A steady-state pass: every 5 minutes each server has one forecast whose 0–30 min band just became
 observed, one whose 30 min–2 h band did and one whose 2–8 h band did, so a pass scores 3 archived
@@ -45,7 +45,7 @@ def run_scoring(args, log) -> dict:
     from datetime import UTC, datetime
 
     from bench.seed import seed_fleet
-    from forecasting.scoring_services import forecasts_score
+    from forecasting.scoring.services import forecasts_score
 
     out = {}
     for n in (20, 1000):

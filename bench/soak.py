@@ -70,8 +70,7 @@ def run_soak(args, log) -> dict:
     t0 = datetime.now(UTC) + timedelta(seconds=20)  # the live feed starts about then
     seeded = seed_fleet(20, now=t0 - timedelta(seconds=1), windows=_history(servers, t0, minutes))
     log(f"soak: seeded {seeded['servers']} servers with {seeded['buckets']} buckets of history")
-    from forecasting.registry import model_versions_sync
-    from forecasting.selectors import active_model_version
+    from forecasting.registry import active_model_version, model_versions_sync
 
     model_versions_sync()
     version = active_model_version()

@@ -13,7 +13,7 @@ local PostgreSQL; no web server. What it measures, with the table at 0, 10 M, 50
   the service logs (bench/results/storage_prune.json has the earlier count from the rollups:
   1.44 s; a covering rollup index made that 1.10 s but cost ingest 0.68 ×);
 - row sizes: bytes per raw row (a day's partition with its indexes) and per rollup row;
-- read: ``forecasting.selectors.server_windows`` (the prediction read) at 1,000 and 10,000 servers.
+- read: ``forecasting.windows.server_windows`` (the prediction read) at 1,000 and 10,000 servers.
 
 Seeding is server-side and fast: each day is generated with generate_series straight into a
 table of its own, indexed after the load and attached as that day's partition (an insert
@@ -294,7 +294,7 @@ def _seed_read_buckets(now: datetime) -> None:
 
 
 def _read_at(n: int, reps: int, log) -> dict:
-    from forecasting.selectors import server_windows
+    from forecasting.windows import server_windows
 
     ids = list(range(1, n + 1))
     times = []

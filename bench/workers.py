@@ -100,7 +100,7 @@ def _cycles(n_workers: int, *, reps: int, warmup: bool, timeout: float, extra_en
 def _reads(sizes: list[int], *, fleet: int, reps: int, duration: float) -> dict:
     """The fleet's size reads the workers' last run; any other size is re-seeded and forecast here."""
     from bench import read, seed
-    from forecasting.services import fleet_predict
+    from forecasting.runs.chunks import fleet_predict
 
     out = {}
     for n in sorted(sizes, key=lambda n: n != fleet):

@@ -7,7 +7,7 @@ Nothing here runs per server in a loop against the database, and nothing imports
 the web process stays light.
 
 Thresholds, the active model, the current run and the dominant-state rule are read from their one
-owner (forecasting.selectors, forecasting.engine); nothing here re-implements them.
+owner (forecasting selectors, forecasting.engine); nothing here re-implements them.
 """
 
 from __future__ import annotations
@@ -21,18 +21,13 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Count, Max, Q
 
+from forecasting.alerts.selectors import alert_thresholds
 from forecasting.engine.series import dominant_state
 from forecasting.engine.spec import HORIZON, STEP_MINUTES
 from forecasting.models import Alert, PredictionRun, ServerForecast
-from forecasting.selectors import (
-    active_model_version,
-    alert_thresholds,
-    current_run,
-    fleet_band_accuracy,
-    origin_is_stale,
-    server_accuracy,
-    stored_explanation,
-)
+from forecasting.registry import active_model_version
+from forecasting.runs.selectors import current_run, origin_is_stale, run_is_stale, stored_explanation
+from forecasting.scoring.selectors import fleet_band_accuracy, server_accuracy
 from ingest.contract import METRICS, PROFILE_LABELS, STATE_SEVERITY, STATES
 from ingest.models import MetricBucket, Server
 from ingest.selectors import fleet_readiness
@@ -63,7 +58,7 @@ def is_stale(origin: datetime, *, now: datetime) -> bool:
     """A forecast is stale on the page when it starts more than TFT_STALE_AFTER_MINUTES before the
     moment the page is viewed: its first steps are history already.
 
-    The API's forecasting.selectors.forecast_is_stale judges at the run's start (the data was old
+    The API's forecasting.runs.selectors.forecast_is_stale judges at the run's start (the data was old
     when forecast), so a response stays the same for the whole run. A page is read later, so it
     judges at view time: every forecast the API calls stale is stale here too (now ≥ the run's start),
     and so is a forecast left standing by a worker that stopped."""
@@ -120,7 +115,7 @@ def accuracy_line(scores: dict, *, window: str = "24 h") -> str:
     return f"last {window}: {', '.join(parts)} ({scores['n']:,} targets)"
 
 
-BAND_LABELS = {"0-30m": "0–30 min", "30m-2h": "30 min–2 h", "2h-8h": "2–8 h"}
+BAND_LABELS = {"0-30m": "0–30 min", "30m-2h": "30 min–2 h", "2-8h": "2–8 h"}
 
 
 def band_accuracy_line(bands: dict) -> str:
@@ -403,7 +398,7 @@ def fleet_overview(*, server_prefix: str, now: datetime | None = None) -> dict:
         "stale_after_minutes": stale_after_minutes(),
         "accuracy": accuracy_line(fleet_scores),
         "accuracy_bands": band_accuracy_line(fleet_scores["bands"]) if fleet_scores.get("n") else "",
-        "stale": bool(run and (now - run.finished_at).total_seconds() > 3 * settings.TFT_PREDICTION_INTERVAL_SECONDS),
+        "stale": bool(run and run_is_stale(run, now=now)),
     }
 
 

@@ -1,4 +1,4 @@
-"""Dashboard pages: thin views over dashboard.selectors; the one write goes through forecasting.alert_services."""
+"""Dashboard pages: thin views over dashboard.selectors; the one write goes through forecasting.alerts.services."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import selectors
-from forecasting.alert_services import alert_acknowledge
+from forecasting.alerts.services import alert_acknowledge
 
 logger = logging.getLogger(__name__)
 

@@ -1,11 +1,10 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
 
-from forecasting import training_services
-from forecasting.alert_services import alert_acknowledge, alert_resolve
+from forecasting.alerts.services import alert_acknowledge, alert_resolve
+from forecasting.lifecycle import services as training_services
 from forecasting.models import Alert, AlertThreshold, ModelVersion, PredictionRun, ServerForecast, TrainingRun
-from forecasting.registry import model_version_activate
-from forecasting.selectors import model_version_importance
+from forecasting.registry import model_version_activate, model_version_importance
 from ingest.admin import ReadOnlyAdmin
 
 

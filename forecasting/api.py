@@ -1,6 +1,6 @@
 """Read API over stored runs: it never runs the model.
 
-The prediction bodies are spliced from stored JSON for speed (forecasting.selectors), so the
+The prediction bodies are spliced from stored JSON for speed (forecasting.runs.selectors), so the
 serializers here declare their shape for the schema (GET /api/schema/) rather than render them;
 tests/integrations/test_schema_conformance.py checks every real body against that schema.
 """
@@ -20,17 +20,12 @@ from drf_spectacular.utils import (
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from forecasting.selectors import (
-    current_run,
-    open_alerts_contract,
-    predictions_current_json,
-    server_forecast_json,
-)
-from ingest.contract import METRICS
-from ingest.selectors import fleet_readiness
-from ingest.validation import SERVER_NAME_RE
 from access.errors import ErrorSerializer
 from access.views import ReadApiView
+from forecasting.alerts.selectors import open_alerts_contract
+from forecasting.runs.selectors import current_run, predictions_current_json, server_forecast_json
+from ingest.contract import METRICS, SERVER_NAME_RE
+from ingest.selectors import fleet_readiness
 
 logger = logging.getLogger(__name__)
 
@@ -363,7 +358,7 @@ class AccuracySerializer(serializers.Serializer):
 
 
 class WindowAccuracySerializer(AccuracySerializer):
-    bands = serializers.DictField(child=AccuracySerializer(), help_text="horizon band (0-30m, 30m-2h, 2h-8h) → accuracy")
+    bands = serializers.DictField(child=AccuracySerializer(), help_text="horizon band (0-30m, 30m-2h, 2-8h) → accuracy")
 
 
 class MetricAccuracySerializer(serializers.Serializer):
@@ -387,7 +382,7 @@ _NO_SCORES = {"mase": None, "naive_mase": None, "mase_vs_naive": None, "pinball"
 _WINDOW = {"mase": 0.82, "naive_mase": 1.05, "mase_vs_naive": 0.78, "pinball": 1.9, "coverage_80": 0.79, "n": 1152,
            "bands": {"0-30m": {"mase": 0.41, "naive_mase": 0.52, "mase_vs_naive": 0.79, "pinball": 0.8,
                                "coverage_80": 0.83, "n": 72},
-                     "30m-2h": _NO_SCORES, "2h-8h": _NO_SCORES}}
+                     "30m-2h": _NO_SCORES, "2-8h": _NO_SCORES}}
 
 
 class PredictionsServerApi(ReadApiView):

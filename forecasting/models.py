@@ -176,7 +176,7 @@ class Alert(models.Model):
 
 
 class AlertNotification(models.Model):
-    """One alert transition to push to Alertmanager / webhooks (forecasting.alert_push).
+    """One alert transition to push to Alertmanager / webhooks (forecasting.alerts.push).
 
     Unique per (alert, transition): a transition is recorded once however often the run that caused it
     is retried. `delivered_at` is set by compare-and-swap, so a notification is delivered once even
@@ -226,7 +226,7 @@ class ArchivedForecast(models.Model):
     quantiles = models.BinaryField()
     last_values = models.JSONField(help_text="per metric, the last value observed at the origin (the naive forecast)")
     scales = models.JSONField(help_text="per metric, the 1-step naive MAE over the context (the MASE scale)")
-    # Bands (engine.scoring.BANDS, in order) already scored: a band's targets all end before the
+    # Bands (engine.spec.BAND_NAMES, in order) already scored: a band's targets all end before the
     # next band's, so "the first k bands" is the whole marker, moved by compare-and-swap.
     bands_scored = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField()
@@ -272,11 +272,11 @@ class ForecastScore(models.Model):
 class CalibrationState(models.Model):
     """A server's interval calibration for one metric × horizon band (engine.calibration): the log
     factors scaling the served quantiles' distance from p50 below and above it, moved by each
-    scoring pass's coverage counts (forecasting.calibration_services)."""
+    scoring pass's coverage counts (forecasting.scoring.calibration)."""
 
     server = models.ForeignKey("ingest.Server", on_delete=models.CASCADE, related_name="+")
     metric = models.CharField(max_length=32)
-    band = models.CharField(max_length=16, help_text="engine.calibration.BAND_NAMES")
+    band = models.CharField(max_length=16, help_text="engine.spec.BAND_NAMES")
     log_lower = models.FloatField(default=0.0)
     log_upper = models.FloatField(default=0.0)
     n = models.BigIntegerField(default=0, help_text="scored targets taken in so far")

@@ -35,8 +35,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from forecasting.engine.spec import STEP_MINUTES
-from forecasting.models import Alert, ModelVersion, PredictionRun, ServerForecast
-from forecasting.selectors import current_run, series_accuracy
+from forecasting.models import Alert, PredictionRun, ServerForecast
+from forecasting.registry import active_model_version
+from forecasting.runs.selectors import current_run
+from forecasting.scoring.selectors import series_accuracy
 from ingest.selectors import counters_totals, fleet_readiness
 
 # Forecast step (1-based, 5-minute steps) per horizon label: 30 min, 1 h, 4 h, 8 h ahead.
@@ -138,9 +140,9 @@ class ServiceCollector:
         for status in PredictionRun.Status.values:
             attempt.add_metric([status], 1.0 if last == status else 0.0)
         yield attempt
-        version = ModelVersion.objects.filter(is_active=True, valid=True).values_list("name", flat=True).first()
+        version = active_model_version()
         active = GaugeMetricFamily("tft_model_active_info", "The active model version (1).", labels=["version"])
-        active.add_metric([version or ""], 1.0)
+        active.add_metric([version.name if version else ""], 1.0)
         yield active
         run = self.run
         if run is None:

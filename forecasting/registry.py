@@ -9,7 +9,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
-from forecasting.engine.folders import ModelFolder, ModelFolderError, is_temp_folder, read_model_folder
+from forecasting.engine.folders import ModelFolder, ModelFolderError, is_temp_folder, read_importance, read_model_folder
 from forecasting.models import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -68,8 +68,14 @@ def retrained_versions():
     return ModelVersion.objects.filter(metrics__has_key=RETRAIN_KEY)
 
 
-def active_version() -> ModelVersion | None:
+def active_model_version() -> ModelVersion | None:
+    """The model version runs use: the one active and valid row (the one home of this query)."""
     return ModelVersion.objects.filter(is_active=True, valid=True).first()
+
+
+def model_version_importance(*, version: ModelVersion) -> dict | None:
+    """The model's global variable importance (importance.json in its folder), None if it has none."""
+    return read_importance(Path(version.path))
 
 
 def _eligible_versions():

@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 
 from access.errors import KEY_ERRORS, RETRY_AFTER_SECONDS, ErrorSerializer
 from access.views import FeedApiView
-from ingest.contract import VALID_STATES
+from ingest.contract import SERVER_NAME_PATTERN, VALID_STATES
 from ingest.selectors import database_check
 from ingest.services import records_ingest
 from ingest.validation import BatchRejectedError, ignored_fields, validate_feed_body
@@ -34,7 +34,7 @@ class FeedRecordSerializer(serializers.Serializer):
     too slow for 10,000-record batches)."""
 
     timestamp = serializers.DateTimeField(help_text="ISO 8601; no offset means UTC. At most 5 minutes ahead.")
-    server_name = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$", help_text="e.g. ppdb001")
+    server_name = serializers.RegexField(rf"^{SERVER_NAME_PATTERN}$", help_text="e.g. ppdb001")
     cpu_pct = serializers.FloatField(min_value=0, max_value=100)
     mem_pct = serializers.FloatField(min_value=0, max_value=100)
     disk_io_mb_s = serializers.FloatField(min_value=0)

@@ -1,9 +1,7 @@
 from django.db import models
 
 from forecasting.engine.series import dominant_state  # the one rule, shared with the model
-from ingest.contract import PROFILE_LABELS, PROFILES, STATE_SEVERITY, STATES
-
-SERVER_NAME_MAX_LENGTH = 64
+from ingest.contract import PROFILE_LABELS, PROFILES, SERVER_NAME_MAX_LENGTH, STATE_SEVERITY, STATES
 
 
 class Server(models.Model):

@@ -35,8 +35,7 @@ from string import Template
 
 from django.conf import settings
 
-from ingest.contract import METRICS, PERCENT_METRICS, STATES
-from ingest.models import SERVER_NAME_MAX_LENGTH
+from ingest.contract import METRICS, PERCENT_METRICS, SERVER_NAME_CHARS, SERVER_NAME_MAX_LENGTH, STATES
 from ingest.services import records_ingest
 from ingest.validation import validate_records
 
@@ -52,7 +51,7 @@ DEFAULT_QUERIES: dict[str, str] = {
     "latency_ms": "1000 * histogram_quantile($quantile, sum by (instance, le) (rate(${histogram}_bucket[$window])))",
 }
 MAX_POINTS_PER_QUERY = 10_000  # Prometheus refuses range queries over 11,000 points per series
-_BAD_NAME_CHARS = re.compile(r"[^A-Za-z0-9._:@-]")
+_BAD_NAME_CHARS = re.compile(rf"[^{SERVER_NAME_CHARS}]")
 
 
 class PrometheusError(Exception):

@@ -65,10 +65,6 @@ class IngestResult:
         return self.servers_tracked > 0 and self.servers_ready == self.servers_tracked
 
 
-def bucket_start_of(timestamp: datetime, *, step_minutes: int | None = None) -> datetime:
-    step = (step_minutes or settings.TFT_STEP_MINUTES) * 60
-    epoch = int(timestamp.timestamp())
-    return datetime.fromtimestamp(epoch - epoch % step, tz=UTC)
 
 
 def _pg_type(column: str) -> str:

@@ -11,12 +11,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from access.errors import ApiError
-from ingest.contract import METRICS, PERCENT_METRICS, RECORD_FIELDS, STATES, VALID_STATES
-from ingest.models import SERVER_NAME_MAX_LENGTH
+from ingest.contract import (
+    METRICS,
+    PERCENT_METRICS,
+    RECORD_FIELDS,
+    SERVER_NAME_MAX_LENGTH,
+    SERVER_NAME_RE,
+    STATES,
+    VALID_STATES,
+)
 
 # Letters, digits and the punctuation host names and instance labels use. Nothing that could
 # mean something in HTML, SQL or a shell, and no whitespace or control characters.
-SERVER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]*\Z")
 MAX_TIMESTAMP_LENGTH = 40
 _STATE_SET = frozenset(STATES)
 _FIELD_SET = frozenset(RECORD_FIELDS)

@@ -198,7 +198,7 @@ TFT_PREDICTION_CHUNK_SIZE = env_int("TFT_PREDICTION_CHUNK_SIZE", 512, minimum=1)
 TFT_RUN_STALE_SECONDS = env_int("TFT_RUN_STALE_SECONDS", 180, minimum=10)
 # Complete runs kept for history; older ones are pruned with their forecasts.
 TFT_KEEP_RUNS = env_int("TFT_KEEP_RUNS", 100, minimum=2)
-# Live scoring (forecasting.scoring_services): score aggregates (and forecasts never scored) are
+# Live scoring (forecasting.scoring.services): score aggregates (and forecasts never scored) are
 # kept this long, so the 7-day accuracy always has its 7 days; at most this many archived forecasts
 # are scored per pass, oldest first, so a backlog costs several passes rather than one long one.
 TFT_SCORE_RETENTION_DAYS = env_int("TFT_SCORE_RETENTION_DAYS", 8, minimum=1)
@@ -211,7 +211,7 @@ TFT_GPU_QUEUE = env_str("TFT_GPU_QUEUE", "gpu")
 # lose their core wait on each other.
 TFT_TORCH_THREADS = env_int("TFT_TORCH_THREADS", 0, minimum=0)
 TFT_MODELS_DIR = Path(env_str("TFT_MODELS_DIR", str(BASE_DIR / "models"))).resolve()
-# Retraining on the fleet's own data (forecasting.training_services): a challenger is trained on the
+# Retraining on the fleet's own data (forecasting.lifecycle.services): a challenger is trained on the
 # rollups (plus the shipped real data as a prior) and replaces the active model only if it beats it
 # on the most recent held-back days. Its own queue and worker, so predictions never wait for it.
 TFT_RETRAIN = env_bool("TFT_RETRAIN", True)

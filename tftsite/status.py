@@ -3,8 +3,10 @@ forecasting app's run and model. Neither app imports the other for it."""
 
 from django.conf import settings
 
-from forecasting.selectors import active_model_version, fleet_accuracy, status_section
-from forecasting.training_selectors import model_lifecycle
+from forecasting.lifecycle.selectors import model_lifecycle
+from forecasting.registry import active_model_version
+from forecasting.runs.selectors import status_section
+from forecasting.scoring.selectors import fleet_accuracy
 from ingest.selectors import Readiness, counters_totals, fleet_readiness, server_readiness_list
 
 

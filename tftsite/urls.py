@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from forecasting.api import AlertsActiveApi, PredictionsCurrentApi, PredictionsServerApi
 from forecasting.prometheus import metrics_view
 from ingest.api import FeedDataApi, HealthApi
+from ingest.contract import SERVER_NAME_PATTERN
 from tftsite.views import StatusApi, favicon_view
 
 # The contract's paths have no trailing slash; accept one too, since a POST cannot be redirected.
@@ -13,7 +14,7 @@ urlpatterns = [
     re_path(r"^status/?$", StatusApi.as_view(), name="status"),
     re_path(r"^health/?$", HealthApi.as_view(), name="health"),
     re_path(r"^predictions/current/?$", PredictionsCurrentApi.as_view(), name="predictions-current"),
-    re_path(r"^predictions/(?P<server>[A-Za-z0-9][A-Za-z0-9._:@-]{0,63})/?$", PredictionsServerApi.as_view(),
+    re_path(rf"^predictions/(?P<server>{SERVER_NAME_PATTERN})/?$", PredictionsServerApi.as_view(),
             name="predictions-server"),
     re_path(r"^alerts/active/?$", AlertsActiveApi.as_view(), name="alerts-active"),
     re_path(r"^metrics/?$", metrics_view, name="metrics"),

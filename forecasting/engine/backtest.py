@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from forecasting.engine.calibration import GAMMAS, N_CAP, OnlineCalibrator
+from forecasting.engine.metrics import naive_scale, pinball
 from forecasting.engine.probability import (
     STEPS_30M,
     fit_isotonic,
@@ -236,17 +237,8 @@ def baseline_quantiles(
     return np.clip(out, 0.0, upper)
 
 
-def naive_scale(y: np.ndarray) -> float:
-    """In-sample one-step naive MAE (mean |y[t] − y[t−1]| over observed pairs); NaN if none."""
-    d = np.abs(np.diff(np.asarray(y, dtype=np.float64)))
-    d = d[~np.isnan(d)]
-    return float(d.mean()) if len(d) else math.nan
 
 
-def pinball(y: np.ndarray, q_pred: np.ndarray, level: float) -> np.ndarray:
-    """Pinball (quantile) loss, elementwise."""
-    diff = y - q_pred
-    return np.maximum(level * diff, (level - 1.0) * diff)
 
 
 def score_window(y: np.ndarray, quantiles: np.ndarray, scale: float) -> dict[str, float] | None:
@@ -653,12 +645,6 @@ def lead_time_evaluation(
         result["methods"][method] = _lead_scores(_baseline_p90(method, plan, calibration), plan, threshold, step)
     return result
 
-def restrict_to_metric(series: list[SeriesWindow], mapped: dict[str, str]) -> dict[str, list[SeriesWindow]]:
-    """Group NAB series by the metric they were mapped onto (each group is scored on its metric)."""
-    groups: dict[str, list[SeriesWindow]] = {}
-    for w in series:
-        groups.setdefault(mapped[w.server], []).append(w)
-    return groups
 
 
 # ---------------------------------------------------------------------------------------------

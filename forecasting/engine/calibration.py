@@ -39,13 +39,10 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from forecasting.engine.spec import HORIZON, STEP_MINUTES
+from forecasting.engine.spec import BAND_STEPS
 
-# Horizon bands: 0–30 min, 30 min–2 h, 2–8 h, as [start, end) step indices.
-BAND_MINUTES: tuple[tuple[int, int], ...] = ((0, 30), (30, 120), (120, HORIZON * STEP_MINUTES))
-BANDS: tuple[tuple[int, int], ...] = tuple((a // STEP_MINUTES, b // STEP_MINUTES) for a, b in BAND_MINUTES)
-BAND_NAMES: tuple[str, ...] = ("0-30m", "30m-2h", "2h-8h")
-BAND_OF_STEP = np.concatenate([np.full(b - a, i, dtype=np.int64) for i, (a, b) in enumerate(BANDS)])
+# The band (index into spec.BAND_STEPS) of each forecast step.
+BAND_OF_STEP = np.concatenate([np.full(b - a, i, dtype=np.int64) for i, (a, b) in enumerate(BAND_STEPS)])
 
 TARGET_MISS = 0.1  # per side: p10 and p90 → 80 % inside
 # Per-target ACI step on each band's own log correction: the far bands mostly follow the nearer
@@ -56,7 +53,7 @@ MAX_FACTOR = 10.0
 LOWER, UPPER = 0, 1
 
 
-def identity_state(bands: int = len(BANDS)) -> np.ndarray:
+def identity_state(bands: int = len(BAND_STEPS)) -> np.ndarray:
     """Log corrections (bands, 2) of an uncalibrated series: every factor 1."""
     return np.zeros((bands, 2))
 
@@ -99,11 +96,11 @@ def band_counts(y: np.ndarray, p10: np.ndarray, p90: np.ndarray, observed: np.nd
     """(bands, 3) counts n, below, above of the observed targets y (H,) against a served interval;
     ``observed`` (H,) masks the targets that count (known and not yet used)."""
     mask = observed & np.isfinite(y)
-    out = np.zeros((len(BANDS), 3))
+    out = np.zeros((len(BAND_STEPS), 3))
     band = BAND_OF_STEP[: len(y)]
     yv = np.where(mask, y, 0.0)
     for col, hit in enumerate((mask, mask & (yv < p10), mask & (yv > p90))):
-        out[:, col] = np.bincount(band, weights=hit.astype(np.float64), minlength=len(BANDS))[: len(BANDS)]
+        out[:, col] = np.bincount(band, weights=hit.astype(np.float64), minlength=len(BAND_STEPS))[: len(BAND_STEPS)]
     return out
 
 
@@ -176,7 +173,7 @@ class OnlineCalibrator:
                     counts[:, 0],
                     counts[:, 1],
                     counts[:, 2],
-                    gamma=gamma_of_band(np.arange(len(BANDS))),
+                    gamma=gamma_of_band(np.arange(len(BAND_STEPS))),
                     n_cap=self.n_cap,
                 )
                 used = used | fresh

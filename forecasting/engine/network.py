@@ -3,7 +3,7 @@
 Builds the network from JSON-able hyperparameters, loads and saves its weights (safetensors: no
 pickle), forecasts batches of series windows (``Forecaster``) and does the tensor work of training
 (``TrainingNetwork``), so the training loop itself stays numpy. Imported by the worker
-(forecasting.inference), training and the commands that train or backtest, never by the web.
+(forecasting.runs.inference), training and the commands that train or backtest, never by the web.
 """
 
 from __future__ import annotations

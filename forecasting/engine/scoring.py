@@ -21,15 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from forecasting.engine.backtest import pinball
-from forecasting.engine.calibration import BAND_NAMES
-from forecasting.engine.calibration import BANDS as CALIBRATION_BANDS
-from forecasting.engine.spec import SERVED_QUANTILES
+from forecasting.engine.metrics import pinball
+from forecasting.engine.spec import BAND_STEPS, SERVED_QUANTILES
 
-# The horizon bands have one home, the calibration that consumes these counts: BAND_STEPS are
-# [first, last) forecast steps, BANDS their names ("0-30m", "30m-2h", "2h-8h").
-BAND_STEPS = CALIBRATION_BANDS
-BANDS = BAND_NAMES
 LEVELS: tuple[float, ...] = (SERVED_QUANTILES["p10"], SERVED_QUANTILES["p50"], SERVED_QUANTILES["p90"])
 SUMS: tuple[str, ...] = ("n", "abs_err", "naive_abs_err", "scale", "pinball", "inside", "below", "above")
 
@@ -48,24 +42,8 @@ class CoverageCounts:
     above: int
 
 
-def last_observed(values: np.ndarray) -> np.ndarray:
-    """(T, M) with NaN gaps → (M,) last finite value per column (NaN where none)."""
-    values = np.asarray(values, dtype=np.float64)
-    finite = np.isfinite(values)
-    last_idx = len(values) - 1 - np.argmax(finite[::-1], axis=0)
-    last = values[last_idx, np.arange(values.shape[1])]
-    return np.where(finite.any(axis=0), last, np.nan)
 
 
-def naive_scales(values: np.ndarray) -> np.ndarray:
-    """(T, M) with NaN gaps → (M,) in-sample 1-step naive MAE: mean |y[t] − y[t−1]| over pairs
-    of consecutive observed buckets (NaN where there is no pair). The backtest's `naive_scale`,
-    per column."""
-    d = np.abs(np.diff(np.asarray(values, dtype=np.float64), axis=0))
-    ok = np.isfinite(d)
-    count = ok.sum(axis=0)
-    total = np.where(ok, d, 0.0).sum(axis=0)
-    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def gather_targets(bucket_keys: np.ndarray, bucket_values: np.ndarray, target_keys: np.ndarray) -> np.ndarray:

@@ -619,10 +619,6 @@ def simulate_buckets(
     return truth.windows
 
 
-def simulate_episodes(
-    *, servers: list[str], start: datetime, end: datetime, seed: int = 0, step_minutes: int = STEP_MINUTES
-) -> list[Episode]:
-    return simulate_fleet_truth(servers=servers, start=start, end=end, seed=seed, step_minutes=step_minutes).episodes
 
 
 # --------------------------------------------------------------------------------------------

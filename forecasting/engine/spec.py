@@ -9,6 +9,11 @@ from __future__ import annotations
 # --- The grid ----------------------------------------------------------------------------------
 STEP_MINUTES = 5  # one bucket; the trained model is fixed at this step
 HORIZON = 96  # 8 hours of 5-minute steps are forecast
+# Horizon bands, the one definition (live scoring, interval calibration, the backtest, the API and
+# the dashboard): name and [first, end) forecast steps. 0–30 min, 30 min–2 h, 2–8 h.
+HORIZON_BANDS: tuple[tuple[str, int, int], ...] = (("0-30m", 0, 6), ("30m-2h", 6, 24), ("2-8h", 24, HORIZON))
+BAND_NAMES: tuple[str, ...] = tuple(name for name, _, _ in HORIZON_BANDS)
+BAND_STEPS: tuple[tuple[int, int], ...] = tuple((first, end) for _, first, end in HORIZON_BANDS)
 CONTEXT = 288  # 24 hours of buckets are the model's (and the baselines') context
 STEPS_PER_DAY = 24 * 60 // STEP_MINUTES
 

@@ -3,7 +3,7 @@
 import pytest
 
 from dashboard.selectors import accuracy_line, band_accuracy_line, fleet_overview, server_detail
-from tests.forecasting.test_scoring_api import scored_fleet  # noqa: F401  (fixture)
+from tests.forecasting.scoring.test_accuracy_api import scored_fleet  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.django_db
 

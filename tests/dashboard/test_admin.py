@@ -3,7 +3,7 @@
 import pytest
 
 from forecasting.models import Alert, PredictionRun
-from forecasting.services import fleet_predict
+from forecasting.runs.chunks import fleet_predict
 from tests.dashboard.conftest import hot_fleet
 
 pytestmark = pytest.mark.django_db

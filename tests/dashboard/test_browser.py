@@ -14,7 +14,7 @@ import pytest
 from django.db import connections
 
 from forecasting.models import Alert
-from forecasting.services import fleet_predict
+from forecasting.runs.chunks import fleet_predict
 from tests.dashboard.conftest import STAFF_PASSWORD, hot_fleet
 
 CHROMIUM = "/usr/bin/chromium"
@@ -275,7 +275,7 @@ SHADE_JS = """(selector) => {
 
 def test_server_page_draws_the_input_importance_chart_and_shades_the_attention(page, live_server):
     # The committed default model forecasts; the hot server's forecast calls for alerts, so the
-    # run explains it (forecasting.services._explain_chunk).
+    # run explains it (forecasting.runs.chunks._explain_chunk).
     with own_connection():
         hot = hot_fleet(2, hot=1)[0]
         fleet_predict()

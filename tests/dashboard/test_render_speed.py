@@ -19,7 +19,7 @@ import pytest
 from django.core.cache import cache
 
 from forecasting.models import Alert
-from forecasting.services import fleet_predict
+from forecasting.runs.chunks import fleet_predict
 from tests.dashboard.conftest import hot_fleet
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]

@@ -82,7 +82,7 @@ def test_feed_is_503_with_retry_after_when_the_database_is_down(client, dead_dat
 def test_web_process_does_not_import_torch_or_pandas():
     code = (
         "import os,sys;os.environ.setdefault('DJANGO_SETTINGS_MODULE','tftsite.settings');"
-        "import django;django.setup();import tftsite.urls;import ingest.api;import forecasting.selectors;"
+        "import django;django.setup();import tftsite.urls;import ingest.api;import forecasting.runs.selectors;import forecasting.admin;import tftsite.views;"
         "import forecasting.prometheus;import dashboard.views;import dashboard.selectors;"
         "print('torch' in sys.modules, 'pandas' in sys.modules)"
     )

@@ -5,11 +5,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from forecasting import alert_push
-from forecasting.alert_push import AlertPushError, alert_notification_deliver, alert_notifications_pending_push
-from forecasting.alert_services import alert_transition
+from forecasting.alerts import push as alert_push
+from forecasting.alerts.push import AlertPushError, alert_notification_deliver, alert_notifications_pending_push
+from forecasting.alerts.services import alert_transition
 from forecasting.models import Alert, AlertNotification
-from forecasting.services import fleet_predict
+from forecasting.runs.chunks import fleet_predict
 from tests.conftest import ingest_fleet
 
 pytestmark = pytest.mark.django_db

@@ -9,7 +9,7 @@ from django.test import Client
 
 from forecasting.models import ServerForecast
 from forecasting.prometheus import HORIZON_STEPS
-from forecasting.services import fleet_predict
+from forecasting.runs.chunks import fleet_predict
 from tests.conftest import ingest_fleet
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from datetime import datetime
 import jsonschema
 import pytest
 
-from forecasting.services import fleet_predict
+from forecasting.runs.chunks import fleet_predict
 from tests.conftest import TEST_API_KEY, ingest_fleet, make_record, post_feed
 
 pytestmark = pytest.mark.django_db

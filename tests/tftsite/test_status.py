@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from forecasting.models import ModelVersion
-from forecasting.services import fleet_predict
+from forecasting.runs.chunks import fleet_predict
 from tests.conftest import ingest_fleet, series
 
 pytestmark = pytest.mark.django_db

@@ -36,7 +36,7 @@ from forecasting.engine.network import load_forecaster
 from forecasting.engine.series import SeriesWindow, load_csv_dir
 from forecasting.engine.simulator import FleetTruth, fleet_names, simulate_fleet_truth
 from forecasting.engine.spec import CONTEXT, HORIZON, METRICS
-from forecasting.selectors import server_histories
+from forecasting.windows import server_histories
 
 logger = logging.getLogger(__name__)
 

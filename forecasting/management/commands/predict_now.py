@@ -3,7 +3,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from forecasting.registry import model_versions_sync
-from forecasting.services import fleet_predict
+from forecasting.runs.chunks import fleet_predict
 
 
 class Command(BaseCommand):

@@ -21,7 +21,7 @@ from forecasting.engine import network, training
 from forecasting.engine.series import SeriesWindow, load_csv_dir
 from forecasting.engine.spec import METRICS
 from forecasting.engine.synthetic import load_generic_series
-from forecasting.selectors import server_histories
+from forecasting.windows import server_histories
 
 logger = logging.getLogger(__name__)
 
@@ -143,8 +143,8 @@ class Command(BaseCommand):
 
     def _retrain(self, opts: dict) -> None:
         """The champion/challenger path of the weekly task, run here with this command's settings."""
-        from forecasting.retraining import training_run_execute
-        from forecasting.training_services import training_run_start
+        from forecasting.lifecycle.retraining import training_run_execute
+        from forecasting.lifecycle.services import training_run_start
 
         run = training_run_start(trigger="command")
         if run is None:

@@ -1,0 +1,233 @@
+"""Alert push: each alert transition is sent to Alertmanager-compatible receivers exactly once.
+
+Flow: every alert transition (forecasting.alerts.services: a run's, or an operator's in the admin
+or the dashboard) calls `alert_notifications_record` inside its transaction. That writes one
+AlertNotification per transition (unique per alert and transition, so a retried run cannot record
+it twice) and, on commit, enqueues one Celery task per notification: neither the run nor the
+request waits on a receiver. The task delivers with `alert_notification_deliver`, retrying with
+backoff; the beat task `push_pending_alerts` re-enqueues whatever a lost task or exhausted retries
+left undelivered.
+
+Exactly once: a delivery first claims the notification with a compare-and-swap (delivered_at is NULL
+and no live claim), so two workers never send it concurrently; each target that answered 2xx is
+remembered so a retry after a partial fan-out does not resend to it; delivered_at is set by a
+second compare-and-swap. (A receiver that stored a POST but timed out before answering gets it again
+on retry: the payload's labels plus startsAt identify it, as Alertmanager itself dedupes.)
+
+Transitions: "firing" when an alert opens and "resolved" when it resolves (by a run or an
+operator); acknowledging is not pushed (alert_services says why). Severity is part of an alert's
+identity here (one open alert per server, metric and severity), so a change of severity is the
+other severity's alert firing and, when no longer predicted, this one resolving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+
+from celery import current_app
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+
+from forecasting.models import Alert, AlertNotification
+
+logger = logging.getLogger(__name__)
+
+ALERT_NAME = "TFTForecastThreshold"
+# The delivery task's name (forecasting.tasks; queued messages carry it, so it outlived its module)
+# and how long a queued delivery stays worth sending.
+PUSH_TASK = "forecasting.push_tasks.push_alert_notification"
+PUSH_EXPIRES_SECONDS = 6 * 3600
+# Alertmanager's own "no end time" in the webhook payload.
+_ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+class AlertPushError(Exception):
+    """A target refused or could not be reached; the task retries."""
+
+
+def push_targets() -> list[str]:
+    targets = list(settings.TFT_ALERT_WEBHOOK_URLS)
+    if settings.TFT_ALERTMANAGER_URL:
+        targets.append(f"{settings.TFT_ALERTMANAGER_URL}/api/v2/alerts")
+    return targets
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _alertmanager_alert(*, alert: Alert, server_name: str, transition: str, now: datetime) -> dict:
+    """The alert in Alertmanager's /api/v2/alerts shape (also the element of a webhook's alerts)."""
+    labels = {
+        "alertname": ALERT_NAME,
+        "server": server_name,
+        "metric": alert.metric,
+        "severity": alert.severity,
+        "rule": alert.rule,
+        "service": "tftsite",
+    }
+    annotations = {
+        "summary": alert.message,
+        "predicted_value": f"{alert.predicted_value:g}",
+        "threshold": f"{alert.threshold:g}",
+        "minutes_ahead": str(alert.minutes_ahead),
+    }
+    if transition == AlertNotification.Transition.RESOLVED:
+        ends_at = _iso(alert.resolved_at or now)
+    else:
+        ends_at = _iso(now + timedelta(seconds=settings.TFT_ALERTMANAGER_FIRING_TTL_SECONDS))
+    return {
+        "labels": labels,
+        "annotations": annotations,
+        "startsAt": _iso(alert.opened_at),
+        "endsAt": ends_at,
+        "generatorURL": f"/alerts/active?server={server_name}",
+    }
+
+
+def alert_notifications_record(*, alerts: list[Alert], transition: str, now: datetime) -> int:
+    """Record one transition's notifications and enqueue their pushes after commit. Called only by
+    forecasting.alerts.services, inside the transition's transaction; a no-op (not even a query)
+    when no push target is configured."""
+    if not push_targets() or not alerts:
+        return 0
+    from ingest.models import Server
+
+    names = dict(Server.objects.filter(pk__in={a.server_id for a in alerts}).values_list("pk", "name"))
+    rows = []
+    for alert in alerts:
+        if transition == AlertNotification.Transition.RESOLVED:
+            alert.resolved_at = alert.resolved_at or now
+        rows.append(
+            AlertNotification(
+                alert_id=alert.pk,
+                transition=transition,
+                created_at=now,
+                payload=_alertmanager_alert(
+                    alert=alert, server_name=names.get(alert.server_id, str(alert.server_id)),
+                    transition=transition, now=now,
+                ),
+            )
+        )
+    # ignore_conflicts: unique per (alert, transition), so a retried run cannot record it twice.
+    AlertNotification.objects.bulk_create(rows, ignore_conflicts=True)
+    ids = list(
+        AlertNotification.objects.filter(
+            alert_id__in=[r.alert_id for r in rows], transition=transition, created_at=now, delivered_at=None
+        ).values_list("pk", flat=True)
+    )
+    # robust: a broker outage must not fail the committed transition; push_pending_alerts catches up.
+    transaction.on_commit(lambda: _enqueue(ids), robust=True)
+    return len(ids)
+
+
+def _enqueue(notification_ids: list[int]) -> None:
+    for pk in notification_ids:
+        current_app.send_task(PUSH_TASK, kwargs={"notification_id": pk}, expires=PUSH_EXPIRES_SECONDS)
+
+
+def webhook_body(*, notification: AlertNotification) -> dict:
+    """Alertmanager's webhook JSON (version 4) carrying this one transition."""
+    alert = notification.payload
+    status = notification.transition
+    return {
+        "version": "4",
+        "groupKey": f'{{}}:{{alertname="{ALERT_NAME}", server="{alert["labels"]["server"]}"}}',
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "tftsite",
+        "groupLabels": {"alertname": ALERT_NAME, "server": alert["labels"]["server"]},
+        "commonLabels": alert["labels"],
+        "commonAnnotations": alert["annotations"],
+        "externalURL": "",
+        "alerts": [
+            {
+                "status": status,
+                "labels": alert["labels"],
+                "annotations": alert["annotations"],
+                "startsAt": alert["startsAt"],
+                "endsAt": alert["endsAt"] if status == AlertNotification.Transition.RESOLVED else _ZERO_TIME,
+                "generatorURL": alert["generatorURL"],
+                "fingerprint": f"tft-{notification.alert_id}",
+            }
+        ],
+    }
+
+
+def _post(url: str, body: object) -> None:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "User-Agent": "tftsite-alert-push"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=settings.TFT_ALERT_PUSH_TIMEOUT_SECONDS) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        raise AlertPushError(f"{url}: HTTP {exc.code}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise AlertPushError(f"{url}: {exc}") from exc
+
+
+def alert_notification_deliver(*, notification_id: int, now: datetime | None = None) -> bool:
+    """Send one notification to every target that has not yet accepted it. True when this call
+    completed the delivery; False when it was already delivered or another worker holds it.
+    Raises AlertPushError when a target failed (the task retries)."""
+    now = now or datetime.now(UTC)
+    targets = push_targets()
+    lease = timedelta(seconds=settings.TFT_ALERT_PUSH_TIMEOUT_SECONDS * (len(targets) + 1) + 30)
+    claimed = AlertNotification.objects.filter(
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now), pk=notification_id, delivered_at=None
+    ).update(claimed_until=now + lease, attempts=F("attempts") + 1)
+    if not claimed:
+        return False
+    notification = AlertNotification.objects.get(pk=notification_id)
+    done = list(notification.delivered_targets)
+    try:
+        for url in targets:
+            if url in done:
+                continue
+            is_alertmanager = url.endswith("/api/v2/alerts") and url.startswith(settings.TFT_ALERTMANAGER_URL or "\0")
+            _post(url, [notification.payload] if is_alertmanager else webhook_body(notification=notification))
+            done.append(url)
+            AlertNotification.objects.filter(pk=notification_id).update(delivered_targets=done)
+    except AlertPushError as exc:
+        AlertNotification.objects.filter(pk=notification_id).update(claimed_until=None, last_error=str(exc)[:500])
+        logger.warning(
+            "alert push failed, will retry",
+            extra={"notification_id": notification_id, "attempt": notification.attempts, "error": str(exc)[:300]},
+        )
+        raise
+    delivered = AlertNotification.objects.filter(pk=notification_id, delivered_at=None).update(
+        delivered_at=datetime.now(UTC), claimed_until=None, last_error=""
+    )
+    logger.info(
+        "alert pushed",
+        extra={"notification_id": notification_id, "transition": notification.transition, "targets": len(done)},
+    )
+    return bool(delivered)
+
+
+def alert_notifications_pending_push(*, now: datetime | None = None, min_age_seconds: int = 900) -> int:
+    """Re-enqueue undelivered notifications that no task is working on (lost or out of retries).
+    Only those older than min_age_seconds, so a task still in its backoff is rarely doubled (and a
+    doubled one finds the notification claimed or delivered)."""
+    if not push_targets():
+        return 0
+    now = now or datetime.now(UTC)
+    ids = list(
+        AlertNotification.objects.filter(
+            Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
+            delivered_at=None,
+            created_at__lt=now - timedelta(seconds=min_age_seconds),
+            attempts__lt=settings.TFT_ALERT_PUSH_MAX_ATTEMPTS * 3,  # then give up: last_error says why
+        ).values_list("pk", flat=True)[:500]
+    )
+    _enqueue(ids)
+    return len(ids)

@@ -1,0 +1,61 @@
+"""Reads of alerts: the thresholds in force and the open alerts in the contract's shape."""
+from __future__ import annotations
+
+from forecasting.engine.spec import DEFAULT_THRESHOLDS
+from forecasting.models import Alert, AlertThreshold
+
+
+def alert_thresholds() -> dict[str, dict]:
+    rules = {metric: dict(rule) for metric, rule in DEFAULT_THRESHOLDS.items()}
+    for row in AlertThreshold.objects.all():
+        rules[row.metric] = {
+            "warning": row.warning,
+            "critical": row.critical,
+            "relative": row.relative,
+            "floor": row.floor,
+        }
+    return rules
+
+
+def open_alerts(*, server_name: str | None = None):
+    query = Alert.objects.filter(state__in=[Alert.State.ACTIVE, Alert.State.ACKNOWLEDGED]).select_related("server")
+    if server_name:
+        query = query.filter(server__name=server_name)
+    return query.order_by("-severity", "minutes_ahead")
+
+
+_CONTRACT_ALERT_FIELDS = (
+    "pk", "server__name", "metric", "severity", "state", "rule", "predicted_value", "threshold", "steps_ahead",
+    "minutes_ahead", "message", "opened_at", "updated_at", "acknowledged_at",
+)
+
+
+def open_alerts_contract(*, server_name: str | None = None) -> list[dict]:
+    """Open alerts in the contract's alert shape (plus id, state and times), most severe first.
+
+    Read as plain rows: a thousand alerts as model instances would cost more than the response.
+    """
+    rows = open_alerts(server_name=server_name).values_list(*_CONTRACT_ALERT_FIELDS)
+    out = []
+    for pk, server, metric, severity, state, rule, value, threshold, steps, minutes, message, opened, updated, acked in rows:
+        out.append(
+            {
+                "id": pk,
+                "server": server,
+                "metric": metric,
+                "severity": severity,
+                "state": state,
+                "rule": rule,
+                "predicted_value": value,
+                "threshold": threshold,
+                "steps_ahead": steps,
+                "minutes_ahead": minutes,
+                "message": message,
+                "opened_at": opened.isoformat(),
+                "updated_at": updated.isoformat(),
+                "acknowledged_at": acked.isoformat() if acked else None,
+            }
+        )
+    return out
+
+

@@ -1,0 +1,146 @@
+"""What a run serves for each forecast, from its quantiles and context: the per-metric payload (p10,
+p50, p90, current value, trend), the summary, the alert limits, the incident probabilities and the
+alert candidates. Numpy only, vectorised across servers so serving 1,000 forecasts costs about as
+much as a few dozen numpy calls."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from forecasting.engine import alert_rules as rules
+from forecasting.engine.calibration import served_factors
+from forecasting.engine.metrics import last_observed
+from forecasting.engine.probability import incident_probabilities, limits_batch
+from forecasting.engine.spec import CONTEXT, QUANTILES, SERVED_QUANTILES, STEP_MINUTES, TARGETS
+
+RISING_SHARE = 0.5  # see _FleetArrays.rising
+
+
+_SERVED_INDEX = {label: QUANTILES.index(q) for label, q in SERVED_QUANTILES.items()}
+
+
+@dataclass
+class ServedForecast:
+    """What one forecast serves: stored with it and returned by the API."""
+
+    payload: str  # the served JSON
+    summary: dict
+    candidates: list[dict]
+    prob_30m: float
+    prob_8h: float
+    explain: bool = False  # rising toward a limit or calling for an alert: worth the explanation pass
+
+
+def _slopes(series: np.ndarray) -> np.ndarray:
+    """Least-squares slope along axis 1 of (N, H, M): the trend, in metric units per step."""
+    h = series.shape[1]
+    t = np.arange(h, dtype=np.float64) - (h - 1) / 2
+    return np.einsum("h,nhm->nm", t, series) / float((t * t).sum())
+
+
+def _padded_context(windows: list) -> np.ndarray:
+    """(N, CONTEXT, M) float64 with the most recent buckets right-aligned and NaN elsewhere."""
+    out = np.full((len(windows), CONTEXT, len(TARGETS)), np.nan)
+    for i, window in enumerate(windows):
+        values = window.values[-CONTEXT:]
+        out[i, CONTEXT - len(values) :] = values
+    return out
+
+
+def _round_list(a: np.ndarray) -> list[float]:
+    return np.round(a.astype(np.float64), 3).tolist()
+
+
+@dataclass
+class _FleetArrays:
+    """Per-server, per-metric arrays of a chunk's forecasts, computed once for all servers."""
+
+    p10: np.ndarray
+    p50: np.ndarray
+    p90: np.ndarray
+    current: np.ndarray
+    trend: np.ndarray
+    warning: np.ndarray
+    critical: np.ndarray
+    probs: dict
+
+    @classmethod
+    def of(cls, windows: list, quantiles: np.ndarray, thresholds: dict) -> _FleetArrays:
+        context = _padded_context(windows)
+        warning, critical = limits_batch(context, thresholds, TARGETS)
+        p10, p50, p90 = (quantiles[..., _SERVED_INDEX[label]] for label in ("p10", "p50", "p90"))
+        probs = incident_probabilities(quantiles, np.array(QUANTILES), critical)
+        trend = _slopes(p50.astype(np.float64))
+        current = last_observed(context)
+        return cls(p10, p50, p90, np.where(np.isnan(current), 0.0, current), trend, warning, critical, probs)
+
+    def metric_payload(self, i: int, m: int) -> dict:
+        return {
+            "p10": _round_list(self.p10[i, :, m]),
+            "p50": _round_list(self.p50[i, :, m]),
+            "p90": _round_list(self.p90[i, :, m]),
+            "current": round(float(self.current[i, m]), 3),
+            "trend": round(float(self.trend[i, m]), 4),
+        }
+
+    def metric_summary(self, i: int, m: int) -> dict:
+        return {
+            "current": round(float(self.current[i, m]), 3),
+            "peak_p50": round(float(self.p50[i, :, m].max()), 3),
+            "peak_p90": round(float(self.p90[i, :, m].max()), 3),
+            "peak_step": int(self.p50[i, :, m].argmax()) + 1,
+            "warning": round(float(self.warning[i, m]), 3),
+            "critical": round(float(self.critical[i, m]), 3),
+            "prob_30m": round(float(self.probs["metric_30m"][i, m]), 4),
+            "prob_8h": round(float(self.probs["metric_8h"][i, m]), 4),
+        }
+
+    def flagged(self) -> np.ndarray:
+        """Servers whose forecast reaches a limit somewhere: only they need the alert rules."""
+        return ((self.p50.max(axis=1) >= self.warning) | (self.p90.max(axis=1) >= self.critical)).any(axis=1)
+
+    def rising(self) -> np.ndarray:
+        """Servers whose median forecast closes at least half the gap from the current value to the
+        warning limit: the forecasts an operator asks "why?" about, before any alert. (The p90 did so
+        for 97 % of a simulated fleet: its spread alone reaches halfway.)"""
+        gap = self.warning - self.current
+        climb = self.p50.max(axis=1) - self.current
+        return ((gap > 0) & (climb >= RISING_SHARE * gap)).any(axis=1)
+
+    def candidates(self, i: int, server: str) -> list[dict]:
+        out = []
+        for m, metric in enumerate(TARGETS):
+            limits = rules.Limits(float(self.warning[i, m]), float(self.critical[i, m]))
+            out += rules.alert_candidates(server, metric, self.p50[i, :, m], self.p90[i, :, m], limits, STEP_MINUTES)
+        return out
+
+
+def serve_forecasts(
+    windows: list, quantiles: np.ndarray, thresholds: dict, log_factors: np.ndarray | None = None
+) -> list[ServedForecast]:
+    """Payload, summary, probabilities and alert candidates for N forecasts (N, H, M, K), vectorised
+    across servers so scoring 1,000 servers costs about as much as a few dozen numpy calls."""
+    scores = _FleetArrays.of(windows, quantiles, thresholds)
+    flagged = scores.flagged()
+    explain = flagged | scores.rising()
+    out = []
+    for i, window in enumerate(windows):
+        payload = {metric: scores.metric_payload(i, m) for m, metric in enumerate(TARGETS)}
+        for m, metric in enumerate(TARGETS):
+            payload[metric]["calibration"] = served_factors(None if log_factors is None else log_factors[i, m])
+        out.append(
+            ServedForecast(
+                payload=json.dumps(payload, separators=(",", ":")),
+                summary={metric: scores.metric_summary(i, m) for m, metric in enumerate(TARGETS)},
+                candidates=scores.candidates(i, window.server) if flagged[i] else [],
+                prob_30m=round(float(scores.probs["prob_30m"][i]), 4),
+                prob_8h=round(float(scores.probs["prob_8h"][i]), 4),
+                explain=bool(explain[i]),
+            )
+        )
+    return out
+
+

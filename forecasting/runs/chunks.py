@@ -1,0 +1,294 @@
+"""One chunk of a prediction run: read the servers' windows, forecast (the TFT where it can, the
+heuristic where it cannot), serve, explain and store; the last chunk finalises the run.
+
+This is the module that loads torch (through `forecasting.runs.inference`): only the `gpu` queue's
+task, `predict_now`, the benches and the tests import it. Starting and finalising a run
+(`forecasting.runs.services`) need no torch, so beat and the default-queue worker stay without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+from django.db import transaction
+
+from forecasting.alerts.selectors import alert_thresholds
+from forecasting.engine import alert_rules as rules
+from forecasting.engine.calibration import apply_calibration
+from forecasting.engine.explanation import heuristic_explanation, steady_explanation
+from forecasting.engine.folders import read_probability_calibration
+from forecasting.engine.heuristic import heuristic_quantiles
+from forecasting.engine.network import Forecaster
+from forecasting.engine.probability import recalibrated
+from forecasting.engine.serving import ServedForecast, serve_forecasts
+from forecasting.engine.spec import CONTEXT, HORIZON, PERCENT_METRICS, QUANTILES, STATES, TARGETS
+from forecasting.models import ModelVersion, PredictionRun, ServerForecast
+from forecasting.registry import active_model_version, model_versions_sync
+from forecasting.runs.inference import ModelUnavailableError, get_forecaster, log_once
+from forecasting.runs.services import prediction_run_fail, prediction_run_finalize, prediction_run_start
+from forecasting.scoring.calibration import served_log_factors
+from forecasting.scoring.services import forecasts_archive
+from forecasting.windows import ServerWindow, server_windows
+
+logger = logging.getLogger(__name__)
+
+_UPPER_BOUND = np.array([100.0 if m in PERCENT_METRICS else np.inf for m in TARGETS])
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class ChunkForecast:
+    """The forecast step's result: quantiles (N, H, M, K) for every window, in window order."""
+
+    windows: list[ServerWindow]
+    quantiles: np.ndarray
+    reasons: dict[int, str]  # server id → why it fell back to the heuristic
+    version: ModelVersion | None
+    forecaster: Forecaster | None
+    timings: dict[str, float] = field(default_factory=dict)
+    # (N, M, bands, 2) interval-calibration log factors applied to each TFT forecast (0 = none).
+    log_factors: np.ndarray | None = None
+    # server id → the TFT's explanation, from the same forward pass (empty when not asked for)
+    explained: dict[int, dict] = field(default_factory=dict)
+
+    def method(self, server_id: int) -> str:
+        return ServerForecast.Method.HEURISTIC if server_id in self.reasons else ServerForecast.Method.TFT
+
+
+def _model_for_run() -> tuple[Forecaster | None, ModelVersion | None, str]:
+    """(forecaster or None, version or None, fallback reason or '')."""
+    version = active_model_version()
+    if version is None:
+        # A fresh machine, or folders added by hand: registering is a few small file reads.
+        model_versions_sync()
+        version = active_model_version()
+    if version is None:
+        return None, None, "no_model: no valid model folder is registered (train_tft, then register_models)"
+    try:
+        return get_forecaster(version.path), version, ""
+    except ModelUnavailableError as exc:
+        log_once(str(exc), "model unavailable, forecasting with the heuristic", model_version=version.name)
+        return None, version, str(exc)[:200]
+
+
+def _model_quantiles(
+    forecaster: Forecaster, windows: list[ServerWindow], explain: bool = False
+) -> tuple[dict[int, np.ndarray], dict, str, dict[int, dict]]:
+    """The TFT's quantiles per server id, the servers whose output was unusable, the model's
+    failure reason ('' when it ran) and (explain) each server's explanation from the same pass."""
+    try:
+        if explain:
+            batch, explained = forecaster.predict_explained([sw.window for sw in windows])
+        else:
+            batch, explained = forecaster.predict_array([sw.window for sw in windows]), []
+    except Exception as exc:  # a model bug must degrade to the heuristic, loudly, not stop the run
+        reason = f"model_error: {type(exc).__name__}: {exc}"[:200]
+        log_once(reason, "TFT prediction failed, forecasting with the heuristic")
+        logger.exception("TFT prediction failed")
+        return {}, {}, reason, {}
+    quantiles, invalid = {}, {}
+    explanations = {sw.server_id: e for sw, e in zip(windows, explained, strict=False)}
+    for sw, q in zip(windows, batch, strict=True):
+        if np.isfinite(q).all():
+            quantiles[sw.server_id] = q
+        else:
+            invalid[sw.server_id] = "model_output_invalid: non-finite forecast"
+    return quantiles, invalid, "", explanations
+
+
+def _forecast_chunk(windows: list[ServerWindow], explain: bool = False) -> ChunkForecast:
+    """The TFT where it can, the heuristic for every server it cannot forecast; with explain, the
+    TFT's explanations come from the same forward pass."""
+    forecaster, version, model_reason = (None, None, "") if not windows else _model_for_run()
+    quantiles: dict[int, np.ndarray] = {}
+    reasons: dict[int, str] = {}
+    timings: dict[str, float] = {}
+    explained: dict[int, dict] = {}
+    if forecaster is not None:
+        started = time.perf_counter()
+        quantiles, reasons, model_reason, explained = _model_quantiles(forecaster, windows, explain)
+        timings["forecast"] = time.perf_counter() - started
+    started = time.perf_counter()
+    for sw in windows:
+        if sw.server_id not in quantiles:
+            reasons.setdefault(sw.server_id, model_reason or "model_unavailable")
+            quantiles[sw.server_id] = heuristic_quantiles(sw.window)
+    timings["heuristic"] = time.perf_counter() - started
+    log_factors = _calibrate(windows, quantiles, reasons)
+    empty = np.zeros((0, HORIZON, len(TARGETS), len(QUANTILES)))
+    stacked = np.stack([quantiles[sw.server_id] for sw in windows]) if windows else empty
+    return ChunkForecast(windows, stacked, reasons, version, forecaster, timings, log_factors, explained)
+
+
+def _calibrate(windows: list[ServerWindow], quantiles: dict[int, np.ndarray], reasons: dict) -> np.ndarray:
+    """Each TFT forecast's quantiles scaled in place by its server's interval calibration (its
+    profile's prior if it has no state yet); the heuristic's are served as they are. Returns the
+    log factors applied, (N, M, bands, 2), so the forecast records them."""
+    factors = served_log_factors(server_ids=[sw.server_id for sw in windows]) if windows else np.zeros((0,))
+    for i, sw in enumerate(windows):
+        if sw.server_id in reasons:
+            factors[i] = 0.0
+            continue
+        q = np.moveaxis(quantiles[sw.server_id], 1, 0)  # (M, H, K): one calibration state per metric
+        calibrated = apply_calibration(q, QUANTILES, factors[i], lower=0.0, upper=_UPPER_BOUND[:, None])
+        quantiles[sw.server_id] = np.moveaxis(calibrated, 0, 1).astype(np.float32)
+    return factors
+
+
+def _explain_chunk(forecast: ChunkForecast, scored: list[ServedForecast], mode: str) -> list[dict]:
+    """Each window's stored explanation: the TFT's own (from the forecast pass) for the forecasts
+    that rise toward a limit or call for an alert (all of them with mode "all", none with "off"),
+    "heuristic: no model explanation" for fallbacks. Appends the drivers to those forecasts' alert
+    messages."""
+    out = []
+    for sw, s in zip(forecast.windows, scored, strict=True):
+        own = forecast.explained.get(sw.server_id)
+        if sw.server_id in forecast.reasons:
+            out.append(heuristic_explanation())
+        elif own is not None and (mode == "all" or (mode == "needed" and s.explain)):
+            out.append(own)
+        else:
+            out.append(steady_explanation())
+    for e, s in zip(out, scored, strict=True):
+        clause = e["text"] if (e["method"] == "heuristic" or "variables" in e) else ""
+        for candidate in s.candidates:
+            candidate["message"] = rules.with_drivers(candidate["message"], clause)
+    return out
+
+
+def _recalibrate_probabilities(forecast: ChunkForecast, scored: list[ServedForecast]) -> None:
+    """TFT servers' prob_30m / prob_8h through the model folder's fitted recalibration, when it has
+    one (engine.probability: the raw bound is off; the backtest measures both)."""
+    if forecast.forecaster is None or forecast.version is None:
+        return
+    windows = read_probability_calibration(forecast.version.path)
+    if not windows:
+        return
+    for sw, s in zip(forecast.windows, scored, strict=True):
+        if sw.server_id not in forecast.reasons:
+            s.prob_30m = round(float(recalibrated(s.prob_30m, windows.get("30m"))), 4)
+            s.prob_8h = round(float(recalibrated(s.prob_8h, windows.get("8h"))), 4)
+
+
+def _forecast_rows(run_id: int, forecast: ChunkForecast, scored: list[ServedForecast],
+                   explanations: list[dict]) -> list[ServerForecast]:
+    rows = []
+    for sw, s, explanation in zip(forecast.windows, scored, explanations, strict=True):
+        last_state = int(sw.window.states[-1])
+        rows.append(
+            ServerForecast(
+                run_id=run_id,
+                server_id=sw.server_id,
+                method=forecast.method(sw.server_id),
+                fallback_reason=forecast.reasons.get(sw.server_id, ""),
+                origin=sw.window.end,
+                encoder_steps=min(len(sw.window.values), CONTEXT),
+                prob_30m=s.prob_30m,
+                prob_8h=s.prob_8h,
+                state=STATES[last_state] if last_state >= 0 else "",
+                payload=s.payload,
+                summary=s.summary,
+                alert_candidates=s.candidates,
+                explanation=explanation,
+            )
+        )
+    return rows
+
+
+def _add_counts(totals: dict, counts: dict, digits: int | None = None) -> dict:
+    out = dict(totals)
+    for key, value in counts.items():
+        out[key] = out.get(key, 0) + value
+        if digits is not None:
+            out[key] = round(out[key], digits)
+    return out
+
+
+def _chunk_into_run(run: PredictionRun, forecast: ChunkForecast, timings: dict[str, float]) -> None:
+    """Add a stored chunk's counts, reasons and timings to its (locked) run."""
+    reasons = Counter(reason.split(":")[0] for reason in forecast.reasons.values())
+    run.durations = _add_counts(run.durations, timings, digits=4)
+    run.fallback_reasons = _add_counts(run.fallback_reasons, reasons)
+    run.tft_count += len(forecast.windows) - len(forecast.reasons)
+    run.fallback_count += len(forecast.reasons)
+    run.chunks_done += 1
+    run.heartbeat_at = _now()
+    version, forecaster = forecast.version, forecast.forecaster
+    if version is not None and not run.model_name:
+        run.model_version = version
+        run.model_name = version.name if forecaster is not None else f"{version.name} (unavailable)"
+        run.device = forecaster.device if forecaster is not None else "cpu"
+    run.save()
+
+
+def _store_chunk(*, run_id: int, server_ids: list[int], rows: list, forecast: ChunkForecast, timings: dict) -> bool:
+    """Store the chunk's forecasts unless the run ended or the chunk is already in; finalise the run
+    after its last chunk. True when the run was finalised."""
+    started = time.perf_counter()
+    with transaction.atomic():
+        run = PredictionRun.objects.select_for_update().get(pk=run_id)
+        if run.status != PredictionRun.Status.RUNNING:
+            logger.warning("chunk discarded: run ended meanwhile", extra={"run_id": run_id, "status": run.status})
+            return False
+        if ServerForecast.objects.filter(run_id=run_id, server_id__in=server_ids).exists():
+            return False  # a redelivered chunk: its results are already in
+        ServerForecast.objects.bulk_create(rows)
+        # Live scoring keeps the first forecast of each new origin; runs are pruned long before 8 h.
+        forecasts_archive(windows=forecast.windows, quantiles=forecast.quantiles, methods=[r.method for r in rows],
+                          model_name=forecast.version.name if forecast.forecaster is not None else "")
+        _chunk_into_run(run, forecast, {**timings, "write": time.perf_counter() - started})
+        if run.chunks_done >= run.chunks_total:
+            prediction_run_finalize(run=run)
+            return True
+    return False
+
+
+def prediction_chunk_execute(*, run_id: int, server_ids: list[int], explain: str = "needed") -> bool:
+    """Forecast one chunk of servers for a run and store it; finalise the run if this was the last
+    chunk. Returns True when the run was finalised. Safe to run twice: a chunk already stored is
+    skipped (unique run+server), and nothing happens for a run that is no longer running."""
+    if not PredictionRun.objects.filter(pk=run_id, status=PredictionRun.Status.RUNNING).exists():
+        logger.info("chunk skipped: run is no longer running", extra={"run_id": run_id})
+        return False
+    started = time.perf_counter()
+    windows = server_windows(server_ids=server_ids)
+    timings = {"read": time.perf_counter() - started}
+    forecast = _forecast_chunk(windows, explain=explain != "off")
+    started = time.perf_counter()
+    scored = serve_forecasts([sw.window for sw in windows], forecast.quantiles, alert_thresholds(), forecast.log_factors)
+    _recalibrate_probabilities(forecast, scored)
+    timings.update(forecast.timings, alerts=time.perf_counter() - started)
+    started = time.perf_counter()
+    explanations = _explain_chunk(forecast, scored, explain)
+    timings["explain"] = time.perf_counter() - started
+    rows = _forecast_rows(run_id, forecast, scored, explanations)
+    return _store_chunk(run_id=run_id, server_ids=server_ids, rows=rows, forecast=forecast, timings=timings)
+
+
+def fleet_predict(
+    *, now: datetime | None = None, chunk_size: int | None = None, explain: str = "needed"
+) -> PredictionRun | None:
+    """One whole fleet run in this process (predict_now, tests, and the single-chunk task).
+    explain: "needed" (forecasts rising toward a limit or calling for an alert), "all" or "off"
+    (the benchmark compares them)."""
+    run, chunks = prediction_run_start(now=now, chunk_size=chunk_size)
+    if run is None:
+        return None
+    try:
+        for server_ids in chunks:
+            prediction_chunk_execute(run_id=run.pk, server_ids=server_ids, explain=explain)
+    except Exception as exc:
+        prediction_run_fail(run_id=run.pk, error=f"{type(exc).__name__}: {exc}")
+        raise
+    run.refresh_from_db()
+    return run
+
+

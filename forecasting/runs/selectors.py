@@ -1,0 +1,216 @@
+"""Reads of prediction runs: the current run, its forecasts as the API serves them (spliced JSON),
+the staleness rule, and the /status section about predictions and the model."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+
+from forecasting.alerts.selectors import open_alerts_contract
+from forecasting.engine.explanation import heuristic_explanation
+from forecasting.engine.spec import HORIZON, METRICS, STEP_MINUTES
+from forecasting.models import PredictionRun, ServerForecast
+from forecasting.registry import active_model_version
+from forecasting.scoring.selectors import server_accuracy
+
+
+def current_run() -> PredictionRun | None:
+    """The latest complete run: a running, failed or expired run is never served."""
+    return PredictionRun.objects.filter(status=PredictionRun.Status.COMPLETE).order_by("-finished_at").first()
+
+
+
+
+
+
+
+
+def run_metadata(run: PredictionRun, *, now: datetime | None = None) -> dict:
+    now = now or datetime.now(UTC)
+    return {
+        "model_type": "TFT" if run.tft_count else "heuristic",
+        "prediction_time": run.finished_at.isoformat(),
+        "horizon_steps": HORIZON,
+        "step_minutes": STEP_MINUTES,
+        "device": run.device or "cpu",
+        "model_version": run.model_name or None,
+        "run_id": run.pk,
+        "age_seconds": round((now - run.finished_at).total_seconds(), 1),
+        "servers": run.servers,
+        "tft_servers": run.tft_count,
+        "fallback_servers": run.fallback_count,
+    }
+
+
+_predictions_cache: dict[tuple, tuple[str, dict, dict]] = {}
+_METRIC_OBJECT = re.compile('("(?:' + "|".join(METRICS) + r')"\s*:\s*\{)')
+
+
+def run_is_stale(run: PredictionRun, *, now: datetime) -> bool:
+    """The stale-run rule, in one place (/status, the dashboard): the current run finished more than
+    three prediction intervals ago, so runs have stopped (beat or the gpu worker is down)."""
+    return (now - run.finished_at).total_seconds() > 3 * settings.TFT_PREDICTION_INTERVAL_SECONDS
+
+
+def stale_before(at: datetime) -> datetime:
+    """The staleness rule, in one place: a forecast whose origin (just after the server's newest
+    bucket) is before this, judged at `at`, continues old data, not the present. The API and the
+    run judge at the run's start, the dashboard at view time."""
+    return at - timedelta(minutes=settings.TFT_STALE_AFTER_MINUTES)
+
+
+def origin_is_stale(origin: datetime, *, at: datetime) -> bool:
+    return origin < stale_before(at)
+
+
+def forecast_is_stale(run: PredictionRun, origin: datetime) -> bool:
+    """Stale at the run's start: such a forecast is served marked `stale` and raises no alerts."""
+    return origin_is_stale(origin, at=run.started_at)
+
+
+def stale_forecast_count(run: PredictionRun) -> int:
+    return ServerForecast.objects.filter(run=run, origin__lt=stale_before(run.started_at)).count()
+
+
+def _with_origin(payload: str, run: PredictionRun, origin: datetime) -> str:
+    """Every metric's forecast carries its `origin` and `stale`, spliced into the stored JSON text:
+    parsing 1,152 floats a server to add two keys would cost more than the whole response."""
+    fields = f'"origin":{json.dumps(origin.isoformat())},"stale":{json.dumps(forecast_is_stale(run, origin))},'
+    return _METRIC_OBJECT.sub(lambda match: match.group(1) + fields, payload)
+
+
+def _run_predictions(run: PredictionRun) -> tuple[str, dict, dict]:
+    """The run's `predictions` object as JSON text, its methods and fallback reasons.
+
+    A complete run never changes, so each web process builds this once per run (about 8 MB at
+    1,000 servers) instead of reloading every stored forecast on every request.
+    """
+    key = (run.pk, run.finished_at)
+    cached = _predictions_cache.get(key)
+    if cached is not None:
+        return cached
+    rows = ServerForecast.objects.filter(run=run).order_by("server__name").values_list(
+        "server__name", "payload", "method", "fallback_reason", "origin"
+    )
+    parts, methods, reasons = [], {}, {}
+    for name, payload, method, reason, origin in rows.iterator(chunk_size=500):
+        parts.append(f"{json.dumps(name)}: {_with_origin(payload, run, origin)}")
+        methods[name] = method
+        if reason:
+            reasons[name] = reason
+    built = ("{" + ", ".join(parts) + "}", methods, reasons)
+    _predictions_cache.clear()  # only the current run is worth keeping
+    _predictions_cache[key] = built
+    return built
+
+
+def predictions_current_json(run: PredictionRun, *, now: datetime | None = None) -> str:
+    """The body of GET /predictions/current, spliced from the stored per-server JSON."""
+    predictions, methods, reasons = _run_predictions(run)
+    metadata = run_metadata(run, now=now)
+    metadata["methods"] = methods
+    metadata["fallback_reasons"] = reasons
+    # Alerts change between runs (acknowledgements), so they are read fresh.
+    alerts = open_alerts_contract()
+    return (
+        '{"predictions": ' + predictions + ", "
+        f'"alerts": {json.dumps(alerts)}, '
+        f'"environment": {json.dumps(run.environment)}, '
+        f'"metadata": {json.dumps(metadata)}}}'
+    )
+
+
+def server_forecast_json(run: PredictionRun, server_name: str, *, now: datetime | None = None) -> str | None:
+    forecast = (
+        ServerForecast.objects.filter(run=run, server__name=server_name)
+        .values_list("payload", "method", "fallback_reason", "prob_30m", "prob_8h", "origin", "encoder_steps", "state",
+                     "explanation")
+        .first()
+    )
+    if forecast is None:
+        return None
+    payload, method, reason, p30, p8h, origin, encoder_steps, state, explanation = forecast
+    meta = {
+        **run_metadata(run, now=now),
+        "method": method,
+        "fallback_reason": reason or None,
+        "origin": origin.isoformat(),
+        "stale": forecast_is_stale(run, origin),
+        "encoder_steps": encoder_steps,
+        "state": state,
+    }
+    alerts = open_alerts_contract(server_name=server_name)
+    return (
+        f'{{"server": {json.dumps(server_name)}, "prediction": {_with_origin(payload, run, origin)}, '
+        f'"probabilities": {json.dumps({"prob_30m": p30, "prob_8h": p8h})}, '
+        f'"alerts": {json.dumps(alerts)}, "explanation": {json.dumps(explanation or stored_explanation(method))}, '
+        f'"accuracy": {json.dumps(server_accuracy(server_name=server_name, now=now))}, '
+        f'"metadata": {json.dumps(meta)}}}'
+    )
+
+
+
+
+def stored_explanation(method: str) -> dict:
+    """The explanation of a forecast stored before runs explained their forecasts."""
+    return heuristic_explanation() if method == ServerForecast.Method.HEURISTIC else {"method": method, "text": "no explanation stored with this forecast"}
+
+
+def status_section(*, now: datetime | None = None) -> dict:
+    """What /status shows about predictions and the model."""
+    now = now or datetime.now(UTC)
+    run = current_run()
+    version = active_model_version()
+    last_attempt = PredictionRun.objects.order_by("-started_at").values("status", "started_at", "error").first()
+    section: dict = {
+        "model": {"active_version": version.name if version else None, "metrics": version.metrics if version else {}},
+        "predictions": None,
+    }
+    if run is not None:
+        age = (now - run.finished_at).total_seconds()
+        section["predictions"] = {
+            "run_id": run.pk,
+            "finished_at": run.finished_at.isoformat(),
+            "age_seconds": round(age, 1),
+            "stale": run_is_stale(run, now=now),
+            "duration_seconds": round(run.duration_seconds or 0.0, 3),
+            "durations": run.durations,
+            "model_version": run.model_name or None,
+            "device": run.device,
+            "servers": run.servers,
+            "tft_servers": run.tft_count,
+            "fallback_servers": run.fallback_count,
+            "stale_servers": stale_forecast_count(run),
+            "fallback_rate": round(run.fallback_count / run.servers, 4) if run.servers else 0.0,
+            "fallback_reasons": run.fallback_reasons,
+            "fleet_health": run.environment.get("fleet_health"),
+        }
+    if last_attempt is not None:
+        section["last_attempt"] = {
+            "status": last_attempt["status"],
+            "started_at": last_attempt["started_at"].isoformat(),
+            "error": last_attempt["error"] or None,
+        }
+    return section
+
+
+
+# --- Live accuracy (forecasting.scoring.services writes ForecastScore) --------------------------------
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+

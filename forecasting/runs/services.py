@@ -1,0 +1,183 @@
+"""Writes of a prediction run's lifecycle: start (overlap guard, chunking), finalise (alert
+lifecycle, fleet environment, mark complete), fail, expire and prune.
+
+A run goes: start → one or more chunks (`forecasting.runs.chunks`: read windows, forecast, serve,
+store) → finalise. The last chunk to finish finalises. Whether the chunks run inline
+(`fleet_predict`, `predict_now`) or as Celery tasks on several workers, the same functions do the
+work, so both give the same results. Nothing here loads torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+
+from celery import current_app
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from forecasting.alerts.services import alerts_apply_run
+from forecasting.engine.probability import fleet_environment
+from forecasting.models import PredictionRun, ServerForecast
+from forecasting.runs.selectors import forecast_is_stale
+from forecasting.windows import ready_server_ids
+
+logger = logging.getLogger(__name__)
+
+# The gpu queue's task (forecasting.tasks), enqueued by name so this module never imports the tasks.
+CHUNK_TASK = "forecasting.tasks.predict_fleet_chunk"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- Start ------------------------------------------------------------------------------------
+
+
+def prediction_runs_expire_stale(*, now: datetime | None = None) -> int:
+    """Mark running runs whose heartbeat stopped (worker killed, chunk lost) as expired."""
+    now = now or _now()
+    cutoff = now - timedelta(seconds=settings.TFT_RUN_STALE_SECONDS)
+    expired = PredictionRun.objects.filter(status=PredictionRun.Status.RUNNING, heartbeat_at__lt=cutoff).update(
+        status=PredictionRun.Status.EXPIRED, finished_at=now, error="expired: no heartbeat (worker died or stalled)"
+    )
+    if expired:
+        logger.warning("expired stalled prediction runs", extra={"runs": expired})
+    return expired
+
+
+def prediction_run_start(*, now: datetime | None = None, chunk_size: int | None = None):
+    """Create the run and split the ready servers into chunks; None if another run is running."""
+    now = now or _now()
+    prediction_runs_expire_stale(now=now)
+    server_ids = ready_server_ids(now=now)
+    size = chunk_size or settings.TFT_PREDICTION_CHUNK_SIZE
+    chunks = [server_ids[i : i + size] for i in range(0, len(server_ids), size)] or [[]]
+    try:
+        with transaction.atomic():
+            run = PredictionRun.objects.create(
+                status=PredictionRun.Status.RUNNING,
+                started_at=now,
+                heartbeat_at=now,
+                servers=len(server_ids),
+                chunks_total=len(chunks),
+            )
+    except IntegrityError:
+        logger.info("prediction run skipped: another run is in progress")
+        return None, []
+    return run, chunks
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+def prediction_run_schedule(*, now: datetime | None = None) -> int | None:
+    """Start a run and fan its chunks out to the `gpu` queue once the run row is committed (beat's
+    task). None when another run is running."""
+    run, chunks = prediction_run_start(now=now)
+    if run is None:
+        return None
+
+    def enqueue() -> None:
+        for ids in chunks:
+            current_app.send_task(
+                CHUNK_TASK, kwargs={"run_id": run.pk, "server_ids": ids}, expires=settings.TFT_RUN_STALE_SECONDS
+            )
+
+    transaction.on_commit(enqueue)
+    return run.pk
+
+
+# --- Finalise -------------------------------------------------------------------------------------
+
+
+def prediction_run_finalize(*, run: PredictionRun) -> None:
+    """Alert lifecycle and fleet environment for a run whose chunks are all stored; marks it
+    complete. Runs inside the caller's transaction, with the run row locked."""
+    now = _now()
+    started = time.perf_counter()
+    rows = ServerForecast.objects.filter(run=run).values_list("server_id", "alert_candidates", "prob_30m", "prob_8h",
+                                                               "origin")
+    forecasts, stale = [], set()
+    for server_id, candidates, p30, p8h, origin in rows:
+        forecasts.append((server_id, candidates, p30, p8h))
+        if forecast_is_stale(run, origin):
+            stale.add(server_id)
+    # A stale server's forecast continues old data: it opens, refreshes and resolves nothing. Its open
+    # alerts stay as they are (not resolved: silence is no evidence the problem went away, and a
+    # resolve pushed for a server that stopped reporting would hide the very moment it may be down).
+    alerts_apply_run(run=run, forecasts=[f for f in forecasts if f[0] not in stale], now=now, held_server_ids=stale)
+    run.environment = fleet_environment([(p30, p8h) for _, _, p30, p8h in forecasts])
+    run.durations = {**run.durations, "finalize": round(time.perf_counter() - started, 4)}
+    run.status = PredictionRun.Status.COMPLETE
+    run.finished_at = now
+    if not run.model_name:
+        run.model_name = ""
+    run.save()
+    logger.info(
+        "prediction run complete",
+        extra={
+            "run_id": run.pk,
+            "servers": run.servers,
+            "tft": run.tft_count,
+            "fallback": run.fallback_count,
+            "seconds": round((now - run.started_at).total_seconds(), 3),
+            "fleet_health": run.environment.get("fleet_health"),
+        },
+    )
+
+
+def prediction_run_fail(*, run_id: int, error: str) -> None:
+    PredictionRun.objects.filter(pk=run_id, status=PredictionRun.Status.RUNNING).update(
+        status=PredictionRun.Status.FAILED, finished_at=_now(), error=error[:2000]
+    )
+
+
+
+
+def prediction_runs_prune(*, keep: int | None = None) -> int:
+    """Delete all but the newest `keep` finished runs (their forecasts go with them)."""
+    keep = keep or settings.TFT_KEEP_RUNS
+    finished = PredictionRun.objects.exclude(status=PredictionRun.Status.RUNNING).order_by("-started_at")
+    old_ids = list(finished.values_list("pk", flat=True)[keep:])
+    if not old_ids:
+        return 0
+    PredictionRun.objects.filter(pk__in=old_ids).delete()
+    return len(old_ids)

@@ -1,0 +1,72 @@
+"""Reads of live accuracy (forecasting.scoring.services writes ForecastScore): per server, per fleet,
+per horizon band and per series, from summed score columns."""
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from django.db.models import Sum
+
+from forecasting.engine.scoring import SUMS as SCORE_SUMS
+from forecasting.engine.scoring import accuracy
+from forecasting.engine.spec import BAND_NAMES as SCORE_BANDS
+from forecasting.engine.spec import METRICS
+from forecasting.models import ForecastScore
+
+ACCURACY_WINDOWS: dict[str, timedelta] = {"24h": timedelta(hours=24), "7d": timedelta(days=7)}
+
+
+def _score_sums(query, group: tuple[str, ...]) -> dict[tuple, dict[str, float]]:
+    """Summed score columns per group: one grouped query."""
+    rows = query.values(*group).annotate(**{f"total_{name}": Sum(name) for name in SCORE_SUMS}).order_by(*group)
+    return {tuple(row[g] for g in group): {name: row[f"total_{name}"] or 0 for name in SCORE_SUMS} for row in rows}
+
+
+def _added(sums: list[dict[str, float]]) -> dict[str, float]:
+    return {name: sum(s.get(name, 0) for s in sums) for name in SCORE_SUMS}
+
+
+def _window_scores(window: str, now: datetime | None):
+    return ForecastScore.objects.filter(hour__gte=(now or datetime.now(UTC)) - ACCURACY_WINDOWS[window])
+
+
+def server_accuracy(*, server_name: str, now: datetime | None = None) -> dict:
+    """{metric: {"24h": {mase, naive_mase, mase_vs_naive, pinball, coverage_80, n, bands: {band: …}},
+    "7d": …}} of one server's scored forecasts (by origin time): one grouped query per window."""
+    out: dict = {metric: {} for metric in METRICS}
+    for window in ACCURACY_WINDOWS:
+        by_band = _score_sums(_window_scores(window, now).filter(server__name=server_name), ("metric", "band"))
+        for metric in METRICS:
+            bands = {band: by_band.get((metric, band), {}) for band in SCORE_BANDS}
+            out[metric][window] = {**accuracy(_added(list(bands.values()))),
+                                   "bands": {band: accuracy(s) for band, s in bands.items()}}
+    return out
+
+
+def fleet_accuracy(*, now: datetime | None = None) -> dict:
+    """{"24h": {…all metrics…, "metrics": {metric: {…}}}, "7d": …} over the whole fleet. The
+    all-metric figures are ratios of sums (MASE, ×naive, coverage); pinball is per metric only,
+    since it is in the metric's unit."""
+    out = {}
+    for window in ACCURACY_WINDOWS:
+        by_metric = _score_sums(_window_scores(window, now), ("metric",))
+        metrics = {metric: accuracy(by_metric.get((metric,), {})) for metric in METRICS}
+        overall = accuracy(_added(list(by_metric.values())))
+        out[window] = {**overall, "pinball": None, "metrics": metrics}
+    return out
+
+
+def fleet_band_accuracy(*, window: str = "24h", now: datetime | None = None) -> dict:
+    """The whole fleet over ``window``, all metrics: {…overall…, "bands": {band: {…}}} — one grouped
+    query. Per band because the bands fill in at different speeds (a 2–8 h band is scored 8 h after
+    its forecast), so an overall figure alone reads only the short horizons for the first hours."""
+    by_band = _score_sums(_window_scores(window, now), ("band",))
+    bands = {band: {**accuracy(by_band.get((band,), {})), "pinball": None} for band in SCORE_BANDS}
+    return {**accuracy(_added(list(by_band.values()))), "pinball": None, "bands": bands}
+
+
+def series_accuracy(*, now: datetime | None = None) -> dict[tuple[str, str, str], dict]:
+    """(server name, metric, band) → accuracy over the last 24 h: one grouped query (/metrics)."""
+    sums = _score_sums(_window_scores("24h", now), ("server__name", "metric", "band"))
+    return {key: accuracy(s) for key, s in sums.items()}
+
+

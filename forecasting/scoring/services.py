@@ -1,0 +1,296 @@
+"""Writes for live scoring: the archive of forecasts to score, the scoring pass and its retention.
+
+The store step of a prediction chunk archives the first forecast made from each new origin
+(`forecasts_archive`). Every few minutes `forecasts_score` takes the archived forecasts whose next
+horizon band is now observed (oldest first, capped), loads their targets with one bucket query,
+scores them with engine.scoring (vectorised, no loop per point) and adds the sums to ForecastScore
+rows per server × metric × band × origin hour. Idempotent: the archive's `bands_scored` marker moves
+by compare-and-swap in the same transaction as the sums, so a band is added once however often a
+pass runs; a fully scored forecast is deleted then. The definitions of every sum: engine.scoring.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q
+
+from forecasting.engine.metrics import last_observed, naive_scales
+from forecasting.engine.scoring import SUMS, CoverageCounts, band_sums, gather_targets
+from forecasting.engine.spec import (
+    BAND_NAMES,
+    BAND_STEPS,
+    CONTEXT,
+    HORIZON,
+    METRICS,
+    QUANTILES,
+    SERVED_QUANTILES,
+    STEP_MINUTES,
+)
+from forecasting.models import ArchivedForecast, ForecastScore
+from forecasting.scoring.calibration import intervals_recalibrate
+from ingest.models import MetricBucket
+
+logger = logging.getLogger(__name__)
+
+_SERVED = [QUANTILES.index(SERVED_QUANTILES[label]) for label in ("p10", "p50", "p90")]
+_STEP = timedelta(minutes=STEP_MINUTES)
+_KEY_SPAN = np.int64(1) << 32  # server index · 2³² + step number: one sorted integer key per bucket
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- Archive (the store step of a prediction chunk) ---------------------------------------------------
+
+
+def _nullable(values: np.ndarray) -> list[float | None]:
+    return [None if not np.isfinite(v) else round(float(v), 6) for v in values]
+
+
+def forecasts_archive(*, windows: list, quantiles: np.ndarray, methods: list[str], model_name: str,
+                      now: datetime | None = None) -> int:
+    """Archive each server's forecast unless one from the same origin is archived already (a run every
+    minute mostly repeats the 5-minute origin): one INSERT … ON CONFLICT DO NOTHING for the chunk.
+
+    windows: the chunk's ServerWindows; quantiles (N, H, M, K) as served; methods per window.
+    """
+    if not windows:
+        return 0
+    now = now or _now()
+    served = np.ascontiguousarray(np.asarray(quantiles)[..., _SERVED], dtype=np.float32)  # (N, H, M, 3)
+    rows = []
+    for i, sw in enumerate(windows):
+        context = sw.window.values[-CONTEXT:]
+        rows.append(ArchivedForecast(
+            server_id=sw.server_id, origin=sw.window.end, method=methods[i], model_name=model_name,
+            quantiles=served[i].tobytes(), last_values=_nullable(last_observed(context)),
+            scales=_nullable(naive_scales(context)), created_at=now,
+        ))
+    ArchivedForecast.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
+    return len(rows)
+
+
+# --- Scoring pass ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Due:
+    """The due archived forecasts of one pass, as arrays in the same order."""
+
+    ids: np.ndarray  # (N,)
+    server_ids: np.ndarray  # (N,)
+    origins: list[datetime]
+    old: np.ndarray  # bands scored before this pass
+    new: np.ndarray  # bands scored after it
+    quantiles: np.ndarray  # (N, H, M, 3)
+    last: np.ndarray  # (N, M)
+    scale: np.ndarray  # (N, M)
+
+
+def _due_filter() -> Q:
+    """Band b of a forecast is observed once the server's data reaches past its last step: the
+    bucket at origin + (last step) is complete when a later one has started."""
+    due = Q()
+    for b, (_, hi) in enumerate(BAND_STEPS):
+        due |= Q(bands_scored=b, origin__lte=F("server__last_seen") - _STEP * hi)
+    return due
+
+
+def _bands_observed(elapsed: np.ndarray) -> np.ndarray:
+    """How many bands are observed, from the seconds between origin and the server's latest data."""
+    ends = np.array([hi * STEP_MINUTES * 60 for _, hi in BAND_STEPS], dtype=np.float64)
+    return (elapsed[:, None] >= ends[None, :]).sum(axis=1)
+
+
+def _due_forecasts(limit: int) -> _Due | None:
+    """Lock (skipping rows another pass holds) and read the oldest due forecasts."""
+    rows = list(
+        ArchivedForecast.objects.select_for_update(skip_locked=True, of=("self",))
+        .filter(_due_filter())
+        .order_by("origin", "pk")
+        .values_list("pk", "server_id", "origin", "bands_scored", "quantiles", "last_values", "scales",
+                     "server__last_seen")[:limit]
+    )
+    if not rows:
+        return None
+    elapsed = np.array([(r[7] - r[2]).total_seconds() for r in rows])
+    shape = (len(rows), HORIZON, len(METRICS), 3)
+    return _Due(
+        ids=np.array([r[0] for r in rows], dtype=np.int64),
+        server_ids=np.array([r[1] for r in rows], dtype=np.int64),
+        origins=[r[2] for r in rows],
+        old=np.array([r[3] for r in rows], dtype=np.int64),
+        new=_bands_observed(elapsed),
+        quantiles=np.frombuffer(b"".join(bytes(r[4]) for r in rows), dtype=np.float32).reshape(shape),
+        last=np.array([r[5] for r in rows], dtype=np.float64),
+        scale=np.array([r[6] for r in rows], dtype=np.float64),
+    )
+
+
+def _step_numbers(times: list[datetime]) -> np.ndarray:
+    return np.array([int(t.timestamp()) // (STEP_MINUTES * 60) for t in times], dtype=np.int64)
+
+
+def _observed(due: _Due) -> np.ndarray:
+    """(N, H, M) observed bucket means at every forecast step (NaN where missing): one query for
+    the buckets of all due forecasts, matched to their steps by sorted integer keys."""
+    first = min(o + _STEP * BAND_STEPS[b][0] for o, b in zip(due.origins, due.old, strict=True))
+    last = max(o + _STEP * BAND_STEPS[b - 1][1] for o, b in zip(due.origins, due.new, strict=True))
+    servers = np.unique(due.server_ids)
+    rows = list(
+        MetricBucket.objects.filter(server_id__in=servers.tolist(), bucket_start__gte=first, bucket_start__lt=last,
+                                    count__gt=0)
+        .order_by("server_id", "bucket_start")
+        .values_list("server_id", "bucket_start", "count", *(f"{m}_sum" for m in METRICS))
+    )
+    if not rows:
+        return np.full((len(due.ids), HORIZON, len(METRICS)), np.nan)
+    index = np.searchsorted(servers, np.array([r[0] for r in rows], dtype=np.int64))
+    keys = index * _KEY_SPAN + _step_numbers([r[1] for r in rows])
+    sums = np.array([r[3:] for r in rows], dtype=np.float64)
+    means = sums / np.array([r[2] for r in rows], dtype=np.float64)[:, None]
+    targets = (np.searchsorted(servers, due.server_ids) * _KEY_SPAN + _step_numbers(due.origins))[:, None]
+    return gather_targets(keys, means, targets + np.arange(HORIZON)[None, :])
+
+
+def _hour(when: datetime) -> datetime:
+    return when.replace(minute=0, second=0, microsecond=0)
+
+
+def _aggregate(due: _Due, observed: np.ndarray) -> dict[tuple[int, str, str, datetime], np.ndarray]:
+    """Sums per (server, metric, band, origin hour) over the bands this pass scores."""
+    hours = [_hour(o) for o in due.origins]
+    group_keys = list(zip(due.server_ids.tolist(), hours, strict=True))
+    groups = {key: g for g, key in enumerate(dict.fromkeys(group_keys))}
+    group_of = np.array([groups[key] for key in group_keys], dtype=np.int64)
+    out: dict[tuple[int, str, str, datetime], np.ndarray] = {}
+    for b, band in enumerate(BAND_NAMES):
+        rows = np.flatnonzero((due.old <= b) & (due.new > b))
+        if not rows.size:
+            continue
+        sums = band_sums(due.quantiles[rows], observed[rows], due.last[rows], due.scale[rows], b)
+        stacked = np.stack([sums[name] for name in SUMS], axis=-1).astype(np.float64)  # (R, M, S)
+        totals = np.zeros((len(groups), len(METRICS), len(SUMS)))
+        np.add.at(totals, group_of[rows], stacked)
+        for (server_id, hour), g in groups.items():
+            for m, metric in enumerate(METRICS):
+                if totals[g, m, 0] > 0:
+                    out[(server_id, metric, band, hour)] = totals[g, m]
+    return out
+
+
+_UPSERT_BATCH = 500
+
+
+_COLUMNS = ("server_id", "metric", "band", "hour", *SUMS)
+_INTS = {SUMS.index(name) for name in ("n", "inside", "below", "above")}
+
+
+def _upsert_sql(n_rows: int) -> str:
+    table = ForecastScore._meta.db_table
+    if connection.vendor == "postgresql":
+        # One array per column: psycopg parses 12 placeholders instead of 12 per row (3 s → ms at 12,000 rows).
+        types = ("bigint", "text", "text", "timestamptz", *("double precision" for _ in SUMS))
+        source = "SELECT * FROM unnest(" + ", ".join(f"%s::{t}[]" for t in types) + ")"
+    else:
+        source = "VALUES " + ", ".join(["(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"] * n_rows)
+    # Sums only ever grow by addition, so one statement adds a pass to existing rows (PostgreSQL and
+    # SQLite both speak ON CONFLICT … DO UPDATE with `excluded`).
+    adds = ", ".join(f"{name} = {table}.{name} + excluded.{name}" for name in SUMS)
+    return (f"INSERT INTO {table} ({', '.join(_COLUMNS)}) {source} "
+            f"ON CONFLICT (server_id, metric, band, hour) DO UPDATE SET {adds}")
+
+
+def _score_params(batch: list) -> list:
+    rows = []
+    for (server_id, metric, band, hour), sums in batch:
+        rows.append([server_id, metric, band, connection.ops.adapt_datetimefield_value(hour),
+                     *(int(v) if k in _INTS else float(v) for k, v in enumerate(sums))])
+    if connection.vendor == "postgresql":
+        return [list(column) for column in zip(*rows, strict=True)]
+    return [value for row in rows for value in row]
+
+
+def _scores_add(aggregates: dict[tuple[int, str, str, datetime], np.ndarray]) -> None:
+    items = list(aggregates.items())
+    size = len(items) if connection.vendor == "postgresql" else _UPSERT_BATCH
+    with connection.cursor() as cursor:
+        for start in range(0, len(items), max(size, 1)):
+            batch = items[start : start + size]
+            cursor.execute(_upsert_sql(len(batch)), _score_params(batch))
+
+
+def _markers_move(due: _Due) -> bool:
+    """Compare-and-swap every due forecast's marker from its old to its new band count; False when
+    another pass moved any of them first (only possible where row locks are not enforced)."""
+    moved = 0
+    for old, new in set(zip(due.old.tolist(), due.new.tolist(), strict=True)):
+        ids = due.ids[(due.old == old) & (due.new == new)].tolist()
+        moved += ArchivedForecast.objects.filter(pk__in=ids, bands_scored=old).update(bands_scored=new)
+    return moved == len(due.ids)
+
+
+def _coverage(aggregates: dict) -> list[CoverageCounts]:
+    """The pass's counts per server × metric × band (summed over origin hours)."""
+    totals: dict[tuple[int, str, str], np.ndarray] = {}
+    for (server_id, metric, band, _), sums in aggregates.items():
+        key = (server_id, metric, band)
+        totals[key] = totals.get(key, 0) + sums
+    idx = [SUMS.index(name) for name in ("n", "inside", "below", "above")]
+    return [CoverageCounts(server_id, metric, band, *(int(s[i]) for i in idx))
+            for (server_id, metric, band), s in totals.items()]
+
+
+@dataclass(frozen=True)
+class ScoringPass:
+    forecasts: int  # archived forecasts scored (one or more bands each)
+    bands: int  # forecast × band pairs scored
+    rows: int  # ForecastScore rows added to or created
+    completed: int  # archived forecasts fully scored and deleted
+
+
+def forecasts_score(*, limit: int | None = None) -> ScoringPass:
+    """Score the oldest due archived forecasts (at most `limit`, TFT_SCORE_MAX_PER_PASS) in one
+    transaction: sums added, markers moved, fully scored forecasts deleted, and the pass's coverage
+    counts handed to the interval calibration, all or nothing."""
+    limit = limit or settings.TFT_SCORE_MAX_PER_PASS
+    with transaction.atomic():
+        due = _due_forecasts(limit)
+        if due is None:
+            return ScoringPass(0, 0, 0, 0)
+        if not _markers_move(due):
+            transaction.set_rollback(True)
+            logger.info("scoring pass skipped: another pass scored these forecasts")
+            return ScoringPass(0, 0, 0, 0)
+        aggregates = _aggregate(due, _observed(due))
+        _scores_add(aggregates)
+        completed = ArchivedForecast.objects.filter(pk__in=due.ids.tolist(), bands_scored__gte=len(BAND_NAMES)).delete()[0]
+        # Interval calibration (issue #13 item 2) takes each pass's coverage counts in the same
+        # transaction, so it sees every scored target exactly once.
+        intervals_recalibrate(observations=_coverage(aggregates))
+    result = ScoringPass(len(due.ids), int((due.new - due.old).sum()), len(aggregates), completed)
+    logger.info("forecasts scored", extra=result.__dict__)
+    return result
+
+
+def forecast_scores_prune(*, now: datetime | None = None) -> int:
+    """Delete score rows, and archived forecasts never scored (their server went quiet), older than
+    TFT_SCORE_RETENTION_DAYS."""
+    cutoff = (now or _now()) - timedelta(days=settings.TFT_SCORE_RETENTION_DAYS)
+    scores = ForecastScore.objects.filter(hour__lt=cutoff).delete()[0]
+    archived = ArchivedForecast.objects.filter(origin__lt=cutoff).delete()[0]
+    return scores + archived
+
+
+def live_scoring_pass(*, limit: int | None = None) -> ScoringPass:
+    """The periodic task's work: one scoring pass, then the retention (an indexed range delete)."""
+    result = forecasts_score(limit=limit)
+    forecast_scores_prune()
+    return result

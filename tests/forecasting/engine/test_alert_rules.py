@@ -1,0 +1,152 @@
+"""Probabilities and alert rules on hand-built forecasts."""
+
+import math
+
+import numpy as np
+import pytest
+
+from forecasting.engine.alert_rules import Limits, alert_candidates, lead_time
+from forecasting.engine.probability import exceedance, fleet_environment, incident_probabilities, limits_batch
+
+LEVELS = np.array([0.1, 0.5, 0.9])
+
+
+def test_exceedance_interpolates_between_quantiles():
+    q = np.array([10.0, 20.0, 30.0])
+
+    assert exceedance(q, LEVELS, 20.0) == pytest.approx(0.5)
+    assert exceedance(q, LEVELS, 25.0) == pytest.approx(0.3)
+    assert exceedance(q, LEVELS, 15.0) == pytest.approx(0.7)
+
+
+def test_exceedance_upper_tail_is_exponential_from_the_outer_quantiles():
+    q = np.array([10.0, 20.0, 30.0])
+    b = 10.0 / math.log(0.5 / 0.1)
+
+    assert exceedance(q, LEVELS, 30.0 + b * math.log(2)) == pytest.approx(0.05)
+    assert exceedance(q, LEVELS, 1e6) == pytest.approx(0.0)
+
+
+def test_exceedance_lower_tail_is_exponential_too():
+    q = np.array([10.0, 20.0, 30.0])
+    b = 10.0 / math.log(0.5 / 0.1)
+
+    assert exceedance(q, LEVELS, 10.0 - b * math.log(2)) == pytest.approx(1 - 0.05)
+
+
+def test_window_probability_is_the_worst_step_and_metrics_combine_as_independent():
+    # Two metrics; metric 0 crosses with p 0.3 at step 3 only, metric 1 with p 0.5 at step 10.
+    h = 96
+    q = np.zeros((h, 2, 3))
+    q[:, 0] = [10, 20, 30]
+    q[:, 1] = [10, 20, 30]
+    q[2, 0] = [20, 30, 40]  # P(X > 35) = 0.1 + ... interpolated: (35-30)/(40-30)*0.4 → 0.3
+    q[9, 1] = [25, 35, 45]  # P(X > 35) = 0.5
+    probs = incident_probabilities(q[None], LEVELS, np.array([[35.0, 35.0]]))
+
+    assert probs["metric_30m"][0, 0] == pytest.approx(0.3)
+    assert probs["metric_30m"][0, 1] == pytest.approx(exceedance(np.array([10, 20, 30.0]), LEVELS, 35.0))
+    assert probs["metric_8h"][0, 1] == pytest.approx(0.5)
+    assert probs["prob_8h"][0] == pytest.approx(1 - (1 - 0.3) * (1 - 0.5))
+
+
+def test_fleet_probability_assumes_independent_servers():
+    env = fleet_environment([(0.2, 0.5), (0.5, 0.1), (0.0, 0.0)])
+
+    assert env["prob_30m"] == pytest.approx(1 - 0.8 * 0.5)
+    assert env["prob_8h"] == pytest.approx(1 - 0.5 * 0.9)
+    assert env["high_risk_servers"] == 1
+    assert env["total_servers"] == 3
+    assert env["fleet_health"] == "critical"  # the second server: prob_30m 0.5
+
+
+@pytest.mark.parametrize(
+    ("pairs", "health"),
+    [([(0.0, 0.0)], "healthy"), ([(0.1, 0.55)], "warning"), ([(0.6, 0.9)], "critical"), ([], "healthy"),
+     ([(0.3, 0.4)] * 20, "healthy")],
+)
+def test_fleet_health_cut_offs(pairs, health):
+    assert fleet_environment(pairs)["fleet_health"] == health
+
+
+def test_p50_crossing_raises_warning_and_critical_with_steps_ahead():
+    p50 = np.linspace(80, 99, 96)
+    alerts = alert_candidates("ppdb001", "cpu_pct", p50, p50 + 1, Limits(85, 95), 5)
+
+    by_severity = {a["severity"]: a for a in alerts}
+    first_warning = int(np.argmax(p50 >= 85)) + 1
+    assert by_severity["warning"]["steps_ahead"] == first_warning
+    assert by_severity["warning"]["minutes_ahead"] == first_warning * 5
+    assert by_severity["critical"]["rule"] == "p50_critical"
+    assert by_severity["critical"]["predicted_value"] == pytest.approx(99.0)
+    assert by_severity["critical"]["threshold"] == 95
+
+
+def test_p90_reaching_critical_is_an_early_warning():
+    p50 = np.full(96, 60.0)
+    p90 = np.full(96, 60.0)
+    p90[40:] = 97
+    alerts = alert_candidates("ppdb001", "mem_pct", p50, p90, Limits(85, 95), 5)
+
+    assert [(a["severity"], a["rule"], a["steps_ahead"]) for a in alerts] == [("warning", "p90_early_warning", 41)]
+
+
+def test_no_alert_below_thresholds():
+    flat = np.full(96, 50.0)
+
+    assert alert_candidates("s", "cpu_pct", flat, flat, Limits(85, 95), 5) == []
+
+
+def test_relative_limits_scale_the_recent_p95_with_a_floor():
+    context = np.array([10.0] * 95 + [30.0] * 5 + [np.nan])
+    flat = np.zeros(101)
+    rule = {"warning": 1.5, "critical": 2.0, "relative": True, "floor": 5.0}
+
+    warning, critical = limits_batch(np.stack([context, flat])[:, :, None], {"x": rule}, ("x",))
+
+    level = np.percentile(context[:100], 95)
+    assert (warning[0, 0], critical[0, 0]) == pytest.approx((1.5 * level, 2.0 * level))
+    assert (warning[1, 0], critical[1, 0]) == (5.0, 5.0)
+
+
+def test_absolute_limits_are_the_thresholds_themselves():
+    warning, critical = limits_batch(np.zeros((2, 5, 1)), {"x": {"warning": 85, "critical": 95, "relative": False}}, ("x",))
+
+    assert warning.tolist() == [[85], [85]] and critical.tolist() == [[95], [95]]
+
+
+def _only(alerts, rule):
+    (alert,) = [a for a in alerts if a["rule"] == rule]
+    return alert
+
+
+def test_p90_early_warning_message_names_the_rule_and_the_critical_threshold():
+    p50 = np.full(96, 60.0)
+    p90 = np.full(96, 60.0)
+    p90[26:] = 96.1  # first at step 27: 135 minutes ahead
+    alert = _only(alert_candidates("ppdb001", "mem_pct", p50, p90, Limits(85, 95), 5), "p90_early_warning")
+
+    assert alert["message"] == (
+        "ppdb001: mem_pct p90 forecast peaks at 96.1, crossing in 2 h 15 min (early warning: p90 ≥ critical 95.0)"
+    )
+
+
+def test_p50_warning_message_names_the_rule_and_the_warning_threshold():
+    p50 = np.full(96, 60.0)
+    p50[7:] = 91.0  # first at step 8: 40 minutes ahead; below critical
+    alert = _only(alert_candidates("ppdb001", "cpu_pct", p50, p50 + 2, Limits(90, 95), 5), "p50_warning")
+
+    assert alert["message"] == "ppdb001: cpu_pct p50 forecast peaks at 91.0, crossing in 40 min (warning: p50 ≥ warning 90.0)"
+
+
+def test_p50_critical_message_names_the_rule_and_the_critical_threshold():
+    p50 = np.full(96, 60.0)
+    p50[11:] = 97.5  # warning and critical both first at step 12: 1 h ahead
+    alert = _only(alert_candidates("ppdb001", "cpu_pct", p50, p50 + 1, Limits(90, 95), 5), "p50_critical")
+
+    assert alert["message"] == "ppdb001: cpu_pct p50 forecast peaks at 97.5, crossing in 1 h (critical: p50 ≥ critical 95.0)"
+
+
+@pytest.mark.parametrize(("minutes", "text"), [(5, "5 min"), (60, "1 h"), (135, "2 h 15 min"), (480, "8 h")])
+def test_lead_time_reads_in_hours_and_minutes(minutes, text):
+    assert lead_time(minutes) == text

@@ -1,0 +1,126 @@
+"""Are prob_30m / prob_8h calibrated: reliability, Brier skill, isotonic recalibration, serving."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from forecasting.engine import backtest as bt
+from forecasting.engine import folders
+from forecasting.engine.probability import fit_isotonic, fleet_environment, recalibrated
+from forecasting.engine.series import SeriesWindow
+from forecasting.engine.spec import HORIZON, METRICS, QUANTILES
+
+START = datetime(2026, 3, 2, tzinfo=UTC)
+
+
+def _window(y: np.ndarray, server: str = "ec2_cpu_utilization_x") -> SeriesWindow:
+    values = np.zeros((len(y), 4), dtype=np.float32)
+    values[:, 0] = y
+    return SeriesWindow(server=server, profile="generic", start=START, step_minutes=5, values=values,
+                        states=np.ones(len(y), dtype=np.int8))  # fmt: skip
+
+
+class LevelForecaster:
+    """All quantiles of every metric at one level: P(crossing) is 1 above the limit, ~0 below."""
+
+    quantiles = QUANTILES
+
+    def __init__(self, level: float):
+        self.level = level
+
+    def predict_array(self, windows):
+        return np.full((len(windows), HORIZON, len(METRICS), len(QUANTILES)), self.level) + np.arange(7) * 0.01
+
+
+def test_brier_skill_and_reliability_by_hand():
+    p = np.array([0.05, 0.05, 0.95, 0.95])
+    e = np.array([0, 1, 1, 1])
+    s = bt.probability_scores(p, e)
+    # Brier = (0.0025 + 0.9025 + 0.0025 + 0.0025) / 4 = 0.2275; climatology 0.75 · 0.25 = 0.1875
+    assert s["brier"] == pytest.approx(0.2275)
+    assert s["skill"] == pytest.approx(1 - 0.2275 / 0.1875)
+    assert s["reliability"] == [
+        {"bin": "0.0-0.1", "n": 2, "mean_prob": pytest.approx(0.05), "frequency": 0.5},
+        {"bin": "0.9-1.0", "n": 2, "mean_prob": pytest.approx(0.95), "frequency": 1.0},
+    ]
+
+
+def test_isotonic_fit_is_monotone_and_maps_to_observed_frequencies():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0, 1, 5000)
+    e = rng.uniform(0, 1, 5000) < p**2  # the raw probability overstates the risk
+    table = fit_isotonic(p, e)
+    assert np.all(np.diff(table["y"]) >= 0)
+    np.testing.assert_allclose(recalibrated(np.array([0.3, 0.9]), table), [0.09, 0.81], atol=0.06)
+    assert bt.probability_scores(recalibrated(p, table), e)["brier"] < bt.probability_scores(p, e)["brier"]
+
+
+def test_without_a_table_probabilities_are_unchanged():
+    np.testing.assert_array_equal(recalibrated(np.array([0.2, 0.7]), None), [0.2, 0.7])
+
+
+def test_an_event_is_a_critical_bucket_within_the_window():
+    y = np.full(2000, 40.0)
+    y[1500] = 97.0  # cpu ≥ 95 once
+    w = _window(y)
+    origins = np.array([1494, 1495, 1401])
+    critical = np.full((3, 1), 95.0)
+    events = bt._threshold_events(w.values[:, :1].astype(float), origins, critical, 6)
+    assert events.tolist() == [False, True, False]  # 1495…1500 holds it; 1494…1499 does not
+
+
+def test_an_anomaly_event_is_a_labelled_window_overlapping_the_forecast_window():
+    w = _window(np.zeros(100))
+    spans = [(START + timedelta(minutes=5 * 50), START + timedelta(minutes=5 * 60))]
+    events = bt._anomaly_events(w, np.array([44, 45, 60, 61]), spans, 6)
+    assert events.tolist() == [False, True, True, False]
+
+
+def test_evaluation_reports_raw_calibrated_and_both_rules():
+    y = np.full(3000, 40.0)
+    y[2500:2510] = 99.0
+    label = [(START + timedelta(minutes=5 * 2500), START + timedelta(minutes=5 * 2510))]
+    w = _window(y)
+    result = bt.probability_evaluation([w], LevelForecaster(99.0), metrics={w.server: "cpu_pct"},
+                                       anomalies={w.server: label})  # fmt: skip
+    r = result["threshold"]["8h"]["raw"]
+    assert r["mean_prob"] == pytest.approx(1.0) and r["base_rate"] < 0.3  # always crying wolf
+    assert r["skill"] < 0
+    assert set(result["threshold"]["30m"]) == {"raw", "calibrated"}
+    assert result["anomaly"]["8h"]["raw"]["events"] == result["threshold"]["8h"]["raw"]["events"]
+
+
+def test_the_recalibration_is_fitted_on_the_training_part_only():
+    y = np.full(3000, 40.0)
+    y[2500:2510] = 99.0  # only in the test part: the training part never sees an incident
+    fitted = bt.fit_probability_recalibration([_window(y)], LevelForecaster(99.0), metrics=["cpu_pct"])
+    assert fitted["windows"]["8h"]["y"] == [0.0]
+
+
+def test_model_folder_probability_calibration_round_trip_and_bad_files(tmp_path):
+    assert folders.read_probability_calibration(tmp_path) is None  # older folders: none
+    fitted = {"rule": "r", "windows": {"30m": {"x": [0.0, 1.0], "y": [0.0, 0.5]}}}
+    folders.write_probability_calibration(tmp_path, fitted)
+    assert folders.read_probability_calibration(tmp_path) == fitted["windows"]
+    (tmp_path / folders.PROBABILITY_FILE).write_text(json.dumps({"windows": {"30m": [1, 2]}}))
+    assert folders.read_probability_calibration(tmp_path) is None
+
+
+
+
+def test_expected_incidents_sum_the_server_probabilities():
+    env = fleet_environment([(0.02, 0.05)] * 70)
+    assert env["prob_8h"] > 0.95  # "some server, somewhere": near certain for 70 servers
+    assert env["expected_incidents_8h"] == pytest.approx(3.5)
+    assert env["expected_incidents_30m"] == pytest.approx(1.4)
+
+
+def test_the_recalibration_can_be_fitted_on_the_validation_tail():
+    y = np.full(3000, 40.0)
+    y[2900:2910] = 99.0  # inside the last 20 %: the tail a training run holds out
+    fitted = bt.fit_probability_recalibration([_window(y)], LevelForecaster(99.0), part="test", fraction=0.2,
+                                              metrics=["cpu_pct"])  # fmt: skip
+    assert fitted["part"] == "test" and fitted["origins"] == len(bt.rolling_origins(3000, test_fraction=0.2, every=12))
+    assert max(fitted["windows"]["8h"]["y"]) > 0  # the tail holds the incident the training part lacks

@@ -1,0 +1,23 @@
+"""A chunk serves probabilities through the model folder's recalibration (forecasting.runs.chunks)."""
+
+from types import SimpleNamespace
+
+from forecasting.engine import folders
+from forecasting.runs import chunks as services
+
+
+def test_serving_recalibrates_tft_servers_only(tmp_path):
+    folders.write_probability_calibration(tmp_path, {"windows": {"30m": {"x": [0, 1], "y": [0, 0.5]},
+                                                                 "8h": {"x": [0, 1], "y": [0, 0.25]}}})  # fmt: skip
+    forecast = SimpleNamespace(
+        forecaster=object(),
+        version=SimpleNamespace(path=str(tmp_path)),
+        windows=[SimpleNamespace(server_id=1), SimpleNamespace(server_id=2)],
+        reasons={2: "model_output_invalid"},
+    )
+    scored = [SimpleNamespace(prob_30m=0.8, prob_8h=0.8), SimpleNamespace(prob_30m=0.8, prob_8h=0.8)]
+    services._recalibrate_probabilities(forecast, scored)
+    assert (scored[0].prob_30m, scored[0].prob_8h) == (0.4, 0.2)
+    assert (scored[1].prob_30m, scored[1].prob_8h) == (0.8, 0.8)  # the heuristic's stay raw
+
+

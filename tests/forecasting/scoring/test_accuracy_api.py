@@ -1,0 +1,53 @@
+"""Live accuracy in /predictions/<server>, /status and /metrics, validated against the schema."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from forecasting.runs.chunks import fleet_predict
+from forecasting.scoring.services import forecasts_score
+from tests.conftest import ingest_fleet
+from tests.integrations.test_schema_conformance import conforms, schema  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def scored_fleet(no_models):
+    """A forecast made 1 h ago, the hour since observed, scored; then a current run."""
+    end = datetime.now(UTC) - timedelta(hours=1)
+    ingest_fleet({"ppdb001": {"cpu_pct": lambda i: 40.0 + i % 3}}, buckets=160, end=end)  # MASE scale 1.5
+    fleet_predict(now=end)
+    ingest_fleet({"ppdb001": {"cpu_pct": 45.0}}, buckets=12)
+    forecasts_score()
+    return fleet_predict()
+
+
+def test_server_prediction_has_accuracy_per_metric_and_window(client, scored_fleet):
+    body = client.get("/predictions/ppdb001").json()
+
+    cpu = body["accuracy"]["cpu_pct"]["24h"]
+    assert cpu["n"] > 0 and cpu["bands"]["0-30m"]["n"] > 0 and cpu["mase"] is not None
+    assert set(body["accuracy"]["cpu_pct"]) == {"24h", "7d"}
+
+
+def test_server_prediction_with_accuracy_conforms(schema, client, scored_fleet):  # noqa: F811
+    conforms(schema, "/predictions/{server}", "get", client.get("/predictions/ppdb001"))
+
+
+def test_status_has_the_fleet_accuracy_block(client, scored_fleet):
+    block = client.get("/status").json()["accuracy"]["24h"]
+
+    assert block["n"] > 0 and block["coverage_80"] is not None and block["metrics"]["cpu_pct"]["n"] > 0
+
+
+def test_status_with_accuracy_conforms(schema, client, scored_fleet):  # noqa: F811
+    conforms(schema, "/status", "get", client.get("/status"))
+
+
+def test_metrics_export_accuracy_gauges_per_server_metric_and_band(client, scored_fleet):
+    text = client.get("/metrics").content.decode()
+
+    assert 'tft_forecast_mase{server="ppdb001",metric="cpu_pct",band="0-30m"}' in text
+    assert 'tft_forecast_coverage{server="ppdb001",metric="cpu_pct",band="0-30m"}' in text
+

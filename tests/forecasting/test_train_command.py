@@ -1,0 +1,89 @@
+"""train_tft: the training command on simulated, stored and CSV series."""
+
+import io
+import json
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from forecasting.engine import inputs as dspec
+from forecasting.engine.spec import STATES
+from forecasting.windows import server_histories
+from tests.forecasting.engine.test_tft import START
+
+
+def test_train_tft_command_on_simulated_fleet(tmp_path):
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command(
+        "train_tft",
+        "--simulated", "2", "--days", "3", "--epochs", "1", "--batches-per-epoch", "2", "--batch-size", "4",
+        "--hidden-size", "8", "--attention-heads", "1", "--hidden-continuous-size", "4",
+        "--device", "cpu", "--out", str(tmp_path), "--no-progress", "--no-backtest",
+        stdout=out,
+    )  # fmt: skip
+    [folder] = list(tmp_path.glob("tft_model_*"))
+    assert "val_loss" in out.getvalue()
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "train_tft" in card and "simulated fleet" in card
+
+
+@pytest.mark.django_db
+def test_train_tft_reads_metric_buckets_from_the_database(tmp_path):
+    from django.core.management import call_command
+
+    from ingest.models import MetricBucket, Server
+
+    rng = np.random.default_rng(1)
+    for name in ("ppdb001", "ppweb001"):
+        server = Server.objects.create(
+            name=name, profile="database", first_seen=START, last_seen=START, last_received_at=START
+        )
+        MetricBucket.objects.bulk_create(
+            MetricBucket(
+                server=server,
+                bucket_start=START + timedelta(minutes=5 * i),
+                count=2,
+                cpu_pct_sum=2 * float(rng.uniform(10, 90)),
+                mem_pct_sum=120.0,
+                disk_io_mb_s_sum=4.0,
+                latency_ms_sum=20.0,
+                n_healthy=2,
+            )
+            for i in range(200)
+            if i not in (50, 51)
+        )
+    series = server_histories(server_names=["ppdb001"])
+    assert [w.server for w in series] == ["ppdb001"]
+    assert len(series[0].values) == 200 and np.isnan(series[0].values[50]).all()
+    assert STATES[series[0].states[0]] == "healthy" and series[0].values[0, 1] == 60.0
+    call_command(
+        "train_tft", "--servers", "ppdb001,ppweb001", "--epochs", "1", "--batches-per-epoch", "1",
+        "--batch-size", "4", "--hidden-size", "8", "--attention-heads", "1", "--hidden-continuous-size", "4",
+        "--device", "cpu", "--out", str(tmp_path), "--no-progress", "--no-backtest", stdout=io.StringIO(),
+    )  # fmt: skip
+    [folder] = list(tmp_path.glob("tft_model_*"))
+    spec = json.loads((folder / "spec.json").read_text())
+    assert spec["vocab"]["servers"] == [dspec.UNKNOWN, "ppdb001", "ppweb001"]
+
+
+@pytest.mark.django_db
+def test_train_tft_exclude_leaves_a_csv_series_out(tmp_path):
+    from django.core.management import call_command
+
+    rows = [f"{START + timedelta(minutes=5 * i):%Y-%m-%d %H:%M:%S},{40 + 10 * np.sin(i / 20):.3f}" for i in range(600)]
+    for name in ("ec2_cpu_utilization_kept", "ec2_cpu_utilization_held_out"):
+        (tmp_path / f"{name}.csv").write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    out_dir = tmp_path / "models"
+    call_command(
+        "train_tft", "--csv-dir", str(tmp_path), "--exclude", "*held_out*", "--epochs", "1",
+        "--batches-per-epoch", "1", "--batch-size", "4", "--hidden-size", "8", "--attention-heads", "1",
+        "--no-progress", "--no-backtest", "--out", str(out_dir), stdout=io.StringIO(),
+    )  # fmt: skip
+    [folder] = out_dir.iterdir()
+    vocab = json.loads((folder / "spec.json").read_text())["vocab"]["servers"]
+    assert "ec2_cpu_utilization_kept" in vocab and "ec2_cpu_utilization_held_out" not in vocab
+
+
