@@ -56,6 +56,7 @@ from forecasting.engine.probability import (
     recalibrated,
 )
 from forecasting.engine.series import SeriesWindow, fill_series
+from forecasting.engine.sources import source_rule
 from forecasting.engine.spec import (
     CONTEXT,
     CRITICAL_PCT,
@@ -79,7 +80,7 @@ QUANTILE_KEYS: tuple[str, ...] = ("p10", "p50", "p90")
 BASELINES: tuple[str, ...] = ("naive", "seasonal_naive", "predict_linear", "mean")
 CALIBRATED = "tft_calibrated"
 METHOD_ORDER: tuple[str, ...] = ("tft", CALIBRATED, *BASELINES)
-FAMILIES: tuple[str, ...] = ("cpu", "network/requests", "disk", "latency", "other")
+FAMILIES: tuple[str, ...] = ("cpu", "memory", "network/requests", "disk", "latency", "other")
 _FAMILY_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cpu", ("cpu",)),
     ("network/requests", ("network", "twitter", "request")),
@@ -96,7 +97,12 @@ def series_family(name: str, metric: str | None = None) -> str:
     """The family a series is reported in: from words of its name (NAB files: ``cpu``;
     ``network``/``NetworkIn``/``Twitter`` volumes/requests; ``disk``; ``latency``), else from
     ``metric`` for a contract server's own columns (cpu_pct, disk_io_mb_s, latency_ms; mem_pct
-    is "other"), else "other" (a single-value file whose metric was only assigned to it)."""
+    is "other"), else "other" (a single-value file whose metric was only assigned to it). Files of
+    the vendored date-less sources take their family from ``sources.source_rule`` (SMD m05 is
+    "memory", m12 "disk", m18 "network/requests"; JumpStarter's unnamed metrics "other")."""
+    rule = source_rule(name)
+    if rule is not None:
+        return rule.family
     lowered = name.lower()
     for family, words in _FAMILY_WORDS:
         if any(word in lowered for word in words):
@@ -389,6 +395,7 @@ def context_window(w: SeriesWindow, origin: int, context: int = CONTEXT, key: st
         step_minutes=w.step_minutes,
         values=w.values[lo:origin],
         states=w.states[lo:origin],
+        calendar=w.calendar,
     )
 
 

@@ -8,6 +8,9 @@ windows into plain numpy arrays (the network's x dict, before conversion to tens
 * per-window normalisation of every target from the encoder itself (centre = mean, scale = standard
   deviation with floors), so a server never seen in training is normalised like any other;
 * calendar features (hour of day, weekday, in UTC) for the encoder and the ``HORIZON`` future steps;
+  a series without wall-clock dates (``SeriesWindow.calendar`` False: the vendored Azure VM,
+  JumpStarter and SMD sources count steps from 2000-01-01) gets the "no calendar" category
+  (``NO_HOUR`` / ``NO_WEEKDAY``) at every step instead, so the network never learns from fake dates;
 * static inputs: server (with an ``<unknown>`` category), profile, and the per-target centre/scale.
 
 This module needs numpy only (no torch), so it can be imported anywhere.
@@ -45,6 +48,11 @@ CENTER_STEPS = 12
 # Column layout of the network's inputs (the order of x["encoder_cont"] / x["encoder_cat"]).
 STATIC_CATEGORICALS: tuple[str, ...] = ("server", "profile")
 KNOWN_CATEGORICALS: tuple[str, ...] = ("hour", "weekday")
+# The "no calendar" category of each calendar input: one past the real ones (a model folder whose
+# vocabulary has no such slot, trained before it existed, reads a date-less series as a constant
+# hour 0 / weekday 0 instead: still nothing that moves with the fake dates).
+NO_HOUR = 24
+NO_WEEKDAY = 7
 ENCODER_CATEGORICALS: tuple[str, ...] = ("state",)
 X_CATEGORICALS: tuple[str, ...] = (*STATIC_CATEGORICALS, *KNOWN_CATEGORICALS, *ENCODER_CATEGORICALS)
 
@@ -115,6 +123,7 @@ class Vocab:
     servers: tuple[str, ...] = (UNKNOWN,)
     profiles: tuple[str, ...] = PROFILE_VOCAB
     states: tuple[str, ...] = STATE_VOCAB
+    calendar_slot: bool = True  # hour / weekday have the NO_HOUR / NO_WEEKDAY category
 
     def __post_init__(self) -> None:
         self._server_index = {name: i for i, name in enumerate(self.servers)}
@@ -127,22 +136,34 @@ class Vocab:
         return self._profile_index.get(name, 0)
 
     def to_json(self) -> dict:
-        return {"servers": list(self.servers), "profiles": list(self.profiles), "states": list(self.states)}
+        return {
+            "servers": list(self.servers),
+            "profiles": list(self.profiles),
+            "states": list(self.states),
+            "calendar_slot": self.calendar_slot,
+        }
 
     @classmethod
     def from_json(cls, data: dict) -> Vocab:
         servers = tuple(data["servers"])
         if not servers or servers[0] != UNKNOWN:
             raise ValueError("server vocabulary must start with the unknown category")
-        return cls(servers=servers, profiles=tuple(data["profiles"]), states=tuple(data["states"]))
+        # folders written before the "no calendar" category existed have no key: no slot
+        slot = bool(data.get("calendar_slot", False))
+        return cls(servers=servers, profiles=tuple(data["profiles"]), states=tuple(data["states"]), calendar_slot=slot)
+
+    @property
+    def no_calendar(self) -> tuple[int, int]:
+        """The (hour, weekday) categories a date-less series reads at every step."""
+        return (NO_HOUR, NO_WEEKDAY) if self.calendar_slot else (0, 0)
 
     @property
     def cardinalities(self) -> dict[str, int]:
         return {
             "server": len(self.servers),
             "profile": len(self.profiles),
-            "hour": 24,
-            "weekday": 7,
+            "hour": 24 + int(self.calendar_slot),
+            "weekday": 7 + int(self.calendar_slot),
             "state": len(self.states),
         }
 
@@ -157,12 +178,16 @@ def build_arrays(
     step_minutes: int = STEP_MINUTES,
     horizon: int = HORIZON,
     max_encoder: int = CONTEXT,
+    *,
+    calendar: np.ndarray | None = None,
+    no_calendar: tuple[int, int] = (NO_HOUR, NO_WEEKDAY),
 ) -> dict[str, np.ndarray]:
     """The network's x dict (numpy) from left-aligned, NaN-padded encoder blocks.
 
     values: (B, L, M) float with NaN for missing buckets and for padding after each length;
     lengths: (B,) encoder lengths (>= 1); states: (B, L) state index into STATES, -1 missing;
-    start_minutes: (B,) epoch minutes (UTC) of each encoder's first bucket.
+    start_minutes: (B,) epoch minutes (UTC) of each encoder's first bucket; calendar: (B,) bool,
+    False for a window without wall-clock dates (its hour / weekday become ``no_calendar``).
     """
     B, L, M = values.shape  # noqa: N806
     lengths = np.clip(lengths.astype(np.int64), 1, L)
@@ -182,6 +207,10 @@ def build_arrays(
     # future steps start right after each window's own last bucket
     fut_start = start_minutes + step_minutes * lengths
     f_hours, f_weekday = calendar_indices(fut_start, step_minutes, horizon)
+    if calendar is not None and not np.all(calendar):
+        dateless = ~np.asarray(calendar, dtype=bool)[:, None]
+        hours, f_hours = (np.where(dateless, no_calendar[0], h) for h in (hours, f_hours))
+        weekday, f_weekday = (np.where(dateless, no_calendar[1], d) for d in (weekday, f_weekday))
     rel_enc = (pos - lengths[:, None]).astype(np.float32) / max_encoder  # -len/max .. -1/max
     rel_dec = (np.arange(horizon, dtype=np.float32)[None, :].repeat(B, 0)) / max_encoder
 
@@ -266,7 +295,20 @@ def build_inputs(
     values, lengths, states, start_minutes = stack_windows(windows, max_encoder)
     server_idx = np.array([vocab.server_index(w.server) for w in windows], dtype=np.int64)
     profile_idx = np.array([vocab.profile_index(w.profile) for w in windows], dtype=np.int64)
-    return build_arrays(values, lengths, states, start_minutes, server_idx, profile_idx, step, horizon, max_encoder)
+    calendar = np.array([w.calendar for w in windows], dtype=bool)
+    return build_arrays(
+        values,
+        lengths,
+        states,
+        start_minutes,
+        server_idx,
+        profile_idx,
+        step,
+        horizon,
+        max_encoder,
+        calendar=calendar,
+        no_calendar=vocab.no_calendar,
+    )
 
 
 def denormalise(z: np.ndarray, target_scale: np.ndarray) -> np.ndarray:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import gzip
+import io
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from forecasting.engine.sources import folder_has_calendar, source_rule
 from forecasting.engine.spec import METRICS, STATE_INDEX, STATE_SEVERITY, STATES, STEP_MINUTES, profile_for
 
 logger = logging.getLogger(__name__)
@@ -29,6 +32,8 @@ class SeriesWindow:
     values: (T, 4) float32 in METRICS order, NaN where a bucket is missing.
     states: (T,) int8 index into STATES (the bucket's dominant state), -1 where missing.
     start: UTC-aware start of the first bucket.
+    calendar: False when the timestamps only count steps (sources without wall-clock dates): the
+    network's calendar inputs are masked for such a series.
     """
 
     server: str
@@ -37,6 +42,7 @@ class SeriesWindow:
     step_minutes: int
     values: np.ndarray
     states: np.ndarray = field(default=None)  # type: ignore[assignment]
+    calendar: bool = True
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None:
@@ -58,7 +64,9 @@ class SeriesWindow:
     def head(self, fraction: float) -> SeriesWindow:
         """The first ``fraction`` of the buckets (at least one)."""
         n = max(1, int(len(self.values) * fraction))
-        return SeriesWindow(self.server, self.profile, self.start, self.step_minutes, self.values[:n], self.states[:n])
+        return SeriesWindow(
+            self.server, self.profile, self.start, self.step_minutes, self.values[:n], self.states[:n], self.calendar
+        )
 
 
 def epoch_minutes(when: datetime) -> int:
@@ -159,10 +167,16 @@ def state_one_hot(state_names: Iterable[str]) -> np.ndarray:
 def nab_metric_for(name: str) -> str:
     """The contract metric a single-value (NAB-layout) series is read as, from its file name.
 
-    cpu → cpu_pct; latency → latency_ms; disk, network or bytes → disk_io_mb_s. Anything else
-    (Twitter volumes, temperatures, occupancy, key-hold counts) → disk_io_mb_s: an unbounded
-    non-negative metric, so values above 100 are neither clipped nor read as a saturated CPU.
+    Files of the vendored date-less sources follow ``sources.source_rule`` (Azure VM CPU and SMD
+    m00 → cpu_pct, SMD m05 → mem_pct, SMD disk utilisation / network-in and JumpStarter's unnamed
+    metrics → disk_io_mb_s). Otherwise: cpu → cpu_pct; latency → latency_ms; disk, network or
+    bytes → disk_io_mb_s. Anything else (Twitter volumes, temperatures, occupancy, key-hold counts)
+    → disk_io_mb_s: an unbounded non-negative metric, so values above 100 are neither clipped nor
+    read as a saturated CPU.
     """
+    rule = source_rule(name)
+    if rule is not None:
+        return rule.metric
     lowered = name.lower()
     if "cpu" in lowered:
         return "cpu_pct"
@@ -181,19 +195,37 @@ def _epoch_seconds(text: str) -> float:
     return when.timestamp()
 
 
+def series_name(path: Path) -> str:
+    """A data file's series name: its name without ``.csv`` or ``.csv.gz``."""
+    name = Path(path).name
+    return name.removesuffix(".gz").removesuffix(".csv")
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    """A ``.csv`` or gzip-compressed ``.csv.gz`` file, opened as text for the csv module."""
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rt", newline="")
+    return path.open(newline="")
+
+
 def load_nab_csv(path: Path, metric: str = "auto", step_minutes: int = STEP_MINUTES) -> tuple[SeriesWindow, str]:
-    """A NAB ``timestamp,value`` file as one series named after the file: the value in ``metric``
-    ("auto": ``nab_metric_for`` the file name), the other metrics 0.0, no states."""
+    """A NAB ``timestamp,value`` file (``.csv`` or ``.csv.gz``) as one series named after the file:
+    the value in ``metric`` ("auto": ``nab_metric_for`` the file name), the other metrics 0.0, no
+    states. A vendored source's values are brought to the metric's unit (SMD's [0, 1] × 100)."""
     path = Path(path)
-    metric = nab_metric_for(path.stem) if metric in (None, "auto") else metric
+    name = series_name(path)
+    metric = nab_metric_for(name) if metric in (None, "auto") else metric
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS} or auto, got {metric!r}")
-    with path.open(newline="") as fh:
+    rule = source_rule(name)
+    with _open_text(path) as fh:
         rows = [(_epoch_seconds(r["timestamp"]), float(r["value"])) for r in csv.DictReader(fh)]
     stamps = np.array([r[0] for r in rows], dtype=np.float64)
     values = np.zeros((len(rows), len(METRICS)), dtype=np.float64)
     values[:, METRICS.index(metric)] = [r[1] for r in rows]
-    window = grid_series(path.stem, "generic", stamps, values, None, step_minutes)
+    if rule is not None:
+        values *= rule.factor
+    window = grid_series(name, "generic", stamps, values, None, step_minutes)
     if window is None:
         raise ValueError(f"{path.name}: no rows")
     return window, metric
@@ -203,7 +235,7 @@ def load_contract_csv(path: Path, step_minutes: int = STEP_MINUTES) -> list[Seri
     """Contract-shaped records (timestamp, server_name, the 4 metrics[, state]) rolled up into one
     series per server; a record without a known state adds to no state count."""
     by_server: dict[str, list[dict]] = {}
-    with Path(path).open(newline="") as fh:
+    with _open_text(Path(path)) as fh:
         for row in csv.DictReader(fh):
             by_server.setdefault(row["server_name"], []).append(row)
     out = []
@@ -222,7 +254,7 @@ class CsvSeries:
 
 
 def _csv_layout(path: Path) -> str:
-    with path.open(newline="") as fh:
+    with _open_text(path) as fh:
         header = {h.strip() for h in next(csv.reader(fh), [])}
     if {"server_name", *METRICS} <= header:
         return "contract"
@@ -232,10 +264,13 @@ def _csv_layout(path: Path) -> str:
 
 
 def csv_files(directory: Path, exclude: Iterable[str] = ()) -> list[Path]:
-    """The folder's ``*.csv`` files, sorted, without those whose name (or stem) matches an exclude glob."""
+    """The folder's ``*.csv`` and ``*.csv.gz`` files, sorted, without those whose name (or series
+    name, i.e. without ``.csv``/``.csv.gz``) matches an exclude glob."""
     patterns = list(exclude)
-    files = sorted(Path(directory).glob("*.csv"))
-    return [f for f in files if not any(fnmatch.fnmatch(f.name, p) or fnmatch.fnmatch(f.stem, p) for p in patterns)]
+    files = sorted([*Path(directory).glob("*.csv"), *Path(directory).glob("*.csv.gz")])
+    return [
+        f for f in files if not any(fnmatch.fnmatch(f.name, p) or fnmatch.fnmatch(series_name(f), p) for p in patterns)
+    ]
 
 
 def load_csv_dir(
@@ -246,14 +281,16 @@ def load_csv_dir(
     exclude: Iterable[str] = (),
     step_minutes: int = STEP_MINUTES,
 ) -> CsvSeries:
-    """Every CSV of a folder (less the ``exclude`` globs): NAB layout or contract records.
+    """Every CSV (``.csv`` or ``.csv.gz``) of a folder (less the ``exclude`` globs): NAB layout or
+    contract records.
 
     ``fraction`` keeps the first part of each series (0.6 trains on the first 60 % and leaves the
-    rest to a backtest).
+    rest to a backtest). A folder whose ``SOURCE.json`` says ``"calendar": false`` gives series
+    with ``calendar=False`` (their timestamps count steps, they are not dates).
     """
     files = csv_files(directory, exclude)
     if not files:
-        raise FileNotFoundError(f"no *.csv files in {directory}")
+        raise FileNotFoundError(f"no *.csv or *.csv.gz files in {directory}")
     result = CsvSeries([], {})
     for path in files:
         if _csv_layout(path) == "contract":
@@ -262,6 +299,9 @@ def load_csv_dir(
             window, mapped = load_nab_csv(path, metric, step_minutes)
             result.series.append(window)
             result.metric_of[window.server] = mapped
+    if not folder_has_calendar(Path(directory)):
+        for w in result.series:
+            w.calendar = False
     if fraction < 1.0:
         result.series = [w.head(fraction) for w in result.series]
     return result

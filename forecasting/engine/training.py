@@ -76,6 +76,7 @@ class WindowPool:
         self.values = np.concatenate([w.values for w in series], axis=0).astype(np.float32)
         self.states = np.concatenate([w.states for w in series], axis=0).astype(np.int8)
         self.start_minutes = np.array([epoch_minutes(w.start) for w in series], dtype=np.int64)
+        self.calendar = np.array([w.calendar for w in series], dtype=bool)  # False: no wall-clock dates
         self.server_idx = np.array([vocab.server_index(w.server) for w in series], dtype=np.int64)
         self.profile_idx = np.array([vocab.profile_index(w.profile) for w in series], dtype=np.int64)
         self.step = series[0].step_minutes
@@ -151,7 +152,17 @@ def make_batch(pool: WindowPool, sid, origin, enc_len, rng=None, cfg: TrainConfi
                     f = np.exp(rng.uniform(-cfg.scale_augment, cfg.scale_augment, size=len(sid))).astype(np.float32)
                     enc[:, :, m] *= f[:, None]
                     target[:, :, m] *= f[:, None]
-    x = inputs.build_arrays(enc, enc_len, st, start, server_idx, profile_idx, pool.step)
+    x = inputs.build_arrays(
+        enc,
+        enc_len,
+        st,
+        start,
+        server_idx,
+        profile_idx,
+        pool.step,
+        calendar=pool.calendar[sid],
+        no_calendar=pool.vocab.no_calendar,
+    )
     ts = x["target_scale"]
     y = (target - ts[:, None, :, 0]) / ts[:, None, :, 1]
     mask = ~np.isnan(y)
@@ -476,6 +487,10 @@ def warm_start_weights(net, folder: Path, vocab: inputs.Vocab) -> int:
     old = inputs.Vocab.from_json(folders.read_model_folder(folder).spec["vocab"])
     tensors = load_file(str(folder / folders.WEIGHTS_FILE))
     rows = {"input_embeddings.embeddings.server.weight": np.array([old.server_index(s) for s in vocab.servers])}
+    if vocab.calendar_slot and not old.calendar_slot:
+        # an older folder has no "no calendar" row: the new one starts from hour 0 / weekday 0
+        rows["input_embeddings.embeddings.hour.weight"] = np.array([*range(inputs.NO_HOUR), 0])
+        rows["input_embeddings.embeddings.weekday.weight"] = np.array([*range(inputs.NO_WEEKDAY), 0])
     return network.load_matching_weights(net, tensors, rows)
 
 

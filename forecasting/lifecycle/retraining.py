@@ -44,7 +44,7 @@ class FleetSplit:
 
 def _part(w: SeriesWindow, lo: int, hi: int) -> SeriesWindow:
     start = w.start + timedelta(minutes=w.step_minutes * lo)
-    return SeriesWindow(w.server, w.profile, start, w.step_minutes, w.values[lo:hi], w.states[lo:hi])
+    return SeriesWindow(w.server, w.profile, start, w.step_minutes, w.values[lo:hi], w.states[lo:hi], w.calendar)
 
 
 def fleet_split(series: list[SeriesWindow], holdout_days: int) -> FleetSplit:

@@ -262,3 +262,16 @@ def test_training_records_interval_calibration(model_dir):
     assert "all" in json.loads((model_dir / "metrics.json").read_text())["val_coverage_p10_p90"]
 
 
+def test_a_dateless_series_trains_and_is_forecast_with_the_no_calendar_category(tmp_path):
+    series = synthetic_series()
+    series[0].calendar = False  # e.g. a file of data/smd: timestamps only count steps
+    cfg = training.TrainConfig(
+        epochs=1, batches_per_epoch=2, batch_size=8, max_val_windows=8, hparams=TINY, device="cpu"
+    )
+    result = training.train(series, cfg, out_dir=tmp_path, progress=False)
+    loaded = network.load_forecaster(result.path, device="cpu")
+    assert loaded.vocab.cardinalities["hour"] == dspec.NO_HOUR + 1
+    w = recent(server="ppweb001")
+    w.calendar = False
+    out = loaded.predict([w])
+    assert all(np.isfinite(out["ppweb001"][m]["p50"]).all() for m in TARGETS)
