@@ -249,6 +249,9 @@ TFT_ALERTMANAGER_FIRING_TTL_SECONDS = env_int("TFT_ALERTMANAGER_FIRING_TTL_SECON
 TFT_READ_REQUIRES_KEY = env_bool("TFT_READ_REQUIRES_KEY", False)
 TFT_RATE_LIMIT_FEED_PER_MINUTE = env_int("TFT_RATE_LIMIT_FEED_PER_MINUTE", 12_000, minimum=0)
 TFT_RATE_LIMIT_READ_PER_MINUTE = env_int("TFT_RATE_LIMIT_READ_PER_MINUTE", 6_000, minimum=0)
+# GET /predictions/current serves a fleet larger than this in pages of at most this many servers
+# (?limit= asks for fewer, ?cursor= continues; a 1,000-server page is about 8 MB of JSON).
+TFT_PREDICTIONS_PAGE_SIZE = env_int("TFT_PREDICTIONS_PAGE_SIZE", 1_000, minimum=1, maximum=10_000)
 # Browsers may call the API only from these origins (none by default: CORS stays closed).
 TFT_CORS_ALLOWED_ORIGINS = env_list("TFT_CORS_ALLOWED_ORIGINS", [])
 
