@@ -1,4 +1,5 @@
-"""``python -m bench.read_pages`` — GET /predictions/current page by page at a large fleet (issue 25).
+"""``python -m bench.read_pages`` — GET /predictions/current page by page, and the dashboard's fleet page,
+at a large fleet (issue 25).
 
 Seeds its own database (``tftsite_bench_pages``): N servers and one complete prediction run whose
 stored forecasts are the heuristic's served JSON for real simulated windows (the size a served
@@ -48,6 +49,7 @@ def _seed(servers: int) -> None:
     from ingest.models import Server
 
     call_command("migrate", "--noinput", verbosity=0)
+    call_command("collectstatic", "--noinput", verbosity=0)  # the dashboard's hashed asset names
     now = datetime.now(UTC)
     windows = simulate_buckets(servers=fleet_names(20), start=now - timedelta(days=1), end=now, seed=3)
     quantiles = np.stack([heuristic_quantiles(w) for w in windows])
@@ -83,6 +85,31 @@ def _walk(client) -> tuple[list[float], list[int]]:
     return seconds, sizes
 
 
+def _fleet_page(reps: int) -> dict:
+    """The dashboard's fleet page (200 rows a page, riskiest first) and a name search, logged in:
+    the first request builds the run's rows (then cached per run), the others read them."""
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    User.objects.create_user("bench-viewer", password="bench-Passw0rd-long-enough")
+    client = Client(HTTP_HOST="localhost")
+    client.login(username="bench-viewer", password="bench-Passw0rd-long-enough")
+    timings = {}
+    for label, url in (("first", "/dashboard/"), ("page", "/dashboard/?page=7"), ("search", "/dashboard/?q=srv0099")):
+        seconds = []
+        for _ in range(1 if label == "first" else max(5, reps)):
+            started = time.perf_counter()
+            response = client.get(url)
+            seconds.append(time.perf_counter() - started)
+            assert response.status_code == 200, response.status_code
+        timings[label] = seconds
+    return {
+        "fleet_page_first_s": round(timings["first"][0], 3),
+        "fleet_page_s": {k: v for k, v in common.summary(timings["page"], 4).items() if k != "reps"},
+        "fleet_search_s": {k: v for k, v in common.summary(timings["search"], 4).items() if k != "reps"},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--servers", type=int, default=10_000)
@@ -102,6 +129,7 @@ def main() -> None:
     for _ in range(args.reps):
         seconds, sizes = _walk(client)
         pages += seconds
+    fleet = _fleet_page(args.reps)
     started = time.perf_counter()
     whole = predictions_current_json(current_run())
     whole_s = time.perf_counter() - started
@@ -113,6 +141,7 @@ def main() -> None:
         "page_p99_s": round(common.percentile(ordered, 99), 4),
         "page_bytes_median": sorted(sizes)[len(sizes) // 2],
         "whole_fleet_body_s": round(whole_s, 3),
+        **fleet,
         "whole_fleet_body_mb": round(len(whole) / 1e6, 1),
         "load_average": os.getloadavg(),
         "cpus": os.cpu_count(),

@@ -53,7 +53,11 @@ def _render(request, template: str, context: dict):
 @never_cache
 @dashboard_login_required
 def fleet(request):
-    return _render(request, "dashboard/fleet.html", selectors.fleet_overview(server_prefix=_server_prefix()))
+    page = request.GET.get("page", "1")
+    query = request.GET.get("q", "")[:64]
+    context = selectors.fleet_overview(server_prefix=_server_prefix(), page=int(page) if page.isdigit() else 1,
+                                       query=query)
+    return _render(request, "dashboard/fleet.html", context)
 
 
 @require_GET
