@@ -1,0 +1,126 @@
+"""The slice of PromQL the read API answers: a vector selector with label matchers
+(`name{label="v", label!="v", label=~"re", label!~"re"}`, or `{__name__="name", ...}`) and a bare
+number (Grafana's connection test sends `1+1`-style probes: a number literal is answered as a
+scalar). Anything else is refused with Prometheus' own error shape, naming what is supported.
+Also Prometheus' time and duration parameters."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+SUPPORTED = (
+    "only vector selectors with label matchers are supported, e.g. "
+    'tft_forecast{server_name="db1", metric="cpu_pct", quantile=~"0.1|0.9"}; '
+    "no functions, operators, aggregations or range vectors"
+)
+MAX_QUERY_LENGTH = 4096
+
+_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_LABEL = r"[a-zA-Z_][a-zA-Z0-9_]*"
+_STRING = r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`'
+_MATCHER = re.compile(rf"\s*({_LABEL})\s*(=~|!~|!=|=)\s*({_STRING})\s*(,|\Z)")
+_SELECTOR = re.compile(rf"\s*({_NAME})?\s*(\{{.*\}})?\s*\Z", re.S)
+_NUMBER = re.compile(r"\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*\Z")
+_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+class BadDataError(ValueError):
+    """Answered as {"status": "error", "errorType": "bad_data", "error": ...} with 400."""
+
+
+@dataclass(frozen=True, slots=True)
+class Matcher:
+    label: str
+    op: str
+    value: str
+
+    def __post_init__(self):
+        if self.op in ("=~", "!~"):
+            try:
+                object.__setattr__(self, "_regex", re.compile(f"(?:{self.value})\\Z"))
+            except re.error as exc:
+                raise BadDataError(f"invalid regular expression {self.value!r}: {exc}") from None
+
+    def matches(self, value: str) -> bool:
+        if self.op == "=":
+            return value == self.value
+        if self.op == "!=":
+            return value != self.value
+        hit = self._regex.match(value) is not None  # RE2 regexes are anchored at both ends
+        return hit if self.op == "=~" else not hit
+
+
+def _unquote(text: str) -> str:
+    if text[0] == "`":
+        return text[1:-1]
+    body = text[1:-1]
+    try:
+        return body.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError:
+        raise BadDataError(f"invalid escape in {text}") from None
+
+
+def selector_parse(query: str) -> list[Matcher]:
+    """The matchers of one vector selector (the metric name becomes a __name__ matcher)."""
+    if len(query) > MAX_QUERY_LENGTH:
+        raise BadDataError(f"the query is longer than {MAX_QUERY_LENGTH} characters")
+    match = _SELECTOR.match(query)
+    if not match or not (match.group(1) or match.group(2)):
+        raise BadDataError(f"cannot parse {query[:200]!r}: {SUPPORTED}")
+    matchers = [Matcher("__name__", "=", match.group(1))] if match.group(1) else []
+    if match.group(2):
+        inner, pos = match.group(2)[1:-1], 0
+        while pos < len(inner) and inner[pos:].strip():
+            m = _MATCHER.match(inner, pos)
+            if not m:
+                raise BadDataError(f"cannot parse the label matchers in {query[:200]!r}: {SUPPORTED}")
+            matchers.append(Matcher(m.group(1), m.group(2), _unquote(m.group(3))))
+            pos = m.end() + (1 if m.group(4) == "," else 0)
+    if all(m.matches("") for m in matchers):
+        raise BadDataError("vector selector must contain at least one non-empty matcher")
+    return matchers
+
+
+def number_literal(query: str) -> float | None:
+    return float(query) if _NUMBER.match(query) else None
+
+
+def time_parse(text: str | None, *, default: datetime | None = None, name: str = "time") -> datetime:
+    """Unix seconds (with fraction) or RFC 3339, as Prometheus accepts them."""
+    if text is None or text == "":
+        if default is None:
+            raise BadDataError(f'invalid parameter "{name}": it is required')
+        return default
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise BadDataError(f'invalid parameter "{name}": cannot parse "{text[:50]}" to a valid timestamp') from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if not math.isfinite(seconds) or abs(seconds) > 1e11:
+        raise BadDataError(f'invalid parameter "{name}": cannot parse "{text[:50]}" to a valid timestamp')
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def duration_seconds(text: str | None, *, name: str = "step") -> float:
+    """A float of seconds or a Prometheus duration (`15s`, `1m30s`)."""
+    if not text:
+        raise BadDataError(f'invalid parameter "{name}": it is required')
+    try:
+        seconds = float(text)
+    except ValueError:
+        parts = _DURATION.findall(text)
+        if not parts or "".join(a + b for a, b in parts) != text:
+            raise BadDataError(f'invalid parameter "{name}": cannot parse "{text[:50]}" to a valid duration') from None
+        seconds = sum(int(n) * _UNITS[unit] for n, unit in parts)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise BadDataError(
+            f'invalid parameter "{name}": zero or negative query resolution step widths are not accepted'
+        )
+    return seconds
