@@ -55,6 +55,20 @@ def aligned_ms(ts_ms: int) -> int:
     return ts_ms - ts_ms % resolution
 
 
+def instants(timestamps: list[int]) -> dict[int, int]:
+    """Each timestamp → the first of its run of timestamps less than the resolution apart. An SDK
+    stamps each instrument of one collection microseconds apart; truncating alone would split a
+    collection that straddles a second boundary into two records."""
+    resolution = settings.TFT_PROTOCOL_TIMESTAMP_RESOLUTION_MS
+    out: dict[int, int] = {}
+    start = None
+    for ts in sorted(set(timestamps)):
+        if start is None or ts - start >= resolution:
+            start = ts
+        out[ts] = start
+    return out
+
+
 def iso_ms(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).isoformat()
 

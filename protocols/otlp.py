@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
 
-from protocols.mapping import Partials, partials_problems, series_metric, server_from_labels
+from protocols.mapping import Partials, instants, partials_problems, series_metric, server_from_labels
 from protocols.remote_write import BodyTooLargeError, MalformedBodyError
 
 PROTOBUF = "application/x-protobuf"
@@ -76,30 +76,38 @@ def export_request_partials(request) -> tuple[Partials, int]:
     for resource_metrics in request.resource_metrics:
         resource = _attributes(resource_metrics.resource.attributes)
         default_server = _resource_server(resource)
+        points = []
         for scope_metrics in resource_metrics.scope_metrics:
             for metric in scope_metrics.metrics:
-                name = series_metric(metric.name)
-                kind = metric.WhichOneof("data")
-                if name is None:
-                    partials.ignored += _point_count(metric, kind)
-                    continue
-                if kind not in ("gauge", "sum"):
-                    rejected += _point_count(metric, kind)
-                    continue
-                for point in getattr(metric, kind).data_points:
-                    if point.flags & _NO_RECORDED_VALUE:
-                        partials.ignored += 1
-                        continue
-                    labels = _attributes(point.attributes)
-                    server = server_from_labels(labels) or default_server
-                    if server is None:
-                        rejected += 1
-                        continue
-                    value = point.as_double if point.WhichOneof("value") == "as_double" else float(point.as_int)
-                    partials.add_sample(
-                        metric=name, labels=labels, server=server, ts_ms=point.time_unix_nano // 1_000_000, value=value
-                    )
+                rejected += _metric_points(partials, metric, default_server, points)
+        starts = instants([p[3] for p in points])
+        for name, labels, server, ts_ms, value in points:
+            partials.add_sample(metric=name, labels=labels, server=server, ts_ms=starts[ts_ms], value=value)
     return partials, rejected
+
+
+def _metric_points(partials: Partials, metric, default_server: str | None, points: list) -> int:
+    """Adds the metric's usable points to `points`; returns how many were rejected."""
+    name = series_metric(metric.name)
+    kind = metric.WhichOneof("data")
+    if name is None:
+        partials.ignored += _point_count(metric, kind)
+        return 0
+    if kind not in ("gauge", "sum"):
+        return _point_count(metric, kind)
+    rejected = 0
+    for point in getattr(metric, kind).data_points:
+        if point.flags & _NO_RECORDED_VALUE:
+            partials.ignored += 1
+            continue
+        labels = _attributes(point.attributes)
+        server = server_from_labels(labels) or default_server
+        if server is None:
+            rejected += 1
+            continue
+        value = point.as_double if point.WhichOneof("value") == "as_double" else float(point.as_int)
+        points.append((name, labels, server, point.time_unix_nano // 1_000_000, value))
+    return rejected
 
 
 def _point_count(metric, kind: str | None) -> int:
