@@ -1,14 +1,15 @@
 """The slice of PromQL the read API answers: a vector selector with label matchers
-(`name{label="v", label!="v", label=~"re", label!~"re"}`, or `{__name__="name", ...}`) and a bare
-number (Grafana's connection test sends `1+1`-style probes: a number literal is answered as a
-scalar). Anything else is refused with Prometheus' own error shape, naming what is supported.
+(`name{label="v", label!="v", label=~"re", label!~"re"}`, or `{__name__="name", ...}`) and a constant
+arithmetic expression (Grafana's connection test sends `1+1`: answered as a scalar). Anything else is refused with Prometheus' own error shape, naming what is supported.
 Also Prometheus' time and duration parameters."""
 
 from __future__ import annotations
 
+import ast
 import math
+import operator
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 SUPPORTED = (
@@ -23,7 +24,8 @@ _LABEL = r"[a-zA-Z_][a-zA-Z0-9_]*"
 _STRING = r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`'
 _MATCHER = re.compile(rf"\s*({_LABEL})\s*(=~|!~|!=|=)\s*({_STRING})\s*(,|\Z)")
 _SELECTOR = re.compile(rf"\s*({_NAME})?\s*(\{{.*\}})?\s*\Z", re.S)
-_NUMBER = re.compile(r"\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*\Z")
+_CONSTANT = re.compile(r"[\d\s.eE+\-*/()]+\Z")
+_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 _DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
@@ -37,11 +39,12 @@ class Matcher:
     label: str
     op: str
     value: str
+    regex: re.Pattern | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         if self.op in ("=~", "!~"):
             try:
-                object.__setattr__(self, "_regex", re.compile(f"(?:{self.value})\\Z"))
+                object.__setattr__(self, "regex", re.compile(f"(?:{self.value})\\Z"))
             except re.error as exc:
                 raise BadDataError(f"invalid regular expression {self.value!r}: {exc}") from None
 
@@ -50,7 +53,7 @@ class Matcher:
             return value == self.value
         if self.op == "!=":
             return value != self.value
-        hit = self._regex.match(value) is not None  # RE2 regexes are anchored at both ends
+        hit = self.regex.match(value) is not None  # RE2 regexes are anchored at both ends
         return hit if self.op == "=~" else not hit
 
 
@@ -79,14 +82,31 @@ def selector_parse(query: str) -> list[Matcher]:
             if not m:
                 raise BadDataError(f"cannot parse the label matchers in {query[:200]!r}: {SUPPORTED}")
             matchers.append(Matcher(m.group(1), m.group(2), _unquote(m.group(3))))
-            pos = m.end() + (1 if m.group(4) == "," else 0)
+            pos = m.end()
     if all(m.matches("") for m in matchers):
         raise BadDataError("vector selector must contain at least one non-empty matcher")
     return matchers
 
 
 def number_literal(query: str) -> float | None:
-    return float(query) if _NUMBER.match(query) else None
+    """The value of a constant expression (`1`, `1+1`, `2*(3-1)`), or None for anything else."""
+    if len(query) > 100 or not _CONSTANT.match(query):
+        return None
+    try:
+        return _constant(ast.parse(query.strip(), mode="eval").body)
+    except (SyntaxError, ValueError, ZeroDivisionError, OverflowError):
+        return None
+
+
+def _constant(node) -> float:
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return float(node.value)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
+        value = _constant(node.operand)
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+        return _OPERATORS[type(node.op)](_constant(node.left), _constant(node.right))
+    raise ValueError("not a constant expression")
 
 
 def time_parse(text: str | None, *, default: datetime | None = None, name: str = "time") -> datetime:
