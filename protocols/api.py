@@ -11,13 +11,13 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from access.errors import KEY_ERRORS, ErrorSerializer
+from access.throttles import FeedRateThrottle
 from ingest.validation import BatchRejectedError
 from protocols import otlp, remote_write
 from protocols.auth import ProtocolFeedKey
 from protocols.metrics import PROTOCOL_REQUESTS, samples_count
 from protocols.services import samples_store
-from tftsite.api.errors import KEY_ERRORS, ErrorSerializer
-from tftsite.api.throttles import FeedRateThrottle
 
 _ERRORS = {
     400: OpenApiResponse(

@@ -1,7 +1,7 @@
 """API keys as Prometheus, OTLP exporters, Grafana and KEDA send them: `X-API-Key`,
 `Authorization: Bearer <key>`, or HTTP basic auth with the key as the password (or, with no
 password, as the user name). The keys and their scopes are the feed's and the reads' own
-(tftsite.api.keys): receivers need a feed key, the read API a read key when TFT_READ_REQUIRES_KEY."""
+(access.keys): receivers need a feed key, the read API a read key when TFT_READ_REQUIRES_KEY."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import binascii
 from django.conf import settings
 from rest_framework.permissions import BasePermission
 
-from tftsite.api.keys import ApiKeyInvalid, ApiKeyMissing, ApiKeyNotConfigured, identify, keys_configured
+from access.keys import ApiKeyInvalid, ApiKeyMissing, ApiKeyNotConfigured, identify, keys_configured
 
 
 def presented_key(request) -> str | None:

@@ -14,11 +14,11 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from access.throttles import ReadRateThrottle
 from ingest.contract import METRICS, PROFILES
 from ingest.validation import SERVER_NAME_RE
 from protocols.auth import ProtocolReadKey
 from protocols.forecasts import QUANTILE_KEYS, current_forecasts, forecast_server_names
-from tftsite.api.throttles import ReadRateThrottle
 
 
 def forecast_peak(*, forecasts, metric: str, quantile: str, minutes: int, aggregate: str, now: datetime) -> float:

@@ -13,12 +13,12 @@ from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.exceptions import APIException
 
+from access.throttles import ReadRateThrottle
 from protocols.auth import key_check, read_key_required
 from protocols.forecasts import forecast_server_names
 from protocols.promql import BadDataError, duration_seconds, number_literal, selector_parse, time_parse
 from protocols.selectors import server_names
 from protocols.series import FAMILIES, HELP, LABEL_NAMES, TooManySamplesError, series_labels, series_load, value_at
-from tftsite.api.throttles import ReadRateThrottle
 
 MAX_POINTS_PER_SERIES = 11_000  # Prometheus' own limit for query_range
 BUILD_INFO = {
