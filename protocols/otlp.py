@@ -123,6 +123,8 @@ def partials_split(partials: Partials) -> tuple[int, str]:
     bad = {keys[p.index] for p in problems if p.index is not None}
     removed = sum(len(partials.records.pop(key)) for key in bad)
     partials.samples -= removed
+    removed += partials.bad_time_count
+    partials.bad_times, partials.bad_time_count = [], 0
     return removed, "; ".join(p.message for p in problems[:5])
 
 

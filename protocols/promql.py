@@ -109,8 +109,19 @@ def _constant(node) -> float:
     raise ValueError("not a constant expression")
 
 
+MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_TIME = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 def time_parse(text: str | None, *, default: datetime | None = None, name: str = "time") -> datetime:
-    """Unix seconds (with fraction) or RFC 3339, as Prometheus accepts them."""
+    """Unix seconds (with fraction) or RFC 3339, as Prometheus accepts them, between 1970 and 9000."""
+    parsed = _time(text, default=default, name=name)
+    if not MIN_TIME <= parsed <= MAX_TIME:
+        raise BadDataError(f'invalid parameter "{name}": {text[:50]} is not between 1970 and 9000')
+    return parsed
+
+
+def _time(text: str | None, *, default: datetime | None, name: str) -> datetime:
     if text is None or text == "":
         if default is None:
             raise BadDataError(f'invalid parameter "{name}": it is required')
@@ -123,7 +134,7 @@ def time_parse(text: str | None, *, default: datetime | None = None, name: str =
         except ValueError:
             raise BadDataError(f'invalid parameter "{name}": cannot parse "{text[:50]}" to a valid timestamp') from None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    if not math.isfinite(seconds) or abs(seconds) > 1e11:
+    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_TIME.timestamp():
         raise BadDataError(f'invalid parameter "{name}": cannot parse "{text[:50]}" to a valid timestamp')
     return datetime.fromtimestamp(seconds, tz=UTC)
 

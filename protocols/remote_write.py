@@ -100,9 +100,12 @@ def write_request_partials(request) -> Partials:
         if metric is None:
             partials.ignored += len(series.samples)
             continue
-        server = server_from_labels(labels)
-        for sample in series.samples:
-            partials.add_sample(metric=metric, labels=labels, server=server, ts_ms=sample.timestamp, value=sample.value)
+        partials.add_series(
+            metric=metric,
+            server=server_from_labels(labels),
+            state=labels.get(STATE_FIELD),
+            samples=((s.timestamp, s.value) for s in series.samples),
+        )
     return partials
 
 

@@ -17,8 +17,8 @@ from django.db import connection, transaction
 
 from ingest.contract import METRICS
 from ingest.services import records_ingest
-from ingest.validation import BatchRejectedError, validate_records
-from protocols.mapping import STATE_FIELD, Key, Partials, partials_problems, record_dict
+from ingest.validation import BatchRejectedError, CleanRecord, validate_records
+from protocols.mapping import STATE_FIELD, Key, Partials, partials_validate, record_dict
 from protocols.metrics import records_count
 from protocols.selectors import last_known_values
 
@@ -39,9 +39,9 @@ class StoreResult:
     dropped: int
 
 
-def samples_reject_check(*, partials: Partials) -> None:
-    """400 naming every record a sample breaks the contract for; nothing is stored."""
-    problems = partials_problems(partials)
+def samples_validate(*, partials: Partials) -> dict[Key, CleanRecord]:
+    """The complete records, clean; 400 naming every record a sample breaks the contract for."""
+    problems, complete = partials_validate(partials)
     if problems:
         raise BatchRejectedError(
             400,
@@ -49,6 +49,7 @@ def samples_reject_check(*, partials: Partials) -> None:
             f"{len(problems)} problems with the samples break the data contract; nothing was stored",
             problems[:100],
         )
+    return complete
 
 
 def _pending_merge(partial: dict[Key, dict], *, now: datetime) -> list[tuple[Key, dict]]:
@@ -126,18 +127,17 @@ def _fill(expired: list[tuple[Key, dict]]) -> tuple[list[dict], int]:
 
 def samples_store(*, partials: Partials, now: datetime | None = None) -> StoreResult:
     """Store what the samples make up; raises BatchRejectedError (400) before storing anything."""
-    samples_reject_check(partials=partials)
+    complete = samples_validate(partials=partials)
     now = now or datetime.now(UTC)
-    full, partial = partials.complete()
+    _, partial = partials.complete()
     with transaction.atomic():
         completed = _pending_merge(partial, now=now) if partial else []
         expired = _pending_take_expired(now=now)
         filled, dropped = _fill(expired)
-        records = [record_dict(k, v) for k, v in sorted(full.items())]
-        records += [record_dict(k, v) for k, v in completed]
-        clean, problems = validate_records(records + filled)
+        merged, problems = validate_records([record_dict(k, v) for k, v in completed] + filled)
         if problems:  # the pieces passed one by one; a merged record cannot break the rules
             raise BatchRejectedError(400, "invalid_samples", "merged records break the data contract", problems[:100])
+        clean = list(complete.values()) + merged
         result = records_ingest(records=clean) if clean else None
     stored = result.accepted if result else 0
     duplicates = result.duplicates if result else 0

@@ -134,3 +134,12 @@ def test_one_collection_straddling_a_second_boundary_is_one_record(client):
     assert response.status_code == 200
     record = MetricRecord.objects.get(server__name="ppdb304")
     assert (record.cpu_pct, record.latency_ms) == (1.0, 4.0)
+
+
+@pytest.mark.django_db
+def test_points_without_a_time_are_rejected_not_dated_1970(client):
+    body = _json_body("ppdb305", 0, **CONTRACT)
+    response = client.post("/v1/metrics", json.dumps(body), content_type="application/json")
+    assert response.status_code == 200
+    assert response.json()["partialSuccess"]["rejectedDataPoints"] == "4"
+    assert MetricRecord.objects.count() == 0

@@ -164,3 +164,9 @@ def test_read_keys_when_reads_need_one(settings, fleet):
     basic = "Basic " + base64.b64encode(f"grafana:{TEST_API_KEY}".encode()).decode()
     granted = Client(HTTP_HOST="localhost", HTTP_AUTHORIZATION=basic).get(f"{API}/query", {"query": "1"})
     assert granted.status_code == 200
+
+
+@pytest.mark.parametrize("time", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "1e20", "NaN"])
+def test_times_outside_the_supported_range_are_bad_data(client, time):
+    response = client.get(f"{API}/query_range", {"query": "tft_forecast", "start": time, "end": time, "step": "60"})
+    assert response.status_code == 400 and response.json()["errorType"] == "bad_data"

@@ -1,6 +1,7 @@
 """POST /api/v1/write: remote_write bodies → contract records through the ingest write path."""
 
 import base64
+import random
 import struct
 from datetime import timedelta
 
@@ -10,6 +11,7 @@ from django.test import Client
 
 from ingest.models import MetricRecord
 from protocols.models import PendingRecord
+from protocols.remote_write import WriteRequest
 from protocols.services import pending_flush
 from tests.conftest import TEST_API_KEY
 from tests.protocols.conftest import CONTRACT, T0, server_series, write_request
@@ -191,3 +193,26 @@ def test_a_record_still_within_its_wait_is_kept(post_write):
     post_write(write_request(server_series("ppdb001", T0, latency_ms=None)))
     result = pending_flush()
     assert result.dropped == result.filled == 0 and PendingRecord.objects.count() == 1
+
+
+@pytest.mark.parametrize("ms", [0, -1, 2**62], ids=["epoch", "negative", "year-146-million"])
+def test_sample_times_outside_1970_to_9999_are_a_400(post_write, ms):
+    request = WriteRequest()
+    series = request.timeseries.add()
+    series.labels.add(name="__name__", value="cpu_pct")
+    series.labels.add(name="instance", value="ppdb001")
+    series.samples.add(value=1.0, timestamp=ms)
+    response = post_write(bytes(cramjam.snappy.compress_raw(request.SerializeToString())))
+    assert response.status_code == 400 and response.json()["errors"][0]["field"] == "timestamp"
+
+
+def test_random_bodies_never_get_a_5xx(post_write):
+    rng = random.Random(26)
+    valid = WriteRequest.FromString(bytes(cramjam.snappy.decompress_raw(write_request(server_series("ppdb001", T0)))))
+    raw = bytearray(valid.SerializeToString())
+    for _ in range(300):
+        mutated = bytearray(raw)
+        for _ in range(rng.randint(1, 8)):
+            mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+        response = post_write(bytes(cramjam.snappy.compress_raw(bytes(mutated))))
+        assert response.status_code in (200, 400), (response.status_code, response.content)
