@@ -80,6 +80,13 @@ def series_load(matchers: list[Matcher], *, start: datetime, end: datetime, step
             f"{len(selected)} series × {steps} steps exceed TFT_PROTOCOL_MAX_SAMPLES "
             f"({settings.TFT_PROTOCOL_MAX_SAMPLES}); narrow the selector or widen the step"
         )
+    observed_servers = {labels["server_name"] for labels in selected if labels["__name__"] == OBSERVED}
+    buckets = (end - start).total_seconds() / (settings.TFT_STEP_MINUTES * 60) + 2
+    if len(observed_servers) * buckets > settings.TFT_PROTOCOL_MAX_SAMPLES:  # rollup rows read, whatever the step
+        raise TooManySamplesError(
+            f"{len(observed_servers)} servers' history over {(end - start).total_seconds() / 3600:.0f} h is more than "
+            f"TFT_PROTOCOL_MAX_SAMPLES ({settings.TFT_PROTOCOL_MAX_SAMPLES}) rollup buckets; narrow the selector or the range"
+        )
     by_family: dict[str, list[Series]] = {}
     for labels in selected:
         by_family.setdefault(labels["__name__"], []).append(Series(labels))

@@ -170,3 +170,13 @@ def test_read_keys_when_reads_need_one(settings, fleet):
 def test_times_outside_the_supported_range_are_bad_data(client, time):
     response = client.get(f"{API}/query_range", {"query": "tft_forecast", "start": time, "end": time, "step": "60"})
     assert response.status_code == 400 and response.json()["errorType"] == "bad_data"
+
+
+def test_history_over_too_long_a_range_is_refused_before_reading_it(client, fleet, settings):
+    settings.TFT_PROTOCOL_MAX_SAMPLES = 1000
+    now = datetime.now(UTC).timestamp()
+    response = client.get(
+        f"{API}/query_range",
+        {"query": 'tft_observed{metric="cpu_pct",stat="max"}', "start": now - 30 * 86400, "end": now, "step": "1d"},
+    )
+    assert response.status_code == 422 and "rollup buckets" in response.json()["error"]

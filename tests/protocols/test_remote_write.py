@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import cramjam
 import pytest
+from django.core.cache import caches
 from django.test import Client
 
 from ingest.models import MetricRecord
@@ -216,3 +217,15 @@ def test_random_bodies_never_get_a_5xx(post_write):
             mutated[rng.randrange(len(mutated))] = rng.randrange(256)
         response = post_write(bytes(cramjam.snappy.compress_raw(bytes(mutated))))
         assert response.status_code in (200, 400), (response.status_code, response.content)
+
+
+def test_over_the_feed_rate_limit_is_429_with_retry_after(post_write, settings):
+    caches["ratelimit"].clear()  # this minute's count so far is other tests'
+    settings.TFT_RATE_LIMIT_FEED_PER_MINUTE = 2
+    codes = [
+        post_write(write_request(server_series("ppdb001", T0 + timedelta(seconds=i)))).status_code for i in range(3)
+    ]
+    assert codes == [200, 200, 429]
+    response = post_write(write_request(server_series("ppdb001", T0 + timedelta(seconds=9))))
+    assert 1 <= int(response["Retry-After"]) <= 60
+    assert MetricRecord.objects.count() == 2
