@@ -59,7 +59,10 @@ class ReceiverApiView(APIView):
 
 
 class StoredSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["accepted"])
+    class Meta:
+        ref_name = "RemoteWriteAccepted"
+
+    status = serializers.CharField(help_text='"accepted"')
     samples = serializers.IntegerField(help_text="samples that fed a record")
     ignored = serializers.IntegerField(help_text="samples of series we do not map, and staleness markers")
     stored = serializers.IntegerField(help_text="records stored by this request")
