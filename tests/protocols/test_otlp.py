@@ -143,3 +143,19 @@ def test_points_without_a_time_are_rejected_not_dated_1970(client):
     assert response.status_code == 200
     assert response.json()["partialSuccess"]["rejectedDataPoints"] == "4"
     assert MetricRecord.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_sums_count_and_a_points_server_name_attribute_wins_over_the_resource(client):
+    body = _json_body("collector-7", T_NS, **CONTRACT)
+    for metric in body["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]:
+        point = metric["gauge"]["dataPoints"][0]
+        point["attributes"] = [{"key": "server_name", "value": {"stringValue": "ppdb306"}}]
+        metric["sum"] = {"dataPoints": [point], "aggregationTemporality": 2}
+        del metric["gauge"]
+    histogram = {"name": "latency_ms", "histogram": {"dataPoints": [{"timeUnixNano": str(T_NS), "count": "1"}]}}
+    body["resourceMetrics"][0]["scopeMetrics"][0]["metrics"].append(histogram)
+    response = client.post("/v1/metrics", json.dumps(body), content_type="application/json")
+    assert response.status_code == 200
+    assert response.json()["partialSuccess"]["rejectedDataPoints"] == "1"  # the histogram of a contract metric
+    assert list(MetricRecord.objects.values_list("server__name", flat=True)) == ["ppdb306"]
