@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from forecasting.models import ServerForecast
-from forecasting.selectors import current_run
+from forecasting.runs.selectors import current_run
 
 QUANTILE_KEYS = {"0.1": "p10", "0.5": "p50", "0.9": "p90"}
 PROBABILITY_FIELDS = {"30m": "prob_30m", "8h": "prob_8h"}

@@ -15,7 +15,7 @@ import pytest
 from django.db.models import Sum
 
 from forecasting.models import ServerForecast
-from forecasting.services import fleet_predict
+from forecasting.runs.chunks import fleet_predict
 from ingest.models import MetricBucket, MetricRecord
 from tests.conftest import TEST_API_KEY, ingest_fleet
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from forecasting.models import ServerForecast
-from forecasting.services import fleet_predict
+from forecasting.runs.chunks import fleet_predict
 from tests.conftest import ingest_fleet
 
 pytestmark = pytest.mark.django_db

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from forecasting.services import fleet_predict
+from forecasting.runs.chunks import fleet_predict
 from tests.conftest import ingest_fleet
 
 pytestmark = pytest.mark.django_db

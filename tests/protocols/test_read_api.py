@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 
 from forecasting.models import ServerForecast
-from forecasting.services import fleet_predict
+from forecasting.runs.chunks import fleet_predict
 from ingest.models import MetricBucket
 from tests.conftest import TEST_API_KEY, ingest_fleet
 
