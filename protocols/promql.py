@@ -9,6 +9,7 @@ import ast
 import math
 import operator
 import re
+import re._parser as _parser  # the stdlib's own pattern parser: to refuse patterns that backtrack for ever
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -43,10 +44,7 @@ class Matcher:
 
     def __post_init__(self):
         if self.op in ("=~", "!~"):
-            try:
-                object.__setattr__(self, "regex", re.compile(f"(?:{self.value})\\Z"))
-            except re.error as exc:
-                raise BadDataError(f"invalid regular expression {self.value!r}: {exc}") from None
+            object.__setattr__(self, "regex", regex_compile(self.value))
 
     def matches(self, value: str) -> bool:
         if self.op == "=":
@@ -55,6 +53,46 @@ class Matcher:
             return value != self.value
         hit = self.regex.match(value) is not None  # RE2 regexes are anchored at both ends
         return hit if self.op == "=~" else not hit
+
+
+_REPEATS = (_parser.MAX_REPEAT, _parser.MIN_REPEAT, _parser.POSSESSIVE_REPEAT)
+MAX_REGEX_LENGTH = 512
+
+
+def _backtracks(items, *, in_repeat: bool) -> bool:
+    """Whether a parsed pattern repeats a repetition or an alternation (what makes Python's
+    backtracking engine exponential: `(a+)+`, `(a|ab)*`), or refers back to a group."""
+    for op, arg in items:
+        if op in _REPEATS:
+            if in_repeat or _backtracks(arg[2], in_repeat=True):
+                return True
+        elif op is _parser.SUBPATTERN:
+            if _backtracks(arg[3], in_repeat=in_repeat):
+                return True
+        elif op is _parser.BRANCH:
+            if in_repeat or any(_backtracks(b, in_repeat=False) for b in arg[1]):
+                return True
+        elif op in (_parser.GROUPREF, _parser.GROUPREF_EXISTS, _parser.ASSERT, _parser.ASSERT_NOT):
+            return True
+    return False
+
+
+def regex_compile(value: str) -> re.Pattern:
+    """A label matcher's regex, anchored at both ends as Prometheus' RE2 regexes are. Patterns that
+    could backtrack for ever are refused: a query must not be able to hold a web worker."""
+    if len(value) > MAX_REGEX_LENGTH:
+        raise BadDataError(f"regular expressions longer than {MAX_REGEX_LENGTH} characters are not supported")
+    try:
+        parsed = _parser.parse(value)
+        compiled = re.compile(f"(?:{value})\\Z")
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise BadDataError(f"invalid regular expression {value[:100]!r}: {exc}") from None
+    if _backtracks(list(parsed), in_repeat=False):
+        raise BadDataError(
+            f"regular expression {value[:100]!r} repeats a group that repeats or alternates (or uses a "
+            "backreference or lookaround): not supported here; use plain alternatives such as a|b|c, or .*"
+        )
+    return compiled
 
 
 def _unquote(text: str) -> str:

@@ -180,3 +180,18 @@ def test_history_over_too_long_a_range_is_refused_before_reading_it(client, flee
         {"query": 'tft_observed{metric="cpu_pct",stat="max"}', "start": now - 30 * 86400, "end": now, "step": "1d"},
     )
     assert response.status_code == 422 and "rollup buckets" in response.json()["error"]
+
+
+@pytest.mark.parametrize("regex", ["(a+)+$", "(a|aa)*b", "(x)\\\\1"])
+def test_regexes_that_could_backtrack_for_ever_are_refused(client, regex):
+    response = client.get(f"{API}/series", {"match[]": f'tft_forecast{{server_name=~"{regex}"}}'})
+    assert response.status_code == 400 and "not supported" in response.json()["error"]
+
+
+def test_everyday_regexes_work(client, fleet):
+    data = _ok(
+        client.get(
+            f"{API}/series", {"match[]": 'tft_incident_probability{server_name=~"(ppdb|ppweb).*",window=~"30m|8h"}'}
+        )
+    )
+    assert len(data) == 4
