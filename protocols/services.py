@@ -40,7 +40,16 @@ class StoreResult:
 
 
 def samples_validate(*, partials: Partials) -> dict[Key, CleanRecord]:
-    """The complete records, clean; 400 naming every record a sample breaks the contract for."""
+    """The complete records, clean; 400 naming every record a sample breaks the contract for, 413
+    for more records in one request than the JSON feed takes (TFT_MAX_BATCH_RECORDS)."""
+    limit = settings.TFT_MAX_BATCH_RECORDS
+    if len(partials.records) > limit:
+        raise BatchRejectedError(
+            413,
+            "batch_too_large",
+            f"the samples make {len(partials.records)} records; the limit is {limit} a request (TFT_MAX_BATCH_RECORDS):"
+            " send fewer samples a request (Prometheus: queue_config.max_samples_per_send)",
+        )
     problems, complete = partials_validate(partials)
     if problems:
         raise BatchRejectedError(

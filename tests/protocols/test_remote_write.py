@@ -229,3 +229,11 @@ def test_over_the_feed_rate_limit_is_429_with_retry_after(post_write, settings):
     response = post_write(write_request(server_series("ppdb001", T0 + timedelta(seconds=9))))
     assert 1 <= int(response["Retry-After"]) <= 60
     assert MetricRecord.objects.count() == 2
+
+
+def test_more_records_in_one_write_than_the_feed_takes_is_413(post_write, settings):
+    settings.TFT_MAX_BATCH_RECORDS = 3
+    body = write_request([s for n in range(4) for s in server_series(f"ppdb00{n}", T0)])
+    response = post_write(body)
+    assert response.status_code == 413 and "max_samples_per_send" in response.json()["message"]
+    assert MetricRecord.objects.count() == 0
