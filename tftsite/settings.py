@@ -8,7 +8,7 @@ Postgres and Redis. The code path is the same in both cases.
 import os
 from pathlib import Path
 
-from forecasting.engine.spec import STEP_MINUTES
+from forecasting.engine.spec import METRICS, STATES, STEP_MINUTES
 from tftsite.env import (
     ConfigError,
     database_from_url,
@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "ingest",
     "forecasting",
     "dashboard",
+    "protocols",
 ]
 
 MIDDLEWARE = [
@@ -245,6 +246,34 @@ TFT_ALERT_PUSH_MAX_ATTEMPTS = env_int("TFT_ALERT_PUSH_MAX_ATTEMPTS", 8, minimum=
 # once, so a firing alert carries an endsAt this far ahead and its resolve ends it sooner.
 TFT_ALERTMANAGER_FIRING_TTL_SECONDS = env_int("TFT_ALERTMANAGER_FIRING_TTL_SECONDS", 24 * 3600, minimum=300)
 
+# --- Observability protocols: remote_write and OTLP in, a Prometheus read API out (README
+# "Observability protocols"). How samples become contract records: a series (or OTLP metric) named
+# after a contract metric, `tft:<metric>`, or an alias here (`name=metric`) feeds that metric.
+TFT_PROTOCOL_SERIES_ALIASES: dict[str, str] = {}
+for _alias in env_list("TFT_PROTOCOL_SERIES_ALIASES", []):
+    _name, _, _metric = _alias.partition("=")
+    if not _name.strip() or _metric.strip() not in METRICS:
+        raise ConfigError(f"TFT_PROTOCOL_SERIES_ALIASES: {_alias!r} must be name=metric, metric one of {', '.join(METRICS)}")
+    TFT_PROTOCOL_SERIES_ALIASES[_name.strip()] = _metric.strip()
+# Labels (remote_write) naming the server, first present wins; `instance` has its port stripped.
+TFT_PROTOCOL_SERVER_LABELS = env_list("TFT_PROTOCOL_SERVER_LABELS", ["server_name", "instance"])
+# OTLP resource attributes naming the server when the point has no server label.
+TFT_PROTOCOL_SERVER_ATTRIBUTES = env_list("TFT_PROTOCOL_SERVER_ATTRIBUTES", ["host.name", "service.instance.id"])
+TFT_PROTOCOL_DEFAULT_STATE = env_choice("TFT_PROTOCOL_DEFAULT_STATE", "healthy", tuple(sorted(STATES)))
+# Samples of one server whose timestamps fall in the same window of this many milliseconds form one
+# record: an OTLP SDK stamps each instrument microseconds apart, Prometheus a whole rule group alike.
+TFT_PROTOCOL_TIMESTAMP_RESOLUTION_MS = env_int("TFT_PROTOCOL_TIMESTAMP_RESOLUTION_MS", 1000, minimum=1)
+# A record missing a metric waits this long for the rest (remote_write shards series across
+# requests), then is stored with the server's last known value (`last_known`) or dropped (`drop`);
+# both outcomes are counted in GET /metrics (tft_protocol_records_total).
+TFT_PROTOCOL_WAIT_SECONDS = env_int("TFT_PROTOCOL_WAIT_SECONDS", 30, minimum=1)
+TFT_PROTOCOL_INCOMPLETE = env_choice("TFT_PROTOCOL_INCOMPLETE", "last_known", ("last_known", "drop"))
+# A compressed body may not expand beyond this; checked from the snappy header (or while inflating
+# gzip) before the memory is allocated.
+TFT_PROTOCOL_MAX_DECOMPRESSED_BYTES = env_int("TFT_PROTOCOL_MAX_DECOMPRESSED_BYTES", 64 * 1024 * 1024, minimum=1024)
+# The read API answers at most this many samples per query (Prometheus' own per-series limit is 11,000).
+TFT_PROTOCOL_MAX_SAMPLES = env_int("TFT_PROTOCOL_MAX_SAMPLES", 2_000_000, minimum=1000)
+
 # --- Limits and access ----------------------------------------------------------------------
 TFT_READ_REQUIRES_KEY = env_bool("TFT_READ_REQUIRES_KEY", False)
 TFT_RATE_LIMIT_FEED_PER_MINUTE = env_int("TFT_RATE_LIMIT_FEED_PER_MINUTE", 12_000, minimum=0)
@@ -357,6 +386,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "ingest.tasks.prune_records",
         "schedule": 24 * 3600.0,
         "options": {"expires": 3600},
+    },
+    # remote_write/OTLP records missing a metric: stored or dropped once TFT_PROTOCOL_WAIT_SECONDS ran out.
+    "flush-pending-records": {
+        "task": "protocols.tasks.flush_pending_records",
+        "schedule": float(TFT_PROTOCOL_WAIT_SECONDS),
+        "options": {"expires": TFT_PROTOCOL_WAIT_SECONDS * 0.9},
     },
     # PostgreSQL: record partitions three days ahead, strays out of the DEFAULT partition.
     "maintain-record-partitions": {

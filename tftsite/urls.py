@@ -23,5 +23,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
     path("admin/", admin.site.urls),
+    path("", include("protocols.urls")),  # remote_write, OTLP, the Prometheus read API, the autoscaler hook
     path("", include("dashboard.urls")),  # operator pages under /dashboard/, "/" redirects there
 ]

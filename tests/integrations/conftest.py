@@ -67,17 +67,18 @@ def _drop_own_metric_files():
 
 @pytest.fixture
 def prometheus_factory(tmp_path):
-    """start(scrape_configs: list[dict]) → a running Prometheus; stopped at teardown."""
+    """start(scrape_configs: list[dict], extra={...more top-level config}) → a running Prometheus;
+    stopped at teardown."""
     if PROMETHEUS is None:
         pytest.fail("the prometheus binary is missing: apt-get install prometheus (.ci/run installs it)")
     started: list[Prometheus] = []
 
-    def start(scrape_configs: list[dict]) -> Prometheus:
+    def start(scrape_configs: list[dict], extra: dict | None = None) -> Prometheus:
         port = free_port()
         config = tmp_path / f"prometheus-{port}.yml"
         # JSON is YAML: no YAML dependency needed to write the config.
         config.write_text(json.dumps({"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                                      "scrape_configs": scrape_configs}))
+                                      "scrape_configs": scrape_configs, **(extra or {})}))
         data = tmp_path / f"data-{port}"
         data.mkdir()
         log_path = tmp_path / f"prometheus-{port}.log"
