@@ -330,7 +330,7 @@ def _pg_upsert_servers(batch: list[CleanRecord], *, received_at: datetime) -> di
     Locking in one global order is what keeps concurrent overlapping batches from deadlocking.
     The count assumes every record is new; the record statement takes back the duplicates. One
     update per server row (not an upsert and a later update) is what lets it stay a HOT update
-    in the free space the table's fillfactor leaves (migration 0006): in the guide's shape, a
+    in the free space the table's fillfactor leaves (migration 0007): in the guide's shape, a
     batch of N servers × 1 timestamp, every record touches its own server row.
     """
     spans: dict[str, list] = {}
@@ -376,7 +376,7 @@ def _pg_store_batch(batch: list[CleanRecord], *, received_at: datetime) -> int:
     the day counts, and takes the duplicates back off their servers' counts — no rows travel back.
 
     Every per-row update (server, bucket, day count) changes no indexed column, so with free space
-    on the page (fillfactor, migration 0006) it is a HOT update: no index is touched.
+    on the page (fillfactor, migration 0007) it is a HOT update: no index is touched.
     """
     if not batch:
         return 0

@@ -38,7 +38,7 @@ def reset_fillfactor(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("ingest", "0005_record_day_counts")]
+    dependencies = [("ingest", "0006_apikey_moved_to_access")]
 
     operations = [
         migrations.RunPython(set_fillfactor, reset_fillfactor),
