@@ -5,6 +5,7 @@ transaction: servers, records, 5-minute rollups and counters commit together or 
 acknowledged record is stored exactly once and the rollups always equal the records they sum.
 """
 
+import functools
 import logging
 import os
 import random
@@ -119,7 +120,9 @@ def _pg_array(values) -> str:
     if isinstance(first, str):
         return "{" + ",".join(f'"{v}"' for v in values) + "}"
     if isinstance(first, datetime):
-        return "{" + ",".join(v.isoformat() for v in values) + "}"
+        # A batch carries few distinct timestamps (one in the guide's N servers × 1 timestamp).
+        text = {v: v.isoformat() for v in set(values)}
+        return "{" + ",".join(map(text.__getitem__, values)) + "}"
     return "{" + ",".join(map(str, values)) + "}"
 
 
@@ -310,17 +313,37 @@ def _store_batch(batch: list[CleanRecord], *, received_at: datetime) -> int:
 
 
 def _pg_bucket_sql() -> str:
+    """CTEs that add the new records (CTE ``ins``) to their 5-minute rollups: an UPDATE of the
+    rollups that exist, an INSERT of the others. A plain UPDATE writes one new row version per
+    bucket where INSERT … ON CONFLICT DO UPDATE first locks the row (a WAL record of its own) and
+    then updates it: 0.67 × the time per 1,000 rows (bench/results/ingest_shapes.json). No race:
+    the server rows, locked first, serialise every batch that touches these buckets."""
     table = "ingest_metricbucket"
     aggregates = ["count(*)"]
     for metric in METRICS:
         aggregates += [f"sum({metric})", f"max({metric})"]
     aggregates += [f"count(*) FILTER (WHERE state = '{state}')" for state in STATES]
+    merged = ["count = b.count + a.count"]
+    for metric in METRICS:
+        merged.append(f"{metric}_sum = b.{metric}_sum + a.{metric}_sum")
+        merged.append(f"{metric}_max = GREATEST(b.{metric}_max, a.{metric}_max)")
+    merged.extend(f"n_{s} = b.n_{s} + a.n_{s}" for s in STATES)
+    columns = ", ".join(_BUCKET_COLUMNS)
     return (
-        f"INSERT INTO {table} ({', '.join(_BUCKET_COLUMNS)}) "
-        f"SELECT server_id, date_bin(%s::interval, timestamp, 'epoch'::timestamptz) AS bucket, {', '.join(aggregates)} "
-        f"FROM ins GROUP BY 1, 2 ORDER BY 1, 2 "
-        f"{_bucket_conflict_clause()} RETURNING 1"
+        f"agg AS (SELECT server_id, date_bin(%s::interval, timestamp, 'epoch'::timestamptz) AS bucket_start, "
+        f"{', '.join(f'{a} AS {c}' for a, c in zip(aggregates, _BUCKET_COLUMNS[2:], strict=True))} "
+        f"FROM ins GROUP BY 1, 2), "
+        f"bucket_upd AS (UPDATE {table} AS b SET {', '.join(merged)} FROM agg AS a "
+        f"WHERE b.server_id = a.server_id AND b.bucket_start = a.bucket_start RETURNING b.server_id, b.bucket_start), "
+        f"bucket_new AS (INSERT INTO {table} ({columns}) SELECT {columns} FROM agg AS a WHERE NOT EXISTS ("
+        f"SELECT 1 FROM bucket_upd AS u WHERE u.server_id = a.server_id AND u.bucket_start = a.bucket_start) "
+        f"ORDER BY 1, 2 {_bucket_conflict_clause()} RETURNING 1)"
     )
+
+
+# The profile only matters for a server's first batch, but which servers are new is known only
+# after the upsert; the name -> profile rule is pure, so it is computed once per name per process.
+_profile_of = functools.lru_cache(maxsize=100_000)(profile_for)
 
 
 def _pg_upsert_servers(batch: list[CleanRecord], *, received_at: datetime) -> dict[str, int]:
@@ -360,7 +383,7 @@ def _pg_upsert_servers(batch: list[CleanRecord], *, received_at: datetime) -> di
     params = [
         received_at,
         _pg_array(names),
-        _pg_array([profile_for(n) for n in names]),
+        _pg_array([_profile_of(n) for n in names]),
         firsts,
         firsts if lasts == firsts else lasts,
         _pg_array([spans[n][2] for n in names]),
@@ -392,16 +415,16 @@ def _pg_store_batch(batch: list[CleanRecord], *, received_at: datetime) -> int:
         f"INSERT INTO ingest_metricrecord ({columns}) SELECT src.*, %s::timestamptz FROM src "
         f"ON CONFLICT (server_id, timestamp) DO NOTHING "
         f"RETURNING server_id, timestamp, {', '.join(METRICS)}, state), "
-        f"buckets AS ({_pg_bucket_sql()}), "
-        f"days AS ({partitions.day_counts_upsert_sql('ins')}), "
+        f"{_pg_bucket_sql()}, "
+        f"{partitions.day_counts_add_sql('ins')}, "
         # Records already stored (a retry, an overlapping backfill) come off the counts the server
         # upsert added; the join runs only when the batch had any.
         f"dups AS (UPDATE ingest_server AS s SET record_count = s.record_count - d.n "
         f'FROM (SELECT server_id, count(*) AS n FROM (SELECT server_id, "timestamp" FROM src '
         f'EXCEPT ALL SELECT server_id, "timestamp" FROM ins) AS x GROUP BY 1) AS d '
         f"WHERE s.id = d.server_id AND (SELECT count(*) FROM ins) < %s RETURNING 1) "
-        f"SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM buckets), (SELECT count(*) FROM days), "
-        f"(SELECT count(*) FROM dups)"
+        # Every data-modifying CTE runs to completion whether read or not; reading them costs nothing.
+        f"SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM dups)"
     )
     with connection.cursor() as cursor:
         columns_only = [row[:-1] for row in rows]
