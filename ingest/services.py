@@ -66,8 +66,6 @@ class IngestResult:
         return self.servers_tracked > 0 and self.servers_ready == self.servers_tracked
 
 
-
-
 def _pg_type(column: str) -> str:
     return _PG_TYPES.get(column, "integer" if column.startswith("n_") else "float8")
 
@@ -316,7 +314,7 @@ def _pg_bucket_sql() -> str:
     """CTEs that add the new records (CTE ``ins``) to their 5-minute rollups: an UPDATE of the
     rollups that exist, an INSERT of the others. A plain UPDATE writes one new row version per
     bucket where INSERT … ON CONFLICT DO UPDATE first locks the row (a WAL record of its own) and
-    then updates it: 0.67 × the time per 1,000 rows (bench/results/ingest_shapes.json). No race:
+    then updates it: 6.0 against 8.9 ms per 1,000 rows (docs/ingest-guide-shape.md). No race:
     the server rows, locked first, serialise every batch that touches these buckets."""
     table = "ingest_metricbucket"
     aggregates = ["count(*)"]

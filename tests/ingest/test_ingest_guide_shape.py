@@ -7,13 +7,14 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.conf import settings
 from django.db import DatabaseError, connection
 
 from ingest import partitions
 from ingest.contract import METRICS, STATES
 from ingest.models import MetricBucket, MetricRecord, Server
 from ingest.selectors import counters_totals
-from ingest.services import bucket_start_of, records_ingest
+from ingest.services import records_ingest
 from ingest.validation import CleanRecord
 
 START = datetime(2025, 10, 13, 23, 50, tzinfo=UTC)  # the batches cross midnight: two days
@@ -35,6 +36,12 @@ def _batch(servers: list[str], ts: datetime, salt: int) -> list[CleanRecord]:
     ]
 
 
+def _bucket_start(ts: datetime) -> datetime:
+    step = settings.TFT_STEP_MINUTES * 60
+    epoch = int(ts.timestamp())
+    return datetime.fromtimestamp(epoch - epoch % step, tz=UTC)
+
+
 def _stored_records() -> list[tuple]:
     return list(
         MetricRecord.objects.values_list("server__name", "timestamp", *METRICS, "state").order_by(
@@ -50,7 +57,7 @@ def _assert_matches_raw_records() -> None:
     servers: dict = {}
     for name, ts, *values, state in records:
         b = buckets.setdefault(
-            (name, bucket_start_of(ts)),
+            (name, _bucket_start(ts)),
             {"count": 0, "sums": [0.0] * 4, "maxes": [None] * 4, "states": dict.fromkeys(STATES, 0)},
         )
         b["count"] += 1
