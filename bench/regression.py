@@ -118,6 +118,9 @@ def _measure(tree: Path, db: str, reps: int) -> dict:
 
 
 def _short_head(tree: Path) -> str:
+    marker = tree / ".bench-commit"  # a tree extracted with git archive has no .git: its commit, written beside it
+    if marker.exists():
+        return marker.read_text().strip()
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True).stdout.strip()
 
 
