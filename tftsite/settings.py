@@ -16,6 +16,8 @@ from tftsite.env import (
     env_choice,
     env_crontab,
     env_float,
+    env_http_url,
+    env_http_urls,
     env_int,
     env_list,
     env_str,
@@ -236,9 +238,10 @@ PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR") or str(DATA_DIR /
 Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", PROMETHEUS_MULTIPROC_DIR)
 # Alert transitions (open, resolve) are POSTed in Alertmanager's webhook format to each URL, and/or
-# pushed to an Alertmanager's /api/v2/alerts. Empty = nothing is recorded or sent.
-TFT_ALERT_WEBHOOK_URLS = env_list("TFT_ALERT_WEBHOOK_URLS", [])
-TFT_ALERTMANAGER_URL = env_str("TFT_ALERTMANAGER_URL").rstrip("/")
+# pushed to an Alertmanager's /api/v2/alerts. Empty = nothing is recorded or sent. Absolute http(s)
+# URLs only (checked here: a URL without a scheme would fail every delivery, not the start-up).
+TFT_ALERT_WEBHOOK_URLS = env_http_urls("TFT_ALERT_WEBHOOK_URLS")
+TFT_ALERTMANAGER_URL = env_http_url("TFT_ALERTMANAGER_URL").rstrip("/")
 TFT_ALERT_PUSH_TIMEOUT_SECONDS = env_int("TFT_ALERT_PUSH_TIMEOUT_SECONDS", 10, minimum=1)
 TFT_ALERT_PUSH_MAX_ATTEMPTS = env_int("TFT_ALERT_PUSH_MAX_ATTEMPTS", 8, minimum=1)
 # Alertmanager forgets a firing alert that is not re-sent before its endsAt; we send each transition
