@@ -72,14 +72,17 @@ def test_a_url_without_a_scheme_fails_each_delivery_clearly_and_stays_pending(no
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("TFT_ALERT_WEBHOOK_URLS", f"https://ok.example/h,hooks.example.com/{TOKEN}"),
-     ("TFT_ALERTMANAGER_URL", f"alertmanager:9093/{TOKEN}"),
-     ("TFT_ALERT_WEBHOOK_URLS", f"ftp://files.example/{TOKEN}")],
+    [
+        ("TFT_ALERT_WEBHOOK_URLS", f"https://ok.example/h,hooks.example.com/{TOKEN}"),
+        ("TFT_ALERTMANAGER_URL", f"alertmanager:9093/{TOKEN}"),
+        ("TFT_ALERT_WEBHOOK_URLS", f"ftp://files.example/{TOKEN}"),
+    ],
 )
 def test_settings_refuse_a_push_url_that_is_not_http_and_do_not_echo_its_token(name, value):
     env = {"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "tftsite.settings", name: value}
-    result = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True, text=True, timeout=60
+    )
 
     assert result.returncode != 0
     assert "ConfigError" in result.stderr and name in result.stderr and "http://" in result.stderr
