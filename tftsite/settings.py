@@ -255,6 +255,13 @@ TFT_RATE_LIMIT_READ_PER_MINUTE = env_int("TFT_RATE_LIMIT_READ_PER_MINUTE", 6_000
 # GET /predictions/current serves a fleet larger than this in pages of at most this many servers
 # (?limit= asks for fewer, ?cursor= continues; a 1,000-server page is about 8 MB of JSON).
 TFT_PREDICTIONS_PAGE_SIZE = env_int("TFT_PREDICTIONS_PAGE_SIZE", 1_000, minimum=1, maximum=10_000)
+# Lockout after repeated failures (access/lockout.py): this many wrong API keys (per client
+# address and per key prefix) or wrong logins (per client address) within the window lock that
+# address out for TFT_LOCKOUT_SECONDS (API: 429 with Retry-After; login forms: a message). 0 = off.
+TFT_API_KEY_MAX_FAILURES = env_int("TFT_API_KEY_MAX_FAILURES", 20, minimum=0)
+TFT_LOGIN_MAX_FAILURES = env_int("TFT_LOGIN_MAX_FAILURES", 10, minimum=0)
+TFT_LOCKOUT_WINDOW_SECONDS = env_int("TFT_LOCKOUT_WINDOW_SECONDS", 600, minimum=1)
+TFT_LOCKOUT_SECONDS = env_int("TFT_LOCKOUT_SECONDS", 900, minimum=1)
 # Browsers may call the API only from these origins (none by default: CORS stays closed).
 TFT_CORS_ALLOWED_ORIGINS = env_list("TFT_CORS_ALLOWED_ORIGINS", [])
 
