@@ -237,6 +237,11 @@ TFT_METRICS_API_KEY = env_str("TFT_METRICS_API_KEY")
 PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR") or str(DATA_DIR / "prometheus")
 Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", PROMETHEUS_MULTIPROC_DIR)
+# pull_prometheus (ingest/prometheus_poller.py): after an outage of the database or of Prometheus the
+# poller reads the instants it missed, at most this far back (seconds); between failed polls it backs off up
+# to this many seconds.
+TFT_PULL_MAX_BACKFILL_SECONDS = env_int("TFT_PULL_MAX_BACKFILL_SECONDS", 24 * 3600, minimum=1)
+TFT_PULL_MAX_BACKOFF_SECONDS = env_int("TFT_PULL_MAX_BACKOFF_SECONDS", 300, minimum=1)
 # Alert transitions (open, resolve) are POSTed in Alertmanager's webhook format to each URL, and/or
 # pushed to an Alertmanager's /api/v2/alerts. Empty = nothing is recorded or sent. Absolute http(s)
 # URLs only (checked here: a URL without a scheme would fail every delivery, not the start-up).
