@@ -86,7 +86,7 @@ def failures_clear(*, scope: str, idents: list[str]) -> None:
 
 
 def api_key_lockout_check(request, *, presented: str, identity) -> None:
-    """Called by tftsite.api.keys once the presented key is identified (None: no such key). Raises
+    """Called by access.keys once the presented key is identified (None: no such key). Raises
     ApiKeyLockedOut (429, Retry-After) while the address or the key's prefix is locked out, and
     counts a wrong key; a valid named key always passes (module docstring)."""
     if not settings.TFT_API_KEY_MAX_FAILURES or (identity is not None and identity.name != ENV_KEY_NAME):

@@ -34,6 +34,8 @@ from forecasting.runs.selectors import (
 )
 from ingest.contract import METRICS, SERVER_NAME_RE
 from ingest.selectors import fleet_readiness
+from access.read_limits import HeavyReadRateThrottle
+from access.throttles import ReadRateThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -254,6 +256,8 @@ def _guide_or_json(body: str, names: str | None) -> HttpResponse:
 
 class PredictionsCurrentApi(ReadApiView):
     """GET /predictions/current — the latest complete run in the contract's shape."""
+
+    throttle_classes = [ReadRateThrottle, HeavyReadRateThrottle]  # tens of MB for a large fleet
 
     class OutputSerializer(serializers.Serializer):
         class Meta:

@@ -19,6 +19,11 @@ def _feed_key(settings):
     # is 127.0.0.1: the tests of the lockout itself turn it on (tests/tftsite/test_lockout.py).
     settings.TFT_API_KEY_MAX_FAILURES = 0
     settings.TFT_LOGIN_MAX_FAILURES = 0
+    # Tests read /status and /metrics right after changing what they show: no body cache (its own
+    # tests turn it on, tests/tftsite/test_read_limits.py).
+    settings.TFT_READ_CACHE_SECONDS = 0
+    settings.TFT_RATE_LIMIT_HEAVY_READ_PER_MINUTE = 0
+    settings.TFT_RATE_LIMIT_METRICS_PER_MINUTE = 0
 
 
 @pytest.fixture

@@ -260,6 +260,12 @@ TFT_RATE_LIMIT_READ_PER_MINUTE = env_int("TFT_RATE_LIMIT_READ_PER_MINUTE", 6_000
 # GET /predictions/current serves a fleet larger than this in pages of at most this many servers
 # (?limit= asks for fewer, ?cursor= continues; a 1,000-server page is about 8 MB of JSON).
 TFT_PREDICTIONS_PAGE_SIZE = env_int("TFT_PREDICTIONS_PAGE_SIZE", 1_000, minimum=1, maximum=10_000)
+# Heavy reads (access/read_limits.py) have their own per-client limits on top: /predictions/current
+# and /status, and /metrics (a Prometheus scrapes it a few times a minute). 0 = no limit.
+TFT_RATE_LIMIT_HEAVY_READ_PER_MINUTE = env_int("TFT_RATE_LIMIT_HEAVY_READ_PER_MINUTE", 60, minimum=0)
+TFT_RATE_LIMIT_METRICS_PER_MINUTE = env_int("TFT_RATE_LIMIT_METRICS_PER_MINUTE", 60, minimum=0)
+# /status and /metrics bodies are served from a per-process cache for this long (0 = render each time).
+TFT_READ_CACHE_SECONDS = env_int("TFT_READ_CACHE_SECONDS", 5, minimum=0)
 # Lockout after repeated failures (access/lockout.py): this many wrong API keys (per client
 # address and per key prefix) or wrong logins (per client address) within the window lock that
 # address out for TFT_LOCKOUT_SECONDS (API: 429 with Retry-After; login forms: a message). 0 = off.

@@ -11,7 +11,7 @@ from django.test import Client
 from ingest.models import MetricRecord
 from ingest.services import api_key_create
 from tests.conftest import TEST_API_KEY, make_record, post_feed
-from tftsite.api.keys import named_keys
+from access.keys import named_keys
 
 pytestmark = pytest.mark.django_db
 PASSWORD = "a-right-password-for-tests-only"
