@@ -60,7 +60,9 @@ class SlowReader(threading.Thread):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
                     sock.settimeout(30)
                     sock.connect((common.HOST, self.port))
-                    sock.sendall(f"GET {READ_PATH} HTTP/1.1\r\nHost: {common.HOST}\r\nConnection: close\r\n\r\n".encode())
+                    sock.sendall(
+                        f"GET {READ_PATH} HTTP/1.1\r\nHost: {common.HOST}\r\nConnection: close\r\n\r\n".encode()
+                    )
                     while not self.stop.is_set():
                         chunk = sock.recv(1024)
                         if not chunk:
@@ -74,9 +76,18 @@ class SlowReader(threading.Thread):
 
 def _batch(i: int) -> bytes:
     now = datetime.now(UTC)
-    records = [{"timestamp": now.isoformat().replace("+00:00", "Z"), "server_name": f"ppfeed{k:03d}",
-                "cpu_pct": 40.0 + (i + k) % 20, "mem_pct": 50.0, "disk_io_mb_s": 3.0, "latency_ms": 12.0,
-                "state": "healthy"} for k in range(20)]
+    records = [
+        {
+            "timestamp": now.isoformat().replace("+00:00", "Z"),
+            "server_name": f"ppfeed{k:03d}",
+            "cpu_pct": 40.0 + (i + k) % 20,
+            "mem_pct": 50.0,
+            "disk_io_mb_s": 3.0,
+            "latency_ms": 12.0,
+            "state": "healthy",
+        }
+        for k in range(20)
+    ]
     return json.dumps({"records": records}).encode()
 
 
@@ -90,8 +101,12 @@ def feed_for(port: int, seconds: float) -> dict:
         i += 1
         t = time.perf_counter()
         try:
-            conn.request("POST", "/feed/data", body=_batch(i), headers={
-                "Content-Type": "application/json", "X-API-Key": common.API_KEY})
+            conn.request(
+                "POST",
+                "/feed/data",
+                body=_batch(i),
+                headers={"Content-Type": "application/json", "X-API-Key": common.API_KEY},
+            )
             response = conn.getresponse()
             response.read()
             if 200 <= response.status < 300:
@@ -106,15 +121,30 @@ def feed_for(port: int, seconds: float) -> dict:
             conn = http.client.HTTPConnection(common.HOST, port, timeout=10)
     conn.close()
     latencies.sort()
-    pct = (lambda q: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 1) if latencies else None)
-    return {"batches_per_s": round(len(latencies) / seconds, 1), "p50_ms": pct(0.5), "p99_ms": pct(0.99),
-            "errors": errors, "error_samples": samples[:3]}
+    p50, p99 = (common.percentile(latencies, q) for q in (0.5, 0.99))
+    return {
+        "batches_per_s": round(len(latencies) / seconds, 1),
+        "p50_ms": round(p50, 1) if p50 is not None else None,
+        "p99_ms": round(p99, 1) if p99 is not None else None,
+        "errors": errors,
+        "error_samples": samples[:3],
+    }
 
 
 def measure(recipe: str, *, readers: int, duration: float, reps: int) -> dict:
     port = common.free_port()
-    argv = [common.PY, "-m", "gunicorn", *RECIPES[recipe], "--bind", f"{common.HOST}:{port}", "--timeout", "30",
-            "--graceful-timeout", "5"]
+    argv = [
+        common.PY,
+        "-m",
+        "gunicorn",
+        *RECIPES[recipe],
+        "--bind",
+        f"{common.HOST}:{port}",
+        "--timeout",
+        "30",
+        "--graceful-timeout",
+        "5",
+    ]
     proc = common.Process(f"slow-{recipe}", argv, {**common.bench_env(), **EXTRA_ENV})
     out: dict = {"argv": " ".join(argv[2:]), "alone": [], "slow": [], "reader_kb_per_s": []}
     try:
@@ -137,9 +167,11 @@ def measure(recipe: str, *, readers: int, duration: float, reps: int) -> dict:
             out["alone"].append(alone)
             out["slow"].append(slow)
             out["reader_kb_per_s"].append(round(kb_s, 1))
-            log(f"{recipe} rep {rep + 1}: alone {alone['batches_per_s']}/s p50 {alone['p50_ms']} p99 {alone['p99_ms']} "
+            log(
+                f"{recipe} rep {rep + 1}: alone {alone['batches_per_s']}/s p50 {alone['p50_ms']} p99 {alone['p99_ms']} "
                 f"err {alone['errors']} | {readers} slow readers: {slow['batches_per_s']}/s p50 {slow['p50_ms']} "
-                f"p99 {slow['p99_ms']} err {slow['errors']} {slow['error_samples'][:2]} | reader {kb_s:.1f} KB/s")
+                f"p99 {slow['p99_ms']} err {slow['errors']} {slow['error_samples'][:2]} | reader {kb_s:.1f} KB/s"
+            )
             time.sleep(3)  # the previous phase's connections drain
         proc.check_alive()
     finally:
@@ -187,10 +219,17 @@ def main(argv: list[str] | None = None) -> int:
 
     body_mb = round(len(predictions_current_json(run)) / 1e6, 1)
     log(f"run {run.pk}: {run.servers} servers; {READ_PATH} is {body_mb} MB")
-    results = {"name": "slow_readers", "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-               "command": "python -m bench.slow_readers " + " ".join(sys.argv[1:] if argv is None else argv),
-               "loadavg_at_start": [round(x, 2) for x in os.getloadavg()], "nproc": os.cpu_count(),
-               "servers": args.servers, "readers": args.readers, "read_body_mb": body_mb, "recipes": {}}
+    results = {
+        "name": "slow_readers",
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python -m bench.slow_readers " + " ".join(sys.argv[1:] if argv is None else argv),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "nproc": os.cpu_count(),
+        "servers": args.servers,
+        "readers": args.readers,
+        "read_body_mb": body_mb,
+        "recipes": {},
+    }
     for recipe in args.recipes.split(","):
         results["recipes"][recipe] = measure(recipe, readers=args.readers, duration=args.duration, reps=args.reps)
     results["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
