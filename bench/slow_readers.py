@@ -121,7 +121,7 @@ def feed_for(port: int, seconds: float) -> dict:
             conn = http.client.HTTPConnection(common.HOST, port, timeout=10)
     conn.close()
     latencies.sort()
-    p50, p99 = (common.percentile(latencies, q) for q in (0.5, 0.99))
+    p50, p99 = (common.percentile(latencies, q) for q in (50, 99))
     return {
         "batches_per_s": round(len(latencies) / seconds, 1),
         "p50_ms": round(p50, 1) if p50 is not None else None,
@@ -160,6 +160,7 @@ def measure(recipe: str, *, readers: int, duration: float, reps: int) -> dict:
             time.sleep(2)  # every reader connected and its response under way
             before = sum(r.bytes for r in pool)
             slow = feed_for(port, duration)
+            slow["db_backends"] = len(common.bench_backend_pids())  # connections the web workers hold
             kb_s = (sum(r.bytes for r in pool) - before) / 1024 / duration / readers
             stop.set()
             for reader in pool:

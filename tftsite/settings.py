@@ -64,6 +64,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "tftsite.db_release.ReleaseConnectionsMiddleware",  # first: the response's last stop (tftsite/db_release.py)
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files from gunicorn, no separate server
     "access.middleware.CorsMiddleware",
@@ -99,6 +100,15 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------
 if DATABASE_URL:
     DATABASES = {"default": database_from_url("DATABASE_URL", DATABASE_URL)}
+    # WSGI workers keep one persistent connection per thread. Under ASGI each request has its own
+    # context, so tftsite/asgi.py sets TFT_DB_POOL_SIZE: a psycopg pool per process (Django then
+    # needs CONN_MAX_AGE 0; tftsite/db_release.py gives the connection back once the body is built).
+    _pool_size = env_int("TFT_DB_POOL_SIZE", 0, minimum=0)
+    if _pool_size:
+        DATABASES["default"]["OPTIONS"]["pool"] = {"min_size": 1, "max_size": _pool_size, "timeout": 3}
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+    else:
+        DATABASES["default"]["CONN_MAX_AGE"] = env_int("TFT_DB_CONN_MAX_AGE", 60, minimum=0)
 else:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
