@@ -212,11 +212,11 @@ def main(argv: list[str] | None = None) -> int:
 
     django.setup()
     from bench.seed import seed_fleet
-    from forecasting.services import fleet_predict
+    from forecasting.runs.chunks import fleet_predict
 
     seed_fleet(args.servers)
     run = fleet_predict()
-    from forecasting.selectors import predictions_current_json
+    from forecasting.runs.selectors import predictions_current_json
 
     body_mb = round(len(predictions_current_json(run)) / 1e6, 1)
     log(f"run {run.pk}: {run.servers} servers; {READ_PATH} is {body_mb} MB")

@@ -24,6 +24,8 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from access.errors import ErrorSerializer
+from access.read_limits import HeavyReadRateThrottle, read_cached
+from access.throttles import ReadRateThrottle
 from access.views import ReadApiView
 from forecasting.alerts.selectors import open_alerts_contract
 from forecasting.runs.selectors import (
@@ -34,8 +36,6 @@ from forecasting.runs.selectors import (
 )
 from ingest.contract import METRICS, SERVER_NAME_RE
 from ingest.selectors import fleet_readiness
-from access.read_limits import HeavyReadRateThrottle, read_cached
-from access.throttles import ReadRateThrottle
 
 logger = logging.getLogger(__name__)
 

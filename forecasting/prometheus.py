@@ -34,13 +34,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from access.read_limits import MetricsRateThrottle, read_cached
 from forecasting.engine.spec import STEP_MINUTES
 from forecasting.models import Alert, PredictionRun, ServerForecast
 from forecasting.registry import active_model_version
 from forecasting.runs.selectors import current_run
 from forecasting.scoring.selectors import series_accuracy
 from ingest.selectors import counters_totals, fleet_readiness
-from access.read_limits import MetricsRateThrottle, read_cached
 
 # Forecast step (1-based, 5-minute steps) per horizon label: 30 min, 1 h, 4 h, 8 h ahead.
 HORIZON_STEPS: dict[str, int] = {

@@ -9,11 +9,11 @@ from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiRespo
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from access.read_limits import HeavyReadRateThrottle, read_cached
+from access.throttles import ReadRateThrottle
 from access.views import ReadApiView
 from forecasting.api import AccuracySerializer, MetricAccuracySerializer
 from forecasting.runs.selectors import current_run
-from access.read_limits import HeavyReadRateThrottle, read_cached
-from access.throttles import ReadRateThrottle
 from tftsite.status import status_body
 
 _FLEET_ACCURACY = {"mase": 0.8, "naive_mase": 1.0, "mase_vs_naive": 0.8, "pinball": None, "coverage_80": 0.79,

@@ -8,10 +8,10 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
 
-from forecasting.models import Alert, ModelVersion, TrainingRun
-from forecasting.services import fleet_predict
 from access.models import ApiKey
 from access.services import api_key_create
+from forecasting.models import Alert, ModelVersion, TrainingRun
+from forecasting.runs.chunks import fleet_predict
 from tests.dashboard.conftest import hot_fleet
 
 pytestmark = pytest.mark.django_db

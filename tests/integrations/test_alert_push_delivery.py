@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from forecasting.alert_push import AlertPushError, alert_notification_deliver, alert_notifications_pending_push
+from forecasting.alerts.push import AlertPushError, alert_notification_deliver, alert_notifications_pending_push
 from forecasting.models import AlertNotification
-from forecasting.services import fleet_predict
+from forecasting.runs.chunks import fleet_predict
 from tests.conftest import ingest_fleet
 
 pytestmark = pytest.mark.django_db
@@ -66,7 +66,7 @@ def test_a_url_without_a_scheme_fails_each_delivery_clearly_and_stays_pending(no
     assert "http://" in notification.last_error
     # Unclaimed and undelivered: the sweeper re-enqueues it (the task's retries are for AlertPushError).
     enqueued = []
-    monkeypatch.setattr("forecasting.alert_push._enqueue", enqueued.extend)
+    monkeypatch.setattr("forecasting.alerts.push._enqueue", enqueued.extend)
     assert alert_notifications_pending_push(min_age_seconds=0) >= 1 and notification.pk in enqueued
 
 

@@ -8,10 +8,10 @@ import pytest
 from django.core.cache import caches
 from django.test import Client
 
-from ingest.models import MetricRecord
-from ingest.services import api_key_create
-from tests.conftest import TEST_API_KEY, make_record, post_feed
 from access.keys import named_keys
+from access.services import api_key_create
+from ingest.models import MetricRecord
+from tests.conftest import TEST_API_KEY, make_record, post_feed
 
 pytestmark = pytest.mark.django_db
 PASSWORD = "a-right-password-for-tests-only"

@@ -7,7 +7,7 @@ import re
 import pytest
 from django.core.cache import caches
 
-from forecasting.services import fleet_predict
+from forecasting.runs.chunks import fleet_predict
 from tests.conftest import ingest_fleet, make_record, post_feed
 
 pytestmark = pytest.mark.django_db
