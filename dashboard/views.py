@@ -88,8 +88,11 @@ def alerts(request):
 @dashboard_login_required
 def alert_ack(request, alert_id: int):
     # Staff only, even in local mode: acknowledging silences an alert for everyone.
+    # and the permission to change alerts, as in the admin's acknowledge action.
     if not (request.user.is_authenticated and request.user.is_staff):
         return HttpResponseForbidden("Acknowledging alerts needs a staff account.")
+    if not request.user.has_perm("forecasting.change_alert"):
+        return HttpResponseForbidden("Acknowledging alerts needs the permission to change alerts.")
     if alert_acknowledge(alert_id=alert_id, user=request.user):
         logger.info("alert acknowledged", extra={"alert_id": alert_id, "user": request.user.get_username()})
         messages.success(request, f"Alert {alert_id} acknowledged.")

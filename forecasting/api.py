@@ -24,6 +24,8 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from access.errors import ErrorSerializer
+from access.read_limits import HeavyReadRateThrottle, read_cached
+from access.throttles import ReadRateThrottle
 from access.views import ReadApiView
 from forecasting.alerts.selectors import open_alerts_contract
 from forecasting.runs.selectors import (
@@ -185,7 +187,7 @@ def insufficient_data_response() -> Response:
     return response
 
 
-def _json(body: str) -> HttpResponse:
+def _json(body: str | bytes) -> HttpResponse:
     return HttpResponse(body, content_type="application/json")
 
 
@@ -254,6 +256,8 @@ def _guide_or_json(body: str, names: str | None) -> HttpResponse:
 
 class PredictionsCurrentApi(ReadApiView):
     """GET /predictions/current — the latest complete run in the contract's shape."""
+
+    throttle_classes = [ReadRateThrottle, HeavyReadRateThrottle]  # tens of MB for a large fleet
 
     class OutputSerializer(serializers.Serializer):
         class Meta:
@@ -333,7 +337,10 @@ class PredictionsCurrentApi(ReadApiView):
             return insufficient_data_response()
         params = request.query_params
         if "limit" not in params and "cursor" not in params and run.servers <= settings.TFT_PREDICTIONS_PAGE_SIZE:
-            return _guide_or_json(predictions_current_json(run), names)  # the guide's one body
+            # One body per run and TFT_READ_CACHE_SECONDS per process (several MB): a burst of
+            # readers costs one render, not one each (access/read_limits.py).
+            body = read_cached(name="predictions_current", run_id=run.pk, render=lambda: predictions_current_json(run))
+            return _guide_or_json(body, names)  # the guide's one body
         limit, after = page_request(params)
         page = predictions_page_json(run, after=after, limit=limit)
         if page.last_server is None:

@@ -6,7 +6,10 @@ from forecasting.api import AlertsActiveApi, PredictionsCurrentApi, PredictionsS
 from forecasting.prometheus import metrics_view
 from ingest.api import FeedDataApi, HealthApi
 from ingest.contract import SERVER_NAME_PATTERN
+from tftsite.login import LockoutAdminAuthenticationForm
 from tftsite.views import StatusApi, favicon_view
+
+admin.site.login_form = LockoutAdminAuthenticationForm  # wrong passwords lock the address out a while
 
 # The contract's paths have no trailing slash; accept one too, since a POST cannot be redirected.
 urlpatterns = [
