@@ -31,7 +31,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from forecasting.engine import backtest as bt
-from forecasting.engine.folders import read_probability_calibration, write_probability_calibration
+from forecasting.engine.folders import read_blend, read_probability_calibration, write_probability_calibration
 from forecasting.engine.network import load_forecaster
 from forecasting.engine.series import SeriesWindow, load_csv_dir
 from forecasting.engine.simulator import FleetTruth, fleet_names, simulate_fleet_truth
@@ -102,6 +102,12 @@ class Command(BaseCommand):
             default=list(bt.PROB_WINDOWS),
             help="with --fit-probabilities: the windows to recalibrate (the others are served raw)",
         )
+        parser.add_argument(
+            "--blend-strength",
+            type=float,
+            help="override the online move of the model folder's blend.json (choosing it on development series)",
+        )
+        parser.add_argument("--no-blend", action="store_true", help="serve the TFT alone (ignore blend.json)")
         parser.add_argument("--json", action="store_true", help="print the result as JSON only")
 
     def handle(self, *args, **opts):
@@ -110,7 +116,12 @@ class Command(BaseCommand):
             logging.getLogger("forecasting").setLevel(logging.WARNING)
         forecaster = None if opts["no_tft"] else self._forecaster(opts)
         source = _series_source(opts)
-        result = bt.run_backtest(source.series, forecaster, metrics=source.metrics, per_metric=opts["per_metric"])
+        blend = self._blend(forecaster, opts)
+        result = bt.run_backtest(
+            source.series, forecaster, metrics=source.metrics, per_metric=opts["per_metric"], blend=blend
+        )
+        if blend is not None:
+            result["blend"] = blend["weights"] | {"strength": blend.get("strength")}
         if source.truth is not None and not opts["no_lead_time"]:
             result["lead_time"] = bt.lead_time_evaluation(source.truth.windows, source.truth.episodes, forecaster)
         if forecaster is not None and opts["fit_probabilities"]:
@@ -134,6 +145,8 @@ class Command(BaseCommand):
         )
         if forecaster is not None:
             self.stdout.write(f"TFT: {getattr(forecaster, 'version', '?')}")
+        _band_tables(self.stdout.write, result)
+        self.stdout.write("\nPooled by windows (secondary):")
         self._table(result["methods"])
         if len(result.get("per_family", {})) > 1:
             for family, by_method in result["per_family"].items():
@@ -149,6 +162,14 @@ class Command(BaseCommand):
         if "probabilities" in result:
             self._probability_table(result["probabilities"])
         self.stdout.write(f"\n({elapsed:.1f}s)")
+
+    def _blend(self, forecaster, opts) -> dict | None:
+        if forecaster is None or opts["no_blend"]:
+            return None
+        blend = read_blend(self.model_path)
+        if blend is not None and opts["blend_strength"] is not None:
+            blend["strength"] = opts["blend_strength"]
+        return blend
 
     def _fit_probabilities(self, source: BacktestSource, forecaster, windows: list[str]) -> None:
         fitted = bt.fit_probability_recalibration(source.series, forecaster, metrics=source.metrics)
@@ -307,3 +328,26 @@ def _jsonable(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def _band_tables(write, result: dict) -> None:
+    """The lead tables: per horizon band, infrastructure families weighted equally (× naive, then
+    coverage), then request volumes on their own."""
+    for key, title in (("per_band", "infrastructure families"), ("per_band_requests", "request volumes")):
+        bands = result.get(key, {})
+        if not any(bands.values()):
+            continue
+        families = ", ".join(result.get("headline_families", [])) if key == "per_band" else "requests"
+        write(f"\nFamilies weighted equally, {title} ({families}): MASE / pinball × naive, coverage")
+        write(f"{'method':<16}" + "".join(f"{band:>22}" for band in bands))
+        methods = next(iter(v for v in bands.values() if v))
+        for method in methods:
+            cells = []
+            for by_method in bands.values():
+                r = by_method.get(method)
+                cells.append(
+                    "—"
+                    if r is None
+                    else f"{_fmt(r['mase_x_naive'], 2)} {_fmt(r['pinball_x_naive'], 2)} {_fmt(r['coverage'], 2)}"
+                )
+            write(f"{method:<16}" + "".join(f"{c:>22}" for c in cells))

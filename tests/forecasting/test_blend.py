@@ -1,0 +1,145 @@
+"""The per-band blend of the model with persistence (forecasting.engine.blend)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from forecasting.engine import blend as bl
+from forecasting.engine.calibration import OnlineCalibrator
+from forecasting.engine.folders import BLEND_FILE, read_blend, write_blend
+from forecasting.engine.spec import HORIZON
+
+LEVELS = (0.1, 0.5, 0.9)
+
+
+def test_persistence_is_the_last_value_with_the_context_s_own_changes():
+    context = np.arange(300, dtype=np.float64)  # +1 per step: an (h+1)-step change is always h + 1
+    q = bl.persistence_quantiles(context, LEVELS, HORIZON)
+    assert q.shape == (HORIZON, 3)
+    np.testing.assert_allclose(q[:, 1], 299.0)  # p50: the last value
+    np.testing.assert_allclose(q[:, 0], 299.0)  # no change below 0 was seen
+    np.testing.assert_allclose(q[:, 2], 299.0 + np.arange(1, HORIZON + 1))
+
+
+def test_persistence_skips_gaps_and_is_clipped():
+    context = np.array([90.0, 95.0, np.nan, 99.0, 98.0, np.nan])
+    q = bl.persistence_quantiles(context, LEVELS, 4, upper=100.0)
+    assert q[0, 1] == 98.0  # the last observed value
+    assert np.all(q <= 100.0) and np.all(np.isfinite(q))
+
+
+def test_blend_mixes_each_band_with_its_own_weight():
+    model, persistence = np.full((HORIZON, 3), 10.0), np.zeros((HORIZON, 3))
+    out = bl.blend_quantiles(model, persistence, [0.0, 0.5, 1.0])
+    assert np.all(out[:6] == 0.0) and np.all(out[6:24] == 5.0) and np.all(out[24:] == 10.0)
+
+
+def _trend_case(n_windows: int = 60):
+    """Windows where persistence wins near (the series is a random walk) and the model far (it
+    knows the level the walk reverts to by 2 h)."""
+    rng = np.random.default_rng(3)
+    fit = bl.BlendFit()
+    cases = []
+    for _ in range(n_windows):
+        context = 50 + np.cumsum(rng.normal(0, 1, 288))
+        last = context[-1]
+        steps = np.arange(HORIZON)
+        y = np.where(steps < 24, last + np.cumsum(rng.normal(0, 1, HORIZON)), 50 + rng.normal(0, 1, HORIZON))
+        model = np.stack([np.full(HORIZON, 50.0 + d) for d in (-2.0, 0.0, 2.0)], axis=1)
+        persistence = bl.persistence_quantiles(context, LEVELS, HORIZON)
+        fit.add("cpu", y, model, persistence, LEVELS, 1.0)
+        cases.append((y, model, persistence))
+    return fit, cases
+
+
+def _band_loss(cases, weights, band: int) -> float:
+    _, first, end = bl.HORIZON_BANDS[band]
+    tau = np.array(LEVELS)
+    losses = []
+    for y, model, persistence in cases:
+        q = bl.blend_quantiles(model, persistence, weights)[first:end]
+        diff = y[first:end, None] - q
+        losses.append(np.maximum(tau * diff, (tau - 1) * diff).mean())
+    return float(np.mean(losses))
+
+
+def test_the_fitted_blend_is_never_worse_than_its_better_component():
+    fit, cases = _trend_case()
+    weights = bl.weights_of(bl.fit_weights(fit))
+    assert weights[0] < weights[2]  # leans on the last value near, on the model far
+    for band in range(3):
+        blended = _band_loss(cases, weights, band)
+        assert blended <= _band_loss(cases, [0.0] * 3, band) + 1e-12
+        assert blended <= _band_loss(cases, [1.0] * 3, band) + 1e-12
+
+
+def test_fit_weighs_families_equally():
+    fit = bl.BlendFit()
+    y = np.zeros(HORIZON)
+    good, bad = np.zeros((HORIZON, 3)), np.full((HORIZON, 3), 4.0)
+    for _ in range(50):  # cpu: many windows where the model is right
+        fit.add("cpu", y, good, bad, LEVELS, 1.0)
+    fit.add("disk", y, bad * 10, good, LEVELS, 1.0)  # disk: one window, the model 10× further off
+    assert bl.fit_weights(fit)["weights"]["0-30m"] == 0.0
+    assert bl.fit_weights(fit, ["cpu"])["weights"]["0-30m"] == 1.0
+
+
+def test_blend_json_round_trip(tmp_path):
+    fit, _ = _trend_case(5)
+    fitted = bl.fit_weights(fit)
+    write_blend(tmp_path, fitted)
+    back = read_blend(tmp_path)
+    assert back["weights"] == fitted["weights"]
+    np.testing.assert_array_equal(bl.weights_of(back), bl.weights_of(fitted))
+    assert back["strength"] == bl.STRENGTH and back["format"] == bl.BLEND_FORMAT
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["not json", json.dumps({"format": "other"}), json.dumps({"format": bl.BLEND_FORMAT, "weights": {"0-30m": 2}})],
+)
+def test_a_malformed_blend_is_ignored(tmp_path, content):
+    (tmp_path / BLEND_FILE).write_text(content)
+    assert read_blend(tmp_path) is None
+
+
+def test_online_weights_lean_on_the_last_value_where_the_model_loses():
+    prior = [0.5, 0.5, 0.5]
+    sums = np.zeros((3, 4))
+    sums[0] = [200, 300.0, 100.0, 200.0]  # 0-30m: the model's MAE 1.5 s, the last value's 0.5 s
+    sums[2] = [200, 100.0, 300.0, 200.0]  # 2-8h: the other way round
+    w = bl.online_weights(prior, sums)
+    assert w[0] < 0.5 < w[2]
+    assert w[1] == 0.5  # no evidence: the fitted weight as it is
+    np.testing.assert_array_equal(bl.online_weights([1.0, 0.2, 0.7], np.zeros((3, 4))), [1.0, 0.2, 0.7])
+
+
+def _served_at_origins(y: np.ndarray, origins) -> list[np.ndarray]:
+    """Serve a fixed forecast at each origin through ServedSeries, feeding the targets in turn."""
+    served_series = bl.ServedSeries(
+        {"format": bl.BLEND_FORMAT, "weights": {"0-30m": 0.5, "30m-2h": 0.5, "2-8h": 0.5}, "strength": 4.0},
+        OnlineCalibrator(),
+    )
+    model = np.stack([np.full(HORIZON, 50.0 + d) for d in (-1.0, 0.0, 1.0)], axis=1)
+    out = []
+    for o in origins:
+        served = served_series.serve(o, model, y[o - 288 : o], LEVELS)
+        served_series.record(o, y[o : o + HORIZON], served, 1.0, LEVELS)
+        out.append(served)
+    return out
+
+
+def test_served_forecasts_never_look_ahead():
+    rng = np.random.default_rng(0)
+    y = 50 + np.cumsum(rng.normal(0, 1, 2000))
+    origins = list(range(300, 1700, 24))
+    base = _served_at_origins(y, origins)
+    cut = origins[30]
+    changed = y.copy()
+    changed[cut:] += rng.normal(0, 20, len(y) - cut)  # every target from the 31st origin on differs
+    again = _served_at_origins(changed, origins)
+    for k, o in enumerate(origins):
+        if o <= cut:
+            np.testing.assert_array_equal(again[k], base[k])
+    assert not np.array_equal(again[31], base[31])  # the perturbation does reach later origins
