@@ -14,8 +14,8 @@ the blend's loss is at most the w-weighted mean of the two losses; with w = 0 an
 grid, the weight fitted on a set of windows is never worse there than the better component.
 
 Weights (``fit_weights``): per band, the grid value with the lowest scaled pinball loss over
-p10/p50/p90 on validation windows, families weighted equally (each family's mean loss, then the
-mean over families). They are stored as JSON in the model folder (``folders.read_blend``).
+p10/p50/p90 on validation windows, families weighted equally (each family's mean loss relative to
+persistence's, then the mean over families). They are stored as JSON in the model folder (``folders.read_blend``).
 
 Online, per server × metric (``OnlineBlend``, and the live scorer's sums): each band's weight
 moves with the evidence of that server's own forecasts. From the sums of the raw model's absolute
@@ -178,7 +178,10 @@ def fit_weights(fit: BlendFit, families: Iterable[str] | None = None) -> dict:
         if not by_family:
             weights[band] = 1.0
             continue
-        curve = np.mean(np.array(list(by_family.values())), axis=0)
+        # each family's loss relative to persistence alone (w = 0), then the mean over families:
+        # a family whose scale makes its losses tiny still counts as much as any other
+        rel = [np.asarray(v) / v[0] if v[0] > 0 else np.asarray(v) for v in by_family.values()]
+        curve = np.mean(np.array(rel), axis=0)
         weights[band] = float(fit.grid[int(np.argmin(curve))])
         curves[band] = [round(float(c), 5) for c in curve]
     return {

@@ -48,19 +48,18 @@ def _levels_index(levels: Sequence[float]) -> list[int]:
 
 
 def collect_blend_fit(
-    sources: Iterable[tuple[list[SeriesWindow], Mapping | Sequence[str] | None, tuple[float, float], str]],
+    sources: Iterable[tuple[list[SeriesWindow], Mapping | Sequence[str] | None, tuple[float, float], str, int]],
     forecaster,
     *,
-    every: int = FIT_EVERY,
     fit: BlendFit | None = None,
 ) -> BlendFit:
     """Every validation window's loss per grid weight. ``sources``: (series, metrics as in
-    run_backtest, part, kind) with kind "real" (single-value files mapped onto a metric: their
+    run_backtest, part, kind, every: steps between origins) with kind "real" (single-value files mapped onto a metric: their
     family comes from the name) or "simulated" (contract servers: from the metric). The kinds are
     kept apart ("cpu" and "cpu (simulated)"), so both weigh alike however many windows each has."""
     fit = fit or BlendFit()
     pick = _levels_index(forecaster.quantiles)
-    for series, metrics, part, kind in sources:
+    for series, metrics, part, kind, every in sources:
         scored = _scored_metrics(series, metrics)
         for w in series:
             origins = fit_origins(len(w.values), part, every)
@@ -86,6 +85,6 @@ def _add_metric(fit: BlendFit, w: SeriesWindow, m: str, origins: np.ndarray, q: 
         fit.add(family, y[o : o + HORIZON], q[k], persistence, QUANTILE_LEVELS, scale)
 
 
-def fit_blend(sources, forecaster, *, families: Iterable[str] = INFRASTRUCTURE, every: int = FIT_EVERY) -> dict:
+def fit_blend(sources, forecaster, *, families: Iterable[str] = INFRASTRUCTURE) -> dict:
     """The blend JSON of a model folder: per-band weights fitted families-equal over ``families``."""
-    return fit_weights(collect_blend_fit(sources, forecaster, every=every), families)
+    return fit_weights(collect_blend_fit(sources, forecaster), families)

@@ -148,7 +148,7 @@ class Command(BaseCommand):
         _band_tables(self.stdout.write, result)
         self.stdout.write("\nPooled by windows (secondary):")
         self._table(result["methods"])
-        if len(result.get("per_family", {})) > 1:
+        if len(result.get("per_family", {})) > 1 and not result.get("per_band_family"):
             for family, by_method in result["per_family"].items():
                 self.stdout.write(f"\nfamily {family}:")
                 self._table(by_method)
@@ -332,22 +332,24 @@ def _jsonable(obj):
 
 def _band_tables(write, result: dict) -> None:
     """The lead tables: per horizon band, infrastructure families weighted equally (× naive, then
-    coverage), then request volumes on their own."""
-    for key, title in (("per_band", "infrastructure families"), ("per_band_requests", "request volumes")):
-        bands = result.get(key, {})
-        if not any(bands.values()):
-            continue
-        families = ", ".join(result.get("headline_families", [])) if key == "per_band" else "requests"
-        write(f"\nFamilies weighted equally, {title} ({families}): MASE / pinball × naive, coverage")
-        write(f"{'method':<16}" + "".join(f"{band:>22}" for band in bands))
-        methods = next(iter(v for v in bands.values() if v))
-        for method in methods:
-            cells = []
-            for by_method in bands.values():
-                r = by_method.get(method)
-                cells.append(
-                    "—"
-                    if r is None
-                    else f"{_fmt(r['mase_x_naive'], 2)} {_fmt(r['pinball_x_naive'], 2)} {_fmt(r['coverage'], 2)}"
-                )
-            write(f"{method:<16}" + "".join(f"{c:>22}" for c in cells))
+    coverage), then request volumes on their own, then each family."""
+    headline = ", ".join(result.get("headline_families", []))
+    _band_table(write, f"Families weighted equally, infrastructure ({headline})", result.get("per_band", {}))
+    _band_table(write, "Request volumes", result.get("per_band_requests", {}))
+    for family, bands in result.get("per_band_family", {}).items():
+        _band_table(write, f"family {family}", bands)
+
+
+def _band_table(write, title: str, bands: dict) -> None:
+    if not any(bands.values()):
+        return
+    write(f"\n{title}: MASE × naive, pinball × naive, coverage per horizon band")
+    write(f"{'method':<16}" + "".join(f"{band:>20}" for band in bands))
+    methods = next(iter(v for v in bands.values() if v))
+    for method in methods:
+        cells = []
+        for by_method in bands.values():
+            r = by_method.get(method)
+            ratios = (_fmt(r[k], 2) for k in ("mase_x_naive", "pinball_x_naive", "coverage")) if r else ("—",)
+            cells.append(" ".join(ratios))
+        write(f"{method:<16}" + "".join(f"{c:>20}" for c in cells))

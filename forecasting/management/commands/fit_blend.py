@@ -3,7 +3,7 @@
 The per-band weights of the model against the last value (forecasting.engine.blend) are chosen on
 validation windows: of every --csv-dir series, the origins whose targets lie in --part (default
 0.48–0.60: the validation tail of a model trained with --csv-fraction 0.6 and val_fraction 0.2),
-and of a simulated fleet (--simulated N, --seed S: use a seed the model never trained on) every
+of every --unseen-csv-dir series (never trained on) its first 60 %, and of a simulated fleet (--simulated N, --seed S: use a seed the model never trained on) every
 origin. Families are weighted equally (infrastructure families by default). Writes blend.json
 into the model folder (--dry-run: print it only).
 """
@@ -36,6 +36,15 @@ class Command(BaseCommand):
         parser.add_argument("--exclude", action="append", default=[], metavar="GLOB")
         parser.add_argument("--metric", default="auto")
         parser.add_argument("--part", type=float, nargs=2, default=VALIDATION_PART, metavar=("LO", "HI"))
+        parser.add_argument(
+            "--unseen-csv-dir",
+            type=Path,
+            action="append",
+            default=[],
+            help="CSV folder the model never trained on: fitted on its first --unseen-part (repeatable)",
+        )
+        parser.add_argument("--unseen-part", type=float, default=0.6, help="leaves the backtest's last 40 %% unseen")
+        parser.add_argument("--unseen-every", type=int, default=48, help="steps between their fit origins")
         parser.add_argument("--simulated", type=int, metavar="N", help="also fit on N simulated servers (whole)")
         parser.add_argument("--days", type=float, default=14.0)
         parser.add_argument("--seed", type=int, default=7, help="simulator seed (one the model never saw)")
@@ -48,19 +57,24 @@ class Command(BaseCommand):
         path = opts["model"] or newest_model_folder(settings.TFT_MODELS_DIR)
         if path is None or not Path(path).is_dir():
             raise CommandError(f"no model folder {path}")
-        if not opts["csv_dir"] and not opts["simulated"]:
-            raise CommandError("give --csv-dir and/or --simulated: the windows to fit on")
+        if not (opts["csv_dir"] or opts["unseen_csv_dir"] or opts["simulated"]):
+            raise CommandError("give --csv-dir, --unseen-csv-dir and/or --simulated: the windows to fit on")
         forecaster = load_forecaster(path, device="cpu")
         sources, named = [], []
         if opts["csv_dir"]:
             csv = _csv_source({**opts, "metrics": None})
-            sources.append((csv.series, csv.metrics, tuple(opts["part"]), "real"))
+            sources.append((csv.series, csv.metrics, tuple(opts["part"]), "real", opts["every"]))
             named.append(f"{csv.name} part {opts['part'][0]:g}-{opts['part'][1]:g}")
+        if opts["unseen_csv_dir"]:
+            unseen = _csv_source({**opts, "csv_dir": opts["unseen_csv_dir"], "metrics": None})
+            part = (0.0, opts["unseen_part"])
+            sources.append((unseen.series, unseen.metrics, part, "real", opts["unseen_every"]))
+            named.append(f"{unseen.name} part 0-{opts['unseen_part']:g}")
         if opts["simulated"]:
             sim = _simulated_source({**opts, "metrics": None})
-            sources.append((sim.series, sim.metrics, (0.0, 1.0), "simulated"))
+            sources.append((sim.series, sim.metrics, (0.0, 1.0), "simulated", opts["every"]))
             named.append(sim.name)
-        blend = fit_blend(sources, forecaster, families=opts["families"], every=opts["every"])
+        blend = fit_blend(sources, forecaster, families=opts["families"])
         blend["strength"] = opts["strength"]
         blend["fitted_on"] = " + ".join(named)
         blend["families"] = opts["families"]
