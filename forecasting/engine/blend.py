@@ -17,16 +17,18 @@ Weights (``fit_weights``): per band, the grid value with the lowest scaled pinba
 p10/p50/p90 on validation windows, families weighted equally (each family's mean loss relative to
 persistence's, then the mean over families). They are stored as JSON in the model folder (``folders.read_blend``).
 
-Online, per server × metric (``OnlineBlend``, and the live scorer's sums): each band's weight
-moves with the evidence of that server's own forecasts. From the sums of the raw model's absolute
-error A_m, the last value's absolute error A_p and the series scale S (Σ s over the same n
-targets, as the live scorer keeps them), d = (A_m − A_p) / S is how much worse (in units of the
-series' one-step naive error) the model's median did than the last value, and
+Online, per server × metric (``OnlineBlend``): each band's weight moves with the evidence of that
+server's own served forecasts, from exactly the sums the live scorer keeps per server × metric ×
+band (engine.scoring: n, abs_err = Σ|y − served p50|, naive_abs_err = Σ|y − last|, scale = Σ s
+over the same targets). d = (abs_err − naive_abs_err) / scale is how much worse (in units of the
+series' one-step naive error) the served median did than the last value, and
 
     w = sigmoid(logit(w_fit) − STRENGTH · min(n, RAMP) / RAMP · d)
 
-so a server where the model loses in a band leans on the last value there, a server where it wins
-leans on the model, and neither before about RAMP targets of evidence.
+so a server whose served forecast loses to the last value in a band leans further on the last
+value there, one where it wins leans back towards the model, and neither before about RAMP
+targets of evidence. As w falls the served median nears the last value and d nears 0: the move
+settles instead of running away.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ BLEND_FORMAT = "tftsite-blend/1"
 STRENGTH = 4.0
 RAMP = 144
 W_MIN = 0.02
-SUMS: tuple[str, ...] = ("n", "model_abs_err", "naive_abs_err", "scale")
+SUMS: tuple[str, ...] = ("n", "abs_err", "naive_abs_err", "scale")  # names as in engine.scoring.SUMS
 
 
 def persistence_quantiles(
@@ -202,11 +204,11 @@ def online_weights(
     prior: Sequence[float], sums: np.ndarray, *, strength: float = STRENGTH, ramp: int = RAMP
 ) -> np.ndarray:
     """(…, bands) weights moved from the fitted ``prior`` (bands,) by the evidence ``sums``
-    (…, bands, 4) in SUMS order: n, Σ|y − model p50|, Σ|y − last|, Σ scale (module docstring)."""
+    (…, bands, 4) in SUMS order: n, Σ|y − served p50|, Σ|y − last|, Σ scale (module docstring)."""
     sums = np.asarray(sums, dtype=np.float64)
-    n, model_err, naive_err, scale = (sums[..., i] for i in range(4))
+    n, served_err, naive_err, scale = (sums[..., i] for i in range(4))
     with np.errstate(all="ignore"):
-        d = np.where(scale > 0, (model_err - naive_err) / scale, 0.0)
+        d = np.where(scale > 0, (served_err - naive_err) / scale, 0.0)
     confidence = np.minimum(n, ramp) / ramp
     prior = np.asarray(prior, dtype=np.float64)
     shift = strength * confidence * d
@@ -215,9 +217,10 @@ def online_weights(
     return np.where(shift == 0, prior, moved)  # no evidence (or no move): the fitted weight as it is
 
 
-def band_sums(y: np.ndarray, model_p50: np.ndarray, last: float, scale: float, mask: np.ndarray) -> np.ndarray:
-    """(bands, 4) sums (SUMS order) of the targets y (H,) selected by ``mask``."""
-    ok = mask & np.isfinite(y) & np.isfinite(model_p50)
+def band_sums(y: np.ndarray, p50: np.ndarray, last: float, scale: float, mask: np.ndarray) -> np.ndarray:
+    """(bands, 4) sums (SUMS order) of the targets y (H,) selected by ``mask``, against the served
+    median ``p50`` (H,) and the last value."""
+    ok = mask & np.isfinite(y) & np.isfinite(p50)
     out = np.zeros((len(BAND_NAMES), len(SUMS)))
     if not math.isfinite(last) or not math.isfinite(scale):
         return out
@@ -225,7 +228,7 @@ def band_sums(y: np.ndarray, model_p50: np.ndarray, last: float, scale: float, m
     yv = np.where(ok, y, 0.0)
     cols = (
         ok.astype(np.float64),
-        np.where(ok, np.abs(yv - np.nan_to_num(model_p50)), 0.0),
+        np.where(ok, np.abs(yv - np.nan_to_num(p50)), 0.0),
         np.where(ok, np.abs(yv - last), 0.0),
         np.where(ok, scale, 0.0),
     )
@@ -260,9 +263,11 @@ class OnlineBlend:
         self._pending = keep
         return online_weights(self.prior, self.sums, strength=self.strength, ramp=self.ramp)
 
-    def record(self, origin: int, y: np.ndarray, model_p50: np.ndarray, last: float, scale: float) -> None:
+    def record(self, origin: int, y: np.ndarray, p50: np.ndarray, last: float, scale: float) -> None:
+        """The served median (H,) of the forecast at ``origin``, its targets y (H,), the last value
+        and the series scale it was served with."""
         y = np.asarray(y, dtype=np.float64)
-        self._pending.append((origin, y, np.asarray(model_p50, dtype=np.float64), last, scale, ~np.isfinite(y)))
+        self._pending.append((origin, y, np.asarray(p50, dtype=np.float64), last, scale, ~np.isfinite(y)))
 
 
 class ServedSeries:
@@ -284,7 +289,7 @@ class ServedSeries:
             persistence = model
         mixed = blend_quantiles(model, persistence, self.blend.weights(origin))
         median = int(np.argmin(np.abs(np.asarray(levels, dtype=np.float64) - 0.5)))
-        self._last[origin] = (np.asarray(model, dtype=np.float64)[:, median], last)
+        self._last[origin] = (mixed[:, median], last)  # the calibration keeps the median
         return self.calibrator.serve(origin, mixed, levels, **clip)
 
     def record(self, origin: int, y: np.ndarray, served: np.ndarray, scale: float, levels: Sequence[float]) -> None:
@@ -292,5 +297,5 @@ class ServedSeries:
         tau = np.asarray(levels, dtype=np.float64)
         lo, hi = int(np.argmin(np.abs(tau - 0.1))), int(np.argmin(np.abs(tau - 0.9)))
         self.calibrator.record(origin, y, served[:, lo], served[:, hi])
-        model_p50, last = self._last.pop(origin)
-        self.blend.record(origin, y, model_p50, last, scale)
+        p50, last = self._last.pop(origin)
+        self.blend.record(origin, y, p50, last, scale)

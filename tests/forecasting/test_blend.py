@@ -1,13 +1,16 @@
 """The per-band blend of the model with persistence (forecasting.engine.blend)."""
 
 import json
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
+from forecasting.engine import backtest as bt
 from forecasting.engine import blend as bl
 from forecasting.engine.calibration import OnlineCalibrator
 from forecasting.engine.folders import BLEND_FILE, read_blend, write_blend
+from forecasting.engine.series import SeriesWindow
 from forecasting.engine.spec import HORIZON
 
 LEVELS = (0.1, 0.5, 0.9)
@@ -143,3 +146,39 @@ def test_served_forecasts_never_look_ahead():
         if o <= cut:
             np.testing.assert_array_equal(again[k], base[k])
     assert not np.array_equal(again[31], base[31])  # the perturbation does reach later origins
+
+
+class _MeanForecaster:
+    """Forecasts the context's mean ± 2 from the context alone."""
+
+    def predict(self, windows):
+        out = {}
+        for w in windows:
+            level = float(np.nanmean(w.values[:, 0]))
+            row = {
+                "p10": np.full(HORIZON, level - 2),
+                "p50": np.full(HORIZON, level),
+                "p90": np.full(HORIZON, level + 2),
+            }
+            out[w.server] = dict.fromkeys(("cpu_pct", "mem_pct", "disk_io_mb_s", "latency_ms"), row)
+        return out
+
+
+def _walk(n: int = 1500) -> list:
+    rng = np.random.default_rng(1)
+    values = np.zeros((n, 4), dtype=np.float32)
+    values[:, 0] = 50 + np.cumsum(rng.normal(0, 0.5, n))
+    return [SeriesWindow("ppdb001", "database", datetime(2026, 3, 2, tzinfo=UTC), 5, values, np.ones(n, dtype=np.int8))]
+
+
+def _fixed(w: float) -> dict:
+    return {"format": bl.BLEND_FORMAT, "weights": dict.fromkeys(bl.BAND_NAMES, w), "strength": 0.0}
+
+
+def test_backtest_serves_the_model_alone_with_weights_1_and_the_last_value_with_weights_0():
+    series = _walk()
+    alone = bt.run_backtest(series, _MeanForecaster(), metrics=["cpu_pct"], blend=_fixed(1.0))
+    assert alone["methods"]["served"] == alone["methods"]["tft_calibrated"]
+    last = bt.run_backtest(series, _MeanForecaster(), metrics=["cpu_pct"], blend=_fixed(0.0))
+    assert last["methods"]["served"]["mase"] == pytest.approx(last["methods"]["naive"]["mase"])
+    assert last["methods"]["served"]["mase"] < alone["methods"]["served"]["mase"]  # a random walk: last wins
