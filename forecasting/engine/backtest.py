@@ -331,7 +331,7 @@ def _score_tft(scores, what: tuple, origins: np.ndarray, targets: np.ndarray, sc
     w, m, family, protocol = what
     y = w.values[:, METRICS.index(m)].astype(np.float64)
     calibrator = OnlineCalibrator()
-    served_series = ServedSeries(protocol.blend or default_blend(), OnlineCalibrator())
+    served_series = ServedSeries(protocol.blend or default_blend(), OnlineCalibrator(), m)
     for k, o in enumerate(origins):
         raw = _forecaster_quantiles(preds[f"{w.server}#{int(o)}"], m, targets.shape[1])
         calibrated = calibrator.serve(int(o), raw.T, QUANTILE_LEVELS, lower=0.0, upper=_UPPER[m]).T

@@ -13,9 +13,10 @@ The served forecast at step h of band b is the quantile average
 the blend's loss is at most the w-weighted mean of the two losses; with w = 0 and w = 1 on the
 grid, the weight fitted on a set of windows is never worse there than the better component.
 
-Weights (``fit_weights``): per band, the grid value with the lowest scaled pinball loss over
-p10/p50/p90 on validation windows, families weighted equally (each family's mean loss relative to
-persistence's, then the mean over families). They are stored as JSON in the model folder (``folders.read_blend``).
+Weights (``fit_weights``): per band and per metric (a fleet's mem_pct drifts where cpu_pct jumps),
+the grid value with the lowest scaled pinball loss over p10/p50/p90 on validation windows,
+families weighted equally (each family's mean loss relative to persistence's, then the mean over
+families). They are stored as JSON in the model folder (``folders.read_blend``).
 
 Online, per server × metric (``OnlineBlend``): each band's weight moves with the evidence of that
 server's own served forecasts, from exactly the sums the live scorer keeps per server × metric ×
@@ -120,9 +121,11 @@ def default_blend() -> dict:
     return {"format": BLEND_FORMAT, "weights": dict.fromkeys(BAND_NAMES, 1.0), "strength": 0.0, "ramp": RAMP}
 
 
-def weights_of(blend: Mapping) -> np.ndarray:
-    """(bands,) the model's weights in BAND_NAMES order."""
-    return np.array([float(blend["weights"][name]) for name in BAND_NAMES])
+def weights_of(blend: Mapping, metric: str | None = None) -> np.ndarray:
+    """(bands,) the model's weights in BAND_NAMES order: the metric's own where the blend has them,
+    else those fitted over every metric."""
+    weights = blend.get("per_metric", {}).get(metric) or blend["weights"]
+    return np.array([float(weights[name]) for name in BAND_NAMES])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,28 +170,43 @@ class BlendFit:
         return out
 
 
+def _group(name: str) -> tuple[str, str | None]:
+    """A fit group's family and metric: "cpu (simulated) [cpu_pct]" → ("cpu", "cpu_pct")."""
+    family, _, metric = name.partition(" [")
+    return family.split(" (")[0], (metric.rstrip("]") or None)
+
+
+def _best(fit: BlendFit, curves: list) -> tuple[float, list[float]]:
+    """The grid weight of lowest mean relative loss: each group's loss relative to persistence
+    alone (w = 0), so a family whose scale makes its losses tiny still counts as much as any other."""
+    rel = [np.asarray(v) / v[0] if v[0] > 0 else np.asarray(v) for v in curves]
+    curve = np.mean(np.array(rel), axis=0)
+    return float(fit.grid[int(np.argmin(curve))]), [round(float(c), 5) for c in curve]
+
+
 def fit_weights(fit: BlendFit, families: Iterable[str] | None = None) -> dict:
     """Per band, the grid weight whose loss, families weighted equally (``families``, default all
-    present), is lowest; returns the blend JSON (weights, the curves it was chosen from, windows)."""
+    present), is lowest — over every group ("weights") and per metric over that metric's groups
+    ("per_metric"); returns the blend JSON (weights, the curves they were chosen from, windows).
+    A group is a family of one kind ("cpu" and "cpu (simulated)" are two) on one metric."""
     losses = fit.losses()
     weights: dict[str, float] = {}
+    per_metric: dict[str, dict[str, float]] = {}
     curves: dict[str, list[float]] = {}
     wanted = set(families) if families is not None else None
     for band in BAND_NAMES:
-        # "cpu (simulated)" counts as a family of its own within "cpu"
-        by_family = {f: v for f, v in losses.get(band, {}).items() if wanted is None or f.split(" (")[0] in wanted}
-        if not by_family:
+        groups = {g: v for g, v in losses.get(band, {}).items() if wanted is None or _group(g)[0] in wanted}
+        if not groups:
             weights[band] = 1.0
             continue
-        # each family's loss relative to persistence alone (w = 0), then the mean over families:
-        # a family whose scale makes its losses tiny still counts as much as any other
-        rel = [np.asarray(v) / v[0] if v[0] > 0 else np.asarray(v) for v in by_family.values()]
-        curve = np.mean(np.array(rel), axis=0)
-        weights[band] = float(fit.grid[int(np.argmin(curve))])
-        curves[band] = [round(float(c), 5) for c in curve]
+        weights[band], curves[band] = _best(fit, list(groups.values()))
+        for metric in sorted({_group(g)[1] for g in groups} - {None}):
+            own = [v for g, v in groups.items() if _group(g)[1] == metric]
+            per_metric.setdefault(metric, {})[band] = _best(fit, own)[0]
     return {
         "format": BLEND_FORMAT,
         "weights": weights,
+        "per_metric": {m: {band: w.get(band, weights[band]) for band in BAND_NAMES} for m, w in per_metric.items()},
         "strength": STRENGTH,
         "ramp": RAMP,
         "grid": fit.grid.tolist(),
@@ -244,8 +262,8 @@ class OnlineBlend:
     (step h of origin o is known once o + h < origin) and not taken in yet, then returns the
     per-band weights to serve at ``origin``; ``record`` hands over a forecast and its targets."""
 
-    def __init__(self, blend: Mapping) -> None:
-        self.prior = weights_of(blend)
+    def __init__(self, blend: Mapping, metric: str | None = None) -> None:
+        self.prior = weights_of(blend, metric)
         self.strength = float(blend.get("strength", STRENGTH))
         self.ramp = int(blend.get("ramp", RAMP))
         self.sums = np.zeros((len(BAND_NAMES), len(SUMS)))
@@ -275,8 +293,8 @@ class ServedSeries:
     model's quantiles blended with persistence by the online weights, then interval-calibrated by
     the calibrator fed with the served intervals' misses; nothing later than the origin is used."""
 
-    def __init__(self, blend: Mapping, calibrator) -> None:
-        self.blend = OnlineBlend(blend)
+    def __init__(self, blend: Mapping, calibrator, metric: str | None = None) -> None:
+        self.blend = OnlineBlend(blend, metric)
         self.calibrator = calibrator  # calibration.OnlineCalibrator (duck-typed: serve / record)
         self._last: dict[int, tuple[np.ndarray, float]] = {}
 

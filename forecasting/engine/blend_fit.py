@@ -79,7 +79,7 @@ def _add_metric(fit: BlendFit, w: SeriesWindow, m: str, origins: np.ndarray, q: 
     y = w.values[:, METRICS.index(m)].astype(np.float64)
     scale = naive_scale(y[: int(origins[0])])
     family = report_family(w.server, m, mapped=kind == "real")
-    family = family if kind == "real" else f"{family} ({kind})"
+    family = (family if kind == "real" else f"{family} ({kind})") + f" [{m}]"  # engine.blend._group
     for k, o in enumerate(origins):
         persistence = persistence_quantiles(y[o - CONTEXT : o], QUANTILE_LEVELS, HORIZON, upper=_UPPER[m])
         fit.add(family, y[o : o + HORIZON], q[k], persistence, QUANTILE_LEVELS, scale)

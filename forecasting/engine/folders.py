@@ -195,7 +195,10 @@ def read_blend(path: Path) -> dict | None:
     weights = data.get("weights")
     if not isinstance(weights, dict) or set(weights) != set(BAND_NAMES):
         return None
-    if not all(isinstance(w, int | float) and 0.0 <= w <= 1.0 for w in weights.values()):
+    every = [weights, *(data.get("per_metric") or {}).values()]
+    if not all(isinstance(ws, dict) and set(ws) == set(BAND_NAMES) for ws in every):
+        return None
+    if not all(isinstance(w, int | float) and 0.0 <= w <= 1.0 for ws in every for w in ws.values()):
         return None
     return data
 

@@ -182,3 +182,16 @@ def test_backtest_serves_the_model_alone_with_weights_1_and_the_last_value_with_
     last = bt.run_backtest(series, _MeanForecaster(), metrics=["cpu_pct"], blend=_fixed(0.0))
     assert last["methods"]["served"]["mase"] == pytest.approx(last["methods"]["naive"]["mase"])
     assert last["methods"]["served"]["mase"] < alone["methods"]["served"]["mase"]  # a random walk: last wins
+
+
+def test_weights_are_fitted_per_metric_beside_every_metric_together():
+    fit = bl.BlendFit()
+    y = np.zeros(HORIZON)
+    right, off = np.zeros((HORIZON, 3)), np.full((HORIZON, 3), 4.0)
+    for _ in range(5):
+        fit.add("cpu [cpu_pct]", y, right, off, LEVELS, 1.0)  # the model right on cpu
+        fit.add("memory [mem_pct]", y, off, right, LEVELS, 1.0)  # the last value right on memory
+    fitted = bl.fit_weights(fit)
+    np.testing.assert_array_equal(bl.weights_of(fitted, "cpu_pct"), [1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(bl.weights_of(fitted, "mem_pct"), [0.0, 0.0, 0.0])
+    assert bl.weights_of(fitted, "latency_ms").tolist() == bl.weights_of(fitted).tolist()  # no own fit
