@@ -18,9 +18,9 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from forecasting.engine.spec import HORIZON_BANDS
+from forecasting.engine.sources import source_rule
+from forecasting.engine.spec import BAND_NAMES, HORIZON_BANDS
 
-BAND_NAMES: tuple[str, ...] = tuple(name for name, _, _ in HORIZON_BANDS)
 WHOLE = "0-8h"  # the whole horizon, beside the bands in per-family tables
 INFRASTRUCTURE: tuple[str, ...] = ("cpu", "memory", "disk", "network", "latency")
 REQUESTS = "requests"
@@ -41,6 +41,9 @@ def report_family(name: str, metric: str, *, mapped: bool = False) -> str:
     """The family a series × metric is reported in: from words of the series name (NAB files),
     else from the metric of a contract server's own column; a single-value file that was only
     mapped onto a metric (``mapped``) and names no known kind is "other"."""
+    rule = source_rule(name)  # vendored date-less sources (SMD m18 is network-in, not requests)
+    if rule is not None:
+        return "network" if rule.family == "network/requests" else rule.family
     lowered = name.lower()
     for family, words in _NAME_WORDS:
         if any(word in lowered for word in words):

@@ -39,9 +39,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from forecasting.engine.spec import HORIZON, HORIZON_BANDS
+from forecasting.engine.spec import BAND_NAMES, HORIZON, HORIZON_BANDS
 
-BAND_NAMES: tuple[str, ...] = tuple(name for name, _, _ in HORIZON_BANDS)
 BAND_OF_STEP = np.concatenate(
     [np.full(end - first, i, dtype=np.int64) for i, (_, first, end) in enumerate(HORIZON_BANDS)]
 )

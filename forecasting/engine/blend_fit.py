@@ -21,10 +21,10 @@ from forecasting.engine.backtest import (
     QUANTILE_LEVELS,
     _scored_metrics,
     context_window,
-    naive_scale,
 )
 from forecasting.engine.bands import INFRASTRUCTURE, report_family
 from forecasting.engine.blend import BlendFit, fit_weights, persistence_quantiles
+from forecasting.engine.metrics import naive_scale
 from forecasting.engine.series import SeriesWindow
 from forecasting.engine.spec import CONTEXT, HORIZON, METRICS
 

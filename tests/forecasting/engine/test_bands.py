@@ -90,3 +90,9 @@ def test_backtest_reports_every_band_and_method_with_requests_apart():
     assert list(result["per_band_family"]) == ["cpu", "disk", "requests"]
     cpu, disk = (result["per_band_family"][f]["2-8h"]["seasonal_naive"]["mase"] for f in ("cpu", "disk"))
     assert result["per_band"]["2-8h"]["seasonal_naive"]["mase"] == pytest.approx((cpu + disk) / 2)
+
+
+def test_report_family_of_vendored_sources_comes_from_their_rule():
+    assert bands.report_family("smd_machine-1-7_m18", "disk_io_mb_s", mapped=True) == "network"
+    assert bands.report_family("smd_machine-1-7_m05", "mem_pct", mapped=True) == "memory"
+    assert bands.report_family("js2_service3_m00", "disk_io_mb_s", mapped=True) == "other"
