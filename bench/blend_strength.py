@@ -78,6 +78,9 @@ def main() -> None:
         for strength in args.strengths:
             result = bt.run_backtest(series, forecaster, metrics=metrics, blend={**blend, "strength": strength})
             cells = []
+            if "served" not in result["families_equal"]:
+                print(f"{name:<28} no infrastructure family")
+                break
             for band, by_method in result["per_band"].items():
                 r = by_method["served"]
                 cells.append(f"{band} {r['mase_x_naive']:.3f}/{r['pinball_x_naive']:.3f} cov {r['coverage']:.2f}")

@@ -24,9 +24,10 @@ from forecasting.engine.backtest import (
 )
 from forecasting.engine.bands import INFRASTRUCTURE, report_family
 from forecasting.engine.blend import BlendFit, fit_weights, persistence_quantiles
+from forecasting.engine.folders import write_blend
 from forecasting.engine.metrics import naive_scale
 from forecasting.engine.series import SeriesWindow
-from forecasting.engine.spec import CONTEXT, HORIZON, METRICS
+from forecasting.engine.spec import CONTEXT, HORIZON, METRICS, profile_for
 
 logger = logging.getLogger(__name__)
 
@@ -88,3 +89,21 @@ def _add_metric(fit: BlendFit, w: SeriesWindow, m: str, origins: np.ndarray, q: 
 def fit_blend(sources, forecaster, *, families: Iterable[str] = INFRASTRUCTURE) -> dict:
     """The blend JSON of a model folder: per-band weights fitted families-equal over ``families``."""
     return fit_weights(collect_blend_fit(sources, forecaster), families)
+
+
+def attach_blend(path, series: list[SeriesWindow], forecaster, val_fraction: float) -> str:
+    """At training time: fit the blend on the validation tail (the last ``val_fraction`` of each
+    training series, held out from the gradient steps) and store it in the folder (blend.json).
+    Contract-named servers (a simulated fleet) form their own kind, every other series is "real"."""
+    simulated = [w for w in series if profile_for(w.server) != "generic"]
+    real = [w for w in series if profile_for(w.server) == "generic"]
+    part = (1.0 - val_fraction, 1.0)
+    sources = [(real, None, part, "real", FIT_EVERY), (simulated, None, part, "simulated", FIT_EVERY)]
+    try:
+        blend = fit_blend([s for s in sources if s[0]], forecaster)
+    except Exception as exc:  # like the probability fit: a failed fit must not lose the trained model
+        logger.exception("blend fit failed")
+        return f"failed ({exc})"
+    blend["fitted_on"] = f"validation tail ({val_fraction:g}) of the training series"
+    write_blend(path, blend)
+    return f"blend weights {blend['weights']}"

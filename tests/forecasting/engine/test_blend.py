@@ -8,6 +8,7 @@ import pytest
 
 from forecasting.engine import backtest as bt
 from forecasting.engine import blend as bl
+from forecasting.engine.blend_fit import attach_blend, fit_origins
 from forecasting.engine.calibration import OnlineCalibrator
 from forecasting.engine.folders import BLEND_FILE, read_blend, write_blend
 from forecasting.engine.series import SeriesWindow
@@ -195,3 +196,23 @@ def test_weights_are_fitted_per_metric_beside_every_metric_together():
     np.testing.assert_array_equal(bl.weights_of(fitted, "cpu_pct"), [1.0, 1.0, 1.0])
     np.testing.assert_array_equal(bl.weights_of(fitted, "mem_pct"), [0.0, 0.0, 0.0])
     assert bl.weights_of(fitted, "latency_ms").tolist() == bl.weights_of(fitted).tolist()  # no own fit
+
+
+class _ArrayForecaster:
+    """predict_array of the context's last value at every quantile (persistence with no spread)."""
+
+    quantiles = (0.1, 0.5, 0.9)
+
+    def predict_array(self, windows):
+        last = np.stack([w.values[-1] for w in windows]).astype(np.float32)  # (B, M)
+        return np.broadcast_to(last[:, None, :, None], (len(windows), HORIZON, 4, 3)).copy()
+
+
+def test_training_fits_the_blend_on_the_validation_tail_and_stores_it(tmp_path):
+    series = _walk(3000)
+    assert fit_origins(3000, (0.8, 1.0)).min() >= 2400  # only the validation tail's windows
+    note = attach_blend(tmp_path, series, _ArrayForecaster(), 0.2)
+    stored = read_blend(tmp_path)
+    assert stored is not None and "validation tail (0.2)" in stored["fitted_on"]
+    assert stored["windows"] == {"cpu (simulated) [cpu_pct]": len(fit_origins(3000, (0.8, 1.0)))}  # a contract name
+    assert note.startswith("blend weights")
