@@ -121,7 +121,7 @@ class Command(BaseCommand):
             source.series, forecaster, metrics=source.metrics, per_metric=opts["per_metric"], blend=blend
         )
         if blend is not None:
-            result["blend"] = blend["weights"] | {"strength": blend.get("strength")}
+            result["blend"] = {k: blend.get(k) for k in ("weights", "per_metric", "strength", "ramp", "fitted_on")}
         if source.truth is not None and not opts["no_lead_time"]:
             result["lead_time"] = bt.lead_time_evaluation(source.truth.windows, source.truth.episodes, forecaster)
         if forecaster is not None and opts["fit_probabilities"]:
