@@ -20,7 +20,11 @@ The TFT is scored twice: raw (``tft``) and as served (``tft_calibrated``), its q
 the adaptive conformal calibration of ``engine.calibration`` — one ``OnlineCalibrator`` per series
 and metric, origins in time order, each origin calibrated from the earlier origins' targets already
 observed at it (step h of origin o is known from o + h + 1 on: no look-ahead). ``calibration`` in
-the result compares both per series family (``series_family``) and pooled.
+the result compares both per series family (``series_family``) and pooled. ``served`` is what a
+server is served: the TFT blended per band with persistence (``engine.blend``, weights from the
+model folder's blend.json moved online by the series' own known targets), then calibrated the same
+way. ``per_band`` & co. (``engine.bands``) score every method per horizon band, families weighted
+equally.
 
 Incident probabilities (``probability_evaluation``): prob_30m / prob_8h at origins every hour of the
 test part against what happened (PROBABILITY_RULES), as Brier score, Brier skill vs climatology and
@@ -46,6 +50,8 @@ from typing import Any
 
 import numpy as np
 
+from forecasting.engine.bands import BandScores, band_scores, report_family
+from forecasting.engine.blend import ServedSeries, default_blend
 from forecasting.engine.calibration import GAMMAS, N_CAP, OnlineCalibrator
 from forecasting.engine.metrics import naive_scale, pinball
 from forecasting.engine.probability import (
@@ -79,7 +85,8 @@ QUANTILE_LEVELS: tuple[float, ...] = (0.1, 0.5, 0.9)
 QUANTILE_KEYS: tuple[str, ...] = ("p10", "p50", "p90")
 BASELINES: tuple[str, ...] = ("naive", "seasonal_naive", "predict_linear", "mean")
 CALIBRATED = "tft_calibrated"
-METHOD_ORDER: tuple[str, ...] = ("tft", CALIBRATED, *BASELINES)
+SERVED = "served"  # blended with persistence (engine.blend), then calibrated: what a server is served
+METHOD_ORDER: tuple[str, ...] = ("tft", CALIBRATED, SERVED, *BASELINES)
 FAMILIES: tuple[str, ...] = ("cpu", "memory", "network/requests", "disk", "latency", "other")
 _FAMILY_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cpu", ("cpu",)),
@@ -283,6 +290,7 @@ class _Protocol:
     calibration: int
     scale: str  # "train" or "context"
     mapped: bool = False  # single-value files mapped onto a metric: the family comes from the name only
+    blend: Mapping | None = None  # the model folder's blend (engine.blend); None: the model alone
 
 
 def _scored_metrics(series: list[SeriesWindow], metrics) -> dict[str, tuple[str, ...]]:
@@ -302,38 +310,54 @@ def _score_metric(scores, protocol: _Protocol, w: SeriesWindow, m: str, origins:
     y = w.values[:, METRICS.index(m)].astype(np.float64)
     scales = _scales(y, origins, protocol)
     targets = np.stack([y[o : o + protocol.horizon] for o in origins])
-    family = series_family(w.server, None if protocol.mapped else m)
+    family = (
+        series_family(w.server, None if protocol.mapped else m),
+        report_family(w.server, m, mapped=protocol.mapped),
+    )
     for method in BASELINES:
         q = baseline_quantiles(
             method, y, origins, horizon=protocol.horizon, calibration=protocol.calibration, upper=_UPPER[m]
         )
         for k in range(len(origins)):
-            scores.add(method, m, score_window(targets[k], q[k], scales[k]), family)
+            scores.add_window(method, m, family, targets[k], q[k], scales[k])
     if preds is None:
         return
-    _score_tft(scores, (w, m, family), origins, targets, scales, preds)
+    _score_tft(scores, (w, m, family, protocol), origins, targets, scales, preds)
 
 
 def _score_tft(scores, what: tuple, origins: np.ndarray, targets: np.ndarray, scales: np.ndarray, preds) -> None:
     """The TFT raw and as served: calibrated at each origin (in time order) by the errors of earlier
     origins' targets known by then (see calibration.OnlineCalibrator)."""
-    w, m, family = what
+    w, m, family, protocol = what
+    y = w.values[:, METRICS.index(m)].astype(np.float64)
     calibrator = OnlineCalibrator()
+    served_series = ServedSeries(protocol.blend or default_blend(), OnlineCalibrator(), m)
     for k, o in enumerate(origins):
         raw = _forecaster_quantiles(preds[f"{w.server}#{int(o)}"], m, targets.shape[1])
-        served = calibrator.serve(int(o), raw.T, QUANTILE_LEVELS, lower=0.0, upper=_UPPER[m]).T
-        calibrator.record(int(o), targets[k], served[0], served[2])
-        scores.add("tft", m, score_window(targets[k], raw, scales[k]), family)
-        scores.add(CALIBRATED, m, score_window(targets[k], served, scales[k]), family)
+        calibrated = calibrator.serve(int(o), raw.T, QUANTILE_LEVELS, lower=0.0, upper=_UPPER[m]).T
+        calibrator.record(int(o), targets[k], calibrated[0], calibrated[2])
+        context = y[max(0, int(o) - protocol.context) : int(o)]
+        served = served_series.serve(int(o), raw.T, context, QUANTILE_LEVELS, lower=0.0, upper=_UPPER[m])
+        served_series.record(int(o), targets[k], served, scales[k], QUANTILE_LEVELS)
+        scores.add_window("tft", m, family, targets[k], raw, scales[k])
+        scores.add_window(CALIBRATED, m, family, targets[k], calibrated, scales[k])
+        scores.add_window(SERVED, m, family, targets[k], served.T, scales[k])
 
 
 class _Scores:
     def __init__(self) -> None:
         self.rows: dict[str, list[tuple[str, str, dict[str, float]]]] = {}
+        self.bands = BandScores()  # per horizon band and report family (engine.bands)
 
     def add(self, method: str, metric: str, score: dict[str, float] | None, family: str = "other") -> None:
         if score is not None:
             self.rows.setdefault(method, []).append((metric, family, score))
+
+    def add_window(self, method: str, metric: str, families: tuple[str, str], y, q, scale) -> None:
+        """One window's scores, whole (series family) and per band (report family)."""
+        score = score_window(y, q, scale)
+        self.add(method, metric, score, families[0])
+        self.bands.add(method, families[1], score, band_scores(y, q, scale, QUANTILE_LEVELS))
 
     def summary(self, methods: Iterable[str]) -> dict[str, dict[str, float]]:
         return {method: _mean_scores([s for _, _, s in self.rows.get(method, [])]) for method in methods}
@@ -425,6 +449,7 @@ def run_backtest(
     scale: str = "train",
     chunk_size: int = PREDICT_CHUNK,
     per_metric: bool = False,
+    blend: Mapping | None = None,
 ) -> dict[str, Any]:
     """Rolling-origin backtest of ``forecaster`` (optional) and the four baselines.
 
@@ -448,12 +473,13 @@ def run_backtest(
         windows = [context_window(w, int(o), context) for w, os in zip(series, origins, strict=True) for o in os]
         preds = _predict_chunks(forecaster, windows, chunk_size) if windows else {}
     scores = _Scores()
-    protocol = _Protocol(horizon, context, calibration, scale, mapped=isinstance(metrics, Mapping))
+    protocol = _Protocol(horizon, context, calibration, scale, mapped=isinstance(metrics, Mapping), blend=blend)
     for w, os in zip(series, origins, strict=True):
         for m in scored[w.server] if len(os) else ():
             _score_metric(scores, protocol, w, m, os, preds if forecaster is not None else None)
-    methods = [m for m in METHOD_ORDER if m not in ("tft", CALIBRATED) or forecaster is not None]
+    methods = [m for m in METHOD_ORDER if m not in ("tft", CALIBRATED, SERVED) or forecaster is not None]
     result: dict[str, Any] = {"methods": scores.summary(methods), "per_family": scores.per_family(methods)}
+    result.update(scores.bands.report(methods))  # per_band & co. (engine.bands)
     if per_metric:
         result["per_metric"] = scores.per_metric(methods)
     if forecaster is not None:

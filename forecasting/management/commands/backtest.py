@@ -31,7 +31,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from forecasting.engine import backtest as bt
-from forecasting.engine.folders import read_probability_calibration, write_probability_calibration
+from forecasting.engine.folders import read_blend, read_probability_calibration, write_probability_calibration
 from forecasting.engine.network import load_forecaster
 from forecasting.engine.series import SeriesWindow, load_csv_dir
 from forecasting.engine.simulator import FleetTruth, fleet_names, simulate_fleet_truth
@@ -102,6 +102,12 @@ class Command(BaseCommand):
             default=list(bt.PROB_WINDOWS),
             help="with --fit-probabilities: the windows to recalibrate (the others are served raw)",
         )
+        parser.add_argument(
+            "--blend-strength",
+            type=float,
+            help="override the online move of the model folder's blend.json (choosing it on development series)",
+        )
+        parser.add_argument("--no-blend", action="store_true", help="serve the TFT alone (ignore blend.json)")
         parser.add_argument("--json", action="store_true", help="print the result as JSON only")
 
     def handle(self, *args, **opts):
@@ -110,7 +116,12 @@ class Command(BaseCommand):
             logging.getLogger("forecasting").setLevel(logging.WARNING)
         forecaster = None if opts["no_tft"] else self._forecaster(opts)
         source = _series_source(opts)
-        result = bt.run_backtest(source.series, forecaster, metrics=source.metrics, per_metric=opts["per_metric"])
+        blend = self._blend(forecaster, opts)
+        result = bt.run_backtest(
+            source.series, forecaster, metrics=source.metrics, per_metric=opts["per_metric"], blend=blend
+        )
+        if blend is not None:
+            result["blend"] = {k: blend.get(k) for k in ("weights", "per_metric", "strength", "ramp", "fitted_on")}
         if source.truth is not None and not opts["no_lead_time"]:
             result["lead_time"] = bt.lead_time_evaluation(source.truth.windows, source.truth.episodes, forecaster)
         if forecaster is not None and opts["fit_probabilities"]:
@@ -134,8 +145,10 @@ class Command(BaseCommand):
         )
         if forecaster is not None:
             self.stdout.write(f"TFT: {getattr(forecaster, 'version', '?')}")
+        _band_tables(self.stdout.write, result)
+        self.stdout.write("\nPooled by windows (secondary):")
         self._table(result["methods"])
-        if len(result.get("per_family", {})) > 1:
+        if len(result.get("per_family", {})) > 1 and not result.get("per_band_family"):
             for family, by_method in result["per_family"].items():
                 self.stdout.write(f"\nfamily {family}:")
                 self._table(by_method)
@@ -149,6 +162,14 @@ class Command(BaseCommand):
         if "probabilities" in result:
             self._probability_table(result["probabilities"])
         self.stdout.write(f"\n({elapsed:.1f}s)")
+
+    def _blend(self, forecaster, opts) -> dict | None:
+        if forecaster is None or opts["no_blend"]:
+            return None
+        blend = read_blend(self.model_path)
+        if blend is not None and opts["blend_strength"] is not None:
+            blend["strength"] = opts["blend_strength"]
+        return blend
 
     def _fit_probabilities(self, source: BacktestSource, forecaster, windows: list[str]) -> None:
         fitted = bt.fit_probability_recalibration(source.series, forecaster, metrics=source.metrics)
@@ -307,3 +328,28 @@ def _jsonable(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def _band_tables(write, result: dict) -> None:
+    """The lead tables: per horizon band, infrastructure families weighted equally (× naive, then
+    coverage), then request volumes on their own, then each family."""
+    headline = ", ".join(result.get("headline_families", []))
+    _band_table(write, f"Families weighted equally, infrastructure ({headline})", result.get("per_band", {}))
+    _band_table(write, "Request volumes", result.get("per_band_requests", {}))
+    for family, bands in result.get("per_band_family", {}).items():
+        _band_table(write, f"family {family}", bands)
+
+
+def _band_table(write, title: str, bands: dict) -> None:
+    if not any(bands.values()):
+        return
+    write(f"\n{title}: MASE × naive, pinball × naive, coverage per horizon band")
+    write(f"{'method':<16}" + "".join(f"{band:>20}" for band in bands))
+    methods = next(iter(v for v in bands.values() if v))
+    for method in methods:
+        cells = []
+        for by_method in bands.values():
+            r = by_method.get(method)
+            ratios = (_fmt(r[k], 2) for k in ("mase_x_naive", "pinball_x_naive", "coverage")) if r else ("—",)
+            cells.append(" ".join(ratios))
+        write(f"{method:<16}" + "".join(f"{c:>20}" for c in cells))
