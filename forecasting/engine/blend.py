@@ -39,11 +39,10 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from forecasting.engine import spec
 from forecasting.engine.spec import BAND_NAMES, HORIZON, HORIZON_BANDS
 
-BAND_OF_STEP = np.concatenate(
-    [np.full(end - first, i, dtype=np.int64) for i, (_, first, end) in enumerate(HORIZON_BANDS)]
-)
+BAND_OF_STEP = np.asarray(spec.BAND_OF_STEP, dtype=np.int64)  # spec's, as an index array
 GRID = np.round(np.linspace(0.0, 1.0, 21), 2)  # weights of the model, 0 = persistence only
 BLEND_FORMAT = "tftsite-blend/1"
 # Online move (chosen on development series only, see the README): the logit shift per unit of

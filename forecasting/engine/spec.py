@@ -14,6 +14,8 @@ HORIZON = 96  # 8 hours of 5-minute steps are forecast
 HORIZON_BANDS: tuple[tuple[str, int, int], ...] = (("0-30m", 0, 6), ("30m-2h", 6, 24), ("2-8h", 24, HORIZON))
 BAND_NAMES: tuple[str, ...] = tuple(name for name, _, _ in HORIZON_BANDS)
 BAND_STEPS: tuple[tuple[int, int], ...] = tuple((first, end) for _, first, end in HORIZON_BANDS)
+# The band (index into HORIZON_BANDS) of each forecast step 0 … HORIZON − 1.
+BAND_OF_STEP: tuple[int, ...] = tuple(i for i, (_, first, end) in enumerate(HORIZON_BANDS) for _ in range(first, end))
 CONTEXT = 288  # 24 hours of buckets are the model's (and the baselines') context
 STEPS_PER_DAY = 24 * 60 // STEP_MINUTES
 
