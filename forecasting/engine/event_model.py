@@ -22,8 +22,9 @@ Features of one server at one origin (``event_features``), for the scored metric
 
 Per-metric figures are reduced over the scored metrics to the most dangerous one (min distance,
 max share). One model per window ("30m", "8h"). Learners: ``logistic`` (L2-regularised logistic
-regression on standardised features, fitted by Newton's method here) and ``trees`` (scikit-learn
-gradient-boosted trees, exported as node arrays and evaluated in numpy).
+regression on standardised features, fitted by Newton's method here), ``trees`` (scikit-learn
+gradient-boosted trees, exported as node arrays and evaluated in numpy) and ``blend`` (the mean of
+both probabilities).
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ FEATURES: tuple[str, ...] = (
     *(f"profile_{p}" for p in PROFILES),
 )
 _MIN_OVER_METRICS = {"z_last", "z_hour_max", "z_context_max", "z_p50_max", "z_p90_max", "z_top_max"}
+
+
+LEARNERS: tuple[str, ...] = ("logistic", "trees", "blend")
 
 
 class EventModelError(ValueError):
@@ -243,13 +247,23 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, *, weight: np.ndarray | None = No
     beta[0] = math.log(prior / (1 - prior))
     penalty = np.full(xs.shape[1], l2 * 1e-3 * w.sum())
     penalty[0] = 0.0
+
+    def objective(b: np.ndarray) -> float:
+        z = xs @ b
+        return float(np.sum(w * (np.logaddexp(0.0, z) - y * z)) + 0.5 * np.sum(penalty * b * b))
+
+    current = objective(beta)
     for _ in range(iterations):
         p = _sigmoid(xs @ beta)
         grad = xs.T @ (w * (p - y)) + penalty * beta
-        hess = (xs * (w * p * (1 - p))[:, None]).T @ xs + np.diag(penalty + 1e-9)
+        hess = (xs * (w * p * (1 - p))[:, None]).T @ xs + np.diag(penalty + 1e-6)
         step = np.linalg.solve(hess, grad)
-        beta -= step
-        if np.abs(step).max() < 1e-7:
+        scale = 1.0  # backtracking: a full Newton step can overshoot where the classes nearly separate
+        while scale > 1e-4 and objective(beta - scale * step) > current:
+            scale /= 2
+        beta = beta - scale * step
+        previous, current = current, objective(beta)
+        if previous - current < 1e-9 * max(1.0, abs(previous)):
             break
     return {
         "learner": "logistic",
@@ -313,6 +327,8 @@ def predict(params: dict, x: np.ndarray) -> np.ndarray:
         return _sigmoid(z + float(params["intercept"]))
     if learner == "trees":
         return _sigmoid(_trees_raw(params, x))
+    if learner == "blend":  # the mean of its parts' probabilities
+        return np.mean([predict(part, x) for part in params["parts"]], axis=0)
     raise EventModelError(f"unknown learner {learner!r}")
 
 
@@ -326,7 +342,7 @@ def check_model(model: object) -> dict:
     if not isinstance(windows, dict) or not all(w in windows for w in WINDOWS):
         raise EventModelError(f"model lacks windows {list(WINDOWS)}")
     for params in windows.values():
-        if not isinstance(params, dict) or params.get("learner") not in ("logistic", "trees"):
+        if not isinstance(params, dict) or params.get("learner") not in LEARNERS:
             raise EventModelError("a window's learner is missing or unknown")
     return model
 

@@ -5,7 +5,7 @@ A sample is one (series, origin): the event-model features (engine.event_model) 
 and the served (interval-calibrated, as backtest ``_calibrated_all``) forecast, the incident
 labels of engine.incidents per kind and window, and the current method's probability (the
 max-over-steps bound of engine.probability) for the comparison. Series are grouped by family
-(``sample_family``) so that scores weigh families equally and cross-validation holds whole
+(``backtest.probability_family``) so that scores weigh families equally and cross-validation holds whole
 series out.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 from forecasting.engine import backtest as bt
 from forecasting.engine import event_model as em
 from forecasting.engine.incidents import DEFAULT_MIN_BUCKETS, REPORTED_STATES, WINDOWS, incident_labels
-from forecasting.engine.probability import fit_isotonic, incident_probabilities, limits_batch, recalibrated
+from forecasting.engine.probability import fit_isotonic, incident_probabilities, recalibrated
 from forecasting.engine.probability_scores import family_pooled
 from forecasting.engine.series import SeriesWindow
 from forecasting.engine.spec import CONTEXT, DEFAULT_THRESHOLDS, HORIZON, METRICS
@@ -28,15 +28,8 @@ from forecasting.engine.spec import CONTEXT, DEFAULT_THRESHOLDS, HORIZON, METRIC
 logger = logging.getLogger(__name__)
 
 LEARNERS: tuple[str, ...] = ("logistic", "trees")
+DEFAULT_LEARNER = "blend"  # see the model card: it won on held-out development series
 EVENT_KIND = "incident"  # what the shipped model predicts: an incident of either kind starts
-
-
-def sample_family(w: SeriesWindow, scored: Sequence[str]) -> str:
-    """A series' family for probability scores: a single-value file's name family (cpu, disk, …),
-    "servers" for a contract server scored on all its metrics."""
-    if len(scored) == 1:
-        return bt.series_family(w.server)
-    return "servers"
 
 
 @dataclass
@@ -87,29 +80,24 @@ def sample_origins(n_steps: int, part: str, every: int, fraction: float) -> np.n
 
 
 def series_samples(w: SeriesWindow, scored: Sequence[str], origins: np.ndarray, q: np.ndarray, levels,
-                   cfg: SampleConfig) -> tuple[dict, dict, dict, np.ndarray]:  # fmt: skip
+                   cfg: SampleConfig) -> tuple[dict, dict, dict]:  # fmt: skip
     """One series at its origins: (features by window, labels by kind and window, the current
-    method's probability by window, the served quantiles (n, H, M, K))."""
-    y = w.values.astype(np.float64)
+    method's probability — the calibrated bound — by window), from what serving sees
+    (backtest.served_inputs)."""
     cols = [METRICS.index(m) for m in scored]
-    context = np.stack([y[o - CONTEXT : o] for o in origins])
-    states = np.stack([w.states[o - CONTEXT : o] for o in origins])
-    _, critical = limits_batch(context, dict(cfg.thresholds), METRICS)
-    served = np.asarray(q, dtype=np.float64).copy()
-    for c in cols:
-        served[:, :, c] = bt._calibrated_all(q[:, :, c], y[:, c], origins, list(levels), bt._UPPER[METRICS[c]])
+    setup = bt.ProbabilitySetup(tuple(levels), cfg.thresholds, min_buckets=cfg.min_buckets)
+    context, states, critical, served = bt.served_inputs(w, cols, origins, q, setup)
     mask = np.zeros((len(origins), len(METRICS)), dtype=bool)
     mask[:, cols] = True
     feats = em.event_features(
         context, states, served, levels, critical, [w.profile] * len(origins), scored=mask, min_buckets=cfg.min_buckets
     )
     labels = incident_labels(
-        y[:, cols], w.states, critical[:, cols], origins,
+        w.values[:, cols].astype(np.float64), w.states, critical[:, cols], origins,
         min_buckets=cfg.min_buckets, incident_states=cfg.incident_states,
     )  # fmt: skip
     probs = incident_probabilities(served[:, :, cols], np.array(levels), critical[:, cols])
-    bound = {"30m": probs["prob_30m"], "8h": probs["prob_8h"]}
-    return feats, labels, bound, served
+    return feats, labels, {"30m": probs["prob_30m"], "8h": probs["prob_8h"]}
 
 
 def event_samples(
@@ -132,8 +120,8 @@ def event_samples(
         if not len(origins):
             continue
         q = forecaster.predict_array([bt.context_window(w, int(o)) for o in origins])
-        feats, labels, bound, _ = series_samples(w, scored[w.server], origins, q, levels, cfg)
-        samples.add(w, sample_family(w, scored[w.server]), feats, labels, bound)
+        feats, labels, bound = series_samples(w, scored[w.server], origins, q, levels, cfg)
+        samples.add(w, bt.probability_family(w, scored[w.server]), feats, labels, bound)
     out = samples.arrays()
     logger.info("event samples: %d origins of %d series", len(out["series"]), len(series))
     return out
@@ -155,6 +143,9 @@ def fit_window(learner: str, x: np.ndarray, y: np.ndarray, weight: np.ndarray, b
         return em.fit_logistic(x, y, weight=weight)
     if learner == "trees":
         return em.fit_trees(x, y, weight=weight)
+    if learner == "blend":
+        parts = [fit_window(part, x, y, weight, bound) for part in LEARNERS]
+        return {"learner": "blend", "parts": parts}
     if learner == "isotonic":
         return {"learner": "isotonic", **fit_isotonic(bound, y)}
     raise ValueError(f"unknown learner {learner!r}")
