@@ -36,8 +36,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from forecasting.engine.incidents import DEFAULT_MIN_BUCKETS, WINDOWS, run_lengths_ahead
-from forecasting.engine.probability import exceedance
-from forecasting.engine.spec import PROFILES, STATE_INDEX
+from forecasting.engine.probability import exceedance, limits_batch
+from forecasting.engine.spec import CONTEXT, PROFILES, STATE_INDEX, TARGETS
 
 FORMAT = "tftsite-event-model/1"
 HOUR = 12  # buckets
@@ -279,6 +279,10 @@ def fit_trees(x: np.ndarray, y: np.ndarray, *, weight: np.ndarray | None = None,
     """Gradient-boosted trees (scikit-learn, imported here only), exported as node arrays."""
     from sklearn.ensemble import GradientBoostingClassifier
 
+    y = np.asarray(y, dtype=np.float64)
+    if y.min() == y.max():  # one class only (no incident in the data): a constant, no trees
+        prior = float(np.clip(y.mean(), 1e-4, 1 - 1e-4))
+        return {"learner": "trees", "init": math.log(prior / (1 - prior)), "rate": rate, "trees": []}
     clf = GradientBoostingClassifier(
         n_estimators=trees, max_depth=depth, learning_rate=rate, subsample=0.8, min_samples_leaf=50, random_state=seed
     )
@@ -362,3 +366,40 @@ def new_model(windows: dict[str, dict], *, min_buckets: int, thresholds: dict, m
         "thresholds": thresholds,
         **(meta or {}),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Serving
+def padded_windows(windows: Sequence, context_steps: int = CONTEXT) -> tuple[np.ndarray, np.ndarray]:
+    """Contexts (N, context_steps, M) float64 and states (N, context_steps) of SeriesWindows, the
+    most recent buckets right-aligned, NaN / -1 before a short history."""
+    n = len(windows)
+    values = np.full((n, context_steps, len(TARGETS)), np.nan)
+    states = np.full((n, context_steps), -1, dtype=np.int64)
+    for i, w in enumerate(windows):
+        v = np.asarray(w.values, dtype=np.float64)[-context_steps:]
+        values[i, context_steps - len(v) :] = v
+        st = np.asarray(w.states)[-context_steps:]
+        states[i, context_steps - len(st) :] = st
+    return values, states
+
+
+def serve_event_probabilities(
+    model: dict, *, windows: Sequence, quantiles: np.ndarray, levels: Sequence[float], thresholds: dict
+) -> dict[str, np.ndarray]:
+    """Window ("30m", "8h") → (N,) P(an incident starts within it) for N servers at their origin:
+    ``windows`` their SeriesWindows (the context the forecast was made from), ``quantiles``
+    (N, H, M, K) the served (calibrated) forecast at ``levels``, ``thresholds`` the alert rules in
+    force (probability.limits_batch). What the service stores as prob_30m / prob_8h."""
+    context, states = padded_windows(windows)
+    _, critical = limits_batch(context, thresholds, TARGETS)
+    feats = event_features(
+        context,
+        states,
+        quantiles,
+        levels,
+        critical,
+        [w.profile for w in windows],
+        min_buckets=int(model.get("min_buckets", DEFAULT_MIN_BUCKETS)),
+    )
+    return model_probabilities(model, feats)
