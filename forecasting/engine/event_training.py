@@ -20,7 +20,7 @@ import numpy as np
 from forecasting.engine import backtest as bt
 from forecasting.engine import event_model as em
 from forecasting.engine.incidents import DEFAULT_MIN_BUCKETS, REPORTED_STATES, WINDOWS, incident_labels
-from forecasting.engine.probability import fit_isotonic, incident_probabilities, recalibrated
+from forecasting.engine.probability import fit_isotonic, incident_probabilities, limits_batch, recalibrated
 from forecasting.engine.probability_scores import family_pooled
 from forecasting.engine.series import SeriesWindow
 from forecasting.engine.spec import CONTEXT, DEFAULT_THRESHOLDS, HORIZON, METRICS
@@ -216,3 +216,35 @@ def fit_event_model(data: dict, *, learner: str, cfg: SampleConfig | None = None
         meta={"event": EVENT_KIND, "incident_states": list(cfg.incident_states), "samples": len(data["series"]),
               "training_event_rate": base, **(meta or {})},
     )  # fmt: skip
+
+
+def event_rates(series: list[SeriesWindow], *, metrics=None, cfg: SampleConfig | None = None) -> dict:
+    """How often an incident starts: per family (backtest.probability_family), kind and window, the
+    share of origins (every ``cfg.every`` steps with a full context and horizon) followed by one.
+    No forecast needed: {family: {"origins": n, kind: {window: rate}}}."""
+    cfg = cfg or SampleConfig()
+    scored = bt._scored_metrics(series, metrics)
+    counts: dict[str, dict] = {}
+    for w in series:
+        origins = sample_origins(len(w.values), "all", cfg.every, 0.0)
+        if not len(origins):
+            continue
+        cols = [METRICS.index(m) for m in scored[w.server]]
+        y = w.values.astype(np.float64)
+        context = np.stack([y[o - CONTEXT : o] for o in origins])
+        _, critical = limits_batch(context, dict(cfg.thresholds), METRICS)
+        labels = incident_labels(y[:, cols], w.states, critical[:, cols], origins,
+                                 min_buckets=cfg.min_buckets, incident_states=cfg.incident_states)  # fmt: skip
+        c = counts.setdefault(bt.probability_family(w, cols), {"origins": 0})
+        c["origins"] += len(origins)
+        for kind, by_window in labels.items():
+            for name, e in by_window.items():
+                c.setdefault(kind, {}).setdefault(name, 0)
+                c[kind][name] += int(e.sum())
+    return {
+        family: {
+            "origins": c["origins"],
+            **{k: {w: v / c["origins"] for w, v in c[k].items()} for k in c if k != "origins"},
+        }
+        for family, c in counts.items()
+    }

@@ -64,7 +64,8 @@ def reliability(p: np.ndarray, event: np.ndarray, weight: np.ndarray | None = No
 
 def probability_scores(p: np.ndarray, event: np.ndarray, weight: np.ndarray | None = None,
                        bins: int = RELIABILITY_BINS) -> dict:  # fmt: skip
-    """n, events, base_rate, mean_prob, brier, brier_climatology, skill, auc, reliability."""
+    """n, events, base_rate, mean_prob, median_prob (unweighted), brier, brier_climatology, skill,
+    auc, reliability."""
     p = np.asarray(p, dtype=np.float64)
     e = np.asarray(event, dtype=np.float64)
     if not len(p):
@@ -78,6 +79,7 @@ def probability_scores(p: np.ndarray, event: np.ndarray, weight: np.ndarray | No
         "events": int(e.sum()),
         "base_rate": base,
         "mean_prob": float(np.average(p, weights=w)),
+        "median_prob": float(np.median(p)),
         "brier": score,
         "brier_climatology": climatology,
         "skill": 1 - score / climatology if climatology > 0 else math.nan,

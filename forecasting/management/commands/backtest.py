@@ -92,6 +92,9 @@ class Command(BaseCommand):
         parser.add_argument("--metrics", nargs="*", choices=METRICS, help="metrics to score (default all)")
         parser.add_argument("--days", type=float, default=14.0, help="simulated days (with --simulated)")
         parser.add_argument("--seed", type=int, default=1000, help="simulator seed (with --simulated)")
+        parser.add_argument(
+            "--no-incidents", action="store_true", help="with --simulated: inject no incidents (a quiet fleet)"
+        )
         parser.add_argument("--model", type=Path, help="model folder (default: newest models/tft_model_*)")
         parser.add_argument("--no-tft", action="store_true", help="baselines only")
         parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -341,8 +344,10 @@ def _simulated_source(opts: dict) -> BacktestSource:
         start=SIMULATION_START,
         end=SIMULATION_START + timedelta(days=opts["days"]),
         seed=opts["seed"],
+        incidents=not opts.get("no_incidents", False),
     )
-    name = f"simulated {opts['simulated']} servers × {opts['days']:g} days, seed {opts['seed']}"
+    quiet = ", no incidents" if opts.get("no_incidents") else ""
+    name = f"simulated {opts['simulated']} servers × {opts['days']:g} days, seed {opts['seed']}{quiet}"
     return BacktestSource(name, truth.windows, opts["metrics"] or None, truth)
 
 
