@@ -145,6 +145,11 @@ class Command(BaseCommand):
             action="store_true",
             help="score the bound as served even if the folder has an event model",
         )
+        parser.add_argument(
+            "--probabilities-only",
+            action="store_true",
+            help="only the incident-probability evaluation (no interval scores, no lead times)",
+        )
         parser.add_argument("--json", action="store_true", help="print the result as JSON only")
 
     def handle(self, *args, **opts):
@@ -154,12 +159,14 @@ class Command(BaseCommand):
         forecaster = None if opts["no_tft"] else self._forecaster(opts)
         source = _series_source(opts)
         blend = self._blend(forecaster, opts)
-        result = bt.run_backtest(
-            source.series, forecaster, metrics=source.metrics, per_metric=opts["per_metric"], blend=blend
-        )
+        result = {"methods": {}, "per_family": {}}
+        if not opts["probabilities_only"]:
+            result = bt.run_backtest(
+                source.series, forecaster, metrics=source.metrics, per_metric=opts["per_metric"], blend=blend
+            )
         if blend is not None:
             result["blend"] = {k: blend.get(k) for k in ("weights", "per_metric", "strength", "ramp", "fitted_on")}
-        if source.truth is not None and not opts["no_lead_time"]:
+        if source.truth is not None and not (opts["no_lead_time"] or opts["probabilities_only"]):
             result["lead_time"] = bt.lead_time_evaluation(source.truth.windows, source.truth.episodes, forecaster)
         if forecaster is not None and opts["fit_probabilities"]:
             self._fit_probabilities(source, forecaster, opts["fit_windows"])
