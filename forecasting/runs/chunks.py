@@ -173,8 +173,9 @@ def _recalibrate_probabilities(forecast: ChunkForecast, scored: list[ServedForec
     # Issue 22: a folder's event model (engine.event_model) serves prob_30m / prob_8h when it has one.
     model = read_event_model(forecast.version.path)
     if model is not None:
+        critical = np.array([[s.summary[m]["critical"] for m in TARGETS] for s in scored]).reshape(-1, len(TARGETS))
         probs = serve_event_probabilities(model, windows=[sw.window for sw in forecast.windows],
-                                          quantiles=forecast.quantiles, levels=QUANTILES, thresholds=alert_thresholds())
+                                          quantiles=forecast.quantiles, levels=QUANTILES, critical=critical)
         for i, (sw, s) in enumerate(zip(forecast.windows, scored, strict=True)):
             if sw.server_id not in forecast.reasons:
                 s.prob_30m, s.prob_8h = round(float(probs["30m"][i]), 4), round(float(probs["8h"][i]), 4)

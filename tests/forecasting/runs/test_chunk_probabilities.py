@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from forecasting.engine import folders
+from forecasting.engine.spec import METRICS
 from forecasting.runs import chunks as services
 from tests.forecasting.engine.test_probability import LevelForecaster, _constant_event_model, _window
 
@@ -38,7 +39,8 @@ def test_serving_uses_the_folders_event_model_for_tft_servers(tmp_path):
         reasons={2: "model_output_invalid"},
         quantiles=LevelForecaster(40.0).predict_array([window, window]),
     )
-    scored = [SimpleNamespace(prob_30m=0.8, prob_8h=0.8), SimpleNamespace(prob_30m=0.8, prob_8h=0.8)]
+    summary = {m: {"critical": 95.0} for m in METRICS}  # the limits the chunk's scoring served
+    scored = [SimpleNamespace(prob_30m=0.8, prob_8h=0.8, summary=summary) for _ in range(2)]
     services._recalibrate_probabilities(forecast, scored)
     assert (scored[0].prob_30m, scored[0].prob_8h) == (0.03, 0.03)  # the event model wins over the map
     assert (scored[1].prob_30m, scored[1].prob_8h) == (0.8, 0.8)  # the heuristic's stay raw
