@@ -285,14 +285,3 @@ def test_training_attaches_an_event_model_fitted_on_the_validation_tail(model_di
     model = folders.read_event_model(model_dir)
     assert note.startswith("fitted on") and model is not None
     assert model["samples"] > 0 and model["training_event_rate"]["8h"] > 0
-
-
-@pytest.mark.django_db
-def test_fit_event_model_gives_an_existing_folder_an_event_model(model_dir):
-    from django.core.management import call_command
-
-    out = io.StringIO()
-    call_command("fit_event_model", "--model", str(model_dir), "--simulated", "3", "--days", "3", "--seed", "5",
-                 "--part", "all", "--learner", "logistic", stdout=out)  # fmt: skip
-    model = folders.read_event_model(model_dir)
-    assert model["windows"]["8h"]["learner"] == "logistic" and "event model (logistic)" in out.getvalue()
