@@ -24,6 +24,7 @@ import numpy as np
 
 from forecasting.engine import inputs
 from forecasting.engine.blend import BAND_NAMES, BLEND_FORMAT
+from forecasting.engine.event_model import EventModelError, check_model
 from forecasting.engine.spec import TARGETS
 
 SPEC_FILE = "spec.json"
@@ -205,3 +206,26 @@ def read_blend(path: Path) -> dict | None:
 
 def write_blend(path: Path, blend: dict) -> None:
     (Path(path) / BLEND_FILE).write_text(json.dumps(blend, indent=2, sort_keys=True, default=json_default))
+
+
+# The event model (engine.event_model): P(an incident starts within the window), fitted by
+# `train_tft` or `manage.py fit_event_model`; optional: folders without it serve the bound above.
+EVENT_MODEL_FILE = "event_model.json"
+
+
+def read_event_model(path: Path) -> dict | None:
+    """The folder's event model, checked (engine.event_model.check_model); None when it has none or
+    it is malformed (serving falls back to the probability bound, never an error). JSON only: the
+    file is parsed with json.loads, never unpickled."""
+    data = _optional_json(Path(path) / EVENT_MODEL_FILE)
+    if data is None:
+        return None
+    try:
+        return check_model(data)
+    except EventModelError:
+        return None
+
+
+def write_event_model(path: Path, model: dict) -> None:
+    check_model(model)
+    (Path(path) / EVENT_MODEL_FILE).write_text(json.dumps(model, sort_keys=True, default=json_default))

@@ -136,6 +136,9 @@ class Command(BaseCommand):
             if result.path is not None:  # the per-band blend with persistence (engine.blend)
                 forecaster = network.load_forecaster(result.path, device=opts["device"])
                 backtest_note += "; " + attach_blend(result.path, data.series, forecaster, opts["val_fraction"])
+            backtest_note += "; event model: " + training.attach_event_model(
+                result.path, data.series, opts["val_fraction"], device=opts["device"]
+            )
         m = result.metrics
         self.stdout.write(
             self.style.SUCCESS(
