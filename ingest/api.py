@@ -1,7 +1,5 @@
 """Feed and health endpoints. Views validate and call services; nothing else."""
 
-from datetime import timedelta
-
 from django.conf import settings
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers
@@ -127,11 +125,7 @@ class FeedDataApi(FeedApiView):
         length = request.META.get("CONTENT_LENGTH")
         if length and length.isdigit() and int(length) > limit:
             raise BatchRejectedError(413, "body_too_large", f"the body is {length} bytes; the limit is {limit}")
-        records = validate_feed_body(
-            request.data,
-            max_records=settings.TFT_MAX_BATCH_RECORDS,
-            max_future=timedelta(seconds=settings.TFT_MAX_FUTURE_SECONDS),
-        )
+        records = validate_feed_body(request.data, max_records=settings.TFT_MAX_BATCH_RECORDS)
         result = records_ingest(records=records)
         payload = {
             "status": "accepted",

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.models import MetricBucket, MetricRecord
-from tests.conftest import make_record, post_feed
+from tests.conftest import RECENT, make_record, post_feed
 
 pytestmark = pytest.mark.django_db
 EXAMPLES = int(os.environ.get("TFT_FUZZ_EXAMPLES", "700"))
@@ -147,7 +147,7 @@ def test_nested_too_deep_is_a_parse_error(client):
 
 
 def test_huge_numbers_and_infinity_literals_are_rejected(client):
-    body = '{"records": [{"timestamp": "2025-10-13T16:00:00", "server_name": "a", "cpu_pct": 1e999, "mem_pct": 1, "disk_io_mb_s": 1, "latency_ms": 1, "state": "healthy"}]}'
+    body = '{"records": [{"timestamp": "' + RECENT.isoformat() + '", "server_name": "a", "cpu_pct": 1e999, "mem_pct": 1, "disk_io_mb_s": 1, "latency_ms": 1, "state": "healthy"}]}'
 
     response = post_feed(client, body)
 
