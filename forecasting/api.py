@@ -34,7 +34,7 @@ from forecasting.runs.selectors import (
     predictions_page_json,
     server_forecast_json,
 )
-from ingest.contract import METRICS, SERVER_NAME_RE
+from ingest.contract import METRICS, SERVER_NAME_PATTERN, SERVER_NAME_RE
 from ingest.selectors import fleet_readiness
 
 logger = logging.getLogger(__name__)
@@ -330,7 +330,7 @@ class PredictionsCurrentApi(ReadApiView):
     )
     def get(self, request):
         names = request.query_params.get("names")
-        if names not in (None, "", "guide"):
+        if names not in (None, "guide"):  # an empty value too, as the schema's enum says
             return Response({"error": "invalid_request", "message": "names: the only value is 'guide'"}, status=400)
         run = current_run()
         if run is None or run.servers == 0:
@@ -467,6 +467,12 @@ class PredictionsServerApi(ReadApiView):
 
     @extend_schema(
         summary="One server's forecast",
+        parameters=[
+            OpenApiParameter(
+                "server", {"type": "string", "pattern": f"^{SERVER_NAME_PATTERN}$"}, OpenApiParameter.PATH,
+                description="a server name (anything else is a 400)",
+            )
+        ],
         responses={
             200: OpenApiResponse(
                 OutputSerializer,
@@ -487,6 +493,7 @@ class PredictionsServerApi(ReadApiView):
                     )
                 ],
             ),
+            400: OpenApiResponse(ErrorSerializer, description="Not a valid server name."),
             404: OpenApiResponse(
                 ErrorSerializer,
                 examples=[OpenApiExample("Unknown server", value={
@@ -496,6 +503,8 @@ class PredictionsServerApi(ReadApiView):
         },
     )
     def get(self, request, server: str):
+        if not SERVER_NAME_RE.match(server):
+            return Response({"error": "invalid_request", "message": "server: not a valid server name"}, status=400)
         run = current_run()
         if run is None:
             return insufficient_data_response()
@@ -520,7 +529,12 @@ class AlertsActiveApi(ReadApiView):
     @extend_schema(
         summary="Open alerts",
         description="Active and acknowledged alerts, most severe and soonest first.",
-        parameters=[OpenApiParameter("server", str, description="only this server's alerts", required=False)],
+        parameters=[
+            OpenApiParameter(
+                "server", {"type": "string", "pattern": f"^{SERVER_NAME_PATTERN}$"}, required=False,
+                description="only this server's alerts (a valid server name; anything else, empty included, is a 400)",
+            )
+        ],
         responses={
             200: OpenApiResponse(
                 OutputSerializer,
