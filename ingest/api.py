@@ -76,8 +76,10 @@ class FeedDataApi(FeedApiView):
         status = serializers.ChoiceField(choices=["accepted"])
         tick = serializers.IntegerField(help_text="accepted batches so far (persisted), this one included")
         window_size = serializers.IntegerField(help_text="raw records held across all servers")
-        servers_tracked = serializers.IntegerField()
-        servers_ready = serializers.IntegerField()
+        servers_tracked = serializers.IntegerField(
+            help_text="servers feeding: a batch within TFT_SERVER_SILENT_AFTER_MINUTES (silent ones are counted out)"
+        )
+        servers_ready = serializers.IntegerField(help_text="feeding servers past warmup")
         warmup_complete = serializers.BooleanField()
         accepted = serializers.IntegerField(help_text="records stored by this request")
         duplicates = serializers.IntegerField(help_text="records already stored (same server and timestamp)")
