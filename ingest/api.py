@@ -166,7 +166,10 @@ class HealthApi(APIView):
         status = serializers.ChoiceField(choices=["healthy", "unhealthy"])
         service = serializers.CharField()
         running = serializers.BooleanField()
-        checks = serializers.DictField(help_text="check name → {ok, latency_ms, vendor} or {ok, error}")
+        checks = serializers.DictField(
+            help_text="check name → {ok, latency_ms, vendor} or {ok, error}; the error says what is unavailable, "
+            "never the driver's text (that goes to the log)"
+        )
         failed = serializers.ListField(child=serializers.CharField(), required=False,
                                        help_text="only when unhealthy: the failing checks")
 
@@ -190,7 +193,7 @@ class HealthApi(APIView):
                     OpenApiExample(
                         "Database down",
                         value={"status": "unhealthy", "service": "tftsite", "running": True,
-                               "checks": {"database": {"ok": False, "error": "OperationalError: connection refused"}},
+                               "checks": {"database": {"ok": False, "error": "database unavailable"}},
                                "failed": ["database"]},
                     )
                 ],
