@@ -5,7 +5,6 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from forecasting.api import AlertsActiveApi, PredictionsCurrentApi, PredictionsServerApi
 from forecasting.prometheus import metrics_view
 from ingest.api import FeedDataApi, HealthApi
-from ingest.contract import SERVER_NAME_PATTERN
 from tftsite.login import LockoutAdminAuthenticationForm
 from tftsite.views import StatusApi, favicon_view
 
