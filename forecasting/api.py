@@ -138,10 +138,17 @@ class RunMetadataSerializer(serializers.Serializer):
     fallback_servers = serializers.IntegerField()
 
 
+class PageSerializer(serializers.Serializer):
+    limit = serializers.IntegerField(help_text="servers per page asked for")
+    after = serializers.CharField(allow_null=True, help_text="the server name this page starts after")
+    servers = serializers.IntegerField(help_text="servers on this page")
+
+
 class FleetMetadataSerializer(RunMetadataSerializer):
     methods = serializers.DictField(child=serializers.ChoiceField(choices=["tft", "heuristic"]),
                                     help_text="server → method")
     fallback_reasons = serializers.DictField(child=serializers.CharField(), help_text="server → why it fell back")
+    page = PageSerializer(required=False, help_text="only on a paged answer (?limit=, ?cursor= or a large fleet)")
 
 
 class InsufficientDataSerializer(serializers.Serializer):
@@ -290,8 +297,14 @@ class PredictionsCurrentApi(ReadApiView):
         "carries `next` (also a `Link: <…>; rel=\"next\"` header) until the last page; `limit` and `cursor` page "
         "any fleet. A page's `alerts` are its servers' own; `environment` is always the whole fleet's.",
         parameters=[
-            OpenApiParameter("limit", int, required=False, description="servers per page, 1 … TFT_PREDICTIONS_PAGE_SIZE"),
-            OpenApiParameter("cursor", str, required=False, description="the `cursor` of a `next` link: continue there"),
+            OpenApiParameter(
+                "limit", {"type": "integer", "minimum": 1, "maximum": settings.TFT_PREDICTIONS_PAGE_SIZE},
+                required=False, description="servers per page, 1 … TFT_PREDICTIONS_PAGE_SIZE",
+            ),
+            OpenApiParameter(
+                "cursor", {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}, required=False,
+                description="the `cursor` of a `next` link: continue there (an opaque token: any other value is a 400)",
+            ),
             OpenApiParameter("names", str, enum=["guide"], required=False,
                              description="guide: cpu_pct→cpu_percent, mem_pct→memory_percent, "
                              "disk_io_mb_s→disk_percent, latency_ms→load_average (values unchanged)"),

@@ -42,6 +42,8 @@ def status_body(*, with_servers: bool = False, with_model: bool = False) -> dict
         "window_size": totals.records,
         "servers_tracked": readiness.tracked,
         "servers_ready": readiness.ready,
+        "servers_silent": readiness.silent,
+        "silent_after_minutes": settings.TFT_SERVER_SILENT_AFTER_MINUTES,
         "step_minutes": settings.TFT_STEP_MINUTES,
         "warmup": {
             "is_warmed_up": readiness.is_warmed_up,
@@ -49,8 +51,6 @@ def status_body(*, with_servers: bool = False, with_model: bool = False) -> dict
             "threshold": threshold,
             "current_size": readiness.min_records,
             "required_size": threshold,
-            "silent_servers": readiness.silent,
-            "silent_after_minutes": settings.TFT_SERVER_SILENT_AFTER_MINUTES,
             "message": _warmup_message(readiness, forecasting.get("predictions")),
         },
         **forecasting,

@@ -30,11 +30,6 @@ class StatusWarmupSerializer(serializers.Serializer):
     threshold = serializers.IntegerField(help_text="records a server needs before it is forecast")
     current_size = serializers.IntegerField(help_text="records of the least-fed feeding server")
     required_size = serializers.IntegerField()
-    silent_servers = serializers.IntegerField(
-        help_text="servers with no batch for silent_after_minutes: not counted in warmup (nor in servers_tracked) "
-        "until they feed again"
-    )
-    silent_after_minutes = serializers.IntegerField(help_text="TFT_SERVER_SILENT_AFTER_MINUTES")
     message = serializers.CharField()
 
 
@@ -121,6 +116,11 @@ class StatusApi(ReadApiView):
         window_size = serializers.IntegerField(help_text="raw records held")
         servers_tracked = serializers.IntegerField(help_text="servers feeding (silent ones are not counted)")
         servers_ready = serializers.IntegerField(help_text="feeding servers past warmup")
+        servers_silent = serializers.IntegerField(
+            help_text="servers with no batch for silent_after_minutes: counted out of warmup and servers_tracked "
+            "until they feed again"
+        )
+        silent_after_minutes = serializers.IntegerField(help_text="TFT_SERVER_SILENT_AFTER_MINUTES")
         step_minutes = serializers.IntegerField()
         warmup = StatusWarmupSerializer()
         model = StatusModelSerializer()
@@ -142,10 +142,9 @@ class StatusApi(ReadApiView):
                     OpenApiExample(
                         "Warmed up (contract)",
                         value={"running": True, "tick_count": 305, "window_size": 6000, "servers_tracked": 20,
-                               "servers_ready": 20, "step_minutes": 5,
+                               "servers_ready": 20, "servers_silent": 0, "silent_after_minutes": 180, "step_minutes": 5,
                                "warmup": {"is_warmed_up": True, "progress_percent": 100, "threshold": 150,
-                                          "current_size": 289, "required_size": 150, "silent_servers": 0,
-                                          "silent_after_minutes": 180,
+                                          "current_size": 289, "required_size": 150,
                                           "message": "Model ready - using TFT predictions"},
                                "model": {"active_version": "tft_model_20251013T120000Z"},
                                "predictions": {"run_id": 4211, "finished_at": "2025-10-13T16:30:15+00:00",

@@ -56,7 +56,7 @@ def test_status_counts_the_silent_server_out_and_lists_it_as_silent(client, flee
     body = client.get("/status?servers=1").json()
 
     assert body["warmup"]["is_warmed_up"] and body["servers_tracked"] == 2
-    assert body["warmup"]["silent_servers"] == 1
+    assert body["servers_silent"] == 1
     assert "1 silent, counted out" in body["warmup"]["message"]
     assert {s["server"]: s["silent"] for s in body["servers"]} == {
         "ppdb0001": True,

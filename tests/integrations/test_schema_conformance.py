@@ -5,6 +5,7 @@ becomes "or null", and an object that lists its properties allows no others, so 
 returns but the schema does not declare fails as surely as a declared field that is missing.
 """
 
+import base64
 import copy
 from datetime import datetime
 
@@ -152,6 +153,15 @@ def test_predictions_with_a_bad_server_name_is_a_documented_json_400(schema, cli
 
     assert response.status_code == 400
     conforms(schema, "/predictions/{server}", "get", response)
+
+
+@pytest.mark.parametrize("names", ["", "&names=guide"])
+def test_an_empty_page_past_the_last_server_conforms(schema, client, fleet_with_a_run, names):
+    cursor = base64.urlsafe_b64encode(b"zzzz").decode().rstrip("=")  # after every server's name
+    response = client.get(f"/predictions/current?cursor={cursor}{names}")
+
+    assert response.status_code == 200 and response.json()["predictions"] == {}
+    conforms(schema, "/predictions/current", "get", response)
 
 
 def test_predictions_current_with_an_empty_names_value_is_a_documented_400(schema, client):
