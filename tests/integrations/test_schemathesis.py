@@ -34,6 +34,15 @@ EXAMPLES = 100  # per operation and mode: 11 × 100 = 1,100 requests
 SEED = 20261206
 OPERATIONS = ["POST /feed/data", "GET /status", "GET /health", "GET /predictions/current",
               "GET /predictions/{server}", "GET /alerts/active"]
+# Operations added since (issue 26) on which this test found the schema and the behaviour disagree;
+# strict, so each one fails the suite once it conforms, and its entry must then move up to OPERATIONS.
+KNOWN_UNCONFORMING = {
+    "POST /api/v1/write": "schemathesis cannot serialise application/x-protobuf bodies (SerializationNotPossible)",
+    "POST /v1/metrics": "a JSON body `[]` (schema-invalid) answers 200; a schema-valid request without a body "
+                        "answers an undocumented 415",
+    "GET /autoscale/v1/peak": "an unknown server answers an undocumented 404; a request without the required "
+                              "parameters answers 200",
+}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           negative_data_rejection]
 WINDOW_MESSAGES = ("older than the retention window", "in the future")
@@ -74,11 +83,19 @@ def _unschemable_rejection(response) -> bool:
 def test_the_schema_lists_the_operations_fuzzed(api_schema):
     labels = {result.ok().label for result in api_schema.get_all_operations()}
 
-    assert labels == set(OPERATIONS)
+    assert labels == set(OPERATIONS) | set(KNOWN_UNCONFORMING)
 
 
-@pytest.mark.parametrize(("label", "mode"), [(label, mode) for label in OPERATIONS for mode in ("positive", "negative")
-                                             if (label, mode) != ("GET /health", "negative")])  # /health has no input
+def _cases():
+    for label in [*OPERATIONS, *KNOWN_UNCONFORMING]:
+        for mode in ("positive", "negative"):
+            if (label, mode) == ("GET /health", "negative"):
+                continue  # /health takes no input
+            marks = [pytest.mark.xfail(strict=True, reason=KNOWN_UNCONFORMING[label])] if label in KNOWN_UNCONFORMING else []
+            yield pytest.param(label, mode, marks=marks, id=f"{label}-{mode}")
+
+
+@pytest.mark.parametrize(("label", "mode"), _cases())
 def test_api_conforms_to_its_own_schema(api_schema, label, mode):
     operation = api_schema.find_operation_by_label(label)
     strategy = operation.as_strategy(generation_mode=schemathesis.GenerationMode(mode))
