@@ -14,15 +14,18 @@ def _warmup_message(readiness: Readiness, predictions: dict | None) -> str:
     silent = f" ({readiness.silent} silent, counted out)" if readiness.silent else ""
     if readiness.tracked == 0:
         if readiness.silent:
-            return f"No data for {settings.TFT_SERVER_SILENT_AFTER_MINUTES} minutes: all {readiness.silent} servers silent"
+            return (
+                f"No data for {settings.TFT_SERVER_SILENT_AFTER_MINUTES} minutes: all {readiness.silent} servers silent"
+            )
         return "Waiting for data: POST records to /feed/data"
     if not readiness.is_warmed_up:
         return f"Warming up: {readiness.ready}/{readiness.tracked} servers ready{silent}"
     if predictions and predictions.get("tft_servers"):
         return f"Model ready - using TFT predictions{silent}"
     if predictions:
-        return (f"All {readiness.tracked} servers ready - heuristic predictions "
-                f"({predictions['fallback_reasons']}){silent}")
+        return (
+            f"All {readiness.tracked} servers ready - heuristic predictions ({predictions['fallback_reasons']}){silent}"
+        )
     return f"All {readiness.tracked} servers ready - waiting for the first prediction run{silent}"
 
 

@@ -28,7 +28,9 @@ def _rejected(client, records) -> list[dict]:
 def test_an_offset_that_moves_the_instant_out_of_the_datetime_range_is_a_400(client, timestamp):
     errors = _rejected(client, [make_record(), make_record("ppdb002", ts=timestamp)])
 
-    assert errors == [{"index": 1, "field": "timestamp", "message": "is outside the range of dates (years 1 to 9999 in UTC)"}]
+    assert errors == [
+        {"index": 1, "field": "timestamp", "message": "is outside the range of dates (years 1 to 9999 in UTC)"}
+    ]
 
 
 def test_a_record_a_thousand_years_old_is_refused_as_outside_retention(client, settings):
@@ -92,8 +94,12 @@ def test_a_value_just_above_the_maximum_is_a_400(client, field):
 
 
 def test_maxima_in_one_bucket_keep_the_rollup_finite(client):
-    top = {"cpu": METRIC_MAXIMA["cpu_pct"], "mem": METRIC_MAXIMA["mem_pct"], "disk": METRIC_MAXIMA["disk_io_mb_s"],
-           "latency": METRIC_MAXIMA["latency_ms"]}
+    top = {
+        "cpu": METRIC_MAXIMA["cpu_pct"],
+        "mem": METRIC_MAXIMA["mem_pct"],
+        "disk": METRIC_MAXIMA["disk_io_mb_s"],
+        "latency": METRIC_MAXIMA["latency_ms"],
+    }
     records = [make_record(ts=RECENT + timedelta(seconds=i), **top) for i in range(60)]
 
     response = post_feed(client, {"records": records})
@@ -128,8 +134,9 @@ def test_a_batch_cannot_create_partitions_outside_retention(client, settings):
     before = _partition_days()
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     old_days = [make_record(f"old{k}", ts=f"{year:04d}-05-01T00:00:00") for k, year in enumerate((999, 1000, 2000))]
-    out_of_window = [make_record(f"late{k}", ts=today - timedelta(days=settings.TFT_RETENTION_DAYS + k)) for k in
-                     range(1, 20)]
+    out_of_window = [
+        make_record(f"late{k}", ts=today - timedelta(days=settings.TFT_RETENTION_DAYS + k)) for k in range(1, 20)
+    ]
 
     _rejected(client, old_days + out_of_window)
 

@@ -32,19 +32,30 @@ from tests.conftest import TEST_API_KEY
 pytestmark = pytest.mark.django_db
 EXAMPLES = 100  # per operation and mode: 11 × 100 = 1,100 requests
 SEED = 20261206
-OPERATIONS = ["POST /feed/data", "GET /status", "GET /health", "GET /predictions/current",
-              "GET /predictions/{server}", "GET /alerts/active"]
+OPERATIONS = [
+    "POST /feed/data",
+    "GET /status",
+    "GET /health",
+    "GET /predictions/current",
+    "GET /predictions/{server}",
+    "GET /alerts/active",
+]
 # Operations added since (issue 26) on which this test found the schema and the behaviour disagree;
 # strict, so each one fails the suite once it conforms, and its entry must then move up to OPERATIONS.
 KNOWN_UNCONFORMING = {
     "POST /api/v1/write": "schemathesis cannot serialise application/x-protobuf bodies (SerializationNotPossible)",
     "POST /v1/metrics": "a JSON body `[]` (schema-invalid) answers 200; a schema-valid request without a body "
-                        "answers an undocumented 415",
+    "answers an undocumented 415",
     "GET /autoscale/v1/peak": "an unknown server answers an undocumented 404; a request without the required "
-                              "parameters answers 200",
+    "parameters answers 200",
 }
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          negative_data_rejection]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
 WINDOW_MESSAGES = ("older than the retention window", "in the future")
 
 
@@ -91,7 +102,11 @@ def _cases():
         for mode in ("positive", "negative"):
             if (label, mode) == ("GET /health", "negative"):
                 continue  # /health takes no input
-            marks = [pytest.mark.xfail(strict=True, reason=KNOWN_UNCONFORMING[label])] if label in KNOWN_UNCONFORMING else []
+            marks = (
+                [pytest.mark.xfail(strict=True, reason=KNOWN_UNCONFORMING[label])]
+                if label in KNOWN_UNCONFORMING
+                else []
+            )
             yield pytest.param(label, mode, marks=marks, id=f"{label}-{mode}")
 
 
@@ -103,8 +118,9 @@ def test_api_conforms_to_its_own_schema(api_schema, label, mode):
     seen = {"requests": 0}
 
     @seed(SEED)
-    @hypothesis_settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                         suppress_health_check=list(HealthCheck))
+    @hypothesis_settings(
+        max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+    )
     @given(data=st.data())
     def run(data):
         case = data.draw(strategy)
