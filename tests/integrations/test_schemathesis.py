@@ -110,7 +110,7 @@ def _cases():
             yield pytest.param(label, mode, marks=marks, id=f"{label}-{mode}")
 
 
-@pytest.mark.parametrize(("label", "mode"), _cases())
+@pytest.mark.parametrize(("label", "mode"), list(_cases()))
 def test_api_conforms_to_its_own_schema(api_schema, label, mode):
     operation = api_schema.find_operation_by_label(label)
     strategy = operation.as_strategy(generation_mode=schemathesis.GenerationMode(mode))
