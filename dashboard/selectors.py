@@ -29,7 +29,7 @@ from forecasting.runs.selectors import current_run, origin_is_stale, run_is_stal
 from forecasting.scoring.selectors import fleet_band_accuracy, server_accuracy
 from ingest.contract import METRICS, PROFILE_LABELS, STATE_SEVERITY, STATES
 from ingest.models import MetricBucket, Server
-from ingest.selectors import fleet_readiness
+from ingest.selectors import fleet_readiness, silent_since
 
 HISTORY_HOURS = 24
 SPARK_POINTS = 32
@@ -361,12 +361,12 @@ def _with_staleness(rows: list[FleetRow], *, now: datetime) -> list[FleetRow]:
     return [replace(r, stale=True) if is_stale(r.origin, now=now) else r for r in rows]
 
 
-def _warming(readiness, *, server_prefix: str) -> list[dict]:
+def _warming(readiness, *, server_prefix: str, now: datetime) -> list[dict]:
     if not readiness.tracked or readiness.ready >= readiness.tracked:
         return []
     threshold = settings.TFT_WARMUP_RECORDS
     servers = (
-        Server.objects.filter(record_count__lt=threshold)
+        Server.objects.filter(record_count__lt=threshold, last_received_at__gte=silent_since(now=now))
         .order_by("record_count", "name")
         .values_list("name", "record_count")[:WARMUP_LIST_LIMIT]
     )
@@ -374,6 +374,21 @@ def _warming(readiness, *, server_prefix: str) -> list[dict]:
         {"name": name, "href": f"{server_prefix}{quote(name, safe='')}/", "records": count,
          "percent": min(100, 100 * count // threshold)}
         for name, count in servers
+    ]
+
+
+def _silent(readiness, *, server_prefix: str, now: datetime) -> list[dict]:
+    """Servers counted out of warmup because nothing arrived from them for a while, longest silent first."""
+    if not readiness.silent:
+        return []
+    servers = (
+        Server.objects.filter(last_received_at__lt=silent_since(now=now))
+        .order_by("last_received_at", "name")
+        .values_list("name", "record_count", "last_received_at")[:WARMUP_LIST_LIMIT]
+    )
+    return [
+        {"name": name, "href": f"{server_prefix}{quote(name, safe='')}/", "records": count, "last_received_at": at}
+        for name, count, at in servers
     ]
 
 
@@ -390,9 +405,10 @@ def fleet_overview(*, server_prefix: str, now: datetime | None = None, page: int
     heatmap show one page of rows (`fleet_page`)."""
     now = now or _now()
     run = current_run()
-    readiness = fleet_readiness()
+    readiness = fleet_readiness(now=now)
     rows = _with_staleness(_run_rows(run, server_prefix) if run is not None else [], now=now)
-    warming = _warming(readiness, server_prefix=server_prefix)
+    warming = _warming(readiness, server_prefix=server_prefix, now=now)
+    silent = _silent(readiness, server_prefix=server_prefix, now=now)
     environment = run.environment if run else {}
     fleet_scores = fleet_band_accuracy(window="24h", now=now)
     return {
@@ -409,6 +425,9 @@ def fleet_overview(*, server_prefix: str, now: datetime | None = None, page: int
         "warmup_threshold": settings.TFT_WARMUP_RECORDS,
         "warming": warming,
         "warming_more": max(0, readiness.tracked - readiness.ready - len(warming)),
+        "silent": silent,
+        "silent_more": max(0, readiness.silent - len(silent)),
+        "silent_after_minutes": settings.TFT_SERVER_SILENT_AFTER_MINUTES,
         "model_version": _model_name(run),
         "fallback_rate": _pct(run.fallback_count / run.servers) if run and run.servers else None,
         "total_rows": len(rows),

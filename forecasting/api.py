@@ -34,7 +34,7 @@ from forecasting.runs.selectors import (
     predictions_page_json,
     server_forecast_json,
 )
-from ingest.contract import METRICS, SERVER_NAME_RE
+from ingest.contract import METRICS, SERVER_NAME_PATTERN, SERVER_NAME_RE
 from ingest.selectors import fleet_readiness
 
 logger = logging.getLogger(__name__)
@@ -138,10 +138,17 @@ class RunMetadataSerializer(serializers.Serializer):
     fallback_servers = serializers.IntegerField()
 
 
+class PageSerializer(serializers.Serializer):
+    limit = serializers.IntegerField(help_text="servers per page asked for")
+    after = serializers.CharField(allow_null=True, help_text="the server name this page starts after")
+    servers = serializers.IntegerField(help_text="servers on this page")
+
+
 class FleetMetadataSerializer(RunMetadataSerializer):
     methods = serializers.DictField(child=serializers.ChoiceField(choices=["tft", "heuristic"]),
                                     help_text="server → method")
     fallback_reasons = serializers.DictField(child=serializers.CharField(), help_text="server → why it fell back")
+    page = PageSerializer(required=False, help_text="only on a paged answer (?limit=, ?cursor= or a large fleet)")
 
 
 class InsufficientDataSerializer(serializers.Serializer):
@@ -290,8 +297,14 @@ class PredictionsCurrentApi(ReadApiView):
         "carries `next` (also a `Link: <…>; rel=\"next\"` header) until the last page; `limit` and `cursor` page "
         "any fleet. A page's `alerts` are its servers' own; `environment` is always the whole fleet's.",
         parameters=[
-            OpenApiParameter("limit", int, required=False, description="servers per page, 1 … TFT_PREDICTIONS_PAGE_SIZE"),
-            OpenApiParameter("cursor", str, required=False, description="the `cursor` of a `next` link: continue there"),
+            OpenApiParameter(
+                "limit", {"type": "integer", "minimum": 1, "maximum": settings.TFT_PREDICTIONS_PAGE_SIZE},
+                required=False, description="servers per page, 1 … TFT_PREDICTIONS_PAGE_SIZE",
+            ),
+            OpenApiParameter(
+                "cursor", {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}, required=False,
+                description="the `cursor` of a `next` link: continue there (an opaque token: any other value is a 400)",
+            ),
             OpenApiParameter("names", str, enum=["guide"], required=False,
                              description="guide: cpu_pct→cpu_percent, mem_pct→memory_percent, "
                              "disk_io_mb_s→disk_percent, latency_ms→load_average (values unchanged)"),
@@ -330,7 +343,7 @@ class PredictionsCurrentApi(ReadApiView):
     )
     def get(self, request):
         names = request.query_params.get("names")
-        if names not in (None, "", "guide"):
+        if names not in (None, "guide"):  # an empty value too, as the schema's enum says
             return Response({"error": "invalid_request", "message": "names: the only value is 'guide'"}, status=400)
         run = current_run()
         if run is None or run.servers == 0:
@@ -467,6 +480,12 @@ class PredictionsServerApi(ReadApiView):
 
     @extend_schema(
         summary="One server's forecast",
+        parameters=[
+            OpenApiParameter(
+                "server", {"type": "string", "pattern": f"^{SERVER_NAME_PATTERN}$"}, OpenApiParameter.PATH,
+                description="a server name (anything else is a 400)",
+            )
+        ],
         responses={
             200: OpenApiResponse(
                 OutputSerializer,
@@ -487,6 +506,7 @@ class PredictionsServerApi(ReadApiView):
                     )
                 ],
             ),
+            400: OpenApiResponse(ErrorSerializer, description="Not a valid server name."),
             404: OpenApiResponse(
                 ErrorSerializer,
                 examples=[OpenApiExample("Unknown server", value={
@@ -496,6 +516,8 @@ class PredictionsServerApi(ReadApiView):
         },
     )
     def get(self, request, server: str):
+        if not SERVER_NAME_RE.match(server):
+            return Response({"error": "invalid_request", "message": "server: not a valid server name"}, status=400)
         run = current_run()
         if run is None:
             return insufficient_data_response()
@@ -520,7 +542,12 @@ class AlertsActiveApi(ReadApiView):
     @extend_schema(
         summary="Open alerts",
         description="Active and acknowledged alerts, most severe and soonest first.",
-        parameters=[OpenApiParameter("server", str, description="only this server's alerts", required=False)],
+        parameters=[
+            OpenApiParameter(
+                "server", {"type": "string", "pattern": f"^{SERVER_NAME_PATTERN}$"}, required=False,
+                description="only this server's alerts (a valid server name; anything else, empty included, is a 400)",
+            )
+        ],
         responses={
             200: OpenApiResponse(
                 OutputSerializer,

@@ -132,9 +132,14 @@ class ServiceCollector:
         )
         yield GaugeMetricFamily("tft_records_stored", "Raw records held across all servers.", value=totals.records)
         readiness = fleet_readiness()
-        servers = GaugeMetricFamily("tft_servers", "Servers by warmup status.", labels=["status"])
+        servers = GaugeMetricFamily(
+            "tft_servers",
+            "Servers by warmup status (tracked: feeding; silent: no batch for TFT_SERVER_SILENT_AFTER_MINUTES).",
+            labels=["status"],
+        )
         servers.add_metric(["tracked"], readiness.tracked)
         servers.add_metric(["ready"], readiness.ready)
+        servers.add_metric(["silent"], readiness.silent)
         yield servers
 
         yield from self._run_families()

@@ -1,7 +1,5 @@
 """Feed and health endpoints. Views validate and call services; nothing else."""
 
-from datetime import timedelta
-
 from django.conf import settings
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers
@@ -13,7 +11,7 @@ from access.views import FeedApiView
 from ingest.contract import SERVER_NAME_PATTERN, VALID_STATES
 from ingest.selectors import database_check
 from ingest.services import records_ingest
-from ingest.validation import BatchRejectedError, ignored_fields, validate_feed_body
+from ingest.validation import METRIC_MAXIMA, BatchRejectedError, ignored_fields, validate_feed_body
 
 # The contract's example records (the guide's curl example and its second server).
 RECORD_PPDB001 = {
@@ -31,14 +29,22 @@ RECORD_PPDB002 = {**RECORD_PPDB001, "server_name": "ppdb002", "cpu_pct": 52.1, "
 
 class FeedRecordSerializer(serializers.Serializer):
     """Documents one record; the rules themselves are ingest.validation's (a serializer per record is
-    too slow for 10,000-record batches)."""
+    too slow for 10,000-record batches), and the limits below are its constants."""
 
-    timestamp = serializers.DateTimeField(help_text="ISO 8601; no offset means UTC. At most 5 minutes ahead.")
+    timestamp = serializers.DateTimeField(
+        help_text=f"ISO 8601; no offset means UTC. Accepted from TFT_RETENTION_DAYS ({settings.TFT_RETENTION_DAYS}) "
+        f"days ago to {settings.TFT_MAX_FUTURE_SECONDS} seconds ahead of the server's clock (a window relative to "
+        "now, which JSON Schema cannot express): an older or later record is a 400 naming it."
+    )
     server_name = serializers.RegexField(rf"^{SERVER_NAME_PATTERN}$", help_text="e.g. ppdb001")
-    cpu_pct = serializers.FloatField(min_value=0, max_value=100)
-    mem_pct = serializers.FloatField(min_value=0, max_value=100)
-    disk_io_mb_s = serializers.FloatField(min_value=0)
-    latency_ms = serializers.FloatField(min_value=0)
+    cpu_pct = serializers.FloatField(min_value=0, max_value=METRIC_MAXIMA["cpu_pct"])
+    mem_pct = serializers.FloatField(min_value=0, max_value=METRIC_MAXIMA["mem_pct"])
+    disk_io_mb_s = serializers.FloatField(
+        min_value=0, max_value=METRIC_MAXIMA["disk_io_mb_s"], help_text="at most 10^6 MB/s: the 5-minute rollups add values up"
+    )
+    latency_ms = serializers.FloatField(
+        min_value=0, max_value=METRIC_MAXIMA["latency_ms"], help_text="at most 8.64 × 10^7 ms (one day)"
+    )
     state = serializers.ChoiceField(choices=VALID_STATES)
 
 
@@ -54,8 +60,13 @@ class FeedDataApi(FeedApiView):
         class Meta:
             ref_name = "FeedBody"
 
-        records = FeedRecordSerializer(
-            many=True, help_text="1 to TFT_MAX_BATCH_RECORDS (10,000) records; fields beyond the 7 are ignored"
+        # A ListField, not many=True: its length limits are validators, which the schema shows as minItems/maxItems.
+        records = serializers.ListField(
+            child=FeedRecordSerializer(),
+            min_length=1,
+            max_length=settings.TFT_MAX_BATCH_RECORDS,
+            help_text="1 to TFT_MAX_BATCH_RECORDS records (an empty list is a 400, more is a 413); fields beyond "
+            "the 7 are ignored",
         )
 
     class OutputSerializer(serializers.Serializer):
@@ -65,8 +76,10 @@ class FeedDataApi(FeedApiView):
         status = serializers.ChoiceField(choices=["accepted"])
         tick = serializers.IntegerField(help_text="accepted batches so far (persisted), this one included")
         window_size = serializers.IntegerField(help_text="raw records held across all servers")
-        servers_tracked = serializers.IntegerField()
-        servers_ready = serializers.IntegerField()
+        servers_tracked = serializers.IntegerField(
+            help_text="servers feeding: a batch within TFT_SERVER_SILENT_AFTER_MINUTES (silent ones are counted out)"
+        )
+        servers_ready = serializers.IntegerField(help_text="feeding servers past warmup")
         warmup_complete = serializers.BooleanField()
         accepted = serializers.IntegerField(help_text="records stored by this request")
         duplicates = serializers.IntegerField(help_text="records already stored (same server and timestamp)")
@@ -127,11 +140,7 @@ class FeedDataApi(FeedApiView):
         length = request.META.get("CONTENT_LENGTH")
         if length and length.isdigit() and int(length) > limit:
             raise BatchRejectedError(413, "body_too_large", f"the body is {length} bytes; the limit is {limit}")
-        records = validate_feed_body(
-            request.data,
-            max_records=settings.TFT_MAX_BATCH_RECORDS,
-            max_future=timedelta(seconds=settings.TFT_MAX_FUTURE_SECONDS),
-        )
+        records = validate_feed_body(request.data, max_records=settings.TFT_MAX_BATCH_RECORDS)
         result = records_ingest(records=records)
         payload = {
             "status": "accepted",
@@ -157,7 +166,10 @@ class HealthApi(APIView):
         status = serializers.ChoiceField(choices=["healthy", "unhealthy"])
         service = serializers.CharField()
         running = serializers.BooleanField()
-        checks = serializers.DictField(help_text="check name → {ok, latency_ms, vendor} or {ok, error}")
+        checks = serializers.DictField(
+            help_text="check name → {ok, latency_ms, vendor} or {ok, error}; the error says what is unavailable, "
+            "never the driver's text (that goes to the log)"
+        )
         failed = serializers.ListField(child=serializers.CharField(), required=False,
                                        help_text="only when unhealthy: the failing checks")
 
@@ -181,7 +193,7 @@ class HealthApi(APIView):
                     OpenApiExample(
                         "Database down",
                         value={"status": "unhealthy", "service": "tftsite", "running": True,
-                               "checks": {"database": {"ok": False, "error": "OperationalError: connection refused"}},
+                               "checks": {"database": {"ok": False, "error": "database unavailable"}},
                                "failed": ["database"]},
                     )
                 ],

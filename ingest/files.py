@@ -3,9 +3,13 @@
 import csv
 import json
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
+from django.conf import settings
+
 from ingest.contract import METRICS
+from ingest.validation import parse_timestamp
 
 
 class FileFormatError(ValueError):
@@ -58,3 +62,30 @@ def read_records(
                 if server:
                     record["server_name"] = server
             yield line_no, record
+
+
+def _timestamp_or_none(raw: object) -> datetime | None:
+    try:
+        return parse_timestamp(raw.get("timestamp")) if isinstance(raw, dict) else None
+    except ValueError:
+        return None
+
+
+def read_records_shifted(path: Path, *, now: datetime, **options) -> Iterator[tuple[int, object]]:
+    """read_records with every timestamp moved by one offset, a whole number of steps (5 minutes),
+    so that the file's newest record lands within the last step before `now`: a historical file
+    (NAB's 2014 series) replayed as recent history, inside the feed's timestamp window. Reads the
+    file twice (once for its newest timestamp). Timestamps that do not parse are left as they are
+    (validation reports them)."""
+    stamps = (_timestamp_or_none(raw) for _, raw in read_records(path, **options))
+    newest = max((stamp for stamp in stamps if stamp is not None), default=None)
+    if newest is None:
+        yield from read_records(path, **options)
+        return
+    step = timedelta(minutes=settings.TFT_STEP_MINUTES)
+    offset = (now - newest) // step * step
+    for line_no, raw in read_records(path, **options):
+        stamp = _timestamp_or_none(raw)
+        if stamp is not None:
+            raw = {**raw, "timestamp": (stamp + offset).isoformat()}
+        yield line_no, raw

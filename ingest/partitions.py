@@ -77,7 +77,10 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
 
 
 def partition_name(day: date) -> str:
-    return f"{PARENT}_p{day:%Y%m%d}"
+    # Explicit padding: glibc's %Y writes year 999 as "999", a 7-digit name that _NAME (and so
+    # attached_days and the retention prune) would never match. The feed's timestamp window keeps
+    # such days out; this keeps the name right whoever creates the partition.
+    return f"{PARENT}_p{day.year:04d}{day.month:02d}{day.day:02d}"
 
 
 def is_partitioned(cursor) -> bool:

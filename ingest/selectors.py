@@ -1,7 +1,9 @@
 """Reads for the ingest app: counters, warmup readiness, health."""
 
+import logging
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
@@ -9,6 +11,9 @@ from django.db.models import Count, Min, Q, Sum, Value
 from django.db.models.functions import Coalesce, Least
 
 from ingest.models import FeedCounter, Server
+
+logger = logging.getLogger(__name__)
+DATABASE_UNAVAILABLE = "database unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,10 +24,11 @@ class CounterTotals:
 
 @dataclass(frozen=True, slots=True)
 class Readiness:
-    tracked: int
-    ready: int
-    min_records: int
-    progress_percent: int  # mean progress of all servers towards warmup, 0–100
+    tracked: int  # servers feeding: something arrived within TFT_SERVER_SILENT_AFTER_MINUTES
+    ready: int  # of those, servers past warmup
+    min_records: int  # records of the least-fed feeding server
+    progress_percent: int  # mean progress of the feeding servers towards warmup, 0–100
+    silent: int = 0  # servers counted out of warmup: nothing arrived for TFT_SERVER_SILENT_AFTER_MINUTES
 
     @property
     def is_warmed_up(self) -> bool:
@@ -36,13 +42,21 @@ def counters_totals() -> CounterTotals:
     return CounterTotals(batches=int(totals["batches"]), records=int(totals["records"]))
 
 
-def fleet_readiness() -> Readiness:
+def silent_since(*, now: datetime | None = None) -> datetime:
+    """A server whose last batch arrived before this instant is silent (the one rule)."""
+    return (now or datetime.now(UTC)) - timedelta(minutes=settings.TFT_SERVER_SILENT_AFTER_MINUTES)
+
+
+def fleet_readiness(*, now: datetime | None = None) -> Readiness:
+    """Warmup of the servers that are feeding; silent ones are counted apart and hold nothing back."""
     threshold = settings.TFT_WARMUP_RECORDS
+    feeding = Q(last_received_at__gte=silent_since(now=now))
     agg = Server.objects.aggregate(
-        tracked=Count("id"),
-        ready=Count("id", filter=Q(record_count__gte=threshold)),
-        min_records=Min("record_count"),
-        progress=Sum(Least("record_count", Value(threshold))),
+        tracked=Count("id", filter=feeding),
+        ready=Count("id", filter=feeding & Q(record_count__gte=threshold)),
+        silent=Count("id", filter=~feeding),
+        min_records=Min("record_count", filter=feeding),
+        progress=Sum(Least("record_count", Value(threshold)), filter=feeding),
     )
     tracked = agg["tracked"] or 0
     progress = int(100 * (agg["progress"] or 0) // (threshold * tracked)) if tracked else 0
@@ -51,25 +65,31 @@ def fleet_readiness() -> Readiness:
         ready=agg["ready"] or 0,
         min_records=agg["min_records"] or 0,
         progress_percent=progress,
+        silent=agg["silent"] or 0,
     )
 
 
 def feed_totals() -> tuple[CounterTotals, int, int]:
     """(counters, servers tracked, servers ready) in one round trip: the feed's response needs all
-    three after every batch, and three ORM aggregates cost more than the batch's own writes."""
+    three after every batch, and three ORM aggregates cost more than the batch's own writes.
+    Tracked and ready count feeding servers only, as fleet_readiness does."""
+    since = connection.ops.adapt_datetimefield_value(silent_since())
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT (SELECT COALESCE(SUM(batches), 0) FROM ingest_feedcounter), "
             "(SELECT COALESCE(SUM(records), 0) FROM ingest_feedcounter), "
-            "COUNT(*), COALESCE(SUM(CASE WHEN record_count >= %s THEN 1 ELSE 0 END), 0) FROM ingest_server",
-            [settings.TFT_WARMUP_RECORDS],
+            "COALESCE(SUM(CASE WHEN last_received_at >= %s THEN 1 ELSE 0 END), 0), "
+            "COALESCE(SUM(CASE WHEN last_received_at >= %s AND record_count >= %s THEN 1 ELSE 0 END), 0) "
+            "FROM ingest_server",
+            [since, since, settings.TFT_WARMUP_RECORDS],
         )
         batches, records, tracked, ready = cursor.fetchone()
     return CounterTotals(batches=int(batches), records=int(records)), int(tracked), int(ready)
 
 
-def server_readiness_list() -> list[dict]:
+def server_readiness_list(*, now: datetime | None = None) -> list[dict]:
     threshold = settings.TFT_WARMUP_RECORDS
+    since = silent_since(now=now)
     rows = Server.objects.values_list("name", "profile", "record_count", "first_seen", "last_seen", "last_received_at")
     return [
         {
@@ -78,6 +98,7 @@ def server_readiness_list() -> list[dict]:
             "records": count,
             "ready": count >= threshold,
             "progress_percent": min(100, 100 * count // threshold),
+            "silent": last_received_at < since,
             "first_seen": first_seen,
             "last_seen": last_seen,
             "last_received_at": last_received_at,
@@ -93,9 +114,9 @@ def database_check() -> dict:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
             cursor.fetchone()
-    except Exception as exc:  # any failure means "unhealthy", and the reason is what operators need
-        return {
-            "ok": False,
-            "error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
-        }
+    except Exception:  # any failure means "unhealthy"
+        # /health is public: the driver's text names hosts, ports, users and databases. The answer
+        # says what failed; the detail goes to the log, where operators read it.
+        logger.warning("health check: the database did not answer", exc_info=True)
+        return {"ok": False, "error": DATABASE_UNAVAILABLE}
     return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2), "vendor": connection.vendor}

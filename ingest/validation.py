@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
+
 from access.errors import ApiError
 from ingest.contract import (
     METRICS,
@@ -21,8 +23,18 @@ from ingest.contract import (
     VALID_STATES,
 )
 
-# Letters, digits and the punctuation host names and instance labels use. Nothing that could
-# mean something in HTML, SQL or a shell, and no whitespace or control characters.
+# The largest value we store per metric. The 5-minute rollups add values up, and one server's
+# bucket can hold up to 3 × 10^8 records (distinct microsecond timestamps in 300 s), so a value
+# near the float64 maximum (1.8e308) overflows the bucket's sum: PostgreSQL refuses the batch
+# (500), SQLite stores inf. These maxima are far above anything a real server reports (1 TB/s of
+# disk I/O, a latency of one day) and keep the worst-case sum (3e8 × 8.64e7 = 2.6e16) and every
+# mean finite in float64 and in the model's float32 (3.4e38).
+METRIC_MAXIMA: dict[str, float] = {
+    "cpu_pct": 100.0,
+    "mem_pct": 100.0,
+    "disk_io_mb_s": 1_000_000.0,
+    "latency_ms": 86_400_000.0,
+}
 MAX_TIMESTAMP_LENGTH = 40
 _STATE_SET = frozenset(STATES)
 _FIELD_SET = frozenset(RECORD_FIELDS)
@@ -57,6 +69,30 @@ class Problem:
         return {"index": self.index, "field": self.field, "message": self.message}
 
 
+@dataclass(slots=True, frozen=True)
+class TimestampWindow:
+    """The instants a record may carry, both ends included."""
+
+    earliest: datetime
+    latest: datetime
+
+
+def timestamp_window(*, now: datetime | None = None) -> TimestampWindow:
+    """Back to the raw-record retention (TFT_RETENTION_DAYS): an older record would be dropped by
+    the next prune, and its day's partition would be created only to be dropped. Ahead by
+    TFT_MAX_FUTURE_SECONDS (5 minutes) of clock skew. The window also bounds the partitions one
+    batch can create on PostgreSQL to the days retention manages."""
+    now = now or datetime.now(UTC)
+    return TimestampWindow(
+        earliest=now - timedelta(days=settings.TFT_RETENTION_DAYS),
+        latest=now + timedelta(seconds=settings.TFT_MAX_FUTURE_SECONDS),
+    )
+
+
+def _iso(moment: datetime) -> str:
+    return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
 def parse_timestamp(value: object) -> datetime:
     """ISO 8601 with or without Z, offset or fraction; naive means UTC. Raises ValueError."""
     if not isinstance(value, str):
@@ -69,7 +105,10 @@ def parse_timestamp(value: object) -> datetime:
         raise ValueError("must be an ISO 8601 date and time, e.g. 2025-10-13T16:00:00Z") from None
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is an instant before year 1
+        raise ValueError("is outside the range of dates (years 1 to 9999 in UTC)") from None
 
 
 def _number(value: object) -> float:
@@ -98,11 +137,17 @@ def _server_name_problem(name: object) -> str | None:
     return None
 
 
-def _timestamp(value: object, latest_allowed: datetime) -> datetime:
+def _timestamp(value: object, window: TimestampWindow) -> datetime:
     """The parsed timestamp; raises ValueError with the record's problem."""
     timestamp = parse_timestamp(value)
-    if timestamp > latest_allowed:
-        raise ValueError("is more than 5 minutes in the future")
+    if timestamp > window.latest:
+        seconds = settings.TFT_MAX_FUTURE_SECONDS
+        raise ValueError(f"is more than {seconds} seconds in the future (latest accepted: {_iso(window.latest)})")
+    if timestamp < window.earliest:
+        raise ValueError(
+            f"is older than the retention window of {settings.TFT_RETENTION_DAYS} days "
+            f"(TFT_RETENTION_DAYS; earliest accepted: {_iso(window.earliest)})"
+        )
     return timestamp
 
 
@@ -111,12 +156,15 @@ def _metric(metric: str, value: object) -> float:
     number = _number(value)
     if number < 0:
         raise ValueError("must be ≥ 0")
-    if metric in PERCENT_METRICS and number > 100:
-        raise ValueError("must be between 0 and 100")
+    maximum = METRIC_MAXIMA[metric]
+    if number > maximum:
+        raise ValueError(
+            f"must be between 0 and {maximum:.0f}" if metric in PERCENT_METRICS else f"must be at most {maximum:.0f}"
+        )
     return number
 
 
-def validate_record(raw: object, index: int, *, latest_allowed: datetime) -> tuple[CleanRecord | None, list[Problem]]:
+def validate_record(raw: object, index: int, *, window: TimestampWindow) -> tuple[CleanRecord | None, list[Problem]]:
     if not isinstance(raw, dict):
         return None, [Problem(index, "record", "must be a JSON object with the contract's 7 fields")]
     missing = [name for name in RECORD_FIELDS if name not in raw]
@@ -127,7 +175,7 @@ def validate_record(raw: object, index: int, *, latest_allowed: datetime) -> tup
     timestamp = None
     if "timestamp" not in missing:
         try:
-            timestamp = _timestamp(raw["timestamp"], latest_allowed)
+            timestamp = _timestamp(raw["timestamp"], window)
         except ValueError as exc:
             problems.append(Problem(index, "timestamp", str(exc)))
     values: dict[str, float] = {}
@@ -168,15 +216,13 @@ def ignored_fields(records: list[dict]) -> IgnoredFields:
     return IgnoredFields(count=count, names=tuple(dict.fromkeys(shown))[:MAX_IGNORED_NAMES])
 
 
-def validate_records(
-    records: list, *, now: datetime | None = None, max_future: timedelta = timedelta(minutes=5)
-) -> tuple[list[CleanRecord], list[Problem]]:
+def validate_records(records: list, *, now: datetime | None = None) -> tuple[list[CleanRecord], list[Problem]]:
     """Validate every record; returns the clean ones and every problem found."""
-    latest_allowed = (now or datetime.now(UTC)) + max_future
+    window = timestamp_window(now=now)
     clean: list[CleanRecord] = []
     problems: list[Problem] = []
     for index, raw in enumerate(records):
-        record, found = validate_record(raw, index, latest_allowed=latest_allowed)
+        record, found = validate_record(raw, index, window=window)
         if found:
             problems.extend(found)
         else:
@@ -189,9 +235,7 @@ class BatchRejectedError(ApiError):
     names each record index and field: see access.errors.ApiError)."""
 
 
-def validate_feed_body(
-    data: object, *, max_records: int, now: datetime | None = None, max_future: timedelta = timedelta(minutes=5)
-) -> list[CleanRecord]:
+def validate_feed_body(data: object, *, max_records: int, now: datetime | None = None) -> list[CleanRecord]:
     """The whole POST /feed/data body: the envelope, then every record. Raises BatchRejectedError."""
     if not isinstance(data, dict):
         raise BatchRejectedError(
@@ -220,7 +264,7 @@ def validate_feed_body(
             f"{len(records)} records in one batch; the limit is {max_records} (TFT_MAX_BATCH_RECORDS)",
             [Problem(None, "records", f"must contain at most {max_records} records")],
         )
-    clean, problems = validate_records(records, now=now, max_future=max_future)
+    clean, problems = validate_records(records, now=now)
     if problems:
         bad = len({p.index for p in problems})
         raise BatchRejectedError(

@@ -183,6 +183,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "tftsite.openapi.strip_trailing_slashes",
+        "tftsite.openapi.either_shape_any_of",
     ],
     "APPEND_COMPONENTS": {
         "securitySchemes": {"ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
@@ -203,6 +204,11 @@ TFT_PREDICTION_INTERVAL_SECONDS = env_int("TFT_PREDICTION_INTERVAL_SECONDS", 60,
 # A forecast whose origin (just after the server's newest bucket) is older than this at the run's
 # start continues old data: it is served marked `stale` and /status counts it.
 TFT_STALE_AFTER_MINUTES = env_int("TFT_STALE_AFTER_MINUTES", 15, minimum=1)
+# A server from which nothing has arrived for longer than this is "silent": counted out of the
+# fleet's warm-up (a mistyped name's two stray records would otherwise hold "Warming up: 20/21" for
+# as long as the name stays) and shown as silent in /status and on the dashboard. It counts again
+# with its next batch. Arrival time, not metric time: a live feeder's backfill is not silence.
+TFT_SERVER_SILENT_AFTER_MINUTES = env_int("TFT_SERVER_SILENT_AFTER_MINUTES", 180, minimum=1)
 # Ready servers silent for longer than this are not forecast (0 = forecast them anyway).
 TFT_SERVER_STALE_HOURS = env_int("TFT_SERVER_STALE_HOURS", 24, minimum=0)
 # Servers per prediction task: larger fleets fan out over several workers.

@@ -11,15 +11,22 @@ from ingest.selectors import Readiness, counters_totals, fleet_readiness, server
 
 
 def _warmup_message(readiness: Readiness, predictions: dict | None) -> str:
+    silent = f" ({readiness.silent} silent, counted out)" if readiness.silent else ""
     if readiness.tracked == 0:
+        if readiness.silent:
+            return (
+                f"No data for {settings.TFT_SERVER_SILENT_AFTER_MINUTES} minutes: all {readiness.silent} servers silent"
+            )
         return "Waiting for data: POST records to /feed/data"
     if not readiness.is_warmed_up:
-        return f"Warming up: {readiness.ready}/{readiness.tracked} servers ready"
+        return f"Warming up: {readiness.ready}/{readiness.tracked} servers ready{silent}"
     if predictions and predictions.get("tft_servers"):
-        return "Model ready - using TFT predictions"
+        return f"Model ready - using TFT predictions{silent}"
     if predictions:
-        return f"All {readiness.tracked} servers ready - heuristic predictions ({predictions['fallback_reasons']})"
-    return f"All {readiness.tracked} servers ready - waiting for the first prediction run"
+        return (
+            f"All {readiness.tracked} servers ready - heuristic predictions ({predictions['fallback_reasons']}){silent}"
+        )
+    return f"All {readiness.tracked} servers ready - waiting for the first prediction run{silent}"
 
 
 def status_body(*, with_servers: bool = False, with_model: bool = False) -> dict:
@@ -38,6 +45,8 @@ def status_body(*, with_servers: bool = False, with_model: bool = False) -> dict
         "window_size": totals.records,
         "servers_tracked": readiness.tracked,
         "servers_ready": readiness.ready,
+        "servers_silent": readiness.silent,
+        "silent_after_minutes": settings.TFT_SERVER_SILENT_AFTER_MINUTES,
         "step_minutes": settings.TFT_STEP_MINUTES,
         "warmup": {
             "is_warmed_up": readiness.is_warmed_up,

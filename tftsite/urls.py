@@ -5,7 +5,6 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from forecasting.api import AlertsActiveApi, PredictionsCurrentApi, PredictionsServerApi
 from forecasting.prometheus import metrics_view
 from ingest.api import FeedDataApi, HealthApi
-from ingest.contract import SERVER_NAME_PATTERN
 from tftsite.login import LockoutAdminAuthenticationForm
 from tftsite.views import StatusApi, favicon_view
 
@@ -17,8 +16,8 @@ urlpatterns = [
     re_path(r"^status/?$", StatusApi.as_view(), name="status"),
     re_path(r"^health/?$", HealthApi.as_view(), name="health"),
     re_path(r"^predictions/current/?$", PredictionsCurrentApi.as_view(), name="predictions-current"),
-    re_path(rf"^predictions/(?P<server>{SERVER_NAME_PATTERN})/?$", PredictionsServerApi.as_view(),
-            name="predictions-server"),
+    # Any name reaches the view, which answers a bad one with a JSON 400 (not Django's HTML 404).
+    re_path(r"^predictions/(?P<server>[\s\S]+?)/?\Z", PredictionsServerApi.as_view(), name="predictions-server"),
     re_path(r"^alerts/active/?$", AlertsActiveApi.as_view(), name="alerts-active"),
     re_path(r"^metrics/?$", metrics_view, name="metrics"),
     path("favicon.ico", favicon_view, name="favicon"),

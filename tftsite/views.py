@@ -28,7 +28,7 @@ class StatusWarmupSerializer(serializers.Serializer):
     is_warmed_up = serializers.BooleanField()
     progress_percent = serializers.IntegerField(min_value=0, max_value=100)
     threshold = serializers.IntegerField(help_text="records a server needs before it is forecast")
-    current_size = serializers.IntegerField(help_text="records of the least-fed server")
+    current_size = serializers.IntegerField(help_text="records of the least-fed feeding server")
     required_size = serializers.IntegerField()
     message = serializers.CharField()
 
@@ -85,6 +85,7 @@ class ServerReadinessSerializer(serializers.Serializer):
     records = serializers.IntegerField()
     ready = serializers.BooleanField()
     progress_percent = serializers.IntegerField(min_value=0, max_value=100)
+    silent = serializers.BooleanField(help_text="no batch for TFT_SERVER_SILENT_AFTER_MINUTES: counted out of warmup")
     first_seen = serializers.DateTimeField(allow_null=True)
     last_seen = serializers.DateTimeField(allow_null=True)
     last_received_at = serializers.DateTimeField(allow_null=True)
@@ -113,8 +114,13 @@ class StatusApi(ReadApiView):
         running = serializers.BooleanField()
         tick_count = serializers.IntegerField(help_text="accepted batches")
         window_size = serializers.IntegerField(help_text="raw records held")
-        servers_tracked = serializers.IntegerField()
-        servers_ready = serializers.IntegerField()
+        servers_tracked = serializers.IntegerField(help_text="servers feeding (silent ones are not counted)")
+        servers_ready = serializers.IntegerField(help_text="feeding servers past warmup")
+        servers_silent = serializers.IntegerField(
+            help_text="servers with no batch for silent_after_minutes: counted out of warmup and servers_tracked "
+            "until they feed again"
+        )
+        silent_after_minutes = serializers.IntegerField(help_text="TFT_SERVER_SILENT_AFTER_MINUTES")
         step_minutes = serializers.IntegerField()
         warmup = StatusWarmupSerializer()
         model = StatusModelSerializer()
@@ -136,7 +142,7 @@ class StatusApi(ReadApiView):
                     OpenApiExample(
                         "Warmed up (contract)",
                         value={"running": True, "tick_count": 305, "window_size": 6000, "servers_tracked": 20,
-                               "servers_ready": 20, "step_minutes": 5,
+                               "servers_ready": 20, "servers_silent": 0, "silent_after_minutes": 180, "step_minutes": 5,
                                "warmup": {"is_warmed_up": True, "progress_percent": 100, "threshold": 150,
                                           "current_size": 289, "required_size": 150,
                                           "message": "Model ready - using TFT predictions"},

@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from access.keys import named_keys
 from access.models import ApiKey
 from access.services import api_key_create, api_key_revoke
 from ingest.models import MetricRecord
-from tests.conftest import make_record, post_feed
+from tests.conftest import RECENT, make_record, post_feed
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.django_db
@@ -70,10 +71,10 @@ def test_reads_need_a_key_when_configured(anon_client, settings):
 
 def test_feed_rate_limit_answers_429_with_retry_after(client, settings):
     settings.TFT_RATE_LIMIT_FEED_PER_MINUTE = 3
-    codes = [post_feed(client, {"records": [make_record(ts=f"2025-10-13T16:00:0{i}Z")]}).status_code for i in range(4)]
+    codes = [post_feed(client, {"records": [make_record(ts=RECENT + timedelta(seconds=i))]}).status_code for i in range(4)]
 
     assert codes == [200, 200, 200, 429]
-    response = post_feed(client, {"records": [make_record(ts="2025-10-13T16:00:09Z")]})
+    response = post_feed(client, {"records": [make_record(ts=RECENT + timedelta(seconds=9))]})
     assert 1 <= int(response["Retry-After"]) <= 60
     assert response.json()["error"] == "throttled"
     assert MetricRecord.objects.count() == 3

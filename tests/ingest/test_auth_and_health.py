@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +69,16 @@ def test_health_is_503_naming_the_database_when_it_is_down(anon_client, dead_dat
     assert body["status"] == "unhealthy"
     assert body["failed"] == ["database"]
     assert body["checks"]["database"]["ok"] is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_health_says_the_database_is_unavailable_without_its_error_text(anon_client, dead_database, caplog):
+    body = anon_client.get("/health").json()
+
+    assert body["checks"]["database"] == {"ok": False, "error": "database unavailable"}
+    assert "127.0.0.1" not in json.dumps(body) and "port" not in json.dumps(body)
+    logged = [r for r in caplog.records if r.name == "ingest.selectors"]
+    assert logged and "port 1" in str(logged[0].exc_info[1])  # the detail is in the log
 
 
 @pytest.mark.django_db(transaction=True)

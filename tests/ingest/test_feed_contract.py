@@ -1,11 +1,16 @@
-"""The guide's examples, verbatim, against POST /feed/data and GET /status."""
+"""The guide's examples against POST /feed/data and GET /status: verbatim but for the date.
+
+The guide dates them 2025-10-13; the feed accepts records within the retention window only
+(TFT_RETENTION_DAYS back), so they are moved to yesterday (tests.conftest.RECENT) and nothing else
+changes. test_the_guide_date_is_outside_the_window checks the verbatim date's answer.
+"""
 
 import json
 
 import pytest
 
 from ingest.models import MetricRecord
-from tests.conftest import post_feed
+from tests.conftest import RECENT, post_feed
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("dev_mode")]
 
@@ -96,6 +101,11 @@ EXAMPLE_4 = """{
     }
   ]
 }"""
+
+GUIDE_DATE = "2025-10-13"
+QUICK_START, EXAMPLE_1, EXAMPLE_2, EXAMPLE_3, EXAMPLE_4 = (
+    body.replace(GUIDE_DATE, RECENT.date().isoformat()) for body in (QUICK_START, EXAMPLE_1, EXAMPLE_2, EXAMPLE_3, EXAMPLE_4)
+)
 
 
 @pytest.mark.parametrize(

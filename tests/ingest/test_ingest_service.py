@@ -11,13 +11,13 @@ from ingest.models import MetricBucket, MetricRecord, Server
 from ingest.selectors import fleet_readiness
 from ingest.services import records_ingest, records_prune
 from ingest.validation import validate_records
-from tests.conftest import make_record, post_feed, series
+from tests.conftest import RECENT, ingest_as_received, make_record, post_feed, series
 
-START = datetime(2025, 10, 13, 16, 0, tzinfo=UTC)
+START = RECENT
 
 
 def _ingest(records):
-    clean, problems = validate_records(records, now=datetime(2030, 1, 1, tzinfo=UTC))
+    clean, problems = validate_records(records)
     assert not problems
     return records_ingest(records=clean)
 
@@ -188,7 +188,7 @@ def test_prune_deletes_old_raw_records_and_keeps_counts_exact(client):
     now = datetime.now(UTC).replace(microsecond=0)
     old = series("ppdb001", n=5, start=now - timedelta(days=20))
     recent = series("ppdb001", n=3, start=now - timedelta(hours=1))
-    _ingest(old + recent)
+    ingest_as_received(old + recent)
 
     deleted = records_prune(older_than=now - timedelta(days=14))
 

@@ -9,9 +9,8 @@ from django.db.models import Count, Sum
 
 from ingest import partitions, services
 from ingest.models import FeedCounter, MetricBucket, MetricRecord, Server
-from ingest.services import record_partitions_maintain, records_ingest, records_prune
-from ingest.validation import validate_records
-from tests.conftest import series
+from ingest.services import record_partitions_maintain, records_prune
+from tests.conftest import ingest_as_received, series
 
 pytestmark = pytest.mark.django_db
 
@@ -22,9 +21,7 @@ def pg_only(test):
 
 
 def _ingest(records):
-    clean, problems = validate_records(records)
-    assert not problems
-    return records_ingest(records=clean)
+    return ingest_as_received(records)
 
 
 def _counts_exact():

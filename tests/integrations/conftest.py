@@ -250,3 +250,13 @@ def receiver():
     server = Receiver()
     yield server
     server.close()
+
+
+@pytest.fixture
+def fleet_with_a_run(no_models):
+    """Two ready servers, one hot, and a complete prediction run (heuristic forecasts: no model)."""
+    from forecasting.runs.chunks import fleet_predict
+    from tests.conftest import ingest_fleet
+
+    ingest_fleet({"ppdb001": {"cpu_pct": 97.0}, "ppweb001": {}})
+    return fleet_predict()

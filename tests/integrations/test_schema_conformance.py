@@ -5,14 +5,14 @@ becomes "or null", and an object that lists its properties allows no others, so 
 returns but the schema does not declare fails as surely as a declared field that is missing.
 """
 
+import base64
 import copy
 from datetime import datetime
 
 import jsonschema
 import pytest
 
-from forecasting.runs.chunks import fleet_predict
-from tests.conftest import TEST_API_KEY, ingest_fleet, make_record, post_feed
+from tests.conftest import TEST_API_KEY, make_record, post_feed
 
 pytestmark = pytest.mark.django_db
 
@@ -62,12 +62,6 @@ def _describe(error: jsonschema.ValidationError) -> str:
     """The deepest reasons: a oneOf (the two /predictions/current shapes) fails as a whole otherwise."""
     leaves = [e for e in error.context if not e.context] or [error]
     return "\n".join(f"{list(e.absolute_path)}: {e.message[:200]}" for e in leaves[:10])
-
-
-@pytest.fixture
-def fleet_with_a_run(no_models):
-    ingest_fleet({"ppdb001": {"cpu_pct": 97.0}, "ppweb001": {}})
-    return fleet_predict()
 
 
 def test_feed_accepted_conforms(schema, client):
@@ -153,11 +147,47 @@ def test_alerts_active_conforms(schema, client, fleet_with_a_run):
     conforms(schema, "/alerts/active", "get", response)
 
 
-def test_alerts_active_with_a_bad_server_conforms(schema, client):
-    response = client.get("/alerts/active?server=bad%20name")
+@pytest.mark.parametrize("name", ["bad%20name", "a%0A", "%C2%88", "a/b"])
+def test_predictions_with_a_bad_server_name_is_a_documented_json_400(schema, client, name):
+    response = client.get(f"/predictions/{name}")
 
     assert response.status_code == 400
-    conforms(schema, "/alerts/active", "get", response)
+    conforms(schema, "/predictions/{server}", "get", response)
+
+
+@pytest.mark.parametrize("names", ["", "&names=guide"])
+def test_an_empty_page_past_the_last_server_conforms(schema, client, fleet_with_a_run, names):
+    cursor = base64.urlsafe_b64encode(b"zzzz").decode().rstrip("=")  # after every server's name
+    response = client.get(f"/predictions/current?cursor={cursor}{names}")
+
+    assert response.status_code == 200 and response.json()["predictions"] == {}
+    conforms(schema, "/predictions/current", "get", response)
+
+
+def test_predictions_current_with_an_empty_names_value_is_a_documented_400(schema, client):
+    response = client.get("/predictions/current?names=")
+
+    assert response.status_code == 400
+    conforms(schema, "/predictions/current", "get", response)
+
+
+def test_the_schema_says_what_the_feed_and_reads_enforce(schema):
+    body = schema["components"]["schemas"]["FeedBody"]["properties"]["records"]
+    record = schema["components"]["schemas"]["FeedRecord"]["properties"]
+    server = next(p for p in schema["paths"]["/alerts/active"]["get"]["parameters"] if p["name"] == "server")
+
+    assert (body["minItems"], body["maxItems"]) == (1, 10_000)
+    assert (record["disk_io_mb_s"]["maximum"], record["latency_ms"]["maximum"]) == (1e6, 8.64e7)
+    assert "TFT_RETENTION_DAYS" in record["timestamp"]["description"]
+    assert server["schema"]["pattern"].startswith("^[A-Za-z0-9]")
+
+
+def test_alerts_active_with_a_bad_server_conforms(schema, client):
+    for query in ("server=bad%20name", "server="):
+        response = client.get(f"/alerts/active?{query}")
+
+        assert response.status_code == 400
+        conforms(schema, "/alerts/active", "get", response)
 
 
 class _Body:

@@ -1,13 +1,13 @@
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from ingest.files import FileFormatError, read_records
+from ingest.files import FileFormatError, read_records, read_records_shifted
 from ingest.services import records_ingest
-from ingest.validation import validate_record
+from ingest.validation import timestamp_window, validate_record
 
 CHUNK = 5000
 MAX_PROBLEMS_SHOWN = 20
@@ -26,23 +26,31 @@ class Command(BaseCommand):
         parser.add_argument("--scale", type=float, default=1.0, help="multiply NAB values (unit conversion)")
         parser.add_argument("--state", default="healthy", help="state for NAB records")
         parser.add_argument("--no-progress", action="store_true")
+        parser.add_argument(
+            "--shift-to-now",
+            action="store_true",
+            help="move each file's timestamps by whole 5-minute steps so its newest record is now (old files "
+            "such as NAB's; records older than TFT_RETENTION_DAYS are refused)",
+        )
 
-    def handle(self, *args, files, server, metric, scale, state, no_progress, **options):
+    def handle(self, *args, files, server, metric, scale, state, no_progress, shift_to_now, **options):
         totals = {"accepted": 0, "duplicates": 0, "rejected": 0}
         shown = 0
         for path in files:
             if not path.exists():
                 raise CommandError(f"{path}: no such file")
-            latest = datetime.now(UTC) + timedelta(seconds=settings.TFT_MAX_FUTURE_SECONDS)
+            now = datetime.now(UTC)
+            window = timestamp_window(now=now)
+            reader = partial(read_records_shifted, now=now) if shift_to_now else read_records
             chunk = []
             try:
-                rows = read_records(path, server=server, metric=metric, scale=scale, state=state)
+                rows = reader(path, server=server, metric=metric, scale=scale, state=state)
                 for line_no, raw in tqdm(rows, desc=path.name, unit=" rec", disable=no_progress, mininterval=1):
                     if isinstance(raw, FileFormatError):
                         problems = [str(raw)]
                         record = None
                     else:
-                        record, found = validate_record(raw, line_no, latest_allowed=latest)
+                        record, found = validate_record(raw, line_no, window=window)
                         problems = [f"{p.field}: {p.message}" for p in found]
                     if record is None:
                         totals["rejected"] += 1
