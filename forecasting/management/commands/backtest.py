@@ -12,7 +12,10 @@ Output: one table, or --json: {"methods": {"tft": {"mase", "pinball", "coverage"
 "tft_calibrated": …, …}} (with --simulated the JSON also holds "lead_time"). With the TFT it also
 holds "calibration" (raw vs self-calibrated intervals per series family and pooled) and
 "probabilities" (Brier, skill and reliability of prob_30m / prob_8h per event rule; a CSV folder's
-anomaly_windows.json adds the "anomaly" rule). --fit-probabilities first fits the isotonic
+anomaly_windows.json adds the "anomaly" rule). "alerts" (unless --no-alerts): the alert replay of
+engine.alert_replay — per family and pooled, per rule (served, static_threshold, predict_linear):
+recall_15m, median_lead_minutes, false_alerts_per_server_day, alert_minutes_per_server_day,
+incidents. --fit-probabilities first fits the isotonic
 probability recalibration on the training part and writes it into the model folder.
 """
 
@@ -30,12 +33,16 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from forecasting.alerts.selectors import alert_hysteresis
+from forecasting.engine import alert_replay
 from forecasting.engine import backtest as bt
+from forecasting.engine.alert_rules import SEVERITIES, Hysteresis
 from forecasting.engine.folders import read_probability_calibration, write_probability_calibration
+from forecasting.engine.heuristic import heuristic_quantiles
 from forecasting.engine.network import load_forecaster
 from forecasting.engine.series import SeriesWindow, load_csv_dir
 from forecasting.engine.simulator import FleetTruth, fleet_names, simulate_fleet_truth
-from forecasting.engine.spec import CONTEXT, HORIZON, METRICS
+from forecasting.engine.spec import CONTEXT, HORIZON, METRICS, QUANTILES
 from forecasting.windows import server_histories
 
 logger = logging.getLogger(__name__)
@@ -103,6 +110,28 @@ class Command(BaseCommand):
             help="with --fit-probabilities: the windows to recalibrate (the others are served raw)",
         )
         parser.add_argument("--json", action="store_true", help="print the result as JSON only")
+        parser.add_argument("--no-alerts", action="store_true", help="skip the alert replay")
+        parser.add_argument(
+            "--alert-every",
+            type=int,
+            default=alert_replay.REPLAY_EVERY,
+            metavar="STEPS",
+            help="alert replay: steps between origins (1 = every 5 minutes, as live; K and M count origins)",
+        )
+        parser.add_argument(
+            "--open-after",
+            type=int,
+            nargs=2,
+            metavar=("WARNING", "CRITICAL"),
+            help="alert replay: runs before an alert opens (default: the served settings)",
+        )
+        parser.add_argument(
+            "--resolve-after",
+            type=int,
+            nargs=2,
+            metavar=("WARNING", "CRITICAL"),
+            help="alert replay: runs without a prediction before it resolves (default: the served settings)",
+        )
 
     def handle(self, *args, **opts):
         started = time.perf_counter()
@@ -123,6 +152,8 @@ class Command(BaseCommand):
                 anomalies=source.anomalies,
                 recalibration=read_probability_calibration(self.model_path),
             )
+        if not opts["no_alerts"]:
+            result["alerts"] = _alert_replay(source, forecaster, opts)
         if opts["json"]:
             self.stdout.write(json.dumps(_jsonable(result), indent=2))
             return
@@ -148,6 +179,8 @@ class Command(BaseCommand):
             self._lead_table(result["lead_time"])
         if "probabilities" in result:
             self._probability_table(result["probabilities"])
+        if "alerts" in result:
+            self._alerts_table(result["alerts"])
         self.stdout.write(f"\n({elapsed:.1f}s)")
 
     def _fit_probabilities(self, source: BacktestSource, forecaster, windows: list[str]) -> None:
@@ -166,6 +199,20 @@ class Command(BaseCommand):
             return load_forecaster(path, device=opts["device"])
         except Exception as exc:
             raise CommandError(f"cannot load model {path}: {exc}") from exc
+
+    def _alerts_table(self, report: dict) -> None:
+        self.stdout.write(f"\nalert replay (every {report['protocol']['every_minutes']} min):")
+        keys = (
+            "recall_15m",
+            "median_lead_minutes",
+            "false_alerts_per_server_day",
+            "alert_minutes_per_server_day",
+            "incidents",
+        )
+        self.stdout.write(f"{'family / rule':34s}" + "".join(f"{k[:22]:>24s}" for k in keys))
+        for family, rules in {**report["per_family"], "pooled": report["pooled"]}.items():
+            for rule, row in rules.items():
+                self.stdout.write(f"{family + ' / ' + rule:34s}" + "".join(f"{_fmt(row[k]):>24s}" for k in keys))
 
     def _table(self, rows: dict, label: str = "method") -> None:
         self.stdout.write(f"{label:<16}{'MASE':>8}{'pinball':>10}{'coverage':>10}{'windows':>9}")
@@ -187,7 +234,9 @@ class Command(BaseCommand):
             )
 
     def _probability_table(self, report: dict) -> None:
-        self.stdout.write(f"\nIncident probabilities ({report['origins']} origins, every {report['every_minutes']} min):")
+        self.stdout.write(
+            f"\nIncident probabilities ({report['origins']} origins, every {report['every_minutes']} min):"
+        )
         self.stdout.write(f"{'event':<11}{'window':<8}{'probs':<12}{'events':>8}{'base':>8}{'mean p':>8}"
                           f"{'Brier':>8}{'skill':>8}")  # fmt: skip
         for rule in ("threshold", "anomaly"):
@@ -282,6 +331,33 @@ def _combined(csv: BacktestSource, simulated: BacktestSource) -> BacktestSource:
         {**metrics_of(csv), **metrics_of(simulated)},
         simulated.truth,
         csv.anomalies,
+    )
+
+
+def _alert_replay(source: BacktestSource, forecaster, opts: dict) -> dict:
+    """The alert replay (engine.alert_replay) of the served rules with the served hysteresis (or
+    --open-after / --resolve-after), the TFT's p50 / p90 or, without one, the heuristic fallback."""
+    served = alert_hysteresis()
+    hysteresis = Hysteresis(
+        dict(zip(SEVERITIES, opts["open_after"], strict=True)) if opts["open_after"] else served.open_after,
+        dict(zip(SEVERITIES, opts["resolve_after"], strict=True)) if opts["resolve_after"] else served.resolve_after,
+    )
+    if forecaster is not None:
+        predict = alert_replay.quantile_predictor(forecaster)
+    else:
+        predict = alert_replay.heuristic_predictor(heuristic_quantiles, QUANTILES)
+    metrics = source.metrics
+    scored = {
+        w.server: bt._metric_tuple(metrics.get(w.server) if isinstance(metrics, dict) else metrics)
+        for w in source.series
+    }
+    mapped = isinstance(metrics, dict)
+
+    def family_of(w: SeriesWindow, ms) -> str:
+        return bt.series_family(w.server, None if mapped and source.truth is None else ms[0])
+
+    return alert_replay.alert_replay(
+        source.series, predict, scored=scored, family_of=family_of, hysteresis=hysteresis, every=opts["alert_every"]
     )
 
 
