@@ -233,12 +233,16 @@ def alert_replay(
     test_fraction: float = TEST_FRACTION,
     thresholds: Mapping[str, dict] | None = None,
     min_buckets: int = DEFAULT_MIN_BUCKETS,
+    frontier: Sequence[Hysteresis] = (),
 ) -> dict[str, Any]:
     """The replay of the module docstring. `predict(windows)` gives (p50, p90), each (B, H, M) in
     METRICS order; `scored` maps a series to its metrics; `family_of` names a series' family.
-    Returns {"per_family": family → rule → figures, "pooled": rule → figures, "protocol": …}."""
+    Returns {"per_family": family → rule → figures, "pooled": rule → figures, "protocol": …}; with
+    `frontier` (other hysteresis settings) also "frontier": the pooled served and predict_linear
+    figures under each, from the same forecasts (to choose K and M on development series)."""
     rules = {"served": hysteresis, "static_threshold": IMMEDIATE, "predict_linear": hysteresis}
     by_family: dict[str, dict[str, Counts]] = {}
+    sweep: list[dict[str, dict[str, Counts]]] = [{} for _ in frontier]
     n_origins = 0
     for w in series:
         origins = rolling_origins(len(w.values), test_fraction=test_fraction, every=every)
@@ -256,13 +260,27 @@ def alert_replay(
             "predict_linear": linear_codes(y, origins, critical),
         }
         counts = replay_series(y, w.states, origins, codes, critical, rules, every=every, min_buckets=min_buckets)
-        family = by_family.setdefault(family_of(w, scored[w.server]), {r: Counts() for r in REPLAY_RULES})
+        name = family_of(w, scored[w.server])
+        family = by_family.setdefault(name, {r: Counts() for r in REPLAY_RULES})
         for rule, c in counts.items():
             family[rule].add(c)
+        for point, h in zip(sweep, frontier, strict=True):
+            swept = replay_series(y, w.states, origins, {r: codes[r] for r in ("served", "predict_linear")}, critical,
+                                  {"served": h, "predict_linear": h}, every=every, min_buckets=min_buckets)
+            fam = point.setdefault(name, {r: Counts() for r in REPLAY_RULES})
+            for rule, c in swept.items():
+                fam[rule].add(c)
         n_origins += len(origins)
     logger.info("alert replay: %d series, %d origins", len(series), n_origins)
     per_family = {f: {r: c.report() for r, c in rules_.items()} for f, rules_ in sorted(by_family.items())}
+    out_frontier = []
+    for point, h in zip(sweep, frontier, strict=True):
+        fams = {f: {r: c.report() for r, c in rules_.items()} for f, rules_ in point.items()}
+        pool = pooled(fams)
+        out_frontier.append({"open_after": h.open_after, "resolve_after": h.resolve_after,
+                             "served": pool["served"], "predict_linear": pool["predict_linear"]})
     return {
+        **({"frontier": out_frontier} if frontier else {}),
         "per_family": per_family,
         "pooled": pooled(per_family),
         "protocol": {
@@ -275,6 +293,14 @@ def alert_replay(
         },
     }
 
+
+# The K / M settings `backtest --alert-frontier` replays (same K and M for both severities, and
+# critical opening sooner than warning).
+FRONTIER: tuple[Hysteresis, ...] = tuple(
+    Hysteresis({"warning": kw, "critical": kc}, {"warning": m, "critical": m})
+    for kw, kc in ((1, 1), (2, 1), (2, 2), (3, 2), (3, 3), (4, 2), (6, 3), (6, 6))
+    for m in (1, 3, 6, 12)
+)
 
 POOLED_KEYS = (
     "recall_15m",

@@ -119,6 +119,10 @@ class Command(BaseCommand):
             help="alert replay: steps between origins (1 = every 5 minutes, as live; K and M count origins)",
         )
         parser.add_argument(
+            "--alert-frontier", action="store_true",
+            help="alert replay: also replay every K / M of engine.alert_replay.FRONTIER (choose on development series)",
+        )
+        parser.add_argument(
             "--open-after",
             type=int,
             nargs=2,
@@ -357,7 +361,8 @@ def _alert_replay(source: BacktestSource, forecaster, opts: dict) -> dict:
         return bt.series_family(w.server, None if mapped and source.truth is None else ms[0])
 
     return alert_replay.alert_replay(
-        source.series, predict, scored=scored, family_of=family_of, hysteresis=hysteresis, every=opts["alert_every"]
+        source.series, predict, scored=scored, family_of=family_of, hysteresis=hysteresis, every=opts["alert_every"],
+        frontier=alert_replay.FRONTIER if opts["alert_frontier"] else (),
     )
 
 
