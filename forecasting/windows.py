@@ -120,6 +120,17 @@ def maintenance_windows(*, start: datetime, end: datetime):
     )
 
 
+def maintenance_windows_current(*, now: datetime) -> list[MaintenanceWindow]:
+    """Active and upcoming windows (not over by now), soonest first."""
+    return [w for w in MaintenanceWindow.objects.filter(ends_at__gt=now).order_by("starts_at", "pk")
+            if _window_end(w) > now]
+
+
+def window_server_names(*, window: MaintenanceWindow, names: list[str]) -> list[str]:
+    """The names (of `names`) a window covers."""
+    return [n for n in names if _matches(window.servers, n)]
+
+
 def _window_end(w: MaintenanceWindow) -> datetime:
     return min(w.ends_at, w.ended_at) if w.ended_at else w.ends_at
 
