@@ -9,6 +9,7 @@ from django.db import transaction
 
 from forecasting.alerts.services import alerts_apply_run
 from forecasting.models import Alert, AlertNotification, AlertTransition, MaintenanceWindow, PredictionRun
+from forecasting.prometheus import metrics_text
 from forecasting.windows import server_histories, silenced_keys
 from ingest.models import Server
 from tests.conftest import ingest_fleet
@@ -40,7 +41,7 @@ def _candidate(severity="warning", metric="mem_pct"):
 def _run(server, i, *severities):
     """Run number i (5 minutes apart) predicting the given severities for mem_pct."""
     now = T0 + timedelta(minutes=5 * i)
-    run = PredictionRun.objects.create(status="complete", started_at=now, heartbeat_at=now)
+    run = PredictionRun.objects.create(status="complete", started_at=now, heartbeat_at=now, finished_at=now)
     with transaction.atomic():
         alerts_apply_run(run=run, forecasts=[(server.pk, [_candidate(s) for s in severities], None, None)], now=now)
     return run
@@ -87,6 +88,7 @@ def test_reopening_soon_after_resolving_is_a_flap(hysteresis, server, settings):
     _run(server, 1)
     _run(server, 2, "critical")
     assert list(Alert.objects.order_by("pk").values_list("flap", flat=True)) == [False, True]
+    assert 'tft_alert_flaps_total{server="ppdb001"} 1.0' in metrics_text().decode()
 
 
 def _window(**kwargs):
