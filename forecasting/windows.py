@@ -157,6 +157,22 @@ def silenced_keys(*, now: datetime) -> set[tuple[int, str | None]]:
     return out
 
 
+def silenced_server_names(*, now: datetime) -> dict[str, str]:
+    """Server name → why it is silenced now ("window: reason", or "state maintenance"), for the
+    dashboard: windows without a metric only (a one-metric window silences that metric, not the server)."""
+    out: dict[str, str] = {}
+    if settings.TFT_MAINTENANCE_STATE_SILENCES:
+        rows = MetricRecord.objects.filter(timestamp=F("server__last_seen"), state="maintenance")
+        out.update({name: "state maintenance" for name in rows.values_list("server__name", flat=True)})
+    windows = [w for w in maintenance_windows_current(now=now) if w.starts_at <= now and not w.metric]
+    if windows:
+        for name in Server.objects.values_list("name", flat=True):
+            reasons = [w.reason for w in windows if _matches(w.servers, name)]
+            if reasons:
+                out[name] = f"window: {reasons[0]}"
+    return out
+
+
 def silenced_spans(
     *, server_ids: list[int], start: datetime, end: datetime
 ) -> dict[int, list[tuple[datetime, datetime, str | None]]]:
