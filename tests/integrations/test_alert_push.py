@@ -70,9 +70,9 @@ def test_open_and_resolve_are_pushed_once_with_retries(
     assert fired["version"] == "4" and fired["status"] == "firing"
     alert = fired["alerts"][0]
     assert alert["status"] == "firing"
-    severity = Alert.objects.get(server__name="ppdb001", metric="mem_pct").opened_severity
     assert alert["labels"] == {"alertname": "TFTForecastThreshold", "server": "ppdb001", "metric": "mem_pct",
-                               "severity": severity, "rule": alert["labels"]["rule"], "service": "tftsite"}
+                               "severity": Alert.objects.get(server__name="ppdb001").opened_severity,
+                               "rule": alert["labels"]["rule"], "service": "tftsite"}
     assert alert["endsAt"] == "0001-01-01T00:00:00Z"
     assert "ppdb001" in alert["annotations"]["summary"]
     am_alert = pushes[0][0]

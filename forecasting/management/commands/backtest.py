@@ -356,9 +356,13 @@ def _alert_replay(source: BacktestSource, forecaster, opts: dict) -> dict:
         for w in source.series
     }
     mapped = isinstance(metrics, dict)
+    simulated = {w.server for w in source.truth.windows} if source.truth is not None else set()
 
     def family_of(w: SeriesWindow, ms) -> str:
-        return bt.series_family(w.server, None if mapped and source.truth is None else ms[0])
+        # A simulated server is scored on all its metrics: it is its own family, not its first metric's.
+        if w.server in simulated:
+            return "simulated"
+        return bt.series_family(w.server, None if mapped else ms[0])
 
     return alert_replay.alert_replay(
         source.series, predict, scored=scored, family_of=family_of, hysteresis=hysteresis, every=opts["alert_every"],
