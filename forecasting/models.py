@@ -166,6 +166,8 @@ class Alert(models.Model):
     misses = models.PositiveIntegerField(default=0)
     # Opened within TFT_ALERT_FLAP_WINDOW_MINUTES of the same server × metric's previous alert resolving.
     flap = models.BooleanField(default=False)
+    # The forecast origin of the run that last stepped its hysteresis (one step per new origin).
+    stepped_origin = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-opened_at"]
@@ -384,6 +386,7 @@ class AlertStreak(models.Model):
     server = models.ForeignKey("ingest.Server", on_delete=models.CASCADE, related_name="+")
     metric = models.CharField(max_length=32)
     hits = models.PositiveIntegerField(default=0)
+    stepped_origin = models.DateTimeField(null=True, blank=True)  # see Alert.stepped_origin
     updated_at = models.DateTimeField()
 
     class Meta:

@@ -186,7 +186,7 @@ def alerts_open(*, alerts: list[Alert], now: datetime, run: PredictionRun | None
 def _predicted(forecasts: list[tuple]) -> dict[tuple[int, str], dict]:
     """(server_id, metric) → the candidate of the highest severity this run predicts."""
     out: dict[tuple[int, str], dict] = {}
-    for server_id, candidates, _, _ in forecasts:
+    for server_id, candidates, *_ in forecasts:
         for c in candidates:
             key = (server_id, c["metric"])
             if key not in out or SEVERITY_CODE[c["severity"]] > SEVERITY_CODE[out[key]["severity"]]:
@@ -223,12 +223,13 @@ class _RunChanges:
     resolved: list[Alert] = dc_field(default_factory=list)
     silenced: list[Alert] = dc_field(default_factory=list)
     transitions: list[AlertTransition] = dc_field(default_factory=list)
-    streaks: dict[tuple[int, str], int] = dc_field(default_factory=dict)  # key → hits (0: delete)
+    streaks: dict[tuple[int, str], tuple] = dc_field(default_factory=dict)  # key → (hits, origin); 0 hits: delete
 
 
-def _new_alert(key: tuple[int, str], c: dict, *, run: PredictionRun, now: datetime) -> Alert:
+def _new_alert(key: tuple[int, str], c: dict, *, run: PredictionRun, now: datetime, origin: datetime | None) -> Alert:
     return Alert(
         server_id=key[0],
+        stepped_origin=origin,
         opened_at=now,
         updated_at=now,
         first_run=run,
@@ -238,22 +239,36 @@ def _new_alert(key: tuple[int, str], c: dict, *, run: PredictionRun, now: dateti
     )
 
 
-def _step_key(key, *, alert: Alert | None, hits: int, c: dict | None, rule: Hysteresis, out: _RunChanges, run, now):
+def _step_key(
+    key,
+    *,
+    alert: Alert | None,
+    hits: int,
+    c: dict | None,
+    rule: Hysteresis,
+    out: _RunChanges,
+    run,
+    now,
+    origin: datetime | None,
+):
     """One server × metric through the hysteresis; what changes goes into `out`."""
     predicted = c["severity"] if c is not None else None
     streak = Streak(severity=alert.severity, misses=alert.misses) if alert is not None else Streak(hits=hits)
     streak, event = hysteresis_step(streak, predicted, rule)
     if alert is None:
         if event == OPENED:
-            out.new.append(_new_alert(key, c, run=run, now=now))
-        out.streaks[key] = streak.hits
-    elif event == RESOLVED:
+            out.new.append(_new_alert(key, c, run=run, now=now, origin=origin))
+        out.streaks[key] = (streak.hits, origin)
+        return
+    alert._dirty = alert.stepped_origin != origin
+    alert.stepped_origin = origin
+    if event == RESOLVED:
         out.resolved.append(alert)
     elif c is None:
         alert.misses = streak.misses
         out.missed.append(alert)
     else:
-        alert._dirty = alert.misses != 0 or event == CHANGED
+        alert._dirty = alert._dirty or alert.misses != 0 or event == CHANGED
         alert.misses = 0
         out.refreshed.append((alert, c))
         if event == CHANGED:
@@ -263,12 +278,19 @@ def _step_key(key, *, alert: Alert | None, hits: int, c: dict | None, rule: Hyst
             )
 
 
-def _save_streaks(*, streaks: dict[tuple[int, str], int], existing: dict, now: datetime) -> None:
-    gone = [existing[k].pk for k, hits in streaks.items() if not hits and k in existing]
+def _save_streaks(*, streaks: dict[tuple[int, str], tuple], existing: dict, now: datetime) -> None:
+    gone = [existing[k].pk for k, (hits, _) in streaks.items() if not hits and k in existing]
     AlertStreak.objects.filter(pk__in=gone).delete()
-    rows = [AlertStreak(server_id=k[0], metric=k[1], hits=hits, updated_at=now) for k, hits in streaks.items() if hits]
+    rows = [
+        AlertStreak(server_id=k[0], metric=k[1], hits=hits, stepped_origin=origin, updated_at=now)
+        for k, (hits, origin) in streaks.items()
+        if hits
+    ]
     AlertStreak.objects.bulk_create(
-        rows, update_conflicts=True, unique_fields=["server", "metric"], update_fields=["hits", "updated_at"]
+        rows,
+        update_conflicts=True,
+        unique_fields=["server", "metric"],
+        update_fields=["hits", "stepped_origin", "updated_at"],
     )
 
 
@@ -285,7 +307,7 @@ def _refresh_open(*, alerts_and_candidates: list[tuple[Alert, dict]], run: Predi
         else:
             unchanged.append(alert.pk)
     if changed:
-        fields = [*PREDICTION_FIELDS, "severity", "misses", "updated_at", "last_run"]
+        fields = [*PREDICTION_FIELDS, "severity", "misses", "stepped_origin", "updated_at", "last_run"]
         Alert.objects.bulk_update(changed, fields, batch_size=500)
     if unchanged:
         # Most open alerts are predicted again unchanged: one UPDATE stamps them all, instead of
@@ -306,6 +328,9 @@ def alerts_apply_run(
     rule = alert_hysteresis()
     silenced = silenced_keys(now=now)
     predicted = _predicted(forecasts)
+    # (server_id, candidates, p30, p8h[, origin]): with the origin, the hysteresis counts forecasts
+    # (one step per new forecast origin), not runs, as the backtest's replay counts origins.
+    origins = {f[0]: f[4] for f in forecasts if len(f) > 4}
     open_alerts = {
         (a.server_id, a.metric): a
         for a in Alert.objects.select_for_update().filter(state__in=OPEN_STATES).exclude(server_id__in=held_server_ids)
@@ -320,10 +345,29 @@ def alerts_apply_run(
         if _is_silenced(key, silenced):
             if alert is not None:
                 out.silenced.append(alert)
-            out.streaks[key] = 0
+            out.streaks[key] = (0, None)
             continue
-        hits = streaks[key].hits if key in streaks else 0
-        _step_key(key, alert=alert, hits=hits, c=predicted.get(key), rule=rule, out=out, run=run, now=now)
+        origin = origins.get(key[0])
+        streak = streaks.get(key)
+        if origin is not None and origin == (
+            alert.stepped_origin if alert is not None else getattr(streak, "stepped_origin", None)
+        ):
+            # The same forecast origin as the run that last stepped this key (runs come every minute,
+            # buckets every 5): no new evidence, so no hysteresis step; an open alert is refreshed.
+            if alert is not None and key in predicted:
+                out.refreshed.append((alert, predicted[key]))
+            continue
+        _step_key(
+            key,
+            alert=alert,
+            hits=streak.hits if streak else 0,
+            c=predicted.get(key),
+            rule=rule,
+            out=out,
+            run=run,
+            now=now,
+            origin=origin,
+        )
     _apply_changes(out=out, streaks=streaks, run=run, now=now)
 
 
@@ -336,7 +380,7 @@ def _apply_changes(*, out: _RunChanges, streaks: dict, run: PredictionRun, now: 
     if out.missed:
         for alert in out.missed:
             alert.updated_at, alert.last_run = now, run
-        Alert.objects.bulk_update(out.missed, ["misses", "updated_at", "last_run"], batch_size=500)
+        Alert.objects.bulk_update(out.missed, ["misses", "stepped_origin", "updated_at", "last_run"], batch_size=500)
     AlertTransition.objects.bulk_create(out.transitions)
     # The open alerts were locked above, so they move without being read again.
     _move(alerts=out.resolved, to=Alert.State.RESOLVED, by=None, now=now, run=run)

@@ -18,16 +18,29 @@ logger = logging.getLogger(__name__)
 
 
 def maintenance_window_create(
-    *, servers: str, metric: str = "", starts_at: datetime, ends_at: datetime, reason: str, created_by: str,
+    *,
+    servers: str,
+    metric: str = "",
+    starts_at: datetime,
+    ends_at: datetime,
+    reason: str,
+    created_by: str,
     now: datetime,
 ) -> MaintenanceWindow:
     """A new window (the caller validated it: servers non-empty, ends_at after starts_at and now)."""
     window = MaintenanceWindow.objects.create(
-        servers=servers, metric=metric, starts_at=starts_at, ends_at=ends_at, reason=reason, created_by=created_by,
+        servers=servers,
+        metric=metric,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        reason=reason,
+        created_by=created_by,
         created_at=now,
     )
-    logger.info("maintenance window created",
-                extra={"window_id": window.pk, "servers": servers, "metric": metric, "by": created_by})
+    logger.info(
+        "maintenance window created",
+        extra={"window_id": window.pk, "servers": servers, "metric": metric, "by": created_by},
+    )
     return window
 
 

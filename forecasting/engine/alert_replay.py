@@ -265,8 +265,16 @@ def alert_replay(
         for rule, c in counts.items():
             family[rule].add(c)
         for point, h in zip(sweep, frontier, strict=True):
-            swept = replay_series(y, w.states, origins, {r: codes[r] for r in ("served", "predict_linear")}, critical,
-                                  {"served": h, "predict_linear": h}, every=every, min_buckets=min_buckets)
+            swept = replay_series(
+                y,
+                w.states,
+                origins,
+                {r: codes[r] for r in ("served", "predict_linear")},
+                critical,
+                {"served": h, "predict_linear": h},
+                every=every,
+                min_buckets=min_buckets,
+            )
             fam = point.setdefault(name, {r: Counts() for r in REPLAY_RULES})
             for rule, c in swept.items():
                 fam[rule].add(c)
@@ -277,8 +285,14 @@ def alert_replay(
     for point, h in zip(sweep, frontier, strict=True):
         fams = {f: {r: c.report() for r, c in rules_.items()} for f, rules_ in point.items()}
         pool = pooled(fams)
-        out_frontier.append({"open_after": h.open_after, "resolve_after": h.resolve_after,
-                             "served": pool["served"], "predict_linear": pool["predict_linear"]})
+        out_frontier.append(
+            {
+                "open_after": h.open_after,
+                "resolve_after": h.resolve_after,
+                "served": pool["served"],
+                "predict_linear": pool["predict_linear"],
+            }
+        )
     return {
         **({"frontier": out_frontier} if frontier else {}),
         "per_family": per_family,

@@ -38,6 +38,7 @@ class Migration(migrations.Migration):
                 ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
                 ("metric", models.CharField(max_length=32)),
                 ("hits", models.PositiveIntegerField(default=0)),
+                ("stepped_origin", models.DateTimeField(blank=True, null=True)),
                 ("updated_at", models.DateTimeField()),
             ],
         ),
@@ -102,6 +103,11 @@ class Migration(migrations.Migration):
             model_name="alert",
             name="flap",
             field=models.BooleanField(default=False),
+        ),
+        migrations.AddField(
+            model_name="alert",
+            name="stepped_origin",
+            field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
             model_name="alert",

@@ -38,12 +38,15 @@ def _candidate(severity="warning", metric="mem_pct"):
             "message": f"ppdb001: mem_pct p50 forecast peaks at 97.0 ({severity})"}
 
 
-def _run(server, i, *severities):
-    """Run number i (5 minutes apart) predicting the given severities for mem_pct."""
+def _run(server, i, *severities, origin=None):
+    """Run number i (5 minutes apart) predicting the given severities for mem_pct; its forecast's
+    origin is `origin` (default: a new one each run, as a new bucket arrives)."""
     now = T0 + timedelta(minutes=5 * i)
+    origin = origin or now
     run = PredictionRun.objects.create(status="complete", started_at=now, heartbeat_at=now, finished_at=now)
     with transaction.atomic():
-        alerts_apply_run(run=run, forecasts=[(server.pk, [_candidate(s) for s in severities], None, None)], now=now)
+        forecast = (server.pk, [_candidate(s) for s in severities], None, None, origin)
+        alerts_apply_run(run=run, forecasts=[forecast], now=now)
     return run
 
 
@@ -62,6 +65,15 @@ def test_opens_on_the_kth_run_and_resolves_on_the_mth(hysteresis, server):
     assert alert.state == "resolved"
     assert list(AlertTransition.objects.values_list("kind", flat=True)) == ["opened", "resolved"]
     assert sorted(AlertNotification.objects.values_list("transition", flat=True)) == ["firing", "resolved"]
+
+
+def test_runs_of_the_same_forecast_origin_count_once(hysteresis, server):
+    for i in range(4):
+        _run(server, i, "warning", origin=T0)  # runs every minute, no new bucket: one forecast
+    assert not Alert.objects.exists()
+    _run(server, 4, "warning")
+    _run(server, 5, "warning")
+    assert Alert.objects.get().state == "active"  # the 3rd forecast origin
 
 
 def test_a_miss_between_predictions_does_not_flap(hysteresis, server):
