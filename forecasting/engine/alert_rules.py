@@ -197,7 +197,3 @@ def alert_episodes(codes: np.ndarray, rule: Hysteresis) -> list[tuple[int, int]]
         out.append((first, len(codes)))
     return out
 
-
-# Chosen by the backtest's alert replay on development series (README "Alert replay"); the service
-# reads tftsite.settings TFT_ALERT_OPEN_AFTER_* / TFT_ALERT_RESOLVE_AFTER_* (same defaults).
-DEFAULT_HYSTERESIS = Hysteresis({"warning": 3, "critical": 2}, {"warning": 6, "critical": 6})

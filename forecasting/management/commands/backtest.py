@@ -341,10 +341,15 @@ def _combined(csv: BacktestSource, simulated: BacktestSource) -> BacktestSource:
 def _alert_replay(source: BacktestSource, forecaster, opts: dict) -> dict:
     """The alert replay (engine.alert_replay) of the served rules with the served hysteresis (or
     --open-after / --resolve-after), the TFT's p50 / p90 or, without one, the heuristic fallback."""
+    # The served K / M count 5-minute forecasts; at a stride of `every` steps they become
+    # ceil(count / every) origins (the same time span). --open-after / --resolve-after count origins.
+    every = opts["alert_every"]
     served = alert_hysteresis()
     hysteresis = Hysteresis(
-        dict(zip(SEVERITIES, opts["open_after"], strict=True)) if opts["open_after"] else served.open_after,
-        dict(zip(SEVERITIES, opts["resolve_after"], strict=True)) if opts["resolve_after"] else served.resolve_after,
+        dict(zip(SEVERITIES, opts["open_after"], strict=True)) if opts["open_after"]
+        else {k: -(-v // every) for k, v in served.open_after.items()},
+        dict(zip(SEVERITIES, opts["resolve_after"], strict=True)) if opts["resolve_after"]
+        else {k: -(-v // every) for k, v in served.resolve_after.items()},
     )
     if forecaster is not None:
         predict = alert_replay.quantile_predictor(forecaster)
