@@ -33,9 +33,16 @@ def server():
 
 
 def _candidate(severity="warning", metric="mem_pct"):
-    return {"metric": metric, "severity": severity, "rule": f"p50_{severity}", "predicted_value": 97.0,
-            "threshold": 95.0 if severity == "critical" else 85.0, "steps_ahead": 6, "minutes_ahead": 30,
-            "message": f"ppdb001: mem_pct p50 forecast peaks at 97.0 ({severity})"}
+    return {
+        "metric": metric,
+        "severity": severity,
+        "rule": f"p50_{severity}",
+        "predicted_value": 97.0,
+        "threshold": 95.0 if severity == "critical" else 85.0,
+        "steps_ahead": 6,
+        "minutes_ahead": 30,
+        "message": f"ppdb001: mem_pct p50 forecast peaks at 97.0 ({severity})",
+    }
 
 
 def _run(server, i, *severities, origin=None):
@@ -90,7 +97,9 @@ def test_a_severity_change_is_a_transition_not_a_new_alert(hysteresis, server):
     alert = Alert.objects.get()
     assert alert.severity == "critical" and alert.opened_severity == "warning"
     assert list(alert.transitions.values_list("kind", "severity")) == [
-        ("opened", "warning"), ("severity_changed", "critical")]
+        ("opened", "warning"),
+        ("severity_changed", "critical"),
+    ]
     assert AlertNotification.objects.count() == 1  # the firing only
 
 
@@ -104,8 +113,15 @@ def test_reopening_soon_after_resolving_is_a_flap(hysteresis, server, settings):
 
 
 def _window(**kwargs):
-    fields = {"servers": "ppdb*", "starts_at": T0, "ends_at": T0 + timedelta(hours=2), "reason": "kernel upgrade",
-              "created_by": "test", "created_at": T0, **kwargs}
+    fields = {
+        "servers": "ppdb*",
+        "starts_at": T0,
+        "ends_at": T0 + timedelta(hours=2),
+        "reason": "kernel upgrade",
+        "created_by": "test",
+        "created_at": T0,
+        **kwargs,
+    }
     return MaintenanceWindow.objects.create(**fields)
 
 
@@ -158,7 +174,9 @@ def test_window_buckets_are_left_out_of_training_data():
     by_name = {w.server: w for w in server_histories()}
     db = by_name["ppdb001"]
     gone = np.isnan(db.values).all(axis=1)
-    bucket = [(db.start + timedelta(minutes=5 * i), db.start + timedelta(minutes=5 * (i + 1))) for i in range(len(gone))]
+    bucket = [
+        (db.start + timedelta(minutes=5 * i), db.start + timedelta(minutes=5 * (i + 1))) for i in range(len(gone))
+    ]
     assert gone.tolist() == [lo < b and hi > a for lo, hi in bucket]  # every bucket overlapping the window
     assert 10 <= gone.sum() <= 11
     assert not np.isnan(by_name["ppweb002"].values).any()

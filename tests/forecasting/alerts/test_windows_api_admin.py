@@ -18,8 +18,10 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def _plain_static_storage(settings):
     # The admin pages only need {% static %} to resolve, not collectstatic's manifest.
-    settings.STORAGES = {**settings.STORAGES,
-                         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
 
 
 def _iso(dt: datetime) -> str:
@@ -32,8 +34,7 @@ def _body(**kwargs):
 
 
 def _create(client, key=TEST_API_KEY, **kwargs):
-    return client.post("/alerts/windows/create", _body(**kwargs), content_type="application/json",
-                       HTTP_X_API_KEY=key)
+    return client.post("/alerts/windows/create", _body(**kwargs), content_type="application/json", HTTP_X_API_KEY=key)
 
 
 def test_a_write_key_creates_lists_and_ends_a_window(anon_client):
@@ -68,8 +69,12 @@ def test_a_read_only_key_may_not_create_or_end(anon_client):
 
 @pytest.mark.parametrize(
     ("change", "field"),
-    [({"servers": "db 01"}, "servers"), ({"metric": "load"}, "metric"), ({"ends_at": "2020-01-01T00:00:00Z"}, "ends_at"),
-     ({"reason": ""}, "reason")],
+    [
+        ({"servers": "db 01"}, "servers"),
+        ({"metric": "load"}, "metric"),
+        ({"ends_at": "2020-01-01T00:00:00Z"}, "ends_at"),
+        ({"reason": ""}, "reason"),
+    ],
 )
 def test_a_bad_window_is_a_400_naming_the_field_and_stores_nothing(anon_client, change, field):
     response = _create(anon_client, **change)
@@ -96,10 +101,18 @@ def _staff(django_user_model, *perms):
 
 def _admin_add(client):
     now = datetime.now(UTC).replace(microsecond=0)
-    return client.post("/admin/forecasting/maintenancewindow/add/", {
-        "servers": "db-*", "metric": "", "starts_at_0": now.strftime("%Y-%m-%d"), "starts_at_1": now.strftime("%H:%M:%S"),
-        "ends_at_0": (now + timedelta(hours=1)).strftime("%Y-%m-%d"),
-        "ends_at_1": (now + timedelta(hours=1)).strftime("%H:%M:%S"), "reason": "disk swap"})
+    return client.post(
+        "/admin/forecasting/maintenancewindow/add/",
+        {
+            "servers": "db-*",
+            "metric": "",
+            "starts_at_0": now.strftime("%Y-%m-%d"),
+            "starts_at_1": now.strftime("%H:%M:%S"),
+            "ends_at_0": (now + timedelta(hours=1)).strftime("%Y-%m-%d"),
+            "ends_at_1": (now + timedelta(hours=1)).strftime("%H:%M:%S"),
+            "reason": "disk swap",
+        },
+    )
 
 
 def test_admin_add_needs_the_add_permission_and_records_who(django_user_model):
@@ -113,8 +126,9 @@ def test_admin_add_needs_the_add_permission_and_records_who(django_user_model):
 
 def test_admin_end_action_needs_the_change_permission(django_user_model):
     now = datetime.now(UTC)
-    window = MaintenanceWindow.objects.create(servers="db-*", starts_at=now, ends_at=now + timedelta(hours=1),
-                                              reason="r", created_by="t", created_at=now)
+    window = MaintenanceWindow.objects.create(
+        servers="db-*", starts_at=now, ends_at=now + timedelta(hours=1), reason="r", created_by="t", created_at=now
+    )
     viewer = _staff(django_user_model, "view_maintenancewindow")
     viewer.post("/admin/forecasting/maintenancewindow/", {"action": "end_now", "_selected_action": [window.pk]})
     window.refresh_from_db()

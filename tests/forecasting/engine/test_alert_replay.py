@@ -84,9 +84,21 @@ def test_predict_linear_projects_the_last_hour_to_the_horizon():
 
 
 def test_pooled_weighs_families_equally():
-    row = {"recall_15m": 1.0, "median_lead_minutes": 60.0, "p25_lead_minutes": 30.0,
-           "false_alerts_per_server_day": 0.0, "alert_minutes_per_server_day": 10.0, "incidents": 1}
-    quiet = {**row, "recall_15m": math.nan, "median_lead_minutes": math.nan, "p25_lead_minutes": math.nan,
-             "false_alerts_per_server_day": 1.0, "incidents": 0}
+    row = {
+        "recall_15m": 1.0,
+        "median_lead_minutes": 60.0,
+        "p25_lead_minutes": 30.0,
+        "false_alerts_per_server_day": 0.0,
+        "alert_minutes_per_server_day": 10.0,
+        "incidents": 1,
+    }
+    quiet = {
+        **row,
+        "recall_15m": math.nan,
+        "median_lead_minutes": math.nan,
+        "p25_lead_minutes": math.nan,
+        "false_alerts_per_server_day": 1.0,
+        "incidents": 0,
+    }
     out = pooled({"cpu": {"served": row}, "disk": {"served": quiet}})["served"]
     assert out["recall_15m"] == 1.0 and out["false_alerts_per_server_day"] == 0.5 and out["incidents"] == 1

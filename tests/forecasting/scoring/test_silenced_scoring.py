@@ -14,8 +14,15 @@ pytestmark = pytest.mark.django_db
 
 def _window(servers, start, end, metric=""):
     now = datetime.now(UTC)
-    MaintenanceWindow.objects.create(servers=servers, metric=metric, starts_at=start, ends_at=end, reason="patching",
-                                     created_by="test", created_at=now)
+    MaintenanceWindow.objects.create(
+        servers=servers,
+        metric=metric,
+        starts_at=start,
+        ends_at=end,
+        reason="patching",
+        created_by="test",
+        created_at=now,
+    )
 
 
 def test_targets_inside_a_window_are_not_scored():
