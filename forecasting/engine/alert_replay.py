@@ -29,7 +29,9 @@ Rules: ``served`` (``alert_rules.severity_codes`` of the forecast's p50 / p90, a
 ``… >= critical for 10m``: it fires only once the incident is under way, so its lead is <= 0 by
 construction; it opens and resolves at once) and ``predict_linear`` (least-squares line over the last
 hour projected ``HORIZON`` ahead reaching critical: Prometheus' ``predict_linear(x[1h], 8h) >=
-critical``, under the same hysteresis as served, i.e. as ``for`` / ``keep_firing_for``).
+critical``, under the same hysteresis as served, i.e. as ``for`` / ``keep_firing_for``). Also
+``served_p50``: the served rules without the p90 early warning (a diagnostic: what the early
+warning costs in false alerts and alert-minutes).
 
 Per family the counts are summed; ``pooled`` weighs families equally (the mean of the family figures,
 recall and leads over families with incidents).
@@ -57,7 +59,7 @@ WARN_STEPS = 15 // STEP_MINUTES  # "warned at least 15 minutes before"
 STATIC_FOR = 10 // STEP_MINUTES  # static threshold: `for: 10m`
 LINEAR_STEPS = 60 // STEP_MINUTES  # predict_linear over the last hour
 REPLAY_EVERY = 1  # every 5 minutes, as the live runs
-REPLAY_RULES: tuple[str, ...] = ("served", "static_threshold", "predict_linear")
+REPLAY_RULES: tuple[str, ...] = ("served", "static_threshold", "predict_linear", "served_p50")
 PREDICT_CHUNK = 512
 
 
@@ -208,18 +210,17 @@ def replay_series(
     return out
 
 
-def _served_codes(predict: Callable, w: SeriesWindow, origins: np.ndarray, cols: list[int], limits) -> np.ndarray:
-    """Served severity codes (n, C): the forecaster's p50 / p90 at each origin against the limits."""
+def _served_codes(predict: Callable, w: SeriesWindow, origins: np.ndarray, cols: list[int], limits):
+    """Served severity codes (n, C): the forecaster's p50 / p90 at each origin against the limits;
+    and the same without the p90 early warning (p50 rules only: p90 := p50)."""
     warning, critical = limits
-    out = []
+    out, p50_only = [], []
     for i in range(0, len(origins), PREDICT_CHUNK):
         p50, p90 = predict([context_window(w, int(o)) for o in origins[i : i + PREDICT_CHUNK]])
-        out.append(
-            severity_codes(
-                p50[..., cols].swapaxes(1, 2), p90[..., cols].swapaxes(1, 2), warning[None, :], critical[None, :]
-            )
-        )
-    return np.concatenate(out)
+        p50, p90 = p50[..., cols].swapaxes(1, 2), p90[..., cols].swapaxes(1, 2)
+        out.append(severity_codes(p50, p90, warning[None, :], critical[None, :]))
+        p50_only.append(severity_codes(p50, p50, warning[None, :], critical[None, :]))
+    return np.concatenate(out), np.concatenate(p50_only)
 
 
 def alert_replay(
@@ -240,7 +241,12 @@ def alert_replay(
     Returns {"per_family": family → rule → figures, "pooled": rule → figures, "protocol": …}; with
     `frontier` (other hysteresis settings) also "frontier": the pooled served and predict_linear
     figures under each, from the same forecasts (to choose K and M on development series)."""
-    rules = {"served": hysteresis, "static_threshold": IMMEDIATE, "predict_linear": hysteresis}
+    rules = {
+        "served": hysteresis,
+        "static_threshold": IMMEDIATE,
+        "predict_linear": hysteresis,
+        "served_p50": hysteresis,
+    }
     by_family: dict[str, dict[str, Counts]] = {}
     sweep: list[dict[str, dict[str, Counts]]] = [{} for _ in frontier]
     n_origins = 0
@@ -254,8 +260,10 @@ def alert_replay(
             a[0, cols] for a in limits_batch(ctx[None], dict(thresholds or DEFAULT_THRESHOLDS), METRICS)
         )
         y = w.values[:, cols].astype(np.float64)
+        served, served_p50 = _served_codes(predict, w, origins, cols, (warning, critical))
         codes = {
-            "served": _served_codes(predict, w, origins, cols, (warning, critical)),
+            "served": served,
+            "served_p50": served_p50,
             "static_threshold": static_codes(y, origins, critical),
             "predict_linear": linear_codes(y, origins, critical),
         }
@@ -269,9 +277,9 @@ def alert_replay(
                 y,
                 w.states,
                 origins,
-                {r: codes[r] for r in ("served", "predict_linear")},
+                {r: codes[r] for r in ("served", "predict_linear", "served_p50")},
                 critical,
-                {"served": h, "predict_linear": h},
+                {"served": h, "predict_linear": h, "served_p50": h},
                 every=every,
                 min_buckets=min_buckets,
             )
@@ -291,6 +299,7 @@ def alert_replay(
                 "resolve_after": h.resolve_after,
                 "served": pool["served"],
                 "predict_linear": pool["predict_linear"],
+                "served_p50": pool["served_p50"],
             }
         )
     return {
