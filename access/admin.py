@@ -14,7 +14,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
     actions = ["revoke"]
 
     def has_change_permission(self, request, obj=None):
-        return obj is None  # keys are created or revoked, never edited
+        # Keys are created or revoked, never edited: no change form, and revoking (a change of
+        # is_active) needs the change permission like any other edit.
+        return obj is None and super().has_change_permission(request)
 
     def save_model(self, request, obj, form, change):
         key, raw = api_key_create(name=obj.name, can_feed=obj.can_feed, can_read=obj.can_read)
@@ -23,7 +25,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             request, f"API key for {key.name}: {raw} — copy it now, it will not be shown again.", messages.WARNING
         )
 
-    @admin.action(description="Revoke the selected keys")
+    @admin.action(description="Revoke the selected keys", permissions=["change"])
     def revoke(self, request, queryset):
         done = sum(api_key_revoke(key_id=pk) for pk in queryset.values_list("pk", flat=True))
         self.message_user(request, f"{done} keys revoked.")

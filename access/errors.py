@@ -54,6 +54,8 @@ class ErrorSerializer(serializers.Serializer):
 KEY_ERRORS = {
     401: OpenApiResponse(ErrorSerializer, description="No X-API-Key header where a key is required."),
     403: OpenApiResponse(ErrorSerializer, description="The key does not match, or none is configured."),
+    429: OpenApiResponse(ErrorSerializer, description="Rate limit, or too many wrong keys from this address "
+                         "(lockout); retry after Retry-After."),
 }
 
 

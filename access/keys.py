@@ -17,6 +17,7 @@ from django.conf import settings
 from rest_framework.exceptions import APIException
 from rest_framework.permissions import BasePermission
 
+from access.lockout import api_key_lockout_check
 from access.models import ApiKey
 
 KEY_PREFIX = "tft_"
@@ -115,6 +116,7 @@ def _check(request, *, scope: str, required: bool) -> bool:
     if not presented:
         raise ApiKeyMissing()
     identity = identify(presented)
+    api_key_lockout_check(request, presented=presented, identity=identity)  # 429 after repeated failures
     if identity is None or not getattr(identity, f"can_{scope}"):
         raise ApiKeyInvalid()
     request.api_key_name = identity.name

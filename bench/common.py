@@ -181,25 +181,25 @@ def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(max(0.0, t - before.get(pid, 0.0)) for pid, t in after.items())
 
 
-def bench_backend_pids() -> list[int]:
+def bench_backend_pids(db: str | None = None) -> list[int]:
     """Postgres backends connected to the bench database (gunicorn keeps its connections)."""
     import psycopg
 
     with psycopg.connect(pg_admin_dsn(), autocommit=True) as conn:
-        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [DB_NAME]).fetchall()
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [db or DB_NAME]).fetchall()
     return [r[0] for r in rows]
 
 
 class Process:
     """A child process in its own process group, stopped with SIGTERM (then SIGKILL)."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str]):
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], cwd: Path = ROOT):
         self.name = name
         self.log_path = DATA_DIR / "logs" / f"{name}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
-            argv, cwd=ROOT, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            argv, cwd=cwd, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     @property
@@ -224,14 +224,16 @@ class Process:
 
 
 @contextmanager
-def gunicorn(*, workers: int = 3, worker_class: str = "sync", threads: int = 1, name: str = "gunicorn"):
-    """gunicorn tftsite.wsgi:application on a free loopback port; yields (base URL, Process)."""
+def gunicorn(*, workers: int = 3, worker_class: str = "sync", threads: int = 1, name: str = "gunicorn",
+             tree: Path = ROOT, env: dict[str, str] | None = None):
+    """gunicorn tftsite.wsgi:application on a free loopback port; yields (base URL, Process).
+    ``tree`` and ``env`` run another checkout's code (its own interpreter) on its own database."""
     port = free_port()
-    argv = [PY, "-m", "gunicorn", "tftsite.wsgi:application", "--bind", f"{HOST}:{port}",
+    argv = [str(tree / ".venv/bin/python") if tree != ROOT else PY, "-m", "gunicorn", "tftsite.wsgi:application", "--bind", f"{HOST}:{port}",
             "--workers", str(workers), "--timeout", "60", "--graceful-timeout", "5", "--backlog", "2048"]
     if worker_class != "sync":
         argv += ["--worker-class", worker_class, "--threads", str(threads)]
-    proc = Process(name, argv, bench_env())
+    proc = Process(name, argv, env or bench_env(), cwd=tree)
     base = f"http://{HOST}:{port}"
     try:
         wait_http(base + "/health", timeout=60)

@@ -160,6 +160,22 @@ def _fresh_servers(conn, prefix: str, n: int = 20) -> list[int]:
     return ids
 
 
+_RECORD_COLS = "server_id, timestamp, cpu_pct, mem_pct, disk_io_mb_s, latency_ms, state, received_at"
+
+
+def copy_rows_per_s(conn, *, prefix: str, rows: int, servers: int, t0: float) -> float:
+    """Rows/s of one COPY of ``rows`` contract-shaped rows into ingest_metricrecord (one
+    transaction), for ``servers`` fresh servers, each timestamp carrying every server once."""
+    ids = _fresh_servers(conn, prefix, servers)
+    text, _ = _rows_text(ids, rows, t0)
+    started = time.perf_counter()
+    with conn.cursor() as cur, cur.copy(f"COPY ingest_metricrecord ({_RECORD_COLS}) FROM STDIN") as copy:
+        for i in range(0, len(text), 1 << 20):
+            copy.write(text[i : i + (1 << 20)])
+    conn.commit()
+    return rows / (time.perf_counter() - started)
+
+
 def _array_literal(values) -> str:
     return "{" + ",".join(f'"{v}"' if isinstance(v, str) else repr(v) for v in values) + "}"
 
@@ -169,19 +185,12 @@ def run_ceiling(*, reps: int, rows: int, log) -> dict:
     CONFLICT DO NOTHING in 1,000-row batches (one transaction each, like a feed request)."""
     import psycopg
 
-    cols = "server_id, timestamp, cpu_pct, mem_pct, disk_io_mb_s, latency_ms, state, received_at"
+    cols = _RECORD_COLS
     t0 = (datetime.now(UTC) - timedelta(days=13)).timestamp()
     copy_rates, insert_rates = [], []
     with psycopg.connect(pg_bench_dsn()) as conn:
         for rep in range(reps):
-            ids = _fresh_servers(conn, f"copy{rep}x")
-            text, _ = _rows_text(ids, rows, t0)
-            started = time.perf_counter()
-            with conn.cursor() as cur, cur.copy(f"COPY ingest_metricrecord ({cols}) FROM STDIN") as copy:
-                for i in range(0, len(text), 1 << 20):
-                    copy.write(text[i : i + (1 << 20)])
-            conn.commit()
-            copy_rates.append(rows / (time.perf_counter() - started))
+            copy_rates.append(copy_rows_per_s(conn, prefix=f"copy{rep}x", rows=rows, servers=20, t0=t0))
 
             ids = _fresh_servers(conn, f"ins{rep}x")
             _, tuples = _rows_text(ids, rows, t0)

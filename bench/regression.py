@@ -34,8 +34,12 @@ import json, sys, time
 import django
 django.setup()
 from forecasting.registry import model_versions_sync
-from forecasting.windows import ready_server_ids, server_windows
-from forecasting.runs.chunks import fleet_predict
+try:
+    from forecasting.runs.chunks import fleet_predict
+    from forecasting.windows import ready_server_ids, server_windows
+except ImportError:  # a tree from before forecasting/ was grouped by concern (issue 21)
+    from forecasting.selectors import ready_server_ids, server_windows
+    from forecasting.services import fleet_predict
 reps = int(sys.argv[1])
 model_versions_sync()
 ids = ready_server_ids()
@@ -114,6 +118,9 @@ def _measure(tree: Path, db: str, reps: int) -> dict:
 
 
 def _short_head(tree: Path) -> str:
+    marker = tree / ".bench-commit"  # a tree extracted with git archive has no .git: its commit, written beside it
+    if marker.exists():
+        return marker.read_text().strip()
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True).stdout.strip()
 
 

@@ -53,7 +53,11 @@ def _render(request, template: str, context: dict):
 @never_cache
 @dashboard_login_required
 def fleet(request):
-    return _render(request, "dashboard/fleet.html", selectors.fleet_overview(server_prefix=_server_prefix()))
+    page = request.GET.get("page", "1")
+    query = request.GET.get("q", "")[:64]
+    context = selectors.fleet_overview(server_prefix=_server_prefix(), page=int(page) if page.isdigit() else 1,
+                                       query=query)
+    return _render(request, "dashboard/fleet.html", context)
 
 
 @require_GET
@@ -92,8 +96,11 @@ def alerts(request):
 @dashboard_login_required
 def alert_ack(request, alert_id: int):
     # Staff only, even in local mode: acknowledging silences an alert for everyone.
+    # and the permission to change alerts, as in the admin's acknowledge action.
     if not (request.user.is_authenticated and request.user.is_staff):
         return HttpResponseForbidden("Acknowledging alerts needs a staff account.")
+    if not request.user.has_perm("forecasting.change_alert"):
+        return HttpResponseForbidden("Acknowledging alerts needs the permission to change alerts.")
     if alert_acknowledge(alert_id=alert_id, user=request.user):
         logger.info("alert acknowledged", extra={"alert_id": alert_id, "user": request.user.get_username()})
         messages.success(request, f"Alert {alert_id} acknowledged.")

@@ -1,6 +1,7 @@
 from datetime import UTC, datetime
 
 from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
 from django.utils.html import format_html, format_html_join
 
 from forecasting.alerts.services import alert_acknowledge, alert_resolve
@@ -18,6 +19,13 @@ from forecasting.models import (
 )
 from forecasting.registry import model_version_activate, model_version_importance
 from ingest.admin import ReadOnlyAdmin
+
+
+def _may(request, action: str, model) -> bool:
+    """The user holds `action` (add/change/…) on `model`. The admin actions below change rows that
+    the read-only admins never edit through a form, so each one names the permission it needs."""
+    opts = model._meta
+    return request.user.has_perm(f"{opts.app_label}.{get_permission_codename(action, opts)}")
 
 
 @admin.register(ModelVersion)
@@ -55,7 +63,13 @@ class ModelVersionAdmin(ReadOnlyAdmin):
         value = (obj.metrics or {}).get("val_loss")
         return f"{value:.4f}" if isinstance(value, int | float) else "—"
 
-    @admin.action(description="Activate the selected model (one)")
+    def has_activate_permission(self, request):
+        return _may(request, "change", ModelVersion)
+
+    def has_train_permission(self, request):
+        return _may(request, "add", TrainingRun)  # train and compare queue a new training run
+
+    @admin.action(description="Activate the selected model (one)", permissions=["activate"])
     def activate(self, request, queryset):
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one model version.", messages.ERROR)
@@ -67,12 +81,14 @@ class ModelVersionAdmin(ReadOnlyAdmin):
             return
         self.message_user(request, f"{version.name} is now the active model.")
 
-    @admin.action(description="Train a challenger now (fleet data, champion/challenger decision)")
+    @admin.action(description="Train a challenger now (fleet data, champion/challenger decision)",
+                  permissions=["train"])
     def train_now(self, request, queryset):
         run = training_services.training_run_request(trigger="admin")
         self._queued(request, run)
 
-    @admin.action(description="Compare the selected model (one) with the active model on the held-back days")
+    @admin.action(description="Compare the selected model (one) with the active model on the held-back days",
+                  permissions=["train"])
     def compare(self, request, queryset):
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one model version.", messages.ERROR)
@@ -154,12 +170,16 @@ class AlertAdmin(ReadOnlyAdmin):
     actions = ["acknowledge", "resolve"]
     readonly_fields = [f.name for f in Alert._meta.fields]
 
-    @admin.action(description="Acknowledge the selected alerts")
+    def has_transition_permission(self, request):
+        # Acknowledging or resolving changes the alert (and a resolve is pushed to Alertmanager).
+        return _may(request, "change", Alert)
+
+    @admin.action(description="Acknowledge the selected alerts", permissions=["transition"])
     def acknowledge(self, request, queryset):
         done = sum(alert_acknowledge(alert_id=pk, user=request.user) for pk in queryset.values_list("pk", flat=True))
         self.message_user(request, f"{done} alerts acknowledged.")
 
-    @admin.action(description="Resolve the selected alerts")
+    @admin.action(description="Resolve the selected alerts", permissions=["transition"])
     def resolve(self, request, queryset):
         done = sum(alert_resolve(alert_id=pk, user=request.user) for pk in queryset.values_list("pk", flat=True))
         self.message_user(request, f"{done} alerts resolved.")

@@ -5,10 +5,12 @@ serializers here declare their shape for the schema (GET /api/schema/) rather th
 tests/integrations/test_schema_conformance.py checks every real body against that schema.
 """
 
+import base64
 import json
 import logging
 import re
 from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.http import HttpResponse
@@ -20,13 +22,21 @@ from drf_spectacular.utils import (
     extend_schema,
 )
 from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from access.errors import ErrorSerializer
+from access.read_limits import HeavyReadRateThrottle, read_cached
+from access.throttles import ReadRateThrottle
 from access.views import FeedApiView, ReadApiView
 from forecasting.alerts.selectors import open_alerts_contract
 from forecasting.alerts.silences import maintenance_window_create, maintenance_window_end
-from forecasting.runs.selectors import current_run, predictions_current_json, server_forecast_json
+from forecasting.runs.selectors import (
+    current_run,
+    predictions_current_json,
+    predictions_page_json,
+    server_forecast_json,
+)
 from forecasting.windows import maintenance_windows_current
 from ingest.contract import METRICS, SERVER_NAME_RE
 from ingest.selectors import fleet_readiness
@@ -181,7 +191,7 @@ def insufficient_data_response() -> Response:
     return response
 
 
-def _json(body: str) -> HttpResponse:
+def _json(body: str | bytes) -> HttpResponse:
     return HttpResponse(body, content_type="application/json")
 
 
@@ -212,8 +222,46 @@ _ENVIRONMENT = {"prob_30m": 0.15, "prob_8h": 0.42, "expected_incidents_30m": 0.1
                 "high_risk_servers": 3, "total_servers": 20, "fleet_health": "warning"}
 
 
+NEXT_HELP = "the next page's URL; absent on the last page and when the whole fleet fits in one"
+
+
+def page_request(params) -> tuple[int, str | None]:
+    """(servers per page, the server name a page starts after) from ?limit= and ?cursor=; a bad value
+    is a 400 naming the parameter. The cursor is the previous page's last server name, base64url."""
+    cap = settings.TFT_PREDICTIONS_PAGE_SIZE
+    raw_limit = params.get("limit")
+    limit = cap
+    if raw_limit is not None:
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= cap:
+            raise ValidationError({"limit": f"a whole number from 1 to {cap}"}, code="invalid_request")
+        limit = int(raw_limit)
+    cursor = params.get("cursor")
+    if cursor is None:
+        return limit, None
+    try:
+        after = base64.urlsafe_b64decode(cursor.encode() + b"=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        after = ""
+    if not SERVER_NAME_RE.match(after):
+        raise ValidationError({"cursor": "not a cursor of this API: use the `next` link as given"}, code="invalid_request")
+    return limit, after
+
+
+def page_query(params, last_server: str) -> dict:
+    """The query string of the page after `last_server`: the request's own, with its cursor moved."""
+    query = {key: params.get(key) for key in ("names", "limit") if params.get(key)}
+    query["cursor"] = base64.urlsafe_b64encode(last_server.encode()).decode().rstrip("=")
+    return query
+
+
+def _guide_or_json(body: str, names: str | None) -> HttpResponse:
+    return Response(guide_names(json.loads(body))) if names == "guide" else _json(body)
+
+
 class PredictionsCurrentApi(ReadApiView):
     """GET /predictions/current — the latest complete run in the contract's shape."""
+
+    throttle_classes = [ReadRateThrottle, HeavyReadRateThrottle]  # tens of MB for a large fleet
 
     class OutputSerializer(serializers.Serializer):
         class Meta:
@@ -223,6 +271,7 @@ class PredictionsCurrentApi(ReadApiView):
         alerts = AlertSerializer(many=True)
         environment = EnvironmentSerializer()
         metadata = FleetMetadataSerializer()
+        next = serializers.URLField(required=False, help_text=NEXT_HELP)
 
     class GuideOutputSerializer(serializers.Serializer):
         class Meta:
@@ -233,14 +282,20 @@ class PredictionsCurrentApi(ReadApiView):
         alerts = AlertSerializer(many=True)
         environment = EnvironmentSerializer()
         metadata = FleetMetadataSerializer()
+        next = serializers.URLField(required=False, help_text=NEXT_HELP)
 
     @extend_schema(
         summary="Latest forecasts for all servers",
         description="The latest complete prediction run: per server and metric, 96 five-minute steps (8 h) of "
         "p10/p50/p90 with the forecast's origin and staleness, plus open alerts, the fleet environment and run "
         "metadata. `?names=guide` keys the same forecasts (and alerts' `metric`) by the names clients of the "
-        "original daemon read: cpu_percent, memory_percent, disk_percent, load_average.",
+        "original daemon read: cpu_percent, memory_percent, disk_percent, load_average. A fleet larger than "
+        "TFT_PREDICTIONS_PAGE_SIZE (default 1,000 servers) is served in pages in server-name order: the body then "
+        "carries `next` (also a `Link: <…>; rel=\"next\"` header) until the last page; `limit` and `cursor` page "
+        "any fleet. A page's `alerts` are its servers' own; `environment` is always the whole fleet's.",
         parameters=[
+            OpenApiParameter("limit", int, required=False, description="servers per page, 1 … TFT_PREDICTIONS_PAGE_SIZE"),
+            OpenApiParameter("cursor", str, required=False, description="the `cursor` of a `next` link: continue there"),
             OpenApiParameter("names", str, enum=["guide"], required=False,
                              description="guide: cpu_pct→cpu_percent, mem_pct→memory_percent, "
                              "disk_io_mb_s→disk_percent, latency_ms→load_average (values unchanged)"),
@@ -273,7 +328,7 @@ class PredictionsCurrentApi(ReadApiView):
                     ),
                 ],
             ),
-            400: OpenApiResponse(ErrorSerializer, description="An unknown `names` value."),
+            400: OpenApiResponse(ErrorSerializer, description="An unknown `names` value, a bad `limit` or `cursor`."),
             503: INSUFFICIENT_DATA,
         },
     )
@@ -284,10 +339,20 @@ class PredictionsCurrentApi(ReadApiView):
         run = current_run()
         if run is None or run.servers == 0:
             return insufficient_data_response()
-        body = predictions_current_json(run)
-        if names == "guide":
-            return Response(guide_names(json.loads(body)))
-        return _json(body)
+        params = request.query_params
+        if "limit" not in params and "cursor" not in params and run.servers <= settings.TFT_PREDICTIONS_PAGE_SIZE:
+            # One body per run and TFT_READ_CACHE_SECONDS per process (several MB): a burst of
+            # readers costs one render, not one each (access/read_limits.py).
+            body = read_cached(name="predictions_current", run_id=run.pk, render=lambda: predictions_current_json(run))
+            return _guide_or_json(body, names)  # the guide's one body
+        limit, after = page_request(params)
+        page = predictions_page_json(run, after=after, limit=limit)
+        if page.last_server is None:
+            return _guide_or_json(page.body, names)
+        url = request.build_absolute_uri(f"{request.path}?{urlencode(page_query(params, page.last_server))}")
+        response = _guide_or_json(page.body[:-1] + f', "next": {json.dumps(url)}}}', names)
+        response["Link"] = f'<{url}>; rel="next"'
+        return response
 
 
 class ServerProbabilitiesSerializer(serializers.Serializer):

@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from access.read_limits import MetricsRateThrottle, read_cached
 from forecasting.engine.spec import STEP_MINUTES
 from forecasting.models import Alert, PredictionRun, ServerForecast
 from forecasting.registry import active_model_version
@@ -72,8 +73,15 @@ def metrics_view(request):
             content_type="text/plain",
             headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
         )
+    throttle = MetricsRateThrottle()
+    if not throttle.allow_request(request, None):
+        wait = int(throttle.wait()) + 1
+        return HttpResponse(f"too many scrapes from this client; retry in {wait} s\n", status=429,
+                            content_type="text/plain", headers={"Retry-After": str(wait)})
+    run = current_run()
+    body = read_cached(name="metrics", run_id=run.pk if run else None, render=metrics_text)
     # The classic 0.0.4 text format: every Prometheus 2.x and 3.x parses it (our names are legacy-safe).
-    return HttpResponse(metrics_text(), content_type=CONTENT_TYPE_PLAIN_0_0_4)
+    return HttpResponse(body, content_type=CONTENT_TYPE_PLAIN_0_0_4)
 
 
 def metrics_text(*, now: datetime | None = None) -> bytes:

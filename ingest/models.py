@@ -48,7 +48,8 @@ class MetricBucket(models.Model):
     exact with one atomic upsert. Means, the dominant and the worst state derive from them.
     """
 
-    server = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="buckets")
+    # No index of its own: uniq_bucket_server_start leads with server (migration 0007).
+    server = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="buckets", db_index=False)
     bucket_start = models.DateTimeField()
     count = models.IntegerField(default=0)
     cpu_pct_sum = models.FloatField(default=0.0)

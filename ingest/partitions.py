@@ -112,7 +112,9 @@ def attached_days(cursor) -> list[date]:
 
 def detached_tables(cursor) -> list[tuple[str, date]]:
     """Partitions detached by a prune that did not get to drop them (it stopped in between)."""
-    cursor.execute("SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE %s", [f"{PARENT}_p%{DETACHED_SUFFIX}"])
+    cursor.execute(
+        "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE %s", [f"{PARENT}_p%{DETACHED_SUFFIX}"]
+    )
     found = []
     for (name,) in cursor.fetchall():
         match = _DETACHED.match(name)
@@ -142,6 +144,23 @@ def day_counts_upsert_sql(source: str) -> str:
         f"INSERT INTO {DAY_COUNTS} AS d (day, server_id, records) "
         f"SELECT (\"timestamp\" AT TIME ZONE 'UTC')::date, server_id, count(*) FROM {source} GROUP BY 1, 2 ORDER BY 2, 1 "
         "ON CONFLICT (day, server_id) DO UPDATE SET records = d.records + excluded.records RETURNING 1"
+    )
+
+
+def day_counts_add_sql(source: str) -> str:
+    """CTEs (``day_agg``, ``day_upd``, ``day_new``) that add the rows of ``source`` (a CTE with
+    server_id and "timestamp") to the day counts: an UPDATE of the counts that exist and an INSERT
+    of the others, as the ingest statement does for the rollups (a plain UPDATE is cheaper than
+    ON CONFLICT DO UPDATE, which locks each row before updating it). The caller holds the rows of
+    the servers concerned, so no concurrent batch adds the same (day, server) in between."""
+    return (
+        f"day_agg AS (SELECT (\"timestamp\" AT TIME ZONE 'UTC')::date AS day, server_id, count(*) AS records "
+        f"FROM {source} GROUP BY 1, 2), "
+        f"day_upd AS (UPDATE {DAY_COUNTS} AS d SET records = d.records + a.records FROM day_agg AS a "
+        "WHERE d.day = a.day AND d.server_id = a.server_id RETURNING d.day, d.server_id), "
+        f"day_new AS (INSERT INTO {DAY_COUNTS} AS d (day, server_id, records) SELECT a.day, a.server_id, a.records "
+        "FROM day_agg AS a WHERE NOT EXISTS (SELECT 1 FROM day_upd AS u WHERE u.day = a.day AND u.server_id = a.server_id) "
+        "ORDER BY 2, 1 ON CONFLICT (day, server_id) DO UPDATE SET records = d.records + excluded.records RETURNING 1)"
     )
 
 
@@ -349,4 +368,3 @@ def _step() -> str:
     from django.conf import settings
 
     return f"{settings.TFT_STEP_MINUTES} minutes"
-

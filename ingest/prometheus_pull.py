@@ -228,6 +228,21 @@ def prometheus_backfill(
     step_s = max(1, int(step.total_seconds()))
     end = int(now.timestamp()) // step_s * step_s
     start = end - int(span.total_seconds()) // step_s * step_s
+    return prometheus_range(config=config, start=start, end=end, step_s=step_s, progress=progress)
+
+
+def prometheus_range(
+    *,
+    config: PullConfig,
+    start: int,
+    end: int,
+    step_s: int,
+    progress: Callable[[str], None] | None = None,
+    stored: Callable[[int], None] | None = None,
+) -> PullResult:
+    """Every instant start, start + step_s, … ≤ end (epoch seconds, aligned by the caller), by range
+    queries in chunks Prometheus accepts; `stored(chunk_end)` after each chunk is stored, so a caller
+    that fails half-way knows how far it got."""
     total = PullResult()
     chunk_s = step_s * MAX_POINTS_PER_QUERY
     # Few chunks for a day at 5 minutes (one), so progress also reports every 6 h of data.
@@ -240,6 +255,8 @@ def prometheus_backfill(
         part = records_feed(records)
         part.skipped = skipped
         total.add(part)
+        if stored:
+            stored(chunk_end)
         if progress:
             progress(
                 f"backfill {_iso(cursor)} → {_iso(chunk_end)}: {part.records} records from "

@@ -15,6 +15,15 @@ TEST_API_KEY = "test-feed-key"
 def _feed_key(settings):
     # Production behaviour in tests: a key is configured and required.
     settings.TFT_API_KEY = TEST_API_KEY
+    # The lockout after repeated wrong keys or logins is per client address, and every test client
+    # is 127.0.0.1: the tests of the lockout itself turn it on (tests/tftsite/test_lockout.py).
+    settings.TFT_API_KEY_MAX_FAILURES = 0
+    settings.TFT_LOGIN_MAX_FAILURES = 0
+    # Tests read /status and /metrics right after changing what they show: no body cache (its own
+    # tests turn it on, tests/tftsite/test_read_limits.py).
+    settings.TFT_READ_CACHE_SECONDS = 0
+    settings.TFT_RATE_LIMIT_HEAVY_READ_PER_MINUTE = 0
+    settings.TFT_RATE_LIMIT_METRICS_PER_MINUTE = 0
 
 
 @pytest.fixture(autouse=True)

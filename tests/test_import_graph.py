@@ -4,7 +4,7 @@ rest). A loop is how a 'low' module ends up needing a 'high' one."""
 
 import grimp
 
-PACKAGES = ("access", "forecasting", "ingest", "dashboard", "tftsite", "bench")
+PACKAGES = ("access", "forecasting", "ingest", "dashboard", "tftsite", "bench", "protocols")
 
 
 def _cycles(graph) -> list[list[str]]:

@@ -114,3 +114,50 @@ def env_crontab(name: str, default: str):
         return crontab(**dict(zip(_CRON_FIELDS, fields, strict=True)))
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{name}={raw!r} is not a valid cron expression ({exc})") from None
+
+
+def redact_url(url: str) -> str:
+    """scheme://host[:port] of a URL, without user info, path or query: webhook URLs often carry
+    their token in one of those (…/hooks/T0/B0/SECRET, ?token=…), and logs must not."""
+    try:
+        parsed = urlparse(url)
+        host = parsed.hostname or ""
+        port = f":{parsed.port}" if parsed.port else ""
+    except ValueError:
+        return "<unparseable URL>"
+    rest = "/…" if (parsed.path not in ("", "/") or parsed.query or parsed.fragment) else ""
+    return f"{parsed.scheme}://{host}{port}{rest}" if parsed.scheme else "<URL without a scheme>"
+
+
+def http_url_problem(url: str) -> str | None:
+    """Why `url` cannot be POSTed to (None when it can): only absolute http(s) URLs with a host."""
+    try:
+        parsed = urlparse(url)
+        parsed.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return f"{redact_url(url)} is not a valid URL"
+    if parsed.scheme not in ("http", "https"):
+        return f"{redact_url(url)} must start with http:// or https://"
+    if not parsed.hostname:
+        return f"{redact_url(url)} names no host"
+    return None
+
+
+def env_http_urls(name: str) -> list[str]:
+    """Comma-separated absolute http(s) URLs; one without a scheme (hooks.example.com/x) would
+    otherwise fail at every delivery, never at start-up. Messages never echo a URL's path or token."""
+    urls = env_list(name, [])
+    for index, url in enumerate(urls):
+        problem = http_url_problem(url)
+        if problem:
+            raise ConfigError(f"{name}: URL #{index + 1} {problem}")
+    return urls
+
+
+def env_http_url(name: str) -> str:
+    """One absolute http(s) URL, or "" when unset."""
+    url = os.environ.get(name, "").strip()
+    problem = http_url_problem(url) if url else None
+    if problem:
+        raise ConfigError(f"{name}: {problem}")
+    return url

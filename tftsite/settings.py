@@ -8,7 +8,7 @@ Postgres and Redis. The code path is the same in both cases.
 import os
 from pathlib import Path
 
-from forecasting.engine.spec import STEP_MINUTES
+from forecasting.engine.spec import METRICS, STATES, STEP_MINUTES
 from tftsite.env import (
     ConfigError,
     database_from_url,
@@ -16,6 +16,8 @@ from tftsite.env import (
     env_choice,
     env_crontab,
     env_float,
+    env_http_url,
+    env_http_urls,
     env_int,
     env_list,
     env_str,
@@ -59,9 +61,11 @@ INSTALLED_APPS = [
     "ingest",
     "forecasting",
     "dashboard",
+    "protocols",
 ]
 
 MIDDLEWARE = [
+    "tftsite.db_release.ReleaseConnectionsMiddleware",  # first: the response's last stop (tftsite/db_release.py)
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files from gunicorn, no separate server
     "access.middleware.CorsMiddleware",
@@ -97,6 +101,15 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------
 if DATABASE_URL:
     DATABASES = {"default": database_from_url("DATABASE_URL", DATABASE_URL)}
+    # WSGI workers keep one persistent connection per thread. Under ASGI each request has its own
+    # context, so tftsite/asgi.py sets TFT_DB_POOL_SIZE: a psycopg pool per process (Django then
+    # needs CONN_MAX_AGE 0; tftsite/db_release.py gives the connection back once the body is built).
+    _pool_size = env_int("TFT_DB_POOL_SIZE", 0, minimum=0)
+    if _pool_size:
+        DATABASES["default"]["OPTIONS"]["pool"] = {"min_size": 1, "max_size": _pool_size, "timeout": 3}
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+    else:
+        DATABASES["default"]["CONN_MAX_AGE"] = env_int("TFT_DB_CONN_MAX_AGE", 60, minimum=0)
 else:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
@@ -235,10 +248,16 @@ TFT_METRICS_API_KEY = env_str("TFT_METRICS_API_KEY")
 PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR") or str(DATA_DIR / "prometheus")
 Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", PROMETHEUS_MULTIPROC_DIR)
+# pull_prometheus (ingest/prometheus_poller.py): after an outage of the database or of Prometheus the
+# poller reads the instants it missed, at most this far back (seconds); between failed polls it backs off up
+# to this many seconds.
+TFT_PULL_MAX_BACKFILL_SECONDS = env_int("TFT_PULL_MAX_BACKFILL_SECONDS", 24 * 3600, minimum=1)
+TFT_PULL_MAX_BACKOFF_SECONDS = env_int("TFT_PULL_MAX_BACKOFF_SECONDS", 300, minimum=1)
 # Alert transitions (open, resolve) are POSTed in Alertmanager's webhook format to each URL, and/or
-# pushed to an Alertmanager's /api/v2/alerts. Empty = nothing is recorded or sent.
-TFT_ALERT_WEBHOOK_URLS = env_list("TFT_ALERT_WEBHOOK_URLS", [])
-TFT_ALERTMANAGER_URL = env_str("TFT_ALERTMANAGER_URL").rstrip("/")
+# pushed to an Alertmanager's /api/v2/alerts. Empty = nothing is recorded or sent. Absolute http(s)
+# URLs only (checked here: a URL without a scheme would fail every delivery, not the start-up).
+TFT_ALERT_WEBHOOK_URLS = env_http_urls("TFT_ALERT_WEBHOOK_URLS")
+TFT_ALERTMANAGER_URL = env_http_url("TFT_ALERTMANAGER_URL").rstrip("/")
 TFT_ALERT_PUSH_TIMEOUT_SECONDS = env_int("TFT_ALERT_PUSH_TIMEOUT_SECONDS", 10, minimum=1)
 TFT_ALERT_PUSH_MAX_ATTEMPTS = env_int("TFT_ALERT_PUSH_MAX_ATTEMPTS", 8, minimum=1)
 # Alertmanager forgets a firing alert that is not re-sent before its endsAt; we send each transition
@@ -261,10 +280,54 @@ TFT_ALERT_FLAP_WINDOW_MINUTES = env_int("TFT_ALERT_FLAP_WINDOW_MINUTES", 60, min
 # Servers whose latest bucket reports state `maintenance` are treated as inside a maintenance window.
 TFT_MAINTENANCE_STATE_SILENCES = env_bool("TFT_MAINTENANCE_STATE_SILENCES", True)
 
+# --- Observability protocols: remote_write and OTLP in, a Prometheus read API out (README
+# "Observability protocols"). How samples become contract records: a series (or OTLP metric) named
+# after a contract metric, `tft:<metric>`, or an alias here (`name=metric`) feeds that metric.
+TFT_PROTOCOL_SERIES_ALIASES: dict[str, str] = {}
+for _alias in env_list("TFT_PROTOCOL_SERIES_ALIASES", []):
+    _name, _, _metric = _alias.partition("=")
+    if not _name.strip() or _metric.strip() not in METRICS:
+        raise ConfigError(f"TFT_PROTOCOL_SERIES_ALIASES: {_alias!r} must be name=metric, metric one of {', '.join(METRICS)}")
+    TFT_PROTOCOL_SERIES_ALIASES[_name.strip()] = _metric.strip()
+# Labels (remote_write) naming the server, first present wins; `instance` has its port stripped.
+TFT_PROTOCOL_SERVER_LABELS = env_list("TFT_PROTOCOL_SERVER_LABELS", ["server_name", "instance"])
+# OTLP resource attributes naming the server when the point has no server label.
+TFT_PROTOCOL_SERVER_ATTRIBUTES = env_list("TFT_PROTOCOL_SERVER_ATTRIBUTES", ["host.name", "service.instance.id"])
+TFT_PROTOCOL_DEFAULT_STATE = env_choice("TFT_PROTOCOL_DEFAULT_STATE", "healthy", tuple(sorted(STATES)))
+# Samples of one server whose timestamps fall in the same window of this many milliseconds form one
+# record: an OTLP SDK stamps each instrument microseconds apart, Prometheus a whole rule group alike.
+TFT_PROTOCOL_TIMESTAMP_RESOLUTION_MS = env_int("TFT_PROTOCOL_TIMESTAMP_RESOLUTION_MS", 1000, minimum=1)
+# A record missing a metric waits this long for the rest (remote_write shards series across
+# requests), then is stored with the server's last known value (`last_known`) or dropped (`drop`);
+# both outcomes are counted in GET /metrics (tft_protocol_records_total).
+TFT_PROTOCOL_WAIT_SECONDS = env_int("TFT_PROTOCOL_WAIT_SECONDS", 30, minimum=1)
+TFT_PROTOCOL_INCOMPLETE = env_choice("TFT_PROTOCOL_INCOMPLETE", "last_known", ("last_known", "drop"))
+# A compressed body may not expand beyond this; checked from the snappy header (or while inflating
+# gzip) before the memory is allocated.
+TFT_PROTOCOL_MAX_DECOMPRESSED_BYTES = env_int("TFT_PROTOCOL_MAX_DECOMPRESSED_BYTES", 64 * 1024 * 1024, minimum=1024)
+# The read API answers at most this many samples per query (Prometheus' own per-series limit is 11,000).
+TFT_PROTOCOL_MAX_SAMPLES = env_int("TFT_PROTOCOL_MAX_SAMPLES", 2_000_000, minimum=1000)
+
 # --- Limits and access ----------------------------------------------------------------------
 TFT_READ_REQUIRES_KEY = env_bool("TFT_READ_REQUIRES_KEY", False)
 TFT_RATE_LIMIT_FEED_PER_MINUTE = env_int("TFT_RATE_LIMIT_FEED_PER_MINUTE", 12_000, minimum=0)
 TFT_RATE_LIMIT_READ_PER_MINUTE = env_int("TFT_RATE_LIMIT_READ_PER_MINUTE", 6_000, minimum=0)
+# GET /predictions/current serves a fleet larger than this in pages of at most this many servers
+# (?limit= asks for fewer, ?cursor= continues; a 1,000-server page is about 8 MB of JSON).
+TFT_PREDICTIONS_PAGE_SIZE = env_int("TFT_PREDICTIONS_PAGE_SIZE", 1_000, minimum=1, maximum=10_000)
+# Heavy reads (access/read_limits.py) have their own per-client limits on top: /predictions/current
+# and /status, and /metrics (a Prometheus scrapes it a few times a minute). 0 = no limit.
+TFT_RATE_LIMIT_HEAVY_READ_PER_MINUTE = env_int("TFT_RATE_LIMIT_HEAVY_READ_PER_MINUTE", 60, minimum=0)
+TFT_RATE_LIMIT_METRICS_PER_MINUTE = env_int("TFT_RATE_LIMIT_METRICS_PER_MINUTE", 60, minimum=0)
+# /status and /metrics bodies are served from a per-process cache for this long (0 = render each time).
+TFT_READ_CACHE_SECONDS = env_int("TFT_READ_CACHE_SECONDS", 5, minimum=0)
+# Lockout after repeated failures (access/lockout.py): this many wrong API keys (per client
+# address and per key prefix) or wrong logins (per client address) within the window lock that
+# address out for TFT_LOCKOUT_SECONDS (API: 429 with Retry-After; login forms: a message). 0 = off.
+TFT_API_KEY_MAX_FAILURES = env_int("TFT_API_KEY_MAX_FAILURES", 20, minimum=0)
+TFT_LOGIN_MAX_FAILURES = env_int("TFT_LOGIN_MAX_FAILURES", 10, minimum=0)
+TFT_LOCKOUT_WINDOW_SECONDS = env_int("TFT_LOCKOUT_WINDOW_SECONDS", 600, minimum=1)
+TFT_LOCKOUT_SECONDS = env_int("TFT_LOCKOUT_SECONDS", 900, minimum=1)
 # Browsers may call the API only from these origins (none by default: CORS stays closed).
 TFT_CORS_ALLOWED_ORIGINS = env_list("TFT_CORS_ALLOWED_ORIGINS", [])
 
@@ -370,6 +433,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "ingest.tasks.prune_records",
         "schedule": 24 * 3600.0,
         "options": {"expires": 3600},
+    },
+    # remote_write/OTLP records missing a metric: stored or dropped once TFT_PROTOCOL_WAIT_SECONDS ran out.
+    "flush-pending-records": {
+        "task": "protocols.tasks.flush_pending_records",
+        "schedule": float(TFT_PROTOCOL_WAIT_SECONDS),
+        "options": {"expires": TFT_PROTOCOL_WAIT_SECONDS * 0.9},
     },
     # PostgreSQL: record partitions three days ahead, strays out of the DEFAULT partition.
     "maintain-record-partitions": {

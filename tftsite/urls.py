@@ -13,7 +13,10 @@ from forecasting.api import (
 from forecasting.prometheus import metrics_view
 from ingest.api import FeedDataApi, HealthApi
 from ingest.contract import SERVER_NAME_PATTERN
+from tftsite.login import LockoutAdminAuthenticationForm
 from tftsite.views import StatusApi, favicon_view
+
+admin.site.login_form = LockoutAdminAuthenticationForm  # wrong passwords lock the address out a while
 
 # The contract's paths have no trailing slash; accept one too, since a POST cannot be redirected.
 urlpatterns = [
@@ -34,5 +37,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
     path("admin/", admin.site.urls),
+    path("", include("protocols.urls")),  # remote_write, OTLP, the Prometheus read API, the autoscaler hook
     path("", include("dashboard.urls")),  # operator pages under /dashboard/, "/" redirects there
 ]

@@ -9,8 +9,11 @@ from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiRespo
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from access.read_limits import HeavyReadRateThrottle, read_cached
+from access.throttles import ReadRateThrottle
 from access.views import ReadApiView
 from forecasting.api import AccuracySerializer, MetricAccuracySerializer
+from forecasting.runs.selectors import current_run
 from tftsite.status import status_body
 
 _FLEET_ACCURACY = {"mase": 0.8, "naive_mase": 1.0, "mase_vs_naive": 0.8, "pinball": None, "coverage_80": 0.79,
@@ -101,6 +104,8 @@ class StatusAccuracySerializer(MetricAccuracySerializer):
 class StatusApi(ReadApiView):
     """GET /status — warmup and counters in the contract's shape, plus the current run and model."""
 
+    throttle_classes = [ReadRateThrottle, HeavyReadRateThrottle]  # a 7-day score sum: a heavy read
+
     class OutputSerializer(serializers.Serializer):
         class Meta:
             ref_name = "Status"
@@ -153,7 +158,11 @@ class StatusApi(ReadApiView):
         },
     )
     def get(self, request):
-        return Response(status_body(with_servers=self.flag("servers"), with_model=self.flag("model")))
+        servers, model = self.flag("servers"), self.flag("model")
+        run = current_run()
+        body = read_cached(name=f"status:{servers:d}{model:d}", run_id=run.pk if run else None,
+                           render=lambda: status_body(with_servers=servers, with_model=model))
+        return Response(body)
 
 
 @cache

@@ -34,6 +34,7 @@ from django.db import transaction
 from django.db.models import F, Q
 
 from forecasting.models import Alert, AlertNotification
+from tftsite.env import http_url_problem, redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,19 @@ _ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
 class AlertPushError(Exception):
-    """A target refused or could not be reached; the task retries."""
+    """A target refused or could not be reached; the task retries. The message names the target by
+    scheme, host and port only (redact_url): webhook URLs carry tokens."""
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib follows a 301/302/303 to a POST with a GET, whose 200 would count as delivered
+    though no receiver got the alert. A push never follows a redirect: the 3xx is an error."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # urllib then raises HTTPError with the 3xx
+
+
+_opener = urllib.request.build_opener(_NoRedirects)
 
 
 def push_targets() -> list[str]:
@@ -175,6 +188,12 @@ def webhook_body(*, notification: AlertNotification) -> dict:
 
 
 def _post(url: str, body: object) -> None:
+    """Delivered only when the target itself answers 2xx; a redirect, an error status or a failed
+    connection raises AlertPushError (urlopen raises HTTPError for every status outside 2xx)."""
+    target = redact_url(url)
+    problem = http_url_problem(url)
+    if problem:  # settings check this at start-up; a URL set another way still fails clearly
+        raise AlertPushError(f"{target}: {problem}")
     request = urllib.request.Request(
         url,
         data=json.dumps(body).encode(),
@@ -182,12 +201,19 @@ def _post(url: str, body: object) -> None:
         headers={"Content-Type": "application/json", "User-Agent": "tftsite-alert-push"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=settings.TFT_ALERT_PUSH_TIMEOUT_SECONDS) as response:
+        with _opener.open(request, timeout=settings.TFT_ALERT_PUSH_TIMEOUT_SECONDS) as response:
             response.read()
     except urllib.error.HTTPError as exc:
-        raise AlertPushError(f"{url}: HTTP {exc.code}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        raise AlertPushError(f"{url}: {exc}") from exc
+        note = " (a redirect: pushes never follow one, configure the final URL)" if 300 <= exc.code < 400 else ""
+        raise AlertPushError(f"{target}: HTTP {exc.code}{note}") from exc
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise AlertPushError(f"{target}: {_reason(exc)}") from None  # the cause may print the URL
+
+
+def _reason(exc: Exception) -> str:
+    """The error without the URL: urllib's messages can repeat the full URL (and its token)."""
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    return type(reason).__name__ if isinstance(reason, ValueError) else str(reason)[:200]
 
 
 def alert_notification_deliver(*, notification_id: int, now: datetime | None = None) -> bool:

@@ -29,10 +29,12 @@ def alert_hysteresis() -> Hysteresis:
     )
 
 
-def open_alerts(*, server_name: str | None = None):
+def open_alerts(*, server_name: str | None = None, server_names: list[str] | None = None):
     query = Alert.objects.filter(state__in=[Alert.State.ACTIVE, Alert.State.ACKNOWLEDGED]).select_related("server")
     if server_name:
         query = query.filter(server__name=server_name)
+    if server_names is not None:
+        query = query.filter(server__name__in=server_names)
     return query.order_by("-severity", "minutes_ahead")
 
 
@@ -54,12 +56,12 @@ _CONTRACT_ALERT_FIELDS = (
 )
 
 
-def open_alerts_contract(*, server_name: str | None = None) -> list[dict]:
+def open_alerts_contract(*, server_name: str | None = None, server_names: list[str] | None = None) -> list[dict]:
     """Open alerts in the contract's alert shape (plus id, state and times), most severe first.
 
     Read as plain rows: a thousand alerts as model instances would cost more than the response.
     """
-    rows = open_alerts(server_name=server_name).values_list(*_CONTRACT_ALERT_FIELDS)
+    rows = open_alerts(server_name=server_name, server_names=server_names).values_list(*_CONTRACT_ALERT_FIELDS)
     out = []
     for (
         pk,

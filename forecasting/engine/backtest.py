@@ -20,7 +20,11 @@ The TFT is scored twice: raw (``tft``) and as served (``tft_calibrated``), its q
 the adaptive conformal calibration of ``engine.calibration`` — one ``OnlineCalibrator`` per series
 and metric, origins in time order, each origin calibrated from the earlier origins' targets already
 observed at it (step h of origin o is known from o + h + 1 on: no look-ahead). ``calibration`` in
-the result compares both per series family (``series_family``) and pooled.
+the result compares both per series family (``series_family``) and pooled. ``served`` is what a
+server is served: the TFT blended per band with persistence (``engine.blend``, weights from the
+model folder's blend.json moved online by the series' own known targets), then calibrated the same
+way. ``per_band`` & co. (``engine.bands``) score every method per horizon band, families weighted
+equally.
 
 Incident probabilities (``probability_evaluation``): prob_30m / prob_8h at origins every hour of the
 test part against what happened (PROBABILITY_RULES), as Brier score, Brier skill vs climatology and
@@ -46,15 +50,20 @@ from typing import Any
 
 import numpy as np
 
+from forecasting.engine import event_model as em
+from forecasting.engine import incidents
+from forecasting.engine.bands import BandScores, band_scores, report_family
+from forecasting.engine.blend import ServedSeries, default_blend
 from forecasting.engine.calibration import GAMMAS, N_CAP, OnlineCalibrator
 from forecasting.engine.metrics import naive_scale, pinball
 from forecasting.engine.probability import (
-    STEPS_30M,
     fit_isotonic,
     incident_probabilities,
     limits_batch,
     recalibrated,
 )
+from forecasting.engine.probability_scores import RELIABILITY_BINS, family_pooled
+from forecasting.engine.probability_scores import probability_scores as _scores
 from forecasting.engine.series import SeriesWindow, fill_series
 from forecasting.engine.sources import source_rule
 from forecasting.engine.spec import (
@@ -79,7 +88,8 @@ QUANTILE_LEVELS: tuple[float, ...] = (0.1, 0.5, 0.9)
 QUANTILE_KEYS: tuple[str, ...] = ("p10", "p50", "p90")
 BASELINES: tuple[str, ...] = ("naive", "seasonal_naive", "predict_linear", "mean")
 CALIBRATED = "tft_calibrated"
-METHOD_ORDER: tuple[str, ...] = ("tft", CALIBRATED, *BASELINES)
+SERVED = "served"  # blended with persistence (engine.blend), then calibrated: what a server is served
+METHOD_ORDER: tuple[str, ...] = ("tft", CALIBRATED, SERVED, *BASELINES)
 FAMILIES: tuple[str, ...] = ("cpu", "memory", "network/requests", "disk", "latency", "other")
 _FAMILY_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cpu", ("cpu",)),
@@ -283,6 +293,7 @@ class _Protocol:
     calibration: int
     scale: str  # "train" or "context"
     mapped: bool = False  # single-value files mapped onto a metric: the family comes from the name only
+    blend: Mapping | None = None  # the model folder's blend (engine.blend); None: the model alone
 
 
 def _scored_metrics(series: list[SeriesWindow], metrics) -> dict[str, tuple[str, ...]]:
@@ -302,38 +313,54 @@ def _score_metric(scores, protocol: _Protocol, w: SeriesWindow, m: str, origins:
     y = w.values[:, METRICS.index(m)].astype(np.float64)
     scales = _scales(y, origins, protocol)
     targets = np.stack([y[o : o + protocol.horizon] for o in origins])
-    family = series_family(w.server, None if protocol.mapped else m)
+    family = (
+        series_family(w.server, None if protocol.mapped else m),
+        report_family(w.server, m, mapped=protocol.mapped),
+    )
     for method in BASELINES:
         q = baseline_quantiles(
             method, y, origins, horizon=protocol.horizon, calibration=protocol.calibration, upper=_UPPER[m]
         )
         for k in range(len(origins)):
-            scores.add(method, m, score_window(targets[k], q[k], scales[k]), family)
+            scores.add_window(method, m, family, targets[k], q[k], scales[k])
     if preds is None:
         return
-    _score_tft(scores, (w, m, family), origins, targets, scales, preds)
+    _score_tft(scores, (w, m, family, protocol), origins, targets, scales, preds)
 
 
 def _score_tft(scores, what: tuple, origins: np.ndarray, targets: np.ndarray, scales: np.ndarray, preds) -> None:
     """The TFT raw and as served: calibrated at each origin (in time order) by the errors of earlier
     origins' targets known by then (see calibration.OnlineCalibrator)."""
-    w, m, family = what
+    w, m, family, protocol = what
+    y = w.values[:, METRICS.index(m)].astype(np.float64)
     calibrator = OnlineCalibrator()
+    served_series = ServedSeries(protocol.blend or default_blend(), OnlineCalibrator(), m)
     for k, o in enumerate(origins):
         raw = _forecaster_quantiles(preds[f"{w.server}#{int(o)}"], m, targets.shape[1])
-        served = calibrator.serve(int(o), raw.T, QUANTILE_LEVELS, lower=0.0, upper=_UPPER[m]).T
-        calibrator.record(int(o), targets[k], served[0], served[2])
-        scores.add("tft", m, score_window(targets[k], raw, scales[k]), family)
-        scores.add(CALIBRATED, m, score_window(targets[k], served, scales[k]), family)
+        calibrated = calibrator.serve(int(o), raw.T, QUANTILE_LEVELS, lower=0.0, upper=_UPPER[m]).T
+        calibrator.record(int(o), targets[k], calibrated[0], calibrated[2])
+        context = y[max(0, int(o) - protocol.context) : int(o)]
+        served = served_series.serve(int(o), raw.T, context, QUANTILE_LEVELS, lower=0.0, upper=_UPPER[m])
+        served_series.record(int(o), targets[k], served, scales[k], QUANTILE_LEVELS)
+        scores.add_window("tft", m, family, targets[k], raw, scales[k])
+        scores.add_window(CALIBRATED, m, family, targets[k], calibrated, scales[k])
+        scores.add_window(SERVED, m, family, targets[k], served.T, scales[k])
 
 
 class _Scores:
     def __init__(self) -> None:
         self.rows: dict[str, list[tuple[str, str, dict[str, float]]]] = {}
+        self.bands = BandScores()  # per horizon band and report family (engine.bands)
 
     def add(self, method: str, metric: str, score: dict[str, float] | None, family: str = "other") -> None:
         if score is not None:
             self.rows.setdefault(method, []).append((metric, family, score))
+
+    def add_window(self, method: str, metric: str, families: tuple[str, str], y, q, scale) -> None:
+        """One window's scores, whole (series family) and per band (report family)."""
+        score = score_window(y, q, scale)
+        self.add(method, metric, score, families[0])
+        self.bands.add(method, families[1], score, band_scores(y, q, scale, QUANTILE_LEVELS))
 
     def summary(self, methods: Iterable[str]) -> dict[str, dict[str, float]]:
         return {method: _mean_scores([s for _, _, s in self.rows.get(method, [])]) for method in methods}
@@ -425,6 +452,7 @@ def run_backtest(
     scale: str = "train",
     chunk_size: int = PREDICT_CHUNK,
     per_metric: bool = False,
+    blend: Mapping | None = None,
 ) -> dict[str, Any]:
     """Rolling-origin backtest of ``forecaster`` (optional) and the four baselines.
 
@@ -448,12 +476,13 @@ def run_backtest(
         windows = [context_window(w, int(o), context) for w, os in zip(series, origins, strict=True) for o in os]
         preds = _predict_chunks(forecaster, windows, chunk_size) if windows else {}
     scores = _Scores()
-    protocol = _Protocol(horizon, context, calibration, scale, mapped=isinstance(metrics, Mapping))
+    protocol = _Protocol(horizon, context, calibration, scale, mapped=isinstance(metrics, Mapping), blend=blend)
     for w, os in zip(series, origins, strict=True):
         for m in scored[w.server] if len(os) else ():
             _score_metric(scores, protocol, w, m, os, preds if forecaster is not None else None)
-    methods = [m for m in METHOD_ORDER if m not in ("tft", CALIBRATED) or forecaster is not None]
+    methods = [m for m in METHOD_ORDER if m not in ("tft", CALIBRATED, SERVED) or forecaster is not None]
     result: dict[str, Any] = {"methods": scores.summary(methods), "per_family": scores.per_family(methods)}
+    result.update(scores.bands.report(methods))  # per_band & co. (engine.bands)
     if per_metric:
         result["per_metric"] = scores.per_metric(methods)
     if forecaster is not None:
@@ -657,59 +686,50 @@ def lead_time_evaluation(
 # ---------------------------------------------------------------------------------------------
 # Are the incident probabilities calibrated?
 PROB_EVERY = 12  # one origin an hour: many more forecasts than the interval scores need
-PROB_WINDOWS: dict[str, int] = {"30m": STEPS_30M, "8h": HORIZON}
-RELIABILITY_BINS = 10
+PROB_WINDOWS: dict[str, int] = dict(incidents.WINDOWS)
 PROBABILITY_RULES = {
-    "threshold": "an observed bucket mean of a scored metric reaches its critical limit (the served limit: "
-    "absolute, or relative to the context's p95) at a step of the window [origin, origin + W)",
+    **incidents.DEFINITION,
     "anomaly": "a labelled anomaly window [start, end] overlaps the forecast window [origin, origin + W·step)",
 }
+SERVED = "served"
 
 
 def probability_scores(p: np.ndarray, event: np.ndarray, bins: int = RELIABILITY_BINS) -> dict[str, Any]:
-    """Brier score, Brier skill vs climatology (the sample's own event rate) and a reliability table
-    of forecast probabilities ``p`` against 0/1 outcomes ``event``."""
-    p = np.asarray(p, dtype=np.float64)
-    e = np.asarray(event, dtype=np.float64)
-    if not len(p):
-        return {"n": 0}
-    base = float(e.mean())
-    brier = float(np.mean((p - e) ** 2))
-    climatology = base * (1 - base)
-    which = np.minimum((p * bins).astype(np.int64), bins - 1)
-    table = []
-    for b in range(bins):
-        sel = which == b
-        if sel.any():
-            table.append({
-                "bin": f"{b / bins:.1f}-{(b + 1) / bins:.1f}",
-                "n": int(sel.sum()),
-                "mean_prob": float(p[sel].mean()),
-                "frequency": float(e[sel].mean()),
-            })  # fmt: skip
-    return {
-        "n": len(p),
-        "events": int(e.sum()),
-        "base_rate": base,
-        "mean_prob": float(p.mean()),
-        "brier": brier,
-        "brier_climatology": climatology,
-        "skill": 1 - brier / climatology if climatology > 0 else math.nan,
-        "reliability": table,
-    }
+    """Brier score, Brier skill vs climatology (the sample's own event rate), AUC and a reliability
+    table of forecast probabilities ``p`` against 0/1 outcomes ``event`` (engine.probability_scores)."""
+    return _scores(p, event, bins=bins)
+
+
+@dataclass(frozen=True)
+class ProbabilitySetup:
+    """What the probability evaluation needs besides the series: the forecast's quantile levels,
+    the served limits, the incident definition, labelled anomalies, and what is served (the folder's
+    isotonic ``recalibration`` of the bound, or its ``event_model``, which wins when both exist)."""
+
+    levels: tuple[float, ...]
+    thresholds: Mapping[str, dict]
+    anomalies: Mapping[str, Sequence] | None = None
+    recalibration: Mapping[str, dict] | None = None
+    event_model: dict | None = None
+    min_buckets: int = incidents.DEFAULT_MIN_BUCKETS
+    incident_states: tuple[str, ...] = incidents.REPORTED_STATES
 
 
 class _ProbSamples:
     def __init__(self, recalibration: Mapping[str, dict] | None = None) -> None:
         self.recalibration = recalibration
-        self.p: dict[tuple[str, str], list[np.ndarray]] = {}  # (raw/calibrated, window) → probabilities
+        self.p: dict[tuple[str, str], list[np.ndarray]] = {}  # (raw/calibrated/served, window) → probabilities
         self.events: dict[tuple[str, str], list[np.ndarray]] = {}  # (rule, window) → outcomes
+        self.family: dict[str, list[np.ndarray]] = {}  # window → each sample's family
 
     def add(self, kind: str, window: str, p: np.ndarray) -> None:
         self.p.setdefault((kind, window), []).append(p)
 
     def add_events(self, rule: str, window: str, e: np.ndarray) -> None:
         self.events.setdefault((rule, window), []).append(e)
+
+    def add_family(self, window: str, family: str, n: int) -> None:
+        self.family.setdefault(window, []).append(np.full(n, family, dtype=object))
 
     def report(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -720,7 +740,18 @@ class _ProbSamples:
                 kinds["recalibrated"] = recalibrated(kinds["calibrated"], self.recalibration[window])
             for kind, p in kinds.items():
                 out.setdefault(rule, {}).setdefault(window, {})[kind] = probability_scores(p, e)
+            if (SERVED, window) in self.p:
+                served = np.concatenate(self.p[(SERVED, window)])
+                out[rule][window][SERVED] = served_scores(served, e, np.concatenate(self.family[window]))
         return out
+
+
+def served_scores(p: np.ndarray, event: np.ndarray, family: np.ndarray) -> dict[str, Any]:
+    """The served probabilities' scores pooled over families weighted equally, with
+    ``per_family`` beside them (each family's own unweighted scores)."""
+    family = np.asarray(family).astype(str)
+    groups = {f: (p[family == f], event[family == f]) for f in sorted(set(family.tolist()))}
+    return {**family_pooled(groups), "per_family": {f: _scores(a, b) for f, (a, b) in groups.items()}}
 
 
 def _calibrated_all(q: np.ndarray, y: np.ndarray, origins: np.ndarray, levels, upper: float) -> np.ndarray:
@@ -734,41 +765,75 @@ def _calibrated_all(q: np.ndarray, y: np.ndarray, origins: np.ndarray, levels, u
     return out
 
 
-def _threshold_events(y: np.ndarray, origins: np.ndarray, critical: np.ndarray, steps: int) -> np.ndarray:
-    """(n,) did any scored metric (columns of y (T, m)) reach its critical limit (n, m) in the window."""
-    idx = origins[:, None] + np.arange(steps)[None, :]
-    window = y[np.minimum(idx, len(y) - 1)]  # (n, steps, m)
-    with np.errstate(invalid="ignore"):
-        return (np.nan_to_num(window, nan=-np.inf) >= critical[:, None, :]).any(axis=(1, 2))
-
-
 def _anomaly_events(w: SeriesWindow, origins: np.ndarray, spans: Sequence, steps: int) -> np.ndarray:
     step = timedelta(minutes=w.step_minutes)
     starts = [w.start + step * int(o) for o in origins]
     return np.array([any(t <= b and a < t + step * steps for a, b in spans) for t in starts], dtype=bool)
 
 
-def _series_probabilities(samples: _ProbSamples, w: SeriesWindow, cols: list[int], origins, q, ctx) -> None:
-    """One series' raw and calibrated incident probabilities and its events, per window."""
-    levels, thresholds, anomalies = ctx
+def served_inputs(w: SeriesWindow, cols: list[int], origins: np.ndarray, q: np.ndarray, setup: ProbabilitySetup):
+    """What serving sees at each origin: contexts (n, CONTEXT, M), states (n, CONTEXT), critical
+    limits (n, M) and the forecast (n, H, M, K) with the scored metrics' quantiles calibrated online
+    as served (no look-ahead)."""
     y = w.values.astype(np.float64)
     context = np.stack([y[o - CONTEXT : o] for o in origins])
-    _, critical = limits_batch(context, thresholds, METRICS)
+    states = np.stack([w.states[o - CONTEXT : o] for o in origins])
+    _, critical = limits_batch(context, dict(setup.thresholds), METRICS)
+    served = np.asarray(q, dtype=np.float64).copy()
+    for c in cols:
+        served[:, :, c] = _calibrated_all(q[:, :, c], y[:, c], origins, list(setup.levels), _UPPER[METRICS[c]])
+    return context, states, critical, served
+
+
+def served_probabilities(w: SeriesWindow, cols: list[int], origins: np.ndarray, inputs: tuple,
+                         setup: ProbabilitySetup) -> dict[str, np.ndarray]:  # fmt: skip
+    """Window → the served P(incident) at each origin: the event model's when the folder has one,
+    else the bound through the folder's recalibration map, else the bound."""
+    context, states, critical, served = inputs
+    if setup.event_model is not None:
+        scored = np.zeros((len(origins), len(METRICS)), dtype=bool)
+        scored[:, cols] = True
+        feats = em.event_features(context, states, served, setup.levels, critical, [w.profile] * len(origins),
+                                  scored=scored, min_buckets=setup.min_buckets)  # fmt: skip
+        return em.model_probabilities(setup.event_model, feats)
+    bound = incident_probabilities(served[:, :, cols], np.array(setup.levels), critical[:, cols])
+    out = {"30m": bound["prob_30m"], "8h": bound["prob_8h"]}
+    return {name: recalibrated(p, (setup.recalibration or {}).get(name)) for name, p in out.items()}
+
+
+def probability_family(w: SeriesWindow, cols: list[int]) -> str:
+    """A single-value file's name family (cpu, disk, …); "servers" for contract servers scored on all
+    their metrics (a simulated fleet)."""
+    return series_family(w.server) if len(cols) == 1 else "servers"
+
+
+def _series_probabilities(samples: _ProbSamples, w: SeriesWindow, cols: list[int], origins, q,
+                          setup: ProbabilitySetup) -> None:  # fmt: skip
+    """One series' raw, calibrated and served incident probabilities and its events, per window."""
+    inputs = served_inputs(w, cols, origins, q, setup)
+    _, _, critical, served = inputs
     crit = critical[:, cols]
-    served = np.stack(
-        [_calibrated_all(q[:, :, c], y[:, c], origins, list(levels), _UPPER[METRICS[c]]) for c in cols], axis=2
-    )
+    levels = np.array(setup.levels)
     probs = {
-        "raw": incident_probabilities(q[:, :, cols].astype(np.float64), np.array(levels), crit),
-        "calibrated": incident_probabilities(served, np.array(levels), crit),
+        "raw": incident_probabilities(q[:, :, cols].astype(np.float64), levels, crit),
+        "calibrated": incident_probabilities(served[:, :, cols], levels, crit),
     }
+    labels = incidents.incident_labels(
+        w.values[:, cols].astype(np.float64), w.states, crit, origins,
+        min_buckets=setup.min_buckets, incident_states=setup.incident_states,
+    )  # fmt: skip
+    served_p = served_probabilities(w, cols, origins, inputs, setup)
+    family = probability_family(w, cols)
     for name, steps in PROB_WINDOWS.items():
         key = "prob_30m" if name == "30m" else "prob_8h"
         for kind, p in probs.items():
             samples.add(kind, name, p[key])
-        samples.add_events("threshold", name, _threshold_events(y[:, cols], origins, crit, steps))
-        if anomalies is not None:
-            samples.add_events("anomaly", name, _anomaly_events(w, origins, anomalies.get(w.server, ()), steps))
+        samples.add(SERVED, name, served_p[name])
+        samples.add_family(name, family, len(origins))
+        for rule in incidents.KINDS:
+            samples.add_events(rule, name, labels[rule][name])
+        if setup.anomalies is not None:
+            samples.add_events("anomaly", name, _anomaly_events(w, origins, setup.anomalies.get(w.server, ()), steps))
 
 
 def _probability_origins(n_steps: int, part: str, every: int, test_fraction: float) -> np.ndarray:
@@ -788,25 +853,41 @@ def probability_evaluation(
     anomalies: Mapping[str, Sequence[tuple[datetime, datetime]]] | None = None,
     recalibration: Mapping[str, dict] | None = None,
     thresholds: Mapping[str, dict] | None = None,
+    event_model: dict | None = None,
+    min_buckets: int = incidents.DEFAULT_MIN_BUCKETS,
     every: int = PROB_EVERY,
     test_fraction: float = TEST_FRACTION,
     part: str = "test",
 ) -> dict[str, Any]:
-    """Reliability of prob_30m / prob_8h (engine.probability: P(a scored metric crosses its critical
-    limit within the window)) at origins every ``every`` steps over the test part, raw, with the
-    served interval calibration ("calibrated") and, given a model folder's ``recalibration``
-    (window → isotonic map), as served after it ("recalibrated"), against the events of
-    PROBABILITY_RULES ("anomaly" only when ``anomalies`` maps series → labelled [start, end]
-    spans). ``forecaster`` must give all its quantiles: ``predict_array(windows)`` (B, H, M, K) and
+    """Reliability of prob_30m / prob_8h at origins every ``every`` steps over the test part against
+    the incidents of engine.incidents ("threshold", "reported", "incident" = either kind starts in
+    the window) and labelled anomalies ("anomaly", when ``anomalies`` maps series → [start, end]
+    spans): the bound of engine.probability raw, with the served interval calibration
+    ("calibrated") and through a folder's isotonic ``recalibration`` ("recalibrated"), pooled over
+    all samples; and what is served ("served": the folder's ``event_model`` when it has one, else
+    the recalibrated or calibrated bound) with families weighted equally and per family.
+    ``forecaster`` must give all its quantiles: ``predict_array(windows)`` (B, H, M, K) and
     ``quantiles`` (K levels). ``part="train"`` samples the training part instead (see
     ``fit_probability_recalibration``)."""
     samples = _ProbSamples(recalibration)
-    ctx = (tuple(forecaster.quantiles), thresholds or DEFAULT_THRESHOLDS, anomalies)
-    n = _sample_probabilities(samples, series, forecaster, _scored_metrics(series, metrics), ctx, (part, every, test_fraction))
-    return {"origins": n, "every_minutes": every * STEP_MINUTES, "rules": PROBABILITY_RULES, **samples.report()}
+    setup = ProbabilitySetup(
+        tuple(forecaster.quantiles),
+        thresholds or DEFAULT_THRESHOLDS,
+        anomalies,
+        recalibration,
+        event_model,
+        min_buckets,
+    )
+    n = _sample_probabilities(
+        samples, series, forecaster, _scored_metrics(series, metrics), setup, (part, every, test_fraction)
+    )
+    served_by = "event_model" if event_model is not None else ("recalibrated" if recalibration else "calibrated")
+    return {"origins": n, "every_minutes": every * STEP_MINUTES, "rules": PROBABILITY_RULES, "min_buckets": min_buckets,
+            "served_by": served_by, **samples.report()}  # fmt: skip
 
 
-def _sample_probabilities(samples: _ProbSamples, series, forecaster, scored: dict, ctx: tuple, where: tuple) -> int:
+def _sample_probabilities(samples: _ProbSamples, series, forecaster, scored: dict, setup: ProbabilitySetup,
+                          where: tuple) -> int:  # fmt: skip
     """Forecast every series at its probability origins and add their probabilities and events."""
     part, every, test_fraction = where
     n = 0
@@ -815,7 +896,7 @@ def _sample_probabilities(samples: _ProbSamples, series, forecaster, scored: dic
         if not len(origins):
             continue
         q = forecaster.predict_array([context_window(w, int(o)) for o in origins])
-        _series_probabilities(samples, w, [METRICS.index(m) for m in scored[w.server]], origins, q, ctx)
+        _series_probabilities(samples, w, [METRICS.index(m) for m in scored[w.server]], origins, q, setup)
         n += len(origins)
     logger.info("probabilities: %d origins (%s part)", n, part)
     return n
@@ -825,17 +906,17 @@ def fit_probability_recalibration(
     series: list[SeriesWindow], forecaster, *, part: str = "train", fraction: float = TEST_FRACTION, **kwargs
 ) -> dict[str, Any]:
     """The isotonic maps (window → {"x", "y"}) from served (interval-calibrated) probabilities to
-    the observed frequency of the "threshold" event; what a model folder stores as
-    probability_calibration.json. ``part="train"``: origins before the last ``fraction`` of each
+    the observed frequency of the "incident" event (engine.incidents); what a model folder stores
+    as probability_calibration.json. ``part="train"``: origins before the last ``fraction`` of each
     series (the backtest's test part stays unseen); ``part="test"`` with the training's
     val_fraction: the validation tail a training run held out."""
     samples = _ProbSamples(None)
-    ctx = (tuple(forecaster.quantiles), kwargs.get("thresholds") or DEFAULT_THRESHOLDS, None)
+    setup = ProbabilitySetup(tuple(forecaster.quantiles), kwargs.get("thresholds") or DEFAULT_THRESHOLDS)
     where = (part, kwargs.get("every", PROB_EVERY), fraction)
-    n = _sample_probabilities(samples, series, forecaster, _scored_metrics(series, kwargs.get("metrics")), ctx, where)
+    n = _sample_probabilities(samples, series, forecaster, _scored_metrics(series, kwargs.get("metrics")), setup, where)
     windows = {}
     for name in PROB_WINDOWS:
         p = np.concatenate(samples.p[("calibrated", name)])
-        e = np.concatenate(samples.events[("threshold", name)])
+        e = np.concatenate(samples.events[("incident", name)])
         windows[name] = fit_isotonic(p, e)
-    return {"rule": PROBABILITY_RULES["threshold"], "origins": n, "part": part, "fraction": fraction, "windows": windows}
+    return {"rule": PROBABILITY_RULES["incident"], "origins": n, "part": part, "fraction": fraction, "windows": windows}

@@ -39,10 +39,10 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from forecasting.engine import spec
 from forecasting.engine.spec import BAND_STEPS
 
-# The band (index into spec.BAND_STEPS) of each forecast step.
-BAND_OF_STEP = np.concatenate([np.full(b - a, i, dtype=np.int64) for i, (a, b) in enumerate(BAND_STEPS)])
+BAND_OF_STEP = np.asarray(spec.BAND_OF_STEP, dtype=np.int64)  # spec's, as an index array
 
 TARGET_MISS = 0.1  # per side: p10 and p90 → 80 % inside
 # Per-target ACI step on each band's own log correction: the far bands mostly follow the nearer

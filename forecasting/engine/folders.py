@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from forecasting.engine import inputs
+from forecasting.engine.blend import BAND_NAMES, BLEND_FORMAT
+from forecasting.engine.event_model import EventModelError, check_model
 from forecasting.engine.spec import TARGETS
 
 SPEC_FILE = "spec.json"
@@ -178,3 +180,52 @@ def read_probability_calibration(path: Path) -> dict | None:
 
 def write_probability_calibration(path: Path, fitted: dict) -> None:
     (Path(path) / PROBABILITY_FILE).write_text(json.dumps(fitted, indent=2, sort_keys=True, default=json_default))
+
+
+# Blend of the model with persistence (engine.blend): optional, fitted by `manage.py fit_blend` on
+# validation windows; folders without it serve the model alone (every weight 1).
+BLEND_FILE = "blend.json"
+
+
+def read_blend(path: Path) -> dict | None:
+    """The folder's blend (weights per band, online strength and ramp); None when the folder has
+    none or it is malformed (the model is served alone then, never an error)."""
+    data = _optional_json(Path(path) / BLEND_FILE)
+    if not isinstance(data, dict) or data.get("format") != BLEND_FORMAT:
+        return None
+    weights = data.get("weights")
+    if not isinstance(weights, dict) or set(weights) != set(BAND_NAMES):
+        return None
+    every = [weights, *(data.get("per_metric") or {}).values()]
+    if not all(isinstance(ws, dict) and set(ws) == set(BAND_NAMES) for ws in every):
+        return None
+    if not all(isinstance(w, int | float) and 0.0 <= w <= 1.0 for ws in every for w in ws.values()):
+        return None
+    return data
+
+
+def write_blend(path: Path, blend: dict) -> None:
+    (Path(path) / BLEND_FILE).write_text(json.dumps(blend, indent=2, sort_keys=True, default=json_default))
+
+
+# The event model (engine.event_model): P(an incident starts within the window), fitted by
+# `train_tft` or `manage.py fit_event_model`; optional: folders without it serve the bound above.
+EVENT_MODEL_FILE = "event_model.json"
+
+
+def read_event_model(path: Path) -> dict | None:
+    """The folder's event model, checked (engine.event_model.check_model); None when it has none or
+    it is malformed (serving falls back to the probability bound, never an error). JSON only: the
+    file is parsed with json.loads, never unpickled."""
+    data = _optional_json(Path(path) / EVENT_MODEL_FILE)
+    if data is None:
+        return None
+    try:
+        return check_model(data)
+    except EventModelError:
+        return None
+
+
+def write_event_model(path: Path, model: dict) -> None:
+    check_model(model)
+    (Path(path) / EVENT_MODEL_FILE).write_text(json.dumps(model, sort_keys=True, default=json_default))

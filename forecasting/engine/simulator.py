@@ -542,7 +542,13 @@ def _daily_cycle(p: dict, profile: str, c: _Clock, shifts, seed: int, server: st
 
 
 def _simulate_server(
-    server: str, first: datetime, n: int, step_minutes: int, seed: int, shifts: tuple[LoadShift, ...] = ()
+    server: str,
+    first: datetime,
+    n: int,
+    step_minutes: int,
+    seed: int,
+    shifts: tuple[LoadShift, ...] = (),
+    incidents: bool = True,
 ) -> _ServerSim:
     """The latent process of one server on the bucket grid ``first + k*step`` (k < n)."""
     profile = profile_for(server)
@@ -563,7 +569,7 @@ def _simulate_server(
         states = np.where(after, _schedule_states(p, profile, clock, morning, jobs.heavy), states)
     maint, offline = _downtime(c, seed, server)
     _apply_downtime(m, states, maint, offline, rng)
-    episodes = _incidents(server, p, c, m, states, seed)
+    episodes = _incidents(server, p, c, m, states, seed) if incidents else []
     return _ServerSim(values=m.values(), states=states, episodes=episodes)
 
 
@@ -576,8 +582,10 @@ def simulate_fleet_truth(
     seed: int = 0,
     step_minutes: int = STEP_MINUTES,
     shifts: tuple[LoadShift, ...] = (),
+    incidents: bool = True,
 ) -> FleetTruth:
-    """Bucket-level series for ``servers`` over [start, end) plus every incident episode.
+    """Bucket-level series for ``servers`` over [start, end) plus every incident episode
+    (``incidents=False``: none injected, the same fleet otherwise — what a quiet fleet reads).
 
     Each window covers the buckets ``floor(start)`` … the last bucket starting before ``end``;
     values are the bucket means of the records ``simulate_records`` would emit (float32, METRICS
@@ -588,7 +596,7 @@ def simulate_fleet_truth(
     windows = []
     episodes: list[Episode] = []
     for server in servers:
-        sim = _simulate_server(server, first, n, step_minutes, seed, tuple(shifts))
+        sim = _simulate_server(server, first, n, step_minutes, seed, tuple(shifts), incidents)
         windows.append(
             SeriesWindow(
                 server=server,

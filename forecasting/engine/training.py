@@ -715,3 +715,31 @@ def attach_probability_recalibration(path: Path | None, series: list[SeriesWindo
     fitted["fitted_on"] = f"validation tail ({val_fraction:g}) of the training series"
     folders.write_probability_calibration(path, fitted)
     return f"fitted on {fitted['origins']} validation forecasts"
+
+
+# ----------------------------------------------------------------------------------------------
+# The event model (engine.event_model): P(an incident starts within 30 min / 8 h)
+
+
+def attach_event_model(path: Path | None, series: list[SeriesWindow], val_fraction: float, device: str = "auto",
+                       learner: str | None = None) -> str:  # fmt: skip
+    """Fit the event model on the validation tail of the training series (forecasts the network
+    was not fitted on; real and simulated series together, as the network) and store it in the
+    folder (event_model.json), which serving then uses for prob_30m / prob_8h."""
+    if path is None:
+        return "no model folder"
+    from forecasting.engine import event_training
+
+    forecaster = network.load_forecaster(path, device=device)
+    try:
+        data = event_training.event_samples(series, forecaster, part="test", fraction=val_fraction)
+        model = event_training.fit_event_model(
+            data,
+            learner=learner or event_training.DEFAULT_LEARNER,
+            meta={"fitted_on": f"validation tail ({val_fraction:g}) of the training series"},
+        )
+    except Exception as exc:  # like the backtest: a failed fit must not lose the trained model
+        logger.exception("event model fit failed")
+        return f"failed ({exc})"
+    folders.write_event_model(path, model)
+    return f"fitted on {model['samples']} validation origins"

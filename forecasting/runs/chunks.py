@@ -20,8 +20,9 @@ from django.db import transaction
 from forecasting.alerts.selectors import alert_thresholds
 from forecasting.engine import alert_rules as rules
 from forecasting.engine.calibration import apply_calibration
+from forecasting.engine.event_model import serve_event_probabilities
 from forecasting.engine.explanation import heuristic_explanation, steady_explanation
-from forecasting.engine.folders import read_probability_calibration
+from forecasting.engine.folders import read_event_model, read_probability_calibration
 from forecasting.engine.heuristic import heuristic_quantiles
 from forecasting.engine.network import Forecaster
 from forecasting.engine.probability import recalibrated
@@ -168,6 +169,16 @@ def _recalibrate_probabilities(forecast: ChunkForecast, scored: list[ServedForec
     """TFT servers' prob_30m / prob_8h through the model folder's fitted recalibration, when it has
     one (engine.probability: the raw bound is off; the backtest measures both)."""
     if forecast.forecaster is None or forecast.version is None:
+        return
+    # Issue 22: a folder's event model (engine.event_model) serves prob_30m / prob_8h when it has one.
+    model = read_event_model(forecast.version.path)
+    if model is not None:
+        critical = np.array([[s.summary[m]["critical"] for m in TARGETS] for s in scored]).reshape(-1, len(TARGETS))
+        probs = serve_event_probabilities(model, windows=[sw.window for sw in forecast.windows],
+                                          quantiles=forecast.quantiles, levels=QUANTILES, critical=critical)
+        for i, (sw, s) in enumerate(zip(forecast.windows, scored, strict=True)):
+            if sw.server_id not in forecast.reasons:
+                s.prob_30m, s.prob_8h = round(float(probs["30m"][i]), 4), round(float(probs["8h"][i]), 4)
         return
     windows = read_probability_calibration(forecast.version.path)
     if not windows:

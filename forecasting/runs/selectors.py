@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
@@ -82,6 +83,20 @@ def _with_origin(payload: str, run: PredictionRun, origin: datetime) -> str:
     return _METRIC_OBJECT.sub(lambda match: match.group(1) + fields, payload)
 
 
+_PREDICTION_FIELDS = ("server__name", "payload", "method", "fallback_reason", "origin")
+
+
+def _predictions_object(run: PredictionRun, rows) -> tuple[str, dict, dict]:
+    """(`predictions` JSON text, methods, fallback reasons) of forecast rows in _PREDICTION_FIELDS."""
+    parts, methods, reasons = [], {}, {}
+    for name, payload, method, reason, origin in rows:
+        parts.append(f"{json.dumps(name)}: {_with_origin(payload, run, origin)}")
+        methods[name] = method
+        if reason:
+            reasons[name] = reason
+    return "{" + ", ".join(parts) + "}", methods, reasons
+
+
 def _run_predictions(run: PredictionRun) -> tuple[str, dict, dict]:
     """The run's `predictions` object as JSON text, its methods and fallback reasons.
 
@@ -92,29 +107,54 @@ def _run_predictions(run: PredictionRun) -> tuple[str, dict, dict]:
     cached = _predictions_cache.get(key)
     if cached is not None:
         return cached
-    rows = ServerForecast.objects.filter(run=run).order_by("server__name").values_list(
-        "server__name", "payload", "method", "fallback_reason", "origin"
-    )
-    parts, methods, reasons = [], {}, {}
-    for name, payload, method, reason, origin in rows.iterator(chunk_size=500):
-        parts.append(f"{json.dumps(name)}: {_with_origin(payload, run, origin)}")
-        methods[name] = method
-        if reason:
-            reasons[name] = reason
-    built = ("{" + ", ".join(parts) + "}", methods, reasons)
+    rows = ServerForecast.objects.filter(run=run).order_by("server__name").values_list(*_PREDICTION_FIELDS)
+    built = _predictions_object(run, rows.iterator(chunk_size=500))
     _predictions_cache.clear()  # only the current run is worth keeping
     _predictions_cache[key] = built
     return built
 
 
 def predictions_current_json(run: PredictionRun, *, now: datetime | None = None) -> str:
-    """The body of GET /predictions/current, spliced from the stored per-server JSON."""
+    """The body of GET /predictions/current for the whole fleet, spliced from the stored per-server
+    JSON (the guide's shape; a fleet above TFT_PREDICTIONS_PAGE_SIZE is served in pages instead)."""
     predictions, methods, reasons = _run_predictions(run)
+    # Alerts change between runs (acknowledgements), so they are read fresh.
+    return _predictions_body(run, predictions, methods, reasons, open_alerts_contract(), now=now)
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionsPage:
+    body: str  # the guide's shape, for the page's servers
+    last_server: str | None  # the page's last server name when more servers follow, else None
+
+
+def predictions_page_json(
+    run: PredictionRun, *, after: str | None, limit: int, now: datetime | None = None
+) -> PredictionsPage:
+    """One page of GET /predictions/current: the run's forecasts of up to `limit` servers whose names
+    sort after `after`, in name order, with their open alerts; the environment stays the fleet's.
+    Read straight from the (run, server) rows, so a page costs the same whatever the fleet's size."""
+    rows = ServerForecast.objects.filter(run=run)
+    if after is not None:
+        rows = rows.filter(server__name__gt=after)
+    page = list(rows.order_by("server__name").values_list(*_PREDICTION_FIELDS)[: limit + 1])
+    more = len(page) > limit
+    page = page[:limit]
+    names = [row[0] for row in page]
+    predictions, methods, reasons = _predictions_object(run, page)
+    alerts = open_alerts_contract(server_names=names)
+    paging = {"limit": limit, "after": after, "servers": len(names)}
+    body = _predictions_body(run, predictions, methods, reasons, alerts, now=now, page=paging)
+    return PredictionsPage(body=body, last_server=names[-1] if more and names else None)
+
+
+def _predictions_body(run: PredictionRun, predictions: str, methods: dict, reasons: dict, alerts: list[dict], *,
+                      now: datetime | None, page: dict | None = None) -> str:
     metadata = run_metadata(run, now=now)
     metadata["methods"] = methods
     metadata["fallback_reasons"] = reasons
-    # Alerts change between runs (acknowledgements), so they are read fresh.
-    alerts = open_alerts_contract()
+    if page is not None:
+        metadata["page"] = page
     return (
         '{"predictions": ' + predictions + ", "
         f'"alerts": {json.dumps(alerts)}, '

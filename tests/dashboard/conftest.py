@@ -27,7 +27,12 @@ def viewer(django_user_model):
 
 @pytest.fixture
 def staff(django_user_model):
-    return django_user_model.objects.create_user(username="operator", password=STAFF_PASSWORD, is_staff=True)
+    """An operator: staff with the permission to change alerts (acknowledge them)."""
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user(username="operator", password=STAFF_PASSWORD, is_staff=True)
+    user.user_permissions.add(Permission.objects.get(content_type__app_label="forecasting", codename="change_alert"))
+    return user
 
 
 @pytest.fixture

@@ -358,6 +358,18 @@ def test_acknowledge_needs_staff(viewer_client, active_alert):
     assert active_alert.state == "active"
 
 
+def test_acknowledge_needs_the_change_alert_permission(django_user_model, active_alert):
+    # Staff without the permission to change alerts: no button, and a 403 if posted anyway.
+    user = django_user_model.objects.create_user(username="onlooker", is_staff=True)
+    client = Client(HTTP_HOST="localhost")
+    client.force_login(user)
+
+    assert "Acknowledge</button>" not in _text(client.get("/dashboard/alerts/"))
+    assert client.post(f"/dashboard/alerts/{active_alert.pk}/acknowledge").status_code == 403
+    active_alert.refresh_from_db()
+    assert active_alert.state == "active"
+
+
 def test_acknowledge_needs_staff_even_in_local_mode(anon_client, settings, active_alert):
     settings.DEBUG = True
 

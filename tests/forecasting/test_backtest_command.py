@@ -39,7 +39,10 @@ def test_backtest_command_prints_the_json_contract(tmp_path):
     out = StringIO()
     call_command("backtest", "--csv-dir", str(tmp_path), "--no-tft", "--json", stdout=out)
     result = json.loads(out.getvalue())
-    assert list(result) == ["methods", "per_family", "alerts"]
+    assert list(result)[:3] == ["methods", "per_family", "per_band"]
+    assert list(result["per_band"]) == ["0-30m", "30m-2h", "2-8h"]
+    assert set(result["per_band"]["0-30m"]["naive"]) >= {"mase", "pinball", "coverage"}
+    assert "alerts" in result
     assert list(result["methods"]) == ["naive", "seasonal_naive", "predict_linear", "mean"]
     assert result["methods"]["naive"]["windows"] == 7
     alerts = result["alerts"]

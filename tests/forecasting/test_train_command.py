@@ -7,10 +7,11 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
+from forecasting.engine import folders, training
 from forecasting.engine import inputs as dspec
 from forecasting.engine.spec import STATES
 from forecasting.windows import server_histories
-from tests.forecasting.engine.test_tft import START
+from tests.forecasting.engine.test_tft import START, TINY, synthetic_series
 
 
 def test_train_tft_command_on_simulated_fleet(tmp_path):
@@ -87,3 +88,20 @@ def test_train_tft_exclude_leaves_a_csv_series_out(tmp_path):
     assert "ec2_cpu_utilization_kept" in vocab and "ec2_cpu_utilization_held_out" not in vocab
 
 
+def tiny_model_folder(tmp_path):
+    cfg = training.TrainConfig(
+        epochs=1, batches_per_epoch=2, batch_size=8, max_val_windows=8, hparams=TINY, device="cpu"
+    )
+    return training.train(synthetic_series(), cfg, out_dir=tmp_path, progress=False).path
+
+
+@pytest.mark.django_db
+def test_fit_event_model_gives_an_existing_folder_an_event_model(tmp_path):
+    from django.core.management import call_command
+
+    model_dir = tiny_model_folder(tmp_path)
+    out = io.StringIO()
+    call_command("fit_event_model", "--model", str(model_dir), "--simulated", "3", "--days", "3", "--seed", "5",
+                 "--part", "all", "--learner", "logistic", stdout=out)  # fmt: skip
+    model = folders.read_event_model(model_dir)
+    assert model["windows"]["8h"]["learner"] == "logistic" and "event model (logistic)" in out.getvalue()

@@ -67,17 +67,18 @@ def _drop_own_metric_files():
 
 @pytest.fixture
 def prometheus_factory(tmp_path):
-    """start(scrape_configs: list[dict]) → a running Prometheus; stopped at teardown."""
+    """start(scrape_configs: list[dict], extra={...more top-level config}) → a running Prometheus;
+    stopped at teardown."""
     if PROMETHEUS is None:
         pytest.fail("the prometheus binary is missing: apt-get install prometheus (.ci/run installs it)")
     started: list[Prometheus] = []
 
-    def start(scrape_configs: list[dict]) -> Prometheus:
+    def start(scrape_configs: list[dict], extra: dict | None = None) -> Prometheus:
         port = free_port()
         config = tmp_path / f"prometheus-{port}.yml"
         # JSON is YAML: no YAML dependency needed to write the config.
         config.write_text(json.dumps({"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                                      "scrape_configs": scrape_configs}))
+                                      "scrape_configs": scrape_configs, **(extra or {})}))
         data = tmp_path / f"data-{port}"
         data.mkdir()
         log_path = tmp_path / f"prometheus-{port}.log"
@@ -181,27 +182,44 @@ class Exporter(_Server):
 
 
 class Receiver(_Server):
-    """Records every POST (path, JSON body); answers 500 to the next `fail[path_prefix]` requests."""
+    """Records every POST (path, JSON body); answers 500 to the next `fail[path_prefix]` requests,
+    and `redirect[path_prefix] = (status, location)` to every POST there. GETs are recorded too
+    (body None) and answered 200, as a web page that a followed redirect would land on."""
 
     def __init__(self):
         self.requests: list[tuple[str, object, int]] = []
+        self.gets: list[str] = []
         self.fail: dict[str, int] = {}
+        self.redirect: dict[str, tuple[int, str]] = {}
         self.lock = threading.Lock()
 
         class Handler(_Quiet):
+            def do_GET(self):
+                with self.server.owner.lock:
+                    self.server.owner.gets.append(self.path)
+                self._answer(200)
+
             def do_POST(self):
                 owner = self.server.owner
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"null")
                 with owner.lock:
-                    code = 200
+                    code, location = 200, None
                     for prefix, n in owner.fail.items():
                         if self.path.startswith(prefix) and n > 0:
                             owner.fail[prefix] = n - 1
                             code = 500
                             break
+                    for prefix, (status, target) in owner.redirect.items():
+                        if self.path.startswith(prefix):
+                            code, location = status, target
                     owner.requests.append((self.path, body, code))
+                self._answer(code, location)
+
+            def _answer(self, code, location=None):
                 self.send_response(code)
+                if location:
+                    self.send_header("Location", location)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", "2")
                 self.end_headers()

@@ -12,11 +12,15 @@ Output: one table, or --json: {"methods": {"tft": {"mase", "pinball", "coverage"
 "tft_calibrated": …, …}} (with --simulated the JSON also holds "lead_time"). With the TFT it also
 holds "calibration" (raw vs self-calibrated intervals per series family and pooled) and
 "probabilities" (Brier, skill and reliability of prob_30m / prob_8h per event rule; a CSV folder's
-anomaly_windows.json adds the "anomaly" rule). "alerts" (unless --no-alerts): the alert replay of
-engine.alert_replay — per family and pooled, per rule (served, static_threshold, predict_linear):
-recall_15m, median_lead_minutes, false_alerts_per_server_day, alert_minutes_per_server_day,
-incidents. --fit-probabilities first fits the isotonic
-probability recalibration on the training part and writes it into the model folder.
+anomaly_windows.json adds the "anomaly" rule; events per engine.incidents: "threshold", "reported",
+"incident" = either) with, per event and window, a "served" entry: what serving gives (the folder's
+event model, else its recalibrated bound), families weighted equally, and "per_family".
+--fit-probabilities first fits the isotonic probability recalibration on the training part and writes
+it into the model folder; --fit-event-model fits the event model (engine.event_model) on the training
+part and writes event_model.json (the way to give an existing folder one without retraining the TFT).
+"alerts" (unless --no-alerts): the alert replay of engine.alert_replay — per family and pooled,
+per rule (served, static_threshold, predict_linear, served_p50): recall_15m, median_lead_minutes,
+false_alerts_per_server_day, alert_minutes_per_server_day, incidents.
 """
 
 from __future__ import annotations
@@ -34,10 +38,16 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from forecasting.alerts.selectors import alert_hysteresis
-from forecasting.engine import alert_replay
+from forecasting.engine import alert_replay, event_training, incidents
 from forecasting.engine import backtest as bt
 from forecasting.engine.alert_rules import SEVERITIES, Hysteresis
-from forecasting.engine.folders import read_probability_calibration, write_probability_calibration
+from forecasting.engine.folders import (
+    read_blend,
+    read_event_model,
+    read_probability_calibration,
+    write_event_model,
+    write_probability_calibration,
+)
 from forecasting.engine.heuristic import heuristic_quantiles
 from forecasting.engine.network import load_forecaster
 from forecasting.engine.series import SeriesWindow, load_csv_dir
@@ -88,6 +98,9 @@ class Command(BaseCommand):
         parser.add_argument("--metrics", nargs="*", choices=METRICS, help="metrics to score (default all)")
         parser.add_argument("--days", type=float, default=14.0, help="simulated days (with --simulated)")
         parser.add_argument("--seed", type=int, default=1000, help="simulator seed (with --simulated)")
+        parser.add_argument(
+            "--no-incidents", action="store_true", help="with --simulated: inject no incidents (a quiet fleet)"
+        )
         parser.add_argument("--model", type=Path, help="model folder (default: newest models/tft_model_*)")
         parser.add_argument("--no-tft", action="store_true", help="baselines only")
         parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -108,6 +121,40 @@ class Command(BaseCommand):
             choices=list(bt.PROB_WINDOWS),
             default=list(bt.PROB_WINDOWS),
             help="with --fit-probabilities: the windows to recalibrate (the others are served raw)",
+        )
+        parser.add_argument(
+            "--blend-strength",
+            type=float,
+            help="override the online move of the model folder's blend.json (choosing it on development series)",
+        )
+        parser.add_argument("--no-blend", action="store_true", help="serve the TFT alone (ignore blend.json)")
+        parser.add_argument(
+            "--fit-event-model",
+            action="store_true",
+            help="fit the event model (P(incident starts within 30 min / 8 h)) on the training part of the series "
+            "and write it into the model folder (event_model.json) before evaluating",
+        )
+        parser.add_argument(
+            "--learner",
+            choices=[*event_training.LEARNERS, "blend"],
+            default=event_training.DEFAULT_LEARNER,
+            help="with --fit-event-model: the learner (default: the one that won on held-out series)",
+        )
+        parser.add_argument(
+            "--min-buckets",
+            type=int,
+            default=incidents.DEFAULT_MIN_BUCKETS,
+            help="a threshold incident lasts at least this many 5-minute buckets (TFT_INCIDENT_MIN_BUCKETS)",
+        )
+        parser.add_argument(
+            "--no-event-model",
+            action="store_true",
+            help="score the bound as served even if the folder has an event model",
+        )
+        parser.add_argument(
+            "--probabilities-only",
+            action="store_true",
+            help="only the incident-probability evaluation (no interval scores, no lead times)",
         )
         parser.add_argument("--json", action="store_true", help="print the result as JSON only")
         parser.add_argument("--no-alerts", action="store_true", help="skip the alert replay")
@@ -143,11 +190,20 @@ class Command(BaseCommand):
             logging.getLogger("forecasting").setLevel(logging.WARNING)
         forecaster = None if opts["no_tft"] else self._forecaster(opts)
         source = _series_source(opts)
-        result = bt.run_backtest(source.series, forecaster, metrics=source.metrics, per_metric=opts["per_metric"])
-        if source.truth is not None and not opts["no_lead_time"]:
+        blend = self._blend(forecaster, opts)
+        result = {"methods": {}, "per_family": {}}
+        if not opts["probabilities_only"]:
+            result = bt.run_backtest(
+                source.series, forecaster, metrics=source.metrics, per_metric=opts["per_metric"], blend=blend
+            )
+        if blend is not None:
+            result["blend"] = {k: blend.get(k) for k in ("weights", "per_metric", "strength", "ramp", "fitted_on")}
+        if source.truth is not None and not (opts["no_lead_time"] or opts["probabilities_only"]):
             result["lead_time"] = bt.lead_time_evaluation(source.truth.windows, source.truth.episodes, forecaster)
         if forecaster is not None and opts["fit_probabilities"]:
             self._fit_probabilities(source, forecaster, opts["fit_windows"])
+        if forecaster is not None and opts["fit_event_model"]:
+            self._fit_event_model(source, forecaster, opts)
         if forecaster is not None and not opts["no_probabilities"]:
             result["probabilities"] = bt.probability_evaluation(
                 source.series,
@@ -155,8 +211,10 @@ class Command(BaseCommand):
                 metrics=source.metrics,
                 anomalies=source.anomalies,
                 recalibration=read_probability_calibration(self.model_path),
+                event_model=None if opts["no_event_model"] else read_event_model(self.model_path),
+                min_buckets=opts["min_buckets"],
             )
-        if not opts["no_alerts"]:
+        if not (opts["no_alerts"] or opts["probabilities_only"]):
             result["alerts"] = _alert_replay(source, forecaster, opts)
         if opts["json"]:
             self.stdout.write(json.dumps(_jsonable(result), indent=2))
@@ -169,8 +227,10 @@ class Command(BaseCommand):
         )
         if forecaster is not None:
             self.stdout.write(f"TFT: {getattr(forecaster, 'version', '?')}")
+        _band_tables(self.stdout.write, result)
+        self.stdout.write("\nPooled by windows (secondary):")
         self._table(result["methods"])
-        if len(result.get("per_family", {})) > 1:
+        if len(result.get("per_family", {})) > 1 and not result.get("per_band_family"):
             for family, by_method in result["per_family"].items():
                 self.stdout.write(f"\nfamily {family}:")
                 self._table(by_method)
@@ -187,12 +247,31 @@ class Command(BaseCommand):
             self._alerts_table(result["alerts"])
         self.stdout.write(f"\n({elapsed:.1f}s)")
 
+    def _blend(self, forecaster, opts) -> dict | None:
+        if forecaster is None or opts["no_blend"]:
+            return None
+        blend = read_blend(self.model_path)
+        if blend is not None and opts["blend_strength"] is not None:
+            blend["strength"] = opts["blend_strength"]
+        return blend
+
     def _fit_probabilities(self, source: BacktestSource, forecaster, windows: list[str]) -> None:
         fitted = bt.fit_probability_recalibration(source.series, forecaster, metrics=source.metrics)
         fitted["windows"] = {w: t for w, t in fitted["windows"].items() if w in windows}
         fitted["fitted_on"] = source.name
         write_probability_calibration(self.model_path, fitted)
         logger.info("probability recalibration written", extra={"folder": str(self.model_path), "windows": windows})
+
+    def _fit_event_model(self, source: BacktestSource, forecaster, opts: dict) -> None:
+        cfg = event_training.SampleConfig(min_buckets=opts["min_buckets"])
+        data = event_training.event_samples(source.series, forecaster, metrics=source.metrics, part="train", cfg=cfg)
+        if not len(data["series"]):
+            raise CommandError("no training-part origins to fit the event model on (series too short)")
+        model = event_training.fit_event_model(
+            data, learner=opts["learner"], cfg=cfg, meta={"fitted_on": f"training part (first 60 %) of {source.name}"}
+        )
+        write_event_model(self.model_path, model)
+        logger.info("event model written", extra={"folder": str(self.model_path), "samples": model["samples"]})
 
     def _forecaster(self, opts):
         path = self.model_path = opts["model"] or newest_model_folder(settings.TFT_MODELS_DIR)
@@ -239,17 +318,25 @@ class Command(BaseCommand):
 
     def _probability_table(self, report: dict) -> None:
         self.stdout.write(
-            f"\nIncident probabilities ({report['origins']} origins, every {report['every_minutes']} min):"
+            f"\nIncident probabilities ({report['origins']} origins, every {report['every_minutes']} min; "
+            f"served: {report['served_by']}; 'served' pools families equally):"
         )
-        self.stdout.write(f"{'event':<11}{'window':<8}{'probs':<12}{'events':>8}{'base':>8}{'mean p':>8}"
-                          f"{'Brier':>8}{'skill':>8}")  # fmt: skip
-        for rule in ("threshold", "anomaly"):
+        self.stdout.write(f"{'event':<11}{'window':<8}{'probs':<14}{'events':>8}{'base':>8}{'mean p':>8}"
+                          f"{'Brier':>8}{'skill':>8}{'AUC':>7}")  # fmt: skip
+        for rule in (*incidents.KINDS, "anomaly"):
             for window, kinds in report.get(rule, {}).items():
                 for kind, r in kinds.items():
-                    self.stdout.write(
-                        f"{rule:<11}{window:<8}{kind:<12}{r['events']:>8}{_fmt(r['base_rate']):>8}"
-                        f"{_fmt(r['mean_prob']):>8}{_fmt(r['brier']):>8}{_fmt(r['skill']):>8}"
-                    )
+                    self._probability_row(rule, window, kind, r)
+                    for family, f in kinds[kind].get("per_family", {}).items() if kind == bt.SERVED else ():
+                        self._probability_row("", "", f"  {family}", f)
+
+    def _probability_row(self, rule: str, window: str, kind: str, r: dict) -> None:
+        if not r.get("n"):
+            return
+        self.stdout.write(
+            f"{rule:<11}{window:<8}{kind:<14}{r['events']:>8}{_fmt(r['base_rate']):>8}"
+            f"{_fmt(r['mean_prob']):>8}{_fmt(r['brier']):>8}{_fmt(r['skill']):>8}{_fmt(r['auc'], 2):>7}"
+        )
 
     def _lead_table(self, lead: dict) -> None:
         self.stdout.write(
@@ -314,8 +401,10 @@ def _simulated_source(opts: dict) -> BacktestSource:
         start=SIMULATION_START,
         end=SIMULATION_START + timedelta(days=opts["days"]),
         seed=opts["seed"],
+        incidents=not opts.get("no_incidents", False),
     )
-    name = f"simulated {opts['simulated']} servers × {opts['days']:g} days, seed {opts['seed']}"
+    quiet = ", no incidents" if opts.get("no_incidents") else ""
+    name = f"simulated {opts['simulated']} servers × {opts['days']:g} days, seed {opts['seed']}{quiet}"
     return BacktestSource(name, truth.windows, opts["metrics"] or None, truth)
 
 
@@ -397,3 +486,28 @@ def _jsonable(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def _band_tables(write, result: dict) -> None:
+    """The lead tables: per horizon band, infrastructure families weighted equally (× naive, then
+    coverage), then request volumes on their own, then each family."""
+    headline = ", ".join(result.get("headline_families", []))
+    _band_table(write, f"Families weighted equally, infrastructure ({headline})", result.get("per_band", {}))
+    _band_table(write, "Request volumes", result.get("per_band_requests", {}))
+    for family, bands in result.get("per_band_family", {}).items():
+        _band_table(write, f"family {family}", bands)
+
+
+def _band_table(write, title: str, bands: dict) -> None:
+    if not any(bands.values()):
+        return
+    write(f"\n{title}: MASE × naive, pinball × naive, coverage per horizon band")
+    write(f"{'method':<16}" + "".join(f"{band:>20}" for band in bands))
+    methods = next(iter(v for v in bands.values() if v))
+    for method in methods:
+        cells = []
+        for by_method in bands.values():
+            r = by_method.get(method)
+            ratios = (_fmt(r[k], 2) for k in ("mase_x_naive", "pinball_x_naive", "coverage")) if r else ("—",)
+            cells.append(" ".join(ratios))
+        write(f"{method:<16}" + "".join(f"{c:>20}" for c in cells))

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from forecasting.engine import network, training
+from forecasting.engine.blend_fit import attach_blend
 from forecasting.engine.series import SeriesWindow, load_csv_dir
 from forecasting.engine.spec import METRICS
 from forecasting.engine.synthetic import load_generic_series
@@ -130,6 +131,12 @@ class Command(BaseCommand):
             )
             backtest_note = training.attach_backtest(result.path, sources, device=opts["device"])
             backtest_note += "; probabilities: " + training.attach_probability_recalibration(
+                result.path, data.series, opts["val_fraction"], device=opts["device"]
+            )
+            if result.path is not None:  # the per-band blend with persistence (engine.blend)
+                forecaster = network.load_forecaster(result.path, device=opts["device"])
+                backtest_note += "; " + attach_blend(result.path, data.series, forecaster, opts["val_fraction"])
+            backtest_note += "; event model: " + training.attach_event_model(
                 result.path, data.series, opts["val_fraction"], device=opts["device"]
             )
         m = result.metrics

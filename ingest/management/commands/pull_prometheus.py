@@ -6,23 +6,21 @@ idempotent ingest as POST /feed/data. With --backfill it first reads that span w
 then it polls every --interval seconds until stopped (or exits after one pass with --once).
 """
 
-import logging
 import time
 from datetime import UTC, datetime
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import Error as DatabaseError
 
 from ingest.contract import METRICS, STATES
+from ingest.prometheus_poller import PullPoller
 from ingest.prometheus_pull import (
     PrometheusError,
     PullConfig,
     load_mapping,
     parse_duration,
     prometheus_backfill,
-    prometheus_poll,
 )
-
-logger = logging.getLogger(__name__)
 
 
 def _pairs(values: list[str], what: str) -> dict[str, str]:
@@ -70,7 +68,7 @@ class Command(BaseCommand):
             self.stdout.write(f"backfilling {options['backfill']} from {config.url} every {options['step']}")
             try:
                 total = prometheus_backfill(config=config, span=span, step=step, progress=self.stdout.write)
-            except PrometheusError as exc:
+            except (PrometheusError, DatabaseError) as exc:  # at start-up: fail loudly, nothing half-read
                 raise CommandError(f"backfill failed: {exc}") from exc
             self.stdout.write(self.style.SUCCESS(
                 f"backfill done: {total.records} records, {len(total.servers)} servers, {total.accepted} accepted, "
@@ -85,23 +83,26 @@ class Command(BaseCommand):
             self.stdout.write("stopped")
 
     def _poll_forever(self, config: PullConfig, *, interval: float, once: bool) -> None:
+        # Poll times are multiples of the interval: a restart re-reads the same instant. A failed
+        # tick (Prometheus or the database down) is logged and retried with backoff; the next
+        # good tick reads the instants it missed (ingest/prometheus_poller.py).
+        poller = PullPoller(config=config, interval=max(1, round(interval)))
         while True:
-            # Poll times are multiples of the interval: a restart re-reads the same instant.
-            at = datetime.fromtimestamp(time.time() // interval * interval, tz=UTC)
-            try:
-                result = prometheus_poll(config=config, at=at)
+            result = poller.tick(now=time.time())
+            if result is None and once:
+                raise CommandError(f"poll failed: {poller.last_error}")
+            if result is not None:
                 self.stdout.write(
-                    f"poll {at.isoformat()}: {result.records} records from {len(result.servers)} servers "
-                    f"({result.accepted} accepted, {result.duplicates} duplicates, {result.rejected} rejected, "
-                    f"{result.skipped} incomplete)"
+                    f"poll {datetime.fromtimestamp(poller.last_stored, tz=UTC).isoformat()}: {result.records} "
+                    f"records from {len(result.servers)} servers ({result.accepted} accepted, {result.duplicates} "
+                    f"duplicates, {result.rejected} rejected, {result.skipped} incomplete)"
                 )
-            except PrometheusError as exc:
-                if once:
-                    raise CommandError(f"poll failed: {exc}") from exc
-                logger.warning("prometheus poll failed, retrying next interval", extra={"error": str(exc)[:300]})
             if once:
                 return
-            time.sleep(interval - time.time() % interval)
+            if result is None:
+                time.sleep(poller.backoff_seconds())
+            else:
+                time.sleep(poller.interval - time.time() % poller.interval)
 
     def _config(self, options) -> PullConfig:
         mapping = {}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from forecasting.engine import backtest as bt
-from forecasting.engine import folders
+from forecasting.engine import folders, incidents
 from forecasting.engine.probability import fit_isotonic, fleet_environment, recalibrated
 from forecasting.engine.series import SeriesWindow
 from forecasting.engine.spec import HORIZON, METRICS, QUANTILES
@@ -61,14 +61,13 @@ def test_without_a_table_probabilities_are_unchanged():
     np.testing.assert_array_equal(recalibrated(np.array([0.2, 0.7]), None), [0.2, 0.7])
 
 
-def test_an_event_is_a_critical_bucket_within_the_window():
+def test_an_event_is_an_incident_starting_within_the_window():
     y = np.full(2000, 40.0)
-    y[1500] = 97.0  # cpu ≥ 95 once
+    y[1500:1502] = 97.0  # cpu ≥ 95 for two buckets: an incident (engine.incidents)
     w = _window(y)
     origins = np.array([1494, 1495, 1401])
-    critical = np.full((3, 1), 95.0)
-    events = bt._threshold_events(w.values[:, :1].astype(float), origins, critical, 6)
-    assert events.tolist() == [False, True, False]  # 1495…1500 holds it; 1494…1499 does not
+    labels = incidents.incident_labels(w.values[:, :1].astype(float), w.states, np.full((3, 1), 95.0), origins)
+    assert labels["threshold"]["30m"].tolist() == [False, True, False]  # 1495…1500 holds its start; 1494…1499 not
 
 
 def test_an_anomaly_event_is_a_labelled_window_overlapping_the_forecast_window():
@@ -88,8 +87,9 @@ def test_evaluation_reports_raw_calibrated_and_both_rules():
     r = result["threshold"]["8h"]["raw"]
     assert r["mean_prob"] == pytest.approx(1.0) and r["base_rate"] < 0.3  # always crying wolf
     assert r["skill"] < 0
-    assert set(result["threshold"]["30m"]) == {"raw", "calibrated"}
-    assert result["anomaly"]["8h"]["raw"]["events"] == result["threshold"]["8h"]["raw"]["events"]
+    assert set(result["threshold"]["30m"]) == {"raw", "calibrated", "served"}
+    # the labelled window also covers origins inside the incident, where none starts
+    assert result["anomaly"]["8h"]["raw"]["events"] >= result["threshold"]["8h"]["raw"]["events"] > 0
 
 
 def test_the_recalibration_is_fitted_on_the_training_part_only():
@@ -124,3 +124,44 @@ def test_the_recalibration_can_be_fitted_on_the_validation_tail():
                                               metrics=["cpu_pct"])  # fmt: skip
     assert fitted["part"] == "test" and fitted["origins"] == len(bt.rolling_origins(3000, test_fraction=0.2, every=12))
     assert max(fitted["windows"]["8h"]["y"]) > 0  # the tail holds the incident the training part lacks
+
+
+def _constant_event_model(p: float) -> dict:
+    from forecasting.engine import event_model as em
+
+    n = len(em.FEATURES)
+    params = {"learner": "logistic", "mean": [0.0] * n, "std": [1.0] * n, "coef": [0.0] * n,
+              "intercept": float(np.log(p / (1 - p)))}  # fmt: skip
+    return em.new_model({"30m": params, "8h": params}, min_buckets=2, thresholds={})
+
+
+def test_the_served_entry_scores_the_event_model_with_families_weighted_equally():
+    quiet = np.full(3000, 40.0)
+    busy = np.full(3000, 40.0)
+    busy[2000:3000:100] = 99.0  # an incident every 100 buckets of the test part…
+    busy[2001:3000:100] = 99.0  # …lasting two buckets
+    cpu, net = _window(busy, "ec2_cpu_utilization_a"), _window(quiet, "ec2_network_in_b")
+    result = bt.probability_evaluation([cpu, net], LevelForecaster(40.0), metrics=["cpu_pct"],
+                                       event_model=_constant_event_model(0.2))  # fmt: skip
+    served = result["incident"]["8h"]["served"]
+    assert result["served_by"] == "event_model"
+    assert set(served["per_family"]) == {"cpu", "network/requests"}
+    rate_cpu = served["per_family"]["cpu"]["base_rate"]
+    assert served["per_family"]["network/requests"]["events"] == 0 and rate_cpu > 0.5
+    assert served["base_rate"] == pytest.approx(rate_cpu / 2)  # each family weighs one half
+    brier_cpu = rate_cpu * 0.8**2 + (1 - rate_cpu) * 0.2**2
+    assert served["brier"] == pytest.approx((brier_cpu + 0.2**2) / 2)
+    assert served["auc"] == pytest.approx(0.5)  # one constant probability ranks nothing
+    assert served["mean_prob"] == pytest.approx(0.2) and served["reliability"][0]["bin"] == "0.2-0.3"
+    for key in ("n", "events", "base_rate", "brier", "skill", "auc", "reliability"):
+        assert key in served and key in result["threshold"]["30m"]["served"] and key in result["reported"]["8h"]["served"]
+
+
+def test_without_an_event_model_the_served_entry_is_the_recalibrated_bound():
+    y = np.full(3000, 40.0)
+    table = {"x": [0.0, 1.0], "y": [0.0, 0.5]}
+    result = bt.probability_evaluation([_window(y)], LevelForecaster(99.0), metrics=["cpu_pct"],
+                                       recalibration={"30m": table, "8h": table})  # fmt: skip
+    r = result["threshold"]["30m"]
+    assert result["served_by"] == "recalibrated"
+    assert r["served"]["mean_prob"] == pytest.approx(r["recalibrated"]["mean_prob"])

@@ -236,3 +236,12 @@ def test_duration_parsing():
 
 
 
+def test_a_fleet_without_incidents_is_the_same_fleet_less_its_incidents():
+    start = datetime(2026, 1, 5, tzinfo=UTC)
+    kwargs = {"servers": fleet_names(6), "start": start, "end": start + timedelta(days=6), "seed": 4}
+    noisy, quiet = simulate_fleet_truth(**kwargs), simulate_fleet_truth(**kwargs, incidents=False)
+    assert noisy.episodes and not quiet.episodes
+    critical = STATES.index("critical_issue")
+    assert not any((w.states == critical).any() for w in quiet.windows)
+    # buckets far from any incident are unchanged
+    assert np.array_equal(noisy.windows[0].values[:12], quiet.windows[0].values[:12])

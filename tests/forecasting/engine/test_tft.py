@@ -275,3 +275,13 @@ def test_a_dateless_series_trains_and_is_forecast_with_the_no_calendar_category(
     w.calendar = False
     out = loaded.predict([w])
     assert all(np.isfinite(out["ppweb001"][m]["p50"]).all() for m in TARGETS)
+
+
+def test_training_attaches_an_event_model_fitted_on_the_validation_tail(model_dir):
+    series = synthetic_series(n=900, seed=3)
+    for w in series:
+        w.values[700:702, 0] = 99.0  # a two-bucket cpu incident in the validation tail
+    note = training.attach_event_model(model_dir, series, 0.4, device="cpu")
+    model = folders.read_event_model(model_dir)
+    assert note.startswith("fitted on") and model is not None
+    assert model["samples"] > 0 and model["training_event_rate"]["8h"] > 0

@@ -1,0 +1,317 @@
+"""Never worse than the last value: a per-band combination of the model's quantiles with persistence.
+
+Persistence (``persistence_quantiles``) is the last observed value with its own empirical spread:
+at forecast step h (0-based: the target is h + 1 steps after the last observed bucket) its
+quantile τ is last + the τ-quantile of the (h + 1)-step changes y[t + h + 1] − y[t] seen in the
+context (p50 is the last value itself). It needs only the context a forecast is made from.
+
+The served forecast at step h of band b is the quantile average
+
+    q(τ) = w_b · q_model(τ) + (1 − w_b) · q_persistence(τ)
+
+(both sides sorted, so the blend is sorted). Pinball loss is convex in the quantile, so for any w
+the blend's loss is at most the w-weighted mean of the two losses; with w = 0 and w = 1 on the
+grid, the weight fitted on a set of windows is never worse there than the better component.
+
+Weights (``fit_weights``): per band and per metric (a fleet's mem_pct drifts where cpu_pct jumps),
+the grid value with the lowest scaled pinball loss over p10/p50/p90 on validation windows,
+families weighted equally (each family's mean loss relative to persistence's, then the mean over
+families). They are stored as JSON in the model folder (``folders.read_blend``).
+
+Online, per server × metric (``OnlineBlend``): each band's weight moves with the evidence of that
+server's own served forecasts, from exactly the sums the live scorer keeps per server × metric ×
+band (engine.scoring: n, abs_err = Σ|y − served p50|, naive_abs_err = Σ|y − last|, scale = Σ s
+over the same targets). d = (abs_err − naive_abs_err) / scale is how much worse (in units of the
+series' one-step naive error) the served median did than the last value, and
+
+    w = sigmoid(logit(w_fit) − STRENGTH · min(n, RAMP) / RAMP · d)
+
+so a server whose served forecast loses to the last value in a band leans further on the last
+value there, one where it wins leans back towards the model, and neither before about RAMP
+targets of evidence. As w falls the served median nears the last value and d nears 0: the move
+settles instead of running away.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from forecasting.engine import spec
+from forecasting.engine.spec import BAND_NAMES, HORIZON, HORIZON_BANDS
+
+BAND_OF_STEP = np.asarray(spec.BAND_OF_STEP, dtype=np.int64)  # spec's, as an index array
+GRID = np.round(np.linspace(0.0, 1.0, 21), 2)  # weights of the model, 0 = persistence only
+BLEND_FORMAT = "tftsite-blend/1"
+# Online move (chosen on development series only, see the README): the logit shift per unit of
+# scaled MAE difference once RAMP targets have been seen; the weight stays in [W_MIN, 1 − W_MIN].
+STRENGTH = 4.0
+RAMP = 144
+W_MIN = 0.02
+SUMS: tuple[str, ...] = ("n", "abs_err", "naive_abs_err", "scale")  # names as in engine.scoring.SUMS
+
+
+def persistence_quantiles(
+    context: np.ndarray, levels: Sequence[float], horizon: int = HORIZON, *, lower: float = 0.0, upper: float = math.inf
+) -> np.ndarray:
+    """(horizon, K) quantiles at ``levels`` of the last value with the context's own (h+1)-step
+    changes (module docstring); NaN gaps are skipped, no observed value gives NaN."""
+    y = np.asarray(context, dtype=np.float64)
+    finite = np.flatnonzero(np.isfinite(y))
+    out = np.full((horizon, len(levels)), np.nan)
+    if not len(finite):
+        return out
+    last = y[finite[-1]]
+    n = len(y)
+    changes = np.full((max(n - 1, 1), horizon), np.nan)
+    for h in range(min(horizon, n - 1)):
+        changes[: n - h - 1, h] = y[h + 1 :] - y[: n - h - 1]
+    tau = np.asarray(levels, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        spread = _nan_quantiles(changes, tau)  # (K, horizon)
+    spread = _fill_forward(spread)
+    spread[np.isclose(tau, 0.5)] = 0.0
+    below = tau < 0.5
+    spread[below] = np.minimum(spread[below], 0.0)
+    spread[~below] = np.maximum(spread[~below], 0.0)
+    q = last + spread.T
+    return np.clip(np.sort(q, axis=1), lower, upper)
+
+
+def _nan_quantiles(x: np.ndarray, tau: np.ndarray) -> np.ndarray:
+    """Quantiles (K, H) of the columns of x (N, H), NaN ignored (linear interpolation)."""
+    srt = np.sort(x, axis=0)
+    count = np.sum(np.isfinite(x), axis=0)
+    pos = tau[:, None] * np.maximum(count - 1, 0)[None, :]
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(count - 1, 0)[None, :])
+    cols = np.arange(x.shape[1])[None, :]
+    v = srt[lo, cols] * (1 - (pos - lo)) + srt[hi, cols] * (pos - lo)
+    return np.where(count[None, :] > 0, v, np.nan)
+
+
+def _fill_forward(q: np.ndarray) -> np.ndarray:
+    """Steps without any observed change take the nearest shorter step's spread (else 0)."""
+    out = q.copy()
+    for h in range(1, out.shape[1]):
+        gap = np.isnan(out[:, h])
+        out[gap, h] = out[gap, h - 1]
+    return np.nan_to_num(out, nan=0.0)
+
+
+def step_weights(weights: Sequence[float], horizon: int = HORIZON) -> np.ndarray:
+    """(horizon,) the model's weight at each forecast step from the per-band weights."""
+    return np.asarray(weights, dtype=np.float64)[BAND_OF_STEP[:horizon]]
+
+
+def blend_quantiles(model: np.ndarray, persistence: np.ndarray, weights: Sequence[float]) -> np.ndarray:
+    """The served combination (..., H, K) of model and persistence quantiles (..., H, K) with the
+    model's per-band ``weights`` (broadcast against the leading shape: (..., bands))."""
+    model = np.asarray(model, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)[..., BAND_OF_STEP[: model.shape[-2]]][..., None]  # (..., H, 1)
+    return w * model + (1.0 - w) * np.asarray(persistence, dtype=np.float64)
+
+
+def default_blend() -> dict:
+    """The blend of a folder without blend.json: the model alone (every weight 1)."""
+    return {"format": BLEND_FORMAT, "weights": dict.fromkeys(BAND_NAMES, 1.0), "strength": 0.0, "ramp": RAMP}
+
+
+def weights_of(blend: Mapping, metric: str | None = None) -> np.ndarray:
+    """(bands,) the model's weights in BAND_NAMES order: the metric's own where the blend has them,
+    else those fitted over every metric."""
+    weights = blend.get("per_metric", {}).get(metric) or blend["weights"]
+    return np.array([float(weights[name]) for name in BAND_NAMES])
+
+
+# ---------------------------------------------------------------------------------------------
+# Fitting on validation windows
+class BlendFit:
+    """Loss of every grid weight on validation windows, per family and band."""
+
+    def __init__(self, grid: np.ndarray = GRID) -> None:
+        self.grid = np.asarray(grid, dtype=np.float64)
+        self._sum: dict[tuple[str, int], np.ndarray] = {}  # (family, band) → (G,) Σ window losses
+        self._n: dict[tuple[str, int], int] = {}
+
+    def add(self, family: str, y: np.ndarray, model: np.ndarray, persistence: np.ndarray, levels, scale: float) -> None:
+        """One window: targets y (H,), model and persistence quantiles (H, K) at ``levels``."""
+        if not (scale > 0) or not math.isfinite(scale):
+            return
+        tau = np.asarray(levels, dtype=np.float64)
+        g = self.grid[:, None, None]
+        q = g * model[None] + (1.0 - g) * persistence[None]  # (G, H, K)
+        diff = y[None, :, None] - q
+        loss = np.maximum(tau * diff, (tau - 1.0) * diff).mean(axis=2) / scale  # (G, H)
+        for b, (_, first, end) in enumerate(HORIZON_BANDS):
+            lb = loss[:, first:end]
+            obs = np.isfinite(y[first:end])
+            if not obs.any():
+                continue
+            key = (family, b)
+            self._sum[key] = self._sum.get(key, 0.0) + lb[:, obs].mean(axis=1)
+            self._n[key] = self._n.get(key, 0) + 1
+
+    def losses(self) -> dict[str, dict[str, list[float]]]:
+        """band → family → mean loss per grid weight."""
+        out: dict[str, dict[str, list[float]]] = {}
+        for (family, b), total in self._sum.items():
+            out.setdefault(BAND_NAMES[b], {})[family] = (total / self._n[(family, b)]).tolist()
+        return out
+
+    def windows(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for (family, _), n in self._n.items():
+            out[family] = max(out.get(family, 0), n)
+        return out
+
+
+def _group(name: str) -> tuple[str, str | None]:
+    """A fit group's family and metric: "cpu (simulated) [cpu_pct]" → ("cpu", "cpu_pct")."""
+    family, _, metric = name.partition(" [")
+    return family.split(" (")[0], (metric.rstrip("]") or None)
+
+
+def _best(fit: BlendFit, curves: list) -> tuple[float, list[float]]:
+    """The grid weight of lowest mean relative loss: each group's loss relative to persistence
+    alone (w = 0), so a family whose scale makes its losses tiny still counts as much as any other."""
+    rel = [np.asarray(v) / v[0] if v[0] > 0 else np.asarray(v) for v in curves]
+    curve = np.mean(np.array(rel), axis=0)
+    return float(fit.grid[int(np.argmin(curve))]), [round(float(c), 5) for c in curve]
+
+
+def fit_weights(fit: BlendFit, families: Iterable[str] | None = None) -> dict:
+    """Per band, the grid weight whose loss, families weighted equally (``families``, default all
+    present), is lowest — over every group ("weights") and per metric over that metric's groups
+    ("per_metric"); returns the blend JSON (weights, the curves they were chosen from, windows).
+    A group is a family of one kind ("cpu" and "cpu (simulated)" are two) on one metric."""
+    losses = fit.losses()
+    weights: dict[str, float] = {}
+    per_metric: dict[str, dict[str, float]] = {}
+    curves: dict[str, list[float]] = {}
+    wanted = set(families) if families is not None else None
+    for band in BAND_NAMES:
+        groups = {g: v for g, v in losses.get(band, {}).items() if wanted is None or _group(g)[0] in wanted}
+        if not groups:
+            weights[band] = 1.0
+            continue
+        weights[band], curves[band] = _best(fit, list(groups.values()))
+        for metric in sorted({_group(g)[1] for g in groups} - {None}):
+            own = [v for g, v in groups.items() if _group(g)[1] == metric]
+            per_metric.setdefault(metric, {})[band] = _best(fit, own)[0]
+    return {
+        "format": BLEND_FORMAT,
+        "weights": weights,
+        "per_metric": {m: {band: w.get(band, weights[band]) for band in BAND_NAMES} for m, w in per_metric.items()},
+        "strength": STRENGTH,
+        "ramp": RAMP,
+        "grid": fit.grid.tolist(),
+        "families_equal_loss": curves,
+        "families_loss": losses,
+        "windows": fit.windows(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Online, per server × metric
+def online_weights(
+    prior: Sequence[float], sums: np.ndarray, *, strength: float = STRENGTH, ramp: int = RAMP
+) -> np.ndarray:
+    """(…, bands) weights moved from the fitted ``prior`` (bands,) by the evidence ``sums``
+    (…, bands, 4) in SUMS order: n, Σ|y − served p50|, Σ|y − last|, Σ scale (module docstring)."""
+    sums = np.asarray(sums, dtype=np.float64)
+    n, served_err, naive_err, scale = (sums[..., i] for i in range(4))
+    with np.errstate(all="ignore"):
+        d = np.where(scale > 0, (served_err - naive_err) / scale, 0.0)
+    confidence = np.minimum(n, ramp) / ramp
+    prior = np.asarray(prior, dtype=np.float64)
+    shift = strength * confidence * d
+    p = np.clip(prior, W_MIN, 1.0 - W_MIN)
+    moved = 1.0 / (1.0 + np.exp(-(np.log(p / (1.0 - p)) - shift)))
+    return np.where(shift == 0, prior, moved)  # no evidence (or no move): the fitted weight as it is
+
+
+def band_sums(y: np.ndarray, p50: np.ndarray, last: float, scale: float, mask: np.ndarray) -> np.ndarray:
+    """(bands, 4) sums (SUMS order) of the targets y (H,) selected by ``mask``, against the served
+    median ``p50`` (H,) and the last value."""
+    ok = mask & np.isfinite(y) & np.isfinite(p50)
+    out = np.zeros((len(BAND_NAMES), len(SUMS)))
+    if not math.isfinite(last) or not math.isfinite(scale):
+        return out
+    band = BAND_OF_STEP[: len(y)]
+    yv = np.where(ok, y, 0.0)
+    cols = (
+        ok.astype(np.float64),
+        np.where(ok, np.abs(yv - np.nan_to_num(p50)), 0.0),
+        np.where(ok, np.abs(yv - last), 0.0),
+        np.where(ok, scale, 0.0),
+    )
+    for c, values in enumerate(cols):
+        out[:, c] = np.bincount(band, weights=values, minlength=len(BAND_NAMES))[: len(BAND_NAMES)]
+    return out
+
+
+class OnlineBlend:
+    """The backtest's blend of one series × metric, fed in time order without look-ahead.
+
+    ``weights(origin)`` first takes in every target of earlier forecasts known at ``origin``
+    (step h of origin o is known once o + h < origin) and not taken in yet, then returns the
+    per-band weights to serve at ``origin``; ``record`` hands over a forecast and its targets."""
+
+    def __init__(self, blend: Mapping, metric: str | None = None) -> None:
+        self.prior = weights_of(blend, metric)
+        self.strength = float(blend.get("strength", STRENGTH))
+        self.ramp = int(blend.get("ramp", RAMP))
+        self.sums = np.zeros((len(BAND_NAMES), len(SUMS)))
+        self._pending: list[tuple[int, np.ndarray, np.ndarray, float, float, np.ndarray]] = []
+
+    def weights(self, origin: int) -> np.ndarray:
+        keep = []
+        for o, y, p50, last, scale, used in self._pending:
+            fresh = ((o + np.arange(len(y))) < origin) & ~used
+            if fresh.any():
+                self.sums += band_sums(y, p50, last, scale, fresh)
+                used = used | fresh
+            if not used.all():
+                keep.append((o, y, p50, last, scale, used))
+        self._pending = keep
+        return online_weights(self.prior, self.sums, strength=self.strength, ramp=self.ramp)
+
+    def record(self, origin: int, y: np.ndarray, p50: np.ndarray, last: float, scale: float) -> None:
+        """The served median (H,) of the forecast at ``origin``, its targets y (H,), the last value
+        and the series scale it was served with."""
+        y = np.asarray(y, dtype=np.float64)
+        self._pending.append((origin, y, np.asarray(p50, dtype=np.float64), last, scale, ~np.isfinite(y)))
+
+
+class ServedSeries:
+    """What a server is served for one metric, origin after origin (the backtest's live rule): the
+    model's quantiles blended with persistence by the online weights, then interval-calibrated by
+    the calibrator fed with the served intervals' misses; nothing later than the origin is used."""
+
+    def __init__(self, blend: Mapping, calibrator, metric: str | None = None) -> None:
+        self.blend = OnlineBlend(blend, metric)
+        self.calibrator = calibrator  # calibration.OnlineCalibrator (duck-typed: serve / record)
+        self._last: dict[int, tuple[np.ndarray, float]] = {}
+
+    def serve(self, origin: int, model: np.ndarray, context: np.ndarray, levels: Sequence[float], **clip) -> np.ndarray:
+        """Served quantiles (H, K) at ``origin`` from the model's (H, K) and the context before it."""
+        persistence = persistence_quantiles(context, levels, model.shape[0], **clip)
+        finite = np.isfinite(np.asarray(context, dtype=np.float64))
+        last = float(np.asarray(context, dtype=np.float64)[np.flatnonzero(finite)[-1]]) if finite.any() else math.nan
+        if not math.isfinite(last):
+            persistence = model
+        mixed = blend_quantiles(model, persistence, self.blend.weights(origin))
+        median = int(np.argmin(np.abs(np.asarray(levels, dtype=np.float64) - 0.5)))
+        self._last[origin] = (mixed[:, median], last)  # the calibration keeps the median
+        return self.calibrator.serve(origin, mixed, levels, **clip)
+
+    def record(self, origin: int, y: np.ndarray, served: np.ndarray, scale: float, levels: Sequence[float]) -> None:
+        """The served quantiles (H, K) of ``origin`` and its targets y (H,), taken in once known."""
+        tau = np.asarray(levels, dtype=np.float64)
+        lo, hi = int(np.argmin(np.abs(tau - 0.1))), int(np.argmin(np.abs(tau - 0.9)))
+        self.calibrator.record(origin, y, served[:, lo], served[:, hi])
+        p50, last = self._last.pop(origin)
+        self.blend.record(origin, y, p50, last, scale)

@@ -1,0 +1,107 @@
+"""The event model (engine.event_model, engine.event_training) and probability scores. No database."""
+
+import json
+
+import numpy as np
+import pytest
+
+from forecasting.engine import event_model as em
+from forecasting.engine import folders
+from forecasting.engine import probability_scores as ps
+from forecasting.engine.incidents import WINDOWS
+from forecasting.engine.spec import HORIZON, QUANTILES, STATE_INDEX
+
+
+def _separable(n: int = 2000, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, len(em.FEATURES)))
+    y = (x[:, 0] + 0.3 * rng.normal(size=n) < -0.5).astype(np.float64)  # events when z_last is small
+    return x, y
+
+
+@pytest.mark.parametrize("learner", ["logistic", "trees"])
+def test_a_learner_beats_a_constant_on_a_separable_case(learner):
+    x, y = _separable()
+    fit = em.fit_logistic if learner == "logistic" else em.fit_trees
+    params = fit(x[:1500], y[:1500])
+    p = em.predict(params, x[1500:])
+    constant = np.full(500, y[:1500].mean())
+    assert ps.brier(p, y[1500:]) < 0.5 * ps.brier(constant, y[1500:])
+    assert ps.auc(p, y[1500:]) > 0.9
+
+
+def test_exported_trees_match_scikit_learn():
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    x, y = _separable(600)
+    params = em.fit_trees(x, y, trees=20, seed=1)
+    clf = GradientBoostingClassifier(n_estimators=20, max_depth=3, learning_rate=0.05, subsample=0.8,
+                                     min_samples_leaf=50, random_state=1).fit(x, y)  # fmt: skip
+    assert em.predict(params, x) == pytest.approx(clf.predict_proba(x)[:, 1], abs=1e-6)
+
+
+def _model() -> dict:
+    x, y = _separable(500)
+    params = em.fit_logistic(x, y)
+    return em.new_model({w: params for w in WINDOWS}, min_buckets=2, thresholds={"cpu_pct": {"critical": 95.0}})
+
+
+def test_event_model_round_trip_is_json(tmp_path):
+    model = _model()
+    folders.write_event_model(tmp_path, model)
+    text = (tmp_path / folders.EVENT_MODEL_FILE).read_text()
+    assert json.loads(text)["format"] == em.FORMAT  # plain JSON on disk
+    loaded = folders.read_event_model(tmp_path)
+    x, _ = _separable(10, seed=3)
+    assert em.predict(loaded["windows"]["8h"], x) == pytest.approx(em.predict(model["windows"]["8h"], x))
+
+
+def test_a_pickled_or_malformed_event_model_is_not_loaded(tmp_path):
+    import pickle
+
+    assert folders.read_event_model(tmp_path) is None  # older folders: none
+    (tmp_path / folders.EVENT_MODEL_FILE).write_bytes(pickle.dumps(_model()))
+    assert folders.read_event_model(tmp_path) is None  # never unpickled
+    bad = {**_model(), "features": ["something", "else"]}
+    (tmp_path / folders.EVENT_MODEL_FILE).write_text(json.dumps(bad))
+    assert folders.read_event_model(tmp_path) is None
+    with pytest.raises(em.EventModelError):
+        folders.write_event_model(tmp_path, {"format": "other"})
+
+
+def test_features_see_the_distance_to_the_limit_and_recent_states():
+    n, t = 2, 288
+    context = np.full((n, t, 4), 50.0)
+    context[:, :, 0] += np.random.default_rng(0).normal(size=(n, t))
+    context[1, -3:, 0] = 94.0  # the second server close to its cpu limit
+    states = np.full((n, t), STATE_INDEX["healthy"], dtype=np.int8)
+    states[1, -2:] = STATE_INDEX["critical_issue"]
+    q = np.broadcast_to(context[:, -1:, None, :].transpose(0, 1, 3, 2), (n, HORIZON, 4, 1))
+    q = q + np.linspace(-1, 1, len(QUANTILES))
+    critical = np.full((n, 4), 95.0)
+    feats = em.event_features(context, states, q, QUANTILES, critical, ["web_api", "generic"])
+    x = feats["30m"]
+    col = {name: i for i, name in enumerate(em.FEATURES)}
+    assert x.shape == (2, len(em.FEATURES))
+    assert x[1, col["z_last"]] < x[0, col["z_last"]]
+    assert x[1, col["hour_critical"]] > 0 == x[0, col["hour_critical"]]
+    assert x[0, col["profile_web_api"]] == 1 and x[1, col["profile_generic"]] == 1
+
+
+def test_brier_skill_auc_and_reliability_by_hand():
+    p = np.array([0.1, 0.1, 0.9, 0.9])
+    e = np.array([0, 0, 1, 0])
+    s = ps.probability_scores(p, e)
+    assert s["brier"] == pytest.approx((0.01 + 0.01 + 0.01 + 0.81) / 4)
+    assert s["skill"] == pytest.approx(1 - s["brier"] / (0.25 * 0.75))
+    assert s["auc"] == pytest.approx((1.0 + 1.0 + 0.5) / 3)  # the event beats two, ties one
+    assert [r["n"] for r in s["reliability"]] == [2, 2]
+    assert s["reliability"][1]["frequency"] == 0.5
+
+
+def test_families_weigh_equally_when_pooled():
+    big = (np.full(90, 0.5), np.r_[np.ones(45), np.zeros(45)])
+    small = (np.full(10, 0.5), np.zeros(10))
+    pooled = ps.family_pooled({"a": big, "b": small})
+    assert pooled["base_rate"] == pytest.approx(0.25)  # (0.5 + 0) / 2, not 45 / 100
+    assert pooled["n"] == 100 and pooled["events"] == 45 and pooled["families"] == 2
