@@ -23,10 +23,11 @@ from django.db.models import Count, Max, Q
 from forecasting.alerts.selectors import alert_thresholds
 from forecasting.engine.series import dominant_state
 from forecasting.engine.spec import HORIZON, STEP_MINUTES
-from forecasting.models import Alert, PredictionRun, ServerForecast
+from forecasting.models import Alert, AlertTransition, PredictionRun, ServerForecast
 from forecasting.registry import active_model_version
 from forecasting.runs.selectors import current_run, origin_is_stale, run_is_stale, stored_explanation
 from forecasting.scoring.selectors import fleet_band_accuracy, server_accuracy
+from forecasting.windows import maintenance_windows_current, silenced_server_names, window_server_names
 from ingest.contract import METRICS, PROFILE_LABELS, STATE_SEVERITY, STATES
 from ingest.models import MetricBucket, Server
 from ingest.selectors import fleet_readiness, silent_since
@@ -432,6 +433,7 @@ def fleet_overview(*, server_prefix: str, now: datetime | None = None, page: int
         "fallback_rate": _pct(run.fallback_count / run.servers) if run and run.servers else None,
         "total_rows": len(rows),
         **fleet_page(rows, page=page, query=query),
+        "silenced": silenced_server_names(now=now),
         "stale_rows": sum(r.stale for r in rows),
         "rows_cache_seconds": _rows_cache_seconds(),
         "stale_after_minutes": stale_after_minutes(),
@@ -767,3 +769,64 @@ def poll_signature() -> dict:
         "warmup_progress_percent": readiness.progress_percent,
         "interval_seconds": settings.TFT_PREDICTION_INTERVAL_SECONDS,
     }
+
+
+# --- Maintenance windows and the alert timeline ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WindowRow:
+    pk: int
+    servers: str
+    metric: str
+    state: str  # active / upcoming
+    starts_iso: str
+    starts_utc: str
+    ends_iso: str
+    ends_utc: str
+    reason: str
+    created_by: str
+    covered: list[str]  # the servers it covers now (names)
+
+
+def windows_board(*, now: datetime | None = None) -> dict:
+    """The windows page: active and upcoming maintenance windows with the servers each covers, and
+    the servers silenced by reporting state maintenance (3 queries)."""
+    now = now or _now()
+    windows = maintenance_windows_current(now=now)
+    names = list(Server.objects.order_by("name").values_list("name", flat=True)) if windows else []
+    rows = [
+        WindowRow(pk=w.pk, servers=w.servers, metric=w.metric or "all", state="active" if w.starts_at <= now else "upcoming",
+                  starts_iso=w.starts_at.isoformat(), starts_utc=_utc(w.starts_at), ends_iso=w.ends_at.isoformat(),
+                  ends_utc=_utc(w.ends_at), reason=w.reason, created_by=w.created_by,
+                  covered=window_server_names(window=w, names=names))
+        for w in windows
+    ]
+    by_state = {"maintenance": sorted(n for n, why in silenced_server_names(now=now).items()
+                                      if why == "state maintenance")}
+    return {"active": [r for r in rows if r.state == "active"], "upcoming": [r for r in rows if r.state == "upcoming"],
+            **by_state}
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    alert_id: int
+    metric: str
+    kind: str
+    severity: str
+    at_iso: str
+    at_utc: str
+    message: str
+    run_id: int | None
+
+
+TIMELINE_LIMIT = 100
+
+
+def alert_timeline(*, server_name: str) -> list[TimelineEvent]:
+    """A server's alert transitions, newest first (opened, severity changes, acknowledged, resolved,
+    silenced), each with the forecast message that caused it (1 query)."""
+    rows = (AlertTransition.objects.filter(alert__server__name=server_name).order_by("-at", "-pk")
+            .values_list("alert_id", "alert__metric", "kind", "severity", "at", "message", "run_id")[:TIMELINE_LIMIT])
+    return [TimelineEvent(alert_id=a, metric=m, kind=k.replace("_", " "), severity=sev, at_iso=at.isoformat(),
+                          at_utc=_utc(at), message=msg, run_id=run) for a, m, k, sev, at, msg, run in rows]

@@ -12,6 +12,7 @@ urlpatterns = [
     path("dashboard/", views.fleet, name="fleet"),
     path("dashboard/servers/<str:name>/", views.server, name="server"),
     path("dashboard/alerts/", views.alerts, name="alerts"),
+    path("dashboard/windows/", views.windows, name="windows"),
     path("dashboard/alerts/<int:alert_id>/acknowledge", views.alert_ack, name="alert-ack"),
     path("dashboard/poll.json", views.poll, name="poll"),
     path("dashboard/login/", auth_views.LoginView.as_view(template_name="dashboard/login.html",

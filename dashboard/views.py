@@ -67,7 +67,15 @@ def server(request, name: str):
     detail = selectors.server_detail(name=name)
     if detail is None:
         raise Http404(f"no server named {name!r} has sent data")
+    detail["timeline"] = selectors.alert_timeline(server_name=name)
     return _render(request, "dashboard/server.html", detail)
+
+
+@require_GET
+@never_cache
+@dashboard_login_required
+def windows(request):
+    return _render(request, "dashboard/windows.html", selectors.windows_board())
 
 
 @require_GET

@@ -1,10 +1,22 @@
+from datetime import UTC, datetime
+
 from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
 from django.utils.html import format_html, format_html_join
 
 from forecasting.alerts.services import alert_acknowledge, alert_resolve
+from forecasting.alerts.silences import maintenance_window_create, maintenance_window_end
 from forecasting.lifecycle import services as training_services
-from forecasting.models import Alert, AlertThreshold, ModelVersion, PredictionRun, ServerForecast, TrainingRun
+from forecasting.models import (
+    Alert,
+    AlertThreshold,
+    AlertTransition,
+    MaintenanceWindow,
+    ModelVersion,
+    PredictionRun,
+    ServerForecast,
+    TrainingRun,
+)
 from forecasting.registry import model_version_activate, model_version_importance
 from ingest.admin import ReadOnlyAdmin
 
@@ -134,8 +146,20 @@ class ServerForecastAdmin(ReadOnlyAdmin):
     show_full_result_count = False
 
 
+class AlertTransitionInline(admin.TabularInline):
+    model = AlertTransition
+    fields = ("at", "kind", "severity", "run", "message")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Alert)
 class AlertAdmin(ReadOnlyAdmin):
+    inlines = [AlertTransitionInline]
     list_display = ("server", "metric", "severity", "state", "predicted_value", "threshold", "minutes_ahead",
                     "opened_at", "updated_at", "acknowledged_by")
     # Only servers that have alerts appear in the server filter (not the whole fleet).
@@ -164,3 +188,43 @@ class AlertAdmin(ReadOnlyAdmin):
 @admin.register(AlertThreshold)
 class AlertThresholdAdmin(admin.ModelAdmin):
     list_display = ("metric", "warning", "critical", "relative", "floor")
+
+
+@admin.register(MaintenanceWindow)
+class MaintenanceWindowAdmin(admin.ModelAdmin):
+    """Windows are added here or through the API and ended early by the action; they are not edited
+    (what was silenced, and why, stays on record). Adding needs the add permission, ending the change
+    permission, deleting the delete permission."""
+
+    list_display = ("servers", "metric", "starts_at", "ends_at", "ended_at", "reason", "created_by")
+    list_filter = ("metric",)
+    search_fields = ("servers", "reason", "created_by")
+    fields = ("servers", "metric", "starts_at", "ends_at", "reason")
+    actions = ["end_now"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("servers", "metric", "starts_at", "ends_at", "reason", "created_by", "created_at", "ended_at") if obj else ()
+
+    def get_fields(self, request, obj=None):
+        return (*self.fields, "created_by", "created_at", "ended_at") if obj else self.fields
+
+    def has_change_permission(self, request, obj=None):
+        return False if obj is not None else super().has_change_permission(request, obj)
+
+    def has_end_permission(self, request):
+        return request.user.has_perm("forecasting.change_maintenancewindow")
+
+    def save_model(self, request, obj, form, change):
+        if change:  # never reached: windows are not edited
+            return
+        window = maintenance_window_create(
+            **{f: form.cleaned_data[f] for f in ("servers", "metric", "starts_at", "ends_at", "reason")},
+            created_by=request.user.get_username(), now=datetime.now(UTC),
+        )
+        obj.pk = window.pk
+
+    @admin.action(description="End the selected windows now", permissions=["end"])
+    def end_now(self, request, queryset):
+        now = datetime.now(UTC)
+        ended = [maintenance_window_end(window_id=pk, now=now) for pk in queryset.values_list("pk", flat=True)]
+        self.message_user(request, f"{sum(1 for w in ended if w is not None and w.ended_at == now)} windows ended.")

@@ -8,6 +8,8 @@ tests/integrations/test_schema_conformance.py checks every real body against tha
 import base64
 import json
 import logging
+import re
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -26,14 +28,16 @@ from rest_framework.response import Response
 from access.errors import ErrorSerializer
 from access.read_limits import HeavyReadRateThrottle, read_cached
 from access.throttles import ReadRateThrottle
-from access.views import ReadApiView
+from access.views import FeedApiView, ReadApiView
 from forecasting.alerts.selectors import open_alerts_contract
+from forecasting.alerts.silences import maintenance_window_create, maintenance_window_end
 from forecasting.runs.selectors import (
     current_run,
     predictions_current_json,
     predictions_page_json,
     server_forecast_json,
 )
+from forecasting.windows import maintenance_windows_current
 from ingest.contract import METRICS, SERVER_NAME_PATTERN, SERVER_NAME_RE
 from ingest.selectors import fleet_readiness
 
@@ -562,3 +566,118 @@ class AlertsActiveApi(ReadApiView):
             return Response({"error": "invalid_request", "message": "server: not a valid server name"}, status=400)
         alerts = open_alerts_contract(server_name=server)
         return Response({"alerts": alerts, "count": len(alerts)})
+
+
+# --- Maintenance windows (silences) ------------------------------------------------------------
+
+
+SERVER_PATTERN_RE = re.compile(r"^[A-Za-z0-9._\-*?\[\]!]+$")
+
+
+def _window_state(window, now) -> str:
+    end = min(window.ends_at, window.ended_at) if window.ended_at else window.ends_at
+    if end <= now:
+        return "over"
+    return "active" if window.starts_at <= now else "upcoming"
+
+
+class MaintenanceWindowSerializer(serializers.Serializer):
+    class Meta:
+        ref_name = "MaintenanceWindow"
+
+    id = serializers.IntegerField(source="pk")
+    servers = serializers.CharField(help_text="server names or globs, comma-separated")
+    metric = serializers.CharField(help_text="empty: every metric")
+    starts_at = serializers.DateTimeField()
+    ends_at = serializers.DateTimeField()
+    ended_at = serializers.DateTimeField(allow_null=True, help_text="set when ended early")
+    reason = serializers.CharField()
+    created_by = serializers.CharField(help_text="the API key's name (or admin user) that created it")
+    created_at = serializers.DateTimeField()
+    state = serializers.ChoiceField(choices=["active", "upcoming", "over"])
+
+
+def _window_body(window, now) -> dict:
+    return MaintenanceWindowSerializer({**{f: getattr(window, f) for f in (
+        "pk", "servers", "metric", "starts_at", "ends_at", "ended_at", "reason", "created_by", "created_at")},
+        "state": _window_state(window, now)}).data
+
+
+class MaintenanceWindowsListApi(ReadApiView):
+    """GET /alerts/windows — active and upcoming maintenance windows, soonest first."""
+
+    class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "MaintenanceWindows"
+
+        windows = MaintenanceWindowSerializer(many=True)
+        count = serializers.IntegerField()
+
+    @extend_schema(summary="Maintenance windows", description="Active and upcoming windows (silences), soonest first.",
+                   responses={200: OutputSerializer})
+    def get(self, request):
+        now = datetime.now(UTC)
+        windows = [_window_body(w, now) for w in maintenance_windows_current(now=now)]
+        return Response({"windows": windows, "count": len(windows)})
+
+
+class MaintenanceWindowCreateApi(FeedApiView):
+    """POST /alerts/windows/create — a maintenance window (needs a key that may feed: the write scope)."""
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "MaintenanceWindowCreate"
+
+        servers = serializers.CharField(max_length=500, help_text="server names or globs, comma-separated (db-*, web01)")
+        metric = serializers.ChoiceField(choices=["", *METRICS], required=False, default="",
+                                         help_text="only this metric's alerts (default: all)")
+        starts_at = serializers.DateTimeField(required=False, help_text="default: now")
+        ends_at = serializers.DateTimeField()
+        reason = serializers.CharField(max_length=300)
+
+        def validate_servers(self, value: str) -> str:
+            patterns = [p.strip() for p in value.split(",") if p.strip()]
+            bad = [p for p in patterns if not SERVER_PATTERN_RE.match(p)]
+            if not patterns or bad:
+                raise serializers.ValidationError(f"not a server name or glob: {bad[0] if bad else value!r}")
+            return ",".join(patterns)
+
+        def validate(self, attrs):
+            now = datetime.now(UTC)
+            attrs.setdefault("starts_at", now)
+            if attrs["ends_at"] <= attrs["starts_at"]:
+                raise serializers.ValidationError({"ends_at": "must be after starts_at"})
+            if attrs["ends_at"] <= now:
+                raise serializers.ValidationError({"ends_at": "is in the past"})
+            return attrs
+
+    @extend_schema(
+        summary="Create a maintenance window",
+        description="No alert opens or is pushed for the covered servers (and metric) while it is on; an open "
+        "alert is resolved once; its buckets are left out of live scoring, calibration and training data.",
+        request=InputSerializer,
+        responses={201: MaintenanceWindowSerializer, 400: OpenApiResponse(ErrorSerializer, description="Invalid window.")},
+    )
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        now = datetime.now(UTC)
+        window = maintenance_window_create(**data.validated_data, created_by=getattr(request, "api_key_name", "api"),
+                                           now=now)
+        return Response(_window_body(window, now), status=201)
+
+
+class MaintenanceWindowEndApi(FeedApiView):
+    """POST /alerts/windows/<id>/end — end a window now (cancels an upcoming one)."""
+
+    @extend_schema(
+        summary="End a maintenance window",
+        request=None,
+        responses={200: MaintenanceWindowSerializer, 404: OpenApiResponse(ErrorSerializer, description="No such window.")},
+    )
+    def post(self, request, window_id: int):
+        now = datetime.now(UTC)
+        window = maintenance_window_end(window_id=window_id, now=now)
+        if window is None:
+            return Response({"error": "not_found", "message": f"no maintenance window {window_id}"}, status=404)
+        return Response(_window_body(window, now))

@@ -159,14 +159,24 @@ class Alert(models.Model):
     )
     first_run = models.ForeignKey(PredictionRun, null=True, on_delete=models.SET_NULL, related_name="+")
     last_run = models.ForeignKey(PredictionRun, null=True, on_delete=models.SET_NULL, related_name="+")
+    # The severity it opened with: its identity downstream (Alertmanager's severity label), kept when
+    # `severity` changes so the resolve matches the firing that was pushed.
+    opened_severity = models.CharField(max_length=16, choices=Severity.choices, blank=True, default="")
+    # Consecutive runs that no longer predicted it (the hysteresis' M counter; 0 while predicted).
+    misses = models.PositiveIntegerField(default=0)
+    # Opened within TFT_ALERT_FLAP_WINDOW_MINUTES of the same server × metric's previous alert resolving.
+    flap = models.BooleanField(default=False)
+    # The forecast origin of the run that last stepped its hysteresis (one step per new origin).
+    stepped_origin = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-opened_at"]
         constraints = [
+            # One open alert per server × metric: a severity change is a transition (AlertTransition).
             models.UniqueConstraint(
-                fields=["server", "metric", "severity"],
+                fields=["server", "metric"],
                 condition=models.Q(state__in=["active", "acknowledged"]),
-                name="one_open_alert_per_server_metric_severity",
+                name="one_open_alert_per_server_metric",
             )
         ]
         indexes = [models.Index(fields=["state", "severity"], name="alert_state_severity_idx")]
@@ -341,3 +351,72 @@ class TrainingRun(models.Model):
 
     def __str__(self) -> str:
         return f"training {self.pk} ({self.status}{', ' + self.decision if self.decision else ''})"
+
+
+class AlertTransition(models.Model):
+    """What happened to an alert, in order: the dashboard's timeline per server. Written by
+    forecasting.alerts.services in the transaction of the change, with the forecast that caused it."""
+
+    class Kind(models.TextChoices):
+        OPENED = "opened"
+        SEVERITY_CHANGED = "severity_changed"
+        ACKNOWLEDGED = "acknowledged"
+        RESOLVED = "resolved"
+        SILENCED = "silenced"  # resolved because a maintenance window began
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="transitions")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    at = models.DateTimeField()
+    severity = models.CharField(max_length=16, choices=Alert.Severity.choices)  # after the transition
+    run = models.ForeignKey(PredictionRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    message = models.CharField(max_length=300, blank=True)  # the forecast's message at the time
+
+    class Meta:
+        ordering = ["at", "pk"]
+        indexes = [models.Index(fields=["alert", "at"], name="alert_transition_at_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.alert_id} {self.kind} {self.at:%Y-%m-%d %H:%M}"
+
+
+class AlertStreak(models.Model):
+    """Consecutive runs predicting an alert that is not open yet (the hysteresis' K counter), per
+    server × metric; deleted when a run predicts nothing or the alert opens."""
+
+    server = models.ForeignKey("ingest.Server", on_delete=models.CASCADE, related_name="+")
+    metric = models.CharField(max_length=32)
+    hits = models.PositiveIntegerField(default=0)
+    stepped_origin = models.DateTimeField(null=True, blank=True)  # see Alert.stepped_origin
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["server", "metric"], name="one_alert_streak_per_server_metric")]
+
+    def __str__(self) -> str:
+        return f"{self.server_id} {self.metric}: {self.hits} runs"
+
+
+class MaintenanceWindow(models.Model):
+    """A silence / maintenance window: no alert opens or is pushed for the servers it covers while it
+    is on, and its buckets are left out of live scoring, calibration and training data.
+
+    `servers` is a comma-separated list of server names or shell globs ("db-*"); `metric` empty = all."""
+
+    servers = models.CharField(max_length=500, help_text="server names or globs, comma-separated (db-*, web01)")
+    metric = models.CharField(max_length=32, blank=True, default="", help_text="empty: every metric")
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    reason = models.CharField(max_length=300)
+    created_by = models.CharField(max_length=150, help_text="the API key's or admin user's name")
+    created_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True, help_text="set when ended early")
+
+    class Meta:
+        ordering = ["starts_at", "pk"]
+        indexes = [models.Index(fields=["ends_at", "starts_at"], name="maintenance_window_span_idx")]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(ends_at__gt=models.F("starts_at")), name="window_ends_after_start")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.servers} {self.starts_at:%Y-%m-%d %H:%M}–{self.ends_at:%H:%M}: {self.reason}"

@@ -29,6 +29,7 @@ import threading
 from datetime import UTC, datetime
 
 from django.conf import settings
+from django.db.models import Count
 from django.http import HttpResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -244,6 +245,15 @@ class ServiceCollector:
             counts.add_metric([severity, state], n)
         yield active
         yield counts
+        # Flaps: an alert of the server opening again within TFT_ALERT_FLAP_WINDOW_MINUTES of the same
+        # metric's previous one resolving (alerts.services sets Alert.flap). A counter: alerts are kept.
+        flaps = CounterMetricFamily(
+            "tft_alert_flaps", "Alerts that reopened soon after resolving (flapping), per server.", labels=["server"]
+        )
+        by_server = Alert.objects.filter(flap=True).values("server__name").annotate(n=Count("pk")).order_by()
+        for row in by_server:
+            flaps.add_metric([row["server__name"]], row["n"])
+        yield flaps
 
 
 def _forecast_text(run: PredictionRun) -> bytes:

@@ -1,19 +1,22 @@
 """The one adapter from stored 5-minute buckets to engine series: the model window of each ready
 server (prediction runs) and whole histories (training, backtests)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from fnmatch import fnmatchcase
 from itertools import groupby
 
 import numpy as np
 from django.conf import settings
 from django.db import connection
-from django.db.models import Q
+from django.db.models import F, Q
 
 from forecasting.engine.series import SeriesWindow, grid_series
 from forecasting.engine.spec import CONTEXT, METRICS, STATES, STEP_MINUTES
-from ingest.models import Server
+from forecasting.models import MaintenanceWindow
+from ingest.models import MetricRecord, Server
 
 
 @dataclass(slots=True)
@@ -84,13 +87,122 @@ def server_windows(*, server_ids: list[int]) -> list[ServerWindow]:
     return _bucket_series(server_ids=server_ids, context_only=True)
 
 
-def server_histories(*, server_names: list[str] | None = None) -> list[SeriesWindow]:
+def server_histories(*, server_names: list[str] | None = None, keep_silenced: bool = False) -> list[SeriesWindow]:
     """Every (or the named) server's whole bucket history as engine series, by name (training,
-    backtests)."""
+    backtests). `keep_silenced=True` keeps the buckets of maintenance windows (they are missing, NaN,
+    by default: what happens in a window is not what the model should learn)."""
     query = Server.objects.order_by("name")
     if server_names:
         query = query.filter(name__in=list(server_names))
     ids = list(query.values_list("id", flat=True))
-    return sorted((sw.window for sw in _bucket_series(server_ids=ids, context_only=False)), key=lambda w: w.server)
+    series = _bucket_series(server_ids=ids, context_only=False)
+    if not keep_silenced and series:
+        _mask_silenced(series)
+    return sorted((sw.window for sw in series), key=lambda w: w.server)
 
 
+# --- Maintenance windows (silences) -----------------------------------------------------------------
+#
+# The reads every concern uses to leave a window out: alerts (silenced_keys), live scoring and
+# calibration and probability outcomes (silenced_spans), retraining data (server_histories above).
+
+
+def _matches(pattern: str, name: str) -> bool:
+    return any(fnmatchcase(name, p.strip()) for p in pattern.split(",") if p.strip())
+
+
+def maintenance_windows(*, start: datetime, end: datetime):
+    """Windows overlapping [start, end), by start (ended windows end at ended_at)."""
+    return (
+        MaintenanceWindow.objects.filter(starts_at__lt=end, ends_at__gt=start)
+        .filter(Q(ended_at__isnull=True) | Q(ended_at__gt=start))
+        .order_by("starts_at", "pk")
+    )
+
+
+def maintenance_windows_current(*, now: datetime) -> list[MaintenanceWindow]:
+    """Active and upcoming windows (not over by now), soonest first."""
+    return [w for w in MaintenanceWindow.objects.filter(ends_at__gt=now).order_by("starts_at", "pk")
+            if _window_end(w) > now]
+
+
+def window_server_names(*, window: MaintenanceWindow, names: list[str]) -> list[str]:
+    """The names (of `names`) a window covers."""
+    return [n for n in names if _matches(window.servers, n)]
+
+
+def _window_end(w: MaintenanceWindow) -> datetime:
+    return min(w.ends_at, w.ended_at) if w.ended_at else w.ends_at
+
+
+def maintenance_state_server_ids() -> set[int]:
+    """Servers whose latest record reports state `maintenance` (when TFT_MAINTENANCE_STATE_SILENCES)."""
+    if not settings.TFT_MAINTENANCE_STATE_SILENCES:
+        return set()
+    return set(
+        MetricRecord.objects.filter(timestamp=F("server__last_seen"), state="maintenance").values_list(
+            "server_id", flat=True
+        )
+    )
+
+
+def silenced_keys(*, now: datetime) -> set[tuple[int, str | None]]:
+    """(server_id, metric) pairs silenced now; metric None = every metric of the server (a window
+    without a metric, or the server reporting state `maintenance`)."""
+    out: set[tuple[int, str | None]] = {(sid, None) for sid in maintenance_state_server_ids()}
+    windows = [w for w in maintenance_windows(start=now, end=now + timedelta(microseconds=1)) if _window_end(w) > now]
+    if windows:
+        for sid, name in Server.objects.values_list("id", "name"):
+            out |= {(sid, w.metric or None) for w in windows if _matches(w.servers, name)}
+    return out
+
+
+def silenced_server_names(*, now: datetime) -> dict[str, str]:
+    """Server name → why it is silenced now ("window: reason", or "state maintenance"), for the
+    dashboard: windows without a metric only (a one-metric window silences that metric, not the server)."""
+    out: dict[str, str] = {}
+    if settings.TFT_MAINTENANCE_STATE_SILENCES:
+        rows = MetricRecord.objects.filter(timestamp=F("server__last_seen"), state="maintenance")
+        out.update({name: "state maintenance" for name in rows.values_list("server__name", flat=True)})
+    windows = [w for w in maintenance_windows_current(now=now) if w.starts_at <= now and not w.metric]
+    if windows:
+        for name in Server.objects.values_list("name", flat=True):
+            reasons = [w.reason for w in windows if _matches(w.servers, name)]
+            if reasons:
+                out[name] = f"window: {reasons[0]}"
+    return out
+
+
+def silenced_spans(
+    *, server_ids: list[int], start: datetime, end: datetime
+) -> dict[int, list[tuple[datetime, datetime, str | None]]]:
+    """Per server, the maintenance-window spans (from, to, metric or None = all) overlapping
+    [start, end), clipped to it: what live scoring, interval calibration, probability outcomes and
+    training data leave out."""
+    windows = list(maintenance_windows(start=start, end=end))
+    out: dict[int, list[tuple[datetime, datetime, str | None]]] = {}
+    if not windows:
+        return out
+    for sid, name in Server.objects.filter(id__in=list(server_ids)).values_list("id", "name"):
+        spans = [
+            (max(w.starts_at, start), min(_window_end(w), end), w.metric or None)
+            for w in windows
+            if _matches(w.servers, name) and _window_end(w) > start
+        ]
+        if spans:
+            out[sid] = spans
+    return out
+
+
+def _mask_silenced(series: list[ServerWindow]) -> None:
+    """NaN the buckets of each series that fall in a maintenance window (its metric, or all)."""
+    starts = [sw.window.start for sw in series]
+    ends = [sw.window.start + timedelta(minutes=STEP_MINUTES * len(sw.window.values)) for sw in series]
+    spans = silenced_spans(server_ids=[sw.server_id for sw in series], start=min(starts), end=max(ends))
+    for sw in series:
+        w = sw.window
+        for a, b, metric in spans.get(sw.server_id, ()):
+            lo = max(0, int((a - w.start).total_seconds() // (STEP_MINUTES * 60)))
+            hi = min(len(w.values), int(-(-(b - w.start).total_seconds() // (STEP_MINUTES * 60))))
+            cols = [METRICS.index(metric)] if metric in METRICS else slice(None)
+            w.values[lo:hi, cols] = np.nan

@@ -30,6 +30,16 @@ def _feed_key(settings):
     settings.TFT_RATE_LIMIT_METRICS_PER_MINUTE = 0
 
 
+@pytest.fixture(autouse=True)
+def _alerts_open_at_once(settings):
+    """Alerts open on the first run predicting them and resolve on the first that does not (K = M = 1),
+    so tests about what an alert says need one run; the hysteresis' own tests set their K and M
+    (tests/forecasting/alerts)."""
+    for name in ("OPEN_AFTER", "RESOLVE_AFTER"):
+        for severity in ("WARNING", "CRITICAL"):
+            setattr(settings, f"TFT_ALERT_{name}_{severity}", 1)
+
+
 @pytest.fixture
 def dev_mode(settings):
     """`make run`'s local mode: DEBUG on, no API key, so the guide's examples work verbatim."""

@@ -2,7 +2,14 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from forecasting.api import AlertsActiveApi, PredictionsCurrentApi, PredictionsServerApi
+from forecasting.api import (
+    AlertsActiveApi,
+    MaintenanceWindowCreateApi,
+    MaintenanceWindowEndApi,
+    MaintenanceWindowsListApi,
+    PredictionsCurrentApi,
+    PredictionsServerApi,
+)
 from forecasting.prometheus import metrics_view
 from ingest.api import FeedDataApi, HealthApi
 from tftsite.login import LockoutAdminAuthenticationForm
@@ -19,6 +26,10 @@ urlpatterns = [
     # Any name reaches the view, which answers a bad one with a JSON 400 (not Django's HTML 404).
     re_path(r"^predictions/(?P<server>[\s\S]+?)/?\Z", PredictionsServerApi.as_view(), name="predictions-server"),
     re_path(r"^alerts/active/?$", AlertsActiveApi.as_view(), name="alerts-active"),
+    re_path(r"^alerts/windows/?$", MaintenanceWindowsListApi.as_view(), name="maintenance-windows"),
+    re_path(r"^alerts/windows/create/?$", MaintenanceWindowCreateApi.as_view(), name="maintenance-window-create"),
+    re_path(r"^alerts/windows/(?P<window_id>[0-9]+)/end/?$", MaintenanceWindowEndApi.as_view(),
+            name="maintenance-window-end"),
     re_path(r"^metrics/?$", metrics_view, name="metrics"),
     path("favicon.ico", favicon_view, name="favicon"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -15,9 +15,9 @@ second compare-and-swap. (A receiver that stored a POST but timed out before ans
 on retry: the payload's labels plus startsAt identify it, as Alertmanager itself dedupes.)
 
 Transitions: "firing" when an alert opens and "resolved" when it resolves (by a run or an
-operator); acknowledging is not pushed (alert_services says why). Severity is part of an alert's
-identity here (one open alert per server, metric and severity), so a change of severity is the
-other severity's alert firing and, when no longer predicted, this one resolving.
+operator, or "silenced" by a maintenance window); acknowledging is not pushed (alerts.services says
+why). One alert per server and metric: a change of its severity is a recorded transition, not pushed;
+the resolve carries the labels its firing was pushed with, so Alertmanager matches the two.
 """
 
 from __future__ import annotations
@@ -80,7 +80,9 @@ def _alertmanager_alert(*, alert: Alert, server_name: str, transition: str, now:
         "alertname": ALERT_NAME,
         "server": server_name,
         "metric": alert.metric,
-        "severity": alert.severity,
+        # The severity it opened with: a later severity change is a transition of the same alert
+        # (alerts.services), so the resolve must carry the labels of the firing that was pushed.
+        "severity": alert.opened_severity or alert.severity,
         "rule": alert.rule,
         "service": "tftsite",
     }
@@ -103,6 +105,17 @@ def _alertmanager_alert(*, alert: Alert, server_name: str, transition: str, now:
     }
 
 
+def _fired_labels(*, alerts: list[Alert], transition: str) -> dict[int, dict]:
+    """A resolve carries the labels its firing was pushed with (the rule and severity of an open
+    alert may change since: Alertmanager identifies an alert by its labels)."""
+    if transition != AlertNotification.Transition.RESOLVED:
+        return {}
+    rows = AlertNotification.objects.filter(
+        alert_id__in=[a.pk for a in alerts], transition=AlertNotification.Transition.FIRING
+    ).values_list("alert_id", "payload")
+    return {alert_id: payload["labels"] for alert_id, payload in rows if payload.get("labels")}
+
+
 def alert_notifications_record(*, alerts: list[Alert], transition: str, now: datetime) -> int:
     """Record one transition's notifications and enqueue their pushes after commit. Called only by
     forecasting.alerts.services, inside the transition's transaction; a no-op (not even a query)
@@ -112,19 +125,21 @@ def alert_notifications_record(*, alerts: list[Alert], transition: str, now: dat
     from ingest.models import Server
 
     names = dict(Server.objects.filter(pk__in={a.server_id for a in alerts}).values_list("pk", "name"))
+    fired = _fired_labels(alerts=alerts, transition=transition)
     rows = []
     for alert in alerts:
         if transition == AlertNotification.Transition.RESOLVED:
             alert.resolved_at = alert.resolved_at or now
+        payload = _alertmanager_alert(
+            alert=alert, server_name=names.get(alert.server_id, str(alert.server_id)), transition=transition, now=now
+        )
+        payload["labels"] = fired.get(alert.pk, payload["labels"])
         rows.append(
             AlertNotification(
                 alert_id=alert.pk,
                 transition=transition,
                 created_at=now,
-                payload=_alertmanager_alert(
-                    alert=alert, server_name=names.get(alert.server_id, str(alert.server_id)),
-                    transition=transition, now=now,
-                ),
+                payload=payload,
             )
         )
     # ignore_conflicts: unique per (alert, transition), so a retried run cannot record it twice.

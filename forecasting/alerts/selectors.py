@@ -1,6 +1,10 @@
 """Reads of alerts: the thresholds in force and the open alerts in the contract's shape."""
+
 from __future__ import annotations
 
+from django.conf import settings
+
+from forecasting.engine.alert_rules import Hysteresis
 from forecasting.engine.spec import DEFAULT_THRESHOLDS
 from forecasting.models import Alert, AlertThreshold
 
@@ -17,6 +21,14 @@ def alert_thresholds() -> dict[str, dict]:
     return rules
 
 
+def alert_hysteresis() -> Hysteresis:
+    """The served hysteresis (settings TFT_ALERT_OPEN_AFTER_* / TFT_ALERT_RESOLVE_AFTER_*)."""
+    return Hysteresis(
+        {"warning": settings.TFT_ALERT_OPEN_AFTER_WARNING, "critical": settings.TFT_ALERT_OPEN_AFTER_CRITICAL},
+        {"warning": settings.TFT_ALERT_RESOLVE_AFTER_WARNING, "critical": settings.TFT_ALERT_RESOLVE_AFTER_CRITICAL},
+    )
+
+
 def open_alerts(*, server_name: str | None = None, server_names: list[str] | None = None):
     query = Alert.objects.filter(state__in=[Alert.State.ACTIVE, Alert.State.ACKNOWLEDGED]).select_related("server")
     if server_name:
@@ -27,8 +39,20 @@ def open_alerts(*, server_name: str | None = None, server_names: list[str] | Non
 
 
 _CONTRACT_ALERT_FIELDS = (
-    "pk", "server__name", "metric", "severity", "state", "rule", "predicted_value", "threshold", "steps_ahead",
-    "minutes_ahead", "message", "opened_at", "updated_at", "acknowledged_at",
+    "pk",
+    "server__name",
+    "metric",
+    "severity",
+    "state",
+    "rule",
+    "predicted_value",
+    "threshold",
+    "steps_ahead",
+    "minutes_ahead",
+    "message",
+    "opened_at",
+    "updated_at",
+    "acknowledged_at",
 )
 
 
@@ -39,7 +63,22 @@ def open_alerts_contract(*, server_name: str | None = None, server_names: list[s
     """
     rows = open_alerts(server_name=server_name, server_names=server_names).values_list(*_CONTRACT_ALERT_FIELDS)
     out = []
-    for pk, server, metric, severity, state, rule, value, threshold, steps, minutes, message, opened, updated, acked in rows:
+    for (
+        pk,
+        server,
+        metric,
+        severity,
+        state,
+        rule,
+        value,
+        threshold,
+        steps,
+        minutes,
+        message,
+        opened,
+        updated,
+        acked,
+    ) in rows:
         out.append(
             {
                 "id": pk,
@@ -59,5 +98,3 @@ def open_alerts_contract(*, server_name: str | None = None, server_names: list[s
             }
         )
     return out
-
-

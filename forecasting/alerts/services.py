@@ -1,9 +1,10 @@
 """Alert lifecycle: every state change of an alert, and the notification it records.
 
-States: an alert opens `active`; an operator may acknowledge it; it is `resolved` when a run no
-longer predicts it or an operator resolves it. Resolved is final: a problem predicted again later
-opens a new alert (the partial unique constraint allows one open alert per server, metric and
-severity).
+States: an alert opens `active` (after K consecutive runs predict it, see "Run-driven"); an
+operator may acknowledge it; it is `resolved` after M runs no longer predict it, when a maintenance
+window covers it ("silenced"), or when an operator resolves it. Resolved is final: a problem
+predicted again later opens a new alert (the partial unique constraint allows one open alert per
+server and metric). Every change is also an AlertTransition row (the dashboard's timeline).
 
 One path for every transition, whoever causes it:
 - `alerts_open` creates the run's new alerts (the unique constraint is their compare-and-swap);
@@ -25,12 +26,26 @@ the firing alert's identity (labels, startsAt) is unchanged and Alertmanager wou
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
 
 from forecasting.alerts import push as alert_push
-from forecasting.models import Alert, AlertNotification, PredictionRun
+from forecasting.alerts.selectors import alert_hysteresis
+from forecasting.engine.alert_rules import (
+    CHANGED,
+    OPENED,
+    RESOLVED,
+    SEVERITY_CODE,
+    Hysteresis,
+    Streak,
+    hysteresis_step,
+)
+from forecasting.models import Alert, AlertNotification, AlertStreak, AlertTransition, PredictionRun
+from forecasting.windows import silenced_keys
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +102,15 @@ def alerts_transition(
         return _move(alerts=alerts, to=to, by=by, now=now or _now(), run=run)
 
 
-def _move(*, alerts: list[Alert], to: str, by, now: datetime, run: PredictionRun | None) -> list[Alert]:
+_KIND = {
+    Alert.State.ACKNOWLEDGED: AlertTransition.Kind.ACKNOWLEDGED,
+    Alert.State.RESOLVED: AlertTransition.Kind.RESOLVED,
+}
+
+
+def _move(
+    *, alerts: list[Alert], to: str, by, now: datetime, run: PredictionRun | None, kind: str | None = None
+) -> list[Alert]:
     """The transition itself, for alerts the caller holds locked (select_for_update in this
     transaction): compare-and-swap on their state, then their notifications."""
     if not alerts:
@@ -97,17 +120,26 @@ def _move(*, alerts: list[Alert], to: str, by, now: datetime, run: PredictionRun
     if moved != len(alerts):
         # Only where the lock is not enforced (SQLite has no SELECT … FOR UPDATE): another caller
         # moved some first. Notify only the rows this UPDATE stamped, so none is notified twice.
-        stamped = set(Alert.objects.filter(pk__in=[a.pk for a in alerts], state=to, updated_at=now)
-                      .values_list("pk", flat=True))
+        stamped = set(
+            Alert.objects.filter(pk__in=[a.pk for a in alerts], state=to, updated_at=now).values_list("pk", flat=True)
+        )
         alerts = [a for a in alerts if a.pk in stamped]
     for alert in alerts:
         for field, value in changes.items():
             setattr(alert, field, value)
     _notify(alerts=alerts, to=to, now=now)
+    transitions: list[AlertTransition] = []
+    for alert in alerts:
+        _record(alert=alert, kind=kind or _KIND[to], now=now, run=run, transitions=transitions)
+    AlertTransition.objects.bulk_create(transitions)
     logger.info(
         "alerts transitioned",
-        extra={"to": to, "alerts": len(alerts), "run_id": getattr(run, "pk", None),
-               "user": by.get_username() if by is not None else None},
+        extra={
+            "to": to,
+            "alerts": len(alerts),
+            "run_id": getattr(run, "pk", None),
+            "user": by.get_username() if by is not None else None,
+        },
     )
     return alerts
 
@@ -127,31 +159,147 @@ def alert_resolve(*, alert_id: int, user=None) -> bool:
     return alert_transition(alert_id=alert_id, to=Alert.State.RESOLVED, by=user)
 
 
-def alerts_open(*, alerts: list[Alert], now: datetime) -> list[Alert]:
-    """Create new (unsaved) alerts and record their "firing" notifications. Inside the caller's
-    transaction: a second open alert for the same key violates the unique constraint."""
+def alerts_open(*, alerts: list[Alert], now: datetime, run: PredictionRun | None = None) -> list[Alert]:
+    """Create new (unsaved) alerts and record their "firing" notifications and "opened" transitions.
+    Inside the caller's transaction: a second open alert for the same key violates the unique constraint."""
     if alerts:
         Alert.objects.bulk_create(alerts)
         _notify(alerts=alerts, to=Alert.State.ACTIVE, now=now)
+        transitions: list[AlertTransition] = []
+        for alert in alerts:
+            _record(alert=alert, kind=AlertTransition.Kind.OPENED, now=now, run=run, transitions=transitions)
+        AlertTransition.objects.bulk_create(transitions)
     return alerts
 
 
 # --- Run-driven ---------------------------------------------------------------------------------
+#
+# One alert per server × metric, stepped through the engine's hysteresis (engine.alert_rules
+# .hysteresis_step, the rule the backtest replays): it opens after K consecutive runs predict it,
+# resolves after M runs that do not, and a change of severity while open is a transition of the same
+# alert (recorded, not pushed: its identity downstream stays the severity it opened with). The K
+# counters of alerts not open yet live in AlertStreak, the M counters on the alert (misses).
+# Inside a maintenance window (forecasting.windows.silenced_keys) nothing opens, and an alert still
+# open is resolved as "silenced" (pushed once, as resolved: it is never pushed firing again).
 
 
-def _wanted(forecasts: list[tuple]) -> dict[tuple[int, str, str], dict]:
-    wanted = {}
-    for server_id, candidates, _, _ in forecasts:
+def _predicted(forecasts: list[tuple]) -> dict[tuple[int, str], dict]:
+    """(server_id, metric) → the candidate of the highest severity this run predicts."""
+    out: dict[tuple[int, str], dict] = {}
+    for server_id, candidates, *_ in forecasts:
         for c in candidates:
-            wanted[(server_id, c["metric"], c["severity"])] = c
-    return wanted
+            key = (server_id, c["metric"])
+            if key not in out or SEVERITY_CODE[c["severity"]] > SEVERITY_CODE[out[key]["severity"]]:
+                out[key] = c
+    return out
+
+
+def _is_silenced(key: tuple[int, str], silenced: set[tuple[int, str | None]]) -> bool:
+    return (key[0], None) in silenced or key in silenced
+
+
+def _record(*, alert: Alert, kind: str, now: datetime, run: PredictionRun | None, transitions: list) -> None:
+    transitions.append(
+        AlertTransition(alert=alert, kind=kind, at=now, severity=alert.severity, run=run, message=alert.message)
+    )
+
+
+def _flaps(*, keys: list[tuple[int, str]], now: datetime) -> set[tuple[int, str]]:
+    """The keys whose previous alert resolved within TFT_ALERT_FLAP_WINDOW_MINUTES: opening again is a flap."""
+    if not keys:
+        return set()
+    since = now - timedelta(minutes=settings.TFT_ALERT_FLAP_WINDOW_MINUTES)
+    rows = Alert.objects.filter(
+        state=Alert.State.RESOLVED, resolved_at__gte=since, server_id__in={k[0] for k in keys}
+    ).values_list("server_id", "metric")
+    return set(rows) & set(keys)
+
+
+@dataclass
+class _RunChanges:
+    new: list[Alert] = dc_field(default_factory=list)
+    refreshed: list[tuple[Alert, dict]] = dc_field(default_factory=list)
+    missed: list[Alert] = dc_field(default_factory=list)
+    resolved: list[Alert] = dc_field(default_factory=list)
+    silenced: list[Alert] = dc_field(default_factory=list)
+    transitions: list[AlertTransition] = dc_field(default_factory=list)
+    streaks: dict[tuple[int, str], tuple] = dc_field(default_factory=dict)  # key → (hits, origin); 0 hits: delete
+
+
+def _new_alert(key: tuple[int, str], c: dict, *, run: PredictionRun, now: datetime, origin: datetime | None) -> Alert:
+    return Alert(
+        server_id=key[0],
+        stepped_origin=origin,
+        opened_at=now,
+        updated_at=now,
+        first_run=run,
+        last_run=run,
+        opened_severity=c["severity"],
+        **{f: c[f] for f in ("metric", "severity", *PREDICTION_FIELDS)},
+    )
+
+
+def _step_key(
+    key,
+    *,
+    alert: Alert | None,
+    hits: int,
+    c: dict | None,
+    rule: Hysteresis,
+    out: _RunChanges,
+    run,
+    now,
+    origin: datetime | None,
+):
+    """One server × metric through the hysteresis; what changes goes into `out`."""
+    predicted = c["severity"] if c is not None else None
+    streak = Streak(severity=alert.severity, misses=alert.misses) if alert is not None else Streak(hits=hits)
+    streak, event = hysteresis_step(streak, predicted, rule)
+    if alert is None:
+        if event == OPENED:
+            out.new.append(_new_alert(key, c, run=run, now=now, origin=origin))
+        out.streaks[key] = (streak.hits, origin)
+        return
+    alert._dirty = alert.stepped_origin != origin
+    alert.stepped_origin = origin
+    if event == RESOLVED:
+        out.resolved.append(alert)
+    elif c is None:
+        alert.misses = streak.misses
+        out.missed.append(alert)
+    else:
+        alert._dirty = alert._dirty or alert.misses != 0 or event == CHANGED
+        alert.misses = 0
+        out.refreshed.append((alert, c))
+        if event == CHANGED:
+            alert.severity = streak.severity
+            _record(
+                alert=alert, kind=AlertTransition.Kind.SEVERITY_CHANGED, now=now, run=run, transitions=out.transitions
+            )
+
+
+def _save_streaks(*, streaks: dict[tuple[int, str], tuple], existing: dict, now: datetime) -> None:
+    gone = [existing[k].pk for k, (hits, _) in streaks.items() if not hits and k in existing]
+    AlertStreak.objects.filter(pk__in=gone).delete()
+    rows = [
+        AlertStreak(server_id=k[0], metric=k[1], hits=hits, stepped_origin=origin, updated_at=now)
+        for k, (hits, origin) in streaks.items()
+        if hits
+    ]
+    AlertStreak.objects.bulk_create(
+        rows,
+        update_conflicts=True,
+        unique_fields=["server", "metric"],
+        update_fields=["hits", "stepped_origin", "updated_at"],
+    )
 
 
 def _refresh_open(*, alerts_and_candidates: list[tuple[Alert, dict]], run: PredictionRun, now: datetime) -> None:
-    """Stamp open alerts predicted again with this run; rewrite those whose prediction changed."""
+    """Stamp open alerts predicted again with this run; rewrite those whose prediction, severity or
+    miss count changed."""
     changed, unchanged = [], []
     for alert, c in alerts_and_candidates:
-        if any(getattr(alert, f) != c[f] for f in PREDICTION_FIELDS):
+        if getattr(alert, "_dirty", False) or any(getattr(alert, f) != c[f] for f in PREDICTION_FIELDS):
             for f in PREDICTION_FIELDS:
                 setattr(alert, f, c[f])
             alert.updated_at, alert.last_run = now, run
@@ -159,34 +307,82 @@ def _refresh_open(*, alerts_and_candidates: list[tuple[Alert, dict]], run: Predi
         else:
             unchanged.append(alert.pk)
     if changed:
-        Alert.objects.bulk_update(changed, [*PREDICTION_FIELDS, "updated_at", "last_run"], batch_size=500)
+        fields = [*PREDICTION_FIELDS, "severity", "misses", "stepped_origin", "updated_at", "last_run"]
+        Alert.objects.bulk_update(changed, fields, batch_size=500)
     if unchanged:
         # Most open alerts are predicted again unchanged: one UPDATE stamps them all, instead of
         # a CASE expression per row in bulk_update.
         Alert.objects.filter(pk__in=unchanged).update(updated_at=now, last_run=run)
 
 
-def alerts_apply_run(*, run: PredictionRun, forecasts: list[tuple], now: datetime,
-                     held_server_ids: set[int] | frozenset[int] = frozenset()) -> None:
-    """A run's alert lifecycle from its forecasts' (server_id, alert_candidates, …): open what is newly
-    predicted, refresh what is predicted again, resolve what is no longer predicted. The open alerts of
-    `held_server_ids` (servers whose forecast is stale) are left exactly as they are. Runs inside the
-    run's finalising transaction."""
-    wanted = _wanted(forecasts)
+def alerts_apply_run(
+    *,
+    run: PredictionRun,
+    forecasts: list[tuple],
+    now: datetime,
+    held_server_ids: set[int] | frozenset[int] = frozenset(),
+) -> None:
+    """A run's alert lifecycle from its forecasts' (server_id, alert_candidates, …), through the
+    hysteresis (see above). The open alerts and streaks of `held_server_ids` (servers whose forecast
+    is stale) are left exactly as they are. Runs inside the run's finalising transaction."""
+    rule = alert_hysteresis()
+    silenced = silenced_keys(now=now)
+    predicted = _predicted(forecasts)
+    # (server_id, candidates, p30, p8h[, origin]): with the origin, the hysteresis counts forecasts
+    # (one step per new forecast origin), not runs, as the backtest's replay counts origins.
+    origins = {f[0]: f[4] for f in forecasts if len(f) > 4}
     open_alerts = {
-        (a.server_id, a.metric, a.severity): a
+        (a.server_id, a.metric): a
         for a in Alert.objects.select_for_update().filter(state__in=OPEN_STATES).exclude(server_id__in=held_server_ids)
     }
-    new = [
-        Alert(server_id=key[0], opened_at=now, updated_at=now, first_run=run, last_run=run,
-              **{f: c[f] for f in ("metric", "severity", *PREDICTION_FIELDS)})
-        for key, c in wanted.items()
-        if key not in open_alerts
-    ]
-    alerts_open(alerts=new, now=now)
-    _refresh_open(
-        alerts_and_candidates=[(a, wanted[key]) for key, a in open_alerts.items() if key in wanted], run=run, now=now
-    )
+    streaks = {
+        (s.server_id, s.metric): s
+        for s in AlertStreak.objects.select_for_update().exclude(server_id__in=held_server_ids)
+    }
+    out = _RunChanges()
+    for key in sorted(set(predicted) | set(open_alerts) | set(streaks)):
+        alert = open_alerts.get(key)
+        if _is_silenced(key, silenced):
+            if alert is not None:
+                out.silenced.append(alert)
+            out.streaks[key] = (0, None)
+            continue
+        origin = origins.get(key[0])
+        streak = streaks.get(key)
+        if origin is not None and origin == (
+            alert.stepped_origin if alert is not None else getattr(streak, "stepped_origin", None)
+        ):
+            # The same forecast origin as the run that last stepped this key (runs come every minute,
+            # buckets every 5): no new evidence, so no hysteresis step; an open alert is refreshed.
+            if alert is not None and key in predicted:
+                out.refreshed.append((alert, predicted[key]))
+            continue
+        _step_key(
+            key,
+            alert=alert,
+            hits=streak.hits if streak else 0,
+            c=predicted.get(key),
+            rule=rule,
+            out=out,
+            run=run,
+            now=now,
+            origin=origin,
+        )
+    _apply_changes(out=out, streaks=streaks, run=run, now=now)
+
+
+def _apply_changes(*, out: _RunChanges, streaks: dict, run: PredictionRun, now: datetime) -> None:
+    flaps = _flaps(keys=[(a.server_id, a.metric) for a in out.new], now=now)
+    for alert in out.new:
+        alert.flap = (alert.server_id, alert.metric) in flaps
+    alerts_open(alerts=out.new, now=now, run=run)
+    _refresh_open(alerts_and_candidates=out.refreshed, run=run, now=now)
+    if out.missed:
+        for alert in out.missed:
+            alert.updated_at, alert.last_run = now, run
+        Alert.objects.bulk_update(out.missed, ["misses", "stepped_origin", "updated_at", "last_run"], batch_size=500)
+    AlertTransition.objects.bulk_create(out.transitions)
     # The open alerts were locked above, so they move without being read again.
-    gone = [a for key, a in open_alerts.items() if key not in wanted]
-    _move(alerts=gone, to=Alert.State.RESOLVED, by=None, now=now, run=run)
+    _move(alerts=out.resolved, to=Alert.State.RESOLVED, by=None, now=now, run=run)
+    _move(alerts=out.silenced, to=Alert.State.RESOLVED, by=None, now=now, run=run, kind=AlertTransition.Kind.SILENCED)
+    _save_streaks(streaks=out.streaks, existing=streaks, now=now)

@@ -47,8 +47,10 @@ def alert_message(*, server: str, metric: str, rule: str, peak: float, threshold
     critical 95.0)": the quantile's peak, when it first reaches the threshold, the rule and the
     threshold it used."""
     quantile, threshold_name, title = RULES[rule]
-    return (f"{server}: {metric} {quantile} forecast peaks at {peak:.1f}, crossing in {lead_time(minutes)} "
-            f"({title}: {quantile} ≥ {threshold_name} {threshold:.1f})")
+    return (
+        f"{server}: {metric} {quantile} forecast peaks at {peak:.1f}, crossing in {lead_time(minutes)} "
+        f"({title}: {quantile} ≥ {threshold_name} {threshold:.1f})"
+    )
 
 
 MESSAGE_MAX = 300  # Alert.message's length
@@ -69,8 +71,9 @@ def first_crossing(values: np.ndarray, threshold: float) -> int | None:
     return int(hits[0]) + 1 if hits.size else None
 
 
-def alert_candidates(server: str, metric: str, p50: np.ndarray, p90: np.ndarray, limits: Limits,
-                     step_minutes: int) -> list[dict]:
+def alert_candidates(
+    server: str, metric: str, p50: np.ndarray, p90: np.ndarray, limits: Limits, step_minutes: int
+) -> list[dict]:
     """The alerts the rules in the module docstring call for (at most one per severity)."""
     out = []
 
@@ -84,8 +87,9 @@ def alert_candidates(server: str, metric: str, p50: np.ndarray, p90: np.ndarray,
             "threshold": round(threshold, 2),
             "steps_ahead": step,
             "minutes_ahead": step * step_minutes,
-            "message": alert_message(server=server, metric=metric, rule=rule, peak=value, threshold=threshold,
-                                     minutes=step * step_minutes),
+            "message": alert_message(
+                server=server, metric=metric, rule=rule, peak=value, threshold=threshold, minutes=step * step_minutes
+            ),
         }
 
     step = first_crossing(p50, limits.critical)
@@ -99,3 +103,97 @@ def alert_candidates(server: str, metric: str, p50: np.ndarray, p90: np.ndarray,
         if step is not None:
             out.append(candidate("warning", "p90_early_warning", p90, limits.critical, step))
     return out
+
+
+# --- Served severity, vectorised (the replay's form of alert_candidates) ---------------------------
+
+SEVERITIES: tuple[str, ...] = ("warning", "critical")  # by rank: code 1, 2 (0: nothing predicted)
+SEVERITY_CODE: dict[str, int] = {"warning": 1, "critical": 2}
+
+
+def severity_codes(p50: np.ndarray, p90: np.ndarray, warning: np.ndarray, critical: np.ndarray) -> np.ndarray:
+    """The highest severity alert_candidates calls for, as a code (0 none, 1 warning, 2 critical), for
+    forecasts (..., H) against limits (...): critical when the p50 reaches critical within the horizon;
+    warning when the p50 reaches warning or the p90 reaches critical (the early warning)."""
+    with np.errstate(invalid="ignore"):
+        p50_peak = np.nanmax(np.nan_to_num(p50, nan=-np.inf), axis=-1)
+        p90_peak = np.nanmax(np.nan_to_num(p90, nan=-np.inf), axis=-1)
+    code = np.where((p50_peak >= warning) | (p90_peak >= critical), 1, 0)
+    return np.where(p50_peak >= critical, 2, code)
+
+
+def top_severity(candidates: list[dict]) -> str | None:
+    """The highest severity among a server × metric's candidates (None: none)."""
+    codes = [SEVERITY_CODE[c["severity"]] for c in candidates]
+    return SEVERITIES[max(codes) - 1] if codes else None
+
+
+# --- Hysteresis: when an alert opens and resolves ---------------------------------------------------
+#
+# One alert per server × metric. It opens once K consecutive runs predict it (K = open_after of the
+# severity the K-th run predicts: a critical can be allowed to open sooner than a warning) and
+# resolves once M consecutive runs do not (M = resolve_after of its severity). While open, a run
+# predicting another severity changes the alert's severity (a transition, not a new alert); a run
+# predicting nothing only counts towards M. The live service (alerts.services) and the backtest's
+# replay (engine.alert_replay) both step this one function.
+
+
+@dataclass(frozen=True, slots=True)
+class Hysteresis:
+    open_after: dict[str, int]  # severity → K consecutive predicting runs
+    resolve_after: dict[str, int]  # severity → M consecutive runs not predicting
+
+    def __post_init__(self):
+        for name, table in (("open_after", self.open_after), ("resolve_after", self.resolve_after)):
+            if set(table) != set(SEVERITIES) or min(table.values()) < 1:
+                raise ValueError(f"{name} needs a count >= 1 for each of {SEVERITIES}, got {table}")
+
+
+IMMEDIATE = Hysteresis({"warning": 1, "critical": 1}, {"warning": 1, "critical": 1})  # the old behaviour
+
+
+@dataclass(frozen=True, slots=True)
+class Streak:
+    severity: str | None = None  # the open alert's severity; None while no alert is open
+    hits: int = 0  # consecutive predicting runs while none is open
+    misses: int = 0  # consecutive runs not predicting while one is open
+
+
+OPENED, CHANGED, RESOLVED = "opened", "severity_changed", "resolved"
+
+
+def hysteresis_step(streak: Streak, predicted: str | None, rule: Hysteresis) -> tuple[Streak, str | None]:
+    """The streak after one run predicting `predicted` (a severity, or None), and what happened to the
+    alert: OPENED, CHANGED (its severity), RESOLVED or None (nothing an operator sees)."""
+    if streak.severity is None:
+        if predicted is None:
+            return Streak(), None
+        hits = streak.hits + 1
+        if hits >= rule.open_after[predicted]:
+            return Streak(severity=predicted), OPENED
+        return Streak(hits=hits), None
+    if predicted is None:
+        misses = streak.misses + 1
+        if misses >= rule.resolve_after[streak.severity]:
+            return Streak(), RESOLVED
+        return Streak(severity=streak.severity, misses=misses), None
+    if predicted != streak.severity:
+        return Streak(severity=predicted), CHANGED
+    return Streak(severity=streak.severity), None
+
+
+def alert_episodes(codes: np.ndarray, rule: Hysteresis) -> list[tuple[int, int]]:
+    """(first, end) run indices of the alerts a sequence of predicted severity codes (0 none, 1
+    warning, 2 critical), one per run, opens under `rule`: opened at run `first`, resolved at run
+    `end` (len(codes) when still open after the last run)."""
+    streak, out, first = Streak(), [], 0
+    for i, code in enumerate(np.asarray(codes, dtype=np.int64)):
+        streak, event = hysteresis_step(streak, SEVERITIES[code - 1] if code else None, rule)
+        if event == OPENED:
+            first = i
+        elif event == RESOLVED:
+            out.append((first, i))
+    if streak.severity is not None:
+        out.append((first, len(codes)))
+    return out
+

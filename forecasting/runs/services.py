@@ -137,14 +137,14 @@ def prediction_run_finalize(*, run: PredictionRun) -> None:
                                                                "origin")
     forecasts, stale = [], set()
     for server_id, candidates, p30, p8h, origin in rows:
-        forecasts.append((server_id, candidates, p30, p8h))
+        forecasts.append((server_id, candidates, p30, p8h, origin))
         if forecast_is_stale(run, origin):
             stale.add(server_id)
     # A stale server's forecast continues old data: it opens, refreshes and resolves nothing. Its open
     # alerts stay as they are (not resolved: silence is no evidence the problem went away, and a
     # resolve pushed for a server that stopped reporting would hide the very moment it may be down).
     alerts_apply_run(run=run, forecasts=[f for f in forecasts if f[0] not in stale], now=now, held_server_ids=stale)
-    run.environment = fleet_environment([(p30, p8h) for _, _, p30, p8h in forecasts])
+    run.environment = fleet_environment([(p30, p8h) for _, _, p30, p8h, _ in forecasts])
     run.durations = {**run.durations, "finalize": round(time.perf_counter() - started, 4)}
     run.status = PredictionRun.Status.COMPLETE
     run.finished_at = now

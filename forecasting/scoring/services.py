@@ -34,6 +34,7 @@ from forecasting.engine.spec import (
 )
 from forecasting.models import ArchivedForecast, ForecastScore
 from forecasting.scoring.calibration import intervals_recalibrate
+from forecasting.windows import silenced_spans
 from ingest.models import MetricBucket
 
 logger = logging.getLogger(__name__)
@@ -160,6 +161,25 @@ def _observed(due: _Due) -> np.ndarray:
     return gather_targets(keys, means, targets + np.arange(HORIZON)[None, :])
 
 
+def _silenced_masked(due: _Due, observed: np.ndarray) -> np.ndarray:
+    """The observed targets with the buckets of maintenance windows set missing (NaN): what happens
+    in a window is neither scored nor counted by the interval calibration."""
+    span = _STEP * HORIZON
+    spans = silenced_spans(server_ids=np.unique(due.server_ids).tolist(), start=min(due.origins),
+                           end=max(due.origins) + span)
+    if not spans:
+        return observed
+    steps = np.arange(HORIZON)
+    for i, (server_id, origin) in enumerate(zip(due.server_ids.tolist(), due.origins, strict=True)):
+        for a, b, metric in spans.get(server_id, ()):
+            lo = (a - origin) / _STEP  # the window in steps after the origin; bucket k is [k, k + 1)
+            hi = (b - origin) / _STEP
+            inside = (steps < hi) & (steps + 1 > lo)
+            cols = [METRICS.index(metric)] if metric in METRICS else slice(None)
+            observed[i, inside, cols] = np.nan
+    return observed
+
+
 def _hour(when: datetime) -> datetime:
     return when.replace(minute=0, second=0, microsecond=0)
 
@@ -269,7 +289,7 @@ def forecasts_score(*, limit: int | None = None) -> ScoringPass:
             transaction.set_rollback(True)
             logger.info("scoring pass skipped: another pass scored these forecasts")
             return ScoringPass(0, 0, 0, 0)
-        aggregates = _aggregate(due, _observed(due))
+        aggregates = _aggregate(due, _silenced_masked(due, _observed(due)))
         _scores_add(aggregates)
         completed = ArchivedForecast.objects.filter(pk__in=due.ids.tolist(), bands_scored__gte=len(BAND_NAMES)).delete()[0]
         # Interval calibration (issue #13 item 2) takes each pass's coverage counts in the same

@@ -8,12 +8,13 @@ Chromium) a missing browser fails the test instead of hiding it.
 import os
 import re
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from django.db import connections
 
-from forecasting.models import Alert
+from forecasting.models import Alert, MaintenanceWindow
 from forecasting.runs.chunks import fleet_predict
 from tests.dashboard.conftest import STAFF_PASSWORD, hot_fleet
 
@@ -290,3 +291,55 @@ def test_server_page_draws_the_input_importance_chart_and_shades_the_attention(p
         assert page.evaluate(SHADE_JS, "#fan-cpu_pct") > 500
         page.locator("#explanation").scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / "dashboard-server-explanation.png"), full_page=True)
+
+
+# --- Maintenance windows and the alert timeline (issue 23) ---------------------------------------
+
+
+def _window(servers, *, start, hours=2, reason="kernel upgrade"):
+    MaintenanceWindow.objects.create(servers=servers, starts_at=start, ends_at=start + timedelta(hours=hours),
+                                     reason=reason, created_by="test", created_at=datetime.now(UTC))
+
+
+def test_windows_page_lists_active_and_upcoming_windows_and_the_fleet_marks_silenced_servers(page, live_server,
+                                                                                            no_models):
+    with own_connection():
+        names = hot_fleet(4, hot=0)
+        now = datetime.now(UTC)
+        _window("ppdb*", start=now - timedelta(minutes=30))
+        _window("ppweb001", start=now + timedelta(hours=3), reason="disk swap")
+        fleet_predict()
+
+        page.goto(f"{live_server.url}/dashboard/windows/")
+        active = page.locator("#windows-active tr[data-window]")
+        upcoming = page.locator("#windows-upcoming tr[data-window]")
+        assert active.count() == 1 and upcoming.count() == 1
+        assert sorted(active.first.locator("a.server-link").all_inner_texts()) == [n for n in names if "db" in n]
+        assert "disk swap" in upcoming.first.inner_text()
+        page.screenshot(path=str(ARTIFACTS / "dashboard-windows.png"), full_page=True)
+
+        page.goto(f"{live_server.url}/dashboard/")
+        silenced = page.locator("#servers tr[data-server]:has([data-silenced])").evaluate_all(
+            "rows => rows.map(r => r.dataset.server)")
+        assert sorted(silenced) == [n for n in names if "db" in n]
+
+
+@pytest.fixture
+def _hysteresis_at_once(settings):
+    settings.TFT_ALERT_OPEN_AFTER_CRITICAL = settings.TFT_ALERT_RESOLVE_AFTER_CRITICAL = 1
+
+
+def test_server_page_shows_the_alert_timeline_with_the_forecast_that_raised_it(page, live_server, no_models,
+                                                                               _hysteresis_at_once):
+    with own_connection():
+        names = hot_fleet(2, hot=1)
+        fleet_predict()
+        _window(names[0], start=datetime.now(UTC) - timedelta(minutes=1))
+        fleet_predict()  # the window silences (resolves) the open alert
+
+        page.goto(f"{live_server.url}/dashboard/servers/{names[0]}/")
+        rows = page.locator("#alert-timeline tr[data-transition]")
+        kinds = rows.evaluate_all("rows => rows.map(r => r.dataset.transition)")
+        assert kinds[-1] == "opened" and "silenced" in kinds  # newest first
+        assert re.search(rf"{names[0]}: \w+ p\d0 forecast peaks", rows.last.inner_text())
+        page.screenshot(path=str(ARTIFACTS / "dashboard-timeline.png"), full_page=True)

@@ -42,8 +42,25 @@ def test_backtest_command_prints_the_json_contract(tmp_path):
     assert list(result)[:3] == ["methods", "per_family", "per_band"]
     assert list(result["per_band"]) == ["0-30m", "30m-2h", "2-8h"]
     assert set(result["per_band"]["0-30m"]["naive"]) >= {"mase", "pinball", "coverage"}
+    assert "alerts" in result
     assert list(result["methods"]) == ["naive", "seasonal_naive", "predict_linear", "mean"]
     assert result["methods"]["naive"]["windows"] == 7
+    alerts = result["alerts"]
+    assert list(alerts["pooled"]) == ["served", "static_threshold", "predict_linear", "served_p50"]
+    assert list(alerts["per_family"]) == ["cpu"]
+    for rule in alerts["pooled"].values():
+        assert {"recall_15m", "median_lead_minutes", "false_alerts_per_server_day", "alert_minutes_per_server_day",
+                "incidents"} <= set(rule)
+    assert alerts["protocol"]["every_minutes"] == 5 and alerts["protocol"]["origins"] == 1000 - 600 - 96 + 1
+
+
+def test_backtest_command_no_alerts_skips_the_replay(tmp_path):
+    t = START + timedelta(minutes=5) * np.arange(1000)
+    rows = [f"{ts:%Y-%m-%d %H:%M:%S},{v:.3f}" for ts, v in zip(t, _noisy(1000), strict=True)]
+    (tmp_path / "ec2_cpu_utilization_y.csv").write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    out = StringIO()
+    call_command("backtest", "--csv-dir", str(tmp_path), "--no-tft", "--json", "--no-alerts", stdout=out)
+    assert "alerts" not in json.loads(out.getvalue())
 
 
 def test_backtest_command_exclude_leaves_a_series_out(tmp_path):

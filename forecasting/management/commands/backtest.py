@@ -18,6 +18,9 @@ event model, else its recalibrated bound), families weighted equally, and "per_f
 --fit-probabilities first fits the isotonic probability recalibration on the training part and writes
 it into the model folder; --fit-event-model fits the event model (engine.event_model) on the training
 part and writes event_model.json (the way to give an existing folder one without retraining the TFT).
+"alerts" (unless --no-alerts): the alert replay of engine.alert_replay — per family and pooled,
+per rule (served, static_threshold, predict_linear, served_p50): recall_15m, median_lead_minutes,
+false_alerts_per_server_day, alert_minutes_per_server_day, incidents.
 """
 
 from __future__ import annotations
@@ -34,8 +37,10 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from forecasting.alerts.selectors import alert_hysteresis
+from forecasting.engine import alert_replay, event_training, incidents
 from forecasting.engine import backtest as bt
-from forecasting.engine import event_training, incidents
+from forecasting.engine.alert_rules import SEVERITIES, Hysteresis
 from forecasting.engine.folders import (
     read_blend,
     read_event_model,
@@ -43,10 +48,11 @@ from forecasting.engine.folders import (
     write_event_model,
     write_probability_calibration,
 )
+from forecasting.engine.heuristic import heuristic_quantiles
 from forecasting.engine.network import load_forecaster
 from forecasting.engine.series import SeriesWindow, load_csv_dir
 from forecasting.engine.simulator import FleetTruth, fleet_names, simulate_fleet_truth
-from forecasting.engine.spec import CONTEXT, HORIZON, METRICS
+from forecasting.engine.spec import CONTEXT, HORIZON, METRICS, QUANTILES
 from forecasting.windows import server_histories
 
 logger = logging.getLogger(__name__)
@@ -151,6 +157,32 @@ class Command(BaseCommand):
             help="only the incident-probability evaluation (no interval scores, no lead times)",
         )
         parser.add_argument("--json", action="store_true", help="print the result as JSON only")
+        parser.add_argument("--no-alerts", action="store_true", help="skip the alert replay")
+        parser.add_argument(
+            "--alert-every",
+            type=int,
+            default=alert_replay.REPLAY_EVERY,
+            metavar="STEPS",
+            help="alert replay: steps between origins (1 = every 5 minutes, as live; K and M count origins)",
+        )
+        parser.add_argument(
+            "--alert-frontier", action="store_true",
+            help="alert replay: also replay every K / M of engine.alert_replay.FRONTIER (choose on development series)",
+        )
+        parser.add_argument(
+            "--open-after",
+            type=int,
+            nargs=2,
+            metavar=("WARNING", "CRITICAL"),
+            help="alert replay: runs before an alert opens (default: the served settings)",
+        )
+        parser.add_argument(
+            "--resolve-after",
+            type=int,
+            nargs=2,
+            metavar=("WARNING", "CRITICAL"),
+            help="alert replay: runs without a prediction before it resolves (default: the served settings)",
+        )
 
     def handle(self, *args, **opts):
         started = time.perf_counter()
@@ -182,6 +214,8 @@ class Command(BaseCommand):
                 event_model=None if opts["no_event_model"] else read_event_model(self.model_path),
                 min_buckets=opts["min_buckets"],
             )
+        if not (opts["no_alerts"] or opts["probabilities_only"]):
+            result["alerts"] = _alert_replay(source, forecaster, opts)
         if opts["json"]:
             self.stdout.write(json.dumps(_jsonable(result), indent=2))
             return
@@ -209,6 +243,8 @@ class Command(BaseCommand):
             self._lead_table(result["lead_time"])
         if "probabilities" in result:
             self._probability_table(result["probabilities"])
+        if "alerts" in result:
+            self._alerts_table(result["alerts"])
         self.stdout.write(f"\n({elapsed:.1f}s)")
 
     def _blend(self, forecaster, opts) -> dict | None:
@@ -246,6 +282,20 @@ class Command(BaseCommand):
             return load_forecaster(path, device=opts["device"])
         except Exception as exc:
             raise CommandError(f"cannot load model {path}: {exc}") from exc
+
+    def _alerts_table(self, report: dict) -> None:
+        self.stdout.write(f"\nalert replay (every {report['protocol']['every_minutes']} min):")
+        keys = (
+            "recall_15m",
+            "median_lead_minutes",
+            "false_alerts_per_server_day",
+            "alert_minutes_per_server_day",
+            "incidents",
+        )
+        self.stdout.write(f"{'family / rule':34s}" + "".join(f"{k[:22]:>24s}" for k in keys))
+        for family, rules in {**report["per_family"], "pooled": report["pooled"]}.items():
+            for rule, row in rules.items():
+                self.stdout.write(f"{family + ' / ' + rule:34s}" + "".join(f"{_fmt(row[k]):>24s}" for k in keys))
 
     def _table(self, rows: dict, label: str = "method") -> None:
         self.stdout.write(f"{label:<16}{'MASE':>8}{'pinball':>10}{'coverage':>10}{'windows':>9}")
@@ -374,6 +424,43 @@ def _combined(csv: BacktestSource, simulated: BacktestSource) -> BacktestSource:
         {**metrics_of(csv), **metrics_of(simulated)},
         simulated.truth,
         csv.anomalies,
+    )
+
+
+def _alert_replay(source: BacktestSource, forecaster, opts: dict) -> dict:
+    """The alert replay (engine.alert_replay) of the served rules with the served hysteresis (or
+    --open-after / --resolve-after), the TFT's p50 / p90 or, without one, the heuristic fallback."""
+    # The served K / M count 5-minute forecasts; at a stride of `every` steps they become
+    # ceil(count / every) origins (the same time span). --open-after / --resolve-after count origins.
+    every = opts["alert_every"]
+    served = alert_hysteresis()
+    hysteresis = Hysteresis(
+        dict(zip(SEVERITIES, opts["open_after"], strict=True)) if opts["open_after"]
+        else {k: -(-v // every) for k, v in served.open_after.items()},
+        dict(zip(SEVERITIES, opts["resolve_after"], strict=True)) if opts["resolve_after"]
+        else {k: -(-v // every) for k, v in served.resolve_after.items()},
+    )
+    if forecaster is not None:
+        predict = alert_replay.quantile_predictor(forecaster)
+    else:
+        predict = alert_replay.heuristic_predictor(heuristic_quantiles, QUANTILES)
+    metrics = source.metrics
+    scored = {
+        w.server: bt._metric_tuple(metrics.get(w.server) if isinstance(metrics, dict) else metrics)
+        for w in source.series
+    }
+    mapped = isinstance(metrics, dict)
+    simulated = {w.server for w in source.truth.windows} if source.truth is not None else set()
+
+    def family_of(w: SeriesWindow, ms) -> str:
+        # A simulated server is scored on all its metrics: it is its own family, not its first metric's.
+        if w.server in simulated:
+            return "simulated"
+        return bt.series_family(w.server, None if mapped else ms[0])
+
+    return alert_replay.alert_replay(
+        source.series, predict, scored=scored, family_of=family_of, hysteresis=hysteresis, every=opts["alert_every"],
+        frontier=alert_replay.FRONTIER if opts["alert_frontier"] else (),
     )
 
 

@@ -117,12 +117,12 @@ def _rising_mem(i):
 def test_alert_is_raised_then_updated_without_duplicates(no_models):
     ingest_fleet({"ppdb001": {"mem_pct": _rising_mem}})
     first = fleet_predict()
-    alert = Alert.objects.get(server__name="ppdb001", metric="mem_pct", severity="warning")
+    alert = Alert.objects.get(server__name="ppdb001", metric="mem_pct")
     assert alert.state == "active" and alert.first_run_id == first.pk
 
     second = fleet_predict()
 
-    assert Alert.objects.filter(server__name="ppdb001", metric="mem_pct", severity="warning").count() == 1
+    assert Alert.objects.filter(server__name="ppdb001", metric="mem_pct").count() == 1
     alert.refresh_from_db()
     assert alert.last_run_id == second.pk
     assert alert.updated_at >= alert.opened_at
@@ -131,7 +131,7 @@ def test_alert_is_raised_then_updated_without_duplicates(no_models):
 def test_acknowledged_alert_stays_acknowledged_across_runs(no_models):
     ingest_fleet({"ppdb001": {"mem_pct": _rising_mem}})
     fleet_predict()
-    alert = Alert.objects.get(metric="mem_pct", severity="warning")
+    alert = Alert.objects.get(metric="mem_pct")
 
     assert alert_acknowledge(alert_id=alert.pk) is True
     assert alert_acknowledge(alert_id=alert.pk) is False  # already acknowledged
@@ -139,13 +139,13 @@ def test_acknowledged_alert_stays_acknowledged_across_runs(no_models):
 
     alert.refresh_from_db()
     assert alert.state == "acknowledged"
-    assert Alert.objects.filter(metric="mem_pct", severity="warning").count() == 1
+    assert Alert.objects.filter(metric="mem_pct").count() == 1
 
 
 def test_alert_resolves_when_no_longer_predicted(no_models):
     end = ingest_fleet({"ppdb001": {"mem_pct": _rising_mem}}, end=datetime.now(UTC) - timedelta(hours=3))
     fleet_predict(now=end)  # a run at the time of that data: its forecast is current, not stale
-    alert = Alert.objects.get(metric="mem_pct", severity="warning")
+    alert = Alert.objects.get(metric="mem_pct")
     # Memory drops back to normal for the next three hours.
     ingest_fleet({"ppdb001": {"mem_pct": 40.0}}, buckets=36)
 

@@ -1,0 +1,374 @@
+"""Alert replay: the served alert rules, with the hysteresis, run at rolling origins over the test
+part of each series and scored against incidents (engine.incidents, the one definition). Numpy only.
+
+Protocol, per series (its scored metrics) and per rule:
+
+* origins every ``every`` steps (default 1 = every 5 minutes, as the live beat runs) from the first
+  test bucket (the last ``TEST_FRACTION`` of the series) while a full horizon of truth follows;
+  one rule evaluation per origin, stepped through ``alert_rules.hysteresis_step`` (so K and M count
+  origins: with ``every`` > 1 they span ``every`` times more time than live runs). An alert still
+  open after the last origin is closed there.
+* limits: ``probability.limits_batch`` over the context before the first test origin (what the
+  service knew when the test part began), fixed for the series: the same limits for the incidents
+  and for every rule, so no rule gains from a different definition.
+* incidents: threshold incidents of each scored metric (``incidents.threshold_incident_buckets``
+  with ``min_buckets``; an incident starts at the first bucket of its run) and reported ones
+  (``incidents.reported_buckets``: critical_issue). Counted when they start in
+  [first origin + WARN_STEPS, last origin].
+* **warned ≥ 15 min**: an alert was open ``WARN_STEPS`` (15 min) before the start, on the same
+  metric for a threshold incident, on any metric of the server for a reported one, and it opened
+  within the horizon before the start (an alert open for days is not a forecast of this incident);
+  its lead time is the start minus the opening of that alert. ``recall_15m`` = warned / incidents; median and p25
+  lead over warned incidents.
+* **false alert**: an alert episode with no incident bucket (of any kind or metric of the server)
+  while it is open or within the horizon after it opened; ``false_alerts_per_server_day``.
+* ``alert_minutes_per_server_day``: minutes with at least one alert open on the server.
+
+Rules: ``served`` (``alert_rules.severity_codes`` of the forecast's p50 / p90, as served),
+``static_threshold`` (the metric at or above critical for the last 10 minutes, as a Prometheus rule
+``… >= critical for 10m``: it fires only once the incident is under way, so its lead is <= 0 by
+construction; it opens and resolves at once) and ``predict_linear`` (least-squares line over the last
+hour projected ``HORIZON`` ahead reaching critical: Prometheus' ``predict_linear(x[1h], 8h) >=
+critical``, under the same hysteresis as served, i.e. as ``for`` / ``keep_firing_for``). Also
+``served_p50``: the served rules without the p90 early warning (a diagnostic: what the early
+warning costs in false alerts and alert-minutes).
+
+Per family the counts are summed; ``pooled`` weighs families equally (the mean of the family figures,
+recall and leads over families with incidents).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from forecasting.engine.alert_rules import IMMEDIATE, Hysteresis, alert_episodes, severity_codes
+from forecasting.engine.backtest import TEST_FRACTION, context_window, rolling_origins
+from forecasting.engine.incidents import DEFAULT_MIN_BUCKETS, reported_buckets, threshold_incident_buckets
+from forecasting.engine.probability import limits_batch
+from forecasting.engine.series import SeriesWindow
+from forecasting.engine.spec import CONTEXT, DEFAULT_THRESHOLDS, HORIZON, METRICS, STEP_MINUTES, STEPS_PER_DAY
+
+logger = logging.getLogger(__name__)
+
+WARN_STEPS = 15 // STEP_MINUTES  # "warned at least 15 minutes before"
+STATIC_FOR = 10 // STEP_MINUTES  # static threshold: `for: 10m`
+LINEAR_STEPS = 60 // STEP_MINUTES  # predict_linear over the last hour
+REPLAY_EVERY = 1  # every 5 minutes, as the live runs
+REPLAY_RULES: tuple[str, ...] = ("served", "static_threshold", "predict_linear", "served_p50")
+PREDICT_CHUNK = 512
+
+
+@dataclass
+class Counts:
+    """One rule's raw counts over some series (summed; ratios are taken at the end)."""
+
+    incidents: int = 0
+    warned: int = 0
+    leads: list[float] = field(default_factory=list)  # minutes, warned incidents
+    episodes: int = 0
+    false_alerts: int = 0
+    alert_minutes: float = 0.0
+    server_days: float = 0.0
+
+    def add(self, other: Counts) -> None:
+        self.incidents += other.incidents
+        self.warned += other.warned
+        self.leads += other.leads
+        self.episodes += other.episodes
+        self.false_alerts += other.false_alerts
+        self.alert_minutes += other.alert_minutes
+        self.server_days += other.server_days
+
+    def report(self) -> dict[str, Any]:
+        leads = np.asarray(self.leads, dtype=np.float64)
+        days = self.server_days or float("nan")
+        return {
+            "recall_15m": self.warned / self.incidents if self.incidents else float("nan"),
+            "median_lead_minutes": float(np.median(leads)) if leads.size else float("nan"),
+            "p25_lead_minutes": float(np.percentile(leads, 25)) if leads.size else float("nan"),
+            "false_alerts_per_server_day": self.false_alerts / days,
+            "alert_minutes_per_server_day": self.alert_minutes / days,
+            "incidents": self.incidents,
+            "warned_15m": self.warned,
+            "alerts": self.episodes,
+            "false_alerts": self.false_alerts,
+            "server_days": round(self.server_days, 3),
+        }
+
+
+@dataclass(frozen=True)
+class Incidents:
+    """A series' incidents over its scored columns: starts (bucket, column or -1 for a reported one)
+    and the buckets where any incident is going on."""
+
+    starts: list[tuple[int, int]]
+    active: np.ndarray  # (T,) bool
+
+
+def series_incidents(
+    values: np.ndarray, states: np.ndarray, critical: np.ndarray, *, min_buckets: int = DEFAULT_MIN_BUCKETS
+) -> Incidents:
+    """Incidents of `values` (T, C) against fixed `critical` limits (C,) and of `states` (T,)."""
+    thr = threshold_incident_buckets(values, np.asarray(critical, dtype=np.float64)[None, :], min_buckets)
+    rep = reported_buckets(states)
+    starts = []
+    for col in range(thr.shape[1]):
+        run = thr[:, col]
+        starts += [(int(t), col) for t in np.flatnonzero(run & ~np.concatenate(([False], run[:-1])))]
+    starts += [(int(t), -1) for t in np.flatnonzero(rep & ~np.concatenate(([False], rep[:-1])))]
+    return Incidents(sorted(starts), thr.any(axis=1) | rep)
+
+
+def static_codes(values: np.ndarray, origins: np.ndarray, critical: np.ndarray) -> np.ndarray:
+    """(n, C) 2 where every bucket of the last STATIC_FOR before the origin is at or above critical."""
+    idx = origins[:, None] + np.arange(-STATIC_FOR, 0)[None, :]
+    seg = values[np.clip(idx, 0, len(values) - 1)]  # (n, STATIC_FOR, C)
+    with np.errstate(invalid="ignore"):
+        hot = (np.nan_to_num(seg, nan=-np.inf) >= critical[None, None, :]).all(axis=1)
+    return np.where(hot, 2, 0)
+
+
+def linear_codes(values: np.ndarray, origins: np.ndarray, critical: np.ndarray, horizon: int = HORIZON) -> np.ndarray:
+    """(n, C) 2 where the least-squares line over the last hour (missing buckets skipped), projected
+    `horizon` steps past the origin, is at or above critical (Prometheus predict_linear)."""
+    x = np.arange(-LINEAR_STEPS, 0, dtype=np.float64)
+    seg = values[np.clip(origins[:, None] + x[None, :].astype(np.int64), 0, len(values) - 1)]  # (n, L, C)
+    ok = np.isfinite(seg)
+    n_ok = ok.sum(axis=1)
+    xs = np.where(ok, x[None, :, None], 0.0)
+    ys = np.where(ok, seg, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx, my = xs.sum(axis=1) / n_ok, ys.sum(axis=1) / n_ok
+        sxx = (np.where(ok, (x[None, :, None] - mx[:, None, :]) ** 2, 0.0)).sum(axis=1)
+        sxy = (np.where(ok, (x[None, :, None] - mx[:, None, :]) * (seg - my[:, None, :]), 0.0)).sum(axis=1)
+        slope = np.where(sxx > 0, sxy / sxx, 0.0)
+        projected = my + slope * (horizon - 1 - mx)  # the line at the horizon's last step
+    hot = (n_ok >= 2) & (np.nan_to_num(projected, nan=-np.inf) >= critical[None, :])
+    return np.where(hot, 2, 0)
+
+
+def score_alerts(
+    episodes: Sequence[Sequence[tuple[int, int]]], incidents: Incidents, *, first: int, end: int, horizon: int = HORIZON
+) -> Counts:
+    """Counts for alert episodes per column ([open, close) buckets) against `incidents`, over the
+    replayed span [first, end) (incidents counted when they start in [first + WARN_STEPS, end))."""
+    counts = Counts(server_days=(end - first) / STEPS_PER_DAY)
+    open_mask = np.zeros(len(incidents.active), dtype=bool)
+    for col_episodes in episodes:
+        for a, b in col_episodes:
+            open_mask[a:b] = True
+            counts.episodes += 1
+            if not incidents.active[a : max(b, a + horizon)].any():
+                counts.false_alerts += 1
+    counts.alert_minutes = float(open_mask[first:end].sum() * STEP_MINUTES)
+    for start, col in incidents.starts:
+        if not first + WARN_STEPS <= start < end:
+            continue
+        counts.incidents += 1
+        at = start - WARN_STEPS
+        cols = range(len(episodes)) if col < 0 else (col,)
+        opened = [a for c in cols for a, b in episodes[c] if a <= at < b and start - a <= horizon]
+        if opened:
+            counts.warned += 1
+            counts.leads.append(float((start - min(opened)) * STEP_MINUTES))
+    return counts
+
+
+def _as_buckets(runs: list[tuple[int, int]], origins: np.ndarray, every: int) -> list[tuple[int, int]]:
+    """Episodes in run indices → [open, close) buckets (an alert open after the last origin closes
+    one stride after it)."""
+    ends = np.append(origins, origins[-1] + every)
+    return [(int(origins[a]), int(ends[b])) for a, b in runs]
+
+
+def replay_series(
+    values: np.ndarray,
+    states: np.ndarray,
+    origins: np.ndarray,
+    codes: Mapping[str, np.ndarray],
+    critical: np.ndarray,
+    hysteresis: Mapping[str, Hysteresis],
+    *,
+    every: int = REPLAY_EVERY,
+    min_buckets: int = DEFAULT_MIN_BUCKETS,
+) -> dict[str, Counts]:
+    """Each rule's counts on one series: `values` (T, C) its scored columns, `codes` rule → (n, C)
+    severity codes at `origins`, `critical` (C,) the fixed limits, `hysteresis` rule → its rule."""
+    incidents = series_incidents(values, states, critical, min_buckets=min_buckets)
+    first, end = int(origins[0]), int(origins[-1]) + every
+    out = {}
+    for rule, c in codes.items():
+        episodes = [
+            _as_buckets(alert_episodes(c[:, col], hysteresis[rule]), origins, every) for col in range(c.shape[1])
+        ]
+        out[rule] = score_alerts(episodes, incidents, first=first, end=end)
+    return out
+
+
+def _served_codes(predict: Callable, w: SeriesWindow, origins: np.ndarray, cols: list[int], limits):
+    """Served severity codes (n, C): the forecaster's p50 / p90 at each origin against the limits;
+    and the same without the p90 early warning (p50 rules only: p90 := p50)."""
+    warning, critical = limits
+    out, p50_only = [], []
+    for i in range(0, len(origins), PREDICT_CHUNK):
+        p50, p90 = predict([context_window(w, int(o)) for o in origins[i : i + PREDICT_CHUNK]])
+        p50, p90 = p50[..., cols].swapaxes(1, 2), p90[..., cols].swapaxes(1, 2)
+        out.append(severity_codes(p50, p90, warning[None, :], critical[None, :]))
+        p50_only.append(severity_codes(p50, p50, warning[None, :], critical[None, :]))
+    return np.concatenate(out), np.concatenate(p50_only)
+
+
+def alert_replay(
+    series: list[SeriesWindow],
+    predict: Callable[[list[SeriesWindow]], tuple[np.ndarray, np.ndarray]],
+    *,
+    scored: Mapping[str, Sequence[str]],
+    family_of: Callable[[SeriesWindow, Sequence[str]], str],
+    hysteresis: Hysteresis,
+    every: int = REPLAY_EVERY,
+    test_fraction: float = TEST_FRACTION,
+    thresholds: Mapping[str, dict] | None = None,
+    min_buckets: int = DEFAULT_MIN_BUCKETS,
+    frontier: Sequence[Hysteresis] = (),
+) -> dict[str, Any]:
+    """The replay of the module docstring. `predict(windows)` gives (p50, p90), each (B, H, M) in
+    METRICS order; `scored` maps a series to its metrics; `family_of` names a series' family.
+    Returns {"per_family": family → rule → figures, "pooled": rule → figures, "protocol": …}; with
+    `frontier` (other hysteresis settings) also "frontier": the pooled served and predict_linear
+    figures under each, from the same forecasts (to choose K and M on development series)."""
+    rules = {
+        "served": hysteresis,
+        "static_threshold": IMMEDIATE,
+        "predict_linear": hysteresis,
+        "served_p50": hysteresis,
+    }
+    by_family: dict[str, dict[str, Counts]] = {}
+    sweep: list[dict[str, dict[str, Counts]]] = [{} for _ in frontier]
+    n_origins = 0
+    for w in series:
+        origins = rolling_origins(len(w.values), test_fraction=test_fraction, every=every)
+        if not len(origins):
+            continue
+        cols = [METRICS.index(m) for m in scored[w.server]]
+        ctx = w.values[max(0, int(origins[0]) - CONTEXT) : int(origins[0])].astype(np.float64)
+        warning, critical = (
+            a[0, cols] for a in limits_batch(ctx[None], dict(thresholds or DEFAULT_THRESHOLDS), METRICS)
+        )
+        y = w.values[:, cols].astype(np.float64)
+        served, served_p50 = _served_codes(predict, w, origins, cols, (warning, critical))
+        codes = {
+            "served": served,
+            "served_p50": served_p50,
+            "static_threshold": static_codes(y, origins, critical),
+            "predict_linear": linear_codes(y, origins, critical),
+        }
+        counts = replay_series(y, w.states, origins, codes, critical, rules, every=every, min_buckets=min_buckets)
+        name = family_of(w, scored[w.server])
+        family = by_family.setdefault(name, {r: Counts() for r in REPLAY_RULES})
+        for rule, c in counts.items():
+            family[rule].add(c)
+        for point, h in zip(sweep, frontier, strict=True):
+            swept = replay_series(
+                y,
+                w.states,
+                origins,
+                {r: codes[r] for r in ("served", "predict_linear", "served_p50")},
+                critical,
+                {"served": h, "predict_linear": h, "served_p50": h},
+                every=every,
+                min_buckets=min_buckets,
+            )
+            fam = point.setdefault(name, {r: Counts() for r in REPLAY_RULES})
+            for rule, c in swept.items():
+                fam[rule].add(c)
+        n_origins += len(origins)
+    logger.info("alert replay: %d series, %d origins", len(series), n_origins)
+    per_family = {f: {r: c.report() for r, c in rules_.items()} for f, rules_ in sorted(by_family.items())}
+    out_frontier = []
+    for point, h in zip(sweep, frontier, strict=True):
+        fams = {f: {r: c.report() for r, c in rules_.items()} for f, rules_ in point.items()}
+        pool = pooled(fams)
+        out_frontier.append(
+            {
+                "open_after": h.open_after,
+                "resolve_after": h.resolve_after,
+                "served": pool["served"],
+                "predict_linear": pool["predict_linear"],
+                "served_p50": pool["served_p50"],
+            }
+        )
+    return {
+        **({"frontier": out_frontier} if frontier else {}),
+        "per_family": per_family,
+        "pooled": pooled(per_family),
+        "protocol": {
+            "every_minutes": every * STEP_MINUTES,
+            "origins": n_origins,
+            "open_after": hysteresis.open_after,
+            "resolve_after": hysteresis.resolve_after,
+            "min_buckets": min_buckets,
+            "warn_minutes": WARN_STEPS * STEP_MINUTES,
+        },
+    }
+
+
+# The K / M settings `backtest --alert-frontier` replays (same K and M for both severities, and
+# critical opening sooner than warning).
+FRONTIER: tuple[Hysteresis, ...] = tuple(
+    Hysteresis({"warning": kw, "critical": kc}, {"warning": m, "critical": m})
+    for kw, kc in ((1, 1), (2, 1), (2, 2), (3, 2), (3, 3), (4, 2), (6, 3), (6, 6))
+    for m in (1, 3, 6, 12)
+)
+
+POOLED_KEYS = (
+    "recall_15m",
+    "median_lead_minutes",
+    "p25_lead_minutes",
+    "false_alerts_per_server_day",
+    "alert_minutes_per_server_day",
+)
+
+
+def pooled(per_family: Mapping[str, Mapping[str, dict]]) -> dict[str, dict]:
+    """Families weighted equally: the mean of each family's figure (NaN families, e.g. recall where a
+    family had no incident, left out); counts summed."""
+    out: dict[str, dict] = {}
+    for rule in REPLAY_RULES:
+        rows = [fam[rule] for fam in per_family.values() if rule in fam]
+        figures = {}
+        for key in POOLED_KEYS:
+            vals = np.array([r[key] for r in rows], dtype=np.float64)
+            vals = vals[np.isfinite(vals)]
+            figures[key] = float(vals.mean()) if vals.size else float("nan")
+        figures["incidents"] = int(sum(r["incidents"] for r in rows))
+        figures["families"] = len(rows)
+        out[rule] = figures
+    return out
+
+
+def quantile_predictor(forecaster) -> Callable[[list[SeriesWindow]], tuple[np.ndarray, np.ndarray]]:
+    """(p50, p90) (B, H, M) from a forecaster with ``predict_array`` and ``quantiles`` (the TFT)."""
+    levels = list(forecaster.quantiles)
+    i50, i90 = levels.index(0.5), levels.index(0.9)
+
+    def predict(windows):
+        q = np.asarray(forecaster.predict_array(windows), dtype=np.float64)
+        return q[..., i50], q[..., i90]
+
+    return predict
+
+
+def heuristic_predictor(quantiles_of: Callable[[SeriesWindow], np.ndarray], levels: Sequence[float]):
+    """(p50, p90) from a per-window forecast (H, M, K) at `levels` (the service's heuristic fallback)."""
+    i50, i90 = list(levels).index(0.5), list(levels).index(0.9)
+
+    def predict(windows):
+        q = np.stack([quantiles_of(w) for w in windows])
+        return q[..., i50], q[..., i90]
+
+    return predict

@@ -1,0 +1,184 @@
+"""The live alert lifecycle through the hysteresis and maintenance windows (forecasting.alerts.services,
+forecasting.windows), driven by runs' candidates exactly as a prediction run finalises them."""
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from django.db import transaction
+
+from forecasting.alerts.services import alerts_apply_run
+from forecasting.models import Alert, AlertNotification, AlertTransition, MaintenanceWindow, PredictionRun
+from forecasting.prometheus import metrics_text
+from forecasting.windows import server_histories, silenced_keys
+from ingest.models import Server
+from tests.conftest import ingest_fleet
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def hysteresis(settings):
+    settings.TFT_ALERT_OPEN_AFTER_WARNING, settings.TFT_ALERT_OPEN_AFTER_CRITICAL = 3, 2
+    settings.TFT_ALERT_RESOLVE_AFTER_WARNING, settings.TFT_ALERT_RESOLVE_AFTER_CRITICAL = 4, 2
+    settings.TFT_ALERT_WEBHOOK_URLS = ["http://127.0.0.1:9/hook"]  # notifications are recorded (not sent: no commit)
+
+
+@pytest.fixture
+def server():
+    ingest_fleet(["ppdb001"], buckets=12)
+    return Server.objects.get(name="ppdb001")
+
+
+def _candidate(severity="warning", metric="mem_pct"):
+    return {
+        "metric": metric,
+        "severity": severity,
+        "rule": f"p50_{severity}",
+        "predicted_value": 97.0,
+        "threshold": 95.0 if severity == "critical" else 85.0,
+        "steps_ahead": 6,
+        "minutes_ahead": 30,
+        "message": f"ppdb001: mem_pct p50 forecast peaks at 97.0 ({severity})",
+    }
+
+
+def _run(server, i, *severities, origin=None):
+    """Run number i (5 minutes apart) predicting the given severities for mem_pct; its forecast's
+    origin is `origin` (default: a new one each run, as a new bucket arrives)."""
+    now = T0 + timedelta(minutes=5 * i)
+    origin = origin or now
+    run = PredictionRun.objects.create(status="complete", started_at=now, heartbeat_at=now, finished_at=now)
+    with transaction.atomic():
+        forecast = (server.pk, [_candidate(s) for s in severities], None, None, origin)
+        alerts_apply_run(run=run, forecasts=[forecast], now=now)
+    return run
+
+
+def test_opens_on_the_kth_run_and_resolves_on_the_mth(hysteresis, server):
+    for i in range(2):
+        _run(server, i, "warning")
+    assert not Alert.objects.exists()
+    third = _run(server, 2, "warning")
+    alert = Alert.objects.get()
+    assert alert.state == "active" and alert.first_run == third
+    for i in range(3, 6):
+        _run(server, i)
+    assert Alert.objects.get().state == "active"
+    _run(server, 6)
+    alert.refresh_from_db()
+    assert alert.state == "resolved"
+    assert list(AlertTransition.objects.values_list("kind", flat=True)) == ["opened", "resolved"]
+    assert sorted(AlertNotification.objects.values_list("transition", flat=True)) == ["firing", "resolved"]
+
+
+def test_runs_of_the_same_forecast_origin_count_once(hysteresis, server):
+    for i in range(4):
+        _run(server, i, "warning", origin=T0)  # runs every minute, no new bucket: one forecast
+    assert not Alert.objects.exists()
+    _run(server, 4, "warning")
+    _run(server, 5, "warning")
+    assert Alert.objects.get().state == "active"  # the 3rd forecast origin
+
+
+def test_a_miss_between_predictions_does_not_flap(hysteresis, server):
+    for i, predicted in enumerate(["warning"] * 3 + [None, None, "warning", None, None, None, "warning"]):
+        _run(server, i, *([predicted] if predicted else []))
+    assert Alert.objects.count() == 1 and Alert.objects.get().state == "active"
+    assert AlertNotification.objects.count() == 1
+
+
+def test_a_severity_change_is_a_transition_not_a_new_alert(hysteresis, server):
+    for i in range(3):
+        _run(server, i, "warning")
+    _run(server, 3, "warning", "critical")
+    alert = Alert.objects.get()
+    assert alert.severity == "critical" and alert.opened_severity == "warning"
+    assert list(alert.transitions.values_list("kind", "severity")) == [
+        ("opened", "warning"),
+        ("severity_changed", "critical"),
+    ]
+    assert AlertNotification.objects.count() == 1  # the firing only
+
+
+def test_reopening_soon_after_resolving_is_a_flap(hysteresis, server, settings):
+    settings.TFT_ALERT_OPEN_AFTER_CRITICAL = settings.TFT_ALERT_RESOLVE_AFTER_CRITICAL = 1
+    _run(server, 0, "critical")
+    _run(server, 1)
+    _run(server, 2, "critical")
+    assert list(Alert.objects.order_by("pk").values_list("flap", flat=True)) == [False, True]
+    assert 'tft_alert_flaps_total{server="ppdb001"} 1.0' in metrics_text().decode()
+
+
+def _window(**kwargs):
+    fields = {
+        "servers": "ppdb*",
+        "starts_at": T0,
+        "ends_at": T0 + timedelta(hours=2),
+        "reason": "kernel upgrade",
+        "created_by": "test",
+        "created_at": T0,
+        **kwargs,
+    }
+    return MaintenanceWindow.objects.create(**fields)
+
+
+def test_inside_a_window_no_alert_opens_or_is_pushed(hysteresis, server):
+    _window()
+    for i in range(5):
+        _run(server, i, "critical")
+    assert not Alert.objects.exists() and not AlertNotification.objects.exists()
+
+
+def test_a_window_on_another_metric_does_not_silence_this_one(hysteresis, server):
+    _window(metric="cpu_pct")
+    for i in range(2):
+        _run(server, i, "critical")
+    assert Alert.objects.filter(metric="mem_pct", state="active").exists()
+
+
+def test_an_open_alert_is_resolved_once_when_a_window_begins_and_never_re_sent(hysteresis, server):
+    for i in range(2):
+        _run(server, i, "critical")
+    _window(starts_at=T0 + timedelta(minutes=10))
+    for i in range(2, 8):
+        _run(server, i, "critical")
+    alert = Alert.objects.get()
+    assert alert.state == "resolved"
+    assert list(alert.transitions.values_list("kind", flat=True)) == ["opened", "silenced"]
+    assert sorted(AlertNotification.objects.values_list("transition", flat=True)) == ["firing", "resolved"]
+
+
+def test_an_ended_window_silences_no_more(hysteresis, server):
+    _window(ended_at=T0 + timedelta(minutes=5))
+    for i in range(2, 4):
+        _run(server, i, "critical")
+    assert Alert.objects.filter(state="active").exists()
+
+
+def test_state_maintenance_counts_as_a_window(settings):
+    ingest_fleet({"ppdb001": {"state": "maintenance"}, "ppdb002": {}}, buckets=3)
+    ids = dict(Server.objects.values_list("name", "id"))
+    assert silenced_keys(now=datetime.now(UTC)) == {(ids["ppdb001"], None)}
+    settings.TFT_MAINTENANCE_STATE_SILENCES = False
+    assert silenced_keys(now=datetime.now(UTC)) == set()
+
+
+def test_window_buckets_are_left_out_of_training_data():
+    end = ingest_fleet(["ppdb001", "ppweb002"], buckets=36)
+    start = end - timedelta(minutes=5 * 35)
+    a, b = start + timedelta(minutes=50), start + timedelta(minutes=100)
+    _window(servers="ppdb001", starts_at=a, ends_at=b)
+    by_name = {w.server: w for w in server_histories()}
+    db = by_name["ppdb001"]
+    gone = np.isnan(db.values).all(axis=1)
+    bucket = [
+        (db.start + timedelta(minutes=5 * i), db.start + timedelta(minutes=5 * (i + 1))) for i in range(len(gone))
+    ]
+    assert gone.tolist() == [lo < b and hi > a for lo, hi in bucket]  # every bucket overlapping the window
+    assert 10 <= gone.sum() <= 11
+    assert not np.isnan(by_name["ppweb002"].values).any()
+    kept = {w.server: w for w in server_histories(keep_silenced=True)}
+    assert not np.isnan(kept["ppdb001"].values).any()

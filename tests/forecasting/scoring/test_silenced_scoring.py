@@ -1,0 +1,48 @@
+"""Maintenance windows are left out of live scoring (and so of the interval calibration, which
+takes the same pass's counts)."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from forecasting.models import ForecastScore, MaintenanceWindow
+from forecasting.scoring.services import forecasts_score
+from tests.forecasting.scoring.test_live_scoring import STEP, _archive_flat_forecast, _observe
+
+pytestmark = pytest.mark.django_db
+
+
+def _window(servers, start, end, metric=""):
+    now = datetime.now(UTC)
+    MaintenanceWindow.objects.create(
+        servers=servers,
+        metric=metric,
+        starts_at=start,
+        ends_at=end,
+        reason="patching",
+        created_by="test",
+        created_at=now,
+    )
+
+
+def test_targets_inside_a_window_are_not_scored():
+    origin = _archive_flat_forecast()
+    _observe("ppdb001", origin, 6)
+    _window("ppdb*", origin + 2 * STEP, origin + 4 * STEP)  # the 3rd and 4th targets
+
+    forecasts_score()
+
+    n = dict(ForecastScore.objects.filter(band="0-30m").values_list("metric", "n"))
+    assert n == {"cpu_pct": 4, "mem_pct": 4, "disk_io_mb_s": 4, "latency_ms": 4}
+
+
+def test_a_window_on_one_metric_or_another_server_leaves_the_rest_scored():
+    origin = _archive_flat_forecast()
+    _observe("ppdb001", origin, 6)
+    _window("ppdb001", origin, origin + timedelta(hours=1), metric="mem_pct")
+    _window("ppweb*", origin, origin + timedelta(hours=1))
+
+    forecasts_score()
+
+    n = dict(ForecastScore.objects.filter(band="0-30m").values_list("metric", "n"))
+    assert n == {"cpu_pct": 6, "disk_io_mb_s": 6, "latency_ms": 6}
