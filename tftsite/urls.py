@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from forecasting.api import AlertsActiveApi, PredictionsCurrentApi, PredictionsServerApi
+from forecasting.api import AlertsActiveApi, PredictionsCurrentApi, PredictionsServerApi, ProbabilitiesReliabilityApi
 from forecasting.prometheus import metrics_view
 from ingest.api import FeedDataApi, HealthApi
 from ingest.contract import SERVER_NAME_PATTERN
@@ -20,6 +20,7 @@ urlpatterns = [
     re_path(rf"^predictions/(?P<server>{SERVER_NAME_PATTERN})/?$", PredictionsServerApi.as_view(),
             name="predictions-server"),
     re_path(r"^alerts/active/?$", AlertsActiveApi.as_view(), name="alerts-active"),
+    re_path(r"^probabilities/reliability/?$", ProbabilitiesReliabilityApi.as_view(), name="probabilities-reliability"),
     re_path(r"^metrics/?$", metrics_view, name="metrics"),
     path("favicon.ico", favicon_view, name="favicon"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

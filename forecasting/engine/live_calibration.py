@@ -102,36 +102,38 @@ def effective_outcomes(counts: dict) -> float:
     return float(np.sum(counts.get("n") or [0.0]))
 
 
-def histogram_scores(p: np.ndarray, n: np.ndarray, incident: np.ndarray, p_squared: np.ndarray) -> dict:
+def histogram_scores(cell: np.ndarray, n: np.ndarray, incident: np.ndarray, p_sum: np.ndarray,
+                     p_squared: np.ndarray) -> dict:  # fmt: skip
     """Scores of served probabilities from histogram cells: each cell holds ``n`` outcomes that are
-    all ``incident`` (0/1) with mean probability ``p`` and sum of squared probabilities
-    ``p_squared``. Same keys as engine.probability_scores.probability_scores; Brier and the
-    reliability table are exact, AUC is exact up to the cells' probability resolution."""
-    p = np.asarray(p, dtype=np.float64)
+    all ``incident`` (0/1), whose probabilities round to ``cell`` and sum to ``p_sum`` (squares:
+    ``p_squared``). Same keys as engine.probability_scores.probability_scores; Brier, the mean and
+    the reliability table are exact, AUC is exact up to the cells' resolution (ties by cell)."""
     n = np.asarray(n, dtype=np.float64)
     e = np.asarray(incident, dtype=np.float64)
+    p_sum = np.asarray(p_sum, dtype=np.float64)
     total = float(n.sum())
     if total <= 0:
         return {"n": 0, "events": 0}
     events = float((n * e).sum())
     base = events / total
-    brier = float((np.asarray(p_squared, dtype=np.float64).sum() - 2 * (n * p * e).sum() + events) / total)
+    brier = float((np.asarray(p_squared, dtype=np.float64).sum() - 2 * (p_sum * e).sum() + events) / total)
     climatology = base * (1 - base)
     return {
         "n": int(total),
         "events": int(events),
         "base_rate": base,
-        "mean_prob": float((n * p).sum() / total),
+        "mean_prob": float(p_sum.sum() / total),
         "brier": brier,
         "brier_climatology": climatology,
         "skill": 1 - brier / climatology if climatology > 0 else math.nan,
-        "auc": auc(p, e, n),
-        "reliability": histogram_reliability(p, n, e),
+        "auc": auc(np.asarray(cell, dtype=np.float64), e, n),
+        "reliability": histogram_reliability(p_sum / np.maximum(n, 1), n, e),
     }
 
 
 def histogram_reliability(p: np.ndarray, n: np.ndarray, e: np.ndarray, bins: int = RELIABILITY_BINS) -> list[dict]:
-    """The 10 equal-width bins of engine.probability_scores.reliability, from histogram cells."""
+    """The 10 equal-width bins of engine.probability_scores.reliability, from histogram cells
+    (mean probability ``p``, ``n`` outcomes, outcome ``e``)."""
     which = np.minimum((p * bins).astype(np.int64), bins - 1)
     table = []
     for b in range(bins):

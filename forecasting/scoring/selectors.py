@@ -82,19 +82,23 @@ def series_accuracy(*, now: datetime | None = None) -> dict[tuple[str, str, str]
 
 
 def _probability_histogram(since: datetime) -> dict[str, tuple]:
-    """window → arrays (mean p, n, incident, Σp²) of resolved outcomes grouped by served probability
-    (to 0.001) and outcome: one GROUP BY."""
+    """window → arrays (cell, n, incident, Σp, Σp²) of resolved outcomes grouped by served probability
+    rounded to 0.001 (the cell) and outcome: one GROUP BY."""
     rows = (
         ProbabilityOutcome.objects.filter(origin__gte=since, incident__isnull=False)
         .annotate(cell=Round("prob_served", 3))
         .values("window", "cell", "incident")
         .annotate(n=Count("id"), p_sum=Sum("prob_served"), p_sq=Sum(F("prob_served") * F("prob_served")))
-        .values_list("window", "incident", "n", "p_sum", "p_sq")
+        .values_list("window", "cell", "incident", "n", "p_sum", "p_sq")
     )
     cells: dict[str, list] = {}
-    for window, incident, n, p_sum, p_sq in rows:
-        cells.setdefault(window, []).append((p_sum / n, n, float(incident), p_sq))
+    for window, cell, incident, n, p_sum, p_sq in rows:
+        cells.setdefault(window, []).append((cell, n, float(incident), p_sum, p_sq))
     return {w: tuple(np.array(col, dtype=np.float64) for col in zip(*c, strict=True)) for w, c in cells.items()}
+
+
+_NO_SCORES = {"n": 0, "events": 0, "base_rate": None, "mean_prob": None, "brier": None, "brier_climatology": None,
+              "skill": None, "auc": None, "reliability": []}
 
 
 def probability_reliability(*, now: datetime | None = None) -> dict:
@@ -110,7 +114,7 @@ def probability_reliability(*, now: datetime | None = None) -> dict:
                    .annotate(n=Count("id")))  # fmt: skip
     windows = {}
     for window in WINDOWS:
-        scores = histogram_scores(*histogram[window]) if window in histogram else {"n": 0, "events": 0}
+        scores = {**_NO_SCORES, **(histogram_scores(*histogram[window]) if window in histogram else {})}
         a, b, outcomes = maps.get((ProbabilityCalibration.FLEET, window), (0.0, 1.0, 0.0))
         windows[window] = {
             **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in scores.items()},

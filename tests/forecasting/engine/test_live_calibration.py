@@ -69,8 +69,8 @@ def test_histogram_scores_agree_with_the_sample_scores():
         cell[2] += pi * pi
     keys = list(cells)
     n = np.array([cells[k][0] for k in keys], dtype=float)
-    got = lc.histogram_scores(np.array([cells[k][1] for k in keys]) / n, n, np.array([k[1] for k in keys], dtype=float),
-                              np.array([cells[k][2] for k in keys]))  # fmt: skip
+    got = lc.histogram_scores(np.array([k[0] for k in keys]), n, np.array([k[1] for k in keys], dtype=float),
+                              np.array([cells[k][1] for k in keys]), np.array([cells[k][2] for k in keys]))  # fmt: skip
     want = probability_scores(p, e)
     for key in ("n", "events", "base_rate", "mean_prob", "brier", "skill", "auc"):
         assert got[key] == pytest.approx(want[key]), key
