@@ -133,8 +133,9 @@ def histogram_scores(cell: np.ndarray, n: np.ndarray, incident: np.ndarray, p_su
 
 def histogram_reliability(p: np.ndarray, n: np.ndarray, e: np.ndarray, bins: int = RELIABILITY_BINS) -> list[dict]:
     """The 10 equal-width bins of engine.probability_scores.reliability, from histogram cells
-    (mean probability ``p``, ``n`` outcomes, outcome ``e``)."""
-    which = np.minimum((p * bins).astype(np.int64), bins - 1)
+    (mean probability ``p``, ``n`` outcomes, outcome ``e``). A cell's mean is a sum divided by a
+    count: the tolerance keeps a cell of 0.2's at 0.2, not at 0.19999999999999998, one bin lower."""
+    which = np.minimum((p * bins + 1e-9).astype(np.int64), bins - 1)
     table = []
     for b in range(bins):
         sel = which == b
