@@ -5,9 +5,10 @@ The map. ``p_served = σ(a + b · logit(p_prior))`` where ``p_prior`` is what th
 serves (its event model, or its trained map): the trained probabilities are the prior, and the map
 starts at the identity (a = 0, b = 1). It is the maximum a posteriori logistic fit of the recorded
 outcomes (did an incident of engine.incidents start within the window) on ``logit(p_prior)``, with a
-Gaussian prior on (a, b) centred on the identity whose precision is ``prior_weight`` (in the units
-of one outcome's log-likelihood): with a few hundred outcomes the prior holds the map near the
-identity, with thousands it moves toward the observed rates. A fleet with fewer incidents than the
+Gaussian prior on (a, b) centred on the identity whose precision is ``prior_weight`` on the
+intercept and ``SLOPE_PRIOR_FACTOR`` times that on the slope (in the units of one outcome's
+log-likelihood): with a few dozen outcomes the prior holds the map near the identity, with
+thousands it moves toward the observed rates. A fleet with fewer incidents than the
 training data (all outcomes 0) pulls ``a`` down and reads lower; one with more reads higher.
 
 Sufficient state. The outcomes are kept as counts per bin of ``logit(p_prior)`` (``BINS`` equal bins
@@ -34,6 +35,12 @@ from forecasting.engine.probability_scores import RELIABILITY_BINS, auc
 BINS = 40
 LOGIT_CLIP = 9.0  # p in [1.2e-4, 0.99988]: beyond that a probability carries no more ranking we can use
 IDENTITY = (0.0, 1.0)
+# The intercept says how often incidents happen on this fleet — what differs most between fleets and
+# what a day of outcomes shows even when it holds no incident. The slope says how sharply the model
+# ranks servers, a property of the model that carries over between fleets and that only incidents
+# inform: a fleet without any must not sharpen (or flatten) the ranking it was trained with. So the
+# slope's prior is this many times firmer than the intercept's.
+SLOPE_PRIOR_FACTOR = 10.0
 _EDGES = np.linspace(-LOGIT_CLIP, LOGIT_CLIP, BINS + 1)
 
 
@@ -69,19 +76,20 @@ def counts_add(counts: dict, p_prior: np.ndarray, events: np.ndarray, *, decay: 
 
 def map_fit(counts: dict, *, prior: tuple[float, float] = IDENTITY, prior_weight: float) -> tuple[float, float]:
     """(a, b): the MAP logistic fit of the counts on logit(p_prior), Gaussian prior centred on
-    ``prior`` with precision ``prior_weight`` (Newton's method; the objective is strictly convex)."""
+    ``prior`` with precision ``prior_weight`` on the intercept and SLOPE_PRIOR_FACTOR times that on
+    the slope (Newton's method; the objective is strictly convex)."""
     n = np.asarray(counts["n"], dtype=np.float64)
     e = np.asarray(counts["events"], dtype=np.float64)
     x = np.divide(np.asarray(counts["logit_sum"], dtype=np.float64), n, out=np.zeros(BINS), where=n > 0)
     theta = np.array(prior, dtype=np.float64)
     centre = theta.copy()
-    lam = max(float(prior_weight), 1e-6)
+    lam = max(float(prior_weight), 1e-6) * np.array([1.0, SLOPE_PRIOR_FACTOR])
     for _ in range(50):
         s = sigmoid(theta[0] + theta[1] * x)
         r = n * s - e
         grad = np.array([r.sum(), (r * x).sum()]) + lam * (theta - centre)
         w = n * s * (1 - s)
-        hess = np.array([[w.sum(), (w * x).sum()], [(w * x).sum(), (w * x * x).sum()]]) + lam * np.eye(2)
+        hess = np.array([[w.sum(), (w * x).sum()], [(w * x).sum(), (w * x * x).sum()]]) + np.diag(lam)
         step = np.linalg.solve(hess, grad)
         theta -= step
         if np.abs(step).max() < 1e-9:

@@ -77,3 +77,10 @@ def test_histogram_scores_agree_with_the_sample_scores():
     assert [(r["bin"], r["n"]) for r in got["reliability"]] == [(r["bin"], r["n"]) for r in want["reliability"]]
     for mine, theirs in zip(got["reliability"], want["reliability"], strict=True):
         assert (mine["mean_prob"], mine["frequency"]) == pytest.approx((theirs["mean_prob"], theirs["frequency"]))
+
+
+def test_a_fleet_without_incidents_lowers_every_server_but_keeps_the_models_ranking():
+    prior = np.random.default_rng(4).uniform(0.1, 0.5, 5000)
+    a, b = lc.map_fit(lc.counts_add(lc.empty_counts(), prior, np.zeros(5000)), prior_weight=WEIGHT)
+    assert a < -1.0  # the fleet's rate is far below the model's
+    assert abs(b - 1.0) < 0.15  # no incident says nothing about how servers rank

@@ -188,3 +188,11 @@ def test_a_profile_with_enough_outcomes_gets_its_own_map(settings):
     live_probabilities_apply(profiles=["web", "database", "batch"], scored=scored)
     web, database, batch = (s.prob_8h for s in scored)
     assert web > batch > database  # batch has no outcomes: it reads the fleet's map
+
+
+def test_the_databases_relative_limits_are_the_engines_defaults():
+    """Rows seeded by migration 0003 (critical 2 × p95) follow the engine's 3 × (migration 0012)."""
+    from forecasting.alerts.selectors import alert_thresholds
+    from forecasting.engine.spec import DEFAULT_THRESHOLDS
+
+    assert alert_thresholds() == DEFAULT_THRESHOLDS
