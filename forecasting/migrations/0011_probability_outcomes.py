@@ -5,48 +5,71 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('forecasting', '0010_band_name_2_8h'),
-        ('ingest', '0006_apikey_moved_to_access'),
+        ("forecasting", "0010_band_name_2_8h"),
+        ("ingest", "0006_apikey_moved_to_access"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ProbabilityCalibration',
+            name="ProbabilityCalibration",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('scope', models.CharField(help_text="'fleet' or a profile", max_length=16)),
-                ('window', models.CharField(max_length=8)),
-                ('counts', models.JSONField(help_text='per bin of logit(prior): n, events, logit_sum (decayed)')),
-                ('a', models.FloatField(default=0.0)),
-                ('b', models.FloatField(default=1.0)),
-                ('outcomes', models.FloatField(default=0.0, help_text='decayed number of outcomes in the counts')),
-                ('events', models.FloatField(default=0.0, help_text='decayed number of incidents in the counts')),
-                ('updated_at', models.DateTimeField()),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("scope", models.CharField(help_text="'fleet' or a profile", max_length=16)),
+                ("window", models.CharField(max_length=8)),
+                ("counts", models.JSONField(help_text="per bin of logit(prior): n, events, logit_sum (decayed)")),
+                ("a", models.FloatField(default=0.0)),
+                ("b", models.FloatField(default=1.0)),
+                ("outcomes", models.FloatField(default=0.0, help_text="decayed number of outcomes in the counts")),
+                ("events", models.FloatField(default=0.0, help_text="decayed number of incidents in the counts")),
+                ("updated_at", models.DateTimeField()),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('scope', 'window'), name='uniq_probability_calibration')],
+                "constraints": [
+                    models.UniqueConstraint(fields=("scope", "window"), name="uniq_probability_calibration")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ProbabilityOutcome',
+            name="ProbabilityOutcome",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('window', models.CharField(help_text='engine.incidents.WINDOWS: 30m or 8h', max_length=8)),
-                ('origin', models.DateTimeField()),
-                ('profile', models.CharField(max_length=16)),
-                ('prob_prior', models.FloatField(help_text="the model's probability, before the live map (the map's input)")),
-                ('prob_served', models.FloatField(help_text='what was served, after the live map')),
-                ('critical', models.JSONField(help_text='the critical limits served at the origin, per metric (engine.spec.TARGETS)')),
-                ('incident', models.BooleanField(default=None, null=True)),
-                ('created_at', models.DateTimeField()),
-                ('resolved_at', models.DateTimeField(blank=True, null=True)),
-                ('server', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='ingest.server')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("window", models.CharField(help_text="engine.incidents.WINDOWS: 30m or 8h", max_length=8)),
+                ("origin", models.DateTimeField()),
+                ("profile", models.CharField(max_length=16)),
+                (
+                    "prob_prior",
+                    models.FloatField(help_text="the model's probability, before the live map (the map's input)"),
+                ),
+                ("prob_served", models.FloatField(help_text="what was served, after the live map")),
+                (
+                    "critical",
+                    models.JSONField(
+                        help_text="the critical limits served at the origin, per metric (engine.spec.TARGETS)"
+                    ),
+                ),
+                ("incident", models.BooleanField(default=None, null=True)),
+                ("created_at", models.DateTimeField()),
+                ("resolved_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "server",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="ingest.server"
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(condition=models.Q(('incident__isnull', True)), fields=['origin'], name='outcome_due_idx'), models.Index(fields=['window', 'origin'], name='outcome_window_origin_idx')],
-                'constraints': [models.UniqueConstraint(fields=('server', 'window', 'origin'), name='uniq_outcome_server_window_origin')],
+                "indexes": [
+                    models.Index(
+                        condition=models.Q(("incident__isnull", True)), fields=["origin"], name="outcome_due_idx"
+                    ),
+                    models.Index(fields=["window", "origin"], name="outcome_window_origin_idx"),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("server", "window", "origin"), name="uniq_outcome_server_window_origin"
+                    )
+                ],
             },
         ),
     ]

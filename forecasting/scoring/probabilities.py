@@ -178,7 +178,9 @@ def probability_maps_update(*, profiles: list[str], windows: list[str], priors: 
     half_life = settings.TFT_PROBABILITY_HALF_LIFE_HOURS * 3600
     for window in sorted(set(windows)):
         in_window = windows_arr == window
-        scopes = [(FLEET, in_window)] + [(p, in_window & (profiles_arr == p)) for p in sorted(set(profiles_arr[in_window]))]
+        scopes = [(FLEET, in_window)] + [
+            (p, in_window & (profiles_arr == p)) for p in sorted(set(profiles_arr[in_window]))
+        ]
         fleet_params = lc.IDENTITY
         for scope, sel in scopes:
             state, _ = ProbabilityCalibration.objects.select_for_update().get_or_create(

@@ -34,16 +34,26 @@ def _history(name: str = "ppdb001", hours_ago: float = 10) -> datetime:
 
 def _outcome(name: str, origin: datetime, window: str = "30m", prior: float = 0.2) -> ProbabilityOutcome:
     return ProbabilityOutcome.objects.create(
-        server=Server.objects.get(name=name), window=window, origin=origin, profile="database", prob_prior=prior,
-        prob_served=prior, critical=CRITICAL, created_at=datetime.now(UTC))
+        server=Server.objects.get(name=name),
+        window=window,
+        origin=origin,
+        profile="database",
+        prob_prior=prior,
+        prob_served=prior,
+        critical=CRITICAL,
+        created_at=datetime.now(UTC),
+    )
 
 
 def _after(name: str, origin: datetime, cpu: list[float], *, state: str = "healthy", then: int = 100) -> None:
     """Buckets from the origin: `cpu` values, then `then` flat healthy ones (the window passes)."""
     values = [*cpu, *([40.0] * then)]
     states = [state] * len(cpu) + ["healthy"] * then
-    ingest_fleet({name: {"cpu_pct": lambda i: values[i], "state": lambda i: states[i]}}, buckets=len(values),
-                 end=origin + STEP * len(values))
+    ingest_fleet(
+        {name: {"cpu_pct": lambda i: values[i], "state": lambda i: states[i]}},
+        buckets=len(values),
+        end=origin + STEP * len(values),
+    )
 
 
 def _origin_bucket(name: str) -> datetime:

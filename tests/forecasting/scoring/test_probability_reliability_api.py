@@ -34,7 +34,9 @@ def test_the_reliability_table_says_how_often_each_probability_came_true(client,
     w = body["windows"]["8h"]
     assert (w["n"], w["events"], w["base_rate"]) == (100, 9, pytest.approx(0.09))
     assert [(r["bin"], r["n"], r["frequency"]) for r in w["reliability"]] == [
-        ("0.0-0.1", 80, pytest.approx(0.05)), ("0.2-0.3", 20, pytest.approx(0.25))]
+        ("0.0-0.1", 80, pytest.approx(0.05)),
+        ("0.2-0.3", 20, pytest.approx(0.25)),
+    ]
     brier = (4 * 0.95**2 + 76 * 0.05**2 + 5 * 0.75**2 + 15 * 0.25**2) / 100
     assert w["brier"] == pytest.approx(brier)
     assert w["skill"] == pytest.approx(1 - brier / (0.09 * 0.91))
