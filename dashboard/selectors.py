@@ -13,6 +13,7 @@ owner (forecasting selectors, forecasting.engine); nothing here re-implements th
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
@@ -20,13 +21,13 @@ from urllib.parse import quote
 from django.conf import settings
 from django.db.models import Count, Max, Q
 
-from forecasting.alerts.selectors import alert_thresholds
+from forecasting.alerts.selectors import alert_thresholds, alerts_open_counts
 from forecasting.engine.series import dominant_state
 from forecasting.engine.spec import HORIZON, STEP_MINUTES
 from forecasting.models import Alert, AlertTransition, PredictionRun, ServerForecast
 from forecasting.registry import active_model_version
 from forecasting.runs.selectors import current_run, origin_is_stale, run_is_stale, stored_explanation
-from forecasting.scoring.selectors import fleet_band_accuracy, server_accuracy
+from forecasting.scoring.selectors import fleet_band_accuracy, probability_reliability, server_accuracy
 from forecasting.windows import maintenance_windows_current, silenced_server_names, window_server_names
 from ingest.contract import METRICS, PROFILE_LABELS, STATE_SEVERITY, STATES
 from ingest.models import MetricBucket, Server
@@ -400,6 +401,49 @@ def _model_name(run: PredictionRun | None) -> str | None:
     return version.name if version else None
 
 
+_HEALTH_ORDER = ("healthy", "warning", "critical")
+
+
+def _health_now(health: str | None, open_alerts: dict[str, int]) -> str | None:
+    """The run's fleet health, raised to the most severe open alert's level (alerts opened or
+    resolved since the run): the tile never reads "healthy" beside open critical alerts."""
+    if health is None:
+        return None
+    floor = "critical" if open_alerts.get("critical") else ("warning" if open_alerts.get("warning") else "healthy")
+    return max(health, floor, key=_HEALTH_ORDER.index)
+
+
+def _pct_label(p: float) -> str:
+    """A probability as an operator reads it: "0.4 %", "18 %"."""
+    value = 100 * p
+    return f"{value:.1f} %" if value < 9.95 else f"{round(value)} %"
+
+
+_WINDOW_LABELS = {"30m": "30 minutes", "8h": "8 hours"}
+
+
+def probability_chart(*, now: datetime | None = None) -> list[dict]:
+    """Per window, the served probabilities' reliability as an SVG-ready diagram (0–100 coordinates:
+    x the mean probability we gave, y how often an incident followed) and its sentences."""
+    panels = []
+    for window, w in probability_reliability(now=now)["windows"].items():
+        points = [
+            {"cx": round(100 * r["mean_prob"], 2), "cy": round(100 - 100 * r["frequency"], 2),
+             "r": round(min(6.0, 2.0 + math.log10(r["n"])), 2), "n": r["n"], "bin": r["bin"],
+             "gave": _pct_label(r["mean_prob"]), "had": _pct_label(r["frequency"])}
+            for r in w["reliability"]
+        ]  # fmt: skip
+        panels.append({
+            "window": window, "label": _WINDOW_LABELS.get(window, window), "n": w["n"], "events": w["events"],
+            "pending": w["pending"], "points": points,
+            "polyline": " ".join(f"{p['cx']},{p['cy']}" for p in points),
+            "base_rate": _pct_label(w["base_rate"]) if w["base_rate"] is not None else "—",
+            "skill": "—" if w["skill"] is None else f"{w['skill']:+.2f}",
+            "auc": "—" if w["auc"] is None else f"{w['auc']:.2f}",
+        })  # fmt: skip
+    return panels
+
+
 def fleet_overview(*, server_prefix: str, now: datetime | None = None, page: int = 1, query: str = "") -> dict:
     """Everything the fleet page shows, in 6 queries (run, model, readiness, forecasts, warmup, live
     accuracy over 24 h per horizon band), or 5 when this run's rows are cached; the table and
@@ -415,7 +459,7 @@ def fleet_overview(*, server_prefix: str, now: datetime | None = None, page: int
     return {
         "run": run,
         "environment": environment,
-        "fleet_health": environment.get("fleet_health"),
+        "fleet_health": _health_now(environment.get("fleet_health"), alerts_open_counts()),
         # The fleet's P(at least one incident) saturates at 100 % on any large fleet, healthy or not;
         # the expected number of servers crossing a critical limit (issue 13) is what the tiles lead with.
         "prob_30m": _pct(environment.get("prob_30m")),
@@ -440,6 +484,7 @@ def fleet_overview(*, server_prefix: str, now: datetime | None = None, page: int
         "accuracy": accuracy_line(fleet_scores),
         "accuracy_bands": band_accuracy_line(fleet_scores["bands"]) if fleet_scores.get("n") else "",
         "stale": bool(run and run_is_stale(run, now=now)),
+        "probability_panels": probability_chart(now=now),
     }
 
 

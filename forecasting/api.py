@@ -37,6 +37,7 @@ from forecasting.runs.selectors import (
     predictions_page_json,
     server_forecast_json,
 )
+from forecasting.scoring.selectors import probability_reliability
 from forecasting.windows import maintenance_windows_current
 from ingest.contract import METRICS, SERVER_NAME_PATTERN, SERVER_NAME_RE
 from ingest.selectors import fleet_readiness
@@ -681,3 +682,67 @@ class MaintenanceWindowEndApi(FeedApiView):
         if window is None:
             return Response({"error": "not_found", "message": f"no maintenance window {window_id}"}, status=404)
         return Response(_window_body(window, now))
+# --- Incident probabilities, scored live (issue 22) ---------------------------------------------------
+
+
+class ReliabilityBinSerializer(serializers.Serializer):
+    bin = serializers.CharField(help_text="served probability range, e.g. 0.2-0.3")
+    n = serializers.IntegerField(help_text="outcomes whose served probability fell in the bin")
+    mean_prob = serializers.FloatField(help_text="their mean served probability")
+    frequency = serializers.FloatField(help_text="the share of them in which an incident started")
+
+
+class ProbabilityMapSerializer(serializers.Serializer):
+    a = serializers.FloatField(help_text="served = σ(a + b · logit(model's probability)); 0 and 1 = identity")
+    b = serializers.FloatField()
+    outcomes = serializers.FloatField(help_text="outcomes in the fleet map (decayed by TFT_PROBABILITY_HALF_LIFE_HOURS)")
+    profiles = serializers.ListField(child=serializers.CharField(), help_text="profiles with a map of their own")
+
+
+class ProbabilityWindowScoresSerializer(serializers.Serializer):
+    """Scores of the served probabilities against what happened (engine.incidents): null with no outcomes."""
+
+    n = serializers.IntegerField(help_text="resolved outcomes (server × origin)")
+    events = serializers.IntegerField(help_text="outcomes in which an incident started")
+    base_rate = serializers.FloatField(allow_null=True, help_text="the fleet's own observed incident rate")
+    mean_prob = serializers.FloatField(allow_null=True, help_text="mean served probability")
+    brier = serializers.FloatField(allow_null=True, help_text="mean squared error of the served probabilities")
+    brier_climatology = serializers.FloatField(allow_null=True, help_text="Brier of always saying base_rate")
+    skill = serializers.FloatField(allow_null=True, help_text="1 − brier / brier_climatology (> 0: informative)")
+    auc = serializers.FloatField(allow_null=True, help_text="P(an incident's probability > a quiet one's)")
+    reliability = ReliabilityBinSerializer(many=True, help_text="10 equal bins of the served probability")
+    pending = serializers.IntegerField(help_text="served probabilities whose window has not passed yet")
+    map = ProbabilityMapSerializer(help_text="the live recalibration map in force for the fleet")
+
+
+class ProbabilityReliabilitySerializer(serializers.Serializer):
+    days = serializers.IntegerField(help_text="outcomes of forecasts made in the last N days (TFT_PROBABILITY_SCORE_DAYS)")
+    windows = serializers.DictField(child=ProbabilityWindowScoresSerializer(), help_text="30m, 8h → scores")
+
+
+_PROBABILITY_WINDOW = {
+    "n": 5760, "events": 58, "base_rate": 0.0101, "mean_prob": 0.012, "brier": 0.0094, "brier_climatology": 0.01,
+    "skill": 0.06, "auc": 0.81, "reliability": [{"bin": "0.0-0.1", "n": 5702, "mean_prob": 0.011, "frequency": 0.009},
+                                                {"bin": "0.2-0.3", "n": 58, "mean_prob": 0.21, "frequency": 0.19}],
+    "pending": 2000, "map": {"a": -1.9, "b": 0.93, "outcomes": 5760.0, "profiles": []},
+}
+
+
+class ProbabilitiesReliabilityApi(ReadApiView):
+    """GET /probabilities/reliability — how the served incident probabilities fared: Brier, skill vs the
+    fleet's own rate, AUC and a 10-bin reliability table per window, and the live map in force."""
+
+    throttle_classes = [ReadRateThrottle, HeavyReadRateThrottle]  # a 7-day GROUP BY: a heavy read
+
+    @extend_schema(
+        summary="Incident probabilities scored live",
+        description="Of the forecasts we gave 20 %, how many had an incident: each served prob_30m / prob_8h is "
+        "kept and, once its window has passed, scored against whether an incident (a critical limit reached for "
+        "TFT_INCIDENT_MIN_BUCKETS buckets, or a bucket in an incident state) started in it.",
+        responses={200: OpenApiResponse(ProbabilityReliabilitySerializer, examples=[OpenApiExample(
+            "A quiet fleet after a day", value={"days": 7, "windows": {"30m": _PROBABILITY_WINDOW, "8h": _PROBABILITY_WINDOW}})])},
+    )  # fmt: skip
+    def get(self, request):
+        run = current_run()
+        return Response(read_cached(name="probabilities:reliability", run_id=run.pk if run else None,
+                                    render=probability_reliability))  # fmt: skip

@@ -301,6 +301,58 @@ class CalibrationState(models.Model):
         return f"{self.server_id} {self.metric} {self.band}"
 
 
+class ProbabilityOutcome(models.Model):
+    """A served incident probability (the first of each server × window × origin) and, once the
+    window has passed, whether an incident (engine.incidents) started in it: the live calibration's
+    data and the live Brier / AUC / reliability (forecasting.scoring.probabilities)."""
+
+    server = models.ForeignKey("ingest.Server", on_delete=models.CASCADE, related_name="+")
+    window = models.CharField(max_length=8, help_text="engine.incidents.WINDOWS: 30m or 8h")
+    origin = models.DateTimeField()
+    profile = models.CharField(max_length=16)
+    prob_prior = models.FloatField(help_text="the model's probability, before the live map (the map's input)")
+    prob_served = models.FloatField(help_text="what was served, after the live map")
+    critical = models.JSONField(help_text="the critical limits served at the origin, per metric (engine.spec.TARGETS)")
+    # The compare-and-swap marker: None until resolved, then whether an incident started.
+    incident = models.BooleanField(null=True, default=None)
+    created_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["server", "window", "origin"], name="uniq_outcome_server_window_origin")
+        ]
+        indexes = [
+            models.Index(fields=["origin"], name="outcome_due_idx", condition=models.Q(incident__isnull=True)),
+            models.Index(fields=["window", "origin"], name="outcome_window_origin_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.server_id} {self.window} from {self.origin.isoformat()}"
+
+
+class ProbabilityCalibration(models.Model):
+    """The live recalibration map of one window, fleet-wide or for one profile (engine.live_calibration):
+    decayed outcome counts per bin of the prior probability and the fitted map p → σ(a + b·logit p)."""
+
+    FLEET = "fleet"
+
+    scope = models.CharField(max_length=16, help_text="'fleet' or a profile")
+    window = models.CharField(max_length=8)
+    counts = models.JSONField(help_text="per bin of logit(prior): n, events, logit_sum (decayed)")
+    a = models.FloatField(default=0.0)
+    b = models.FloatField(default=1.0)
+    outcomes = models.FloatField(default=0.0, help_text="decayed number of outcomes in the counts")
+    events = models.FloatField(default=0.0, help_text="decayed number of incidents in the counts")
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["scope", "window"], name="uniq_probability_calibration")]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.window}"
+
+
 class TrainingRun(models.Model):
     """One retraining (or comparison) of a challenger against the active model, and its decision.
 

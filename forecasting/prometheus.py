@@ -40,7 +40,7 @@ from forecasting.engine.spec import STEP_MINUTES
 from forecasting.models import Alert, PredictionRun, ServerForecast
 from forecasting.registry import active_model_version
 from forecasting.runs.selectors import current_run
-from forecasting.scoring.selectors import series_accuracy
+from forecasting.scoring.selectors import probability_reliability, series_accuracy
 from ingest.selectors import counters_totals, fleet_readiness
 
 # Forecast step (1-based, 5-minute steps) per horizon label: 30 min, 1 h, 4 h, 8 h ahead.
@@ -119,6 +119,19 @@ def _process_text() -> bytes:
     return generate_latest(REGISTRY)
 
 
+_PROBABILITY_SCORES: dict[str, str] = {
+    "n": "Served incident probabilities resolved (their window passed), last TFT_PROBABILITY_SCORE_DAYS days.",
+    "events": "Of them, those in which an incident started.",
+    "base_rate": "The fleet's own observed incident rate.",
+    "brier": "Live Brier score of the served incident probabilities (lower is better).",
+    "skill": "Live Brier skill vs the fleet's own observed rate (> 0: the probabilities carry information).",
+    "auc": "Live AUC of the served incident probabilities.",
+    "pending": "Served incident probabilities whose window has not passed yet.",
+    "map_a": "Live recalibration map, fleet: served = sigmoid(a + b * logit(model probability)); a.",
+    "map_b": "Live recalibration map, fleet: b.",
+}
+
+
 class ServiceCollector:
     """Service metrics from the database: a handful of small queries, whatever the fleet size."""
 
@@ -145,6 +158,29 @@ class ServiceCollector:
 
         yield from self._run_families()
         yield from self._alert_families()
+        yield from self._probability_families()
+
+    def _probability_families(self):
+        """The served incident probabilities scored live (issue 22): one GROUP BY, 2 windows."""
+        scores = probability_reliability(now=self.now)["windows"]
+        families = {
+            key: GaugeMetricFamily(f"tft_probability_{key}", help_text, labels=["window"])
+            for key, help_text in _PROBABILITY_SCORES.items()
+        }
+        reliability = GaugeMetricFamily(
+            "tft_probability_reliability_frequency",
+            "Observed incident frequency among served probabilities in the bin (10 equal bins), last days.",
+            labels=["window", "bin"],
+        )
+        for window, entry in scores.items():
+            for key, family in families.items():
+                value = entry["map"][key[4:]] if key.startswith("map_") else entry[key]
+                if value is not None:
+                    family.add_metric([window], float(value))
+            for row in entry["reliability"]:
+                reliability.add_metric([window, row["bin"]], row["frequency"])
+        yield from families.values()
+        yield reliability
 
     def _run_families(self):
         last = PredictionRun.objects.order_by("-started_at").values_list("status", flat=True).first()

@@ -34,19 +34,19 @@ def ready_server_ids(*, now: datetime | None = None) -> list[int]:
     return list(Server.objects.filter(query).order_by("id").values_list("id", flat=True))
 
 
-def _buckets_sql(n_ids: int, *, context_only: bool) -> str:
+def _buckets_sql(n_ids: int, *, context_only: bool, since: bool = False) -> str:
     span = CONTEXT * STEP_MINUTES
     means = ", ".join(f"b.{m}_sum / b.count" for m in METRICS)
     states = ", ".join(f"b.n_{s}" for s in STATES)
     if connection.vendor == "postgresql":
         epoch = "EXTRACT(EPOCH FROM b.bucket_start)::bigint"
-        since = f"s.last_seen - interval '{span} minutes'"
+        context_start = f"s.last_seen - interval '{span} minutes'"
         ids = "b.server_id = ANY(%s)"
     else:
         epoch = "CAST(strftime('%%s', b.bucket_start) AS INTEGER)"
-        since = f"datetime(s.last_seen, '-{span} minutes')"
+        context_start = f"datetime(s.last_seen, '-{span} minutes')"
         ids = f"b.server_id IN ({', '.join(['%s'] * n_ids)})"
-    recent = f" AND b.bucket_start > {since}" if context_only else ""
+    recent = f" AND b.bucket_start > {context_start}" if context_only else (" AND b.bucket_start >= %s" if since else "")
     # One query for the whole batch of servers; per server it is a range scan of the
     # (server, bucket_start) unique index (over at most one context of buckets for model windows).
     return (
@@ -57,14 +57,16 @@ def _buckets_sql(n_ids: int, *, context_only: bool) -> str:
     )
 
 
-def _bucket_series(*, server_ids: list[int], context_only: bool) -> list[ServerWindow]:
+def _bucket_series(*, server_ids: list[int], context_only: bool, since: datetime | None = None) -> list[ServerWindow]:
     """The one adapter from stored buckets to engine series: bucket means and state counts per
     server, placed on the grid by the engine (which also picks each bucket's dominant state)."""
     if not server_ids:
         return []
     params = [list(server_ids)] if connection.vendor == "postgresql" else list(server_ids)
+    if since is not None:
+        params.append(connection.ops.adapt_datetimefield_value(since))
     with connection.cursor() as cursor:
-        cursor.execute(_buckets_sql(len(server_ids), context_only=context_only), params)
+        cursor.execute(_buckets_sql(len(server_ids), context_only=context_only, since=since is not None), params)
         rows = cursor.fetchall()
     n_m = len(METRICS)
     out = []
@@ -85,6 +87,11 @@ def _bucket_series(*, server_ids: list[int], context_only: bool) -> list[ServerW
 def server_windows(*, server_ids: list[int]) -> list[ServerWindow]:
     """The model window (at most one context of buckets up to each server's latest) of each server."""
     return _bucket_series(server_ids=server_ids, context_only=True)
+
+
+def server_series_since(*, server_ids: list[int], since: datetime) -> list[ServerWindow]:
+    """Each server's buckets from ``since`` on (what happened after forecast origins: probability outcomes)."""
+    return _bucket_series(server_ids=server_ids, context_only=False, since=since)
 
 
 def server_histories(*, server_names: list[str] | None = None, keep_silenced: bool = False) -> list[SeriesWindow]:

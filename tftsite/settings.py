@@ -223,6 +223,23 @@ TFT_KEEP_RUNS = env_int("TFT_KEEP_RUNS", 100, minimum=2)
 TFT_SCORE_RETENTION_DAYS = env_int("TFT_SCORE_RETENTION_DAYS", 8, minimum=1)
 TFT_SCORE_MAX_PER_PASS = env_int("TFT_SCORE_MAX_PER_PASS", 5000, minimum=1)
 TFT_SCORE_INTERVAL_SECONDS = env_int("TFT_SCORE_INTERVAL_SECONDS", 300, minimum=30)
+# Incident probabilities (issue 22): the one incident definition is engine.incidents. A threshold
+# incident is a critical limit reached for at least this many consecutive 5-minute buckets (one noisy
+# bucket is not an incident); a reported incident is a bucket whose dominant state is one of these.
+TFT_INCIDENT_MIN_BUCKETS = env_int("TFT_INCIDENT_MIN_BUCKETS", 2, minimum=1, maximum=12)
+TFT_INCIDENT_STATES = tuple(env_list("TFT_INCIDENT_STATES", ["critical_issue"]))
+if not TFT_INCIDENT_STATES or set(TFT_INCIDENT_STATES) - set(STATES):
+    raise ConfigError(f"TFT_INCIDENT_STATES={','.join(TFT_INCIDENT_STATES)!r}: each must be one of {', '.join(STATES)}")
+# Live calibration of the served probabilities (forecasting.scoring.probabilities, engine.live_calibration):
+# the trained probabilities count as this many outcomes' worth of evidence (the map's prior precision),
+# outcome counts halve every TFT_PROBABILITY_HALF_LIFE_HOURS so the map follows the fleet, a profile gets
+# its own map once it has this many (decayed) outcomes, and a pass resolves at most this many outcomes.
+TFT_PROBABILITY_PRIOR_WEIGHT = env_float("TFT_PROBABILITY_PRIOR_WEIGHT", 100.0, minimum=0.001)
+TFT_PROBABILITY_HALF_LIFE_HOURS = env_float("TFT_PROBABILITY_HALF_LIFE_HOURS", 72.0, minimum=1.0)
+TFT_PROBABILITY_PROFILE_MIN_OUTCOMES = env_int("TFT_PROBABILITY_PROFILE_MIN_OUTCOMES", 2000, minimum=1)
+TFT_PROBABILITY_MAX_PER_PASS = env_int("TFT_PROBABILITY_MAX_PER_PASS", 20000, minimum=1)
+# Live probability scores (/status, /metrics, /probabilities/reliability) cover the outcomes of this many days.
+TFT_PROBABILITY_SCORE_DAYS = env_int("TFT_PROBABILITY_SCORE_DAYS", 7, minimum=1)
 TFT_DEVICE = env_choice("TFT_DEVICE", "auto", ("auto", "cpu", "cuda"))
 TFT_GPU_QUEUE = env_str("TFT_GPU_QUEUE", "gpu")
 # torch CPU threads in the prediction worker (0 = torch's default, all cores). On a machine whose

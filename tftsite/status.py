@@ -6,7 +6,7 @@ from django.conf import settings
 from forecasting.lifecycle.selectors import model_lifecycle
 from forecasting.registry import active_model_version
 from forecasting.runs.selectors import status_section
-from forecasting.scoring.selectors import fleet_accuracy
+from forecasting.scoring.selectors import fleet_accuracy, probability_reliability
 from ingest.selectors import Readiness, counters_totals, fleet_readiness, server_readiness_list
 
 
@@ -58,6 +58,7 @@ def status_body(*, with_servers: bool = False, with_model: bool = False) -> dict
         },
         **forecasting,
         "accuracy": fleet_accuracy(),
+        "probabilities": probability_reliability(),
     }
     body["model"] |= model_lifecycle(version=active_model_version())
     if not with_model:

@@ -9,6 +9,7 @@ from forecasting.api import (
     MaintenanceWindowsListApi,
     PredictionsCurrentApi,
     PredictionsServerApi,
+    ProbabilitiesReliabilityApi,
 )
 from forecasting.prometheus import metrics_view
 from ingest.api import FeedDataApi, HealthApi
@@ -30,6 +31,7 @@ urlpatterns = [
     re_path(r"^alerts/windows/create/?$", MaintenanceWindowCreateApi.as_view(), name="maintenance-window-create"),
     re_path(r"^alerts/windows/(?P<window_id>[0-9]+)/end/?$", MaintenanceWindowEndApi.as_view(),
             name="maintenance-window-end"),
+    re_path(r"^probabilities/reliability/?$", ProbabilitiesReliabilityApi.as_view(), name="probabilities-reliability"),
     re_path(r"^metrics/?$", metrics_view, name="metrics"),
     path("favicon.ico", favicon_view, name="favicon"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from access.read_limits import HeavyReadRateThrottle, read_cached
 from access.throttles import ReadRateThrottle
 from access.views import ReadApiView
-from forecasting.api import AccuracySerializer, MetricAccuracySerializer
+from forecasting.api import AccuracySerializer, MetricAccuracySerializer, ProbabilityReliabilitySerializer
 from forecasting.runs.selectors import current_run
 from tftsite.status import status_body
 
@@ -128,6 +128,8 @@ class StatusApi(ReadApiView):
         last_attempt = StatusLastAttemptSerializer(required=False, help_text="the newest run, whatever its status")
         servers = ServerReadinessSerializer(many=True, required=False, help_text="only with ?servers=1")
         accuracy = StatusAccuracySerializer(help_text="live accuracy of the fleet's scored forecasts")
+        probabilities = ProbabilityReliabilitySerializer(
+            help_text="the served incident probabilities scored live (as GET /probabilities/reliability)")
 
     @extend_schema(
         summary="Warmup, counters and prediction status",
@@ -157,7 +159,8 @@ class StatusApi(ReadApiView):
                                "last_attempt": {"status": "complete", "started_at": "2025-10-13T16:30:13+00:00",
                                                 "error": None},
                                "accuracy": {window: {**_FLEET_ACCURACY, "metrics": {"cpu_pct": _FLEET_ACCURACY}}
-                                            for window in ("24h", "7d")}},
+                                            for window in ("24h", "7d")},
+                               "probabilities": {"days": 7, "windows": {}}},
                     )
                 ],
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.db.models import Count
 
 from forecasting.engine.alert_rules import Hysteresis
 from forecasting.engine.spec import DEFAULT_THRESHOLDS
@@ -36,6 +37,13 @@ def open_alerts(*, server_name: str | None = None, server_names: list[str] | Non
     if server_names is not None:
         query = query.filter(server__name__in=server_names)
     return query.order_by("-severity", "minutes_ahead")
+
+
+def alerts_open_counts() -> dict[str, int]:
+    """Open (active or acknowledged) alerts per severity: the floor of the fleet's health."""
+    rows = (Alert.objects.filter(state__in=[Alert.State.ACTIVE, Alert.State.ACKNOWLEDGED])
+            .values_list("severity").annotate(n=Count("id")))  # fmt: skip
+    return {severity: n for severity, n in rows}
 
 
 _CONTRACT_ALERT_FIELDS = (

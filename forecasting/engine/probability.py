@@ -21,9 +21,15 @@ frequency, fitted on validation forecasts. Serving applies it to each server's p
 (`recalibrated`); folders without the file serve the raw probabilities. Per-metric probabilities in
 the forecast summary stay raw (they rank metrics, they are not the calibrated figure).
 
-Fleet health looks at servers, not at the fleet product (which grows with fleet size even when
-every server is fine): `critical` when some server's prob_30m ≥ 0.5, `warning` when some server is
-high-risk (its prob_8h ≥ 0.5), else `healthy`.
+Fleet figures (issue 22). The headline is the expected number of servers with an incident,
+``expected_incidents_W = Σ_s p_s(W)`` over the served (calibrated) probabilities; the fleet product
+P(any server) saturates at 100 % on any large fleet, healthy or not, and is kept as a secondary figure.
+Fleet health is derived from the expected incidents, the per-server probabilities and the open
+alerts, so the tiles never contradict the alert count (`fleet_health`):
+``critical`` when a critical alert is open, some server's prob_30m ≥ 0.5, or the fleet expects
+≥ 1 incident within 30 minutes; else ``warning`` when a warning alert is open, some server's
+prob_8h ≥ 0.5, or the fleet expects ≥ max(1, servers / 20) incidents within 8 hours (more than
+one per 20 servers); else ``healthy``.
 """
 
 from __future__ import annotations
@@ -129,19 +135,34 @@ def recalibrated(p: np.ndarray, table: dict | None) -> np.ndarray:
     return np.clip(np.interp(p, table["x"], table["y"]), 0.0, 1.0)
 
 
-def fleet_environment(server_probs: list[tuple[float, float]]) -> dict:
-    """The contract's `environment` from each server's (prob_30m, prob_8h)."""
+EXPECTED_30M_CRITICAL = 1.0  # expected incidents within 30 min that make the fleet critical
+SERVERS_PER_EXPECTED_8H = 20  # warning above one expected incident per this many servers within 8 h
+
+
+def fleet_health(*, expected_30m: float, expected_8h: float, max_30m: float, max_8h: float, servers: int,
+                 critical_alerts: int = 0, warning_alerts: int = 0) -> str:  # fmt: skip
+    """The documented rule (module docstring): alerts, per-server and expected-incident cut-offs."""
+    if critical_alerts > 0 or max_30m >= CRITICAL_PROB_30M or expected_30m >= EXPECTED_30M_CRITICAL:
+        return "critical"
+    if (warning_alerts > 0 or max_8h >= HIGH_RISK_PROB
+            or expected_8h >= max(1.0, servers / SERVERS_PER_EXPECTED_8H)):  # fmt: skip
+        return "warning"
+    return "healthy"
+
+
+def fleet_environment(server_probs: list[tuple[float, float]], *, critical_alerts: int = 0,
+                      warning_alerts: int = 0) -> dict:  # fmt: skip
+    """The contract's `environment` from each server's served (prob_30m, prob_8h) and the open
+    alerts' counts by severity."""
     p30 = np.array([p[0] for p in server_probs], dtype=np.float64)
     p8h = np.array([p[1] for p in server_probs], dtype=np.float64)
     fleet_30m = float(1 - np.prod(1 - p30)) if p30.size else 0.0
     fleet_8h = float(1 - np.prod(1 - p8h)) if p8h.size else 0.0
     high_risk = int((p8h >= HIGH_RISK_PROB).sum())
-    if (p30 >= CRITICAL_PROB_30M).any():
-        health = "critical"
-    elif high_risk:
-        health = "warning"
-    else:
-        health = "healthy"
+    health = fleet_health(expected_30m=float(p30.sum()), expected_8h=float(p8h.sum()),
+                          max_30m=float(p30.max(initial=0.0)), max_8h=float(p8h.max(initial=0.0)),
+                          servers=len(server_probs), critical_alerts=critical_alerts,
+                          warning_alerts=warning_alerts)  # fmt: skip
     return {
         "prob_30m": round(fleet_30m, 4),
         "prob_8h": round(fleet_8h, 4),

@@ -33,6 +33,7 @@ from forecasting.registry import active_model_version, model_versions_sync
 from forecasting.runs.inference import ModelUnavailableError, get_forecaster, log_once
 from forecasting.runs.services import prediction_run_fail, prediction_run_finalize, prediction_run_start
 from forecasting.scoring.calibration import served_log_factors
+from forecasting.scoring.probabilities import live_probabilities_apply, probability_outcomes_archive
 from forecasting.scoring.services import forecasts_archive
 from forecasting.windows import ServerWindow, server_windows
 
@@ -240,7 +241,8 @@ def _chunk_into_run(run: PredictionRun, forecast: ChunkForecast, timings: dict[s
     run.save()
 
 
-def _store_chunk(*, run_id: int, server_ids: list[int], rows: list, forecast: ChunkForecast, timings: dict) -> bool:
+def _store_chunk(*, run_id: int, server_ids: list[int], rows: list, forecast: ChunkForecast, timings: dict,
+                 scored: list[ServedForecast], priors: dict[str, np.ndarray]) -> bool:  # fmt: skip
     """Store the chunk's forecasts unless the run ended or the chunk is already in; finalise the run
     after its last chunk. True when the run was finalised."""
     started = time.perf_counter()
@@ -255,6 +257,7 @@ def _store_chunk(*, run_id: int, server_ids: list[int], rows: list, forecast: Ch
         # Live scoring keeps the first forecast of each new origin; runs are pruned long before 8 h.
         forecasts_archive(windows=forecast.windows, quantiles=forecast.quantiles, methods=[r.method for r in rows],
                           model_name=forecast.version.name if forecast.forecaster is not None else "")
+        probability_outcomes_archive(windows=forecast.windows, priors=priors, scored=scored)
         _chunk_into_run(run, forecast, {**timings, "write": time.perf_counter() - started})
         if run.chunks_done >= run.chunks_total:
             prediction_run_finalize(run=run)
@@ -276,12 +279,15 @@ def prediction_chunk_execute(*, run_id: int, server_ids: list[int], explain: str
     started = time.perf_counter()
     scored = serve_forecasts([sw.window for sw in windows], forecast.quantiles, alert_thresholds(), forecast.log_factors)
     _recalibrate_probabilities(forecast, scored)
+    # Issue 22: the live map learnt from recorded outcomes, over the model's probabilities (its prior).
+    priors = live_probabilities_apply(profiles=[sw.window.profile for sw in windows], scored=scored)
     timings.update(forecast.timings, alerts=time.perf_counter() - started)
     started = time.perf_counter()
     explanations = _explain_chunk(forecast, scored, explain)
     timings["explain"] = time.perf_counter() - started
     rows = _forecast_rows(run_id, forecast, scored, explanations)
-    return _store_chunk(run_id=run_id, server_ids=server_ids, rows=rows, forecast=forecast, timings=timings)
+    return _store_chunk(run_id=run_id, server_ids=server_ids, rows=rows, forecast=forecast, timings=timings,
+                        scored=scored, priors=priors)
 
 
 def fleet_predict(

@@ -17,6 +17,7 @@ from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from forecasting.alerts.selectors import alerts_open_counts
 from forecasting.alerts.services import alerts_apply_run
 from forecasting.engine.probability import fleet_environment
 from forecasting.models import PredictionRun, ServerForecast
@@ -144,7 +145,11 @@ def prediction_run_finalize(*, run: PredictionRun) -> None:
     # alerts stay as they are (not resolved: silence is no evidence the problem went away, and a
     # resolve pushed for a server that stopped reporting would hide the very moment it may be down).
     alerts_apply_run(run=run, forecasts=[f for f in forecasts if f[0] not in stale], now=now, held_server_ids=stale)
-    run.environment = fleet_environment([(p30, p8h) for _, _, p30, p8h, _ in forecasts])
+    # Fleet health never says "healthy" beside open alerts (engine.probability documents the rule).
+    open_alerts = alerts_open_counts()
+    run.environment = fleet_environment([(p30, p8h) for _, _, p30, p8h, _ in forecasts],
+                                        critical_alerts=open_alerts.get("critical", 0),
+                                        warning_alerts=open_alerts.get("warning", 0))  # fmt: skip
     run.durations = {**run.durations, "finalize": round(time.perf_counter() - started, 4)}
     run.status = PredictionRun.Status.COMPLETE
     run.finished_at = now

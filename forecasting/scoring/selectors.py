@@ -2,15 +2,21 @@
 per horizon band and per series, from summed score columns."""
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
-from django.db.models import Sum
+import numpy as np
+from django.conf import settings
+from django.db.models import Count, F, Sum
+from django.db.models.functions import Round
 
+from forecasting.engine.incidents import WINDOWS
+from forecasting.engine.live_calibration import histogram_scores
 from forecasting.engine.scoring import SUMS as SCORE_SUMS
 from forecasting.engine.scoring import accuracy
 from forecasting.engine.spec import BAND_NAMES as SCORE_BANDS
 from forecasting.engine.spec import METRICS
-from forecasting.models import ForecastScore
+from forecasting.models import ForecastScore, ProbabilityCalibration, ProbabilityOutcome
 
 ACCURACY_WINDOWS: dict[str, timedelta] = {"24h": timedelta(hours=24), "7d": timedelta(days=7)}
 
@@ -70,3 +76,50 @@ def series_accuracy(*, now: datetime | None = None) -> dict[tuple[str, str, str]
     return {key: accuracy(s) for key, s in sums.items()}
 
 
+
+
+# --- Incident probabilities (issue 22) ---------------------------------------------------------------
+
+
+def _probability_histogram(since: datetime) -> dict[str, tuple]:
+    """window → arrays (cell, n, incident, Σp, Σp²) of resolved outcomes grouped by served probability
+    rounded to 0.001 (the cell) and outcome: one GROUP BY."""
+    rows = (
+        ProbabilityOutcome.objects.filter(origin__gte=since, incident__isnull=False)
+        .annotate(cell=Round("prob_served", 3))
+        .values("window", "cell", "incident")
+        .annotate(n=Count("id"), p_sum=Sum("prob_served"), p_sq=Sum(F("prob_served") * F("prob_served")))
+        .values_list("window", "cell", "incident", "n", "p_sum", "p_sq")
+    )
+    cells: dict[str, list] = {}
+    for window, cell, incident, n, p_sum, p_sq in rows:
+        cells.setdefault(window, []).append((cell, n, float(incident), p_sum, p_sq))
+    return {w: tuple(np.array(col, dtype=np.float64) for col in zip(*c, strict=True)) for w, c in cells.items()}
+
+
+_NO_SCORES = {"n": 0, "events": 0, "base_rate": None, "mean_prob": None, "brier": None, "brier_climatology": None,
+              "skill": None, "auc": None, "reliability": []}
+
+
+def probability_reliability(*, now: datetime | None = None) -> dict:
+    """Live scores of the served incident probabilities over TFT_PROBABILITY_SCORE_DAYS, per window:
+    n, events, base_rate (the fleet's own observed rate), mean_prob, brier, skill (vs that rate),
+    auc, a 10-bin reliability table; the live map in force (fleet) and the outcomes still pending."""
+    now = now or datetime.now(UTC)
+    days = settings.TFT_PROBABILITY_SCORE_DAYS
+    histogram = _probability_histogram(now - timedelta(days=days))
+    maps = {(s, w): (a, b, n) for s, w, a, b, n in
+            ProbabilityCalibration.objects.values_list("scope", "window", "a", "b", "outcomes")}  # fmt: skip
+    pending = dict(ProbabilityOutcome.objects.filter(incident__isnull=True).values_list("window")
+                   .annotate(n=Count("id")))  # fmt: skip
+    windows = {}
+    for window in WINDOWS:
+        scores = {**_NO_SCORES, **(histogram_scores(*histogram[window]) if window in histogram else {})}
+        a, b, outcomes = maps.get((ProbabilityCalibration.FLEET, window), (0.0, 1.0, 0.0))
+        windows[window] = {
+            **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in scores.items()},
+            "pending": pending.get(window, 0),
+            "map": {"a": a, "b": b, "outcomes": outcomes,
+                    "profiles": sorted(s for (s, w) in maps if w == window and s != ProbabilityCalibration.FLEET)},
+        }  # fmt: skip
+    return {"days": days, "windows": windows}

@@ -34,6 +34,7 @@ from forecasting.engine.spec import (
 )
 from forecasting.models import ArchivedForecast, ForecastScore
 from forecasting.scoring.calibration import intervals_recalibrate
+from forecasting.scoring.probabilities import probability_outcomes_prune, probability_outcomes_resolve
 from forecasting.windows import silenced_spans
 from ingest.models import MetricBucket
 
@@ -301,16 +302,18 @@ def forecasts_score(*, limit: int | None = None) -> ScoringPass:
 
 
 def forecast_scores_prune(*, now: datetime | None = None) -> int:
-    """Delete score rows, and archived forecasts never scored (their server went quiet), older than
-    TFT_SCORE_RETENTION_DAYS."""
+    """Delete score rows, archived forecasts never scored (their server went quiet) and probability
+    outcomes older than TFT_SCORE_RETENTION_DAYS."""
     cutoff = (now or _now()) - timedelta(days=settings.TFT_SCORE_RETENTION_DAYS)
     scores = ForecastScore.objects.filter(hour__lt=cutoff).delete()[0]
     archived = ArchivedForecast.objects.filter(origin__lt=cutoff).delete()[0]
-    return scores + archived
+    return scores + archived + probability_outcomes_prune(now=now)
 
 
 def live_scoring_pass(*, limit: int | None = None) -> ScoringPass:
-    """The periodic task's work: one scoring pass, then the retention (an indexed range delete)."""
+    """The periodic task's work: one scoring pass, one pass of incident-probability outcomes (issue
+    22), then the retention (indexed range deletes)."""
     result = forecasts_score(limit=limit)
+    probability_outcomes_resolve()
     forecast_scores_prune()
     return result

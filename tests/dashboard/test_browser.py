@@ -343,3 +343,30 @@ def test_server_page_shows_the_alert_timeline_with_the_forecast_that_raised_it(p
         assert kinds[-1] == "opened" and "silenced" in kinds  # newest first
         assert re.search(rf"{names[0]}: \w+ p\d0 forecast peaks", rows.last.inner_text())
         page.screenshot(path=str(ARTIFACTS / "dashboard-timeline.png"), full_page=True)
+def test_the_fleet_page_draws_the_probability_reliability_chart(page, live_server, no_models):
+    from tests.dashboard.test_probability_panel import resolved_outcomes
+
+    with own_connection():
+        names = hot_fleet(2, hot=0)
+        fleet_predict()
+        resolved_outcomes(names[0])
+        page.reload()
+
+        chart = page.locator('#probability-reliability figure[data-window="8h"] svg')
+        chart.wait_for()
+        box = chart.bounding_box()
+        assert box is not None and box["width"] > 200 and box["height"] > 200
+        # Each bin is a drawn circle inside the plot, where it belongs: x the probability we gave, y 1 − what happened.
+        circles = chart.locator("circle.bin")
+        assert circles.count() == 2
+        frame = chart.locator("rect.frame").bounding_box()
+        dots = sorted((c.bounding_box() for c in circles.all()), key=lambda b: b["x"])
+        centres = [((d["x"] + d["width"] / 2 - frame["x"]) / frame["width"],
+                    1 - (d["y"] + d["height"] / 2 - frame["y"]) / frame["height"]) for d in dots]  # fmt: skip
+        assert centres[0] == pytest.approx((0.02, 0.02), abs=0.02)
+        assert centres[1] == pytest.approx((0.20, 0.18), abs=0.02)
+        fill = circles.first.evaluate("c => getComputedStyle(c).fill")
+        assert fill not in ("none", "rgba(0, 0, 0, 0)")
+        text = page.locator('#probability-reliability figure[data-window="8h"]').inner_text()
+        assert "Of the forecasts we gave 20 %, 18 % had an incident" in text
+        page.screenshot(path=str(ARTIFACTS / "dashboard-probability-reliability.png"), full_page=True)

@@ -63,10 +63,16 @@ def test_fleet_probability_assumes_independent_servers():
 @pytest.mark.parametrize(
     ("pairs", "health"),
     [([(0.0, 0.0)], "healthy"), ([(0.1, 0.55)], "warning"), ([(0.6, 0.9)], "critical"), ([], "healthy"),
-     ([(0.3, 0.4)] * 20, "healthy")],
+     ([(0.02, 0.04)] * 20, "healthy"), ([(0.02, 0.1)] * 20, "warning"), ([(0.06, 0.1)] * 20, "critical")],
 )
 def test_fleet_health_cut_offs(pairs, health):
+    # 20 servers: 0.8 expected within 8 h is healthy, 2 is a warning (> 1 per 20 servers); 1.2 within 30 min is critical
     assert fleet_environment(pairs)["fleet_health"] == health
+
+
+@pytest.mark.parametrize(("alerts", "health"), [({"warning_alerts": 1}, "warning"), ({"critical_alerts": 1}, "critical")])
+def test_open_alerts_set_a_floor_on_fleet_health(alerts, health):
+    assert fleet_environment([(0.0, 0.0)] * 20, **alerts)["fleet_health"] == health
 
 
 def test_p50_crossing_raises_warning_and_critical_with_steps_ahead():

@@ -26,7 +26,7 @@ def _one_open_alert_per_server_metric(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("forecasting", "0010_band_name_2_8h"),
+        ("forecasting", "0012_relative_critical_3x"),
         ("ingest", "0006_apikey_moved_to_access"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
