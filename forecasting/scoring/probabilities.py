@@ -32,7 +32,7 @@ from forecasting.engine import live_calibration as lc
 from forecasting.engine.incidents import WINDOWS, reported_starts, threshold_starts
 from forecasting.engine.spec import STEP_MINUTES, TARGETS
 from forecasting.models import ProbabilityCalibration, ProbabilityOutcome
-from forecasting.windows import server_series_since
+from forecasting.windows import server_series_since, silenced_spans
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +114,12 @@ class _Due:
     priors: np.ndarray
     critical: np.ndarray  # (N, M)
 
+    def subset(self, keep: np.ndarray) -> _Due:
+        rows = np.flatnonzero(keep)
+        return _Due(self.ids[rows], self.server_ids[rows], [self.windows[r] for r in rows],
+                    [self.origins[r] for r in rows], [self.profiles[r] for r in rows], self.priors[rows],
+                    self.critical[rows])  # fmt: skip
+
 
 def _due_outcomes(limit: int) -> _Due | None:
     rows = list(
@@ -133,6 +139,17 @@ def _due_outcomes(limit: int) -> _Due | None:
         priors=np.array([r[5] for r in rows], dtype=np.float64),
         critical=np.array([[np.inf if v is None else v for v in r[6]] for r in rows], dtype=np.float64),
     )
+
+
+def _silenced(due: _Due) -> np.ndarray:
+    """(N,) does a maintenance window overlap the outcome's window? What happens inside a window is
+    not evidence about the probability we served (an operator was working on the server)."""
+    ends = [o + _STEP * WINDOWS[w] for o, w in zip(due.origins, due.windows, strict=True)]
+    spans = silenced_spans(server_ids=np.unique(due.server_ids).tolist(), start=min(due.origins), end=max(ends))
+    out = np.zeros(len(due.ids), dtype=bool)
+    for i, (sid, origin, end) in enumerate(zip(due.server_ids.tolist(), due.origins, ends, strict=True)):
+        out[i] = any(lo < end and hi > origin for lo, hi, _ in spans.get(sid, ()))
+    return out
 
 
 def _incidents(due: _Due) -> np.ndarray:
@@ -212,6 +229,12 @@ def probability_outcomes_resolve(*, limit: int | None = None, now: datetime | No
         due = _due_outcomes(limit)
         if due is None:
             return OutcomePass(0, 0)
+        silenced = _silenced(due)
+        if silenced.any():  # left out of the maps and the live scores: the rows go
+            ProbabilityOutcome.objects.filter(pk__in=due.ids[silenced].tolist()).delete()
+            if silenced.all():
+                return OutcomePass(0, 0)
+            due = due.subset(~silenced)
         incident = _incidents(due)
         if not _markers_move(due, incident, now):
             transaction.set_rollback(True)

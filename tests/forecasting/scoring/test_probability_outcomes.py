@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from forecasting.models import ProbabilityCalibration, ProbabilityOutcome
+from forecasting.models import MaintenanceWindow, ProbabilityCalibration, ProbabilityOutcome
 from forecasting.runs.chunks import fleet_predict
 from forecasting.scoring.probabilities import (
     live_probabilities_apply,
@@ -103,6 +103,22 @@ def test_an_incident_after_the_window_is_not_in_it():
     probability_outcomes_resolve()
 
     assert dict(ProbabilityOutcome.objects.values_list("window", "incident")) == {"30m": False, "8h": True}
+
+
+def test_an_outcome_in_a_maintenance_window_is_left_out():
+    ingest_fleet(["ppdb001", "ppdb002"], buckets=30, end=datetime.now(UTC) - timedelta(hours=12))
+    origins = {name: _origin_bucket(name) for name in ("ppdb001", "ppdb002")}
+    for name, origin in origins.items():
+        _outcome(name, origin)
+        _after(name, origin, [40, 95, 95])
+    start = origins["ppdb001"] + STEP
+    MaintenanceWindow.objects.create(servers="ppdb001", starts_at=start, ends_at=start + timedelta(hours=1),
+                                     reason="disk swap", created_by="test", created_at=start)  # fmt: skip
+
+    result = probability_outcomes_resolve()
+
+    assert (result.resolved, result.incidents) == (1, 1)
+    assert list(ProbabilityOutcome.objects.values_list("server__name", "incident")) == [("ppdb002", True)]
 
 
 def test_an_outcome_waits_until_its_window_has_passed():
