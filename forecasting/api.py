@@ -9,7 +9,7 @@ import base64
 import json
 import logging
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -573,6 +573,10 @@ class AlertsActiveApi(ReadApiView):
 
 
 SERVER_PATTERN_RE = re.compile(r"^[A-Za-z0-9._\-*?\[\]!]+$")
+WINDOW_MAX_BACKDATE = timedelta(days=1)
+WINDOW_MAX_AHEAD = timedelta(days=366)
+# A comma-separated list of those (what the schema says; validate_servers normalises the spaces).
+SERVERS_LIST_PATTERN = r"^\s*[A-Za-z0-9._\-*?\[\]!]+\s*(,\s*[A-Za-z0-9._\-*?\[\]!]+\s*)*$"
 
 
 def _window_state(window, now) -> str:
@@ -629,12 +633,13 @@ class MaintenanceWindowCreateApi(FeedApiView):
         class Meta:
             ref_name = "MaintenanceWindowCreate"
 
-        servers = serializers.CharField(max_length=500, help_text="server names or globs, comma-separated (db-*, web01)")
+        servers = serializers.RegexField(SERVERS_LIST_PATTERN, max_length=500,
+                                         help_text="server names or globs, comma-separated (db-*, web01)")
         metric = serializers.ChoiceField(choices=["", *METRICS], required=False, default="",
                                          help_text="only this metric's alerts (default: all)")
         starts_at = serializers.DateTimeField(required=False, help_text="default: now")
         ends_at = serializers.DateTimeField()
-        reason = serializers.CharField(max_length=300)
+        reason = serializers.CharField(min_length=1, max_length=300)
 
         def validate_servers(self, value: str) -> str:
             patterns = [p.strip() for p in value.split(",") if p.strip()]
@@ -650,6 +655,11 @@ class MaintenanceWindowCreateApi(FeedApiView):
                 raise serializers.ValidationError({"ends_at": "must be after starts_at"})
             if attrs["ends_at"] <= now:
                 raise serializers.ValidationError({"ends_at": "is in the past"})
+            # A window is planned maintenance, not a way to switch alerting off for good.
+            if attrs["starts_at"] < now - WINDOW_MAX_BACKDATE:
+                raise serializers.ValidationError({"starts_at": "more than a day in the past"})
+            if attrs["ends_at"] > now + WINDOW_MAX_AHEAD:
+                raise serializers.ValidationError({"ends_at": "more than a year ahead"})
             return attrs
 
     @extend_schema(
@@ -674,9 +684,16 @@ class MaintenanceWindowEndApi(FeedApiView):
     @extend_schema(
         summary="End a maintenance window",
         request=None,
-        responses={200: MaintenanceWindowSerializer, 404: OpenApiResponse(ErrorSerializer, description="No such window.")},
+        parameters=[OpenApiParameter("window_id", int, OpenApiParameter.PATH, description="the window's id")],
+        responses={200: MaintenanceWindowSerializer, 400: OpenApiResponse(ErrorSerializer, description="Not an id."),
+                   404: OpenApiResponse(ErrorSerializer, description="No such window.")},
     )
-    def post(self, request, window_id: int):
+    def post(self, request, window_id: str):
+        if not re.fullmatch(r"-?[0-9]+", window_id):  # an integer, as the schema says
+            raise ValidationError({"window_id": "a window's id (a whole number)"}, code="invalid_request")
+        window_id = int(window_id)
+        if not 0 < window_id < 2**63:  # no such row (and beyond the id column's range)
+            return Response({"error": "not_found", "message": f"no maintenance window {window_id}"}, status=404)
         now = datetime.now(UTC)
         window = maintenance_window_end(window_id=window_id, now=now)
         if window is None:

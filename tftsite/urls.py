@@ -29,7 +29,7 @@ urlpatterns = [
     re_path(r"^alerts/active/?$", AlertsActiveApi.as_view(), name="alerts-active"),
     re_path(r"^alerts/windows/?$", MaintenanceWindowsListApi.as_view(), name="maintenance-windows"),
     re_path(r"^alerts/windows/create/?$", MaintenanceWindowCreateApi.as_view(), name="maintenance-window-create"),
-    re_path(r"^alerts/windows/(?P<window_id>[0-9]+)/end/?$", MaintenanceWindowEndApi.as_view(),
+    re_path(r"^alerts/windows/(?P<window_id>[^/]+)/end/?$", MaintenanceWindowEndApi.as_view(),
             name="maintenance-window-end"),
     re_path(r"^probabilities/reliability/?$", ProbabilitiesReliabilityApi.as_view(), name="probabilities-reliability"),
     re_path(r"^metrics/?$", metrics_view, name="metrics"),

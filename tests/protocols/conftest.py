@@ -1,15 +1,15 @@
 """Helpers for the protocol tests: WriteRequest bodies built with the protobuf runtime (the real
 senders, Prometheus and the OpenTelemetry SDK, are in tests/integrations and test_otlp)."""
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import cramjam
 import pytest
 
 from protocols.remote_write import WriteRequest
-from tests.conftest import TEST_API_KEY
+from tests.conftest import RECENT, TEST_API_KEY
 
-T0 = datetime(2025, 10, 13, 16, 0, tzinfo=UTC)
+T0 = RECENT  # within the feed's retention window (yesterday 16:00 UTC)
 CONTRACT = {"cpu_pct": 45.2, "mem_pct": 67.8, "disk_io_mb_s": 123.4, "latency_ms": 12.5}
 
 

@@ -14,7 +14,7 @@ from opentelemetry.sdk.metrics.export import MetricExportResult, PeriodicExporti
 from opentelemetry.sdk.resources import Resource
 
 from ingest.models import MetricRecord
-from tests.conftest import TEST_API_KEY
+from tests.conftest import RECENT, TEST_API_KEY
 from tests.protocols.conftest import CONTRACT
 
 VALUES = {**CONTRACT, "cpu_pct": 91.5}
@@ -75,7 +75,7 @@ def _json_body(server: str, ts_ns: int, **values) -> dict:
     }
 
 
-T_NS = int(datetime(2025, 10, 13, 16, 0, tzinfo=UTC).timestamp()) * 10**9
+T_NS = int(RECENT.timestamp()) * 10**9
 
 
 @pytest.mark.django_db

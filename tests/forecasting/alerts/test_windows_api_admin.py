@@ -74,6 +74,8 @@ def test_a_read_only_key_may_not_create_or_end(anon_client):
         ({"metric": "load"}, "metric"),
         ({"ends_at": "2020-01-01T00:00:00Z"}, "ends_at"),
         ({"reason": ""}, "reason"),
+        ({"starts_at": (datetime.now(UTC) - timedelta(days=2)).isoformat()}, "starts_at"),
+        ({"ends_at": (datetime.now(UTC) + timedelta(days=400)).isoformat()}, "ends_at"),
     ],
 )
 def test_a_bad_window_is_a_400_naming_the_field_and_stores_nothing(anon_client, change, field):
