@@ -1,5 +1,7 @@
 """The prediction worker SIGKILLed in the middle of a run: the previous complete run stays current, the
-stuck run is expired by the next start, and the next scheduled run completes."""
+stuck run does not stay 'running' — it is expired by the next start (its chunks died with the
+worker), or, when its remaining chunks were still queued, the restarted worker finishes it — and the
+next scheduled run completes."""
 
 from __future__ import annotations
 
@@ -62,10 +64,10 @@ def test_worker_sigkill_mid_run_keeps_previous_run_current_and_next_run_succeeds
     stack.start_worker()
     served_meanwhile = _current_run_id(stack)
     wait_for(
-        lambda: _run_status(stack, stuck) == "expired",
+        lambda: _run_status(stack, stuck) in ("expired", "complete"),
         timeout=RUN_STALE_SECONDS + 90,
         interval=0.5,
-        what=f"run #{stuck} to be expired",
+        what=f"run #{stuck} to be expired or finished",
     )
     expired_seconds = time.monotonic() - killed_at
     following = stack.wait_for_complete_run(after_id=stuck, timeout=120)
@@ -80,7 +82,8 @@ def test_worker_sigkill_mid_run_keeps_previous_run_current_and_next_run_succeeds
         recovered_seconds,
     )
     assert served_meanwhile == previous
-    assert "expired" in error
+    # expired: the error says so; finished from its still-queued chunks: complete, no error
+    assert ("expired" in error) if _run_status(stack, stuck) == "expired" else not error
     assert following[1] > 0 and following[2] + following[3] == following[1]
     assert _current_run_id(stack) >= following[0]
     (still_running,) = stack.sql(
