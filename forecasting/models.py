@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import models
 
+from forecasting.engine.live_calibration import FLEET as FLEET_SCOPE
+
 
 class ModelVersion(models.Model):
     """One trained model folder under TFT_MODELS_DIR (models/tft_model_<UTC time>/)."""
@@ -335,7 +337,7 @@ class ProbabilityCalibration(models.Model):
     """The live recalibration map of one window, fleet-wide or for one profile (engine.live_calibration):
     decayed outcome counts per bin of the prior probability and the fitted map p → σ(a + b·logit p)."""
 
-    FLEET = "fleet"
+    FLEET = FLEET_SCOPE
 
     scope = models.CharField(max_length=16, help_text="'fleet' or a profile")
     window = models.CharField(max_length=8)

@@ -8,6 +8,7 @@ Postgres and Redis. The code path is the same in both cases.
 import os
 from pathlib import Path
 
+from forecasting.engine import live_calibration as live_map
 from forecasting.engine.spec import METRICS, STATES, STEP_MINUTES
 from tftsite.env import (
     ConfigError,
@@ -234,9 +235,14 @@ if not TFT_INCIDENT_STATES or set(TFT_INCIDENT_STATES) - set(STATES):
 # the trained probabilities count as this many outcomes' worth of evidence (the map's prior precision),
 # outcome counts halve every TFT_PROBABILITY_HALF_LIFE_HOURS so the map follows the fleet, a profile gets
 # its own map once it has this many (decayed) outcomes, and a pass resolves at most this many outcomes.
-TFT_PROBABILITY_PRIOR_WEIGHT = env_float("TFT_PROBABILITY_PRIOR_WEIGHT", 100.0, minimum=0.001)
-TFT_PROBABILITY_HALF_LIFE_HOURS = env_float("TFT_PROBABILITY_HALF_LIFE_HOURS", 72.0, minimum=1.0)
-TFT_PROBABILITY_PROFILE_MIN_OUTCOMES = env_int("TFT_PROBABILITY_PROFILE_MIN_OUTCOMES", 2000, minimum=1)
+# The defaults live in engine.live_calibration, which the backtest's replay of these maps also reads.
+TFT_PROBABILITY_PRIOR_WEIGHT = env_float("TFT_PROBABILITY_PRIOR_WEIGHT", live_map.DEFAULT_PRIOR_WEIGHT, minimum=0.001)
+TFT_PROBABILITY_HALF_LIFE_HOURS = env_float(
+    "TFT_PROBABILITY_HALF_LIFE_HOURS", live_map.DEFAULT_HALF_LIFE_HOURS, minimum=1.0
+)
+TFT_PROBABILITY_PROFILE_MIN_OUTCOMES = env_int(
+    "TFT_PROBABILITY_PROFILE_MIN_OUTCOMES", live_map.DEFAULT_PROFILE_MIN_OUTCOMES, minimum=1
+)
 TFT_PROBABILITY_MAX_PER_PASS = env_int("TFT_PROBABILITY_MAX_PER_PASS", 20000, minimum=1)
 # Live probability scores (/status, /metrics, /probabilities/reliability) cover the outcomes of this many days.
 TFT_PROBABILITY_SCORE_DAYS = env_int("TFT_PROBABILITY_SCORE_DAYS", 7, minimum=1)

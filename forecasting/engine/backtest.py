@@ -29,7 +29,10 @@ equally.
 Incident probabilities (``probability_evaluation``): prob_30m / prob_8h at origins every hour of the
 test part against what happened (PROBABILITY_RULES), as Brier score, Brier skill vs climatology and
 a 10-bin reliability table; ``fit_probability_recalibration`` fits the isotonic map a model folder
-may store, on the training part only.
+may store, on the training part only. ``served`` is what the service serves: the folder's
+probability (``event_model``, or the bound) through the live fleet and per-profile maps
+(engine.live_calibration), replayed online per fleet (``live_served``); ``event_model`` (or
+``prior``) is the folder's probability alone and ``bound`` the method before the event model.
 
 Also a lead-time evaluation for simulated fleets: for each ``critical_issue`` episode, did a
 forecast issued before it start have p90 of cpu_pct or mem_pct crossing the critical threshold,
@@ -44,7 +47,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -52,6 +55,7 @@ import numpy as np
 
 from forecasting.engine import event_model as em
 from forecasting.engine import incidents
+from forecasting.engine import live_calibration as lc
 from forecasting.engine.bands import BandScores, band_scores, report_family
 from forecasting.engine.blend import ServedSeries, default_blend
 from forecasting.engine.calibration import GAMMAS, N_CAP, OnlineCalibrator
@@ -687,6 +691,9 @@ def lead_time_evaluation(
 # Are the incident probabilities calibrated?
 PROB_EVERY = 12  # one origin an hour: many more forecasts than the interval scores need
 PROB_WINDOWS: dict[str, int] = dict(incidents.WINDOWS)
+PRIOR_EVENT_MODEL = "event_model"  # the folder's event model alone (the live maps' prior)
+PRIOR_BOUND = "prior"  # the same without an event model: the folder's (recalibrated) bound
+BOUND = "bound"  # the method before the event model: the calibrated bound through the folder's isotonic map
 PROBABILITY_RULES = {
     **incidents.DEFINITION,
     "anomaly": "a labelled anomaly window [start, end] overlaps the forecast window [origin, origin + W·step)",
@@ -713,14 +720,43 @@ class ProbabilitySetup:
     event_model: dict | None = None
     min_buckets: int = incidents.DEFAULT_MIN_BUCKETS
     incident_states: tuple[str, ...] = incidents.REPORTED_STATES
+    clocks: Mapping[str, tuple[str, bool]] | None = None  # series → (its fleet, whether the fleet is dated)
+    every: int = PROB_EVERY  # steps between origins: each replayed outcome stands for this many of the service's
+    live: lc.LiveMapConfig = field(default_factory=lc.LiveMapConfig)
+
+    @property
+    def prior_key(self) -> str:
+        return PRIOR_EVENT_MODEL if self.event_model is not None else PRIOR_BOUND
+
+
+def fleet_clocks(series: Sequence[SeriesWindow], fleets: Mapping[str, str] | None) -> dict[str, tuple[str, bool]]:
+    """Series → (fleet, dated): a fleet is dated when every one of its series carries wall-clock
+    dates (``calendar``); without ``fleets`` all series are one fleet."""
+    fleet_of = {w.server: (fleets or {}).get(w.server, "fleet") for w in series}
+    dated: dict[str, bool] = {}
+    for w in series:
+        dated[fleet_of[w.server]] = dated.get(fleet_of[w.server], True) and bool(w.calendar)
+    return {name: (fleet, dated[fleet]) for name, fleet in fleet_of.items()}
+
+
+def origin_clock(w: SeriesWindow, origins: np.ndarray, dated: bool) -> np.ndarray:
+    """Each origin's time on its fleet's clock, in seconds: the wall-clock time when the fleet is
+    dated; else (step counters, not dates) the time since the series' first test origin, so that the
+    series of a date-less set run side by side from the start of their test parts."""
+    step_s = w.step_minutes * 60.0
+    if dated:
+        return w.start.timestamp() + origins.astype(np.float64) * step_s
+    return (origins - origins[0]).astype(np.float64) * step_s
 
 
 class _ProbSamples:
-    def __init__(self, recalibration: Mapping[str, dict] | None = None) -> None:
+    def __init__(self, recalibration: Mapping[str, dict] | None = None, setup: ProbabilitySetup | None = None) -> None:
         self.recalibration = recalibration
-        self.p: dict[tuple[str, str], list[np.ndarray]] = {}  # (raw/calibrated/served, window) → probabilities
+        self.setup = setup
+        self.p: dict[tuple[str, str], list[np.ndarray]] = {}  # (raw/calibrated/prior/bound, window) → probabilities
         self.events: dict[tuple[str, str], list[np.ndarray]] = {}  # (rule, window) → outcomes
         self.family: dict[str, list[np.ndarray]] = {}  # window → each sample's family
+        self.clock: dict[tuple[str, str], list[np.ndarray]] = {}  # (fleet/time/close/profile, window) → per sample
 
     def add(self, kind: str, window: str, p: np.ndarray) -> None:
         self.p.setdefault((kind, window), []).append(p)
@@ -731,8 +767,29 @@ class _ProbSamples:
     def add_family(self, window: str, family: str, n: int) -> None:
         self.family.setdefault(window, []).append(np.full(n, family, dtype=object))
 
+    def add_clock(self, window: str, **per_sample: np.ndarray) -> None:
+        for key, values in per_sample.items():
+            self.clock.setdefault((key, window), []).append(values)
+
+    def live_served(self, window: str) -> np.ndarray:
+        """The served probabilities of one window: the priors through the live maps, replayed online
+        per fleet (engine.live_calibration.live_map_replay, learning from the "incident" outcomes
+        the service records)."""
+        setup = self.setup
+        prior = np.concatenate(self.p[(setup.prior_key, window)])
+        clock = {key: np.concatenate(self.clock[(key, window)]) for key in ("fleet", "time", "close", "profile")}
+        events = np.concatenate(self.events[("incident", window)]).astype(np.float64)
+        served = prior.copy()
+        for fleet in sorted(set(clock["fleet"].tolist())):
+            sel = clock["fleet"] == fleet
+            served[sel] = lc.live_map_replay(times=clock["time"][sel], closes=clock["close"][sel],
+                                             profiles=clock["profile"][sel], p_prior=prior[sel], events=events[sel],
+                                             cfg=setup.live, weight=float(setup.every))  # fmt: skip
+        return served
+
     def report(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        live: dict[str, np.ndarray] = {}
         for (rule, window), events in self.events.items():
             e = np.concatenate(events)
             kinds = {kind: np.concatenate(self.p[(kind, window)]) for kind in ("raw", "calibrated")}
@@ -740,9 +797,15 @@ class _ProbSamples:
                 kinds["recalibrated"] = recalibrated(kinds["calibrated"], self.recalibration[window])
             for kind, p in kinds.items():
                 out.setdefault(rule, {}).setdefault(window, {})[kind] = probability_scores(p, e)
-            if (SERVED, window) in self.p:
-                served = np.concatenate(self.p[(SERVED, window)])
-                out[rule][window][SERVED] = served_scores(served, e, np.concatenate(self.family[window]))
+            if self.setup is None or self.setup.clocks is None:
+                continue
+            family = np.concatenate(self.family[window])
+            if window not in live:
+                live[window] = self.live_served(window)
+            served = {SERVED: live[window], self.setup.prior_key: np.concatenate(self.p[(self.setup.prior_key, window)]),
+                      BOUND: recalibrated(kinds["calibrated"], (self.recalibration or {}).get(window))}  # fmt: skip
+            for kind, p in served.items():
+                out[rule][window][kind] = served_scores(p, e, family)
         return out
 
 
@@ -824,12 +887,18 @@ def _series_probabilities(samples: _ProbSamples, w: SeriesWindow, cols: list[int
     )  # fmt: skip
     served_p = served_probabilities(w, cols, origins, inputs, setup)
     family = probability_family(w, cols)
+    fleet, dated = (setup.clocks or {}).get(w.server, ("fleet", True))
+    times = origin_clock(w, origins, dated)
     for name, steps in PROB_WINDOWS.items():
         key = "prob_30m" if name == "30m" else "prob_8h"
         for kind, p in probs.items():
             samples.add(kind, name, p[key])
-        samples.add(SERVED, name, served_p[name])
+        samples.add(setup.prior_key, name, served_p[name])
         samples.add_family(name, family, len(origins))
+        # the service resolves an outcome once the window and the buckets confirming a run have passed
+        close = times + (steps + setup.min_buckets - 1) * w.step_minutes * 60.0
+        samples.add_clock(name, fleet=np.full(len(origins), fleet, dtype=object), time=times, close=close,
+                          profile=np.full(len(origins), w.profile, dtype=object))  # fmt: skip
         for rule in incidents.KINDS:
             samples.add_events(rule, name, labels[rule][name])
         if setup.anomalies is not None:
@@ -858,6 +927,8 @@ def probability_evaluation(
     every: int = PROB_EVERY,
     test_fraction: float = TEST_FRACTION,
     part: str = "test",
+    fleets: Mapping[str, str] | None = None,
+    live: lc.LiveMapConfig | None = None,
 ) -> dict[str, Any]:
     """Reliability of prob_30m / prob_8h at origins every ``every`` steps over the test part against
     the incidents of engine.incidents ("threshold", "reported", "incident" = either kind starts in
@@ -866,10 +937,16 @@ def probability_evaluation(
     ("calibrated") and through a folder's isotonic ``recalibration`` ("recalibrated"), pooled over
     all samples; and what is served ("served": the folder's ``event_model`` when it has one, else
     the recalibrated or calibrated bound) with families weighted equally and per family.
+    ``served`` is that probability through the service's live maps (engine.live_calibration,
+    settings ``live``, default the service's defaults) replayed online: each fleet (``fleets``: series
+    → fleet name, e.g. its --csv-dir; default one fleet) on its own clock (``origin_clock``), an
+    outcome joining the maps at the first hourly refit after its window closed and counting ``every``
+    times (the service records an outcome every 5-minute origin); ``event_model`` (or
+    ``prior`` without one) is the folder's probability alone, ``bound`` the method before the event
+    model (the calibrated bound through the folder's isotonic map, if any), both scored the same way.
     ``forecaster`` must give all its quantiles: ``predict_array(windows)`` (B, H, M, K) and
     ``quantiles`` (K levels). ``part="train"`` samples the training part instead (see
     ``fit_probability_recalibration``)."""
-    samples = _ProbSamples(recalibration)
     setup = ProbabilitySetup(
         tuple(forecaster.quantiles),
         thresholds or DEFAULT_THRESHOLDS,
@@ -877,13 +954,22 @@ def probability_evaluation(
         recalibration,
         event_model,
         min_buckets,
+        clocks=fleet_clocks(series, fleets),
+        every=every,
+        live=live or lc.LiveMapConfig(),
     )
+    samples = _ProbSamples(recalibration, setup)
     n = _sample_probabilities(
         samples, series, forecaster, _scored_metrics(series, metrics), setup, (part, every, test_fraction)
     )
     served_by = "event_model" if event_model is not None else ("recalibrated" if recalibration else "calibrated")
+    live_map = {"prior_weight": setup.live.prior_weight, "half_life_hours": setup.live.half_life_hours,
+                "profile_min_outcomes": setup.live.profile_min_outcomes, "refit_every_s": lc.REPLAY_REFIT_SECONDS,
+                "outcome_weight": every,
+                "fleets": sorted({f for f, _ in setup.clocks.values()}),
+                "date_less_fleets": sorted({f for f, dated in setup.clocks.values() if not dated})}  # fmt: skip
     return {"origins": n, "every_minutes": every * STEP_MINUTES, "rules": PROBABILITY_RULES, "min_buckets": min_buckets,
-            "served_by": served_by, **samples.report()}  # fmt: skip
+            "served_by": f"{served_by} + live map", "live_map": live_map, **samples.report()}  # fmt: skip
 
 
 def _sample_probabilities(samples: _ProbSamples, series, forecaster, scored: dict, setup: ProbabilitySetup,

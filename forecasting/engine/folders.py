@@ -229,3 +229,18 @@ def read_event_model(path: Path) -> dict | None:
 def write_event_model(path: Path, model: dict) -> None:
     check_model(model)
     (Path(path) / EVENT_MODEL_FILE).write_text(json.dumps(model, sort_keys=True, default=json_default))
+
+
+def carry_event_model(source: Path, target: Path) -> str:
+    """Give ``target`` (a retrained challenger) the event model of ``source`` (its champion), marked
+    with where it came from; what happened, in words. The event model's inputs are the context and
+    the served quantiles of whichever network serves: only the forecast features see the new
+    network, and the live maps recalibrate what it serves; refitting it would need a forecast at
+    every validation origin (MODEL_CARD "Incident probabilities"). Without one to carry, the
+    challenger serves the bound (engine.probability) and the note says so."""
+    model = read_event_model(source)
+    if model is None:
+        return f"none: {Path(source).name} has no event model; the challenger serves the probability bound"
+    fitted_on = model.get("fitted_on", "?")
+    write_event_model(target, {**model, "carried_from": Path(source).name, "fitted_on": fitted_on})
+    return f"carried from {Path(source).name} (fitted on {fitted_on})"

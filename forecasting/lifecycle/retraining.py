@@ -16,7 +16,7 @@ from django.conf import settings
 
 from forecasting import registry
 from forecasting.engine import backtest as bt
-from forecasting.engine import network, training
+from forecasting.engine import folders, network, training
 from forecasting.engine.series import SeriesWindow, load_csv_dir
 from forecasting.engine.spec import CONTEXT, STEPS_PER_DAY
 from forecasting.lifecycle import services as training_services
@@ -24,6 +24,8 @@ from forecasting.models import ModelVersion, TrainingRun
 from forecasting.windows import server_histories
 
 logger = logging.getLogger(__name__)
+
+EVENT_MODEL_NOTE = "event_model"  # the challenger's metrics.json: where its event model came from
 
 
 @dataclass
@@ -134,7 +136,22 @@ def _train(run: TrainingRun, split: FleetSplit, overrides: dict) -> ModelVersion
         on_epoch=on_epoch,
         extra_metrics={registry.RETRAIN_KEY: {"training_run": run.pk, "warm_start": cfg.warm_start or None}},
     )
+    _event_model_carry(run.champion, result.path)
     return registry.model_version_register(path=result.path)
+
+
+def _event_model_carry(champion: ModelVersion | None, path: Path | None) -> None:
+    """The challenger serves incident probabilities from its champion's event model (copied, not
+    refitted: see folders.carry_event_model), never silently from the old bound; the note goes into
+    its metrics (and from there into the run's)."""
+    if path is None:
+        return
+    if champion is None or not champion.path:
+        note = "none: no champion to carry it from; the challenger serves the probability bound"
+    else:
+        note = folders.carry_event_model(Path(champion.path), path)
+    logger.info("challenger event model", extra={"folder": str(path), "event_model": note})
+    folders.update_metrics(path, EVENT_MODEL_NOTE, note)
 
 
 def training_run_execute(*, run_id: int, overrides: dict | None = None) -> str:
@@ -149,7 +166,7 @@ def training_run_execute(*, run_id: int, overrides: dict | None = None) -> str:
         challenger = run.challenger if run.kind == TrainingRun.Kind.COMPARE else _train(run, split, overrides or {})
         metrics = _backtests(split, challenger, run.champion, run.pk)
         metrics["training"] = challenger.metrics.get(registry.RETRAIN_KEY, {}) | {
-            k: challenger.metrics.get(k) for k in ("val_loss", "epochs_run", "stopped_by", "duration_s")
+            k: challenger.metrics.get(k) for k in ("val_loss", "epochs_run", "stopped_by", "duration_s", EVENT_MODEL_NOTE)
         }
         decided = training_services.training_run_decide(run_id=run_id, challenger_id=challenger.pk, metrics=metrics)
     except Exception as exc:  # recorded on the run; the active model keeps serving

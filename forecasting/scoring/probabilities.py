@@ -37,7 +37,7 @@ from forecasting.windows import server_series_since, silenced_spans
 logger = logging.getLogger(__name__)
 
 _STEP = timedelta(minutes=STEP_MINUTES)
-FLEET = ProbabilityCalibration.FLEET
+FLEET = lc.FLEET
 
 
 def _now() -> datetime:
@@ -47,15 +47,25 @@ def _now() -> datetime:
 # --- Serving: the maps and the archive (the store step of a prediction chunk) --------------------------
 
 
-def probability_maps() -> dict[tuple[str, str], tuple[float, float]]:
-    """(scope, window) → (a, b) of the maps in force: the fleet's, and each profile's that has
-    TFT_PROBABILITY_PROFILE_MIN_OUTCOMES outcomes (others read the fleet's)."""
-    out = {}
+def live_map_config() -> lc.LiveMapConfig:
+    """The live maps' settings (TFT_PROBABILITY_*), for the service and the backtest's replay."""
+    return lc.LiveMapConfig(
+        prior_weight=settings.TFT_PROBABILITY_PRIOR_WEIGHT,
+        half_life_hours=settings.TFT_PROBABILITY_HALF_LIFE_HOURS,
+        profile_min_outcomes=settings.TFT_PROBABILITY_PROFILE_MIN_OUTCOMES,
+    )
+
+
+def probability_maps() -> dict[str, dict[str, tuple[float, float]]]:
+    """window → scope → (a, b) of the maps in force (engine.live_calibration.in_force): the fleet's,
+    and each profile's that has TFT_PROBABILITY_PROFILE_MIN_OUTCOMES outcomes (others read the fleet's)."""
+    cfg = live_map_config()
+    out: dict[str, dict[str, tuple[float, float]]] = {}
     for scope, window, a, b, outcomes in ProbabilityCalibration.objects.values_list(
         "scope", "window", "a", "b", "outcomes"
     ):
-        if scope == FLEET or outcomes >= settings.TFT_PROBABILITY_PROFILE_MIN_OUTCOMES:
-            out[(scope, window)] = (a, b)
+        if lc.in_force(scope, outcomes, cfg):
+            out.setdefault(window, {})[scope] = (a, b)
     return out
 
 
@@ -67,9 +77,9 @@ def live_probabilities_apply(*, profiles: list[str], scored: list) -> dict[str, 
               "8h": np.array([s.prob_8h for s in scored], dtype=np.float64)}  # fmt: skip
     for window, attr in (("30m", "prob_30m"), ("8h", "prob_8h")):
         for i, (profile, s) in enumerate(zip(profiles, scored, strict=True)):
-            params = maps.get((profile, window)) or maps.get((FLEET, window))
-            if params is not None:
-                setattr(s, attr, round(float(lc.map_apply(priors[window][i], params)), 4))
+            served = lc.map_serve(priors[window][i], profile, maps.get(window, {}))
+            if served is not None:
+                setattr(s, attr, served)
     return priors
 
 
@@ -186,32 +196,31 @@ def _markers_move(due: _Due, incident: np.ndarray, now: datetime) -> bool:
 
 def probability_maps_update(*, profiles: list[str], windows: list[str], priors: np.ndarray, incident: np.ndarray,
                             now: datetime | None = None) -> None:  # fmt: skip
-    """Add outcomes to the fleet's and their profiles' maps (rows locked) and refit them: counts
-    decay by the half-lives elapsed since the map's last update, then the MAP fit (fleet: prior the
-    identity; profile: prior the fleet's new map)."""
+    """Add outcomes to the fleet's and their profiles' maps (rows locked) and refit them
+    (engine.live_calibration.fleet_pass: counts decay by the half-lives elapsed since the scope's
+    last update, then the MAP fit; fleet: prior the identity; profile: prior the fleet's new map)."""
     now = now or _now()
+    cfg = live_map_config()
     profiles_arr, windows_arr = np.array(profiles), np.array(windows)
-    weight = settings.TFT_PROBABILITY_PRIOR_WEIGHT
-    half_life = settings.TFT_PROBABILITY_HALF_LIFE_HOURS * 3600
     for window in sorted(set(windows)):
-        in_window = windows_arr == window
-        scopes = [(FLEET, in_window)] + [
-            (p, in_window & (profiles_arr == p)) for p in sorted(set(profiles_arr[in_window]))
-        ]
-        fleet_params = lc.IDENTITY
-        for scope, sel in scopes:
-            state, _ = ProbabilityCalibration.objects.select_for_update().get_or_create(
+        sel = windows_arr == window
+        scopes = [FLEET, *sorted(set(profiles_arr[sel].tolist()))]
+        rows = {
+            scope: ProbabilityCalibration.objects.select_for_update().get_or_create(
                 scope=scope, window=window, defaults={"counts": lc.empty_counts(), "updated_at": now}
-            )
-            decay = 0.5 ** (max((now - state.updated_at).total_seconds(), 0.0) / half_life)
-            state.counts = lc.counts_add(state.counts, priors[sel], incident[sel], decay=decay)
-            state.a, state.b = lc.map_fit(state.counts, prior=fleet_params, prior_weight=weight)
-            state.outcomes = round(lc.effective_outcomes(state.counts), 3)
-            state.events = round(float(np.sum(state.counts["events"])), 3)
-            state.updated_at = now
-            state.save()
-            if scope == FLEET:
-                fleet_params = (state.a, state.b)
+            )[0]
+            for scope in scopes
+        }
+        states = {scope: lc.MapState(row.counts, (row.a, row.b), row.updated_at.timestamp())
+                  for scope, row in rows.items()}  # fmt: skip
+        updated = lc.fleet_pass(states, profiles_arr[sel], priors[sel], incident[sel], now_s=now.timestamp(), cfg=cfg)
+        for scope, state in updated.items():
+            row = rows[scope]
+            row.counts, (row.a, row.b) = state.counts, state.params
+            row.outcomes = round(state.outcomes, 3)
+            row.events = round(float(np.sum(state.counts["events"])), 3)
+            row.updated_at = now
+            row.save()
 
 
 @dataclass(frozen=True)

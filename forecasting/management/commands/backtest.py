@@ -14,7 +14,10 @@ holds "calibration" (raw vs self-calibrated intervals per series family and pool
 "probabilities" (Brier, skill and reliability of prob_30m / prob_8h per event rule; a CSV folder's
 anomaly_windows.json adds the "anomaly" rule; events per engine.incidents: "threshold", "reported",
 "incident" = either) with, per event and window, a "served" entry: what serving gives (the folder's
-event model, else its recalibrated bound), families weighted equally, and "per_family".
+event model, else its recalibrated bound, through the live fleet / profile maps replayed online, each
+--csv-dir and each simulated fleet a fleet of its own), "event_model" (or "prior": the folder's
+probability alone) and "bound" (the method before the event model), families weighted equally, each
+with "per_family". --probability-every STEPS sets the stride of their origins (default hourly).
 --fit-probabilities first fits the isotonic probability recalibration on the training part and writes
 it into the model folder; --fit-event-model fits the event model (engine.event_model) on the training
 part and writes event_model.json (the way to give an existing folder one without retraining the TFT).
@@ -53,6 +56,7 @@ from forecasting.engine.network import load_forecaster
 from forecasting.engine.series import SeriesWindow, load_csv_dir
 from forecasting.engine.simulator import FleetTruth, fleet_names, simulate_fleet_truth
 from forecasting.engine.spec import CONTEXT, HORIZON, METRICS, QUANTILES
+from forecasting.scoring.probabilities import live_map_config
 from forecasting.windows import server_histories
 
 logger = logging.getLogger(__name__)
@@ -156,6 +160,13 @@ class Command(BaseCommand):
             action="store_true",
             help="only the incident-probability evaluation (no interval scores, no lead times)",
         )
+        parser.add_argument(
+            "--probability-every",
+            type=int,
+            default=bt.PROB_EVERY,
+            metavar="STEPS",
+            help="incident probabilities: steps between origins (default 12 = hourly)",
+        )
         parser.add_argument("--json", action="store_true", help="print the result as JSON only")
         parser.add_argument("--no-alerts", action="store_true", help="skip the alert replay")
         parser.add_argument(
@@ -213,6 +224,9 @@ class Command(BaseCommand):
                 recalibration=read_probability_calibration(self.model_path),
                 event_model=None if opts["no_event_model"] else read_event_model(self.model_path),
                 min_buckets=opts["min_buckets"],
+                fleets=source.fleets,
+                live=live_map_config(),
+                every=opts["probability_every"],
             )
         if not (opts["no_alerts"] or opts["probabilities_only"]):
             result["alerts"] = _alert_replay(source, forecaster, opts)
@@ -327,7 +341,7 @@ class Command(BaseCommand):
             for window, kinds in report.get(rule, {}).items():
                 for kind, r in kinds.items():
                     self._probability_row(rule, window, kind, r)
-                    for family, f in kinds[kind].get("per_family", {}).items() if kind == bt.SERVED else ():
+                    for family, f in kinds[kind].get("per_family", {}).items():
                         self._probability_row("", "", f"  {family}", f)
 
     def _probability_row(self, rule: str, window: str, kind: str, r: dict) -> None:
@@ -358,12 +372,14 @@ class BacktestSource:
     metrics: list[str] | dict[str, str | Sequence[str]] | None = None  # what to score (per server for NAB files)
     truth: FleetTruth | None = None  # a simulated fleet's episodes, for the lead times
     anomalies: dict[str, list[tuple[datetime, datetime]]] | None = None  # labelled anomaly windows per series
+    fleets: dict[str, str] | None = None  # series → the fleet it is replayed in (its --csv-dir, its simulated fleet)
 
 
 def _csv_source(opts: dict) -> BacktestSource:
     series: list[SeriesWindow] = []
     metric_of: dict[str, str] = {}
     anomalies: dict[str, list[tuple[datetime, datetime]]] = {}
+    fleets: dict[str, str] = {}
     for folder in opts["csv_dir"]:
         if not folder.is_dir():
             raise CommandError(f"{folder} is not a folder")
@@ -372,13 +388,14 @@ def _csv_source(opts: dict) -> BacktestSource:
         except (FileNotFoundError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
         series += loaded.series
+        fleets.update({w.server: str(folder) for w in loaded.series})
         metric_of.update(loaded.metric_of)
         anomalies.update(_anomaly_windows(folder) or {})
     metrics = opts["metrics"] or None
     if metric_of and metrics is None:
         metrics = {w.server: metric_of.get(w.server, METRICS) for w in series}
     name = "csv " + " + ".join(str(f) for f in opts["csv_dir"])
-    return BacktestSource(name, series, metrics, anomalies=anomalies or None)
+    return BacktestSource(name, series, metrics, anomalies=anomalies or None, fleets=fleets)
 
 
 def _anomaly_windows(folder: Path) -> dict[str, list[tuple[datetime, datetime]]] | None:
@@ -405,7 +422,7 @@ def _simulated_source(opts: dict) -> BacktestSource:
     )
     quiet = ", no incidents" if opts.get("no_incidents") else ""
     name = f"simulated {opts['simulated']} servers × {opts['days']:g} days, seed {opts['seed']}{quiet}"
-    return BacktestSource(name, truth.windows, opts["metrics"] or None, truth)
+    return BacktestSource(name, truth.windows, opts["metrics"] or None, truth, fleets={w.server: name for w in truth.windows})
 
 
 def _combined(csv: BacktestSource, simulated: BacktestSource) -> BacktestSource:
@@ -424,6 +441,7 @@ def _combined(csv: BacktestSource, simulated: BacktestSource) -> BacktestSource:
         {**metrics_of(csv), **metrics_of(simulated)},
         simulated.truth,
         csv.anomalies,
+        {**(csv.fleets or {}), **(simulated.fleets or {})},
     )
 
 

@@ -69,6 +69,18 @@ def test_a_pickled_or_malformed_event_model_is_not_loaded(tmp_path):
         folders.write_event_model(tmp_path, {"format": "other"})
 
 
+def test_a_challenger_carries_its_champions_event_model(tmp_path):
+    champion, challenger = tmp_path / "champion", tmp_path / "challenger"
+    champion.mkdir(), challenger.mkdir()
+    assert folders.carry_event_model(champion, challenger).startswith("none")  # nothing to carry: said so
+    assert folders.read_event_model(challenger) is None
+    folders.write_event_model(champion, {**_model(), "fitted_on": "dev sets"})
+    note = folders.carry_event_model(champion, challenger)
+    carried = folders.read_event_model(challenger)
+    assert note == "carried from champion (fitted on dev sets)" and carried["carried_from"] == "champion"
+    assert carried["windows"] == folders.read_event_model(champion)["windows"]
+
+
 def test_features_see_the_distance_to_the_limit_and_recent_states():
     n, t = 2, 288
     context = np.full((n, t, 4), 50.0)

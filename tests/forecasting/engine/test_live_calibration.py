@@ -84,3 +84,64 @@ def test_a_fleet_without_incidents_lowers_every_server_but_keeps_the_models_rank
     a, b = lc.map_fit(lc.counts_add(lc.empty_counts(), prior, np.zeros(5000)), prior_weight=WEIGHT)
     assert a < -1.0  # the fleet's rate is far below the model's
     assert abs(b - 1.0) < 0.15  # no incident says nothing about how servers rank
+
+
+# --- The online replay of the service's maps (the backtest's "served") -------------------------------
+
+HOUR = 3600.0
+
+
+def _replay(events: np.ndarray, *, prior_p: float = 0.2, profiles=None, cfg=None) -> np.ndarray:
+    """A fleet of 20 servers, one origin an hour for 20 days, 8 h windows."""
+    n = len(events)
+    times = np.repeat(np.arange(n // 20) * HOUR, 20)
+    return lc.live_map_replay(times=times, closes=times + 9 * HOUR, profiles=profiles if profiles is not None
+                              else np.full(n, "web"), p_prior=np.full(n, prior_p), events=events,
+                              cfg=cfg or lc.LiveMapConfig())  # fmt: skip
+
+
+def test_the_replayed_map_moves_toward_an_injected_base_rate():
+    rng = np.random.default_rng(1)
+    n = 20 * 24 * 20
+    low = _replay((rng.random(n) < 0.02).astype(float))
+    high = _replay((rng.random(n) < 0.6).astype(float))
+    assert low[:20] == pytest.approx(0.2) and high[:20] == pytest.approx(0.2)  # nothing known yet: the prior
+    assert low[-20:].mean() < 0.06 and high[-20:].mean() > 0.45
+
+
+def test_the_replay_has_no_look_ahead():
+    rng = np.random.default_rng(2)
+    n = 20 * 24 * 5
+    events = (rng.random(n) < 0.3).astype(float)
+    served = _replay(events)
+    times = np.repeat(np.arange(n // 20) * HOUR, 20)
+    origin = 20 * 50  # an origin 50 h in: outcomes closing after it must not change what it is served
+    changed = events.copy()
+    changed[times + 9 * HOUR > times[origin]] = 1.0 - changed[times + 9 * HOUR > times[origin]]
+    again = _replay(changed)
+    assert again[: origin + 20] == pytest.approx(served[: origin + 20])
+    assert again[-1] != pytest.approx(served[-1])  # later origins do see them
+
+
+def test_an_outcome_joins_the_map_at_the_first_refit_after_its_window_closes():
+    one = lc.live_map_replay(times=np.array([0.0, 9 * HOUR, 9 * HOUR + 1]), closes=np.array([9 * HOUR + 1, 1e9, 1e9]),
+                             profiles=np.array(["web"] * 3), p_prior=np.full(3, 0.2), events=np.array([1.0, 0, 0]))  # fmt: skip
+    assert one[1] == pytest.approx(0.2)  # closed after 9 h, refit at 10 h
+    assert one[2] == pytest.approx(0.2)
+    later = lc.live_map_replay(times=np.array([0.0, 10 * HOUR]), closes=np.array([9 * HOUR + 1, 1e9]),
+                               profiles=np.array(["web"] * 2), p_prior=np.full(2, 0.2), events=np.array([1.0, 0]))  # fmt: skip
+    assert later[1] > 0.2
+
+
+def test_a_profile_reads_its_own_map_once_it_has_enough_outcomes():
+    rng = np.random.default_rng(3)
+    n = 20 * 24 * 20
+    profiles = np.tile(np.array(["web"] * 10 + ["db"] * 10), n // 20)
+    events = np.where(profiles == "web", rng.random(n) < 0.6, rng.random(n) < 0.02).astype(float)
+    cfg = lc.LiveMapConfig(profile_min_outcomes=500)
+    served = _replay(events, profiles=profiles, cfg=cfg)
+    last = slice(n - 20, n)
+    pooled = _replay(events, profiles=profiles, cfg=lc.LiveMapConfig(profile_min_outcomes=10**9))
+    assert np.ptp(pooled[last]) == pytest.approx(0.0)  # no profile map in force: one fleet map for all
+    web, db = served[last][profiles[last] == "web"].mean(), served[last][profiles[last] == "db"].mean()
+    assert web > pooled[-1] + 0.1 and db < pooled[-1] - 0.1

@@ -87,7 +87,7 @@ def test_evaluation_reports_raw_calibrated_and_both_rules():
     r = result["threshold"]["8h"]["raw"]
     assert r["mean_prob"] == pytest.approx(1.0) and r["base_rate"] < 0.3  # always crying wolf
     assert r["skill"] < 0
-    assert set(result["threshold"]["30m"]) == {"raw", "calibrated", "served"}
+    assert set(result["threshold"]["30m"]) == {"raw", "calibrated", "served", "prior", "bound"}
     # the labelled window also covers origins inside the incident, where none starts
     assert result["anomaly"]["8h"]["raw"]["events"] >= result["threshold"]["8h"]["raw"]["events"] > 0
 
@@ -135,7 +135,7 @@ def _constant_event_model(p: float) -> dict:
     return em.new_model({"30m": params, "8h": params}, min_buckets=2, thresholds={})
 
 
-def test_the_served_entry_scores_the_event_model_with_families_weighted_equally():
+def test_the_event_model_entry_scores_the_event_model_with_families_weighted_equally():
     quiet = np.full(3000, 40.0)
     busy = np.full(3000, 40.0)
     busy[2000:3000:100] = 99.0  # an incident every 100 buckets of the test part…
@@ -143,8 +143,8 @@ def test_the_served_entry_scores_the_event_model_with_families_weighted_equally(
     cpu, net = _window(busy, "ec2_cpu_utilization_a"), _window(quiet, "ec2_network_in_b")
     result = bt.probability_evaluation([cpu, net], LevelForecaster(40.0), metrics=["cpu_pct"],
                                        event_model=_constant_event_model(0.2))  # fmt: skip
-    served = result["incident"]["8h"]["served"]
-    assert result["served_by"] == "event_model"
+    served = result["incident"]["8h"]["event_model"]
+    assert result["served_by"] == "event_model + live map"
     assert set(served["per_family"]) == {"cpu", "network/requests"}
     rate_cpu = served["per_family"]["cpu"]["base_rate"]
     assert served["per_family"]["network/requests"]["events"] == 0 and rate_cpu > 0.5
@@ -154,14 +154,38 @@ def test_the_served_entry_scores_the_event_model_with_families_weighted_equally(
     assert served["auc"] == pytest.approx(0.5)  # one constant probability ranks nothing
     assert served["mean_prob"] == pytest.approx(0.2) and served["reliability"][0]["bin"] == "0.2-0.3"
     for key in ("n", "events", "base_rate", "brier", "skill", "auc", "reliability"):
-        assert key in served and key in result["threshold"]["30m"]["served"] and key in result["reported"]["8h"]["served"]
+        for kind in ("served", "event_model", "bound"):
+            assert key in result["threshold"]["30m"][kind] and key in result["reported"]["8h"][kind]
 
 
-def test_without_an_event_model_the_served_entry_is_the_recalibrated_bound():
+def test_without_an_event_model_the_prior_is_the_recalibrated_bound():
     y = np.full(3000, 40.0)
     table = {"x": [0.0, 1.0], "y": [0.0, 0.5]}
     result = bt.probability_evaluation([_window(y)], LevelForecaster(99.0), metrics=["cpu_pct"],
                                        recalibration={"30m": table, "8h": table})  # fmt: skip
     r = result["threshold"]["30m"]
-    assert result["served_by"] == "recalibrated"
-    assert r["served"]["mean_prob"] == pytest.approx(r["recalibrated"]["mean_prob"])
+    assert result["served_by"] == "recalibrated + live map"
+    assert r["prior"]["mean_prob"] == pytest.approx(r["recalibrated"]["mean_prob"])
+    assert r["bound"]["mean_prob"] == pytest.approx(r["recalibrated"]["mean_prob"])
+
+
+def _busy_and_quiet(fleets: dict[str, str]) -> dict:
+    busy = np.full(6000, 40.0)
+    for start in range(3600, 6000, 48):  # an incident (two buckets) every 4 hours of the test part
+        busy[start : start + 2] = 99.0
+    series = [_window(busy, "ec2_cpu_utilization_busy"), _window(np.full(6000, 40.0), "ec2_network_in_quiet")]
+    return bt.probability_evaluation(series, LevelForecaster(40.0), metrics=["cpu_pct"],
+                                     event_model=_constant_event_model(0.2), fleets=fleets)["incident"]["8h"]  # fmt: skip
+
+
+def test_the_served_entry_is_the_event_model_through_the_live_map_of_its_fleet():
+    r = _busy_and_quiet({"ec2_cpu_utilization_busy": "a", "ec2_network_in_quiet": "b"})
+    assert r["event_model"]["mean_prob"] == pytest.approx(0.2)
+    served = r["served"]["per_family"]
+    assert served["cpu"]["mean_prob"] > 0.3 and served["network/requests"]["mean_prob"] < 0.1
+    assert r["served"]["brier"] < r["event_model"]["brier"]
+
+
+def test_fleets_are_replayed_separately():
+    one = _busy_and_quiet({})["served"]["per_family"]  # one fleet: both series read the same map
+    assert one["cpu"]["mean_prob"] == pytest.approx(one["network/requests"]["mean_prob"])

@@ -129,6 +129,20 @@ def test_decision_rows_hold_both_backtests_and_the_reason(champion):
     assert run.reason.startswith("not better enough") and "pinball" in run.reason
 
 
+def test_the_challenger_serves_its_champions_event_model(champion):
+    from forecasting.engine import event_model as em
+    from forecasting.engine.incidents import WINDOWS
+
+    n = len(em.FEATURES)
+    params = {"learner": "logistic", "mean": [0.0] * n, "std": [1.0] * n, "coef": [0.0] * n, "intercept": -2.0}
+    folders.write_event_model(champion.path, em.new_model({w: params for w in WINDOWS}, min_buckets=2, thresholds={}))
+    _store(_fleet())
+    run = _retrain()
+    carried = folders.read_event_model(run.challenger.path)
+    assert carried is not None and carried["carried_from"] == champion.name  # never the old bound, silently
+    assert run.metrics["training"]["event_model"].startswith(f"carried from {champion.name}")
+
+
 def test_training_killed_while_writing_leaves_no_folder_and_the_champion_serving(lifecycle, champion, monkeypatch):
     _store(_fleet())
 
