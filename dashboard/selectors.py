@@ -24,9 +24,15 @@ from django.db.models import Count, Max, Q
 from forecasting.alerts.selectors import alert_thresholds, alerts_open_counts
 from forecasting.engine.series import dominant_state
 from forecasting.engine.spec import HORIZON, STEP_MINUTES
-from forecasting.models import Alert, AlertTransition, PredictionRun, ServerForecast
+from forecasting.models import Alert, AlertTransition, PredictionRun
 from forecasting.registry import active_model_version
-from forecasting.runs.selectors import current_run, origin_is_stale, run_is_stale, stored_explanation
+from forecasting.runs.selectors import (
+    current_run,
+    origin_is_stale,
+    run_is_stale,
+    served_forecasts,
+    stored_explanation,
+)
 from forecasting.scoring.selectors import fleet_band_accuracy, probability_reliability, server_accuracy
 from forecasting.windows import maintenance_windows_current, silenced_server_names, window_server_names
 from ingest.contract import METRICS, PROFILE_LABELS, STATE_SEVERITY, STATES
@@ -322,7 +328,7 @@ def _run_rows(run: PredictionRun, server_prefix: str) -> list[FleetRow]:
     if key in _rows_memo:
         return _rows_memo[key]
     forecasts = (
-        ServerForecast.objects.filter(run=run)
+        served_forecasts()
         .order_by()
         .values_list(
             "server__name", "server__profile", "method", "fallback_reason", "prob_8h", "state", "summary", "origin",
@@ -681,7 +687,7 @@ def _forecast_facts(run: PredictionRun | None, server: Server, *, now: datetime)
     if run is None:
         return None
     row = (
-        ServerForecast.objects.filter(run=run, server=server)
+        served_forecasts().filter(server=server)
         .values("method", "fallback_reason", "prob_30m", "prob_8h", "state", "summary", "origin", "payload",
                 "encoder_steps", "explanation")
         .first()

@@ -126,8 +126,8 @@ class TrainingRunAdmin(ReadOnlyAdmin):
 
 @admin.register(PredictionRun)
 class PredictionRunAdmin(ReadOnlyAdmin):
-    list_display = ("id", "status", "started_at", "duration_seconds", "servers", "tft_count", "fallback_count",
-                    "model_name", "device", "error")
+    list_display = ("id", "status", "started_at", "duration_seconds", "servers", "forecasted", "tft_count",
+                    "fallback_count", "model_name", "device", "error")
     list_filter = ("status", "device")
     readonly_fields = [f.name for f in PredictionRun._meta.fields]
     show_full_result_count = False

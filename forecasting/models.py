@@ -47,7 +47,10 @@ class PredictionRun(models.Model):
     model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL)
     model_name = models.CharField(max_length=128, blank=True)
     device = models.CharField(max_length=32, blank=True)
+    # Once complete: the servers served (every server's current forecast, whichever run made it),
+    # and of those the TFT's and the heuristic's; `forecasted` is how many this run forecast itself.
     servers = models.IntegerField(default=0)
+    forecasted = models.IntegerField(default=0)
     tft_count = models.IntegerField(default=0)
     fallback_count = models.IntegerField(default=0)
     fallback_reasons = models.JSONField(default=dict, blank=True)  # reason → servers
@@ -103,9 +106,16 @@ class ServerForecast(models.Model):
     # What drove the forecast, from the TFT itself (forecasting.engine.explanation): input weights per
     # group and where its attention went; computed for forecasts that rise toward a limit.
     explanation = models.JSONField(default=dict, blank=True)
+    # The forecast every reader serves for this server: its newest from a complete run. A run forecasts
+    # only the servers due (a new closed bucket, a new model), so the others keep an older run's.
+    current = models.BooleanField(default=False)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["run", "server"], name="uniq_forecast_run_server")]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "server"], name="uniq_forecast_run_server"),
+            # At most one current forecast per server; also the index of every `current=True` read.
+            models.UniqueConstraint(fields=["server"], condition=models.Q(current=True), name="one_current_forecast"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.server_id} in run {self.run_id}"

@@ -37,9 +37,9 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from access.read_limits import MetricsRateThrottle, read_cached
 from forecasting.engine.spec import STEP_MINUTES
-from forecasting.models import Alert, PredictionRun, ServerForecast
+from forecasting.models import Alert, PredictionRun
 from forecasting.registry import active_model_version
-from forecasting.runs.selectors import current_run
+from forecasting.runs.selectors import current_run, served_forecasts
 from forecasting.scoring.selectors import probability_reliability, series_accuracy
 from ingest.selectors import counters_totals, fleet_readiness
 
@@ -337,7 +337,7 @@ def forecast_exposition(*, run: PredictionRun) -> bytes:
     lines: dict[str, list[str]] = {name: [] for name in _FORECAST_FAMILIES}
     forecast, peak, current = lines["tft_forecast"], lines["tft_forecast_peak"], lines["tft_forecast_current"]
     threshold, probability = lines["tft_forecast_threshold"], lines["tft_incident_probability"]
-    rows = ServerForecast.objects.filter(run=run).values_list("server__name", "payload", "summary", "prob_30m", "prob_8h")
+    rows = served_forecasts().values_list("server__name", "payload", "summary", "prob_30m", "prob_8h")
     for name, payload_text, summary, p30, p8h in rows.iterator(chunk_size=500):
         server = _label(name)
         payload = json.loads(payload_text)

@@ -25,28 +25,44 @@ class ServerWindow:
     window: SeriesWindow
 
 
-def ready_server_ids(*, now: datetime | None = None) -> list[int]:
-    """Servers past warmup that reported within TFT_SERVER_STALE_HOURS (0 = no limit)."""
+def ready_servers(*, now: datetime | None = None):
+    """The servers a run forecasts (a queryset): past warmup and reported within
+    TFT_SERVER_STALE_HOURS (0 = no limit)."""
     query = Q(record_count__gte=settings.TFT_WARMUP_RECORDS)
     if settings.TFT_SERVER_STALE_HOURS:
         now = now or datetime.now(UTC)
         query &= Q(last_seen__gte=now - timedelta(hours=settings.TFT_SERVER_STALE_HOURS))
-    return list(Server.objects.filter(query).order_by("id").values_list("id", flat=True))
+    return Server.objects.filter(query).order_by("id")
 
 
-def _buckets_sql(n_ids: int, *, context_only: bool, since: bool = False) -> str:
+def ready_server_ids(*, now: datetime | None = None) -> list[int]:
+    return list(ready_servers(now=now).values_list("id", flat=True))
+
+
+def bucket_floor(at: datetime) -> datetime:
+    """Start of the 5-minute bucket holding `at` (the end of the newest bucket closed at `at`)."""
+    step = STEP_MINUTES * 60
+    return datetime.fromtimestamp(int(at.timestamp()) // step * step, tz=UTC)
+
+
+def _buckets_sql(n_ids: int, *, context_only: bool, since: bool = False, closed: bool = False) -> str:
     span = CONTEXT * STEP_MINUTES
     means = ", ".join(f"b.{m}_sum / b.count" for m in METRICS)
     states = ", ".join(f"b.n_{s}" for s in STATES)
+    # The newest bucket a window may hold: the server's latest, or (closed) the latest closed one.
+    newest = ("LEAST(s.last_seen, %s)" if connection.vendor == "postgresql" else "MIN(s.last_seen, %s)") if closed \
+        else "s.last_seen"
     if connection.vendor == "postgresql":
         epoch = "EXTRACT(EPOCH FROM b.bucket_start)::bigint"
-        context_start = f"s.last_seen - interval '{span} minutes'"
+        context_start = f"{newest} - interval '{span} minutes'"
         ids = "b.server_id = ANY(%s)"
     else:
         epoch = "CAST(strftime('%%s', b.bucket_start) AS INTEGER)"
-        context_start = f"datetime(s.last_seen, '-{span} minutes')"
+        context_start = f"datetime({newest}, '-{span} minutes')"
         ids = f"b.server_id IN ({', '.join(['%s'] * n_ids)})"
     recent = f" AND b.bucket_start > {context_start}" if context_only else (" AND b.bucket_start >= %s" if since else "")
+    if closed:
+        recent += " AND b.bucket_start < %s"
     # One query for the whole batch of servers; per server it is a range scan of the
     # (server, bucket_start) unique index (over at most one context of buckets for model windows).
     return (
@@ -57,16 +73,23 @@ def _buckets_sql(n_ids: int, *, context_only: bool, since: bool = False) -> str:
     )
 
 
-def _bucket_series(*, server_ids: list[int], context_only: bool, since: datetime | None = None) -> list[ServerWindow]:
+def _bucket_series(*, server_ids: list[int], context_only: bool, since: datetime | None = None,
+                   closed_at: datetime | None = None) -> list[ServerWindow]:
     """The one adapter from stored buckets to engine series: bucket means and state counts per
     server, placed on the grid by the engine (which also picks each bucket's dominant state)."""
     if not server_ids:
         return []
+    adapt = connection.ops.adapt_datetimefield_value
     params = [list(server_ids)] if connection.vendor == "postgresql" else list(server_ids)
+    if closed_at is not None and context_only:
+        params.append(adapt(bucket_floor(closed_at) - timedelta(microseconds=1)))
     if since is not None:
-        params.append(connection.ops.adapt_datetimefield_value(since))
+        params.append(adapt(since))
+    if closed_at is not None:
+        params.append(adapt(bucket_floor(closed_at)))
+    sql = _buckets_sql(len(server_ids), context_only=context_only, since=since is not None, closed=closed_at is not None)
     with connection.cursor() as cursor:
-        cursor.execute(_buckets_sql(len(server_ids), context_only=context_only, since=since is not None), params)
+        cursor.execute(sql, params)
         rows = cursor.fetchall()
     n_m = len(METRICS)
     out = []
@@ -84,9 +107,11 @@ def _bucket_series(*, server_ids: list[int], context_only: bool, since: datetime
     return out
 
 
-def server_windows(*, server_ids: list[int]) -> list[ServerWindow]:
-    """The model window (at most one context of buckets up to each server's latest) of each server."""
-    return _bucket_series(server_ids=server_ids, context_only=True)
+def server_windows(*, server_ids: list[int], closed_at: datetime | None = None) -> list[ServerWindow]:
+    """The model window (at most one context of buckets up to each server's latest) of each server;
+    with `closed_at`, only the buckets closed by then: a run forecasts from whole buckets, so a
+    server's forecast changes only when one closes (a server with none closed has no window)."""
+    return _bucket_series(server_ids=server_ids, context_only=True, closed_at=closed_at)
 
 
 def server_series_since(*, server_ids: list[int], since: datetime) -> list[ServerWindow]:

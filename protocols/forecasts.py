@@ -7,8 +7,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from forecasting.models import ServerForecast
-from forecasting.runs.selectors import current_run
+from forecasting.runs.selectors import current_run, served_forecasts
 
 QUANTILE_KEYS = {"0.1": "p10", "0.5": "p50", "0.9": "p90"}
 PROBABILITY_FIELDS = {"30m": "prob_30m", "8h": "prob_8h"}
@@ -30,7 +29,7 @@ def forecast_server_names() -> list[tuple[str, str]]:
     if run is None:
         return []
     return list(
-        ServerForecast.objects.filter(run=run).order_by("server__name").values_list("server__name", "server__profile")
+        served_forecasts().order_by("server__name").values_list("server__name", "server__profile")
     )
 
 
@@ -40,7 +39,7 @@ def current_forecasts(*, server_names: list[str]) -> list[Forecast]:
     if run is None or not server_names:
         return []
     rows = (
-        ServerForecast.objects.filter(run=run, server__name__in=server_names)
+        served_forecasts().filter(server__name__in=server_names)
         .order_by("server__name")
         .values_list("server__name", "server__profile", "origin", "payload", "prob_30m", "prob_8h")
     )

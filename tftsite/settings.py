@@ -212,6 +212,14 @@ TFT_STALE_AFTER_MINUTES = env_int("TFT_STALE_AFTER_MINUTES", 15, minimum=1)
 TFT_SERVER_SILENT_AFTER_MINUTES = env_int("TFT_SERVER_SILENT_AFTER_MINUTES", 180, minimum=1)
 # Ready servers silent for longer than this are not forecast (0 = forecast them anyway).
 TFT_SERVER_STALE_HOURS = env_int("TFT_SERVER_STALE_HOURS", 24, minimum=0)
+# Scheduled runs forecast only the servers due: a 5-minute bucket closed since their current forecast,
+# no forecast yet, or a new active model; the other servers keep serving their current forecast
+# (forecasting.runs.selectors.due_server_ids). False: every ready server on every run (the old schedule).
+TFT_PREDICTION_DUE_ONLY = env_bool("TFT_PREDICTION_DUE_ONLY", True)
+# The due servers are spread over this many runs of each bucket (server id modulo this is a server's
+# slot: the run that many intervals into the bucket takes it, or any later one); 0 = the runs a bucket
+# holds (5 minutes / TFT_PREDICTION_INTERVAL_SECONDS, 5 at 60 s); 1 = all at the first run after it closes.
+TFT_PREDICTION_STAGGER_RUNS = env_int("TFT_PREDICTION_STAGGER_RUNS", 0, minimum=0)
 # Servers per prediction task: larger fleets fan out over several workers.
 TFT_PREDICTION_CHUNK_SIZE = env_int("TFT_PREDICTION_CHUNK_SIZE", 512, minimum=1)
 # A running run whose heartbeat is older than this is expired (its worker died).

@@ -269,11 +269,14 @@ def prediction_chunk_execute(*, run_id: int, server_ids: list[int], explain: str
     """Forecast one chunk of servers for a run and store it; finalise the run if this was the last
     chunk. Returns True when the run was finalised. Safe to run twice: a chunk already stored is
     skipped (unique run+server), and nothing happens for a run that is no longer running."""
-    if not PredictionRun.objects.filter(pk=run_id, status=PredictionRun.Status.RUNNING).exists():
+    run_started = (PredictionRun.objects.filter(pk=run_id, status=PredictionRun.Status.RUNNING)
+                   .values_list("started_at", flat=True).first())
+    if run_started is None:
         logger.info("chunk skipped: run is no longer running", extra={"run_id": run_id})
         return False
     started = time.perf_counter()
-    windows = server_windows(server_ids=server_ids)
+    # The buckets closed when the run started: what made its servers due, and the same for every chunk.
+    windows = server_windows(server_ids=server_ids, closed_at=run_started)
     timings = {"read": time.perf_counter() - started}
     forecast = _forecast_chunk(windows, explain=explain != "off")
     started = time.perf_counter()
@@ -291,12 +294,12 @@ def prediction_chunk_execute(*, run_id: int, server_ids: list[int], explain: str
 
 
 def fleet_predict(
-    *, now: datetime | None = None, chunk_size: int | None = None, explain: str = "needed"
+    *, now: datetime | None = None, chunk_size: int | None = None, explain: str = "needed", due_only: bool = False
 ) -> PredictionRun | None:
-    """One whole fleet run in this process (predict_now, tests, and the single-chunk task).
-    explain: "needed" (forecasts rising toward a limit or calling for an alert), "all" or "off"
-    (the benchmark compares them)."""
-    run, chunks = prediction_run_start(now=now, chunk_size=chunk_size)
+    """One run in this process (predict_now, tests, benches): every ready server, or (due_only) those
+    a scheduled run at `now` would take. explain: "needed" (forecasts rising toward a limit or calling
+    for an alert), "all" or "off" (the benchmark compares them)."""
+    run, chunks = prediction_run_start(now=now, chunk_size=chunk_size, due_only=due_only)
     if run is None:
         return None
     try:

@@ -16,11 +16,67 @@ from forecasting.engine.spec import HORIZON, METRICS, STEP_MINUTES
 from forecasting.models import PredictionRun, ServerForecast
 from forecasting.registry import active_model_version
 from forecasting.scoring.selectors import server_accuracy
+from forecasting.windows import bucket_floor
 
 
 def current_run() -> PredictionRun | None:
     """The latest complete run: a running, failed or expired run is never served."""
     return PredictionRun.objects.filter(status=PredictionRun.Status.COMPLETE).order_by("-finished_at").first()
+
+
+def served_forecasts():
+    """Every server's current forecast (a queryset), whichever complete run made it: what every
+    reader serves beside the current run's metadata, since a run forecasts only the servers due."""
+    return ServerForecast.objects.filter(current=True)
+
+
+# --- Which servers a run forecasts -------------------------------------------------------------------
+
+
+def stagger_runs() -> int:
+    """How many runs of a bucket share its due servers (TFT_PREDICTION_STAGGER_RUNS, 0 = all of them)."""
+    per_bucket = max(1, STEP_MINUTES * 60 // settings.TFT_PREDICTION_INTERVAL_SECONDS)
+    return min(settings.TFT_PREDICTION_STAGGER_RUNS or per_bucket, per_bucket)
+
+
+def stagger_phase(now: datetime) -> int:
+    """Which of the bucket's runs a run at `now` is (0 = the first after the bucket closed)."""
+    into = (now - bucket_floor(now)).total_seconds()
+    return min(int(into // settings.TFT_PREDICTION_INTERVAL_SECONDS), stagger_runs() - 1)
+
+
+def server_slot(server_id: int) -> int:
+    """The run of each bucket (its phase) from which a server is taken: stable, and even over ids."""
+    return server_id % stagger_runs()
+
+
+def due_server_ids(*, servers: list[tuple[int, datetime]], now: datetime) -> list[int]:
+    """Of the ready (server id, last_seen), the servers a scheduled run at `now` forecasts.
+
+    Due: no current forecast (at once), or one made from older data or by another model than the
+    active one. A run at `now` reads the buckets closed by then, so a server has new data when its
+    newest closed bucket ends after the start of the bucket in which its current forecast's run
+    began. A due server waits for its slot's run (or any later one, if that run was missed), so each
+    run takes about 1/stagger_runs() of the fleet and nobody waits more than a bucket."""
+    active = active_model_version()
+    made = {
+        sid: (bucket_floor(started), version_id)
+        for sid, started, version_id in served_forecasts().values_list("server_id", "run__started_at",
+                                                                       "run__model_version_id")
+    }
+    cutoff, step, phase = bucket_floor(now), timedelta(minutes=STEP_MINUTES), stagger_phase(now)
+    due = []
+    for sid, last_seen in servers:
+        previous = made.get(sid)
+        if previous is None:
+            due.append(sid)
+            continue
+        if server_slot(sid) > phase:
+            continue
+        newest_closed_end = min(bucket_floor(last_seen) + step, cutoff)
+        if newest_closed_end > previous[0] or (active is not None and previous[1] != active.pk):
+            due.append(sid)
+    return due
 
 
 
@@ -73,7 +129,7 @@ def forecast_is_stale(run: PredictionRun, origin: datetime) -> bool:
 
 
 def stale_forecast_count(run: PredictionRun) -> int:
-    return ServerForecast.objects.filter(run=run, origin__lt=stale_before(run.started_at)).count()
+    return served_forecasts().filter(origin__lt=stale_before(run.started_at)).count()
 
 
 def _with_origin(payload: str, run: PredictionRun, origin: datetime) -> str:
@@ -100,14 +156,14 @@ def _predictions_object(run: PredictionRun, rows) -> tuple[str, dict, dict]:
 def _run_predictions(run: PredictionRun) -> tuple[str, dict, dict]:
     """The run's `predictions` object as JSON text, its methods and fallback reasons.
 
-    A complete run never changes, so each web process builds this once per run (about 8 MB at
+    The served forecasts change only when a run completes, so each web process builds this once per run (about 8 MB at
     1,000 servers) instead of reloading every stored forecast on every request.
     """
     key = (run.pk, run.finished_at)
     cached = _predictions_cache.get(key)
     if cached is not None:
         return cached
-    rows = ServerForecast.objects.filter(run=run).order_by("server__name").values_list(*_PREDICTION_FIELDS)
+    rows = served_forecasts().order_by("server__name").values_list(*_PREDICTION_FIELDS)
     built = _predictions_object(run, rows.iterator(chunk_size=500))
     _predictions_cache.clear()  # only the current run is worth keeping
     _predictions_cache[key] = built
@@ -134,7 +190,7 @@ def predictions_page_json(
     """One page of GET /predictions/current: the run's forecasts of up to `limit` servers whose names
     sort after `after`, in name order, with their open alerts; the environment stays the fleet's.
     Read straight from the (run, server) rows, so a page costs the same whatever the fleet's size."""
-    rows = ServerForecast.objects.filter(run=run)
+    rows = served_forecasts()
     if after is not None:
         rows = rows.filter(server__name__gt=after)
     page = list(rows.order_by("server__name").values_list(*_PREDICTION_FIELDS)[: limit + 1])
@@ -165,7 +221,7 @@ def _predictions_body(run: PredictionRun, predictions: str, methods: dict, reaso
 
 def server_forecast_json(run: PredictionRun, server_name: str, *, now: datetime | None = None) -> str | None:
     forecast = (
-        ServerForecast.objects.filter(run=run, server__name=server_name)
+        served_forecasts().filter(server__name=server_name)
         .values_list("payload", "method", "fallback_reason", "prob_30m", "prob_8h", "origin", "encoder_steps", "state",
                      "explanation")
         .first()

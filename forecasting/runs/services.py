@@ -21,8 +21,8 @@ from forecasting.alerts.selectors import alerts_open_counts
 from forecasting.alerts.services import alerts_apply_run
 from forecasting.engine.probability import fleet_environment
 from forecasting.models import PredictionRun, ServerForecast
-from forecasting.runs.selectors import forecast_is_stale
-from forecasting.windows import ready_server_ids
+from forecasting.runs.selectors import current_run, due_server_ids, forecast_is_stale, served_forecasts
+from forecasting.windows import ready_server_ids, ready_servers
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +49,15 @@ def prediction_runs_expire_stale(*, now: datetime | None = None) -> int:
     return expired
 
 
-def prediction_run_start(*, now: datetime | None = None, chunk_size: int | None = None):
-    """Create the run and split the ready servers into chunks; None if another run is running."""
+def prediction_run_start(*, now: datetime | None = None, chunk_size: int | None = None, due_only: bool = False):
+    """Create the run and split its servers into chunks; None if another run is running. Every ready
+    server, or (due_only, the schedule's runs) only those due (selectors.due_server_ids)."""
     now = now or _now()
     prediction_runs_expire_stale(now=now)
-    server_ids = ready_server_ids(now=now)
+    if due_only:
+        server_ids = due_server_ids(servers=list(ready_servers(now=now).values_list("id", "last_seen")), now=now)
+    else:
+        server_ids = ready_server_ids(now=now)
     size = chunk_size or settings.TFT_PREDICTION_CHUNK_SIZE
     chunks = [server_ids[i : i + size] for i in range(0, len(server_ids), size)] or [[]]
     try:
@@ -63,6 +67,7 @@ def prediction_run_start(*, now: datetime | None = None, chunk_size: int | None 
                 started_at=now,
                 heartbeat_at=now,
                 servers=len(server_ids),
+                forecasted=len(server_ids),
                 chunks_total=len(chunks),
             )
     except IntegrityError:
@@ -112,7 +117,7 @@ def prediction_run_start(*, now: datetime | None = None, chunk_size: int | None 
 def prediction_run_schedule(*, now: datetime | None = None) -> int | None:
     """Start a run and fan its chunks out to the `gpu` queue once the run row is committed (beat's
     task). None when another run is running."""
-    run, chunks = prediction_run_start(now=now)
+    run, chunks = prediction_run_start(now=now, due_only=settings.TFT_PREDICTION_DUE_ONLY)
     if run is None:
         return None
 
@@ -129,18 +134,49 @@ def prediction_run_schedule(*, now: datetime | None = None) -> int | None:
 # --- Finalise -------------------------------------------------------------------------------------
 
 
+def _serve_run_forecasts(run: PredictionRun) -> None:
+    """Make the run's forecasts the current ones of their servers; a server no longer ready (silent
+    past TFT_SERVER_STALE_HOURS) stops being served, as it would have dropped out of a full run."""
+    made = ServerForecast.objects.filter(run=run).values("server_id")
+    ServerForecast.objects.filter(current=True, server_id__in=made).exclude(run=run).update(current=False)
+    ServerForecast.objects.filter(current=True).exclude(
+        server_id__in=ready_servers(now=run.started_at).values("id")).update(current=False)
+    ServerForecast.objects.filter(run=run).update(current=True)
+
+
+def _served_counts(run: PredictionRun, methods: list[tuple[str, str]]) -> None:
+    """The run's served counts, over every server's current forecast (what its readers show)."""
+    run.servers = len(methods)
+    run.fallback_count = sum(method == ServerForecast.Method.HEURISTIC for method, _ in methods)
+    run.tft_count = run.servers - run.fallback_count
+    reasons: dict[str, int] = {}
+    for _, reason in methods:
+        if reason:
+            reasons[reason.split(":")[0]] = reasons.get(reason.split(":")[0], 0) + 1
+    run.fallback_reasons = reasons
+    if not run.model_name:  # it forecast nobody: it serves what the run before it served
+        previous = current_run()
+        if previous is not None:
+            run.model_version, run.model_name, run.device = previous.model_version, previous.model_name, previous.device
+
+
 def prediction_run_finalize(*, run: PredictionRun) -> None:
-    """Alert lifecycle and fleet environment for a run whose chunks are all stored; marks it
-    complete. Runs inside the caller's transaction, with the run row locked."""
+    """Serve the run's forecasts, then the alert lifecycle and fleet environment over every served
+    forecast; marks the run complete. Runs inside the caller's transaction, with the run row locked."""
     now = _now()
     started = time.perf_counter()
-    rows = ServerForecast.objects.filter(run=run).values_list("server_id", "alert_candidates", "prob_30m", "prob_8h",
-                                                               "origin")
-    forecasts, stale = [], set()
-    for server_id, candidates, p30, p8h, origin in rows:
+    _serve_run_forecasts(run)
+    rows = served_forecasts().values_list("server_id", "alert_candidates", "prob_30m", "prob_8h", "origin", "method",
+                                          "fallback_reason")
+    forecasts, stale, methods = [], set(), []
+    # The servers this run did not forecast step nothing: their origin is the one that last stepped
+    # them (as a run within the same bucket always did); they are still silenced and refreshed.
+    for server_id, candidates, p30, p8h, origin, method, reason in rows:
         forecasts.append((server_id, candidates, p30, p8h, origin))
+        methods.append((method, reason))
         if forecast_is_stale(run, origin):
             stale.add(server_id)
+    _served_counts(run, methods)
     # A stale server's forecast continues old data: it opens, refreshes and resolves nothing. Its open
     # alerts stay as they are (not resolved: silence is no evidence the problem went away, and a
     # resolve pushed for a server that stopped reporting would hide the very moment it may be down).
@@ -180,7 +216,10 @@ def prediction_run_fail(*, run_id: int, error: str) -> None:
 def prediction_runs_prune(*, keep: int | None = None) -> int:
     """Delete all but the newest `keep` finished runs (their forecasts go with them)."""
     keep = keep or settings.TFT_KEEP_RUNS
-    finished = PredictionRun.objects.exclude(status=PredictionRun.Status.RUNNING).order_by("-started_at")
+    # A run that still holds a server's current forecast stays (a server is forecast once a bucket).
+    serving = served_forecasts().values("run_id")
+    finished = (PredictionRun.objects.exclude(status=PredictionRun.Status.RUNNING).exclude(pk__in=serving)
+                .order_by("-started_at"))
     old_ids = list(finished.values_list("pk", flat=True)[keep:])
     if not old_ids:
         return 0
