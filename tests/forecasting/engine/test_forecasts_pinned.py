@@ -3,11 +3,22 @@ serving into the engine) must not change a single served number.
 
 The digests were computed before the move, from the shipped default model and the then
 `forecasting.services._score_chunk`, on 12 simulated servers of different history lengths; the
-payloads are rounded to 3 decimals as served, so thread-count noise in the last float bits does not
-show. A deliberate change to serving updates the digests in the same commit, saying why."""
+payloads are rounded to 3 decimals as served. A deliberate change to serving updates the pins in the
+same commit, saying why.
 
+The heuristic is plain numpy and stays pinned by its digest. The TFT's forward pass is not
+bit-identical across CPUs (torch picks AVX2 or AVX-512 kernels by machine): on an Intel AVX-512
+machine a value near a rounding boundary lands on the other side of it and the digest differs while
+no code changed. Its pin is therefore the served output itself (pinned_tft_served.json.gz, written on
+such a machine from the tree whose output still matched the digest on AMD EPYC), compared field by
+field: every number within 2e-3 (one unit in the served 3rd decimal, plus float noise), every other
+value and all text between the numbers exact."""
+
+import gzip
 import hashlib
 import json
+import math
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,10 +31,10 @@ from forecasting.engine.simulator import fleet_names, simulate_buckets
 from forecasting.engine.spec import DEFAULT_THRESHOLDS
 
 MODEL = Path(__file__).resolve().parents[3] / "models" / "tft_model_20261202T135112Z"
-PINNED = {
-    "tft": "c2f13d4b465592ddb73ca66c76701feb77e0b52dd9dcbc179bf82e65f86c81ef",
-    "heuristic": "98d160b014ec2af3d3a472659b0b6d06c88d7de026c70881b4fce8c600f994a3",
-}
+PINNED = {"heuristic": "98d160b014ec2af3d3a472659b0b6d06c88d7de026c70881b4fce8c600f994a3"}
+PINNED_TFT = Path(__file__).with_name("pinned_tft_served.json.gz")
+TOLERANCE = 2e-3
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 FRACTIONS = (1.0, 0.9, 0.5, 0.3, 1.0, 0.7, 0.2, 1.0, 0.8, 0.6, 0.4, 1.0)
 
 
@@ -42,14 +53,47 @@ THRESHOLDS = {
 }
 
 
-def _digest(windows, quantiles) -> str:
+def _served(windows, quantiles, *, parse_payload: bool = False) -> list[dict]:
     thresholds = {metric: dict(rule) for metric, rule in THRESHOLDS.items()}
-    served = [
-        {"payload": s.payload, "summary": s.summary, "candidates": s.candidates, "prob_30m": s.prob_30m,
-         "prob_8h": s.prob_8h, "explain": s.explain}
+    return [
+        {"payload": json.loads(s.payload) if parse_payload else s.payload, "summary": s.summary,
+         "candidates": s.candidates, "prob_30m": s.prob_30m, "prob_8h": s.prob_8h, "explain": s.explain}
         for s in serve_forecasts(windows, quantiles, thresholds, None)
     ]  # fmt: skip
-    return hashlib.sha256(json.dumps(served, sort_keys=True).encode()).hexdigest()
+
+
+def _digest(windows, quantiles) -> str:
+    return hashlib.sha256(json.dumps(_served(windows, quantiles), sort_keys=True).encode()).hexdigest()
+
+
+def _differences(got, want, path: str = "") -> list[str]:
+    """Where `got` differs from `want`: numbers beyond TOLERANCE, anything else not equal (text is
+    compared with its numbers taken out, and those numbers within TOLERANCE)."""
+    if isinstance(want, dict) and isinstance(got, dict):
+        if got.keys() != want.keys():
+            return [f"{path}: keys {sorted(got)} != {sorted(want)}"]
+        return [d for key in want for d in _differences(got[key], want[key], f"{path}.{key}")]
+    if isinstance(want, list) and isinstance(got, list):
+        if len(got) != len(want):
+            return [f"{path}: {len(got)} items != {len(want)}"]
+        return [d for i, (g, w) in enumerate(zip(got, want, strict=True)) for d in _differences(g, w, f"{path}[{i}]")]
+    if isinstance(want, str) and isinstance(got, str):
+        same_text = NUMBER.split(got) == NUMBER.split(want)
+        got_n, want_n = [float(x) for x in NUMBER.findall(got)], [float(x) for x in NUMBER.findall(want)]
+        if (
+            same_text
+            and len(got_n) == len(want_n)
+            and all(abs(g - w) <= TOLERANCE for g, w in zip(got_n, want_n, strict=True))
+        ):
+            return []
+        return [f"{path}: {got!r} != {want!r}"]
+    numbers = (int, float)
+    if isinstance(want, numbers) and isinstance(got, numbers) and not isinstance(want, bool):
+        if math.isclose(got, want, rel_tol=0, abs_tol=TOLERANCE):
+            return []
+    elif got == want:
+        return []
+    return [f"{path}: {got!r} != {want!r}"]
 
 
 def test_heuristic_forecasts_are_served_as_before_the_move():
@@ -63,4 +107,6 @@ def test_tft_forecasts_are_served_as_before_the_move():
 
     windows = _windows()
     forecaster = load_forecaster(MODEL, device="cpu", threads=1)
-    assert _digest(windows, forecaster.predict_array(windows)) == PINNED["tft"]
+    served = _served(windows, forecaster.predict_array(windows), parse_payload=True)
+    differences = _differences(served, json.loads(gzip.decompress(PINNED_TFT.read_bytes())))
+    assert not differences, differences[:10]
