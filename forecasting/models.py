@@ -171,8 +171,8 @@ class Alert(models.Model):
     )
     first_run = models.ForeignKey(PredictionRun, null=True, on_delete=models.SET_NULL, related_name="+")
     last_run = models.ForeignKey(PredictionRun, null=True, on_delete=models.SET_NULL, related_name="+")
-    # The severity it opened with: its identity downstream (Alertmanager's severity label), kept when
-    # `severity` changes so the resolve matches the firing that was pushed.
+    # The severity it opened with (`severity` is the current one; each change is an AlertTransition,
+    # pushed re-labelled: forecasting.alerts.push).
     opened_severity = models.CharField(max_length=16, choices=Severity.choices, blank=True, default="")
     # Consecutive runs that no longer predicted it (the hysteresis' M counter; 0 while predicted).
     misses = models.PositiveIntegerField(default=0)
@@ -200,18 +200,25 @@ class Alert(models.Model):
 class AlertNotification(models.Model):
     """One alert transition to push to Alertmanager / webhooks (forecasting.alerts.push).
 
-    Unique per (alert, transition): a transition is recorded once however often the run that caused it
-    is retried. `delivered_at` is set by compare-and-swap, so a notification is delivered once even
-    when a retry and the sweeper race; `delivered_targets` keeps a partial fan-out from resending to a
-    target that already accepted it.
+    Unique per (alert, transition) for firing and resolved, and per AlertTransition row for a severity
+    change (an alert may change severity more than once): a transition is recorded once however often
+    the run that caused it is retried. `delivered_at` is set by compare-and-swap, so a notification is
+    delivered once even when a retry and the sweeper race; `delivered_targets` keeps a partial fan-out
+    from resending to a target that already accepted it.
     """
 
     class Transition(models.TextChoices):
-        FIRING = "firing"  # the alert opened (a severity change opens the other severity's alert)
+        FIRING = "firing"  # the alert opened
         RESOLVED = "resolved"
+        # The open alert's severity changed: the old severity's labels resolve, the new one's fire.
+        SEVERITY_CHANGED = "severity_changed"
 
     alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="notifications")
     transition = models.CharField(max_length=16, choices=Transition.choices)
+    # The severity change this pushes (its idempotency key); null for firing and resolved.
+    alert_transition = models.OneToOneField(
+        "AlertTransition", null=True, blank=True, on_delete=models.CASCADE, related_name="notification"
+    )
     created_at = models.DateTimeField()
     # The Alertmanager alert ({labels, annotations, startsAt, endsAt}) as it was at the transition.
     payload = models.JSONField(default=dict)
@@ -224,7 +231,11 @@ class AlertNotification(models.Model):
     class Meta:
         ordering = ["created_at"]
         constraints = [
-            models.UniqueConstraint(fields=["alert", "transition"], name="uniq_alert_notification_transition")
+            models.UniqueConstraint(
+                fields=["alert", "transition"],
+                condition=models.Q(transition__in=["firing", "resolved"]),
+                name="uniq_alert_notification_transition",
+            )
         ]
         indexes = [models.Index(fields=["delivered_at", "created_at"], name="alert_notif_pending_idx")]
 

@@ -16,7 +16,7 @@ from django.db.models import F, Q
 from forecasting.engine.series import SeriesWindow, grid_series
 from forecasting.engine.spec import CONTEXT, METRICS, STATES, STEP_MINUTES
 from forecasting.models import MaintenanceWindow
-from ingest.models import MetricRecord, Server
+from ingest.models import MetricBucket, MetricRecord, Server
 
 
 @dataclass(slots=True)
@@ -121,8 +121,9 @@ def server_series_since(*, server_ids: list[int], since: datetime) -> list[Serve
 
 def server_histories(*, server_names: list[str] | None = None, keep_silenced: bool = False) -> list[SeriesWindow]:
     """Every (or the named) server's whole bucket history as engine series, by name (training,
-    backtests). `keep_silenced=True` keeps the buckets of maintenance windows (they are missing, NaN,
-    by default: what happens in a window is not what the model should learn)."""
+    backtests). `keep_silenced=True` keeps the silenced buckets (silenced_spans: maintenance windows
+    and buckets reporting state `maintenance`); they are missing, NaN, by default: what happens in a
+    window is not what the model should learn."""
     query = Server.objects.order_by("name")
     if server_names:
         query = query.filter(name__in=list(server_names))
@@ -136,7 +137,9 @@ def server_histories(*, server_names: list[str] | None = None, keep_silenced: bo
 # --- Maintenance windows (silences) -----------------------------------------------------------------
 #
 # The reads every concern uses to leave a window out: alerts (silenced_keys), live scoring and
-# calibration and probability outcomes (silenced_spans), retraining data (server_histories above).
+# calibration and probability outcomes (silenced_spans), retraining data (server_histories above,
+# through silenced_spans). A server reporting state `maintenance` counts as in a window
+# (TFT_MAINTENANCE_STATE_SILENCES): for alerts from its latest record, for the rest per bucket.
 
 
 def _matches(pattern: str, name: str) -> bool:
@@ -205,14 +208,16 @@ def silenced_server_names(*, now: datetime) -> dict[str, str]:
     return out
 
 
-def silenced_spans(
-    *, server_ids: list[int], start: datetime, end: datetime
-) -> dict[int, list[tuple[datetime, datetime, str | None]]]:
-    """Per server, the maintenance-window spans (from, to, metric or None = all) overlapping
-    [start, end), clipped to it: what live scoring, interval calibration, probability outcomes and
-    training data leave out."""
+Span = tuple[datetime, datetime, str | None]
+
+
+def silenced_spans(*, server_ids: list[int], start: datetime, end: datetime) -> dict[int, list[Span]]:
+    """Per server, the silenced spans (from, to, metric or None = all) overlapping [start, end),
+    clipped to it: maintenance windows, and the buckets in which the server reported state
+    `maintenance` (when TFT_MAINTENANCE_STATE_SILENCES). What live scoring, interval calibration,
+    probability outcomes and training data leave out."""
+    out = _maintenance_state_spans(server_ids=server_ids, start=start, end=end)
     windows = list(maintenance_windows(start=start, end=end))
-    out: dict[int, list[tuple[datetime, datetime, str | None]]] = {}
     if not windows:
         return out
     for sid, name in Server.objects.filter(id__in=list(server_ids)).values_list("id", "name"):
@@ -222,7 +227,31 @@ def silenced_spans(
             if _matches(w.servers, name) and _window_end(w) > start
         ]
         if spans:
-            out[sid] = spans
+            out[sid] = [*out.get(sid, []), *spans]
+    return out
+
+
+def _maintenance_state_spans(*, server_ids: list[int], start: datetime, end: datetime) -> dict[int, list[Span]]:
+    """Per server, its buckets overlapping [start, end) holding a record in state `maintenance` (one is
+    enough: the bucket's means mix it in), runs of consecutive buckets merged into one span."""
+    if not settings.TFT_MAINTENANCE_STATE_SILENCES or not len(server_ids):
+        return {}
+    step = timedelta(minutes=STEP_MINUTES)
+    rows = (
+        MetricBucket.objects.filter(
+            server_id__in=list(server_ids), bucket_start__gt=start - step, bucket_start__lt=end, n_maintenance__gt=0
+        )
+        .order_by("server_id", "bucket_start")
+        .values_list("server_id", "bucket_start")
+    )
+    out: dict[int, list[Span]] = {}
+    for sid, bucket_start in rows:
+        lo, hi = max(bucket_start, start), min(bucket_start + step, end)
+        spans = out.setdefault(sid, [])
+        if spans and spans[-1][1] >= lo:
+            spans[-1] = (spans[-1][0], hi, None)
+        else:
+            spans.append((lo, hi, None))
     return out
 
 

@@ -314,7 +314,8 @@ TFT_ALERT_RESOLVE_AFTER_CRITICAL = env_int("TFT_ALERT_RESOLVE_AFTER_CRITICAL", 1
 # A server's alert that opens again within this many minutes of resolving counts as a flap
 # (tft_alert_flaps_total{server} in /metrics).
 TFT_ALERT_FLAP_WINDOW_MINUTES = env_int("TFT_ALERT_FLAP_WINDOW_MINUTES", 60, minimum=1)
-# Servers whose latest bucket reports state `maintenance` are treated as inside a maintenance window.
+# State `maintenance` counts as a maintenance window: a server whose latest record reports it opens no
+# alert, and buckets holding it are left out of scoring, calibration, outcomes and training (windows.py).
 TFT_MAINTENANCE_STATE_SILENCES = env_bool("TFT_MAINTENANCE_STATE_SILENCES", True)
 
 # --- Observability protocols: remote_write and OTLP in, a Prometheus read API out (README

@@ -14,10 +14,14 @@ remembered so a retry after a partial fan-out does not resend to it; delivered_a
 second compare-and-swap. (A receiver that stored a POST but timed out before answering gets it again
 on retry: the payload's labels plus startsAt identify it, as Alertmanager itself dedupes.)
 
-Transitions: "firing" when an alert opens and "resolved" when it resolves (by a run or an
-operator, or "silenced" by a maintenance window); acknowledging is not pushed (alerts.services says
-why). One alert per server and metric: a change of its severity is a recorded transition, not pushed;
-the resolve carries the labels its firing was pushed with, so Alertmanager matches the two.
+Transitions: "firing" when an alert opens, "severity_changed" when an open alert's severity
+changes, and "resolved" when it resolves (by a run or an operator, or "silenced" by a maintenance
+window); acknowledging is not pushed (alerts.services says why). Severity is a label, and
+Alertmanager identifies an alert by its labels (and routes by them: critical may page, warning not),
+so a severity change is one message carrying two alerts: the old severity's labels resolved and the
+new severity's firing. One AlertNotification per severity change (keyed by its AlertTransition row),
+so it is pushed once however often the run is retried. A resolve, and the next severity change,
+carry the labels and startsAt of the latest firing pushed, so Alertmanager matches them.
 """
 
 from __future__ import annotations
@@ -80,9 +84,9 @@ def _alertmanager_alert(*, alert: Alert, server_name: str, transition: str, now:
         "alertname": ALERT_NAME,
         "server": server_name,
         "metric": alert.metric,
-        # The severity it opened with: a later severity change is a transition of the same alert
-        # (alerts.services), so the resolve must carry the labels of the firing that was pushed.
-        "severity": alert.opened_severity or alert.severity,
+        # Its severity now: a severity change is pushed re-labelled (see the module docstring); a
+        # resolve takes the labels of the latest firing pushed instead (_fired).
+        "severity": alert.severity,
         "rule": alert.rule,
         "service": "tftsite",
     }
@@ -105,44 +109,78 @@ def _alertmanager_alert(*, alert: Alert, server_name: str, transition: str, now:
     }
 
 
-def _fired_labels(*, alerts: list[Alert], transition: str) -> dict[int, dict]:
-    """A resolve carries the labels its firing was pushed with (the rule and severity of an open
-    alert may change since: Alertmanager identifies an alert by its labels)."""
-    if transition != AlertNotification.Transition.RESOLVED:
+_FIRES = (AlertNotification.Transition.FIRING, AlertNotification.Transition.SEVERITY_CHANGED)
+
+
+def _fired(*, alerts: list[Alert], transition: str) -> dict[int, dict]:
+    """Alert id → the Alertmanager alert its latest firing push carried (the opening, or the latest
+    severity change): a resolve or a severity change ends exactly that one, by its labels and startsAt
+    (the rule and severity of an open alert may change since: Alertmanager identifies an alert by its
+    labels)."""
+    if transition == AlertNotification.Transition.FIRING:
         return {}
-    rows = AlertNotification.objects.filter(
-        alert_id__in=[a.pk for a in alerts], transition=AlertNotification.Transition.FIRING
-    ).values_list("alert_id", "payload")
-    return {alert_id: payload["labels"] for alert_id, payload in rows if payload.get("labels")}
+    rows = (
+        AlertNotification.objects.filter(alert_id__in=[a.pk for a in alerts], transition__in=_FIRES)
+        .order_by("created_at", "pk")
+        .values_list("alert_id", "payload")
+    )
+    return {alert_id: payload for alert_id, payload in rows if payload.get("labels")}  # the latest wins
 
 
-def alert_notifications_record(*, alerts: list[Alert], transition: str, now: datetime) -> int:
+def _payload(*, alert: Alert, server_name: str, transition: str, now: datetime, fired: dict | None) -> dict:
+    """What one notification stores: the Alertmanager alert at the transition; for a severity change,
+    the new severity's alert (firing from now) with the previous one, resolved now, under "previous"."""
+    firing_or_resolved = (
+        AlertNotification.Transition.RESOLVED
+        if transition == AlertNotification.Transition.RESOLVED
+        else AlertNotification.Transition.FIRING
+    )
+    payload = _alertmanager_alert(alert=alert, server_name=server_name, transition=firing_or_resolved, now=now)
+    if transition == AlertNotification.Transition.RESOLVED and fired:
+        payload.update(labels=fired["labels"], startsAt=fired["startsAt"])
+    elif transition == AlertNotification.Transition.SEVERITY_CHANGED:
+        payload["startsAt"] = _iso(now)  # the new labels' alert starts firing now
+        if fired:  # nothing to end when no firing was pushed (no target was configured then)
+            previous = {key: value for key, value in fired.items() if key != "previous"}
+            payload["previous"] = {**previous, "endsAt": _iso(now)}
+    return payload
+
+
+def alert_notifications_record(
+    *, alerts: list[Alert], transition: str, now: datetime, caused_by: dict[int, int] | None = None
+) -> int:
     """Record one transition's notifications and enqueue their pushes after commit. Called only by
     forecasting.alerts.services, inside the transition's transaction; a no-op (not even a query)
-    when no push target is configured."""
+    when no push target is configured. For a severity change, `caused_by` maps each alert's id to the
+    AlertTransition row it pushes (the notification's idempotency key)."""
     if not push_targets() or not alerts:
         return 0
     from ingest.models import Server
 
     names = dict(Server.objects.filter(pk__in={a.server_id for a in alerts}).values_list("pk", "name"))
-    fired = _fired_labels(alerts=alerts, transition=transition)
+    fired = _fired(alerts=alerts, transition=transition)
     rows = []
     for alert in alerts:
         if transition == AlertNotification.Transition.RESOLVED:
             alert.resolved_at = alert.resolved_at or now
-        payload = _alertmanager_alert(
-            alert=alert, server_name=names.get(alert.server_id, str(alert.server_id)), transition=transition, now=now
+        payload = _payload(
+            alert=alert,
+            server_name=names.get(alert.server_id, str(alert.server_id)),
+            transition=transition,
+            now=now,
+            fired=fired.get(alert.pk),
         )
-        payload["labels"] = fired.get(alert.pk, payload["labels"])
         rows.append(
             AlertNotification(
                 alert_id=alert.pk,
                 transition=transition,
                 created_at=now,
                 payload=payload,
+                alert_transition_id=(caused_by or {}).get(alert.pk),
             )
         )
-    # ignore_conflicts: unique per (alert, transition), so a retried run cannot record it twice.
+    # ignore_conflicts: unique per (alert, transition) or per severity change, so a retried run cannot
+    # record it twice.
     AlertNotification.objects.bulk_create(rows, ignore_conflicts=True)
     ids = list(
         AlertNotification.objects.filter(
@@ -159,19 +197,41 @@ def _enqueue(notification_ids: list[int]) -> None:
         current_app.send_task(PUSH_TASK, kwargs={"notification_id": pk}, expires=PUSH_EXPIRES_SECONDS)
 
 
+def carried_alerts(*, notification: AlertNotification) -> list[tuple[str, dict]]:
+    """(status, Alertmanager alert) for each alert one notification carries: its own; for a severity
+    change, first the previous severity's, resolved (so a receiver that applies them in order ends
+    with the new severity firing)."""
+    payload = dict(notification.payload)
+    previous = payload.pop("previous", None)
+    status = (
+        AlertNotification.Transition.RESOLVED
+        if notification.transition == AlertNotification.Transition.RESOLVED
+        else AlertNotification.Transition.FIRING
+    )
+    own = [(status, payload)]
+    return [(AlertNotification.Transition.RESOLVED, previous), *own] if previous else own
+
+
+def _common(dicts: list[dict]) -> dict:
+    return {k: v for k, v in dicts[0].items() if all(d.get(k) == v for d in dicts[1:])}
+
+
 def webhook_body(*, notification: AlertNotification) -> dict:
-    """Alertmanager's webhook JSON (version 4) carrying this one transition."""
-    alert = notification.payload
-    status = notification.transition
+    """Alertmanager's webhook JSON (version 4) carrying this one transition (firing when any alert it
+    carries fires, as Alertmanager's group status). The fingerprint is per alert and severity: one
+    per label set, as Alertmanager's own."""
+    carried = carried_alerts(notification=notification)
+    server = carried[0][1]["labels"]["server"]
+    firing = AlertNotification.Transition.FIRING
     return {
         "version": "4",
-        "groupKey": f'{{}}:{{alertname="{ALERT_NAME}", server="{alert["labels"]["server"]}"}}',
+        "groupKey": f'{{}}:{{alertname="{ALERT_NAME}", server="{server}"}}',
         "truncatedAlerts": 0,
-        "status": status,
+        "status": firing if any(st == firing for st, _ in carried) else AlertNotification.Transition.RESOLVED,
         "receiver": "tftsite",
-        "groupLabels": {"alertname": ALERT_NAME, "server": alert["labels"]["server"]},
-        "commonLabels": alert["labels"],
-        "commonAnnotations": alert["annotations"],
+        "groupLabels": {"alertname": ALERT_NAME, "server": server},
+        "commonLabels": _common([a["labels"] for _, a in carried]),
+        "commonAnnotations": _common([a["annotations"] for _, a in carried]),
         "externalURL": "",
         "alerts": [
             {
@@ -181,8 +241,9 @@ def webhook_body(*, notification: AlertNotification) -> dict:
                 "startsAt": alert["startsAt"],
                 "endsAt": alert["endsAt"] if status == AlertNotification.Transition.RESOLVED else _ZERO_TIME,
                 "generatorURL": alert["generatorURL"],
-                "fingerprint": f"tft-{notification.alert_id}",
+                "fingerprint": f"tft-{notification.alert_id}-{alert['labels']['severity']}",
             }
+            for status, alert in carried
         ],
     }
 
@@ -235,7 +296,10 @@ def alert_notification_deliver(*, notification_id: int, now: datetime | None = N
             if url in done:
                 continue
             is_alertmanager = url.endswith("/api/v2/alerts") and url.startswith(settings.TFT_ALERTMANAGER_URL or "\0")
-            _post(url, [notification.payload] if is_alertmanager else webhook_body(notification=notification))
+            if is_alertmanager:
+                _post(url, [alert for _, alert in carried_alerts(notification=notification)])
+            else:
+                _post(url, webhook_body(notification=notification))
             done.append(url)
             AlertNotification.objects.filter(pk=notification_id).update(delivered_targets=done)
     except AlertPushError as exc:

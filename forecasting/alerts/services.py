@@ -14,9 +14,10 @@ One path for every transition, whoever causes it:
 both record the transition's AlertNotification through `_notify` in the same transaction, pushed on
 commit by forecasting.tasks. A transition that finds the alert already moved changes nothing
 and records nothing, so running it twice notifies once (and AlertNotification is unique per alert
-and transition besides).
+and transition, or per severity change, besides).
 
-What is pushed: opening ("firing") and resolving ("resolved", with endsAt). Acknowledging is recorded
+What is pushed: opening ("firing"), a change of an open alert's severity ("severity_changed", once
+per change: see "Run-driven") and resolving ("resolved", with endsAt). Acknowledging is recorded
 on the alert but not pushed: Alertmanager has no acknowledged state (its answer is a silence, set
 there), and an acknowledged alert is still a predicted problem, so it must keep firing downstream
 until it resolves. Changes of an open alert's predicted value or lead time are not pushed either:
@@ -68,12 +69,12 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _notify(*, alerts: list[Alert], to: str, now: datetime) -> int:
-    """The one place a transition's notification is recorded (inside the transition's transaction)."""
-    transition = _PUSHED.get(to)
+def _notify(*, alerts: list[Alert], transition: str | None, now: datetime, caused_by: dict | None = None) -> int:
+    """The one place a transition's notification is recorded (inside the transition's transaction);
+    `transition` None: not pushed."""
     if transition is None or not alerts:
         return 0
-    return alert_push.alert_notifications_record(alerts=alerts, transition=transition, now=now)
+    return alert_push.alert_notifications_record(alerts=alerts, transition=transition, now=now, caused_by=caused_by)
 
 
 def _changes(*, to: str, by, now: datetime, run: PredictionRun | None) -> dict:
@@ -127,7 +128,7 @@ def _move(
     for alert in alerts:
         for field, value in changes.items():
             setattr(alert, field, value)
-    _notify(alerts=alerts, to=to, now=now)
+    _notify(alerts=alerts, transition=_PUSHED.get(to), now=now)
     transitions: list[AlertTransition] = []
     for alert in alerts:
         _record(alert=alert, kind=kind or _KIND[to], now=now, run=run, transitions=transitions)
@@ -164,7 +165,7 @@ def alerts_open(*, alerts: list[Alert], now: datetime, run: PredictionRun | None
     Inside the caller's transaction: a second open alert for the same key violates the unique constraint."""
     if alerts:
         Alert.objects.bulk_create(alerts)
-        _notify(alerts=alerts, to=Alert.State.ACTIVE, now=now)
+        _notify(alerts=alerts, transition=_PUSHED[Alert.State.ACTIVE], now=now)
         transitions: list[AlertTransition] = []
         for alert in alerts:
             _record(alert=alert, kind=AlertTransition.Kind.OPENED, now=now, run=run, transitions=transitions)
@@ -177,8 +178,11 @@ def alerts_open(*, alerts: list[Alert], now: datetime, run: PredictionRun | None
 # One alert per server × metric, stepped through the engine's hysteresis (engine.alert_rules
 # .hysteresis_step, the rule the backtest replays): it opens after K consecutive runs predict it,
 # resolves after M runs that do not, and a change of severity while open is a transition of the same
-# alert (recorded, not pushed: its identity downstream stays the severity it opened with). The K
-# counters of alerts not open yet live in AlertStreak, the M counters on the alert (misses).
+# alert: a compare-and-swap on its previous severity, then one "severity_changed" AlertTransition and
+# its notification (pushed once: the old severity's labels resolve, the new one's fire). A step that
+# is repeated (a retried run, the same forecast origin again) finds the severity already changed or
+# does not step, so it records and pushes nothing. The K counters of alerts not open yet live in
+# AlertStreak, the M counters on the alert (misses).
 # Inside a maintenance window (forecasting.windows.silenced_keys) nothing opens, and an alert still
 # open is resolved as "silenced" (pushed once, as resolved: it is never pushed firing again).
 
@@ -222,7 +226,7 @@ class _RunChanges:
     missed: list[Alert] = dc_field(default_factory=list)
     resolved: list[Alert] = dc_field(default_factory=list)
     silenced: list[Alert] = dc_field(default_factory=list)
-    transitions: list[AlertTransition] = dc_field(default_factory=list)
+    changed: list[tuple[Alert, str, dict]] = dc_field(default_factory=list)  # (alert, severity before, candidate)
     streaks: dict[tuple[int, str], tuple] = dc_field(default_factory=dict)  # key → (hits, origin); 0 hits: delete
 
 
@@ -272,10 +276,8 @@ def _step_key(
         alert.misses = 0
         out.refreshed.append((alert, c))
         if event == CHANGED:
+            out.changed.append((alert, alert.severity, c))
             alert.severity = streak.severity
-            _record(
-                alert=alert, kind=AlertTransition.Kind.SEVERITY_CHANGED, now=now, run=run, transitions=out.transitions
-            )
 
 
 def _save_streaks(*, streaks: dict[tuple[int, str], tuple], existing: dict, now: datetime) -> None:
@@ -291,6 +293,39 @@ def _save_streaks(*, streaks: dict[tuple[int, str], tuple], existing: dict, now:
         update_conflicts=True,
         unique_fields=["server", "metric"],
         update_fields=["hits", "stepped_origin", "updated_at"],
+    )
+
+
+def _severities_change(*, changed: list[tuple[Alert, str, dict]], run: PredictionRun, now: datetime) -> None:
+    """Open alerts whose severity the hysteresis changed (each holding its new severity): moved by a
+    compare-and-swap on the severity they had, then, for those this UPDATE moved, a "severity_changed"
+    transition and its notification. The rows are locked by alerts_apply_run; the swap is what keeps a
+    second caller from recording the change again where locks are not enforced (SQLite)."""
+    groups: dict[tuple[str, str], list[tuple[Alert, dict]]] = {}
+    for alert, before, c in changed:
+        groups.setdefault((before, alert.severity), []).append((alert, c))
+    moved: list[Alert] = []
+    for (before, after), items in groups.items():
+        ids = [a.pk for a, _ in items]
+        n = Alert.objects.filter(pk__in=ids, state__in=OPEN_STATES, severity=before).update(
+            severity=after, updated_at=now, last_run=run
+        )
+        if n != len(ids):
+            stamped = set(Alert.objects.filter(pk__in=ids, severity=after, updated_at=now).values_list("pk", flat=True))
+            items = [(a, c) for a, c in items if a.pk in stamped]
+        for alert, c in items:
+            for f in PREDICTION_FIELDS:  # the transition carries the forecast that changed it
+                setattr(alert, f, c[f])
+            moved.append(alert)
+    transitions: list[AlertTransition] = []
+    for alert in moved:
+        _record(alert=alert, kind=AlertTransition.Kind.SEVERITY_CHANGED, now=now, run=run, transitions=transitions)
+    AlertTransition.objects.bulk_create(transitions)
+    _notify(
+        alerts=moved,
+        transition=AlertNotification.Transition.SEVERITY_CHANGED,
+        now=now,
+        caused_by={t.alert_id: t.pk for t in transitions},
     )
 
 
@@ -376,12 +411,12 @@ def _apply_changes(*, out: _RunChanges, streaks: dict, run: PredictionRun, now: 
     for alert in out.new:
         alert.flap = (alert.server_id, alert.metric) in flaps
     alerts_open(alerts=out.new, now=now, run=run)
+    _severities_change(changed=out.changed, run=run, now=now)
     _refresh_open(alerts_and_candidates=out.refreshed, run=run, now=now)
     if out.missed:
         for alert in out.missed:
             alert.updated_at, alert.last_run = now, run
         Alert.objects.bulk_update(out.missed, ["misses", "stepped_origin", "updated_at", "last_run"], batch_size=500)
-    AlertTransition.objects.bulk_create(out.transitions)
     # The open alerts were locked above, so they move without being read again.
     _move(alerts=out.resolved, to=Alert.State.RESOLVED, by=None, now=now, run=run)
     _move(alerts=out.silenced, to=Alert.State.RESOLVED, by=None, now=now, run=run, kind=AlertTransition.Kind.SILENCED)

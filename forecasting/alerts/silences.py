@@ -1,8 +1,9 @@
 """Maintenance windows (silences): created and ended by operators through the API or the admin.
 
 While a window is on, forecasting.alerts.services opens no alert for the servers it covers and
-resolves ("silenced") those open; live scoring, calibration and training data leave its buckets
-out (forecasting.windows.silenced_spans / server_histories). Reads are in forecasting.windows.
+resolves ("silenced") those open; live scoring, calibration, probability outcomes and training data
+leave its buckets out (forecasting.windows.silenced_spans / server_histories), as they do the
+buckets where a server reported state `maintenance`. Reads are in forecasting.windows.
 """
 
 from __future__ import annotations

@@ -152,8 +152,9 @@ def _due_outcomes(limit: int) -> _Due | None:
 
 
 def _silenced(due: _Due) -> np.ndarray:
-    """(N,) does a maintenance window overlap the outcome's window? What happens inside a window is
-    not evidence about the probability we served (an operator was working on the server)."""
+    """(N,) does a silenced span (a maintenance window, or a bucket in state `maintenance`:
+    forecasting.windows.silenced_spans) overlap the outcome's window? What happens inside a window
+    is not evidence about the probability we served (an operator was working on the server)."""
     ends = [o + _STEP * WINDOWS[w] for o, w in zip(due.origins, due.windows, strict=True)]
     spans = silenced_spans(server_ids=np.unique(due.server_ids).tolist(), start=min(due.origins), end=max(ends))
     out = np.zeros(len(due.ids), dtype=bool)

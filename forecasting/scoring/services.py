@@ -163,8 +163,9 @@ def _observed(due: _Due) -> np.ndarray:
 
 
 def _silenced_masked(due: _Due, observed: np.ndarray) -> np.ndarray:
-    """The observed targets with the buckets of maintenance windows set missing (NaN): what happens
-    in a window is neither scored nor counted by the interval calibration."""
+    """The observed targets with the silenced buckets (maintenance windows and state `maintenance`:
+    forecasting.windows.silenced_spans) set missing (NaN): what happens in a window is neither scored
+    nor counted by the interval calibration."""
     span = _STEP * HORIZON
     spans = silenced_spans(server_ids=np.unique(due.server_ids).tolist(), start=min(due.origins),
                            end=max(due.origins) + span)

@@ -4,13 +4,16 @@ transition (a run's, the admin's, the dashboard's) records its notification thro
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import transaction
 
 from forecasting.alerts import push as alert_push
 from forecasting.alerts.push import AlertPushError, alert_notification_deliver, alert_notifications_pending_push
-from forecasting.alerts.services import alert_transition
-from forecasting.models import Alert, AlertNotification
+from forecasting.alerts.services import alert_transition, alerts_apply_run
+from forecasting.models import Alert, AlertNotification, PredictionRun
 from forecasting.runs.chunks import fleet_predict
+from ingest.models import Server
 from tests.conftest import ingest_fleet
+from tests.forecasting.alerts.test_hysteresis_and_silences import _candidate
 
 pytestmark = pytest.mark.django_db
 
@@ -114,7 +117,7 @@ def test_partial_fan_out_is_not_resent_and_claims_exclude_each_other(
     with pytest.raises(AlertPushError):
         alert_notification_deliver(notification_id=notification.pk)
     assert alert_notification_deliver(notification_id=notification.pk) is True
-    assert len([b for b in receiver.ok("/hook") if b["alerts"][0]["fingerprint"] == f"tft-{notification.alert_id}"]) == 1
+    assert len([b for b in receiver.ok("/hook") if b["alerts"][0]["fingerprint"] == f"tft-{notification.alert_id}-{notification.payload['labels']['severity']}"]) == 1
 
     # A notification another worker is delivering (live claim) is left alone.
     other = AlertNotification.objects.exclude(pk=notification.pk).filter(transition="firing").first()
@@ -165,7 +168,7 @@ def open_alert(push_settings, no_models, django_capture_on_commit_callbacks):
 
 def _resolved_hooks(receiver, alert):
     return [h for h in receiver.ok("/hook") if h["status"] == "resolved"
-            and h["alerts"][0]["fingerprint"] == f"tft-{alert.pk}"]
+            and h["alerts"][0]["fingerprint"] == f"tft-{alert.pk}-{alert.severity}"]
 
 
 def test_admin_resolve_records_one_resolved_notification_and_pushes_it(
@@ -237,3 +240,36 @@ def test_an_operator_resolved_alert_is_not_resolved_again_by_the_run(
 
     assert AlertNotification.objects.filter(alert=open_alert, transition="resolved").count() == 1
     assert Alert.objects.get(pk=open_alert.pk).resolved_at == resolved_at
+
+
+def test_a_severity_change_reaches_each_receiver_once_as_the_new_severity(push_settings, receiver):
+    """Warning, then critical, then critical again (a new forecast origin): one message each for the
+    opening and the change; the change ends the warning's labels and fires the critical's."""
+    ingest_fleet(["ppdb001"], buckets=12)
+    server = Server.objects.get(name="ppdb001")
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    for i, severity in enumerate(["warning", "critical", "critical"]):
+        now = t0 + timedelta(minutes=5 * i)
+        run = PredictionRun.objects.create(status="complete", started_at=now, heartbeat_at=now, finished_at=now)
+        with transaction.atomic():
+            alerts_apply_run(run=run, forecasts=[(server.pk, [_candidate(severity)], None, None, now)], now=now)
+    _deliver_all(AlertNotification.objects.order_by("pk").values_list("pk", flat=True))
+
+    opened, changed = receiver.ok("/hook")
+    alert = Alert.objects.get()
+    assert opened["alerts"][0]["labels"]["severity"] == "warning"
+    assert changed["status"] == "firing" and "severity" not in changed["commonLabels"]
+    assert [(a["status"], a["labels"]["severity"], a["fingerprint"]) for a in changed["alerts"]] == [
+        ("resolved", "warning", f"tft-{alert.pk}-warning"),
+        ("firing", "critical", f"tft-{alert.pk}-critical"),
+    ]
+    _, am_changed = receiver.ok("/am/api/v2/alerts")
+    ended, fired = am_changed
+    assert ended["labels"] == opened["alerts"][0]["labels"] and fired["labels"]["severity"] == "critical"
+    assert datetime.fromisoformat(ended["endsAt"]) == t0 + timedelta(minutes=5)
+    assert datetime.fromisoformat(fired["endsAt"]) > datetime.now(UTC)
+
+    assert alert_transition(alert_id=alert.pk, to="resolved") is True
+    _deliver_all(AlertNotification.objects.filter(transition="resolved").values_list("pk", flat=True))
+    (resolved,) = _resolved_hooks(receiver, alert)
+    assert resolved["alerts"][0]["labels"] == fired["labels"]  # Alertmanager matches it to the critical firing

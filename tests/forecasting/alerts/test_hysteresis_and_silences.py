@@ -90,9 +90,13 @@ def test_a_miss_between_predictions_does_not_flap(hysteresis, server):
     assert AlertNotification.objects.count() == 1
 
 
-def test_a_severity_change_is_a_transition_not_a_new_alert(hysteresis, server):
+def _open_warning(server):
     for i in range(3):
         _run(server, i, "warning")
+
+
+def test_a_severity_change_is_a_transition_not_a_new_alert(hysteresis, server):
+    _open_warning(server)
     _run(server, 3, "warning", "critical")
     alert = Alert.objects.get()
     assert alert.severity == "critical" and alert.opened_severity == "warning"
@@ -100,7 +104,57 @@ def test_a_severity_change_is_a_transition_not_a_new_alert(hysteresis, server):
         ("opened", "warning"),
         ("severity_changed", "critical"),
     ]
-    assert AlertNotification.objects.count() == 1  # the firing only
+
+
+def test_a_severity_change_is_pushed_once_as_the_new_severity(hysteresis, server):
+    _open_warning(server)
+    _run(server, 3, "critical")
+    firing, changed = AlertNotification.objects.order_by("pk")
+    assert (firing.transition, changed.transition) == ("firing", "severity_changed")
+    assert changed.alert_transition == AlertTransition.objects.get(kind="severity_changed")
+    assert changed.payload["labels"]["severity"] == "critical"
+    assert changed.payload["previous"]["labels"] == firing.payload["labels"]  # the warning that was pushed, ended
+
+
+def test_the_same_step_again_pushes_nothing_more(hysteresis, server):
+    _open_warning(server)
+    origin = T0 + timedelta(minutes=15)
+    _run(server, 3, "critical", origin=origin)
+    _run(server, 4, "critical", origin=origin)  # the next run, same forecast origin
+    _run(server, 3, "critical", origin=origin)  # the same run retried
+    assert AlertNotification.objects.filter(transition="severity_changed").count() == 1
+    assert AlertTransition.objects.filter(kind="severity_changed").count() == 1
+
+
+def test_each_change_back_and_forth_is_pushed_once(hysteresis, server):
+    _open_warning(server)
+    _run(server, 3, "critical")
+    _run(server, 4, "warning")
+    changes = list(AlertNotification.objects.filter(transition="severity_changed").order_by("pk"))
+    assert [n.payload["labels"]["severity"] for n in changes] == ["critical", "warning"]
+    assert changes[1].payload["previous"]["labels"]["severity"] == "critical"
+    assert Alert.objects.get().severity == "warning"
+
+
+def test_a_resolve_after_a_severity_change_ends_the_new_severity(hysteresis, server):
+    _open_warning(server)
+    _run(server, 3, "critical")
+    for i in range(4, 6):  # M = 2 for critical
+        _run(server, i)
+    resolved = AlertNotification.objects.get(transition="resolved")
+    assert resolved.payload["labels"]["severity"] == "critical"
+    changed = AlertNotification.objects.get(transition="severity_changed")
+    assert resolved.payload["startsAt"] == changed.payload["startsAt"]
+
+
+def test_the_timeline_shows_the_severity_change_with_its_forecast(hysteresis, server):
+    from dashboard.selectors import alert_timeline
+
+    _open_warning(server)
+    _run(server, 3, "critical")
+    newest = alert_timeline(server_name="ppdb001")[0]
+    assert (newest.kind, newest.severity) == ("severity changed", "critical")
+    assert newest.message == _candidate("critical")["message"]
 
 
 def test_reopening_soon_after_resolving_is_a_flap(hysteresis, server, settings):
@@ -147,6 +201,16 @@ def test_an_open_alert_is_resolved_once_when_a_window_begins_and_never_re_sent(h
         _run(server, i, "critical")
     alert = Alert.objects.get()
     assert alert.state == "resolved"
+    assert list(alert.transitions.values_list("kind", flat=True)) == ["opened", "silenced"]
+    assert sorted(AlertNotification.objects.values_list("transition", flat=True)) == ["firing", "resolved"]
+
+
+def test_a_severity_change_inside_a_window_is_not_pushed(hysteresis, server):
+    _open_warning(server)
+    _window(starts_at=T0 + timedelta(minutes=15))
+    _run(server, 3, "critical")
+    alert = Alert.objects.get()
+    assert (alert.state, alert.severity) == ("resolved", "warning")
     assert list(alert.transitions.values_list("kind", flat=True)) == ["opened", "silenced"]
     assert sorted(AlertNotification.objects.values_list("transition", flat=True)) == ["firing", "resolved"]
 

@@ -121,6 +121,20 @@ def test_an_outcome_in_a_maintenance_window_is_left_out():
     assert list(ProbabilityOutcome.objects.values_list("server__name", "incident")) == [("ppdb002", True)]
 
 
+def test_an_outcome_with_a_maintenance_state_bucket_is_left_out():
+    ingest_fleet(["ppdb001", "ppdb002"], buckets=30, end=datetime.now(UTC) - timedelta(hours=12))
+    origins = {name: _origin_bucket(name) for name in ("ppdb001", "ppdb002")}
+    for name, origin in origins.items():
+        _outcome(name, origin)
+    _after("ppdb001", origins["ppdb001"], [40, 95, 95], state="maintenance")  # an operator at work
+    _after("ppdb002", origins["ppdb002"], [40, 95, 95])
+
+    result = probability_outcomes_resolve()
+
+    assert (result.resolved, result.incidents) == (1, 1)
+    assert list(ProbabilityOutcome.objects.values_list("server__name", "incident")) == [("ppdb002", True)]
+
+
 def test_an_outcome_waits_until_its_window_has_passed():
     ingest_fleet(["ppdb001"], buckets=30, end=datetime.now(UTC) - timedelta(hours=12))
     origin = _origin_bucket("ppdb001")

@@ -1,12 +1,13 @@
-"""Maintenance windows are left out of live scoring (and so of the interval calibration, which
-takes the same pass's counts)."""
+"""Maintenance windows, and buckets where the server reported state `maintenance`, are left out of
+live scoring and of the interval calibration (which takes the same pass's counts)."""
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from forecasting.models import ForecastScore, MaintenanceWindow
+from forecasting.models import CalibrationState, ForecastScore, MaintenanceWindow
 from forecasting.scoring.services import forecasts_score
+from tests.conftest import ingest_fleet
 from tests.forecasting.scoring.test_live_scoring import STEP, _archive_flat_forecast, _observe
 
 pytestmark = pytest.mark.django_db
@@ -46,3 +47,37 @@ def test_a_window_on_one_metric_or_another_server_leaves_the_rest_scored():
 
     n = dict(ForecastScore.objects.filter(band="0-30m").values_list("metric", "n"))
     assert n == {"cpu_pct": 6, "disk_io_mb_s": 6, "latency_ms": 6}
+
+
+def _observe_with_maintenance(origin, steps=6, maintenance=(2, 3)):
+    """As _observe, the server reporting state `maintenance` in the given forecast steps."""
+    state = {"cpu_pct": 43.0, "state": lambda i: "maintenance" if i in maintenance else "healthy"}
+    ingest_fleet({"ppdb001": state}, buckets=steps + 1, end=origin + (steps + 1) * STEP)
+
+
+def test_targets_in_maintenance_state_buckets_are_not_scored():
+    origin = _archive_flat_forecast()
+    _observe_with_maintenance(origin)
+
+    forecasts_score()
+
+    assert ForecastScore.objects.get(metric="cpu_pct", band="0-30m").n == 4
+
+
+def test_maintenance_state_buckets_are_scored_when_the_setting_is_off(settings):
+    settings.TFT_MAINTENANCE_STATE_SILENCES = False
+    origin = _archive_flat_forecast()
+    _observe_with_maintenance(origin)
+
+    forecasts_score()
+
+    assert ForecastScore.objects.get(metric="cpu_pct", band="0-30m").n == 6
+
+
+def test_maintenance_state_buckets_are_left_out_of_the_interval_calibration():
+    origin = _archive_flat_forecast()
+    _observe_with_maintenance(origin)
+
+    forecasts_score()
+
+    assert CalibrationState.objects.get(metric="cpu_pct", band="0-30m").n == 4
