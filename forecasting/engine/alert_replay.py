@@ -31,7 +31,13 @@ construction; it opens and resolves at once) and ``predict_linear`` (least-squar
 hour projected ``HORIZON`` ahead reaching critical: Prometheus' ``predict_linear(x[1h], 8h) >=
 critical``, under the same hysteresis as served, i.e. as ``for`` / ``keep_firing_for``). Also
 ``served_p50``: the served rules without the p90 early warning (a diagnostic: what the early
-warning costs in false alerts and alert-minutes).
+warning costs in false alerts and alert-minutes). With an event model (``probability``), also
+``incident_prob``: the served P(an incident starts within 8 h) at the origin
+(``backtest.served_probabilities``, the one the service computes for that window from the folder's
+event model, without the live map) at or above ``tau`` predicts an alert (critical) for the
+**series** (the event model scores the server, not a metric), under the same hysteresis: one alert
+per series, which warns an incident of any of its metrics, and counts as false when no incident of
+the series follows (as a reported incident is matched).
 
 Per family the counts are summed; ``pooled`` weighs families equally (the mean of the family figures,
 recall and leads over families with incidents).
@@ -47,7 +53,14 @@ from typing import Any
 import numpy as np
 
 from forecasting.engine.alert_rules import IMMEDIATE, Hysteresis, alert_episodes, severity_codes
-from forecasting.engine.backtest import TEST_FRACTION, context_window, rolling_origins
+from forecasting.engine.backtest import (
+    TEST_FRACTION,
+    ProbabilitySetup,
+    context_window,
+    rolling_origins,
+    served_inputs,
+    served_probabilities,
+)
 from forecasting.engine.incidents import DEFAULT_MIN_BUCKETS, reported_buckets, threshold_incident_buckets
 from forecasting.engine.probability import limits_batch
 from forecasting.engine.series import SeriesWindow
@@ -59,7 +72,12 @@ WARN_STEPS = 15 // STEP_MINUTES  # "warned at least 15 minutes before"
 STATIC_FOR = 10 // STEP_MINUTES  # static threshold: `for: 10m`
 LINEAR_STEPS = 60 // STEP_MINUTES  # predict_linear over the last hour
 REPLAY_EVERY = 1  # every 5 minutes, as the live runs
-REPLAY_RULES: tuple[str, ...] = ("served", "static_threshold", "predict_linear", "served_p50")
+PROB_RULE = "incident_prob"
+PROB_WINDOW = "8h"  # the event model's window the rule reads
+PROB_TAU = 0.2  # the replay's default threshold on P(incident within 8 h); --alert-prob-tau
+PROB_TAUS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)  # what --alert-frontier sweeps
+REPLAY_RULES: tuple[str, ...] = ("served", "static_threshold", "predict_linear", "served_p50", PROB_RULE)
+SERIES_RULES = frozenset({PROB_RULE})  # rules that raise one alert per series, not per metric (and "rule@tau")
 PREDICT_CHUNK = 512
 
 
@@ -153,10 +171,17 @@ def linear_codes(values: np.ndarray, origins: np.ndarray, critical: np.ndarray, 
 
 
 def score_alerts(
-    episodes: Sequence[Sequence[tuple[int, int]]], incidents: Incidents, *, first: int, end: int, horizon: int = HORIZON
+    episodes: Sequence[Sequence[tuple[int, int]]],
+    incidents: Incidents,
+    *,
+    first: int,
+    end: int,
+    horizon: int = HORIZON,
+    series_wide: bool = False,
 ) -> Counts:
     """Counts for alert episodes per column ([open, close) buckets) against `incidents`, over the
-    replayed span [first, end) (incidents counted when they start in [first + WARN_STEPS, end))."""
+    replayed span [first, end) (incidents counted when they start in [first + WARN_STEPS, end)).
+    `series_wide`: `episodes` holds one list, the series' alerts, which warn any of its incidents."""
     counts = Counts(server_days=(end - first) / STEPS_PER_DAY)
     open_mask = np.zeros(len(incidents.active), dtype=bool)
     for col_episodes in episodes:
@@ -171,7 +196,7 @@ def score_alerts(
             continue
         counts.incidents += 1
         at = start - WARN_STEPS
-        cols = range(len(episodes)) if col < 0 else (col,)
+        cols = range(len(episodes)) if col < 0 or series_wide else (col,)
         opened = [a for c in cols for a, b in episodes[c] if a <= at < b and start - a <= horizon]
         if opened:
             counts.warned += 1
@@ -198,7 +223,8 @@ def replay_series(
     min_buckets: int = DEFAULT_MIN_BUCKETS,
 ) -> dict[str, Counts]:
     """Each rule's counts on one series: `values` (T, C) its scored columns, `codes` rule → (n, C)
-    severity codes at `origins`, `critical` (C,) the fixed limits, `hysteresis` rule → its rule."""
+    severity codes at `origins` ((n, 1) for a rule of SERIES_RULES), `critical` (C,) the fixed
+    limits, `hysteresis` rule → its rule."""
     incidents = series_incidents(values, states, critical, min_buckets=min_buckets)
     first, end = int(origins[0]), int(origins[-1]) + every
     out = {}
@@ -206,47 +232,79 @@ def replay_series(
         episodes = [
             _as_buckets(alert_episodes(c[:, col], hysteresis[rule]), origins, every) for col in range(c.shape[1])
         ]
-        out[rule] = score_alerts(episodes, incidents, first=first, end=end)
+        out[rule] = score_alerts(
+            episodes, incidents, first=first, end=end, series_wide=rule.split("@")[0] in SERIES_RULES
+        )
     return out
 
 
-def _served_codes(predict: Callable, w: SeriesWindow, origins: np.ndarray, cols: list[int], limits):
+def _served_codes(predict: Callable, w: SeriesWindow, origins: np.ndarray, cols: list[int], limits, levels,
+                  keep: bool = False):  # fmt: skip
     """Served severity codes (n, C): the forecaster's p50 / p90 at each origin against the limits;
-    and the same without the p90 early warning (p50 rules only: p90 := p50)."""
+    the same without the p90 early warning (p50 rules only: p90 := p50); and, with `keep`, the
+    forecasts themselves (n, H, M, K), else None."""
     warning, critical = limits
-    out, p50_only = [], []
+    i50, i90 = list(levels).index(0.5), list(levels).index(0.9)
+    out, p50_only, kept = [], [], []
     for i in range(0, len(origins), PREDICT_CHUNK):
-        p50, p90 = predict([context_window(w, int(o)) for o in origins[i : i + PREDICT_CHUNK]])
-        p50, p90 = p50[..., cols].swapaxes(1, 2), p90[..., cols].swapaxes(1, 2)
+        q = np.asarray(predict([context_window(w, int(o)) for o in origins[i : i + PREDICT_CHUNK]]), dtype=np.float64)
+        p50, p90 = q[..., cols, i50].swapaxes(1, 2), q[..., cols, i90].swapaxes(1, 2)
         out.append(severity_codes(p50, p90, warning[None, :], critical[None, :]))
         p50_only.append(severity_codes(p50, p50, warning[None, :], critical[None, :]))
-    return np.concatenate(out), np.concatenate(p50_only)
+        if keep:
+            kept.append(q)
+    return np.concatenate(out), np.concatenate(p50_only), (np.concatenate(kept) if keep else None)
+
+
+def probability_codes(p: np.ndarray, tau: float) -> np.ndarray:
+    """(n, 1) 2 (critical) where the incident probability at the origin is at or above `tau`."""
+    return np.where(np.asarray(p, dtype=np.float64) >= tau, 2, 0)[:, None]
+
+
+def event_probability(setup: ProbabilitySetup, window: str = PROB_WINDOW) -> Callable:
+    """(w, cols, origins, q) → (n,) the served P(an incident starts within `window`) at each origin,
+    exactly as the probability evaluation replays what the service serves for that window
+    (``backtest.served_inputs`` / ``served_probabilities``: the folder's event model on the served,
+    online-calibrated forecast), without the live map."""
+
+    def probability(w: SeriesWindow, cols: list[int], origins: np.ndarray, q: np.ndarray) -> np.ndarray:
+        return served_probabilities(w, cols, origins, served_inputs(w, cols, origins, q, setup), setup)[window]
+
+    return probability
 
 
 def alert_replay(
     series: list[SeriesWindow],
-    predict: Callable[[list[SeriesWindow]], tuple[np.ndarray, np.ndarray]],
+    predict: Callable[[list[SeriesWindow]], np.ndarray],
     *,
     scored: Mapping[str, Sequence[str]],
     family_of: Callable[[SeriesWindow, Sequence[str]], str],
     hysteresis: Hysteresis,
+    levels: Sequence[float],
     every: int = REPLAY_EVERY,
     test_fraction: float = TEST_FRACTION,
     thresholds: Mapping[str, dict] | None = None,
     min_buckets: int = DEFAULT_MIN_BUCKETS,
     frontier: Sequence[Hysteresis] = (),
+    probability: Callable | None = None,
+    tau: float = PROB_TAU,
+    taus: Sequence[float] = PROB_TAUS,
 ) -> dict[str, Any]:
-    """The replay of the module docstring. `predict(windows)` gives (p50, p90), each (B, H, M) in
-    METRICS order; `scored` maps a series to its metrics; `family_of` names a series' family.
-    Returns {"per_family": family → rule → figures, "pooled": rule → figures, "protocol": …}; with
-    `frontier` (other hysteresis settings) also "frontier": the pooled served and predict_linear
-    figures under each, from the same forecasts (to choose K and M on development series)."""
+    """The replay of the module docstring. `predict(windows)` gives the forecasts (B, H, M, K) in
+    METRICS order at quantile `levels`; `scored` maps a series to its metrics; `family_of` names a
+    series' family; `probability` (``event_probability``), when given, the incident probability the
+    ``incident_prob`` rule compares with `tau`. Returns {"per_family": family → rule → figures,
+    "pooled": rule → figures, "protocol": …}; with `frontier` (other hysteresis settings) also
+    "frontier": the pooled served and predict_linear figures under each (and ``incident_prob`` at
+    each of `taus`), from the same forecasts (to choose K, M and tau on development series)."""
     rules = {
         "served": hysteresis,
         "static_threshold": IMMEDIATE,
         "predict_linear": hysteresis,
         "served_p50": hysteresis,
+        **({PROB_RULE: hysteresis} if probability is not None else {}),
     }
+    swept_taus = tuple(taus) if probability is not None else ()
     by_family: dict[str, dict[str, Counts]] = {}
     sweep: list[dict[str, dict[str, Counts]]] = [{} for _ in frontier]
     n_origins = 0
@@ -260,30 +318,38 @@ def alert_replay(
             a[0, cols] for a in limits_batch(ctx[None], dict(thresholds or DEFAULT_THRESHOLDS), METRICS)
         )
         y = w.values[:, cols].astype(np.float64)
-        served, served_p50 = _served_codes(predict, w, origins, cols, (warning, critical))
+        served, served_p50, q = _served_codes(
+            predict, w, origins, cols, (warning, critical), levels, keep=probability is not None
+        )
         codes = {
             "served": served,
             "served_p50": served_p50,
             "static_threshold": static_codes(y, origins, critical),
             "predict_linear": linear_codes(y, origins, critical),
         }
+        p = None
+        if probability is not None:
+            p = probability(w, cols, origins, q)
+            codes[PROB_RULE] = probability_codes(p, tau)
         counts = replay_series(y, w.states, origins, codes, critical, rules, every=every, min_buckets=min_buckets)
         name = family_of(w, scored[w.server])
-        family = by_family.setdefault(name, {r: Counts() for r in REPLAY_RULES})
+        family = by_family.setdefault(name, {r: Counts() for r in rules})
         for rule, c in counts.items():
             family[rule].add(c)
+        swept_codes = {r: codes[r] for r in ("served", "predict_linear", "served_p50")}
+        swept_codes.update({f"{PROB_RULE}@{t:g}": probability_codes(p, t) for t in swept_taus})
         for point, h in zip(sweep, frontier, strict=True):
             swept = replay_series(
                 y,
                 w.states,
                 origins,
-                {r: codes[r] for r in ("served", "predict_linear", "served_p50")},
+                swept_codes,
                 critical,
-                {"served": h, "predict_linear": h, "served_p50": h},
+                dict.fromkeys(swept_codes, h),
                 every=every,
                 min_buckets=min_buckets,
             )
-            fam = point.setdefault(name, {r: Counts() for r in REPLAY_RULES})
+            fam = point.setdefault(name, {r: Counts() for r in swept_codes})
             for rule, c in swept.items():
                 fam[rule].add(c)
         n_origins += len(origins)
@@ -293,15 +359,17 @@ def alert_replay(
     for point, h in zip(sweep, frontier, strict=True):
         fams = {f: {r: c.report() for r, c in rules_.items()} for f, rules_ in point.items()}
         pool = pooled(fams)
-        out_frontier.append(
-            {
-                "open_after": h.open_after,
-                "resolve_after": h.resolve_after,
-                "served": pool["served"],
-                "predict_linear": pool["predict_linear"],
-                "served_p50": pool["served_p50"],
-            }
-        )
+        row = {
+            "open_after": h.open_after,
+            "resolve_after": h.resolve_after,
+            "served": pool["served"],
+            "predict_linear": pool["predict_linear"],
+            "served_p50": pool["served_p50"],
+        }
+        if swept_taus:
+            row[PROB_RULE] = {f"{t:g}": pooled(fams, rules=(f"{PROB_RULE}@{t:g}",))[f"{PROB_RULE}@{t:g}"]
+                              for t in swept_taus}  # fmt: skip
+        out_frontier.append(row)
     return {
         **({"frontier": out_frontier} if frontier else {}),
         "per_family": per_family,
@@ -313,6 +381,11 @@ def alert_replay(
             "resolve_after": hysteresis.resolve_after,
             "min_buckets": min_buckets,
             "warn_minutes": WARN_STEPS * STEP_MINUTES,
+            **(
+                {"incident_prob": {"window": PROB_WINDOW, "tau": tau, "frontier_taus": list(swept_taus)}}
+                if probability is not None
+                else {}
+            ),
         },
     }
 
@@ -334,12 +407,14 @@ POOLED_KEYS = (
 )
 
 
-def pooled(per_family: Mapping[str, Mapping[str, dict]]) -> dict[str, dict]:
+def pooled(per_family: Mapping[str, Mapping[str, dict]], *, rules: Sequence[str] = REPLAY_RULES) -> dict[str, dict]:
     """Families weighted equally: the mean of each family's figure (NaN families, e.g. recall where a
-    family had no incident, left out); counts summed."""
+    family had no incident, left out); counts summed. Rules no family has are left out."""
     out: dict[str, dict] = {}
-    for rule in REPLAY_RULES:
+    for rule in rules:
         rows = [fam[rule] for fam in per_family.values() if rule in fam]
+        if not rows:
+            continue
         figures = {}
         for key in POOLED_KEYS:
             vals = np.array([r[key] for r in rows], dtype=np.float64)
@@ -351,24 +426,19 @@ def pooled(per_family: Mapping[str, Mapping[str, dict]]) -> dict[str, dict]:
     return out
 
 
-def quantile_predictor(forecaster) -> Callable[[list[SeriesWindow]], tuple[np.ndarray, np.ndarray]]:
-    """(p50, p90) (B, H, M) from a forecaster with ``predict_array`` and ``quantiles`` (the TFT)."""
-    levels = list(forecaster.quantiles)
-    i50, i90 = levels.index(0.5), levels.index(0.9)
+def quantile_predictor(forecaster) -> Callable[[list[SeriesWindow]], np.ndarray]:
+    """The forecasts (B, H, M, K) of a forecaster with ``predict_array`` (the TFT), at its ``quantiles``."""
 
     def predict(windows):
-        q = np.asarray(forecaster.predict_array(windows), dtype=np.float64)
-        return q[..., i50], q[..., i90]
+        return np.asarray(forecaster.predict_array(windows), dtype=np.float64)
 
     return predict
 
 
-def heuristic_predictor(quantiles_of: Callable[[SeriesWindow], np.ndarray], levels: Sequence[float]):
-    """(p50, p90) from a per-window forecast (H, M, K) at `levels` (the service's heuristic fallback)."""
-    i50, i90 = list(levels).index(0.5), list(levels).index(0.9)
+def heuristic_predictor(quantiles_of: Callable[[SeriesWindow], np.ndarray]) -> Callable:
+    """The forecasts (B, H, M, K) from a per-window forecast (H, M, K) (the service's heuristic fallback)."""
 
     def predict(windows):
-        q = np.stack([quantiles_of(w) for w in windows])
-        return q[..., i50], q[..., i90]
+        return np.stack([quantiles_of(w) for w in windows])
 
     return predict

@@ -22,8 +22,9 @@ with "per_family". --probability-every STEPS sets the stride of their origins (d
 it into the model folder; --fit-event-model fits the event model (engine.event_model) on the training
 part and writes event_model.json (the way to give an existing folder one without retraining the TFT).
 "alerts" (unless --no-alerts): the alert replay of engine.alert_replay — per family and pooled,
-per rule (served, static_threshold, predict_linear, served_p50): recall_15m, median_lead_minutes,
-false_alerts_per_server_day, alert_minutes_per_server_day, incidents.
+per rule (served, static_threshold, predict_linear, served_p50, and incident_prob when the TFT's
+folder has an event model: its P(incident within 8 h) >= --alert-prob-tau, one alert per series):
+recall_15m, median_lead_minutes, false_alerts_per_server_day, alert_minutes_per_server_day, incidents.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from forecasting.engine.heuristic import heuristic_quantiles
 from forecasting.engine.network import load_forecaster
 from forecasting.engine.series import SeriesWindow, load_csv_dir
 from forecasting.engine.simulator import FleetTruth, fleet_names, simulate_fleet_truth
-from forecasting.engine.spec import CONTEXT, HORIZON, METRICS, QUANTILES
+from forecasting.engine.spec import CONTEXT, DEFAULT_THRESHOLDS, HORIZON, METRICS, QUANTILES
 from forecasting.scoring.probabilities import live_map_config
 from forecasting.windows import server_histories
 
@@ -181,6 +182,21 @@ class Command(BaseCommand):
             help="alert replay: also replay every K / M of engine.alert_replay.FRONTIER (choose on development series)",
         )
         parser.add_argument(
+            "--alert-prob-tau",
+            type=float,
+            default=alert_replay.PROB_TAU,
+            metavar="P",
+            help="alert replay, rule incident_prob: the event model's P(incident within 8 h) that predicts an alert",
+        )
+        parser.add_argument(
+            "--alert-prob-taus",
+            type=float,
+            nargs="+",
+            default=list(alert_replay.PROB_TAUS),
+            metavar="P",
+            help="alert replay: the thresholds of incident_prob that --alert-frontier sweeps",
+        )
+        parser.add_argument(
             "--open-after",
             type=int,
             nargs=2,
@@ -229,7 +245,7 @@ class Command(BaseCommand):
                 every=opts["probability_every"],
             )
         if not (opts["no_alerts"] or opts["probabilities_only"]):
-            result["alerts"] = _alert_replay(source, forecaster, opts)
+            result["alerts"] = _alert_replay(source, forecaster, opts, getattr(self, "model_path", None))
         if opts["json"]:
             self.stdout.write(json.dumps(_jsonable(result), indent=2))
             return
@@ -445,7 +461,7 @@ def _combined(csv: BacktestSource, simulated: BacktestSource) -> BacktestSource:
     )
 
 
-def _alert_replay(source: BacktestSource, forecaster, opts: dict) -> dict:
+def _alert_replay(source: BacktestSource, forecaster, opts: dict, model_path: Path | None = None) -> dict:
     """The alert replay (engine.alert_replay) of the served rules with the served hysteresis (or
     --open-after / --resolve-after), the TFT's p50 / p90 or, without one, the heuristic fallback."""
     # The served K / M count 5-minute forecasts; at a stride of `every` steps they become
@@ -458,10 +474,18 @@ def _alert_replay(source: BacktestSource, forecaster, opts: dict) -> dict:
         dict(zip(SEVERITIES, opts["resolve_after"], strict=True)) if opts["resolve_after"]
         else {k: -(-v // every) for k, v in served.resolve_after.items()},
     )
+    probability, levels = None, QUANTILES
     if forecaster is not None:
-        predict = alert_replay.quantile_predictor(forecaster)
+        predict, levels = alert_replay.quantile_predictor(forecaster), tuple(forecaster.quantiles)
+        # incident_prob: the folder's event model as the service serves it (no live map); the service
+        # serves it for TFT forecasts only, so the heuristic replay has no such rule.
+        event_model = None if opts["no_event_model"] else read_event_model(model_path)
+        if event_model is not None:
+            setup = bt.ProbabilitySetup(levels, DEFAULT_THRESHOLDS, event_model=event_model,
+                                        min_buckets=opts["min_buckets"])  # fmt: skip
+            probability = alert_replay.event_probability(setup)
     else:
-        predict = alert_replay.heuristic_predictor(heuristic_quantiles, QUANTILES)
+        predict = alert_replay.heuristic_predictor(heuristic_quantiles)
     metrics = source.metrics
     scored = {
         w.server: bt._metric_tuple(metrics.get(w.server) if isinstance(metrics, dict) else metrics)
@@ -477,8 +501,17 @@ def _alert_replay(source: BacktestSource, forecaster, opts: dict) -> dict:
         return bt.series_family(w.server, None if mapped else ms[0])
 
     return alert_replay.alert_replay(
-        source.series, predict, scored=scored, family_of=family_of, hysteresis=hysteresis, every=opts["alert_every"],
+        source.series,
+        predict,
+        scored=scored,
+        family_of=family_of,
+        hysteresis=hysteresis,
+        every=opts["alert_every"],
         frontier=alert_replay.FRONTIER if opts["alert_frontier"] else (),
+        levels=levels,
+        probability=probability,
+        tau=opts["alert_prob_tau"],
+        taus=opts["alert_prob_taus"],
     )
 
 

@@ -1,19 +1,35 @@
 """The backtest's alert replay (engine.alert_replay) scores hand-built series with known incidents exactly."""
 
 import math
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
+from forecasting.engine import event_model as em
 from forecasting.engine.alert_replay import (
+    PROB_RULE,
+    alert_replay,
+    event_probability,
     linear_codes,
     pooled,
+    probability_codes,
     replay_series,
     series_incidents,
     static_codes,
 )
-from forecasting.engine.alert_rules import Hysteresis
-from forecasting.engine.spec import STATE_INDEX, STEPS_PER_DAY
+from forecasting.engine.alert_rules import IMMEDIATE, Hysteresis
+from forecasting.engine.backtest import ProbabilitySetup
+from forecasting.engine.series import SeriesWindow
+from forecasting.engine.spec import (
+    CRITICAL_PCT,
+    DEFAULT_THRESHOLDS,
+    HORIZON,
+    METRICS,
+    QUANTILES,
+    STATE_INDEX,
+    STEPS_PER_DAY,
+)
 
 RULE = Hysteresis({"warning": 3, "critical": 2}, {"warning": 2, "critical": 2})
 
@@ -102,3 +118,62 @@ def test_pooled_weighs_families_equally():
     }
     out = pooled({"cpu": {"served": row}, "disk": {"served": quiet}})["served"]
     assert out["recall_15m"] == 1.0 and out["false_alerts_per_server_day"] == 0.5 and out["incidents"] == 1
+
+
+def test_incident_prob_is_one_alert_per_series_that_warns_any_of_its_metrics():
+    y = np.full((300, 2), 50.0)
+    y[100:105, 1] = 95.0  # a threshold incident on the second metric only
+    states = np.full(300, STATE_INDEX["healthy"], dtype=np.int8)
+    p = np.zeros(300)
+    p[90:111] = 0.4  # >= tau 0.3 from 90: opens at 91 (K=2), resolves at 112 (M=2)
+    p[250:253] = 0.35  # nothing follows: a false alert
+    codes = {PROB_RULE: probability_codes(p, 0.3)}
+    critical = np.array([90.0, 90.0])
+    counts = replay_series(y, states, np.arange(300), codes, critical, {PROB_RULE: RULE})[PROB_RULE]
+
+    assert codes[PROB_RULE].shape == (300, 1)
+    assert counts.incidents == 1 and counts.warned == 1 and counts.leads == [(100 - 91) * 5.0]
+    assert counts.episodes == 2 and counts.false_alerts == 1
+    assert counts.alert_minutes == ((112 - 91) + (254 - 251)) * 5
+
+
+def _level_model(slope: float, at: float) -> dict:
+    """A hand-built logistic event model: P = sigmoid(slope * (level - at)), level = last / critical."""
+    coef = np.zeros(len(em.FEATURES))
+    coef[em.FEATURES.index("level")] = slope
+    params = {"learner": "logistic", "mean": [0.0] * len(coef), "std": [1.0] * len(coef), "coef": coef.tolist(),
+              "intercept": -slope * at}  # fmt: skip
+    return em.new_model({"30m": params, "8h": params}, min_buckets=2, thresholds=DEFAULT_THRESHOLDS)
+
+
+def _ramp_server() -> SeriesWindow:
+    """1,000 buckets of cpu at 50 with a climb 50 → 100 over buckets 700-759, held to 779: test
+    origins 600-904 (the last 40 %, a full horizon after each)."""
+    values = np.full((1000, len(METRICS)), 50.0, dtype=np.float32)
+    values[700:760, 0] = 50.0 + 50.0 * np.arange(60) / 60
+    values[760:780, 0] = 100.0
+    states = np.full(1000, STATE_INDEX["healthy"], dtype=np.int8)
+    return SeriesWindow("srv", "generic", datetime(2026, 1, 5, tzinfo=UTC), 5, values, states)
+
+
+def _flat_forecast(windows):
+    return np.full((len(windows), HORIZON, len(METRICS), len(QUANTILES)), 50.0)
+
+
+def test_incident_prob_opens_where_the_event_models_probability_reaches_tau_and_is_scored_exactly():
+    w = _ramp_server()
+    setup = ProbabilitySetup(QUANTILES, DEFAULT_THRESHOLDS, event_model=_level_model(40.0, 0.8))
+    out = alert_replay(
+        [w], _flat_forecast, scored={"srv": ("cpu_pct",)}, family_of=lambda *_: "cpu", hysteresis=IMMEDIATE,
+        levels=QUANTILES, probability=event_probability(setup), tau=0.5,
+    )  # fmt: skip
+
+    # P >= 0.5 where the last value is >= 0.8 × critical (76): bucket 732 (76.7), so from origin 733
+    # to 780 (the first origin after the hold, last value 50); the incident starts at 754 (>= 95).
+    assert 50.0 + 50.0 * 31 / 60 < 0.8 * CRITICAL_PCT <= 50.0 + 50.0 * 32 / 60
+    row = out["per_family"]["cpu"][PROB_RULE]
+    assert row["incidents"] == 1 and row["warned_15m"] == 1
+    assert row["median_lead_minutes"] == (754 - 733) * 5
+    assert row["alerts"] == 1 and row["false_alerts"] == 0
+    assert row["alert_minutes_per_server_day"] == pytest.approx((781 - 733) * 5 / ((905 - 600) / STEPS_PER_DAY))
+    assert out["pooled"][PROB_RULE]["recall_15m"] == 1.0
