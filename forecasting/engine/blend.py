@@ -70,19 +70,22 @@ def persistence_quantiles(
     flat = y.reshape(math.prod(lead), y.shape[-1])
     tau = np.asarray(levels, dtype=np.float64)
     out = np.full((len(flat), horizon, len(tau)), np.nan)
+    buffer = np.empty((min(len(flat), _PERSISTENCE_BATCH), horizon, max(flat.shape[-1] - 1, 1)))  # reused: no page faults
     for start in range(0, len(flat), _PERSISTENCE_BATCH):
-        out[start : start + _PERSISTENCE_BATCH] = _persistence_batch(flat[start : start + _PERSISTENCE_BATCH], tau, horizon)
+        batch = flat[start : start + _PERSISTENCE_BATCH]
+        out[start : start + _PERSISTENCE_BATCH] = _persistence_batch(batch, tau, horizon, buffer[: len(batch)])
     out = out.reshape(*lead, horizon, len(tau))
     lo = np.asarray(lower, dtype=np.float64)[..., None, None]
     hi = np.asarray(upper, dtype=np.float64)[..., None, None]
-    return np.clip(out, lo, hi)
+    return np.minimum(np.maximum(out, lo, out=out), hi, out=out)  # np.clip, in place
 
 
 _PERSISTENCE_BATCH = 32  # contexts sorted at once: (32, H, C) changes stay in cache
 
 
-def _persistence_batch(y: np.ndarray, tau: np.ndarray, horizon: int) -> np.ndarray:
-    """(B, horizon, K) unclipped persistence quantiles of the contexts y (B, n)."""
+def _persistence_batch(y: np.ndarray, tau: np.ndarray, horizon: int, changes: np.ndarray) -> np.ndarray:
+    """(B, horizon, K) unclipped persistence quantiles of the contexts y (B, n); ``changes`` is
+    scratch space (B, horizon, max(n − 1, 1))."""
     b, n = y.shape
     out = np.full((b, horizon, len(tau)), np.nan)
     finite = np.isfinite(y)
@@ -92,14 +95,18 @@ def _persistence_batch(y: np.ndarray, tau: np.ndarray, horizon: int) -> np.ndarr
     last = y[np.arange(b), n - 1 - np.argmax(finite[:, ::-1], axis=1)]
     # changes[:, h, t] = y[t + h + 1] − y[t] for t < n − h − 1, NaN past the context's end; built
     # in (B, horizon, n − 1) order so each step's changes are sorted along contiguous memory.
-    rows = max(n - 1, 1)
+    rows = changes.shape[-1]
     padded = np.concatenate([y, np.full((b, horizon + rows), np.nan)], axis=1)
     later = np.lib.stride_tricks.sliding_window_view(padded[:, 1:], rows, axis=1)[:, :horizon]  # (B, horizon, rows)
-    changes = later - padded[:, None, :rows]
-    # observed changes per step: pairs of finite values (a 0/1 product sum, exact)
-    seen = np.concatenate([finite, np.zeros((b, horizon + rows), dtype=bool)], axis=1).astype(np.float64)
-    count = np.matmul(np.lib.stride_tricks.sliding_window_view(seen[:, 1:], rows, axis=1)[:, :horizon],
-                      seen[:, :rows, None])[..., 0].astype(np.int64)  # (B, horizon)
+    np.subtract(later, padded[:, None, :rows], out=changes)
+    # observed changes per step: n − 1 − h without gaps, else the pairs of finite values (0/1 sums, exact)
+    count = np.broadcast_to(np.maximum(n - 1 - np.arange(horizon), 0), (b, horizon)).copy()
+    gaps = ~finite.all(axis=1)
+    if gaps.any():
+        seen = np.concatenate([finite[gaps], np.zeros((int(gaps.sum()), horizon + rows), dtype=bool)], axis=1)
+        seen = seen.astype(np.float64)
+        pairs = np.lib.stride_tricks.sliding_window_view(seen[:, 1:], rows, axis=1)[:, :horizon]
+        count[gaps] = np.matmul(pairs, seen[:, :rows, None])[..., 0].astype(np.int64)
     changes.sort(axis=-1)  # NaN last
     with np.errstate(all="ignore"):
         spread = _sorted_quantiles(changes, count, tau)  # (B, horizon, K)
@@ -128,6 +135,8 @@ def _fill_forward(q: np.ndarray) -> np.ndarray:
     """Steps without any observed change take the nearest shorter step's spread (else 0); q is
     (B, horizon, K)."""
     out = q.copy()
+    if not np.isnan(out).any():  # a context longer than the horizon without gaps
+        return out
     for h in range(1, out.shape[1]):
         gap = np.isnan(out[:, h])
         out[:, h][gap] = out[:, h - 1][gap]

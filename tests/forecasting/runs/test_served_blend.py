@@ -25,7 +25,7 @@ from ingest.models import Server
 from tests.conftest import ingest_fleet
 
 pytestmark = pytest.mark.django_db
-NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)
+NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)  # scores of the last 24 h move the weights
 UPPER = [100.0 if m in PERCENT_METRICS else math.inf for m in TARGETS]
 SERVED = [QUANTILES.index(SERVED_QUANTILES[label]) for label in ("p10", "p50", "p90")]
 
