@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -60,20 +61,32 @@ def persistence_quantiles(
     *,
     lower: float | np.ndarray = 0.0,
     upper: float | np.ndarray = math.inf,
+    workers: int = 1,
 ) -> np.ndarray:
     """(..., horizon, K) quantiles at ``levels`` of the last value with the context's own (h+1)-step
     changes (module docstring), for one context (C,) or many (..., C); NaN gaps are skipped, no
     observed value gives NaN. lower/upper broadcast against the leading shape. Many contexts at once
-    give exactly what each gives alone (the prediction run serves a chunk, the backtest a series)."""
+    give exactly what each gives alone (the prediction run serves a chunk, the backtest a series);
+    ``workers`` threads share the contexts (numpy sorts without the GIL), the result is the same."""
     y = np.asarray(context, dtype=np.float64)
     lead = y.shape[:-1]
     flat = y.reshape(math.prod(lead), y.shape[-1])
     tau = np.asarray(levels, dtype=np.float64)
     out = np.full((len(flat), horizon, len(tau)), np.nan)
-    buffer = np.empty((min(len(flat), _PERSISTENCE_BATCH), horizon, max(flat.shape[-1] - 1, 1)))  # reused: no page faults
-    for start in range(0, len(flat), _PERSISTENCE_BATCH):
-        batch = flat[start : start + _PERSISTENCE_BATCH]
-        out[start : start + _PERSISTENCE_BATCH] = _persistence_batch(batch, tau, horizon, buffer[: len(batch)])
+    starts = range(0, len(flat), _PERSISTENCE_BATCH)
+
+    def fill(part: range) -> None:
+        buffer = np.empty((min(len(flat), _PERSISTENCE_BATCH), horizon, max(flat.shape[-1] - 1, 1)))  # no page faults
+        for start in part:
+            batch = flat[start : start + _PERSISTENCE_BATCH]
+            out[start : start + _PERSISTENCE_BATCH] = _persistence_batch(batch, tau, horizon, buffer[: len(batch)])
+
+    workers = max(1, min(workers, len(starts)))
+    if workers == 1:
+        fill(starts)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(fill, [starts[i::workers] for i in range(workers)]))
     out = out.reshape(*lead, horizon, len(tau))
     lo = np.asarray(lower, dtype=np.float64)[..., None, None]
     hi = np.asarray(upper, dtype=np.float64)[..., None, None]
@@ -164,12 +177,14 @@ def served_blend(
     *,
     lower: float | np.ndarray = 0.0,
     upper: float | np.ndarray = math.inf,
+    workers: int = 1,
 ) -> np.ndarray:
     """What is served before the interval calibration, in the backtest (``ServedSeries``) and in the
     prediction run alike: the model's quantiles (..., H, K) blended per band by ``weights``
     (..., bands) with the persistence quantiles of each series' context (..., C). A series without
     any observed value in its context, or whose weights are all 1, is served the model alone
-    (1 · model + 0 · persistence is the model: persistence is not computed for it)."""
+    (1 · model + 0 · persistence is the model: persistence is not computed for it). ``workers``:
+    threads for the persistence quantiles (the same result)."""
     model = np.asarray(model, dtype=np.float64)
     lead = model.shape[:-2]
     weights = np.broadcast_to(np.asarray(weights, dtype=np.float64), (*lead, len(BAND_NAMES)))
@@ -178,7 +193,8 @@ def served_blend(
     persistence = model.copy()
     if need.any():
         lo, hi = (np.broadcast_to(np.asarray(b, dtype=np.float64), lead)[need] for b in (lower, upper))
-        persistence[need] = persistence_quantiles(context[need], levels, model.shape[-2], lower=lo, upper=hi)
+        persistence[need] = persistence_quantiles(context[need], levels, model.shape[-2], lower=lo, upper=hi,
+                                                  workers=workers)
     return blend_quantiles(model, persistence, weights)
 
 

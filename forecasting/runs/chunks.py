@@ -9,6 +9,7 @@ task, `predict_now`, the benches and the tests import it. Starting and finalisin
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from django.conf import settings
 from django.db import transaction
 
 from forecasting.alerts.selectors import alert_thresholds
@@ -156,7 +158,9 @@ def _blend(windows: list[ServerWindow], quantiles: dict[int, np.ndarray], reason
         weights[tft, m] = blend_weights(blend, metric, sums[:, m])
     model = np.stack([np.moveaxis(quantiles[windows[i].server_id], 1, 0) for i in tft])  # (T, M, H, K)
     context = np.moveaxis(padded_context([windows[i].window for i in tft]), 1, 2)  # (T, M, CONTEXT)
-    mixed = served_blend(model, context, QUANTILES, weights[tft], lower=0.0, upper=_UPPER_BOUND)
+    # The worker's CPU threads (idle once the forward pass is done) share the persistence quantiles.
+    workers = settings.TFT_TORCH_THREADS or os.cpu_count() or 1
+    mixed = served_blend(model, context, QUANTILES, weights[tft], lower=0.0, upper=_UPPER_BOUND, workers=workers)
     for j, i in enumerate(tft):
         quantiles[windows[i].server_id] = np.moveaxis(mixed[j], 0, 1)  # float64 into the calibration
     return weights
