@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from bench.common import PY, ROOT, bench_env, summary
 
-PHASES = ("read", "forecast", "heuristic", "alerts", "explain", "write", "finalize")
+PHASES = ("read", "forecast", "heuristic", "blend", "alerts", "explain", "write", "finalize")
 # The explanation pass (forecasting.runs.chunks._explain_chunk): "needed" is what runs serve, "off" is
 # the cycle without explanations (before issue #15), "all" explains every TFT forecast.
 EXPLAIN_MODES = ("needed", "off", "all")

@@ -66,6 +66,18 @@ class CalibrationFactorsSerializer(serializers.Serializer):
     upper = serializers.ListField(child=serializers.FloatField(), help_text="the same above p50")
 
 
+class BlendWeightsSerializer(serializers.Serializer):
+    model = serializers.ListField(
+        child=serializers.FloatField(),
+        help_text="per horizon band (0–30 min, 30 min–2 h, 2–8 h): the model's weight in the served quantiles "
+        "(1 = the model alone)",
+    )
+    last_value = serializers.ListField(
+        child=serializers.FloatField(),
+        help_text="the same for persistence (the last value with its own spread): 1 − model",
+    )
+
+
 class MetricForecastSerializer(serializers.Serializer):
     p10 = serializers.ListField(child=serializers.FloatField(), help_text="96 values, 5-minute steps (8 h)")
     p50 = serializers.ListField(child=serializers.FloatField())
@@ -80,6 +92,12 @@ class MetricForecastSerializer(serializers.Serializer):
         required=False,
         help_text="the server's self-calibrated interval factors applied to this forecast (adaptive conformal, "
         "from its own scored forecasts; heuristic forecasts: all 1). Absent on forecasts stored before calibration.",
+    )
+    blend = BlendWeightsSerializer(
+        required=False,
+        help_text="the per-band blend of the model with the last value this forecast was served with (the model "
+        "folder's weights moved by the server's own scored forecasts; heuristic forecasts: the model weight 1). "
+        "Applied before the calibration. Absent on forecasts stored before the blend was served.",
     )
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -54,50 +55,104 @@ SUMS: tuple[str, ...] = ("n", "abs_err", "naive_abs_err", "scale")  # names as i
 
 
 def persistence_quantiles(
-    context: np.ndarray, levels: Sequence[float], horizon: int = HORIZON, *, lower: float = 0.0, upper: float = math.inf
+    context: np.ndarray,
+    levels: Sequence[float],
+    horizon: int = HORIZON,
+    *,
+    lower: float | np.ndarray = 0.0,
+    upper: float | np.ndarray = math.inf,
+    workers: int = 1,
 ) -> np.ndarray:
-    """(horizon, K) quantiles at ``levels`` of the last value with the context's own (h+1)-step
-    changes (module docstring); NaN gaps are skipped, no observed value gives NaN."""
+    """(..., horizon, K) quantiles at ``levels`` of the last value with the context's own (h+1)-step
+    changes (module docstring), for one context (C,) or many (..., C); NaN gaps are skipped, no
+    observed value gives NaN. lower/upper broadcast against the leading shape. Many contexts at once
+    give exactly what each gives alone (the prediction run serves a chunk, the backtest a series);
+    ``workers`` threads share the contexts (numpy sorts without the GIL), the result is the same."""
     y = np.asarray(context, dtype=np.float64)
-    finite = np.flatnonzero(np.isfinite(y))
-    out = np.full((horizon, len(levels)), np.nan)
-    if not len(finite):
-        return out
-    last = y[finite[-1]]
-    n = len(y)
-    changes = np.full((max(n - 1, 1), horizon), np.nan)
-    for h in range(min(horizon, n - 1)):
-        changes[: n - h - 1, h] = y[h + 1 :] - y[: n - h - 1]
+    lead = y.shape[:-1]
+    flat = y.reshape(math.prod(lead), y.shape[-1])
     tau = np.asarray(levels, dtype=np.float64)
+    out = np.full((len(flat), horizon, len(tau)), np.nan)
+    starts = range(0, len(flat), _PERSISTENCE_BATCH)
+
+    def fill(part: range) -> None:
+        buffer = np.empty((min(len(flat), _PERSISTENCE_BATCH), horizon, max(flat.shape[-1] - 1, 1)))  # no page faults
+        for start in part:
+            batch = flat[start : start + _PERSISTENCE_BATCH]
+            out[start : start + _PERSISTENCE_BATCH] = _persistence_batch(batch, tau, horizon, buffer[: len(batch)])
+
+    workers = max(1, min(workers, len(starts)))
+    if workers == 1:
+        fill(starts)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(fill, [starts[i::workers] for i in range(workers)]))
+    out = out.reshape(*lead, horizon, len(tau))
+    lo = np.asarray(lower, dtype=np.float64)[..., None, None]
+    hi = np.asarray(upper, dtype=np.float64)[..., None, None]
+    return np.minimum(np.maximum(out, lo, out=out), hi, out=out)  # np.clip, in place
+
+
+_PERSISTENCE_BATCH = 32  # contexts sorted at once: (32, H, C) changes stay in cache
+
+
+def _persistence_batch(y: np.ndarray, tau: np.ndarray, horizon: int, changes: np.ndarray) -> np.ndarray:
+    """(B, horizon, K) unclipped persistence quantiles of the contexts y (B, n); ``changes`` is
+    scratch space (B, horizon, max(n − 1, 1))."""
+    b, n = y.shape
+    out = np.full((b, horizon, len(tau)), np.nan)
+    finite = np.isfinite(y)
+    has = finite.any(axis=1)
+    if not n or not has.any():
+        return out
+    last = y[np.arange(b), n - 1 - np.argmax(finite[:, ::-1], axis=1)]
+    # changes[:, h, t] = y[t + h + 1] − y[t] for t < n − h − 1, NaN past the context's end; built
+    # in (B, horizon, n − 1) order so each step's changes are sorted along contiguous memory.
+    rows = changes.shape[-1]
+    padded = np.concatenate([y, np.full((b, horizon + rows), np.nan)], axis=1)
+    later = np.lib.stride_tricks.sliding_window_view(padded[:, 1:], rows, axis=1)[:, :horizon]  # (B, horizon, rows)
+    np.subtract(later, padded[:, None, :rows], out=changes)
+    # observed changes per step: n − 1 − h without gaps, else the pairs of finite values (0/1 sums, exact)
+    count = np.broadcast_to(np.maximum(n - 1 - np.arange(horizon), 0), (b, horizon)).copy()
+    gaps = ~finite.all(axis=1)
+    if gaps.any():
+        seen = np.concatenate([finite[gaps], np.zeros((int(gaps.sum()), horizon + rows), dtype=bool)], axis=1)
+        seen = seen.astype(np.float64)
+        pairs = np.lib.stride_tricks.sliding_window_view(seen[:, 1:], rows, axis=1)[:, :horizon]
+        count[gaps] = np.matmul(pairs, seen[:, :rows, None])[..., 0].astype(np.int64)
+    changes.sort(axis=-1)  # NaN last
     with np.errstate(all="ignore"):
-        spread = _nan_quantiles(changes, tau)  # (K, horizon)
+        spread = _sorted_quantiles(changes, count, tau)  # (B, horizon, K)
     spread = _fill_forward(spread)
-    spread[np.isclose(tau, 0.5)] = 0.0
+    spread[..., np.isclose(tau, 0.5)] = 0.0
     below = tau < 0.5
-    spread[below] = np.minimum(spread[below], 0.0)
-    spread[~below] = np.maximum(spread[~below], 0.0)
-    q = last + spread.T
-    return np.clip(np.sort(q, axis=1), lower, upper)
+    spread[..., below] = np.minimum(spread[..., below], 0.0)
+    spread[..., ~below] = np.maximum(spread[..., ~below], 0.0)
+    q = np.sort(last[:, None, None] + spread, axis=-1)
+    out[has] = q[has]
+    return out
 
 
-def _nan_quantiles(x: np.ndarray, tau: np.ndarray) -> np.ndarray:
-    """Quantiles (K, H) of the columns of x (N, H), NaN ignored (linear interpolation)."""
-    srt = np.sort(x, axis=0)
-    count = np.sum(np.isfinite(x), axis=0)
-    pos = tau[:, None] * np.maximum(count - 1, 0)[None, :]
+def _sorted_quantiles(srt: np.ndarray, count: np.ndarray, tau: np.ndarray) -> np.ndarray:
+    """Quantiles (..., K) of sorted rows srt (..., N) whose first ``count`` (...) values are the
+    observed ones (NaN after them), linear interpolation; NaN where none is observed."""
+    count = count[..., None]
+    pos = tau * np.maximum(count - 1, 0)
     lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, np.maximum(count - 1, 0)[None, :])
-    cols = np.arange(x.shape[1])[None, :]
-    v = srt[lo, cols] * (1 - (pos - lo)) + srt[hi, cols] * (pos - lo)
-    return np.where(count[None, :] > 0, v, np.nan)
+    hi = np.minimum(lo + 1, np.maximum(count - 1, 0))
+    v = np.take_along_axis(srt, lo, axis=-1) * (1 - (pos - lo)) + np.take_along_axis(srt, hi, axis=-1) * (pos - lo)
+    return np.where(count > 0, v, np.nan)
 
 
 def _fill_forward(q: np.ndarray) -> np.ndarray:
-    """Steps without any observed change take the nearest shorter step's spread (else 0)."""
+    """Steps without any observed change take the nearest shorter step's spread (else 0); q is
+    (B, horizon, K)."""
     out = q.copy()
+    if not np.isnan(out).any():  # a context longer than the horizon without gaps
+        return out
     for h in range(1, out.shape[1]):
         gap = np.isnan(out[:, h])
-        out[gap, h] = out[gap, h - 1]
+        out[:, h][gap] = out[:, h - 1][gap]
     return np.nan_to_num(out, nan=0.0)
 
 
@@ -114,6 +169,35 @@ def blend_quantiles(model: np.ndarray, persistence: np.ndarray, weights: Sequenc
     return w * model + (1.0 - w) * np.asarray(persistence, dtype=np.float64)
 
 
+def served_blend(
+    model: np.ndarray,
+    context: np.ndarray,
+    levels: Sequence[float],
+    weights: np.ndarray,
+    *,
+    lower: float | np.ndarray = 0.0,
+    upper: float | np.ndarray = math.inf,
+    workers: int = 1,
+) -> np.ndarray:
+    """What is served before the interval calibration, in the backtest (``ServedSeries``) and in the
+    prediction run alike: the model's quantiles (..., H, K) blended per band by ``weights``
+    (..., bands) with the persistence quantiles of each series' context (..., C). A series without
+    any observed value in its context, or whose weights are all 1, is served the model alone
+    (1 · model + 0 · persistence is the model: persistence is not computed for it). ``workers``:
+    threads for the persistence quantiles (the same result)."""
+    model = np.asarray(model, dtype=np.float64)
+    lead = model.shape[:-2]
+    weights = np.broadcast_to(np.asarray(weights, dtype=np.float64), (*lead, len(BAND_NAMES)))
+    context = np.asarray(context, dtype=np.float64).reshape(*lead, -1)
+    need = (weights < 1.0).any(axis=-1) & np.isfinite(context).any(axis=-1)
+    persistence = model.copy()
+    if need.any():
+        lo, hi = (np.broadcast_to(np.asarray(b, dtype=np.float64), lead)[need] for b in (lower, upper))
+        persistence[need] = persistence_quantiles(context[need], levels, model.shape[-2], lower=lo, upper=hi,
+                                                  workers=workers)
+    return blend_quantiles(model, persistence, weights)
+
+
 def default_blend() -> dict:
     """The blend of a folder without blend.json: the model alone (every weight 1)."""
     return {"format": BLEND_FORMAT, "weights": dict.fromkeys(BAND_NAMES, 1.0), "strength": 0.0, "ramp": RAMP}
@@ -124,6 +208,22 @@ def weights_of(blend: Mapping, metric: str | None = None) -> np.ndarray:
     else those fitted over every metric."""
     weights = blend.get("per_metric", {}).get(metric) or blend["weights"]
     return np.array([float(weights[name]) for name in BAND_NAMES])
+
+
+def blend_weights(blend: Mapping, metric: str | None, sums: np.ndarray) -> np.ndarray:
+    """(…, bands) the weights served for ``metric`` given the evidence ``sums`` (…, bands, 4): the
+    blend's fitted weights moved by its strength and ramp (``online_weights``). The backtest's
+    OnlineBlend passes the sums it gathered, the prediction run the live scorer's."""
+    return online_weights(weights_of(blend, metric), sums, strength=float(blend.get("strength", STRENGTH)),
+                          ramp=int(blend.get("ramp", RAMP)))
+
+
+def served_weights(weights: np.ndarray | None) -> dict[str, list[float]]:
+    """The blend a forecast was served with, per band (BAND_NAMES order), as the API shows it:
+    {"model": [3], "last_value": [3]} (the weights of the model and of persistence); None (a
+    forecast served without a blend: the heuristic) → the model alone."""
+    w = np.ones(len(BAND_NAMES)) if weights is None else np.asarray(weights, dtype=np.float64)
+    return {"model": np.round(w, 4).tolist(), "last_value": np.round(1.0 - w, 4).tolist()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,9 +361,7 @@ class OnlineBlend:
     per-band weights to serve at ``origin``; ``record`` hands over a forecast and its targets."""
 
     def __init__(self, blend: Mapping, metric: str | None = None) -> None:
-        self.prior = weights_of(blend, metric)
-        self.strength = float(blend.get("strength", STRENGTH))
-        self.ramp = int(blend.get("ramp", RAMP))
+        self.blend, self.metric = blend, metric
         self.sums = np.zeros((len(BAND_NAMES), len(SUMS)))
         self._pending: list[tuple[int, np.ndarray, np.ndarray, float, float, np.ndarray]] = []
 
@@ -277,7 +375,7 @@ class OnlineBlend:
             if not used.all():
                 keep.append((o, y, p50, last, scale, used))
         self._pending = keep
-        return online_weights(self.prior, self.sums, strength=self.strength, ramp=self.ramp)
+        return blend_weights(self.blend, self.metric, self.sums)
 
     def record(self, origin: int, y: np.ndarray, p50: np.ndarray, last: float, scale: float) -> None:
         """The served median (H,) of the forecast at ``origin``, its targets y (H,), the last value
@@ -298,12 +396,9 @@ class ServedSeries:
 
     def serve(self, origin: int, model: np.ndarray, context: np.ndarray, levels: Sequence[float], **clip) -> np.ndarray:
         """Served quantiles (H, K) at ``origin`` from the model's (H, K) and the context before it."""
-        persistence = persistence_quantiles(context, levels, model.shape[0], **clip)
         finite = np.isfinite(np.asarray(context, dtype=np.float64))
         last = float(np.asarray(context, dtype=np.float64)[np.flatnonzero(finite)[-1]]) if finite.any() else math.nan
-        if not math.isfinite(last):
-            persistence = model
-        mixed = blend_quantiles(model, persistence, self.blend.weights(origin))
+        mixed = served_blend(model, context, levels, self.blend.weights(origin), **clip)
         median = int(np.argmin(np.abs(np.asarray(levels, dtype=np.float64) - 0.5)))
         self._last[origin] = (mixed[:, median], last)  # the calibration keeps the median
         return self.calibrator.serve(origin, mixed, levels, **clip)

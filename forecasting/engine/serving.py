@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from forecasting.engine import alert_rules as rules
+from forecasting.engine.blend import served_weights
 from forecasting.engine.calibration import served_factors
 from forecasting.engine.metrics import last_observed
 from forecasting.engine.probability import incident_probabilities, limits_batch
@@ -41,7 +42,7 @@ def _slopes(series: np.ndarray) -> np.ndarray:
     return np.einsum("h,nhm->nm", t, series) / float((t * t).sum())
 
 
-def _padded_context(windows: list) -> np.ndarray:
+def padded_context(windows: list) -> np.ndarray:
     """(N, CONTEXT, M) float64 with the most recent buckets right-aligned and NaN elsewhere."""
     out = np.full((len(windows), CONTEXT, len(TARGETS)), np.nan)
     for i, window in enumerate(windows):
@@ -69,7 +70,7 @@ class _FleetArrays:
 
     @classmethod
     def of(cls, windows: list, quantiles: np.ndarray, thresholds: dict) -> _FleetArrays:
-        context = _padded_context(windows)
+        context = padded_context(windows)
         warning, critical = limits_batch(context, thresholds, TARGETS)
         p10, p50, p90 = (quantiles[..., _SERVED_INDEX[label]] for label in ("p10", "p50", "p90"))
         probs = incident_probabilities(quantiles, np.array(QUANTILES), critical)
@@ -119,10 +120,16 @@ class _FleetArrays:
 
 
 def serve_forecasts(
-    windows: list, quantiles: np.ndarray, thresholds: dict, log_factors: np.ndarray | None = None
+    windows: list,
+    quantiles: np.ndarray,
+    thresholds: dict,
+    log_factors: np.ndarray | None = None,
+    blend_weights: np.ndarray | None = None,
 ) -> list[ServedForecast]:
     """Payload, summary, probabilities and alert candidates for N forecasts (N, H, M, K), vectorised
-    across servers so scoring 1,000 servers costs about as much as a few dozen numpy calls."""
+    across servers so scoring 1,000 servers costs about as much as a few dozen numpy calls. The
+    payload records the interval calibration (log_factors, (N, M, bands, 2)) and the blend with the
+    last value (blend_weights, the model's weight (N, M, bands)) each forecast was served with."""
     scores = _FleetArrays.of(windows, quantiles, thresholds)
     flagged = scores.flagged()
     explain = flagged | scores.rising()
@@ -131,6 +138,7 @@ def serve_forecasts(
         payload = {metric: scores.metric_payload(i, m) for m, metric in enumerate(TARGETS)}
         for m, metric in enumerate(TARGETS):
             payload[metric]["calibration"] = served_factors(None if log_factors is None else log_factors[i, m])
+            payload[metric]["blend"] = served_weights(None if blend_weights is None else blend_weights[i, m])
         out.append(
             ServedForecast(
                 payload=json.dumps(payload, separators=(",", ":")),

@@ -9,31 +9,36 @@ task, `predict_now`, the benches and the tests import it. Starting and finalisin
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
+from django.conf import settings
 from django.db import transaction
 
 from forecasting.alerts.selectors import alert_thresholds
 from forecasting.engine import alert_rules as rules
+from forecasting.engine.blend import blend_weights, default_blend, served_blend
 from forecasting.engine.calibration import apply_calibration
 from forecasting.engine.event_model import serve_event_probabilities
 from forecasting.engine.explanation import heuristic_explanation, steady_explanation
-from forecasting.engine.folders import read_event_model, read_probability_calibration
+from forecasting.engine.folders import read_blend, read_event_model, read_probability_calibration
 from forecasting.engine.heuristic import heuristic_quantiles
 from forecasting.engine.network import Forecaster
 from forecasting.engine.probability import recalibrated
-from forecasting.engine.serving import ServedForecast, serve_forecasts
-from forecasting.engine.spec import CONTEXT, HORIZON, PERCENT_METRICS, QUANTILES, STATES, TARGETS
+from forecasting.engine.serving import ServedForecast, padded_context, serve_forecasts
+from forecasting.engine.spec import BAND_NAMES, CONTEXT, HORIZON, PERCENT_METRICS, QUANTILES, STATES, TARGETS
 from forecasting.models import ModelVersion, PredictionRun, ServerForecast
 from forecasting.registry import active_model_version, model_versions_sync
 from forecasting.runs.inference import ModelUnavailableError, get_forecaster, log_once
 from forecasting.runs.services import prediction_run_fail, prediction_run_finalize, prediction_run_start
 from forecasting.scoring.calibration import served_log_factors
 from forecasting.scoring.probabilities import live_probabilities_apply, probability_outcomes_archive
+from forecasting.scoring.selectors import blend_evidence
 from forecasting.scoring.services import forecasts_archive
 from forecasting.windows import ServerWindow, server_windows
 
@@ -60,6 +65,8 @@ class ChunkForecast:
     log_factors: np.ndarray | None = None
     # server id → the TFT's explanation, from the same forward pass (empty when not asked for)
     explained: dict[int, dict] = field(default_factory=dict)
+    # (N, M, bands) the model's blend weight per band (engine.blend; 1 = the model alone, the heuristic)
+    blend_weights: np.ndarray | None = None
 
     def method(self, server_id: int) -> str:
         return ServerForecast.Method.HEURISTIC if server_id in self.reasons else ServerForecast.Method.TFT
@@ -124,10 +131,39 @@ def _forecast_chunk(windows: list[ServerWindow], explain: bool = False) -> Chunk
             reasons.setdefault(sw.server_id, model_reason or "model_unavailable")
             quantiles[sw.server_id] = heuristic_quantiles(sw.window)
     timings["heuristic"] = time.perf_counter() - started
+    started = time.perf_counter()
+    # The backtest's order (engine.blend.ServedSeries): blended with persistence, then calibrated.
+    weights = _blend(windows, quantiles, reasons, version if forecaster is not None else None)
+    timings["blend"] = time.perf_counter() - started
     log_factors = _calibrate(windows, quantiles, reasons)
     empty = np.zeros((0, HORIZON, len(TARGETS), len(QUANTILES)))
     stacked = np.stack([quantiles[sw.server_id] for sw in windows]) if windows else empty
-    return ChunkForecast(windows, stacked, reasons, version, forecaster, timings, log_factors, explained)
+    return ChunkForecast(windows, stacked, reasons, version, forecaster, timings, log_factors, explained, weights)
+
+
+def _blend(windows: list[ServerWindow], quantiles: dict[int, np.ndarray], reasons: dict,
+           version: ModelVersion | None) -> np.ndarray:
+    """Each TFT forecast's quantiles blended in place per band with the persistence of its own
+    context (engine.blend.served_blend, as the backtest serves): the model folder's blend.json
+    weights (the model alone without one, as the backtest's default_blend) moved per server ×
+    metric × band by the live scorer's sums (one query). The heuristic's are served as they are.
+    Returns the model's weights (N, M, bands) used, 1 for the heuristic, so the forecast records them."""
+    weights = np.ones((len(windows), len(TARGETS), len(BAND_NAMES)))
+    tft = [i for i, sw in enumerate(windows) if sw.server_id not in reasons]
+    if version is None or not tft:
+        return weights
+    blend = read_blend(Path(version.path)) or default_blend()
+    sums = blend_evidence(server_ids=[windows[i].server_id for i in tft])  # (T, M, bands, 4)
+    for m, metric in enumerate(TARGETS):
+        weights[tft, m] = blend_weights(blend, metric, sums[:, m])
+    model = np.stack([np.moveaxis(quantiles[windows[i].server_id], 1, 0) for i in tft])  # (T, M, H, K)
+    context = np.moveaxis(padded_context([windows[i].window for i in tft]), 1, 2)  # (T, M, CONTEXT)
+    # The worker's CPU threads (idle once the forward pass is done) share the persistence quantiles.
+    workers = settings.TFT_TORCH_THREADS or os.cpu_count() or 1
+    mixed = served_blend(model, context, QUANTILES, weights[tft], lower=0.0, upper=_UPPER_BOUND, workers=workers)
+    for j, i in enumerate(tft):
+        quantiles[windows[i].server_id] = np.moveaxis(mixed[j], 0, 1)  # float64 into the calibration
+    return weights
 
 
 def _calibrate(windows: list[ServerWindow], quantiles: dict[int, np.ndarray], reasons: dict) -> np.ndarray:
@@ -280,7 +316,8 @@ def prediction_chunk_execute(*, run_id: int, server_ids: list[int], explain: str
     timings = {"read": time.perf_counter() - started}
     forecast = _forecast_chunk(windows, explain=explain != "off")
     started = time.perf_counter()
-    scored = serve_forecasts([sw.window for sw in windows], forecast.quantiles, alert_thresholds(), forecast.log_factors)
+    scored = serve_forecasts([sw.window for sw in windows], forecast.quantiles, alert_thresholds(), forecast.log_factors,
+                             forecast.blend_weights)
     _recalibrate_probabilities(forecast, scored)
     # Issue 22: the live map learnt from recorded outcomes, over the model's probabilities (its prior).
     priors = live_probabilities_apply(profiles=[sw.window.profile for sw in windows], scored=scored)

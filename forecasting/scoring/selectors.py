@@ -10,12 +10,13 @@ from django.conf import settings
 from django.db.models import Count, F, Sum
 from django.db.models.functions import Round
 
+from forecasting.engine.blend import SUMS as BLEND_SUMS
 from forecasting.engine.incidents import WINDOWS
 from forecasting.engine.live_calibration import histogram_scores
 from forecasting.engine.scoring import SUMS as SCORE_SUMS
 from forecasting.engine.scoring import accuracy
 from forecasting.engine.spec import BAND_NAMES as SCORE_BANDS
-from forecasting.engine.spec import METRICS
+from forecasting.engine.spec import METRICS, TARGETS
 from forecasting.models import ForecastScore, ProbabilityCalibration, ProbabilityOutcome
 
 ACCURACY_WINDOWS: dict[str, timedelta] = {"24h": timedelta(hours=24), "7d": timedelta(days=7)}
@@ -68,6 +69,31 @@ def fleet_band_accuracy(*, window: str = "24h", now: datetime | None = None) -> 
     by_band = _score_sums(_window_scores(window, now), ("band",))
     bands = {band: {**accuracy(by_band.get((band,), {})), "pinball": None} for band in SCORE_BANDS}
     return {**accuracy(_added(list(by_band.values()))), "pinball": None, "bands": bands}
+
+
+BLEND_EVIDENCE_WINDOW = "24h"
+
+
+def blend_evidence(*, server_ids: list[int], now: datetime | None = None) -> np.ndarray:
+    """(N, TARGETS, bands, 4) the live scorer's sums (engine.blend.SUMS: n, abs_err, naive_abs_err,
+    scale) per server × metric × band over the forecasts of the last 24 h, in ``server_ids`` order:
+    the evidence that moves each server's blend weights (engine.blend.blend_weights), as the
+    backtest's OnlineBlend gathers it from the targets known so far. The backtest keeps every
+    target; 24 h of scored forecasts are already thousands of targets per band, past the ramp, and
+    summing the 8 retained days instead costs 0.3 s per 512-server chunk (README "Performance").
+    One grouped query."""
+    out = np.zeros((len(server_ids), len(TARGETS), len(SCORE_BANDS), len(BLEND_SUMS)))
+    if not server_ids:
+        return out
+    index = {server_id: i for i, server_id in enumerate(server_ids)}
+    rows = (_window_scores(BLEND_EVIDENCE_WINDOW, now).filter(server_id__in=server_ids)
+            .values("server_id", "metric", "band")
+            .annotate(**{f"total_{name}": Sum(name) for name in BLEND_SUMS}).order_by()
+            .values_list("server_id", "metric", "band", *(f"total_{name}" for name in BLEND_SUMS)))
+    for server_id, metric, band, *sums in rows:
+        if metric in TARGETS and band in SCORE_BANDS:
+            out[index[server_id], TARGETS.index(metric), SCORE_BANDS.index(band)] = sums
+    return out
 
 
 def series_accuracy(*, now: datetime | None = None) -> dict[tuple[str, str, str], dict]:
