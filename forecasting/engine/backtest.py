@@ -723,6 +723,7 @@ class ProbabilitySetup:
     clocks: Mapping[str, tuple[str, bool]] | None = None  # series → (its fleet, whether the fleet is dated)
     every: int = PROB_EVERY  # steps between origins: each replayed outcome stands for this many of the service's
     live: lc.LiveMapConfig = field(default_factory=lc.LiveMapConfig)
+    blend: Mapping | None = None  # the folder's blend.json: serving blends before it calibrates (None: model alone)
 
     @property
     def prior_key(self) -> str:
@@ -817,17 +818,6 @@ def served_scores(p: np.ndarray, event: np.ndarray, family: np.ndarray) -> dict[
     return {**family_pooled(groups), "per_family": {f: _scores(a, b) for f, (a, b) in groups.items()}}
 
 
-def _calibrated_all(q: np.ndarray, y: np.ndarray, origins: np.ndarray, levels, upper: float) -> np.ndarray:
-    """All K quantiles (n, H, K) of one metric calibrated online at each origin (no look-ahead)."""
-    calibrator = OnlineCalibrator()
-    lo, hi = levels.index(QUANTILE_LEVELS[0]), levels.index(QUANTILE_LEVELS[2])
-    out = np.empty_like(q, dtype=np.float64)
-    for k, o in enumerate(origins):
-        out[k] = calibrator.serve(int(o), q[k], levels, lower=0.0, upper=upper)
-        calibrator.record(int(o), y[o : o + q.shape[1]], out[k][:, lo], out[k][:, hi])
-    return out
-
-
 def _anomaly_events(w: SeriesWindow, origins: np.ndarray, spans: Sequence, steps: int) -> np.ndarray:
     step = timedelta(minutes=w.step_minutes)
     starts = [w.start + step * int(o) for o in origins]
@@ -836,15 +826,22 @@ def _anomaly_events(w: SeriesWindow, origins: np.ndarray, spans: Sequence, steps
 
 def served_inputs(w: SeriesWindow, cols: list[int], origins: np.ndarray, q: np.ndarray, setup: ProbabilitySetup):
     """What serving sees at each origin: contexts (n, CONTEXT, M), states (n, CONTEXT), critical
-    limits (n, M) and the forecast (n, H, M, K) with the scored metrics' quantiles calibrated online
-    as served (no look-ahead)."""
+    limits (n, M) and the forecast (n, H, M, K) with the scored metrics' quantiles served as the
+    prediction run serves them — blended with persistence by the online weights (``setup.blend``),
+    then interval-calibrated online (blend.ServedSeries; no look-ahead)."""
     y = w.values.astype(np.float64)
     context = np.stack([y[o - CONTEXT : o] for o in origins])
     states = np.stack([w.states[o - CONTEXT : o] for o in origins])
     _, critical = limits_batch(context, dict(setup.thresholds), METRICS)
     served = np.asarray(q, dtype=np.float64).copy()
+    levels, horizon = list(setup.levels), served.shape[1]
+    ahead = np.concatenate([y, np.full((horizon, y.shape[1]), np.nan)])  # targets past the end are unknown
     for c in cols:
-        served[:, :, c] = _calibrated_all(q[:, :, c], y[:, c], origins, list(setup.levels), _UPPER[METRICS[c]])
+        series = ServedSeries(setup.blend or default_blend(), OnlineCalibrator(), METRICS[c])
+        for k, o in enumerate(origins):
+            served[k, :, c] = series.serve(int(o), q[k, :, c], context[k, :, c], levels, lower=0.0,
+                                           upper=_UPPER[METRICS[c]])  # fmt: skip
+            series.record(int(o), ahead[o : o + horizon, c], served[k, :, c], naive_scale(context[k, :, c]), levels)
     return context, states, critical, served
 
 
@@ -929,6 +926,7 @@ def probability_evaluation(
     part: str = "test",
     fleets: Mapping[str, str] | None = None,
     live: lc.LiveMapConfig | None = None,
+    blend: Mapping | None = None,
 ) -> dict[str, Any]:
     """Reliability of prob_30m / prob_8h at origins every ``every`` steps over the test part against
     the incidents of engine.incidents ("threshold", "reported", "incident" = either kind starts in
@@ -957,6 +955,7 @@ def probability_evaluation(
         clocks=fleet_clocks(series, fleets),
         every=every,
         live=live or lc.LiveMapConfig(),
+        blend=blend,
     )
     samples = _ProbSamples(recalibration, setup)
     n = _sample_probabilities(

@@ -18,7 +18,13 @@ Features of one server at one origin (``event_features``), for the scored metric
 * recent states: share of the last hour in critical_issue, offline, heavy_load, recovery;
   critical_issue share and reported-incident starts over the context; whether the series has
   states at all;
-* the profile (one-hot).
+* the profile (one-hot);
+* the same hours of the previous day, per window (the 24 h context holds them): distance of c to
+  the maximum over [origin − 1 day, origin − 1 day + W), in s, and whether a threshold incident
+  started there (daily-periodic series repeat yesterday's peak).
+
+A stored model names the features it was fitted on (a subset of ``FEATURES``, in any order), so a
+folder fitted before an input was added keeps serving with the inputs it knows.
 
 Per-metric figures are reduced over the scored metrics to the most dangerous one (min distance,
 max share). One model per window ("30m", "8h"). Learners: ``logistic`` (L2-regularised logistic
@@ -37,7 +43,7 @@ import numpy as np
 
 from forecasting.engine.incidents import DEFAULT_MIN_BUCKETS, WINDOWS, run_lengths_ahead
 from forecasting.engine.probability import exceedance, limits_batch
-from forecasting.engine.spec import CONTEXT, PROFILES, STATE_INDEX, TARGETS
+from forecasting.engine.spec import CONTEXT, PROFILES, STATE_INDEX, STEPS_PER_DAY, TARGETS
 
 FORMAT = "tftsite-event-model/1"
 HOUR = 12  # buckets
@@ -63,13 +69,15 @@ _STATE_FEATURES = (
     "log_reported_context",
     "has_states",
 )
+_SEASON_FEATURES = ("z_season_max", "season_start")
 FEATURES: tuple[str, ...] = (
     *_CONTEXT_FEATURES,
     *_FORECAST_FEATURES,
     *_STATE_FEATURES,
     *(f"profile_{p}" for p in PROFILES),
+    *_SEASON_FEATURES,
 )
-_MIN_OVER_METRICS = {"z_last", "z_hour_max", "z_context_max", "z_p50_max", "z_p90_max", "z_top_max"}
+_MIN_OVER_METRICS = {"z_last", "z_hour_max", "z_context_max", "z_p50_max", "z_p90_max", "z_top_max", "z_season_max"}
 
 
 LEARNERS: tuple[str, ...] = ("logistic", "trees", "blend")
@@ -129,13 +137,15 @@ def _context_features(context: np.ndarray, critical: np.ndarray, min_buckets: in
     observed = np.maximum((~np.isnan(context)).sum(axis=1), 1)
     ahead = run_lengths_ahead(np.moveaxis(above, 1, -1))  # (N, M, T)
     prev = np.concatenate([np.zeros_like(above[:, :1]), above[:, :-1]], axis=1)
-    starts = ((np.moveaxis(ahead, -1, 1) >= min_buckets) & ~prev).sum(axis=1)
+    start_at = (np.moveaxis(ahead, -1, 1) >= min_buckets) & ~prev  # (N, T, M) a confirmed run starts here
+    starts = start_at.sum(axis=1)
 
     def z(x: np.ndarray) -> np.ndarray:
         return np.clip(np.nan_to_num((critical - x) / s, nan=Z_CLIP), -Z_CLIP, Z_CLIP)
 
     return {
         "scale": s,
+        "start_at": start_at,
         "z_last": z(last),
         "z_hour_max": z(hour_max),
         "z_context_max": z(ctx_max),
@@ -168,6 +178,21 @@ def _forecast_features(quantiles: np.ndarray, levels: Sequence[float], critical:
         "z_top_max": z(top),
         "bound_logit": np.log(bound / (1 - bound)),
     }
+
+
+def _season_features(context: np.ndarray, critical: np.ndarray, ctx: dict[str, np.ndarray],
+                     steps: int) -> dict[str, np.ndarray]:  # fmt: skip
+    """Per-metric (N, M) features of the window's hours one day before: [T − day, T − day + steps)
+    of the context (T buckets; zero-information values when the context is shorter than a day)."""
+    lo = context.shape[1] - STEPS_PER_DAY
+    n, _, m = context.shape
+    if lo < 0:
+        return {"z_season_max": np.full((n, m), Z_CLIP), "season_start": np.zeros((n, m))}
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        peak = np.nanmax(context[:, lo : lo + steps, :], axis=1)
+    z = np.clip(np.nan_to_num((critical - peak) / ctx["scale"], nan=Z_CLIP), -Z_CLIP, Z_CLIP)
+    return {"z_season_max": z, "season_start": ctx["start_at"][:, lo : lo + steps, :].any(axis=1).astype(np.float64)}
 
 
 def _state_features(states: np.ndarray) -> dict[str, np.ndarray]:
@@ -219,16 +244,19 @@ def event_features(
     prof = np.array([[p == name for name in PROFILES] for p in profiles], dtype=np.float64).reshape(-1, len(PROFILES))
     out = {}
     for name, steps in (windows or WINDOWS).items():
-        per_metric = {**ctx, **_forecast_features(quantiles, levels, critical, ctx["scale"], steps)}
-        cols = []
-        for feature in (*_CONTEXT_FEATURES, *_FORECAST_FEATURES):
+        per_metric = {
+            **ctx,
+            **_forecast_features(quantiles, levels, critical, ctx["scale"], steps),
+            **_season_features(context, critical, ctx, steps),
+        }
+        cols = {**{f"profile_{p}": prof[:, i] for i, p in enumerate(PROFILES)}, **st}
+        for feature in (*_CONTEXT_FEATURES, *_FORECAST_FEATURES, *_SEASON_FEATURES):
             v = per_metric[feature]
             if feature in _MIN_OVER_METRICS:
-                cols.append(np.where(scored, v, np.inf).min(axis=1))
+                cols[feature] = np.where(scored, v, np.inf).min(axis=1)
             else:
-                cols.append(np.where(scored, v, -np.inf).max(axis=1))
-        cols += [st[f] for f in _STATE_FEATURES]
-        x = np.column_stack([*cols, prof])
+                cols[feature] = np.where(scored, v, -np.inf).max(axis=1)
+        x = np.column_stack([cols[f] for f in FEATURES])
         out[name] = np.nan_to_num(x, nan=0.0, posinf=Z_CLIP, neginf=-Z_CLIP)
     return out
 
@@ -350,8 +378,9 @@ def check_model(model: object) -> dict:
     """The model dict if this code can evaluate it; EventModelError otherwise."""
     if not isinstance(model, dict) or model.get("format") != FORMAT:
         raise EventModelError(f"not a {FORMAT} model")
-    if list(model.get("features", ())) != list(FEATURES):
-        raise EventModelError("feature layout differs from this code's FEATURES")
+    features = list(model.get("features", ()))
+    if not features or len(set(features)) != len(features) or not set(features) <= set(FEATURES):
+        raise EventModelError("the model's features are not a subset of this code's FEATURES")
     windows = model.get("windows")
     if not isinstance(windows, dict) or not all(w in windows for w in WINDOWS):
         raise EventModelError(f"model lacks windows {list(WINDOWS)}")
@@ -362,15 +391,23 @@ def check_model(model: object) -> dict:
 
 
 def model_probabilities(model: dict, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Window name → (N,) P(an incident starts within the window), from ``event_features``."""
-    return {name: predict(model["windows"][name], x) for name, x in features.items() if name in model["windows"]}
+    """Window name → (N,) P(an incident starts within the window), from ``event_features`` (every
+    one of FEATURES; the model reads the columns it was fitted on, in its own order)."""
+    cols = feature_columns(model["features"])
+    return {name: predict(model["windows"][name], x[:, cols]) for name, x in features.items() if name in model["windows"]}
 
 
-def new_model(windows: dict[str, dict], *, min_buckets: int, thresholds: dict, meta: dict | None = None) -> dict:
-    """A storable event model from fitted per-window parameters."""
+def feature_columns(names: Sequence[str]) -> list[int]:
+    """Columns of ``event_features``' matrices holding ``names``, in their order."""
+    return [FEATURES.index(name) for name in names]
+
+
+def new_model(windows: dict[str, dict], *, min_buckets: int, thresholds: dict, meta: dict | None = None,
+              features: Sequence[str] = FEATURES) -> dict:  # fmt: skip
+    """A storable event model from fitted per-window parameters (fitted on ``features``)."""
     return {
         "format": FORMAT,
-        "features": list(FEATURES),
+        "features": list(features),
         "windows": windows,
         "min_buckets": int(min_buckets),
         "thresholds": thresholds,

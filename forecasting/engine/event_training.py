@@ -2,7 +2,7 @@
 ``trees`` learner imports scikit-learn when fitted; nothing here is imported by serving).
 
 A sample is one (series, origin): the event-model features (engine.event_model) from the context
-and the served (interval-calibrated, as backtest ``_calibrated_all``) forecast, the incident
+and the served forecast (blended and interval-calibrated, as backtest ``served_inputs``), the incident
 labels of engine.incidents per kind and window, and the current method's probability (the
 max-over-steps bound of engine.probability) for the comparison. Series are grouped by family
 (``backtest.probability_family``) so that scores weigh families equally and cross-validation holds whole
@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -70,6 +71,7 @@ class SampleConfig:
     min_buckets: int = DEFAULT_MIN_BUCKETS
     incident_states: tuple[str, ...] = REPORTED_STATES
     every: int = bt.PROB_EVERY
+    blend: Mapping | None = None  # the folder's blend.json: the forecast is served blended (None: the model alone)
 
 
 def sample_origins(n_steps: int, part: str, every: int, fraction: float) -> np.ndarray:
@@ -85,7 +87,7 @@ def series_samples(w: SeriesWindow, scored: Sequence[str], origins: np.ndarray, 
     method's probability — the calibrated bound — by window), from what serving sees
     (backtest.served_inputs)."""
     cols = [METRICS.index(m) for m in scored]
-    setup = bt.ProbabilitySetup(tuple(levels), cfg.thresholds, min_buckets=cfg.min_buckets)
+    setup = bt.ProbabilitySetup(tuple(levels), cfg.thresholds, min_buckets=cfg.min_buckets, blend=cfg.blend)
     context, states, critical, served = bt.served_inputs(w, cols, origins, q, setup)
     mask = np.zeros((len(origins), len(METRICS)), dtype=bool)
     mask[:, cols] = True
@@ -108,15 +110,16 @@ def event_samples(
     part: str = "all",
     fraction: float = bt.TEST_FRACTION,
     cfg: SampleConfig | None = None,
+    every: Mapping[str, int] | None = None,
 ) -> dict:
-    """Samples (``EventSamples.arrays``) of every series at origins every ``cfg.every`` steps of
-    ``part`` ("all", "train" or "test", as the backtest's probability evaluation)."""
+    """Samples (``EventSamples.arrays``) of every series at origins every ``cfg.every`` steps (or
+    ``every[server]``) of ``part`` ("all", "train" or "test", as the backtest's probability evaluation)."""
     cfg = cfg or SampleConfig()
     samples = EventSamples()
     scored = bt._scored_metrics(series, metrics)
     levels = tuple(forecaster.quantiles)
     for w in series:
-        origins = sample_origins(len(w.values), part, cfg.every, fraction)
+        origins = sample_origins(len(w.values), part, (every or {}).get(w.server, cfg.every), fraction)
         if not len(origins):
             continue
         q = forecaster.predict_array([bt.context_window(w, int(o)) for o in origins])
@@ -125,6 +128,34 @@ def event_samples(
     out = samples.arrays()
     logger.info("event samples: %d origins of %d series", len(out["series"]), len(series))
     return out
+
+
+def save_samples(path: Path, data: dict, *, fitted_on: str) -> None:
+    """``event_samples``' arrays as one .npz (strings as unicode arrays: loadable without pickle)."""
+    arrays = {f"x/{k}": v for k, v in data["x"].items()}
+    arrays |= {f"bound/{k}": v for k, v in data["bound"].items()}
+    arrays |= {f"labels/{kind}/{w}": v for (kind, w), v in data["labels"].items()}
+    arrays |= {"series": data["series"].astype(str), "family": data["family"].astype(str)}
+    arrays |= {"features": np.array(em.FEATURES), "fitted_on": np.array(fitted_on)}
+    with Path(path).open("wb") as fh:
+        np.savez_compressed(fh, **arrays)
+
+
+def load_samples(path: Path) -> tuple[dict, str]:
+    """(arrays, what they were sampled from) saved by ``save_samples``; ValueError when they were
+    sampled with another feature layout."""
+    with np.load(Path(path), allow_pickle=False) as z:
+        if z["features"].tolist() != list(em.FEATURES):
+            raise ValueError(f"{path}: sampled with another feature layout; sample again")
+        data: dict = {"x": {}, "bound": {}, "labels": {}, "series": z["series"], "family": z["family"]}
+        for key in z.files:
+            head, _, rest = key.partition("/")
+            if head in ("x", "bound"):
+                data[head][rest] = z[key]
+            elif head == "labels":
+                kind, _, window = rest.partition("/")
+                data["labels"][(kind, window)] = z[key]
+        return data, str(z["fitted_on"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,15 +196,17 @@ def _folds(series: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 def cross_validate(data: dict, learners: Sequence[str] = (*LEARNERS, "isotonic"), *, folds: int = 5,
-                   seed: int = 0, kind: str = EVENT_KIND) -> dict:  # fmt: skip
+                   seed: int = 0, kind: str = EVENT_KIND, features: Sequence[str] = em.FEATURES) -> dict:  # fmt: skip
     """Held-out-series scores of each learner (and of the raw bound, "bound"): whole series are held
     out per fold; every learner is fitted on the other folds (families weighted equally) and scored
-    on the held-out series. Returns {window: {learner: {"pooled": …, "families": {family: …}}}}."""
+    on the held-out series, with the inputs ``features`` (a subset of event_model.FEATURES).
+    Returns {window: {learner: {"pooled": …, "families": {family: …}}}}."""
     fold = _folds(data["series"], folds, seed)
     fam = data["family"].astype(str)
+    cols = em.feature_columns(features)
     out: dict = {}
     for name in data["x"]:
-        x, y, bound = data["x"][name], data["labels"][(kind, name)], data["bound"][name]
+        x, y, bound = data["x"][name][:, cols], data["labels"][(kind, name)], data["bound"][name]
         preds = {learner: np.zeros(len(y)) for learner in learners}
         for f in range(folds):
             train, test = fold != f, fold == f
@@ -199,18 +232,22 @@ def scores_by_family(p: np.ndarray, event: np.ndarray, family: np.ndarray) -> di
     }
 
 
-def fit_event_model(data: dict, *, learner: str, cfg: SampleConfig | None = None, meta: dict | None = None) -> dict:
+def fit_event_model(data: dict, *, learner: str, cfg: SampleConfig | None = None, meta: dict | None = None,
+                    features: Sequence[str] = em.FEATURES) -> dict:  # fmt: skip
     """The storable event model (engine.event_model.new_model) fitted on every sample of ``data``
-    for the "incident" event (either kind), families weighted equally."""
+    for the "incident" event (either kind), families weighted equally, on the inputs ``features``."""
     cfg = cfg or SampleConfig()
     weight = family_weights(data["family"])
+    cols = em.feature_columns(features)
+    labels = {name: data["labels"][(EVENT_KIND, name)] for name in WINDOWS}
     windows = {
-        name: fit_window(learner, data["x"][name], data["labels"][(EVENT_KIND, name)], weight, data["bound"][name])
+        name: fit_window(learner, data["x"][name][:, cols], labels[name], weight, data["bound"][name])
         for name in WINDOWS
     }
     base = {name: float(np.mean(data["labels"][(EVENT_KIND, name)])) for name in WINDOWS}
     return em.new_model(
         windows,
+        features=features,
         min_buckets=cfg.min_buckets,
         thresholds=dict(cfg.thresholds),
         meta={"event": EVENT_KIND, "incident_states": list(cfg.incident_states), "samples": len(data["series"]),

@@ -105,3 +105,28 @@ def test_fit_event_model_gives_an_existing_folder_an_event_model(tmp_path):
                  "--part", "all", "--learner", "logistic", stdout=out)  # fmt: skip
     model = folders.read_event_model(model_dir)
     assert model["windows"]["8h"]["learner"] == "logistic" and "event model (logistic)" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_fit_event_model_refits_from_saved_samples_without_some_inputs(tmp_path):
+    from django.core.management import call_command
+
+    model_dir = tiny_model_folder(tmp_path)
+    common = ["--model", str(model_dir), "--part", "all", "--learner", "logistic"]
+    call_command("fit_event_model", *common, "--simulated", "3", "--days", "3", "--seed", "5",
+                 "--save-samples", str(tmp_path / "s.npz"), stdout=io.StringIO())  # fmt: skip
+    call_command("fit_event_model", *common, "--from-samples", str(tmp_path / "s.npz"),
+                 "--without", "z_season_max", "season_start", stdout=io.StringIO())  # fmt: skip
+    features = folders.read_event_model(model_dir)["features"]
+    assert "level" in features and not {"z_season_max", "season_start"} & set(features)
+
+
+@pytest.mark.django_db
+def test_fit_event_model_refuses_a_stride_for_a_source_it_was_not_given(tmp_path):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    model_dir = tiny_model_folder(tmp_path)
+    with pytest.raises(CommandError, match="data/nowhere"):
+        call_command("fit_event_model", "--model", str(model_dir), "--simulated", "3", "--days", "3",
+                     "--fleet-every", "data/nowhere=12", stdout=io.StringIO())  # fmt: skip

@@ -243,6 +243,7 @@ class Command(BaseCommand):
                 fleets=source.fleets,
                 live=live_map_config(),
                 every=opts["probability_every"],
+                blend=blend,
             )
         if not (opts["no_alerts"] or opts["probabilities_only"]):
             result["alerts"] = _alert_replay(source, forecaster, opts, getattr(self, "model_path", None))
@@ -293,7 +294,7 @@ class Command(BaseCommand):
         logger.info("probability recalibration written", extra={"folder": str(self.model_path), "windows": windows})
 
     def _fit_event_model(self, source: BacktestSource, forecaster, opts: dict) -> None:
-        cfg = event_training.SampleConfig(min_buckets=opts["min_buckets"])
+        cfg = event_training.SampleConfig(min_buckets=opts["min_buckets"], blend=self._blend(forecaster, opts))
         data = event_training.event_samples(source.series, forecaster, metrics=source.metrics, part="train", cfg=cfg)
         if not len(data["series"]):
             raise CommandError("no training-part origins to fit the event model on (series too short)")
@@ -482,7 +483,8 @@ def _alert_replay(source: BacktestSource, forecaster, opts: dict, model_path: Pa
         event_model = None if opts["no_event_model"] else read_event_model(model_path)
         if event_model is not None:
             setup = bt.ProbabilitySetup(levels, DEFAULT_THRESHOLDS, event_model=event_model,
-                                        min_buckets=opts["min_buckets"])  # fmt: skip
+                                        min_buckets=opts["min_buckets"],
+                                        blend=None if opts["no_blend"] else read_blend(model_path))  # fmt: skip
             probability = alert_replay.event_probability(setup)
     else:
         predict = alert_replay.heuristic_predictor(heuristic_quantiles)

@@ -117,3 +117,65 @@ def test_families_weigh_equally_when_pooled():
     pooled = ps.family_pooled({"a": big, "b": small})
     assert pooled["base_rate"] == pytest.approx(0.25)  # (0.5 + 0) / 2, not 45 / 100
     assert pooled["n"] == 100 and pooled["events"] == 45 and pooled["families"] == 2
+
+
+def _day_context(yesterday_peak: float, t: int = 288) -> np.ndarray:
+    context = np.full((1, t, 4), 50.0)
+    context[:, :, 0] += np.random.default_rng(1).normal(size=(1, t))
+    context[0, 2:5, 0] = yesterday_peak  # 3 buckets within [origin − 1 day, origin − 1 day + 30 min)
+    return context
+
+
+def _season(context: np.ndarray) -> dict:
+    n, t, _ = context.shape
+    q = np.broadcast_to(context[:, -1:, None, :].transpose(0, 1, 3, 2), (n, HORIZON, 4, 1)) + np.linspace(
+        -1, 1, len(QUANTILES)
+    )
+    feats = em.event_features(context, np.full((n, t), -1), q, QUANTILES, np.full((n, 4), 95.0), ["generic"])
+    col = {name: i for i, name in enumerate(em.FEATURES)}
+    return {w: {f: x[0, col[f]] for f in ("z_season_max", "season_start")} for w, x in feats.items()}
+
+
+def test_the_same_hours_yesterday_are_an_input():
+    quiet, peaked = _season(_day_context(60.0)), _season(_day_context(99.0))
+    assert peaked["30m"]["z_season_max"] < 0 < quiet["30m"]["z_season_max"]
+    assert peaked["30m"]["season_start"] == 1 and quiet["30m"]["season_start"] == 0
+
+
+def test_a_context_shorter_than_a_day_gives_no_seasonal_signal():
+    short = _season(_day_context(99.0, t=200))
+    assert short["8h"] == {"z_season_max": em.Z_CLIP, "season_start": 0.0}
+
+
+def _level_model(features: list[str]) -> dict:
+    coef = [5.0 if f == "level" else 0.0 for f in features]
+    params = {"learner": "logistic", "mean": [0.0] * len(features), "std": [1.0] * len(features),
+              "coef": coef, "intercept": -2.5}  # fmt: skip
+    return em.new_model({"30m": params, "8h": params}, min_buckets=2, thresholds={}, features=features)
+
+
+def test_a_model_reads_the_inputs_it_was_fitted_on_by_name():
+    x = np.random.default_rng(2).normal(size=(5, len(em.FEATURES)))
+    level = x[:, em.FEATURES.index("level")]
+    for features in (["level"], ["share_near", "level", "z_last"]):
+        p = em.model_probabilities(em.check_model(_level_model(features)), {"8h": x})["8h"]
+        np.testing.assert_allclose(p, 1 / (1 + np.exp(-(5 * level - 2.5))))
+
+
+def test_a_model_naming_an_unknown_input_is_refused():
+    with pytest.raises(em.EventModelError):
+        em.check_model(_level_model(["level", "tomorrow"]))
+
+
+def test_samples_round_trip_without_pickle(tmp_path):
+    from forecasting.engine import event_training as et
+
+    x, y = _separable(40)
+    data = {"x": {"8h": x}, "bound": {"8h": y * 0.5}, "labels": {("incident", "8h"): y},
+            "series": np.array(["a", "b"] * 20, dtype=object), "family": np.array(["cpu"] * 40, dtype=object)}  # fmt: skip
+    et.save_samples(tmp_path / "s.npz", data, fitted_on="two series")
+    loaded, fitted_on = et.load_samples(tmp_path / "s.npz")
+    assert fitted_on == "two series"
+    np.testing.assert_array_equal(loaded["x"]["8h"], x)
+    np.testing.assert_array_equal(loaded["labels"][("incident", "8h")], y)
+    assert loaded["series"].tolist() == ["a", "b"] * 20

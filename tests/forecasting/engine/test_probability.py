@@ -199,3 +199,21 @@ def test_a_date_less_fleet_runs_its_series_side_by_side_from_their_test_parts():
     assert bt.origin_clock(dated, origins, dated=True)[0] == START.timestamp() + 60 * 300
     clocks = bt.fleet_clocks([dated, counted], {"a": "x", "b": "x"})
     assert clocks == {"a": ("x", False), "b": ("x", False)}  # one date-less series makes its fleet date-less
+
+
+def _served_median(blend: dict | None) -> float:
+    """The cpu median the probability path serves at one origin: the model says 80, the context ~10."""
+    y = np.full(288 + HORIZON, 10.0) + np.sin(np.arange(288 + HORIZON))
+    w = _window(y)
+    q = LevelForecaster(80.0).predict_array([None])
+    setup = bt.ProbabilitySetup(QUANTILES, bt.DEFAULT_THRESHOLDS, blend=blend)
+    _, _, _, served = bt.served_inputs(w, [0], np.array([288]), q, setup)
+    return float(served[0, 0, 0, QUANTILES.index(0.5)])
+
+
+def test_the_probability_path_serves_the_blended_forecast():
+    from forecasting.engine.blend import default_blend
+
+    last_value = default_blend() | {"weights": {band: 0.0 for band in default_blend()["weights"]}, "strength": 0.0}
+    assert _served_median(None) == pytest.approx(80.03, abs=1e-6)  # the model alone
+    assert abs(_served_median(last_value) - 10.0) < 2.0  # persistence of a context around 10
