@@ -196,14 +196,15 @@ def _folds(series: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 def cross_validate(data: dict, learners: Sequence[str] = (*LEARNERS, "isotonic"), *, folds: int = 5,
-                   seed: int = 0, kind: str = EVENT_KIND, features: Sequence[str] = em.FEATURES) -> dict:  # fmt: skip
+                   seed: int = 0, kind: str = EVENT_KIND, features: Sequence[str] | None = None) -> dict:  # fmt: skip
     """Held-out-series scores of each learner (and of the raw bound, "bound"): whole series are held
     out per fold; every learner is fitted on the other folds (families weighted equally) and scored
-    on the held-out series, with the inputs ``features`` (a subset of event_model.FEATURES).
+    on the held-out series, with the inputs ``features`` (a subset of event_model.FEATURES; None:
+    every column of the samples).
     Returns {window: {learner: {"pooled": …, "families": {family: …}}}}."""
     fold = _folds(data["series"], folds, seed)
     fam = data["family"].astype(str)
-    cols = em.feature_columns(features)
+    cols = slice(None) if features is None else em.feature_columns(features)
     out: dict = {}
     for name in data["x"]:
         x, y, bound = data["x"][name][:, cols], data["labels"][(kind, name)], data["bound"][name]
