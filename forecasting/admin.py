@@ -4,11 +4,13 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
 from django.utils.html import format_html, format_html_join
 
+from forecasting.alerts.selectors import alert_notification_status
 from forecasting.alerts.services import alert_acknowledge, alert_resolve
 from forecasting.alerts.silences import maintenance_window_create, maintenance_window_end
 from forecasting.lifecycle import services as training_services
 from forecasting.models import (
     Alert,
+    AlertNotification,
     AlertThreshold,
     AlertTransition,
     MaintenanceWindow,
@@ -183,6 +185,25 @@ class AlertAdmin(ReadOnlyAdmin):
     def resolve(self, request, queryset):
         done = sum(alert_resolve(alert_id=pk, user=request.user) for pk in queryset.values_list("pk", flat=True))
         self.message_user(request, f"{done} alerts resolved.")
+
+
+@admin.register(AlertNotification)
+class AlertNotificationAdmin(ReadOnlyAdmin):
+    """The push outbox, read-only: each transition's message and where its delivery stands (a
+    superseded one was overtaken by a later message of the same alert and never sent)."""
+
+    list_display = ("id", "alert", "transition", "created_at", "push_status", "attempts", "delivered_at",
+                    "superseded_by", "last_error")
+    list_filter = ("transition", ("delivered_at", admin.EmptyFieldListFilter),
+                   ("superseded_at", admin.EmptyFieldListFilter))
+    list_select_related = ("alert",)
+    search_fields = ("alert__server__name",)
+    raw_id_fields = ("alert", "alert_transition", "superseded_by")
+    show_full_result_count = False
+
+    @admin.display(description="status")
+    def push_status(self, obj):
+        return alert_notification_status(notification=obj)
 
 
 @admin.register(AlertThreshold)

@@ -204,7 +204,8 @@ class AlertNotification(models.Model):
     change (an alert may change severity more than once): a transition is recorded once however often
     the run that caused it is retried. `delivered_at` is set by compare-and-swap, so a notification is
     delivered once even when a retry and the sweeper race; `delivered_targets` keeps a partial fan-out
-    from resending to a target that already accepted it.
+    from resending to a target that already accepted it. Per alert and target they are sent in the
+    order recorded (pk), and one overtaken by a later notification is `superseded`, never sent.
     """
 
     class Transition(models.TextChoices):
@@ -227,6 +228,10 @@ class AlertNotification(models.Model):
     delivered_targets = models.JSONField(default=list, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True)
+    # Never sent (to the targets it still lacked): a later notification of the same alert reached them
+    # first, so sending this older state would undo it (forecasting.alerts.push, "Order").
+    superseded_at = models.DateTimeField(null=True, blank=True)
+    superseded_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
     class Meta:
         ordering = ["created_at"]

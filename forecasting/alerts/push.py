@@ -14,6 +14,20 @@ remembered so a retry after a partial fan-out does not resend to it; delivered_a
 second compare-and-swap. (A receiver that stored a POST but timed out before answering gets it again
 on retry: the payload's labels plus startsAt identify it, as Alertmanager itself dedupes.)
 
+Order (per alert and target; Alertmanager's rule: the latest state wins, so a resolve must never be
+followed by an older firing, which would fire again until its endsAt, 24 h on): the notifications of
+one alert are sent in the order they were recorded (pk; the alert's row lock serialises its
+transitions). A notification goes to a target only when every earlier one of its alert has reached
+that target, been superseded, or spent its task's retries (failed more than
+TFT_ALERT_PUSH_MAX_ATTEMPTS times: at most about 20 minutes of backoff with the defaults); until
+then it waits ("held", no attempt counted) and the earlier one enqueues it when it settles. A
+notification is never sent to a target that already accepted a later one of its alert: it is
+superseded there, and once superseded on every target it still lacked it is settled (superseded_at,
+superseded_by; shown in the admin) and never swept again. So an earlier failing message holds later ones while it is being retried, and if
+it comes through only after a later one did (the sweeper's retries), it is not sent. One delivery per
+alert at a time: the decision is taken under the alert's row lock (SELECT ... FOR UPDATE) and claims
+the notification (a lease) that excludes every other delivery of the same alert while it posts.
+
 Transitions: "firing" when an alert opens, "severity_changed" when an open alert's severity
 changes, and "resolved" when it resolves (by a run or an operator, or "silenced" by a maintenance
 window); acknowledging is not pushed (alerts.services says why). Severity is a label, and
@@ -30,6 +44,7 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from celery import current_app
@@ -277,24 +292,130 @@ def _reason(exc: Exception) -> str:
     return type(reason).__name__ if isinstance(reason, ValueError) else str(reason)[:200]
 
 
+def _holds_later(*, attempts: int) -> bool:
+    """An undelivered notification keeps later ones of its alert waiting (for the targets it has not
+    reached) while its task still has retries: until it has failed more than TFT_ALERT_PUSH_MAX_ATTEMPTS
+    times. After that the sweeper still retries it, and it is superseded wherever a later one arrived
+    first."""
+    return attempts <= settings.TFT_ALERT_PUSH_MAX_ATTEMPTS
+
+
+@dataclass
+class _Plan:
+    """What one delivery of a notification may do now, per target it still lacks."""
+
+    notification: AlertNotification
+    send: list[str]  # every earlier notification of the alert is settled for these
+    held: list[str]  # an earlier one is still being retried for these: wait for it
+    stale: dict[str, int]  # a later one (its id) already reached these: never send this one there
+
+
+def _plan(*, me: AlertNotification, siblings: list[AlertNotification], targets: list[str]) -> _Plan:
+    def reached_by_later(n: AlertNotification, url: str) -> AlertNotification | None:
+        later = [o for o in siblings if o.pk > n.pk and url in o.delivered_targets]
+        return later[-1] if later else None
+
+    plan = _Plan(notification=me, send=[], held=[], stale={})
+    for url in targets:
+        if url in me.delivered_targets:
+            continue
+        newer = reached_by_later(me, url)
+        if newer is not None:
+            plan.stale[url] = newer.pk
+        elif any(
+            o.pk < me.pk
+            and o.delivered_at is None
+            and o.superseded_at is None
+            and url not in o.delivered_targets
+            and _holds_later(attempts=o.attempts)
+            and reached_by_later(o, url) is None
+            for o in siblings
+        ):
+            plan.held.append(url)
+        else:
+            plan.send.append(url)
+    return plan
+
+
+def _claim(*, notification_id: int, targets: list[str], now: datetime, lease: timedelta) -> _Plan | None:
+    """Decide, under the alert's row lock, what this delivery may send, and claim the notification for
+    it (compare-and-swap). One delivery per alert at a time: the lock serialises the decisions, the
+    claim (a lease) excludes a second sender while this one posts. None: nothing to do now (delivered,
+    superseded, another worker is delivering this alert, or every target it lacks is held)."""
+    alert_id = AlertNotification.objects.filter(pk=notification_id).values_list("alert_id", flat=True).first()
+    if alert_id is None:
+        return None
+    with transaction.atomic():
+        list(Alert.objects.select_for_update().filter(pk=alert_id).values_list("pk", flat=True))
+        siblings = list(AlertNotification.objects.filter(alert_id=alert_id).order_by("pk"))
+        me = next((n for n in siblings if n.pk == notification_id), None)
+        if me is None or me.delivered_at is not None or me.superseded_at is not None:
+            return None
+        if any(n.claimed_until is not None and n.claimed_until >= now for n in siblings):
+            return None  # this alert is being delivered: its worker wakes the next one when done
+        plan = _plan(me=me, siblings=siblings, targets=targets)
+        if plan.held and not plan.send:
+            return None  # the earlier notification wakes this one when it settles
+        if plan.stale and not plan.send:
+            _supersede(plan=plan, now=now)
+            _wake(notification=me)  # enqueued once this transaction commits
+            return None
+        claimed = AlertNotification.objects.filter(
+            Q(claimed_until__isnull=True) | Q(claimed_until__lt=now), pk=me.pk, delivered_at=None, superseded_at=None
+        ).update(claimed_until=now + lease, attempts=F("attempts") + (1 if plan.send else 0))
+        if not claimed:
+            return None
+        me.attempts += 1 if plan.send else 0
+        return plan
+
+
+def _supersede(*, plan: _Plan, now: datetime) -> None:
+    """Settle a notification that a later one overtook on every target it still lacked."""
+    n = plan.notification
+    AlertNotification.objects.filter(pk=n.pk, delivered_at=None, superseded_at=None).update(
+        superseded_at=now, superseded_by_id=max(plan.stale.values()), claimed_until=None
+    )
+    logger.info(
+        "alert push superseded",
+        extra={"notification_id": n.pk, "transition": n.transition, "superseded_by": max(plan.stale.values())},
+    )
+
+
+def _wake(*, notification: AlertNotification) -> None:
+    """Enqueue the next undelivered notification of the same alert: it may have waited for this one.
+    (The sweeper re-enqueues anything a lost wake-up leaves.)"""
+    following = (
+        AlertNotification.objects.filter(
+            alert_id=notification.alert_id,
+            pk__gt=notification.pk,
+            delivered_at=None,
+            superseded_at=None,
+            attempts__lt=settings.TFT_ALERT_PUSH_MAX_ATTEMPTS * 3,  # not given up
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if following is not None:
+        transaction.on_commit(lambda: _enqueue([following]), robust=True)
+
+
 def alert_notification_deliver(*, notification_id: int, now: datetime | None = None) -> bool:
-    """Send one notification to every target that has not yet accepted it. True when this call
-    completed the delivery; False when it was already delivered or another worker holds it.
-    Raises AlertPushError when a target failed (the task retries)."""
+    """Send one notification to every target that has not yet accepted it, in order (see "Order" in
+    the module docstring). True when this call completed the delivery; False when it was already
+    delivered or superseded, another worker is delivering its alert, or it waits for an earlier
+    notification (which enqueues it again when it settles). Raises AlertPushError when a target failed
+    (the task retries)."""
     now = now or datetime.now(UTC)
     targets = push_targets()
     lease = timedelta(seconds=settings.TFT_ALERT_PUSH_TIMEOUT_SECONDS * (len(targets) + 1) + 30)
-    claimed = AlertNotification.objects.filter(
-        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now), pk=notification_id, delivered_at=None
-    ).update(claimed_until=now + lease, attempts=F("attempts") + 1)
-    if not claimed:
+    plan = _claim(notification_id=notification_id, targets=targets, now=now, lease=lease)
+    if plan is None:
         return False
-    notification = AlertNotification.objects.get(pk=notification_id)
+    notification = plan.notification
     done = list(notification.delivered_targets)
     try:
-        for url in targets:
-            if url in done:
-                continue
+        for url in plan.send:
             is_alertmanager = url.endswith("/api/v2/alerts") and url.startswith(settings.TFT_ALERTMANAGER_URL or "\0")
             if is_alertmanager:
                 _post(url, [alert for _, alert in carried_alerts(notification=notification)])
@@ -308,7 +429,16 @@ def alert_notification_deliver(*, notification_id: int, now: datetime | None = N
             "alert push failed, will retry",
             extra={"notification_id": notification_id, "attempt": notification.attempts, "error": str(exc)[:300]},
         )
+        _wake(notification=notification)  # a target it did reach may take the next one now
         raise
+    if plan.held:  # sent where it could; the earlier notification wakes it for the rest
+        AlertNotification.objects.filter(pk=notification_id).update(claimed_until=None)
+        _wake(notification=notification)
+        return False
+    if plan.stale:
+        _supersede(plan=plan, now=now)
+        _wake(notification=notification)
+        return False
     delivered = AlertNotification.objects.filter(pk=notification_id, delivered_at=None).update(
         delivered_at=datetime.now(UTC), claimed_until=None, last_error=""
     )
@@ -316,6 +446,7 @@ def alert_notification_deliver(*, notification_id: int, now: datetime | None = N
         "alert pushed",
         extra={"notification_id": notification_id, "transition": notification.transition, "targets": len(done)},
     )
+    _wake(notification=notification)
     return bool(delivered)
 
 
@@ -330,6 +461,7 @@ def alert_notifications_pending_push(*, now: datetime | None = None, min_age_sec
         AlertNotification.objects.filter(
             Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
             delivered_at=None,
+            superseded_at=None,
             created_at__lt=now - timedelta(seconds=min_age_seconds),
             attempts__lt=settings.TFT_ALERT_PUSH_MAX_ATTEMPTS * 3,  # then give up: last_error says why
         ).values_list("pk", flat=True)[:500]

@@ -1,4 +1,5 @@
-"""Reads of alerts: the thresholds in force and the open alerts in the contract's shape."""
+"""Reads of alerts: the thresholds in force, the open alerts in the contract's shape, and where a
+notification's push stands."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from django.db.models import Count
 
 from forecasting.engine.alert_rules import Hysteresis
 from forecasting.engine.spec import DEFAULT_THRESHOLDS
-from forecasting.models import Alert, AlertThreshold
+from forecasting.models import Alert, AlertNotification, AlertThreshold
 
 
 def alert_thresholds() -> dict[str, dict]:
@@ -106,3 +107,21 @@ def open_alerts_contract(*, server_name: str | None = None, server_names: list[s
             }
         )
     return out
+
+
+def gave_up(*, attempts: int) -> bool:
+    """A notification's push is no longer retried at all (the sweeper's limit); last_error says why."""
+    return attempts >= settings.TFT_ALERT_PUSH_MAX_ATTEMPTS * 3
+
+
+def alert_notification_status(*, notification: AlertNotification) -> str:
+    """Where a notification's push stands, for the admin: delivered, superseded (a later notification
+    of its alert reached the targets first, so it was never sent: forecasting.alerts.push, "Order"),
+    given up (out of attempts), failing (retried; last_error says why) or pending."""
+    if notification.delivered_at is not None:
+        return "delivered"
+    if notification.superseded_at is not None:
+        return "superseded"
+    if gave_up(attempts=notification.attempts):
+        return "given up"
+    return "failing" if notification.last_error else "pending"

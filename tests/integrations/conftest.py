@@ -183,14 +183,17 @@ class Exporter(_Server):
 
 class Receiver(_Server):
     """Records every POST (path, JSON body); answers 500 to the next `fail[path_prefix]` requests,
-    and `redirect[path_prefix] = (status, location)` to every POST there. GETs are recorded too
-    (body None) and answered 200, as a web page that a followed redirect would land on."""
+    and `redirect[path_prefix] = (status, location)` to every POST there; `delay[path_prefix]`
+    seconds before answering a POST there (a slow receiver, so concurrent deliveries overlap). GETs
+    are recorded too (body None) and answered 200, as a web page that a followed redirect would land
+    on."""
 
     def __init__(self):
         self.requests: list[tuple[str, object, int]] = []
         self.gets: list[str] = []
         self.fail: dict[str, int] = {}
         self.redirect: dict[str, tuple[int, str]] = {}
+        self.delay: dict[str, float] = {}
         self.lock = threading.Lock()
 
         class Handler(_Quiet):
@@ -203,6 +206,7 @@ class Receiver(_Server):
                 owner = self.server.owner
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"null")
+                time.sleep(max((s for p, s in owner.delay.items() if self.path.startswith(p)), default=0))
                 with owner.lock:
                     code, location = 200, None
                     for prefix, n in owner.fail.items():
