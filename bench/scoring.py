@@ -20,6 +20,7 @@ DUE = ((timedelta(minutes=35), 0), (timedelta(hours=2, minutes=5), 1), (timedelt
 
 
 def _seed_archive(now) -> int:
+    from forecasting.engine.scoring import pack_quantiles
     from forecasting.engine.spec import HORIZON, METRICS, STEP_MINUTES
     from forecasting.models import ArchivedForecast, ForecastScore
     from ingest.models import Server
@@ -34,8 +35,11 @@ def _seed_archive(now) -> int:
         for age, scored in DUE:
             p50 = rng.uniform(10, 60, size=(HORIZON, len(METRICS), 1))
             quantiles = np.concatenate([p50 * 0.9, p50, p50 * 1.1], axis=-1).astype(np.float32)
+            # Issue 24: a TFT forecast is archived with its raw quantiles too, and both are scored.
+            raw = pack_quantiles(np.concatenate([p50 * 0.8, p50 * 1.05, p50 * 1.3], axis=-1)[None])[0]
             rows.append(ArchivedForecast(server_id=server_id, origin=base - age, method="tft", model_name="bench",
-                                         quantiles=quantiles.tobytes(), last_values=[30.0] * len(METRICS),
+                                         quantiles=quantiles.tobytes(), raw_quantiles=raw,
+                                         last_values=[30.0] * len(METRICS),
                                          scales=[1.5] * len(METRICS), bands_scored=scored, created_at=now))
     ArchivedForecast.objects.bulk_create(rows, batch_size=1000)
     return len(rows)

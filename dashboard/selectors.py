@@ -127,17 +127,30 @@ BAND_LABELS = {"0-30m": "0–30 min", "30m-2h": "30 min–2 h", "2-8h": "2–8 h
 
 
 def band_accuracy_line(bands: dict) -> str:
-    """Per horizon band, as an operator reads it: "0–30 min: 1.11 × naive, 69% inside · 30 min–2 h:
-    not scored yet · …"."""
+    """Per horizon band, as an operator reads it: "0–30 min: 1.11 × naive (raw TFT 1.30 × naive), 69%
+    inside · 30 min–2 h: not scored yet · …": the served forecast's ratio to the last value and, where
+    TFT forecasts were scored, the raw TFT's (before the blend and the calibration) beside it."""
     parts = []
     for band, scores in bands.items():
         label = BAND_LABELS.get(band, band)
         if not scores.get("n"):
             parts.append(f"{label}: not scored yet")
             continue
-        ratio = f"{scores['mase_vs_naive']:.2f} × naive, " if scores.get("mase_vs_naive") is not None else ""
+        raw = scores.get("raw") or {}
+        beside = f" (raw TFT {raw['mase_vs_naive']:.2f} × naive)" if raw.get("n") and raw.get("mase_vs_naive") is not None else ""
+        ratio = f"{scores['mase_vs_naive']:.2f} × naive{beside}, " if scores.get("mase_vs_naive") is not None else ""
         parts.append(f"{label}: {ratio}{_pct(scores.get('coverage_80'))} inside")
     return " · ".join(parts)
+
+
+def blend_line(blend: dict | None) -> str:
+    """The blend a forecast was served with (the payload's {"model": [bands], "last_value": [bands]}),
+    as an operator reads it: "0–30 min: 62% TFT, 38% last value · …"; '' for a forecast stored
+    without one."""
+    if not blend or len(blend.get("model", ())) != len(BAND_LABELS):
+        return ""
+    return " · ".join(f"{label}: {_pct(w)} TFT, {_pct(1.0 - w)} last value"
+                      for label, w in zip(BAND_LABELS.values(), blend["model"], strict=True))
 
 
 def _utc(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M UTC") -> str:
@@ -640,6 +653,8 @@ class Chart:
     json_id: str
     data: dict
     accuracy: str = ""  # the live accuracy line under the chart
+    accuracy_bands: str = ""  # per horizon band: served × naive and the raw TFT's beside it (24 h)
+    blend: str = ""  # the blend weights in force: the current forecast's per band
 
 
 def _state_segments(times: list[int], states: list[str], step_seconds: int) -> list[TimelineSegment]:
@@ -742,6 +757,7 @@ def _charts(history: History, forecast: ForecastFacts | None, *, step_seconds: i
     for metric in METRICS:
         label, unit = METRIC_LABELS[metric]
         fc = forecast.payload.get(metric) if forecast else None
+        scores = (accuracy or {}).get(metric, {}).get("24h", {})
         warning, critical = limits[metric]
         charts.append(
             Chart(
@@ -750,7 +766,9 @@ def _charts(history: History, forecast: ForecastFacts | None, *, step_seconds: i
                 unit=unit,
                 summary=forecast.summary.get(metric, {}) if forecast else {},
                 json_id=f"data-{metric}",
-                accuracy=accuracy_line((accuracy or {}).get(metric, {}).get("24h", {})),
+                accuracy=accuracy_line(scores),
+                accuracy_bands=band_accuracy_line(scores["bands"]) if scores.get("n") else "",
+                blend=blend_line(fc.get("blend")) if fc else "",
                 data={
                     "metric": metric,
                     "label": label,

@@ -253,15 +253,19 @@ class ArchivedForecast(models.Model):
 
     Runs are pruned after TFT_KEEP_RUNS (about 100 minutes), too soon for an 8-hour forecast's
     targets to arrive, and a run every minute mostly repeats the same 5-minute origin: this keeps
-    one compact row per server per origin (~5 kB) until it is scored and the retention passes.
+    one compact row per server per origin (~7 kB with the raw TFT quantiles) until it is scored and the retention passes.
     """
 
     server = models.ForeignKey("ingest.Server", on_delete=models.CASCADE, related_name="+")
     origin = models.DateTimeField()
     method = models.CharField(max_length=16, choices=ServerForecast.Method.choices)
     model_name = models.CharField(max_length=128, blank=True)
-    # float32 (HORIZON, METRICS, 3): p10/p50/p90 per step and metric (engine.scoring reads it).
+    # float32 (HORIZON, METRICS, 3): p10/p50/p90 per step and metric as served (engine.scoring reads it).
     quantiles = models.BinaryField()
+    # The TFT's own p10/p50/p90 before the blend with the last value and the interval calibration,
+    # packed to 16 bits per value over each metric's range (engine.scoring.pack_quantiles: 2,336 bytes
+    # against the served 4,608); null for a heuristic forecast (nothing blended or calibrated).
+    raw_quantiles = models.BinaryField(null=True, blank=True)
     last_values = models.JSONField(help_text="per metric, the last value observed at the origin (the naive forecast)")
     scales = models.JSONField(help_text="per metric, the 1-step naive MAE over the context (the MASE scale)")
     # Bands (engine.spec.BAND_NAMES, in order) already scored: a band's targets all end before the
@@ -281,13 +285,25 @@ class ArchivedForecast(models.Model):
 
 
 class ForecastScore(models.Model):
-    """Sums and counts of scored targets per server × metric × band × origin hour (engine.scoring
-    defines each sum), so 24-hour and 7-day accuracy are sums of rows."""
+    """Sums and counts of scored targets per server × metric × band × origin hour × kind × model
+    (engine.scoring defines each sum), so 24-hour and 7-day accuracy are sums of rows.
+
+    `kind` served: the forecast as served (blended with the last value, interval-calibrated); raw: the
+    TFT's own quantiles of the same forecast, scored against the same targets (TFT forecasts only).
+    `model_name`: the model version that made the forecast ('' for the heuristic), so evidence read
+    after a model switch can describe the new model (scoring.selectors.blend_evidence)."""
+
+    class Kind(models.TextChoices):
+        SERVED = "served"
+        RAW = "raw"
 
     server = models.ForeignKey("ingest.Server", on_delete=models.CASCADE, related_name="+")
     metric = models.CharField(max_length=32)
     band = models.CharField(max_length=16)
     hour = models.DateTimeField(help_text="the scored forecasts' origin, truncated to the hour")
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.SERVED)
+    model_name = models.CharField(max_length=128, blank=True, default="",
+                                  help_text="the model version that made the forecast; empty for the heuristic")
     n = models.IntegerField(default=0)
     abs_err = models.FloatField(default=0.0)
     naive_abs_err = models.FloatField(default=0.0)
@@ -299,12 +315,13 @@ class ForecastScore(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["server", "metric", "band", "hour"], name="uniq_score_server_metric_band_hour")
+            models.UniqueConstraint(fields=["server", "metric", "band", "hour", "kind", "model_name"],
+                                    name="uniq_score_server_metric_band_hour_kind_model")
         ]
         indexes = [models.Index(fields=["hour"], name="score_hour_idx")]
 
     def __str__(self) -> str:
-        return f"{self.server_id} {self.metric} {self.band} @ {self.hour.isoformat()}"
+        return f"{self.server_id} {self.metric} {self.band} @ {self.hour.isoformat()} ({self.kind})"
 
 
 class CalibrationState(models.Model):

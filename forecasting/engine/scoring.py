@@ -42,8 +42,39 @@ class CoverageCounts:
     above: int
 
 
+# --- Packed quantiles (the archive's raw model forecast) -------------------------------------------
+# Per forecast and metric, the float32 minimum and step of a 16-bit grid over that metric's values,
+# then the values as uint16 codes: (M, 2) float32 + (H, M, 3) uint16 = 2,336 bytes for H = 96,
+# M = 4 (float32 would be 4,608). The error is at most half a step, (max − min) / 131,070 of the
+# forecast's own range: 0.0008 on a 0–100 % range, far below any error the scorer sums.
+_CODES = 65535
 
 
+def pack_quantiles(quantiles: np.ndarray) -> list[bytes]:
+    """One packed bytes object per forecast of ``quantiles`` (N, H, M, 3) (finite values), without
+    a loop over values."""
+    q = np.asarray(quantiles, dtype=np.float64)
+    lo = q.min(axis=1).min(axis=-1)  # (N, M): the steps first, one axis at a time (8× axis=(1, 3))
+    step = (q.max(axis=1).max(axis=-1) - lo) / _CODES
+    inverse = np.divide(1.0, step, out=np.zeros_like(step), where=step > 0)
+    codes = (q - lo[:, None, :, None]) * inverse[:, None, :, None]
+    codes = np.rint(codes, out=codes).clip(0, _CODES, out=codes).astype(np.uint16)
+    header = np.stack([lo, step], axis=-1).astype(np.float32)  # (N, M, 2)
+    return [h.tobytes() + c.tobytes() for h, c in zip(header, codes, strict=True)]
+
+
+def packed_size(horizon: int, metrics: int) -> int:
+    """Bytes of one packed forecast."""
+    return metrics * 2 * 4 + horizon * metrics * 3 * 2
+
+
+def unpack_quantiles(blob: bytes, horizon: int, metrics: int) -> np.ndarray:
+    """(N, H, M, 3) float64 from N packed forecasts joined into one bytes object."""
+    size = packed_size(horizon, metrics)
+    raw = np.frombuffer(blob, dtype=np.uint8).reshape(-1, size)
+    header = raw[:, : metrics * 8].copy().view(np.float32).reshape(-1, metrics, 2).astype(np.float64)
+    codes = raw[:, metrics * 8 :].copy().view(np.uint16).reshape(-1, horizon, metrics, 3).astype(np.float64)
+    return header[:, None, :, None, 0] + codes * header[:, None, :, None, 1]
 
 
 def gather_targets(bucket_keys: np.ndarray, bucket_values: np.ndarray, target_keys: np.ndarray) -> np.ndarray:

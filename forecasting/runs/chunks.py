@@ -31,7 +31,16 @@ from forecasting.engine.heuristic import heuristic_quantiles
 from forecasting.engine.network import Forecaster
 from forecasting.engine.probability import recalibrated
 from forecasting.engine.serving import ServedForecast, padded_context, serve_forecasts
-from forecasting.engine.spec import BAND_NAMES, CONTEXT, HORIZON, PERCENT_METRICS, QUANTILES, STATES, TARGETS
+from forecasting.engine.spec import (
+    BAND_NAMES,
+    CONTEXT,
+    HORIZON,
+    PERCENT_METRICS,
+    QUANTILES,
+    SERVED_QUANTILES,
+    STATES,
+    TARGETS,
+)
 from forecasting.models import ModelVersion, PredictionRun, ServerForecast
 from forecasting.registry import active_model_version, model_versions_sync
 from forecasting.runs.inference import ModelUnavailableError, get_forecaster, log_once
@@ -67,6 +76,9 @@ class ChunkForecast:
     explained: dict[int, dict] = field(default_factory=dict)
     # (N, M, bands) the model's blend weight per band (engine.blend; 1 = the model alone, the heuristic)
     blend_weights: np.ndarray | None = None
+    # (N, H, M, 3) the TFT's own p10/p50/p90 before the blend and the calibration (NaN for the
+    # heuristic): archived beside the served forecast and scored live beside it (issue 24).
+    raw_quantiles: np.ndarray | None = None
 
     def method(self, server_id: int) -> str:
         return ServerForecast.Method.HEURISTIC if server_id in self.reasons else ServerForecast.Method.TFT
@@ -131,6 +143,7 @@ def _forecast_chunk(windows: list[ServerWindow], explain: bool = False) -> Chunk
             reasons.setdefault(sw.server_id, model_reason or "model_unavailable")
             quantiles[sw.server_id] = heuristic_quantiles(sw.window)
     timings["heuristic"] = time.perf_counter() - started
+    raw = _raw_quantiles(windows, quantiles, reasons)
     started = time.perf_counter()
     # The backtest's order (engine.blend.ServedSeries): blended with persistence, then calibrated.
     weights = _blend(windows, quantiles, reasons, version if forecaster is not None else None)
@@ -138,7 +151,21 @@ def _forecast_chunk(windows: list[ServerWindow], explain: bool = False) -> Chunk
     log_factors = _calibrate(windows, quantiles, reasons)
     empty = np.zeros((0, HORIZON, len(TARGETS), len(QUANTILES)))
     stacked = np.stack([quantiles[sw.server_id] for sw in windows]) if windows else empty
-    return ChunkForecast(windows, stacked, reasons, version, forecaster, timings, log_factors, explained, weights)
+    return ChunkForecast(windows, stacked, reasons, version, forecaster, timings, log_factors, explained, weights,
+                         raw)
+
+
+_RAW_LEVELS = [QUANTILES.index(SERVED_QUANTILES[label]) for label in ("p10", "p50", "p90")]
+
+
+def _raw_quantiles(windows: list[ServerWindow], quantiles: dict[int, np.ndarray], reasons: dict) -> np.ndarray:
+    """(N, H, M, 3) the model's p10/p50/p90 of each TFT forecast as the network gave them, taken
+    before `_blend` and `_calibrate` replace them in place; NaN rows for the heuristic."""
+    out = np.full((len(windows), HORIZON, len(TARGETS), len(_RAW_LEVELS)), np.nan, dtype=np.float32)
+    tft = [i for i, sw in enumerate(windows) if sw.server_id not in reasons]
+    if tft:
+        out[tft] = np.stack([quantiles[windows[i].server_id][..., _RAW_LEVELS] for i in tft])
+    return out
 
 
 def _blend(windows: list[ServerWindow], quantiles: dict[int, np.ndarray], reasons: dict,
@@ -153,7 +180,8 @@ def _blend(windows: list[ServerWindow], quantiles: dict[int, np.ndarray], reason
     if version is None or not tft:
         return weights
     blend = read_blend(Path(version.path)) or default_blend()
-    sums = blend_evidence(server_ids=[windows[i].server_id for i in tft])  # (T, M, bands, 4)
+    # The evidence is this model version's own served scores (a switch starts from the folder's weights).
+    sums = blend_evidence(server_ids=[windows[i].server_id for i in tft], model_name=version.name)  # (T, M, bands, 4)
     for m, metric in enumerate(TARGETS):
         weights[tft, m] = blend_weights(blend, metric, sums[:, m])
     model = np.stack([np.moveaxis(quantiles[windows[i].server_id], 1, 0) for i in tft])  # (T, M, H, K)
@@ -292,7 +320,8 @@ def _store_chunk(*, run_id: int, server_ids: list[int], rows: list, forecast: Ch
         ServerForecast.objects.bulk_create(rows)
         # Live scoring keeps the first forecast of each new origin; runs are pruned long before 8 h.
         forecasts_archive(windows=forecast.windows, quantiles=forecast.quantiles, methods=[r.method for r in rows],
-                          model_name=forecast.version.name if forecast.forecaster is not None else "")
+                          model_name=forecast.version.name if forecast.forecaster is not None else "",
+                          raw_quantiles=forecast.raw_quantiles)
         probability_outcomes_archive(windows=forecast.windows, priors=priors, scored=scored)
         _chunk_into_run(run, forecast, {**timings, "write": time.perf_counter() - started})
         if run.chunks_done >= run.chunks_total:

@@ -1,5 +1,10 @@
 """Reads of live accuracy (forecasting.scoring.services writes ForecastScore): per server, per fleet,
-per horizon band and per series, from summed score columns."""
+per horizon band and per series, from summed score columns.
+
+Every figure is of the forecasts as served (kind served), over every model version that served in the
+window: what the servers' users got. Beside each band, "raw" is the TFT's own quantiles of the same
+TFT forecasts (kind raw) on the same targets, before the blend with the last value and the interval
+calibration: how much the blend and the calibration add (or cost)."""
 from __future__ import annotations
 
 import math
@@ -32,20 +37,31 @@ def _added(sums: list[dict[str, float]]) -> dict[str, float]:
     return {name: sum(s.get(name, 0) for s in sums) for name in SCORE_SUMS}
 
 
-def _window_scores(window: str, now: datetime | None):
+_SERVED, _RAW = ForecastScore.Kind.SERVED.value, ForecastScore.Kind.RAW.value
+
+
+def _window_scores(window: str, now: datetime | None, kind: str = _SERVED):
+    return ForecastScore.objects.filter(hour__gte=(now or datetime.now(UTC)) - ACCURACY_WINDOWS[window], kind=kind)
+
+
+def _both_kinds(window: str, now: datetime | None):
     return ForecastScore.objects.filter(hour__gte=(now or datetime.now(UTC)) - ACCURACY_WINDOWS[window])
 
 
 def server_accuracy(*, server_name: str, now: datetime | None = None) -> dict:
-    """{metric: {"24h": {mase, naive_mase, mase_vs_naive, pinball, coverage_80, n, bands: {band: …}},
-    "7d": …}} of one server's scored forecasts (by origin time): one grouped query per window."""
+    """{metric: {"24h": {mase, naive_mase, mase_vs_naive, pinball, coverage_80, n, bands: {band: {…,
+    "raw": {…}}}}, "7d": …}} of one server's scored forecasts (by origin time), as served, and per
+    band the raw TFT's beside them: one grouped query per window."""
     out: dict = {metric: {} for metric in METRICS}
     for window in ACCURACY_WINDOWS:
-        by_band = _score_sums(_window_scores(window, now).filter(server__name=server_name), ("metric", "band"))
+        sums = _score_sums(_both_kinds(window, now).filter(server__name=server_name), ("kind", "metric", "band"))
         for metric in METRICS:
-            bands = {band: by_band.get((metric, band), {}) for band in SCORE_BANDS}
-            out[metric][window] = {**accuracy(_added(list(bands.values()))),
-                                   "bands": {band: accuracy(s) for band, s in bands.items()}}
+            bands = {band: sums.get((_SERVED, metric, band), {}) for band in SCORE_BANDS}
+            out[metric][window] = {
+                **accuracy(_added(list(bands.values()))),
+                "bands": {band: {**accuracy(s), "raw": accuracy(sums.get((_RAW, metric, band), {}))}
+                          for band, s in bands.items()},
+            }  # fmt: skip
     return out
 
 
@@ -63,20 +79,29 @@ def fleet_accuracy(*, now: datetime | None = None) -> dict:
 
 
 def fleet_band_accuracy(*, window: str = "24h", now: datetime | None = None) -> dict:
-    """The whole fleet over ``window``, all metrics: {…overall…, "bands": {band: {…}}} — one grouped
-    query. Per band because the bands fill in at different speeds (a 2–8 h band is scored 8 h after
-    its forecast), so an overall figure alone reads only the short horizons for the first hours."""
-    by_band = _score_sums(_window_scores(window, now), ("band",))
-    bands = {band: {**accuracy(by_band.get((band,), {})), "pinball": None} for band in SCORE_BANDS}
-    return {**accuracy(_added(list(by_band.values()))), "pinball": None, "bands": bands}
+    """The whole fleet over ``window``, all metrics: {…overall…, "bands": {band: {…, "raw": {…}}}} —
+    one grouped query. Per band because the bands fill in at different speeds (a 2–8 h band is scored
+    8 h after its forecast), so an overall figure alone reads only the short horizons for the first
+    hours; "raw" is the TFT's own quantiles of the same forecasts (module docstring)."""
+    sums = _score_sums(_both_kinds(window, now), ("kind", "band"))
+    bands = {band: {**accuracy(sums.get((_SERVED, band), {})), "pinball": None,
+                    "raw": {**accuracy(sums.get((_RAW, band), {})), "pinball": None}}
+             for band in SCORE_BANDS}  # fmt: skip
+    served = [s for (kind, _), s in sums.items() if kind == _SERVED]
+    return {**accuracy(_added(served)), "pinball": None, "bands": bands}
 
 
 BLEND_EVIDENCE_WINDOW = "24h"
 
 
-def blend_evidence(*, server_ids: list[int], now: datetime | None = None) -> np.ndarray:
+def blend_evidence(*, server_ids: list[int], model_name: str, now: datetime | None = None) -> np.ndarray:
     """(N, TARGETS, bands, 4) the live scorer's sums (engine.blend.SUMS: n, abs_err, naive_abs_err,
-    scale) per server × metric × band over the forecasts of the last 24 h, in ``server_ids`` order:
+    scale) per server × metric × band over the forecasts of the last 24 h, in ``server_ids`` order,
+    of the served forecasts of model version ``model_name`` only. The weights move with how the
+    served blend of *this* model did against the last value: not with the raw TFT (the blend is
+    what the evidence is about, as in the backtest's OnlineBlend), nor the heuristic's (never
+    blended), nor another model's: after a switch the new model starts from its folder's fitted
+    weights and moves with its own scores, the old model's forecasts still being scored aside.
     the evidence that moves each server's blend weights (engine.blend.blend_weights), as the
     backtest's OnlineBlend gathers it from the targets known so far. The backtest keeps every
     target; 24 h of scored forecasts are already thousands of targets per band, past the ramp, and
@@ -86,7 +111,7 @@ def blend_evidence(*, server_ids: list[int], now: datetime | None = None) -> np.
     if not server_ids:
         return out
     index = {server_id: i for i, server_id in enumerate(server_ids)}
-    rows = (_window_scores(BLEND_EVIDENCE_WINDOW, now).filter(server_id__in=server_ids)
+    rows = (_window_scores(BLEND_EVIDENCE_WINDOW, now).filter(server_id__in=server_ids, model_name=model_name)
             .values("server_id", "metric", "band")
             .annotate(**{f"total_{name}": Sum(name) for name in BLEND_SUMS}).order_by()
             .values_list("server_id", "metric", "band", *(f"total_{name}" for name in BLEND_SUMS)))

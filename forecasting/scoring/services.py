@@ -7,6 +7,11 @@ scores them with engine.scoring (vectorised, no loop per point) and adds the sum
 rows per server × metric × band × origin hour. Idempotent: the archive's `bands_scored` marker moves
 by compare-and-swap in the same transaction as the sums, so a band is added once however often a
 pass runs; a fully scored forecast is deleted then. The definitions of every sum: engine.scoring.
+
+Each TFT forecast is archived twice over (issue 24): as served (blended with the last value, then
+interval-calibrated) and the network's own p10/p50/p90 before both (packed, engine.scoring.
+pack_quantiles). The pass scores both from the same targets into rows of `kind` served and raw,
+each under the model version that made the forecast ('' for the heuristic, which has no raw).
 """
 
 from __future__ import annotations
@@ -21,7 +26,15 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 
 from forecasting.engine.metrics import last_observed, naive_scales
-from forecasting.engine.scoring import SUMS, CoverageCounts, band_sums, gather_targets
+from forecasting.engine.scoring import (
+    SUMS,
+    CoverageCounts,
+    band_sums,
+    gather_targets,
+    pack_quantiles,
+    packed_size,
+    unpack_quantiles,
+)
 from forecasting.engine.spec import (
     BAND_NAMES,
     BAND_STEPS,
@@ -32,7 +45,8 @@ from forecasting.engine.spec import (
     SERVED_QUANTILES,
     STEP_MINUTES,
 )
-from forecasting.models import ArchivedForecast, ForecastScore
+from forecasting.models import ArchivedForecast, ForecastScore, ServerForecast
+from forecasting.registry import active_model_version
 from forecasting.scoring.calibration import intervals_recalibrate
 from forecasting.scoring.probabilities import probability_outcomes_prune, probability_outcomes_resolve
 from forecasting.windows import silenced_spans
@@ -56,23 +70,39 @@ def _nullable(values: np.ndarray) -> list[float | None]:
     return [None if not np.isfinite(v) else round(float(v), 6) for v in values]
 
 
+def _packed_raw(raw: np.ndarray | None, methods: list[str]) -> list[bytes | None]:
+    """Each TFT forecast's raw p10/p50/p90 (N, H, M, 3), packed; None for the others (the heuristic's
+    is served as it is) and for any that is not finite."""
+    out: list[bytes | None] = [None] * len(methods)
+    if raw is None:
+        return out
+    raw = np.asarray(raw)
+    keep = np.flatnonzero(np.array([m == ServerForecast.Method.TFT for m in methods]) & np.isfinite(raw).all(axis=(1, 2, 3)))
+    for i, blob in zip(keep.tolist(), pack_quantiles(raw[keep]) if keep.size else [], strict=True):
+        out[i] = blob
+    return out
+
+
 def forecasts_archive(*, windows: list, quantiles: np.ndarray, methods: list[str], model_name: str,
-                      now: datetime | None = None) -> int:
+                      raw_quantiles: np.ndarray | None = None, now: datetime | None = None) -> int:
     """Archive each server's forecast unless one from the same origin is archived already (a run every
     minute mostly repeats the 5-minute origin): one INSERT … ON CONFLICT DO NOTHING for the chunk.
 
-    windows: the chunk's ServerWindows; quantiles (N, H, M, K) as served; methods per window.
+    windows: the chunk's ServerWindows; quantiles (N, H, M, K) as served; methods per window;
+    raw_quantiles (N, H, M, 3): the TFT's own p10/p50/p90 before the blend and the calibration
+    (any values in the heuristic's rows: they are not kept).
     """
     if not windows:
         return 0
     now = now or _now()
     served = np.ascontiguousarray(np.asarray(quantiles)[..., _SERVED], dtype=np.float32)  # (N, H, M, 3)
+    raw = _packed_raw(raw_quantiles, methods)
     rows = []
     for i, sw in enumerate(windows):
         context = sw.window.values[-CONTEXT:]
         rows.append(ArchivedForecast(
             server_id=sw.server_id, origin=sw.window.end, method=methods[i], model_name=model_name,
-            quantiles=served[i].tobytes(), last_values=_nullable(last_observed(context)),
+            quantiles=served[i].tobytes(), raw_quantiles=raw[i], last_values=_nullable(last_observed(context)),
             scales=_nullable(naive_scales(context)), created_at=now,
         ))
     ArchivedForecast.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
@@ -91,9 +121,12 @@ class _Due:
     origins: list[datetime]
     old: np.ndarray  # bands scored before this pass
     new: np.ndarray  # bands scored after it
-    quantiles: np.ndarray  # (N, H, M, 3)
+    quantiles: np.ndarray  # (N, H, M, 3) as served
     last: np.ndarray  # (N, M)
     scale: np.ndarray  # (N, M)
+    models: list[str]  # the model version that made each forecast, '' for the heuristic
+    has_raw: np.ndarray  # (N,) bool: the TFT's raw quantiles were archived
+    raw: np.ndarray  # (R, H, M, 3) the raw quantiles of the rows with has_raw, in order
 
 
 def _due_filter() -> Q:
@@ -118,12 +151,15 @@ def _due_forecasts(limit: int) -> _Due | None:
         .filter(_due_filter())
         .order_by("origin", "pk")
         .values_list("pk", "server_id", "origin", "bands_scored", "quantiles", "last_values", "scales",
-                     "server__last_seen")[:limit]
+                     "server__last_seen", "method", "model_name", "raw_quantiles")[:limit]
     )
     if not rows:
         return None
     elapsed = np.array([(r[7] - r[2]).total_seconds() for r in rows])
     shape = (len(rows), HORIZON, len(METRICS), 3)
+    size = packed_size(HORIZON, len(METRICS))
+    has_raw = np.array([r[10] is not None and len(r[10]) == size for r in rows], dtype=bool)
+    packed = b"".join(bytes(r[10]) for r, keep in zip(rows, has_raw, strict=True) if keep)
     return _Due(
         ids=np.array([r[0] for r in rows], dtype=np.int64),
         server_ids=np.array([r[1] for r in rows], dtype=np.int64),
@@ -133,6 +169,9 @@ def _due_forecasts(limit: int) -> _Due | None:
         quantiles=np.frombuffer(b"".join(bytes(r[4]) for r in rows), dtype=np.float32).reshape(shape),
         last=np.array([r[5] for r in rows], dtype=np.float64),
         scale=np.array([r[6] for r in rows], dtype=np.float64),
+        models=[r[9] if r[8] == ServerForecast.Method.TFT else "" for r in rows],
+        has_raw=has_raw,
+        raw=unpack_quantiles(packed, HORIZON, len(METRICS)),
     )
 
 
@@ -186,40 +225,50 @@ def _hour(when: datetime) -> datetime:
     return when.replace(minute=0, second=0, microsecond=0)
 
 
-def _aggregate(due: _Due, observed: np.ndarray) -> dict[tuple[int, str, str, datetime], np.ndarray]:
-    """Sums per (server, metric, band, origin hour) over the bands this pass scores."""
+# A score row's key: server id, metric, band, origin hour, kind, model name.
+_Key = tuple[int, str, str, datetime, str, str]
+_SERVED_KIND, _RAW_KIND = ForecastScore.Kind.SERVED.value, ForecastScore.Kind.RAW.value
+
+
+def _aggregate(due: _Due, observed: np.ndarray) -> dict[_Key, np.ndarray]:
+    """Sums per (server, metric, band, origin hour, kind, model) over the bands this pass scores: every
+    forecast as served, and the TFT forecasts' raw quantiles against the same targets."""
     hours = [_hour(o) for o in due.origins]
-    group_keys = list(zip(due.server_ids.tolist(), hours, strict=True))
+    group_keys = list(zip(due.server_ids.tolist(), hours, due.models, strict=True))
     groups = {key: g for g, key in enumerate(dict.fromkeys(group_keys))}
     group_of = np.array([groups[key] for key in group_keys], dtype=np.int64)
-    out: dict[tuple[int, str, str, datetime], np.ndarray] = {}
-    for b, band in enumerate(BAND_NAMES):
-        rows = np.flatnonzero((due.old <= b) & (due.new > b))
-        if not rows.size:
-            continue
-        sums = band_sums(due.quantiles[rows], observed[rows], due.last[rows], due.scale[rows], b)
-        stacked = np.stack([sums[name] for name in SUMS], axis=-1).astype(np.float64)  # (R, M, S)
-        totals = np.zeros((len(groups), len(METRICS), len(SUMS)))
-        np.add.at(totals, group_of[rows], stacked)
-        for (server_id, hour), g in groups.items():
-            for m, metric in enumerate(METRICS):
-                if totals[g, m, 0] > 0:
-                    out[(server_id, metric, band, hour)] = totals[g, m]
+    keys = list(groups)
+    out: dict[_Key, np.ndarray] = {}
+    raw_rows = np.flatnonzero(due.has_raw)
+    kinds = ((_SERVED_KIND, np.arange(len(due.ids)), due.quantiles), (_RAW_KIND, raw_rows, due.raw))
+    for kind, subset, quantiles in kinds:  # quantiles[j] is the forecast subset[j]
+        for b, band in enumerate(BAND_NAMES):
+            pick = np.flatnonzero((due.old[subset] <= b) & (due.new[subset] > b))
+            if not pick.size:
+                continue
+            rows = subset[pick]
+            sums = band_sums(quantiles[pick], observed[rows], due.last[rows], due.scale[rows], b)
+            stacked = np.stack([sums[name] for name in SUMS], axis=-1).astype(np.float64)  # (R, M, S)
+            totals = np.zeros((len(groups), len(METRICS), len(SUMS)))
+            np.add.at(totals, group_of[rows], stacked)
+            for g, m in zip(*np.nonzero(totals[:, :, 0] > 0), strict=True):
+                server_id, hour, model = keys[g]
+                out[(server_id, METRICS[m], band, hour, kind, model)] = totals[g, m]
     return out
 
 
 _UPSERT_BATCH = 500
 
 
-_COLUMNS = ("server_id", "metric", "band", "hour", *SUMS)
+_COLUMNS = ("server_id", "metric", "band", "hour", "kind", "model_name", *SUMS)
 _INTS = {SUMS.index(name) for name in ("n", "inside", "below", "above")}
 
 
 def _upsert_sql(n_rows: int) -> str:
     table = ForecastScore._meta.db_table
     if connection.vendor == "postgresql":
-        # One array per column: psycopg parses 12 placeholders instead of 12 per row (3 s → ms at 12,000 rows).
-        types = ("bigint", "text", "text", "timestamptz", *("double precision" for _ in SUMS))
+        # One array per column: psycopg parses 14 placeholders instead of 14 per row (3 s → ms at 12,000 rows).
+        types = ("bigint", "text", "text", "timestamptz", "text", "text", *("double precision" for _ in SUMS))
         source = "SELECT * FROM unnest(" + ", ".join(f"%s::{t}[]" for t in types) + ")"
     else:
         source = "VALUES " + ", ".join(["(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"] * n_rows)
@@ -227,20 +276,20 @@ def _upsert_sql(n_rows: int) -> str:
     # SQLite both speak ON CONFLICT … DO UPDATE with `excluded`).
     adds = ", ".join(f"{name} = {table}.{name} + excluded.{name}" for name in SUMS)
     return (f"INSERT INTO {table} ({', '.join(_COLUMNS)}) {source} "
-            f"ON CONFLICT (server_id, metric, band, hour) DO UPDATE SET {adds}")
+            f"ON CONFLICT (server_id, metric, band, hour, kind, model_name) DO UPDATE SET {adds}")
 
 
 def _score_params(batch: list) -> list:
     rows = []
-    for (server_id, metric, band, hour), sums in batch:
-        rows.append([server_id, metric, band, connection.ops.adapt_datetimefield_value(hour),
+    for (server_id, metric, band, hour, kind, model), sums in batch:
+        rows.append([server_id, metric, band, connection.ops.adapt_datetimefield_value(hour), kind, model,
                      *(int(v) if k in _INTS else float(v) for k, v in enumerate(sums))])
     if connection.vendor == "postgresql":
         return [list(column) for column in zip(*rows, strict=True)]
     return [value for row in rows for value in row]
 
 
-def _scores_add(aggregates: dict[tuple[int, str, str, datetime], np.ndarray]) -> None:
+def _scores_add(aggregates: dict[_Key, np.ndarray]) -> None:
     items = list(aggregates.items())
     size = len(items) if connection.vendor == "postgresql" else _UPSERT_BATCH
     with connection.cursor() as cursor:
@@ -259,10 +308,16 @@ def _markers_move(due: _Due) -> bool:
     return moved == len(due.ids)
 
 
-def _coverage(aggregates: dict) -> list[CoverageCounts]:
-    """The pass's counts per server × metric × band (summed over origin hours)."""
+def _coverage(aggregates: dict[_Key, np.ndarray], *, active_model: str) -> list[CoverageCounts]:
+    """The pass's counts per server × metric × band (summed over origin hours) for the interval
+    calibration: of the served intervals only (the calibration corrects what is served), and only
+    those of the active model version or the heuristic. The heuristic's counts are taken as they
+    always were; a replaced model's forecasts, still being scored for up to 8 h after a switch, would
+    move the new model's intervals by the old one's misses."""
     totals: dict[tuple[int, str, str], np.ndarray] = {}
-    for (server_id, metric, band, _), sums in aggregates.items():
+    for (server_id, metric, band, _, kind, model), sums in aggregates.items():
+        if kind != _SERVED_KIND or model not in ("", active_model):
+            continue
         key = (server_id, metric, band)
         totals[key] = totals.get(key, 0) + sums
     idx = [SUMS.index(name) for name in ("n", "inside", "below", "above")]
@@ -296,7 +351,8 @@ def forecasts_score(*, limit: int | None = None) -> ScoringPass:
         completed = ArchivedForecast.objects.filter(pk__in=due.ids.tolist(), bands_scored__gte=len(BAND_NAMES)).delete()[0]
         # Interval calibration (issue #13 item 2) takes each pass's coverage counts in the same
         # transaction, so it sees every scored target exactly once.
-        intervals_recalibrate(observations=_coverage(aggregates))
+        active = active_model_version()
+        intervals_recalibrate(observations=_coverage(aggregates, active_model=active.name if active else ""))
     result = ScoringPass(len(due.ids), int((due.new - due.old).sum()), len(aggregates), completed)
     logger.info("forecasts scored", extra=result.__dict__)
     return result

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from forecasting.engine.metrics import last_observed, naive_scales
-from forecasting.engine.scoring import accuracy, band_sums, gather_targets
+from forecasting.engine.scoring import (
+    accuracy,
+    band_sums,
+    gather_targets,
+    pack_quantiles,
+    packed_size,
+    unpack_quantiles,
+)
 from forecasting.engine.spec import BAND_NAMES, HORIZON, METRICS
 
 M = len(METRICS)
@@ -98,3 +105,26 @@ def test_gather_targets_matches_keys_and_leaves_gaps_nan():
     out = gather_targets(keys, values, np.array([[5, 6], [9, 3]]))
 
     assert out[0, 0, 0] == 50.0 and np.isnan(out[0, 1, 0]) and out[1, 0, 0] == 90.0 and out[1, 1, 0] == 30.0
+
+
+def test_packed_quantiles_come_back_within_half_a_step_of_each_metrics_range():
+    rng = np.random.default_rng(24)
+    q = np.sort(rng.normal(50.0, 20.0, (3, 96, 4, 3)), axis=-1)
+    q[:, :, 3] *= 100.0  # a latency-like metric in the thousands
+
+    back = unpack_quantiles(b"".join(pack_quantiles(q)), 96, 4)
+
+    half_step = (q.max(axis=(1, 3)) - q.min(axis=(1, 3))) / 65535 / 2  # (N, M)
+    assert (np.abs(back - q) <= half_step[:, None, :, None] * 1.01 + 1e-9).all()
+
+
+def test_a_packed_forecast_takes_2336_bytes_half_of_float32():
+    blobs = pack_quantiles(np.zeros((2, 96, 4, 3)))
+
+    assert [len(b) for b in blobs] == [packed_size(96, 4)] * 2 == [2336, 2336]
+
+
+def test_a_flat_metric_comes_back_exact():
+    q = np.full((1, 96, 4, 3), 7.25)
+
+    np.testing.assert_array_equal(unpack_quantiles(pack_quantiles(q)[0], 96, 4), q)

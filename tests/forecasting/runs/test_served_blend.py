@@ -4,7 +4,7 @@ calibrated: what the backtest scores as "served"."""
 
 import json
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +13,15 @@ import pytest
 from forecasting.engine.blend import ServedSeries, served_blend, weights_of
 from forecasting.engine.calibration import OnlineCalibrator, apply_calibration
 from forecasting.engine.folders import read_blend
-from forecasting.engine.spec import BAND_NAMES, CONTEXT, PERCENT_METRICS, QUANTILES, SERVED_QUANTILES, TARGETS
-from forecasting.models import CalibrationState, ForecastScore, ServerForecast
+from forecasting.engine.scoring import unpack_quantiles
+from forecasting.engine.spec import BAND_NAMES, CONTEXT, HORIZON, PERCENT_METRICS, QUANTILES, SERVED_QUANTILES, TARGETS
+from forecasting.models import ArchivedForecast, CalibrationState, ForecastScore, ServerForecast
 from forecasting.registry import active_model_version, model_versions_sync
 from forecasting.runs import chunks
 from forecasting.runs.chunks import fleet_predict
 from forecasting.runs.inference import get_forecaster
 from forecasting.scoring.calibration import served_log_factors
+from forecasting.scoring.services import forecasts_score
 from forecasting.windows import server_windows
 from ingest.models import Server
 from tests.conftest import ingest_fleet
@@ -34,10 +36,17 @@ def _zigzag(i):
     return 40.0 if i % 2 else 60.0  # the model forecasts between the two, the last value is one of them
 
 
-def _losing_scores(server: Server, band: str = "0-30m") -> None:
-    """Live scores of cpu_pct where the served median's error is 3 × the last value's."""
+def _active_name() -> str:
+    _model_path()
+    return active_model_version().name
+
+
+def _losing_scores(server: Server, band: str = "0-30m", *, model: str | None = None) -> None:
+    """Live scores of cpu_pct where the served median's error is 3 × the last value's, of the forecasts
+    served by ``model`` (the active model version by default)."""
     ForecastScore.objects.create(server=server, metric="cpu_pct", band=band, hour=NOW, n=300, abs_err=900.0,
-                                 naive_abs_err=300.0, scale=300.0)  # fmt: skip
+                                 naive_abs_err=300.0, scale=300.0,
+                                 model_name=_active_name() if model is None else model)  # fmt: skip
 
 
 def _payload(name: str) -> dict:
@@ -82,6 +91,16 @@ def test_the_forecast_records_the_blend_weight_per_band():
     assert losing["last_value"][0] == pytest.approx(1 - losing["model"][0], abs=1e-4)
 
 
+def test_a_replaced_models_losing_scores_do_not_move_the_active_models_blend():
+    ingest_fleet({"ppweb001": {"cpu_pct": _zigzag}})
+    _losing_scores(Server.objects.get(name="ppweb001"), model="tft_model_replaced")
+
+    fleet_predict()
+
+    prior = weights_of(_folder_blend(), "cpu_pct")
+    assert _payload("ppweb001")["cpu_pct"]["blend"]["model"] == pytest.approx(prior.tolist(), abs=1e-4)
+
+
 def test_a_heuristic_forecast_records_the_model_alone(no_models):
     ingest_fleet(["ppweb001"])
 
@@ -115,7 +134,7 @@ def test_the_run_and_the_backtest_serve_the_same_for_the_same_context_and_sums()
     server = Server.objects.get()
     _losing_scores(server, "0-30m")
     ForecastScore.objects.create(server=server, metric="mem_pct", band="30m-2h", hour=NOW, n=50, abs_err=10.0,
-                                 naive_abs_err=40.0, scale=20.0)  # fmt: skip  the model wins there
+                                 naive_abs_err=40.0, scale=20.0, model_name=_active_name())  # fmt: skip  the model wins there
     CalibrationState.objects.create(server=server, metric="cpu_pct", band="0-30m", log_lower=math.log(1.5),
                                     log_upper=math.log(0.8), updated_at=NOW)  # fmt: skip
     windows = server_windows(server_ids=[server.pk])
@@ -132,3 +151,31 @@ def test_the_run_and_the_backtest_serve_the_same_for_the_same_context_and_sums()
         context = windows[0].window.values[-CONTEXT:, m].astype(np.float64)
         expected = backtest.serve(0, raw[:, m].astype(np.float64), context, QUANTILES, lower=0.0, upper=UPPER[m])
         np.testing.assert_allclose(served[:, m], expected, rtol=1e-6, atol=1e-4, err_msg=metric)
+
+
+def test_the_archive_keeps_the_tfts_own_quantiles_from_before_the_blend_and_the_calibration():
+    ingest_fleet({"ppweb001": {"cpu_pct": _zigzag}})
+    _losing_scores(Server.objects.get())
+
+    run = fleet_predict()
+
+    windows = server_windows(server_ids=[Server.objects.get().pk], closed_at=run.started_at)
+    raw = get_forecaster(_model_path()).predict_array([sw.window for sw in windows])[0][..., SERVED]  # (H, M, 3)
+    kept = unpack_quantiles(bytes(ArchivedForecast.objects.get().raw_quantiles), HORIZON, len(TARGETS))[0]
+    np.testing.assert_allclose(kept, raw, atol=1e-2)
+
+
+def test_a_blended_forecast_is_scored_raw_and_served_apart_on_the_same_targets():
+    end = datetime.now(UTC) - timedelta(hours=1)
+    ingest_fleet({"ppweb001": {"cpu_pct": _zigzag}}, end=end)
+    _losing_scores(Server.objects.get())  # the blend leans on the last value at 0-30m
+    fleet_predict(now=end)
+    ingest_fleet({"ppweb001": {"cpu_pct": 40.0}}, buckets=12)  # the hour since stays at the last value (i = 159: 40)
+
+    forecasts_score()
+
+    scored = ForecastScore.objects.filter(metric="cpu_pct", band="0-30m", hour__lt=NOW)
+    served, raw = scored.get(kind="served"), scored.get(kind="raw")
+    assert served.n == raw.n == 6
+    assert served.naive_abs_err == pytest.approx(raw.naive_abs_err)
+    assert served.abs_err < 0.5 * raw.abs_err  # the served median leant on the last value, the TFT's did not

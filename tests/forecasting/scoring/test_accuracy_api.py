@@ -4,8 +4,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from forecasting.models import ForecastScore
 from forecasting.runs.chunks import fleet_predict
 from forecasting.scoring.services import forecasts_score
+from ingest.models import Server
 from tests.conftest import ingest_fleet
 from tests.integrations.test_schema_conformance import conforms, schema  # noqa: F401  (fixture)
 
@@ -51,3 +53,40 @@ def test_metrics_export_accuracy_gauges_per_server_metric_and_band(client, score
     assert 'tft_forecast_mase{server="ppdb001",metric="cpu_pct",band="0-30m"}' in text
     assert 'tft_forecast_coverage{server="ppdb001",metric="cpu_pct",band="0-30m"}' in text
 
+
+
+def _cpu_scores(kind: str, abs_err: float) -> None:
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    ForecastScore.objects.create(server=Server.objects.get(name="ppdb001"), metric="cpu_pct", band="0-30m", hour=hour,
+                                 n=60, abs_err=abs_err, naive_abs_err=60.0, scale=30.0, kind=kind)  # fmt: skip
+
+
+def test_server_prediction_has_the_raw_tfts_accuracy_beside_the_served_per_band(client, no_models):
+    ingest_fleet(["ppdb001"])
+    fleet_predict()
+    _cpu_scores("served", 54.0)
+    _cpu_scores("raw", 78.0)
+
+    band = client.get("/predictions/ppdb001").json()["accuracy"]["cpu_pct"]["24h"]["bands"]["0-30m"]
+
+    assert (band["mase_vs_naive"], band["raw"]["mase_vs_naive"]) == (pytest.approx(0.9), pytest.approx(1.3))
+
+
+def test_the_served_figures_leave_the_raw_scores_out(client, no_models):
+    ingest_fleet(["ppdb001"])
+    fleet_predict()
+    _cpu_scores("served", 54.0)
+    _cpu_scores("raw", 78.0)
+
+    cpu = client.get("/predictions/ppdb001").json()["accuracy"]["cpu_pct"]["24h"]
+
+    assert (cpu["n"], cpu["mase_vs_naive"]) == (60, pytest.approx(0.9))
+
+
+def test_server_prediction_with_raw_accuracy_conforms(schema, client, no_models):  # noqa: F811
+    ingest_fleet(["ppdb001"])
+    fleet_predict()
+    _cpu_scores("served", 54.0)
+    _cpu_scores("raw", 78.0)
+
+    conforms(schema, "/predictions/{server}", "get", client.get("/predictions/ppdb001"))
