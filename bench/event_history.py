@@ -11,8 +11,9 @@ must be given: they say where each sample's origin lies) and cross-validates the
 learners (event_training.cross_validate: 5 folds holding whole series out, families weighted
 equally) with three input sets: without the previous day's hours (the 27 inputs shipped before),
 with them (29), and with them plus the series' own incident history — the share of earlier
-windows of the same length, closed before the origin and at most 7 days old, in which an incident
-started (smoothed toward the training rate, as log-odds) and how much such history there is. The
+windows of the same length, closed before the origin, in which an incident
+started (weighted by age with a 72 h half-life, smoothed toward the training rate, as log-odds)
+and how much such history there is. The
 service can serve that last input from its recorded probability outcomes. Never point it at
 data/holdout*: this is where the choice is made.
 """
@@ -34,28 +35,32 @@ from forecasting.engine import event_training as et
 from forecasting.engine.incidents import DEFAULT_MIN_BUCKETS, WINDOWS
 from forecasting.engine.series import load_csv_dir
 from forecasting.engine.simulator import fleet_names, simulate_fleet_truth
-from forecasting.engine.spec import STEPS_PER_DAY
 
 logger = logging.getLogger(__name__)
 SIMULATION_START = datetime(2026, 1, 5, tzinfo=UTC)  # as manage.py backtest --simulated
-HISTORY_DAYS = 7
+HALF_LIFE_HOURS = 72.0  # as the live map's outcome counts
 PRIOR_STRENGTH = 2.0  # windows' worth of the training rate in the smoothed share
 
 
 def history_features(labels: np.ndarray, every: int, steps: int, prior: float) -> np.ndarray:
     """(n, 2) for one series' samples in time order (origins ``every`` steps apart): log-odds of
-    the smoothed share of earlier closed windows (origin + steps + confirmation ≤ this origin, within
-    HISTORY_DAYS) with an incident, and log1p of the hours of such history."""
+    the share of earlier windows with an incident, counting only windows closed and confirmed
+    before the origin, each weighted by its age with a HALF_LIFE_HOURS half-life and smoothed
+    toward ``prior`` by PRIOR_STRENGTH windows; and log1p of the (decayed) hours of such history."""
     n = len(labels)
     lag = -(-(steps + DEFAULT_MIN_BUCKETS) // every)  # samples until a window is closed and confirmed
-    span = HISTORY_DAYS * STEPS_PER_DAY // every
-    c = np.concatenate([[0.0], np.cumsum(labels)])
-    i = np.arange(n)
-    hi = np.clip(i - lag + 1, 0, n)  # samples [lo, hi) are closed
-    lo = np.clip(hi - span, 0, n)
-    events, count = c[hi] - c[lo], (hi - lo).astype(np.float64)
-    share = (events + PRIOR_STRENGTH * prior) / (count + PRIOR_STRENGTH)
-    return np.column_stack([np.log(share / (1 - share)), np.log1p(count * every / 12.0)])
+    r = 0.5 ** (every / (HALF_LIFE_HOURS * 12))
+    events, count = np.zeros(n), np.zeros(n)
+    e = c = 0.0
+    for j in range(n):  # decayed sums over samples ≤ j, at j's time
+        e, c = e * r + labels[j], c * r + 1.0
+        events[j], count[j] = e, c
+    i = np.arange(n) - lag
+    closed = i >= 0
+    ev = np.where(closed, events[np.maximum(i, 0)] * r**lag, 0.0)
+    cn = np.where(closed, count[np.maximum(i, 0)] * r**lag, 0.0)
+    share = (ev + PRIOR_STRENGTH * prior) / (cn + PRIOR_STRENGTH)
+    return np.column_stack([np.log(share / (1 - share)), np.log1p(cn * every / 12.0)])
 
 
 def _strides(args) -> dict[str, int]:
@@ -101,7 +106,7 @@ def main() -> None:
     base27 = [f for f in em.FEATURES if f not in ("z_season_max", "season_start")]
     variants = {"27 inputs (shipped)": (base27, None), "29 inputs (+ previous day)": (list(em.FEATURES), None),
                 "31 inputs (+ previous day + own history)": (list(em.FEATURES), history)}  # fmt: skip
-    report = {"samples": len(series), "sampled": fitted_on, "history_days": HISTORY_DAYS, "variants": {}}
+    report = {"samples": len(series), "sampled": fitted_on, "history_half_life_hours": HALF_LIFE_HOURS, "variants": {}}
     for name, (features, extra) in variants.items():
         x = data["x"] if extra is None else {w: np.column_stack([data["x"][w], extra[w]]) for w in WINDOWS}
         cols = em.feature_columns(features) + ([x["8h"].shape[1] - 2, x["8h"].shape[1] - 1] if extra else [])

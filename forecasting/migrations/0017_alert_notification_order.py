@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('forecasting', '0015_severity_change_push'),
+        ('forecasting', '0016_served_and_raw_scores'),
     ]
 
     operations = [
