@@ -12,8 +12,8 @@ learners (event_training.cross_validate: 5 folds holding whole series out, famil
 equally) with three input sets: without the previous day's hours (the 27 inputs shipped before),
 with them (29), and with them plus the series' own incident history — the share of earlier
 windows of the same length, closed before the origin, in which an incident
-started (weighted by age with a 72 h half-life, smoothed toward the training rate, as log-odds)
-and how much such history there is. The
+started (event_model.series_history / history_inputs: weighted by age with a 72 h half-life,
+smoothed toward the development rate, as a log-odds ratio) and how many hours of it there are. The
 service can serve that last input from its recorded probability outcomes. Never point it at
 data/holdout*: this is where the choice is made.
 """
@@ -32,35 +32,12 @@ import numpy as np
 
 from forecasting.engine import event_model as em
 from forecasting.engine import event_training as et
-from forecasting.engine.incidents import DEFAULT_MIN_BUCKETS, WINDOWS
+from forecasting.engine.incidents import WINDOWS
 from forecasting.engine.series import load_csv_dir
 from forecasting.engine.simulator import fleet_names, simulate_fleet_truth
 
 logger = logging.getLogger(__name__)
 SIMULATION_START = datetime(2026, 1, 5, tzinfo=UTC)  # as manage.py backtest --simulated
-HALF_LIFE_HOURS = 72.0  # as the live map's outcome counts
-PRIOR_STRENGTH = 2.0  # windows' worth of the training rate in the smoothed share
-
-
-def history_features(labels: np.ndarray, every: int, steps: int, prior: float) -> np.ndarray:
-    """(n, 2) for one series' samples in time order (origins ``every`` steps apart): log-odds of
-    the share of earlier windows with an incident, counting only windows closed and confirmed
-    before the origin, each weighted by its age with a HALF_LIFE_HOURS half-life and smoothed
-    toward ``prior`` by PRIOR_STRENGTH windows; and log1p of the (decayed) hours of such history."""
-    n = len(labels)
-    lag = -(-(steps + DEFAULT_MIN_BUCKETS) // every)  # samples until a window is closed and confirmed
-    r = 0.5 ** (every / (HALF_LIFE_HOURS * 12))
-    events, count = np.zeros(n), np.zeros(n)
-    e = c = 0.0
-    for j in range(n):  # decayed sums over samples ≤ j, at j's time
-        e, c = e * r + labels[j], c * r + 1.0
-        events[j], count[j] = e, c
-    i = np.arange(n) - lag
-    closed = i >= 0
-    ev = np.where(closed, events[np.maximum(i, 0)] * r**lag, 0.0)
-    cn = np.where(closed, count[np.maximum(i, 0)] * r**lag, 0.0)
-    share = (ev + PRIOR_STRENGTH * prior) / (cn + PRIOR_STRENGTH)
-    return np.column_stack([np.log(share / (1 - share)), np.log1p(cn * every / 12.0)])
 
 
 def _strides(args) -> dict[str, int]:
@@ -89,6 +66,8 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=12)
     parser.add_argument("--fleet-every", action="append", default=[])
     parser.add_argument("--learners", nargs="+", default=["logistic", "trees", "blend"])
+    parser.add_argument("--variants", nargs="+", default=[], help="only the variants starting with these (27 29 31)")
+    parser.add_argument("--save-samples", type=Path, help="write the samples with the history inputs (.npz)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
@@ -102,15 +81,23 @@ def main() -> None:
     for a, b in itertools.pairwise(bounds):
         for w, steps in WINDOWS.items():
             y = data["labels"][(et.EVENT_KIND, w)]
-            history[w][a:b] = history_features(y[a:b], strides[series[a]], steps, float(y.mean()))
-    base27 = [f for f in em.FEATURES if f not in ("z_season_max", "season_start")]
-    variants = {"27 inputs (shipped)": (base27, None), "29 inputs (+ previous day)": (list(em.FEATURES), None),
-                "31 inputs (+ previous day + own history)": (list(em.FEATURES), history)}  # fmt: skip
-    report = {"samples": len(series), "sampled": fitted_on, "history_half_life_hours": HALF_LIFE_HOURS, "variants": {}}
-    for name, (features, extra) in variants.items():
-        x = data["x"] if extra is None else {w: np.column_stack([data["x"][w], extra[w]]) for w in WINDOWS}
-        cols = em.feature_columns(features) + ([x["8h"].shape[1] - 2, x["8h"].shape[1] - 1] if extra else [])
-        cv = et.cross_validate({**data, "x": {w: v[:, cols] for w, v in x.items()}}, learners=args.learners)
+            events, hours = em.series_history(y[a:b], every=strides[series[a]], steps=steps)
+            history[w][a:b] = em.history_inputs(events, hours, w)
+    if "history_lor" not in data["features"]:  # samples from before the input: add it from their labels
+        data["x"] = {w: np.column_stack([data["x"][w], history[w]]) for w in WINDOWS}
+        data["features"] = [*data["features"], "history_lor", "history_hours"]
+    if args.save_samples:
+        et.save_samples(args.save_samples, data, fitted_on=fitted_on)
+    season, own = ("z_season_max", "season_start"), ("history_lor", "history_hours")
+    variants = {"27 inputs (shipped)": [f for f in em.FEATURES if f not in (*season, *own)],
+                "29 inputs (+ previous day)": [f for f in em.FEATURES if f not in own],
+                "31 inputs (+ previous day + own history)": list(em.FEATURES)}  # fmt: skip
+    report = {"samples": len(series), "sampled": fitted_on, "history_half_life_hours": em.HISTORY_HALF_LIFE_HOURS,
+              "variants": {}}  # fmt: skip
+    for name, features in variants.items():
+        if args.variants and not any(name.startswith(v) for v in args.variants):
+            continue
+        cv = et.cross_validate(data, learners=args.learners, features=features)
         report["variants"][name] = {
             window: {learner: {"pooled": {k: r["pooled"].get(k) for k in ("n", "events", "skill", "auc")},
                                "families": {f: {k: s.get(k) for k in ("n", "events", "skill", "auc")}

@@ -398,6 +398,25 @@ class ProbabilityCalibration(models.Model):
         return f"{self.scope} {self.window}"
 
 
+class IncidentHistory(models.Model):
+    """A server's own incident history for one window length (the event model's history inputs,
+    engine.event_model.history_inputs): decayed sums over its resolved probability outcomes — hours
+    of windows and hours of windows in which an incident started — as of ``updated_at`` (half-life
+    engine.event_model.HISTORY_HALF_LIFE_HOURS; readers decay them to their own time)."""
+
+    server = models.ForeignKey("ingest.Server", on_delete=models.CASCADE, related_name="+")
+    window = models.CharField(max_length=8, help_text="engine.incidents.WINDOWS: 30m or 8h")
+    hours = models.FloatField(default=0.0, help_text="decayed hours of resolved windows")
+    events_hours = models.FloatField(default=0.0, help_text="of those, decayed hours with an incident")
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["server", "window"], name="uniq_incident_history")]
+
+    def __str__(self) -> str:
+        return f"{self.server_id} {self.window}: {self.events_hours:.2f} of {self.hours:.1f} h"
+
+
 class TrainingRun(models.Model):
     """One retraining (or comparison) of a challenger against the active model, and its decision.
 

@@ -845,16 +845,43 @@ def served_inputs(w: SeriesWindow, cols: list[int], origins: np.ndarray, q: np.n
     return context, states, critical, served
 
 
+_HISTORY_CHUNK = 2048  # contexts whose limits are computed at once (memory: 2048 × 288 × 4 floats)
+
+
+def incident_history(w: SeriesWindow, cols: list[int], origins: np.ndarray, setup: ProbabilitySetup) -> dict:
+    """Window → (n, 2) the series' own incident history at each origin (event_model.history_inputs):
+    the incident labels of origins on the origins' grid back to the series' start whose windows
+    closed before each origin, decayed as the service decays its resolved outcomes."""
+    origins = np.asarray(origins, dtype=np.int64)
+    step = max(int(np.diff(origins).min()), 1) if len(origins) > 1 else setup.every
+    grid = np.arange(origins[0] - step * ((origins[0] - CONTEXT) // step), origins[-1] + 1, step, dtype=np.int64)
+    y = w.values.astype(np.float64)
+    critical = np.concatenate([
+        limits_batch(np.stack([y[g - CONTEXT : g] for g in part]), dict(setup.thresholds), METRICS)[1]
+        for part in np.array_split(grid, max(1, -(-len(grid) // _HISTORY_CHUNK)))
+    ])  # fmt: skip
+    labels = incidents.incident_labels(y[:, cols], w.states, critical[:, cols], grid, min_buckets=setup.min_buckets,
+                                       incident_states=setup.incident_states)["incident"]  # fmt: skip
+    at = np.searchsorted(grid, origins, side="right") - 1
+    out = {}
+    for name, steps in incidents.WINDOWS.items():
+        events, hours = em.series_history(labels[name], every=step, steps=steps, min_buckets=setup.min_buckets)
+        out[name] = em.history_inputs(events[at], hours[at], name)
+    return out
+
+
 def served_probabilities(w: SeriesWindow, cols: list[int], origins: np.ndarray, inputs: tuple,
                          setup: ProbabilitySetup) -> dict[str, np.ndarray]:  # fmt: skip
-    """Window → the served P(incident) at each origin: the event model's when the folder has one,
-    else the bound through the folder's recalibration map, else the bound."""
+    """Window → the served P(incident) at each origin: the event model's when the folder has one
+    (with the series' own incident history, as the service keeps it), else the bound through the
+    folder's recalibration map, else the bound."""
     context, states, critical, served = inputs
     if setup.event_model is not None:
         scored = np.zeros((len(origins), len(METRICS)), dtype=bool)
         scored[:, cols] = True
         feats = em.event_features(context, states, served, setup.levels, critical, [w.profile] * len(origins),
-                                  scored=scored, min_buckets=setup.min_buckets)  # fmt: skip
+                                  scored=scored, min_buckets=setup.min_buckets,
+                                  history=incident_history(w, cols, origins, setup))  # fmt: skip
         return em.model_probabilities(setup.event_model, feats)
     bound = incident_probabilities(served[:, :, cols], np.array(setup.levels), critical[:, cols])
     out = {"30m": bound["prob_30m"], "8h": bound["prob_8h"]}

@@ -21,7 +21,11 @@ Features of one server at one origin (``event_features``), for the scored metric
 * the profile (one-hot);
 * the same hours of the previous day, per window (the 24 h context holds them): distance of c to
   the maximum over [origin − 1 day, origin − 1 day + W), in s, and whether a threshold incident
-  started there (daily-periodic series repeat yesterday's peak).
+  started there (daily-periodic series repeat yesterday's peak);
+* the server's own incident history, per window: the share of its earlier, closed windows in
+  which an incident started (weighted by age, 72 h half-life, smoothed toward the development
+  rate; a log-odds ratio) and how many hours of such history there are (``history_inputs``; the
+  service keeps the decayed sums from its resolved outcomes, the backtest from the labels).
 
 A stored model names the features it was fitted on (a subset of ``FEATURES``, in any order), so a
 folder fitted before an input was added keeps serving with the inputs it knows.
@@ -37,7 +41,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -70,12 +74,14 @@ _STATE_FEATURES = (
     "has_states",
 )
 _SEASON_FEATURES = ("z_season_max", "season_start")
+_HISTORY_FEATURES = ("history_lor", "history_hours")
 FEATURES: tuple[str, ...] = (
     *_CONTEXT_FEATURES,
     *_FORECAST_FEATURES,
     *_STATE_FEATURES,
     *(f"profile_{p}" for p in PROFILES),
     *_SEASON_FEATURES,
+    *_HISTORY_FEATURES,
 )
 _MIN_OVER_METRICS = {"z_last", "z_hour_max", "z_context_max", "z_p50_max", "z_p90_max", "z_top_max", "z_season_max"}
 
@@ -227,13 +233,15 @@ def event_features(
     scored: np.ndarray | None = None,
     min_buckets: int = DEFAULT_MIN_BUCKETS,
     windows: dict[str, int] | None = None,
+    history: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Window name → (N, len(FEATURES)) features of N servers at their origin.
 
     ``context`` (N, T, M) bucket means before the origin (NaN gaps), ``states`` (N, T) state
     indices (-1 none), ``quantiles`` (N, H, M, K) the served forecast at ``levels``,
     ``critical`` (N, M) the served critical limits, ``profiles`` (N,), ``scored`` (N, M) bool: the
-    metrics that count (default: every metric with an observed value)."""
+    metrics that count (default: every metric with an observed value), ``history`` window → (N, 2)
+    the servers' own incident history (``history_inputs``; default none: zeros)."""
     context = np.asarray(context, dtype=np.float64)
     critical = np.asarray(critical, dtype=np.float64)
     if scored is None:
@@ -249,7 +257,9 @@ def event_features(
             **_forecast_features(quantiles, levels, critical, ctx["scale"], steps),
             **_season_features(context, critical, ctx, steps),
         }
-        cols = {**{f"profile_{p}": prof[:, i] for i, p in enumerate(PROFILES)}, **st}
+        own = np.zeros((len(prof), 2)) if history is None or name not in history else np.asarray(history[name])
+        cols = {**{f"profile_{p}": prof[:, i] for i, p in enumerate(PROFILES)}, **st,
+                "history_lor": own[:, 0], "history_hours": own[:, 1]}  # fmt: skip
         for feature in (*_CONTEXT_FEATURES, *_FORECAST_FEATURES, *_SEASON_FEATURES):
             v = per_metric[feature]
             if feature in _MIN_OVER_METRICS:
@@ -259,6 +269,51 @@ def event_features(
         x = np.column_stack([cols[f] for f in FEATURES])
         out[name] = np.nan_to_num(x, nan=0.0, posinf=Z_CLIP, neginf=-Z_CLIP)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The server's own incident history (from the outcomes of its earlier, closed windows)
+HISTORY_HALF_LIFE_HOURS = 72.0  # as the live map's outcome counts
+HISTORY_PRIOR_HOURS = 2.0  # hours of windows at the prior rate that smooth a short history
+HISTORY_PRIOR: dict[str, float] = {"30m": 0.006, "8h": 0.05}  # the development sets' rates (MODEL_CARD)
+
+
+def history_keep(elapsed_seconds: float) -> float:
+    """The share of a history's decayed sums kept after ``elapsed_seconds`` (none lost to clock skew)."""
+    return 0.5 ** (max(float(elapsed_seconds), 0.0) / 3600.0 / HISTORY_HALF_LIFE_HOURS)
+
+
+def history_inputs(events_hours: np.ndarray, hours: np.ndarray, window: str) -> np.ndarray:
+    """(N, 2) history inputs from decayed sums over a server's closed windows of one length (each
+    window counts its origin's spacing in hours; ``events_hours`` those with an incident): the
+    log-odds ratio of its smoothed incident share to HISTORY_PRIOR, and log1p of the hours of
+    history. No history gives (0, 0)."""
+    prior = HISTORY_PRIOR[window]
+    events_hours, hours = np.asarray(events_hours, dtype=np.float64), np.asarray(hours, dtype=np.float64)
+    share = (events_hours + HISTORY_PRIOR_HOURS * prior) / (hours + HISTORY_PRIOR_HOURS)
+    share = np.clip(share, 1e-6, 1 - 1e-6)
+    ratio = np.log(share / (1 - share)) - math.log(prior / (1 - prior))
+    return np.column_stack([ratio, np.log1p(hours)])
+
+
+def series_history(labels: np.ndarray, *, every: int, steps: int, min_buckets: int = DEFAULT_MIN_BUCKETS,
+                   half_life_hours: float = HISTORY_HALF_LIFE_HOURS) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(events_hours, hours) at each of one series' origins ``every`` steps apart, in time order,
+    from the incident labels of the earlier origins whose window and confirmation closed before it
+    (what the service's resolved outcomes hold then), decayed by age as the service decays them."""
+    labels = np.asarray(labels, dtype=np.float64)
+    n, weight = len(labels), every / HOUR  # hours each origin stands for
+    lag = -(-(steps + min_buckets) // every)  # origins until a window is closed and confirmed
+    r = 0.5 ** (weight / half_life_hours)
+    events, count = np.zeros(n), np.zeros(n)
+    e = c = 0.0
+    for j in range(n):  # decayed sums over origins ≤ j, at j's time
+        e, c = e * r + labels[j] * weight, c * r + weight
+        events[j], count[j] = e, c
+    i = np.arange(n) - lag
+    closed = i >= 0
+    at = np.maximum(i, 0)
+    return np.where(closed, events[at] * r**lag, 0.0), np.where(closed, count[at] * r**lag, 0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -439,11 +494,13 @@ def serve_event_probabilities(
     levels: Sequence[float],
     thresholds: dict | None = None,
     critical: np.ndarray | None = None,
+    history: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Window ("30m", "8h") → (N,) P(an incident starts within it) for N servers at their origin:
     ``windows`` their SeriesWindows (the context the forecast was made from), ``quantiles``
     (N, H, M, K) the served (calibrated) forecast at ``levels``, and the critical limits in force:
-    ``critical`` (N, M) when the caller has them, else from ``thresholds`` (probability.limits_batch).
+    ``critical`` (N, M) when the caller has them, else from ``thresholds`` (probability.limits_batch),
+    and the servers' own incident history (window → (N, 2) ``history_inputs``; default none).
     What the service stores as prob_30m / prob_8h."""
     context, states = padded_windows(windows)
     if critical is None:
@@ -456,5 +513,6 @@ def serve_event_probabilities(
         critical,
         [w.profile for w in windows],
         min_buckets=int(model.get("min_buckets", DEFAULT_MIN_BUCKETS)),
+        history=history,
     )
     return model_probabilities(model, feats)

@@ -92,7 +92,8 @@ def series_samples(w: SeriesWindow, scored: Sequence[str], origins: np.ndarray, 
     mask = np.zeros((len(origins), len(METRICS)), dtype=bool)
     mask[:, cols] = True
     feats = em.event_features(
-        context, states, served, levels, critical, [w.profile] * len(origins), scored=mask, min_buckets=cfg.min_buckets
+        context, states, served, levels, critical, [w.profile] * len(origins), scored=mask, min_buckets=cfg.min_buckets,
+        history=bt.incident_history(w, cols, origins, setup),
     )
     labels = incident_labels(
         w.values[:, cols].astype(np.float64), w.states, critical[:, cols], origins,
@@ -136,18 +137,21 @@ def save_samples(path: Path, data: dict, *, fitted_on: str) -> None:
     arrays |= {f"bound/{k}": v for k, v in data["bound"].items()}
     arrays |= {f"labels/{kind}/{w}": v for (kind, w), v in data["labels"].items()}
     arrays |= {"series": data["series"].astype(str), "family": data["family"].astype(str)}
-    arrays |= {"features": np.array(em.FEATURES), "fitted_on": np.array(fitted_on)}
+    arrays |= {"features": np.array(data.get("features", em.FEATURES)), "fitted_on": np.array(fitted_on)}
     with Path(path).open("wb") as fh:
         np.savez_compressed(fh, **arrays)
 
 
 def load_samples(path: Path) -> tuple[dict, str]:
-    """(arrays, what they were sampled from) saved by ``save_samples``; ValueError when they were
-    sampled with another feature layout."""
+    """(arrays, what they were sampled from) saved by ``save_samples``; ``features`` names the
+    columns of ``x`` (samples from before an input was added lack it); ValueError when a column is
+    no input of this code."""
     with np.load(Path(path), allow_pickle=False) as z:
-        if z["features"].tolist() != list(em.FEATURES):
-            raise ValueError(f"{path}: sampled with another feature layout; sample again")
-        data: dict = {"x": {}, "bound": {}, "labels": {}, "series": z["series"], "family": z["family"]}
+        features = z["features"].tolist()
+        if not set(features) <= set(em.FEATURES):
+            raise ValueError(f"{path}: sampled with inputs this code does not know; sample again")
+        data: dict = {"x": {}, "bound": {}, "labels": {}, "series": z["series"], "family": z["family"],
+                      "features": features}  # fmt: skip
         for key in z.files:
             head, _, rest = key.partition("/")
             if head in ("x", "bound"):
@@ -160,6 +164,16 @@ def load_samples(path: Path) -> tuple[dict, str]:
 
 # ---------------------------------------------------------------------------------------------
 # Fitting and comparing
+def _columns(data: dict, features: Sequence[str]) -> list[int]:
+    """Columns of the samples' ``x`` holding ``features`` (``data["features"]`` names them; default
+    event_model.FEATURES); ValueError naming an input the samples lack."""
+    have = list(data.get("features", em.FEATURES))
+    missing = [f for f in features if f not in have]
+    if missing:
+        raise ValueError(f"the samples lack the inputs {', '.join(missing)}; sample again")
+    return [have.index(f) for f in features]
+
+
 def family_weights(family: np.ndarray) -> np.ndarray:
     """Each family's samples weigh 1 / its size, normalised to mean 1 (families count equally)."""
     _, inverse, counts = np.unique(family.astype(str), return_inverse=True, return_counts=True)
@@ -204,7 +218,7 @@ def cross_validate(data: dict, learners: Sequence[str] = (*LEARNERS, "isotonic")
     Returns {window: {learner: {"pooled": …, "families": {family: …}}}}."""
     fold = _folds(data["series"], folds, seed)
     fam = data["family"].astype(str)
-    cols = slice(None) if features is None else em.feature_columns(features)
+    cols = slice(None) if features is None else _columns(data, features)
     out: dict = {}
     for name in data["x"]:
         x, y, bound = data["x"][name][:, cols], data["labels"][(kind, name)], data["bound"][name]
@@ -215,8 +229,12 @@ def cross_validate(data: dict, learners: Sequence[str] = (*LEARNERS, "isotonic")
                 continue
             w = family_weights(fam[train])
             for learner in learners:
+                if learner == "blend" and set(LEARNERS) <= set(learners):
+                    continue  # the mean of its parts' predictions, below: the same fit, once
                 params = fit_window(learner, x[train], y[train], w, bound[train])
                 preds[learner][test] = predict_window(params, x[test], bound[test])
+            if "blend" in learners and set(LEARNERS) <= set(learners):
+                preds["blend"][test] = np.mean([preds[part][test] for part in LEARNERS], axis=0)
         preds["bound"] = bound
         out[name] = {learner: scores_by_family(p, y, fam) for learner, p in preds.items()}
     return out
@@ -239,7 +257,7 @@ def fit_event_model(data: dict, *, learner: str, cfg: SampleConfig | None = None
     for the "incident" event (either kind), families weighted equally, on the inputs ``features``."""
     cfg = cfg or SampleConfig()
     weight = family_weights(data["family"])
-    cols = em.feature_columns(features)
+    cols = _columns(data, features)
     labels = {name: data["labels"][(EVENT_KIND, name)] for name in WINDOWS}
     windows = {
         name: fit_window(learner, data["x"][name][:, cols], labels[name], weight, data["bound"][name])

@@ -725,16 +725,19 @@ def attach_event_model(path: Path | None, series: list[SeriesWindow], val_fracti
                        learner: str | None = None) -> str:  # fmt: skip
     """Fit the event model on the validation tail of the training series (forecasts the network
     was not fitted on; real and simulated series together, as the network) and store it in the
-    folder (event_model.json), which serving then uses for prob_30m / prob_8h."""
+    folder (event_model.json), which serving then uses for prob_30m / prob_8h. The forecasts are
+    blended as served by the folder's blend.json (train_tft fits that first)."""
     if path is None:
         return "no model folder"
     from forecasting.engine import event_training
 
     forecaster = network.load_forecaster(path, device=device)
     try:
-        data = event_training.event_samples(series, forecaster, part="test", fraction=val_fraction)
+        cfg = event_training.SampleConfig(blend=folders.read_blend(path))  # served blended, when fitted before
+        data = event_training.event_samples(series, forecaster, part="test", fraction=val_fraction, cfg=cfg)
         model = event_training.fit_event_model(
             data,
+            cfg=cfg,
             learner=learner or event_training.DEFAULT_LEARNER,
             meta={"fitted_on": f"validation tail ({val_fraction:g}) of the training series"},
         )

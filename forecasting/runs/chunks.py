@@ -47,7 +47,7 @@ from forecasting.runs.inference import ModelUnavailableError, get_forecaster, lo
 from forecasting.runs.services import prediction_run_fail, prediction_run_finalize, prediction_run_start
 from forecasting.scoring.calibration import served_log_factors
 from forecasting.scoring.probabilities import live_probabilities_apply, probability_outcomes_archive
-from forecasting.scoring.selectors import blend_evidence
+from forecasting.scoring.selectors import blend_evidence, incident_history_inputs
 from forecasting.scoring.services import forecasts_archive
 from forecasting.windows import ServerWindow, server_windows
 
@@ -239,8 +239,10 @@ def _recalibrate_probabilities(forecast: ChunkForecast, scored: list[ServedForec
     model = read_event_model(forecast.version.path)
     if model is not None:
         critical = np.array([[s.summary[m]["critical"] for m in TARGETS] for s in scored]).reshape(-1, len(TARGETS))
+        history = incident_history_inputs(server_ids=[sw.server_id for sw in forecast.windows])
         probs = serve_event_probabilities(model, windows=[sw.window for sw in forecast.windows],
-                                          quantiles=forecast.quantiles, levels=QUANTILES, critical=critical)
+                                          quantiles=forecast.quantiles, levels=QUANTILES, critical=critical,
+                                          history=history)  # fmt: skip
         for i, (sw, s) in enumerate(zip(forecast.windows, scored, strict=True)):
             if sw.server_id not in forecast.reasons:
                 s.prob_30m, s.prob_8h = round(float(probs["30m"][i]), 4), round(float(probs["8h"][i]), 4)

@@ -29,9 +29,10 @@ from django.db import transaction
 from django.db.models import F, Q
 
 from forecasting.engine import live_calibration as lc
+from forecasting.engine.event_model import history_keep
 from forecasting.engine.incidents import WINDOWS, reported_starts, threshold_starts
 from forecasting.engine.spec import STEP_MINUTES, TARGETS
-from forecasting.models import ProbabilityCalibration, ProbabilityOutcome
+from forecasting.models import IncidentHistory, ProbabilityCalibration, ProbabilityOutcome
 from forecasting.windows import server_series_since, silenced_spans
 
 logger = logging.getLogger(__name__)
@@ -224,6 +225,32 @@ def probability_maps_update(*, profiles: list[str], windows: list[str], priors: 
             row.save()
 
 
+def incident_histories_add(*, server_ids: np.ndarray, windows: list[str], incident: np.ndarray,
+                           now: datetime) -> None:  # fmt: skip
+    """Add resolved outcomes to their servers' incident histories (rows locked): each outcome stands
+    for one bucket of origins (STEP_MINUTES); the sums decay by the half-lives since their last update."""
+    hours_each = STEP_MINUTES / 60.0
+    added: dict[tuple[int, str], list[float]] = {}
+    for sid, window, hit in zip(server_ids.tolist(), windows, incident.tolist(), strict=True):
+        total = added.setdefault((sid, window), [0.0, 0.0])
+        total[0] += hours_each
+        total[1] += hours_each * float(hit)
+    rows = {(r.server_id, r.window): r for r in IncidentHistory.objects.select_for_update()
+            .filter(server_id__in=sorted({sid for sid, _ in added}))}  # fmt: skip
+    new, changed = [], []
+    for (sid, window), (hours, events) in added.items():
+        row = rows.get((sid, window))
+        if row is None:
+            new.append(IncidentHistory(server_id=sid, window=window, hours=hours, events_hours=events, updated_at=now))
+            continue
+        keep = history_keep((now - row.updated_at).total_seconds())
+        row.hours, row.events_hours = row.hours * keep + hours, row.events_hours * keep + events
+        row.updated_at = now
+        changed.append(row)
+    IncidentHistory.objects.bulk_create(new, batch_size=1000)
+    IncidentHistory.objects.bulk_update(changed, ["hours", "events_hours", "updated_at"], batch_size=1000)
+
+
 @dataclass(frozen=True)
 class OutcomePass:
     resolved: int
@@ -252,6 +279,7 @@ def probability_outcomes_resolve(*, limit: int | None = None, now: datetime | No
             return OutcomePass(0, 0)
         probability_maps_update(profiles=due.profiles, windows=due.windows, priors=due.priors,
                                 incident=incident.astype(np.float64), now=now)  # fmt: skip
+        incident_histories_add(server_ids=due.server_ids, windows=due.windows, incident=incident, now=now)
     result = OutcomePass(len(due.ids), int(incident.sum()))
     logger.info("probability outcomes resolved", extra=result.__dict__)
     return result

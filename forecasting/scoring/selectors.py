@@ -16,13 +16,14 @@ from django.db.models import Count, F, Sum
 from django.db.models.functions import Round
 
 from forecasting.engine.blend import SUMS as BLEND_SUMS
+from forecasting.engine.event_model import history_inputs, history_keep
 from forecasting.engine.incidents import WINDOWS
 from forecasting.engine.live_calibration import histogram_scores
 from forecasting.engine.scoring import SUMS as SCORE_SUMS
 from forecasting.engine.scoring import accuracy
 from forecasting.engine.spec import BAND_NAMES as SCORE_BANDS
 from forecasting.engine.spec import METRICS, TARGETS
-from forecasting.models import ForecastScore, ProbabilityCalibration, ProbabilityOutcome
+from forecasting.models import ForecastScore, IncidentHistory, ProbabilityCalibration, ProbabilityOutcome
 
 ACCURACY_WINDOWS: dict[str, timedelta] = {"24h": timedelta(hours=24), "7d": timedelta(days=7)}
 
@@ -119,6 +120,21 @@ def blend_evidence(*, server_ids: list[int], model_name: str, now: datetime | No
         if metric in TARGETS and band in SCORE_BANDS:
             out[index[server_id], TARGETS.index(metric), SCORE_BANDS.index(band)] = sums
     return out
+
+
+def incident_history_inputs(*, server_ids: list[int], now: datetime | None = None) -> dict[str, np.ndarray]:
+    """Window → (N, 2) the event model's history inputs of ``server_ids`` (in that order), from their
+    IncidentHistory decayed to ``now``; a server without one has none (zeros)."""
+    now = now or datetime.now(UTC)
+    index = {sid: i for i, sid in enumerate(server_ids)}
+    sums = {w: np.zeros((len(server_ids), 2)) for w in WINDOWS}  # events_hours, hours
+    for sid, window, hours, events, updated in IncidentHistory.objects.filter(server_id__in=server_ids).values_list(
+        "server_id", "window", "hours", "events_hours", "updated_at"
+    ):
+        if window in sums:
+            keep = history_keep((now - updated).total_seconds())
+            sums[window][index[sid]] = (events * keep, hours * keep)
+    return {w: history_inputs(s[:, 0], s[:, 1], w) for w, s in sums.items()}
 
 
 def series_accuracy(*, now: datetime | None = None) -> dict[tuple[str, str, str], dict]:

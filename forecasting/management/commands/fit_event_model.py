@@ -71,8 +71,11 @@ class Command(backtest.Command):
         if opts["save_samples"]:
             event_training.save_samples(opts["save_samples"], data, fitted_on=fitted_on)
         features = [f for f in em.FEATURES if f not in opts["without"]]
-        model = event_training.fit_event_model(data, learner=opts["learner"], cfg=cfg, features=features,
-                                               meta={"fitted_on": fitted_on})  # fmt: skip
+        try:
+            model = event_training.fit_event_model(data, learner=opts["learner"], cfg=cfg, features=features,
+                                                   meta={"fitted_on": fitted_on})  # fmt: skip
+        except ValueError as exc:  # samples without an input: leave it out with --without, or sample again
+            raise CommandError(str(exc)) from exc
         write_event_model(self.model_path, model)
         rates = ", ".join(f"{w} {r:.3f}" for w, r in model["training_event_rate"].items())
         self.stdout.write(

@@ -179,3 +179,20 @@ def test_samples_round_trip_without_pickle(tmp_path):
     np.testing.assert_array_equal(loaded["x"]["8h"], x)
     np.testing.assert_array_equal(loaded["labels"][("incident", "8h")], y)
     assert loaded["series"].tolist() == ["a", "b"] * 20
+
+
+def test_no_history_gives_zero_history_inputs():
+    assert em.history_inputs(np.zeros(1), np.zeros(1), "8h").tolist() == [[0.0, 0.0]]
+
+
+def test_a_history_of_frequent_incidents_raises_the_odds_and_a_quiet_one_lowers_them():
+    busy, quiet = em.history_inputs(np.array([12.0, 0.0]), np.array([24.0, 24.0]), "8h")
+    assert busy[0] > 0 > quiet[0] and busy[1] == quiet[1] == pytest.approx(np.log1p(24.0))
+
+
+def test_history_counts_only_windows_closed_before_the_origin():
+    labels = np.zeros(40)
+    labels[10] = 1  # origins one hour apart (every 12 steps); an 8 h window closes 9 origins later
+    events, hours = em.series_history(labels, every=12, steps=96, min_buckets=2)
+    assert events[:19].sum() == 0 and events[19] > 0  # origin 10's window + 2 buckets closes before origin 19
+    assert hours[8] == 0 and hours[9] == pytest.approx(0.5 ** (9 / em.HISTORY_HALF_LIFE_HOURS))  # origin 0, 9 h old

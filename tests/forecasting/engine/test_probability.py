@@ -217,3 +217,15 @@ def test_the_probability_path_serves_the_blended_forecast():
     last_value = default_blend() | {"weights": {band: 0.0 for band in default_blend()["weights"]}, "strength": 0.0}
     assert _served_median(None) == pytest.approx(80.03, abs=1e-6)  # the model alone
     assert abs(_served_median(last_value) - 10.0) < 2.0  # persistence of a context around 10
+
+
+def test_the_backtest_history_of_a_series_holds_only_its_closed_windows():
+    y = np.full(2000, 40.0)
+    y[400:402] = 99.0  # one threshold incident, early
+    origins = np.arange(600, 1800, 12)
+    history = bt.incident_history(_window(y), [0], origins, bt.ProbabilitySetup(QUANTILES, bt.DEFAULT_THRESHOLDS))
+    busy = bt.incident_history(_window(np.where(np.arange(2000) % 100 < 3, 99.0, 40.0)), [0], origins,
+                               bt.ProbabilitySetup(QUANTILES, bt.DEFAULT_THRESHOLDS))  # fmt: skip
+    assert history["8h"][0, 0] > 0  # windows from 288 on that held the incident, closed by origin 600
+    assert busy["8h"][-1, 0] > history["8h"][-1, 0]  # an incident every 100 steps: far more often
+    assert np.all(history["8h"][:, 1] > 0)  # hours of history before every origin

@@ -44,3 +44,37 @@ def test_serving_uses_the_folders_event_model_for_tft_servers(tmp_path):
     services._recalibrate_probabilities(forecast, scored)
     assert (scored[0].prob_30m, scored[0].prob_8h) == (0.03, 0.03)  # the event model wins over the map
     assert (scored[1].prob_30m, scored[1].prob_8h) == (0.8, 0.8)  # the heuristic's stay raw
+
+
+def _history_model() -> dict:
+    from forecasting.engine import event_model as em
+
+    params = {"learner": "logistic", "mean": [0.0], "std": [1.0], "coef": [1.0], "intercept": -3.0}
+    return em.new_model({"30m": params, "8h": params}, min_buckets=2, thresholds={}, features=["history_lor"])
+
+
+@pytest.mark.django_db
+def test_a_server_with_a_history_of_incidents_is_served_a_higher_probability(tmp_path):
+    from datetime import UTC, datetime
+
+    from forecasting.scoring.probabilities import incident_histories_add
+    from ingest.models import Server
+    from tests.conftest import ingest_fleet
+
+    folders.write_event_model(tmp_path, _history_model())
+    ingest_fleet(["ppdb001", "ppdb002"], buckets=12)
+    quiet, busy = (Server.objects.get(name=n).pk for n in ("ppdb001", "ppdb002"))
+    incident_histories_add(server_ids=np.array([busy] * 24), windows=["8h"] * 24, incident=np.ones(24, dtype=bool),
+                           now=datetime.now(UTC))  # fmt: skip
+    window = _window(np.full(300, 40.0))
+    forecast = SimpleNamespace(
+        forecaster=object(), version=SimpleNamespace(path=str(tmp_path)), reasons={},
+        windows=[SimpleNamespace(server_id=quiet, window=window), SimpleNamespace(server_id=busy, window=window)],
+        quantiles=LevelForecaster(40.0).predict_array([window, window]),
+    )  # fmt: skip
+    summary = {m: {"critical": 95.0} for m in METRICS}
+    scored = [SimpleNamespace(prob_30m=0.8, prob_8h=0.8, summary=summary) for _ in range(2)]
+    services._recalibrate_probabilities(forecast, scored)
+    assert scored[0].prob_8h == pytest.approx(1 / (1 + np.exp(3.0)), abs=1e-4)  # no history: the model's base
+    assert scored[1].prob_8h > 0.5 > scored[0].prob_8h
+    assert scored[0].prob_30m == scored[1].prob_30m  # its 30 min history is empty
