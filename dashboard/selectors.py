@@ -33,7 +33,12 @@ from forecasting.runs.selectors import (
     served_forecasts,
     stored_explanation,
 )
-from forecasting.scoring.selectors import fleet_band_accuracy, probability_reliability, server_accuracy
+from forecasting.scoring.selectors import (
+    fleet_band_accuracy,
+    probability_reliability,
+    server_accuracy,
+    server_incident_history,
+)
 from forecasting.windows import maintenance_windows_current, silenced_server_names, window_server_names
 from ingest.contract import METRICS, PROFILE_LABELS, STATE_SEVERITY, STATES
 from ingest.models import MetricBucket, Server
@@ -792,8 +797,8 @@ def _charts(history: History, forecast: ForecastFacts | None, *, step_seconds: i
 
 
 def server_detail(*, name: str, now: datetime | None = None) -> dict | None:
-    """The server page: 24 h of history, the current forecast, state timeline, alerts and live accuracy
-    (7 queries)."""
+    """The server page: 24 h of history, the current forecast, state timeline, alerts, live accuracy
+    and the server's own incident history (8 queries)."""
     server = Server.objects.filter(name=name).first()
     if server is None:
         return None
@@ -817,7 +822,16 @@ def server_detail(*, name: str, now: datetime | None = None) -> dict | None:
         "timeline_states": sorted(set(history.states), key=STATE_SEVERITY.__getitem__),
         "alerts": _alert_rows(Alert.objects.filter(server=server).order_by("-opened_at")[:50]),
         "horizon_hours": HORIZON * STEP_MINUTES // 60,
+        "incident_history": _incident_history_text(server_incident_history(server_id=server.pk, now=now)),
     }
+
+
+def _incident_history_text(history: dict[str, dict[str, float]]) -> str:
+    """"8 h: 12 % of 40 h of windows · 30 min: 0.0 % of 40 h of windows" — the event model's history input, as
+    the operator reads it; "" without any."""
+    parts = [f"{label}: {_pct_label(history[w]['share'])} of {history[w]['hours']:.0f} h of windows"
+             for w, label in (("8h", "8 h"), ("30m", "30 min")) if w in history]  # fmt: skip
+    return " · ".join(parts)
 
 
 # --- Poll --------------------------------------------------------------------------------------------

@@ -137,6 +137,21 @@ def incident_history_inputs(*, server_ids: list[int], now: datetime | None = Non
     return {w: history_inputs(s[:, 0], s[:, 1], w) for w, s in sums.items()}
 
 
+def server_incident_history(*, server_id: int, now: datetime | None = None) -> dict[str, dict[str, float]]:
+    """Window → {"hours", "share"}: how many (decayed) hours of the server's resolved windows its
+    IncidentHistory holds at ``now`` and in what share of them an incident started (unsmoothed; the
+    event model's input smooths it). Windows without history are absent."""
+    now = now or datetime.now(UTC)
+    out = {}
+    for window, hours, events, updated in IncidentHistory.objects.filter(server_id=server_id).values_list(
+        "window", "hours", "events_hours", "updated_at"
+    ):
+        if hours > 0:
+            keep = history_keep((now - updated).total_seconds())
+            out[window] = {"hours": hours * keep, "share": events / hours}
+    return out
+
+
 def series_accuracy(*, now: datetime | None = None) -> dict[tuple[str, str, str], dict]:
     """(server name, metric, band) → accuracy over the last 24 h: one grouped query (/metrics)."""
     sums = _score_sums(_window_scores("24h", now), ("server__name", "metric", "band"))

@@ -71,3 +71,20 @@ def test_a_run_counts_open_alerts_into_fleet_health(no_models):
     severities = set(Alert.objects.filter(state="active").values_list("severity", flat=True))
     assert severities  # the hot server raised at least one alert
     assert run.environment["fleet_health"] == ("critical" if "critical" in severities else "warning")
+
+
+def test_the_server_page_shows_its_own_incident_history(viewer_client, no_models):
+    import numpy as np
+
+    from forecasting.scoring.probabilities import incident_histories_add
+
+    names = hot_fleet(1, hot=0)
+    fleet_predict()
+    server = Server.objects.get(name=names[0])
+    assert "none resolved yet" in _text(viewer_client.get(f"/dashboard/servers/{names[0]}/"))
+    incident_histories_add(server_ids=np.array([server.pk] * 48), windows=["8h"] * 48,
+                           incident=np.arange(48) < 6, now=datetime.now(UTC))  # fmt: skip
+
+    body = _text(viewer_client.get(f"/dashboard/servers/{names[0]}/"))
+
+    assert re.search(r'id="incident-history".*8 h: 12 % of 4 h of windows', body)
