@@ -315,10 +315,8 @@ def _pg_bucket_sql() -> str:
     rollups that exist, an INSERT of the others. A plain UPDATE writes one new row version per
     bucket where INSERT … ON CONFLICT DO UPDATE first locks the row (a WAL record of its own) and
     then updates it: 6.0 against 8.9 ms per 1,000 rows (docs/ingest-guide-shape.md). No race:
-    the server rows, locked first (CTE ``srv``), serialise every batch that touches these buckets;
-    a bucket another batch committed after this statement's snapshot is invisible to the UPDATE
-    and reaches the INSERT, whose ON CONFLICT adds to it (an updated one is followed by the
-    UPDATE itself, READ COMMITTED)."""
+    the server rows, locked first (_pg_upsert_servers), serialise every batch that touches these
+    buckets."""
     table = "ingest_metricbucket"
     aggregates = ["count(*)"]
     for metric in METRICS:
@@ -383,63 +381,35 @@ def _server_spans(batch: list[CleanRecord], position: dict[datetime, int]) -> di
     return spans
 
 
-def _pg_store_sql() -> str:
-    """The whole batch in one statement (CTEs, in the order they take row locks):
+_SERVERS_SQL = (
+    "INSERT INTO ingest_server AS s (name, profile, first_seen, last_seen, record_count, last_received_at) "
+    "SELECT v.name, v.profile, (%s::timestamptz[])[v.lo], (%s::timestamptz[])[v.hi], v.n, %s::timestamptz "
+    "FROM unnest(%s::text[], %s::text[], %s::int[], %s::int[], %s::bigint[]) AS v(name, profile, lo, hi, n) "
+    "ON CONFLICT (name) DO UPDATE SET record_count = s.record_count + excluded.record_count, "
+    "first_seen = LEAST(s.first_seen, excluded.first_seen), last_seen = GREATEST(s.last_seen, excluded.last_seen), "
+    "last_received_at = GREATEST(s.last_received_at, excluded.last_received_at) "
+    "RETURNING s.id, s.name"
+)
 
-    1. ``srv``: create unseen servers and update the others — record count (every record assumed
-       new), first/last seen, last received — one ``INSERT … ON CONFLICT DO UPDATE`` that takes
-       the server rows in name order. One global order is what keeps concurrent overlapping
-       batches from deadlocking: every other row a batch writes (its records, rollups and day
-       counts) belongs to a server it already holds, since each record reaches the insert only
-       through its server's row out of ``srv``.
-    2. ``ins``: the records, ``ON CONFLICT DO NOTHING`` (a retry, an overlapping backfill).
-    3. the 5-minute rollups and the day counts of the rows that were new (``_pg_bucket_sql``,
-       ``partitions.day_counts_add_sql``).
 
-    Returns the number of records stored and, only when some were already stored, the servers
-    and counts to take back off what ``srv`` added (a row cannot be updated twice in one
-    statement, so that is a second statement, and only on retries).
+def _pg_upsert_servers(
+    batch: list[CleanRecord], *, received_at: datetime, times: str, position: dict[datetime, int]
+) -> dict[str, int]:
+    """Create unseen servers and lock every server of the batch, in name order, adding the batch to
+    their counts and seen times in the same row update.
 
-    Every per-row update (server, bucket, day count) changes no indexed column, so with free space
-    on the page (fillfactor, migration 0007) it is a HOT update: no index is touched. Timestamps
-    travel as positions in one array of the batch's distinct timestamps (``_pg_timestamps``).
+    Locking in one global order is what keeps concurrent overlapping batches from deadlocking.
+    The count assumes every record is new; the record statement takes back the duplicates. One
+    update per server row (not an upsert and a later update) is what lets it stay a HOT update
+    in the free space the table's fillfactor leaves (migration 0007): in the guide's shape, a
+    batch of N servers × 1 timestamp, every record touches its own server row.
+
+    A statement of its own, before the record statement: a batch that waits here for a
+    concurrent batch of the same servers then writes its rollups and day counts under a snapshot
+    that sees that batch's. Inside one statement (measured: bench/results/ingest_shapes_run3.json
+    at d2f50e1) the rollup and day-count UPDATEs found those rows changed since their snapshot and
+    re-checked each one (EvalPlanQual): the guide's shape cost more Postgres CPU than before.
     """
-    columns = ", ".join(_RECORD_COLUMNS)
-    metrics = ", ".join(METRICS)
-    metric_arrays = ", ".join("%s::float8[]" for _ in METRICS)
-    return (
-        "WITH srv AS (INSERT INTO ingest_server AS s "
-        "(name, profile, first_seen, last_seen, record_count, last_received_at) "
-        "SELECT v.name, v.profile, (%s::timestamptz[])[v.lo], (%s::timestamptz[])[v.hi], v.n, %s::timestamptz "
-        "FROM unnest(%s::text[], %s::text[], %s::int[], %s::int[], %s::bigint[]) AS v(name, profile, lo, hi, n) "
-        "ON CONFLICT (name) DO UPDATE SET record_count = s.record_count + excluded.record_count, "
-        "first_seen = LEAST(s.first_seen, excluded.first_seen), last_seen = GREATEST(s.last_seen, excluded.last_seen), "
-        "last_received_at = GREATEST(s.last_received_at, excluded.last_received_at) "
-        "RETURNING s.id, s.name), "
-        f'src AS (SELECT srv.id AS server_id, (%s::timestamptz[])[r.at] AS "timestamp", {metrics}, r.state '
-        f"FROM unnest(%s::text[], %s::int[], {metric_arrays}, %s::text[]) AS r(name, at, {metrics}, state) "
-        "JOIN srv ON srv.name = r.name ORDER BY 1, 2), "
-        # received_at is the same for the whole batch: one scalar parameter, not an array of copies.
-        f"ins AS (INSERT INTO ingest_metricrecord ({columns}) SELECT src.*, %s::timestamptz FROM src "
-        f"ON CONFLICT (server_id, timestamp) DO NOTHING RETURNING server_id, timestamp, {metrics}, state), "
-        f"{_pg_bucket_sql()}, "
-        f"{partitions.day_counts_add_sql('ins')}, "
-        # Records already stored, per server; computed only when the batch had any (a one-time filter).
-        'dups AS (SELECT server_id, count(*) AS n FROM (SELECT server_id, "timestamp" FROM src '
-        'EXCEPT ALL SELECT server_id, "timestamp" FROM ins) AS x '
-        "WHERE (SELECT count(*) FROM ins) < %s GROUP BY 1) "
-        # Every data-modifying CTE runs to completion whether read or not.
-        "SELECT (SELECT count(*) FROM ins), (SELECT array_agg(server_id ORDER BY server_id) FROM dups), "
-        "(SELECT array_agg(n ORDER BY server_id) FROM dups)"
-    )
-
-
-def _pg_store_batch(batch: list[CleanRecord], *, received_at: datetime) -> int:
-    """Postgres: one statement (``_pg_store_sql``), and a second one only when the batch repeats
-    records already stored."""
-    if not batch:
-        return 0
-    times, position = _pg_timestamps(batch)
     spans = _server_spans(batch, position)
     names = sorted(spans)
     ordered = [spans[n] for n in names]
@@ -452,25 +422,64 @@ def _pg_store_batch(batch: list[CleanRecord], *, received_at: datetime) -> int:
         _int_array([span[0] for span in ordered]),
         _int_array([span[1] for span in ordered]),
         _int_array([span[2] for span in ordered]),
-        times,
-        _pg_array([r.server_name for r in batch]),
-        _int_array([position[r.timestamp] for r in batch]),
-        *(_pg_array([getattr(r, m) for r in batch]) for m in METRICS),
-        _pg_array([r.state for r in batch]),
-        received_at,
-        f"{settings.TFT_STEP_MINUTES} minutes",
-        len(batch),
     ]
     with connection.cursor() as cursor:
-        cursor.execute(_pg_store_sql(), params)
-        accepted, dup_ids, dup_counts = cursor.fetchone()
-        if dup_ids:
-            # The rows are ours since the statement above: no lock order to keep.
-            cursor.execute(
-                "UPDATE ingest_server AS s SET record_count = s.record_count - d.n "
-                "FROM unnest(%s::bigint[], %s::bigint[]) AS d(id, n) WHERE s.id = d.id",
-                [dup_ids, dup_counts],
-            )
+        cursor.execute(_SERVERS_SQL, params)
+        return {name: server_id for server_id, name in cursor.fetchall()}
+
+
+def _pg_records_sql() -> str:
+    """The record statement: inserts the records, rolls up only the rows that were new into the
+    5-minute buckets and the day counts, and takes the duplicates back off their servers' counts
+    — no rows travel back. Timestamps are positions in the batch's array (``_pg_timestamps``)."""
+    columns = ", ".join(_RECORD_COLUMNS)
+    metrics = ", ".join(METRICS)
+    metric_arrays = ", ".join("%s::float8[]" for _ in METRICS)
+    return (
+        f'WITH src AS (SELECT r.server_id, (%s::timestamptz[])[r.at] AS "timestamp", {metrics}, r.state '
+        f"FROM unnest(%s::bigint[], %s::int[], {metric_arrays}, %s::text[]) AS r(server_id, at, {metrics}, state)), "
+        # received_at is the same for the whole batch: one scalar parameter, not an array of copies.
+        f"ins AS (INSERT INTO ingest_metricrecord ({columns}) SELECT src.*, %s::timestamptz FROM src "
+        f"ON CONFLICT (server_id, timestamp) DO NOTHING RETURNING server_id, timestamp, {metrics}, state), "
+        f"{_pg_bucket_sql()}, "
+        f"{partitions.day_counts_add_sql('ins')}, "
+        # Records already stored (a retry, an overlapping backfill) come off the counts the server
+        # upsert added; the join runs only when the batch had any (a one-time filter).
+        "dups AS (UPDATE ingest_server AS s SET record_count = s.record_count - d.n "
+        'FROM (SELECT server_id, count(*) AS n FROM (SELECT server_id, "timestamp" FROM src '
+        'EXCEPT ALL SELECT server_id, "timestamp" FROM ins) AS x GROUP BY 1) AS d '
+        "WHERE s.id = d.server_id AND (SELECT count(*) FROM ins) < %s RETURNING 1) "
+        # Every data-modifying CTE runs to completion whether read or not; reading them costs nothing.
+        "SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM dups)"
+    )
+
+
+def _pg_store_batch(batch: list[CleanRecord], *, received_at: datetime) -> int:
+    """Postgres: two statements. The first upserts and locks the servers (_pg_upsert_servers), the
+    second stores the records with their rollups and day counts (_pg_records_sql).
+
+    Every per-row update (server, bucket, day count) changes no indexed column, so with free space
+    on the page (fillfactor, migration 0007) it is a HOT update: no index is touched.
+    """
+    if not batch:
+        return 0
+    times, position = _pg_timestamps(batch)
+    server_ids = _pg_upsert_servers(batch, received_at=received_at, times=times, position=position)
+    # Sorted by (server id, timestamp): the order of the unique index the records go into.
+    rows = sorted(
+        (server_ids[r.server_name], position[r.timestamp], r.cpu_pct, r.mem_pct, r.disk_io_mb_s, r.latency_ms, r.state)
+        for r in batch
+    )
+    params = [
+        times,
+        *_pg_arrays(rows),
+        received_at,
+        f"{settings.TFT_STEP_MINUTES} minutes",
+        len(rows),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_pg_records_sql(), params)
+        accepted, _ = cursor.fetchone()
     return accepted
 
 
