@@ -406,9 +406,11 @@ def _pg_upsert_servers(
 
     A statement of its own, before the record statement: a batch that waits here for a
     concurrent batch of the same servers then writes its rollups and day counts under a snapshot
-    that sees that batch's. Inside one statement (measured: bench/results/ingest_shapes_run3.json
-    at d2f50e1) the rollup and day-count UPDATEs found those rows changed since their snapshot and
-    re-checked each one (EvalPlanQual): the guide's shape cost more Postgres CPU than before.
+    that sees that batch's. Folded into the record statement as a CTE (d2f50e1), the guide's shape
+    cost more Postgres CPU per request than on main in the same run (80.0 against 74.6 ms,
+    bench/results/ingest_shapes_run3_one_statement.json); the likely cause, not measured apart:
+    its snapshot predates the wait, so each rollup and day-count row the other batch changed is
+    re-checked one by one (EvalPlanQual).
     """
     spans = _server_spans(batch, position)
     names = sorted(spans)
