@@ -162,7 +162,10 @@ def day_counts_add_sql(source: str) -> str:
         f"day_upd AS (UPDATE {DAY_COUNTS} AS d SET records = d.records + a.records FROM day_agg AS a "
         "WHERE d.day = a.day AND d.server_id = a.server_id RETURNING d.day, d.server_id), "
         f"day_new AS (INSERT INTO {DAY_COUNTS} AS d (day, server_id, records) SELECT a.day, a.server_id, a.records "
-        "FROM day_agg AS a WHERE NOT EXISTS (SELECT 1 FROM day_upd AS u WHERE u.day = a.day AND u.server_id = a.server_id) "
+        # A one-time filter: the anti-join runs only when some (day, server) is new (a server's
+        # first batch of a day).
+        "FROM day_agg AS a WHERE (SELECT count(*) FROM day_upd) < (SELECT count(*) FROM day_agg) "
+        "AND NOT EXISTS (SELECT 1 FROM day_upd AS u WHERE u.day = a.day AND u.server_id = a.server_id) "
         "ORDER BY 2, 1 ON CONFLICT (day, server_id) DO UPDATE SET records = d.records + excluded.records RETURNING 1)"
     )
 

@@ -315,7 +315,8 @@ def _pg_bucket_sql() -> str:
     rollups that exist, an INSERT of the others. A plain UPDATE writes one new row version per
     bucket where INSERT … ON CONFLICT DO UPDATE first locks the row (a WAL record of its own) and
     then updates it: 6.0 against 8.9 ms per 1,000 rows (docs/ingest-guide-shape.md). No race:
-    the server rows, locked first, serialise every batch that touches these buckets."""
+    the server rows, locked first (_pg_upsert_servers), serialise every batch that touches these
+    buckets."""
     table = "ingest_metricbucket"
     aggregates = ["count(*)"]
     for metric in METRICS:
@@ -333,7 +334,10 @@ def _pg_bucket_sql() -> str:
         f"FROM ins GROUP BY 1, 2), "
         f"bucket_upd AS (UPDATE {table} AS b SET {', '.join(merged)} FROM agg AS a "
         f"WHERE b.server_id = a.server_id AND b.bucket_start = a.bucket_start RETURNING b.server_id, b.bucket_start), "
-        f"bucket_new AS (INSERT INTO {table} ({columns}) SELECT {columns} FROM agg AS a WHERE NOT EXISTS ("
+        # The comparison of counts is a one-time filter: the anti-join (two sorts) runs only when
+        # some bucket is new, which in the guide's shape is one batch in 60 (5 s batches, 5-minute buckets).
+        f"bucket_new AS (INSERT INTO {table} ({columns}) SELECT {columns} FROM agg AS a "
+        f"WHERE (SELECT count(*) FROM bucket_upd) < (SELECT count(*) FROM agg) AND NOT EXISTS ("
         f"SELECT 1 FROM bucket_upd AS u WHERE u.server_id = a.server_id AND u.bucket_start = a.bucket_start) "
         f"ORDER BY 1, 2 {_bucket_conflict_clause()} RETURNING 1)"
     )
@@ -344,7 +348,53 @@ def _pg_bucket_sql() -> str:
 _profile_of = functools.lru_cache(maxsize=100_000)(profile_for)
 
 
-def _pg_upsert_servers(batch: list[CleanRecord], *, received_at: datetime) -> dict[str, int]:
+def _pg_timestamps(batch: list[CleanRecord]) -> tuple[str, dict[datetime, int]]:
+    """The batch's distinct timestamps as one array literal, and each one's (1-based) position in it.
+
+    Statements take the positions (int arrays) and look the timestamps up in that array: Postgres
+    parses a timestamptz about five times slower than an int, and a batch carries few distinct
+    timestamps (one in the guide's N servers × 1 timestamp, where every server's first and last
+    seen would otherwise repeat it twice more). Sorted, so a smaller position is an earlier time.
+    """
+    times = sorted({r.timestamp for r in batch})
+    return "{" + ",".join(t.isoformat() for t in times) + "}", {t: i for i, t in enumerate(times, 1)}
+
+
+def _int_array(values) -> str:
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def _server_spans(batch: list[CleanRecord], position: dict[datetime, int]) -> dict[str, list[int]]:
+    """Per server name: [first timestamp position, last timestamp position, records]."""
+    spans: dict[str, list[int]] = {}
+    for record in batch:
+        at = position[record.timestamp]
+        span = spans.get(record.server_name)
+        if span is None:
+            spans[record.server_name] = [at, at, 1]
+        else:
+            span[2] += 1
+            if at < span[0]:
+                span[0] = at
+            elif at > span[1]:
+                span[1] = at
+    return spans
+
+
+_SERVERS_SQL = (
+    "INSERT INTO ingest_server AS s (name, profile, first_seen, last_seen, record_count, last_received_at) "
+    "SELECT v.name, v.profile, (%s::timestamptz[])[v.lo], (%s::timestamptz[])[v.hi], v.n, %s::timestamptz "
+    "FROM unnest(%s::text[], %s::text[], %s::int[], %s::int[], %s::bigint[]) AS v(name, profile, lo, hi, n) "
+    "ON CONFLICT (name) DO UPDATE SET record_count = s.record_count + excluded.record_count, "
+    "first_seen = LEAST(s.first_seen, excluded.first_seen), last_seen = GREATEST(s.last_seen, excluded.last_seen), "
+    "last_received_at = GREATEST(s.last_received_at, excluded.last_received_at) "
+    "RETURNING s.id, s.name"
+)
+
+
+def _pg_upsert_servers(
+    batch: list[CleanRecord], *, received_at: datetime, times: str, position: dict[datetime, int]
+) -> dict[str, int]:
     """Create unseen servers and lock every server of the batch, in name order, adding the batch to
     their counts and seen times in the same row update.
 
@@ -353,81 +403,85 @@ def _pg_upsert_servers(batch: list[CleanRecord], *, received_at: datetime) -> di
     update per server row (not an upsert and a later update) is what lets it stay a HOT update
     in the free space the table's fillfactor leaves (migration 0007): in the guide's shape, a
     batch of N servers × 1 timestamp, every record touches its own server row.
+
+    A statement of its own, before the record statement: a batch that waits here for a
+    concurrent batch of the same servers then writes its rollups and day counts under a snapshot
+    that sees that batch's. Folded into the record statement as a CTE (d2f50e1), the guide's shape
+    cost more Postgres CPU per request than on main in the same run (80.0 against 74.6 ms,
+    bench/results/ingest_shapes_run3_one_statement.json); the likely cause, not measured apart:
+    its snapshot predates the wait, so each rollup and day-count row the other batch changed is
+    re-checked one by one (EvalPlanQual).
     """
-    spans: dict[str, list] = {}
-    for record in batch:
-        span = spans.get(record.server_name)
-        if span is None:
-            spans[record.server_name] = [record.timestamp, record.timestamp, 1]
-        else:
-            span[2] += 1
-            if record.timestamp < span[0]:
-                span[0] = record.timestamp
-            elif record.timestamp > span[1]:
-                span[1] = record.timestamp
+    spans = _server_spans(batch, position)
     names = sorted(spans)
-    firsts = _pg_array([spans[n][0] for n in names])
-    lasts = _pg_array([spans[n][1] for n in names])
-    table = "ingest_server"
-    sql = (
-        f"INSERT INTO {table} AS s (name, profile, first_seen, last_seen, record_count, last_received_at) "
-        "SELECT u.*, %s::timestamptz FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[], "
-        "%s::bigint[]) AS u "
-        "ON CONFLICT (name) DO UPDATE SET record_count = s.record_count + excluded.record_count, "
-        "first_seen = LEAST(s.first_seen, excluded.first_seen), last_seen = GREATEST(s.last_seen, excluded.last_seen), "
-        "last_received_at = GREATEST(s.last_received_at, excluded.last_received_at) "
-        "RETURNING id, name"
-    )
+    ordered = [spans[n] for n in names]
     params = [
+        times,
+        times,
         received_at,
         _pg_array(names),
         _pg_array([_profile_of(n) for n in names]),
-        firsts,
-        firsts if lasts == firsts else lasts,
-        _pg_array([spans[n][2] for n in names]),
+        _int_array([span[0] for span in ordered]),
+        _int_array([span[1] for span in ordered]),
+        _int_array([span[2] for span in ordered]),
     ]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_SERVERS_SQL, params)
         return {name: server_id for server_id, name in cursor.fetchall()}
 
 
+def _pg_records_sql() -> str:
+    """The record statement: inserts the records, rolls up only the rows that were new into the
+    5-minute buckets and the day counts, and takes the duplicates back off their servers' counts
+    — no rows travel back. Timestamps are positions in the batch's array (``_pg_timestamps``)."""
+    columns = ", ".join(_RECORD_COLUMNS)
+    metrics = ", ".join(METRICS)
+    metric_arrays = ", ".join("%s::float8[]" for _ in METRICS)
+    return (
+        f'WITH src AS (SELECT r.server_id, (%s::timestamptz[])[r.at] AS "timestamp", {metrics}, r.state '
+        f"FROM unnest(%s::bigint[], %s::int[], {metric_arrays}, %s::text[]) AS r(server_id, at, {metrics}, state)), "
+        # received_at is the same for the whole batch: one scalar parameter, not an array of copies.
+        f"ins AS (INSERT INTO ingest_metricrecord ({columns}) SELECT src.*, %s::timestamptz FROM src "
+        f"ON CONFLICT (server_id, timestamp) DO NOTHING RETURNING server_id, timestamp, {metrics}, state), "
+        f"{_pg_bucket_sql()}, "
+        f"{partitions.day_counts_add_sql('ins')}, "
+        # Records already stored (a retry, an overlapping backfill) come off the counts the server
+        # upsert added; the join runs only when the batch had any (a one-time filter).
+        "dups AS (UPDATE ingest_server AS s SET record_count = s.record_count - d.n "
+        'FROM (SELECT server_id, count(*) AS n FROM (SELECT server_id, "timestamp" FROM src '
+        'EXCEPT ALL SELECT server_id, "timestamp" FROM ins) AS x GROUP BY 1) AS d '
+        "WHERE s.id = d.server_id AND (SELECT count(*) FROM ins) < %s RETURNING 1) "
+        # Every data-modifying CTE runs to completion whether read or not; reading them costs nothing.
+        "SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM dups)"
+    )
+
+
 def _pg_store_batch(batch: list[CleanRecord], *, received_at: datetime) -> int:
-    """Postgres: two statements. The first upserts and locks the servers (_pg_upsert_servers); the
-    second inserts the records, rolls up only the rows that were new into the 5-minute buckets and
-    the day counts, and takes the duplicates back off their servers' counts — no rows travel back.
+    """Postgres: two statements. The first upserts and locks the servers (_pg_upsert_servers), the
+    second stores the records with their rollups and day counts (_pg_records_sql).
 
     Every per-row update (server, bucket, day count) changes no indexed column, so with free space
     on the page (fillfactor, migration 0007) it is a HOT update: no index is touched.
     """
     if not batch:
         return 0
-    server_ids = _pg_upsert_servers(batch, received_at=received_at)
-    rows = _record_rows(batch, server_ids, received_at=received_at)
-    columns = ", ".join(_RECORD_COLUMNS)
-    source = ", ".join(_RECORD_COLUMNS[:-1])
-    # received_at is the same for the whole batch: one scalar parameter, not an array of copies.
-    arrays = ", ".join(f"%s::{_pg_type(c)}[]" for c in _RECORD_COLUMNS[:-1])
-    sql = (
-        f"WITH src AS (SELECT * FROM unnest({arrays}) AS u({source})), "
-        f"ins AS ("
-        f"INSERT INTO ingest_metricrecord ({columns}) SELECT src.*, %s::timestamptz FROM src "
-        f"ON CONFLICT (server_id, timestamp) DO NOTHING "
-        f"RETURNING server_id, timestamp, {', '.join(METRICS)}, state), "
-        f"{_pg_bucket_sql()}, "
-        f"{partitions.day_counts_add_sql('ins')}, "
-        # Records already stored (a retry, an overlapping backfill) come off the counts the server
-        # upsert added; the join runs only when the batch had any.
-        f"dups AS (UPDATE ingest_server AS s SET record_count = s.record_count - d.n "
-        f'FROM (SELECT server_id, count(*) AS n FROM (SELECT server_id, "timestamp" FROM src '
-        f'EXCEPT ALL SELECT server_id, "timestamp" FROM ins) AS x GROUP BY 1) AS d '
-        f"WHERE s.id = d.server_id AND (SELECT count(*) FROM ins) < %s RETURNING 1) "
-        # Every data-modifying CTE runs to completion whether read or not; reading them costs nothing.
-        f"SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM dups)"
+    times, position = _pg_timestamps(batch)
+    server_ids = _pg_upsert_servers(batch, received_at=received_at, times=times, position=position)
+    # Sorted by (server id, timestamp): the order of the unique index the records go into.
+    rows = sorted(
+        (server_ids[r.server_name], position[r.timestamp], r.cpu_pct, r.mem_pct, r.disk_io_mb_s, r.latency_ms, r.state)
+        for r in batch
     )
+    params = [
+        times,
+        *_pg_arrays(rows),
+        received_at,
+        f"{settings.TFT_STEP_MINUTES} minutes",
+        len(rows),
+    ]
     with connection.cursor() as cursor:
-        columns_only = [row[:-1] for row in rows]
-        cursor.execute(sql, [*_pg_arrays(columns_only), received_at, f"{settings.TFT_STEP_MINUTES} minutes", len(rows)])
-        accepted, *_ = cursor.fetchone()
+        cursor.execute(_pg_records_sql(), params)
+        accepted, _ = cursor.fetchone()
     return accepted
 
 

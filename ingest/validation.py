@@ -151,6 +151,16 @@ def _timestamp(value: object, window: TimestampWindow) -> datetime:
     return timestamp
 
 
+def _timestamp_once(value: object, window: TimestampWindow, parsed: dict[str, datetime] | None) -> datetime:
+    """_timestamp, looked up in ``parsed`` first and remembered there when valid."""
+    if parsed is None or type(value) is not str:
+        return _timestamp(value, window)
+    timestamp = parsed.get(value)
+    if timestamp is None:
+        timestamp = parsed[value] = _timestamp(value, window)
+    return timestamp
+
+
 def _metric(metric: str, value: object) -> float:
     """The metric's value; raises ValueError with the record's problem."""
     number = _number(value)
@@ -164,7 +174,12 @@ def _metric(metric: str, value: object) -> float:
     return number
 
 
-def validate_record(raw: object, index: int, *, window: TimestampWindow) -> tuple[CleanRecord | None, list[Problem]]:
+def validate_record(
+    raw: object, index: int, *, window: TimestampWindow, parsed: dict[str, datetime] | None = None
+) -> tuple[CleanRecord | None, list[Problem]]:
+    """One record's CleanRecord, or every problem it has. ``parsed`` (timestamp text -> parsed
+    instant, valid ones only) is shared by the records of one batch: the guide's batch of N
+    servers carries one timestamp text N times, a backfill a few dozen."""
     if not isinstance(raw, dict):
         return None, [Problem(index, "record", "must be a JSON object with the contract's 7 fields")]
     missing = [name for name in RECORD_FIELDS if name not in raw]
@@ -175,7 +190,7 @@ def validate_record(raw: object, index: int, *, window: TimestampWindow) -> tupl
     timestamp = None
     if "timestamp" not in missing:
         try:
-            timestamp = _timestamp(raw["timestamp"], window)
+            timestamp = _timestamp_once(raw["timestamp"], window, parsed)
         except ValueError as exc:
             problems.append(Problem(index, "timestamp", str(exc)))
     values: dict[str, float] = {}
@@ -221,8 +236,9 @@ def validate_records(records: list, *, now: datetime | None = None) -> tuple[lis
     window = timestamp_window(now=now)
     clean: list[CleanRecord] = []
     problems: list[Problem] = []
+    parsed: dict[str, datetime] = {}
     for index, raw in enumerate(records):
-        record, found = validate_record(raw, index, window=window)
+        record, found = validate_record(raw, index, window=window, parsed=parsed)
         if found:
             problems.extend(found)
         else:

@@ -102,6 +102,14 @@ def test_timestamp_more_than_five_minutes_ahead_is_rejected(client):
     assert "future" in _problem(body, 0, "timestamp")[0]["message"]
 
 
+def test_a_bad_timestamp_shared_by_several_records_is_reported_on_each(client):
+    future = (datetime.now(UTC) + timedelta(minutes=6)).isoformat()
+    records = [make_record("ppdb001", future), make_record("ppdb002"), make_record("ppdb003", future)]
+    body = _reject(client, records)
+
+    assert {(e["index"], e["field"]) for e in body["errors"]} == {(0, "timestamp"), (2, "timestamp")}
+
+
 def test_timestamp_a_little_ahead_is_accepted(client):
     response = post_feed(client, {"records": [make_record(ts=datetime.now(UTC) + timedelta(minutes=4))]})
 

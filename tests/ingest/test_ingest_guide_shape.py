@@ -115,6 +115,20 @@ def test_guide_shape_batches_with_retries_and_late_arrivals_stay_exact():
     _assert_matches_raw_records()
 
 
+@pytest.mark.django_db
+def test_batch_of_many_timestamps_in_no_order_stays_exact():
+    """Each server's records at several timestamps, shuffled, across midnight: first and last
+    seen come from the earliest and latest of them whatever their order in the batch."""
+    servers = [f"gsmix{i:02d}" for i in range(12)]
+    stamps = [START + timedelta(seconds=37 * k) for k in range(40)]
+    records = [r for k, ts in enumerate(stamps) for r in _batch(servers, ts, k)]
+    random.Random(3).shuffle(records)
+
+    assert records_ingest(records=records[:300]).accepted == 300
+    assert records_ingest(records=records[200:]).accepted == len(records) - 300
+    _assert_matches_raw_records()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_guide_shape_feeders_with_duplicates_stay_exact(postgres_only):
     servers = [f"gsdb{i:03d}" for i in range(200)]
