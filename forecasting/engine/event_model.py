@@ -27,8 +27,9 @@ Features of one server at one origin (``event_features``), for the scored metric
   rate; a log-odds ratio) and how many hours of such history there are (``history_inputs``; the
   service keeps the decayed sums from its resolved outcomes, the backtest from the labels).
 
-A stored model names the features it was fitted on (a subset of ``FEATURES``, in any order), so a
-folder fitted before an input was added keeps serving with the inputs it knows.
+A stored model names the features it was fitted on (a subset of ``FEATURES``, in any order; a
+window may have its own list), so a folder fitted before an input was added keeps serving with the
+inputs it knows, and each window keeps only the inputs that helped it on development series.
 
 Per-metric figures are reduced over the scored metrics to the most dangerous one (min distance,
 max share). One model per window ("30m", "8h"). Learners: ``logistic`` (L2-regularised logistic
@@ -433,23 +434,32 @@ def check_model(model: object) -> dict:
     """The model dict if this code can evaluate it; EventModelError otherwise."""
     if not isinstance(model, dict) or model.get("format") != FORMAT:
         raise EventModelError(f"not a {FORMAT} model")
-    features = list(model.get("features", ()))
-    if not features or len(set(features)) != len(features) or not set(features) <= set(FEATURES):
-        raise EventModelError("the model's features are not a subset of this code's FEATURES")
     windows = model.get("windows")
     if not isinstance(windows, dict) or not all(w in windows for w in WINDOWS):
         raise EventModelError(f"model lacks windows {list(WINDOWS)}")
     for params in windows.values():
         if not isinstance(params, dict) or params.get("learner") not in LEARNERS:
             raise EventModelError("a window's learner is missing or unknown")
+        features = list(window_features(model, params))
+        if not features or len(set(features)) != len(features) or not set(features) <= set(FEATURES):
+            raise EventModelError("a window's features are not a subset of this code's FEATURES")
     return model
+
+
+def window_features(model: dict, params: dict) -> list[str]:
+    """The inputs one window was fitted on: its own list when it has one, else the model's."""
+    return list(params.get("features") or model.get("features", ()))
 
 
 def model_probabilities(model: dict, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Window name → (N,) P(an incident starts within the window), from ``event_features`` (every
-    one of FEATURES; the model reads the columns it was fitted on, in its own order)."""
-    cols = feature_columns(model["features"])
-    return {name: predict(model["windows"][name], x[:, cols]) for name, x in features.items() if name in model["windows"]}
+    one of FEATURES; each window reads the columns it was fitted on, in its own order)."""
+    out = {}
+    for name, x in features.items():
+        params = model["windows"].get(name)
+        if params is not None:
+            out[name] = predict(params, x[:, feature_columns(window_features(model, params))])
+    return out
 
 
 def feature_columns(names: Sequence[str]) -> list[int]:

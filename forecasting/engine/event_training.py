@@ -252,21 +252,26 @@ def scores_by_family(p: np.ndarray, event: np.ndarray, family: np.ndarray) -> di
 
 
 def fit_event_model(data: dict, *, learner: str, cfg: SampleConfig | None = None, meta: dict | None = None,
-                    features: Sequence[str] = em.FEATURES) -> dict:  # fmt: skip
+                    features: Sequence[str] = em.FEATURES,
+                    window_features: Mapping[str, Sequence[str]] | None = None) -> dict:  # fmt: skip
     """The storable event model (engine.event_model.new_model) fitted on every sample of ``data``
-    for the "incident" event (either kind), families weighted equally, on the inputs ``features``."""
+    for the "incident" event (either kind), families weighted equally, on the inputs ``features``
+    (or, for a window in ``window_features``, on its own list, stored with its parameters)."""
     cfg = cfg or SampleConfig()
     weight = family_weights(data["family"])
-    cols = _columns(data, features)
     labels = {name: data["labels"][(EVENT_KIND, name)] for name in WINDOWS}
-    windows = {
-        name: fit_window(learner, data["x"][name][:, cols], labels[name], weight, data["bound"][name])
-        for name in WINDOWS
-    }
+    windows = {}
+    for name in WINDOWS:
+        own = (window_features or {}).get(name)
+        x = data["x"][name][:, _columns(data, own or features)]
+        windows[name] = fit_window(learner, x, labels[name], weight, data["bound"][name])
+        if own is not None:
+            windows[name]["features"] = list(own)
     base = {name: float(np.mean(data["labels"][(EVENT_KIND, name)])) for name in WINDOWS}
+    used = set(features) | {f for own in (window_features or {}).values() for f in own}
     return em.new_model(
         windows,
-        features=features,
+        features=[f for f in em.FEATURES if f in used] if window_features else features,
         min_buckets=cfg.min_buckets,
         thresholds=dict(cfg.thresholds),
         meta={"event": EVENT_KIND, "incident_states": list(cfg.incident_states), "samples": len(data["series"]),

@@ -130,3 +130,22 @@ def test_fit_event_model_refuses_a_stride_for_a_source_it_was_not_given(tmp_path
     with pytest.raises(CommandError, match="data/nowhere"):
         call_command("fit_event_model", "--model", str(model_dir), "--simulated", "3", "--days", "3",
                      "--fleet-every", "data/nowhere=12", stdout=io.StringIO())  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_fit_event_model_leaves_inputs_out_of_one_window(tmp_path):
+    from django.core.management import call_command
+
+    model_dir = tiny_model_folder(tmp_path)
+    call_command("fit_event_model", "--model", str(model_dir), "--simulated", "3", "--days", "3", "--seed", "5",
+                 "--part", "all", "--learner", "logistic", "--without", "30m:history_lor", "30m:history_hours",
+                 stdout=io.StringIO())  # fmt: skip
+    model = folders.read_event_model(model_dir)
+    assert "history_lor" not in model["windows"]["30m"]["features"]
+    assert "history_lor" in em_window_features(model, "8h")
+
+
+def em_window_features(model: dict, window: str) -> list[str]:
+    from forecasting.engine.event_model import window_features
+
+    return window_features(model, model["windows"][window])

@@ -22,6 +22,7 @@ from django.core.management.base import CommandError
 from forecasting.engine import event_model as em
 from forecasting.engine import event_training
 from forecasting.engine.folders import write_event_model
+from forecasting.engine.incidents import WINDOWS
 from forecasting.management.commands import backtest
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,13 @@ def _stride(text: str) -> tuple[str, int]:
     if not sep or not fleet or not every.isdigit() or int(every) < 1:
         raise ValueError(f"expected FLEET=N with N ≥ 1, got {text!r}")
     return fleet, int(every)
+
+
+def _left_out(text: str) -> tuple[str | None, str]:
+    window, sep, feature = text.rpartition(":")
+    if feature not in em.FEATURES or (sep and window not in WINDOWS):
+        raise ValueError(f"expected FEATURE or WINDOW:FEATURE ({', '.join(WINDOWS)}), got {text!r}")
+    return (window or None), feature
 
 
 class Command(backtest.Command):
@@ -50,8 +58,9 @@ class Command(backtest.Command):
         parser.add_argument("--save-samples", type=Path, help="also write the samples here (.npz)")
         parser.add_argument("--from-samples", type=Path, help="fit from samples saved by --save-samples")
         parser.add_argument(
-            "--without", nargs="+", default=[], choices=em.FEATURES, metavar="FEATURE", help="inputs to leave out"
-        )
+            "--without", nargs="+", default=[], type=_left_out, metavar="[WINDOW:]FEATURE",
+            help="inputs to leave out, of every window or of one (e.g. 30m:history_lor)",
+        )  # fmt: skip
 
     def handle(self, *args, **opts):
         forecaster = self._forecaster(opts)
@@ -70,16 +79,19 @@ class Command(backtest.Command):
             raise CommandError("no origins to fit the event model on (series too short)")
         if opts["save_samples"]:
             event_training.save_samples(opts["save_samples"], data, fitted_on=fitted_on)
-        features = [f for f in em.FEATURES if f not in opts["without"]]
+        everywhere = {f for w, f in opts["without"] if w is None}
+        features = [f for f in em.FEATURES if f not in everywhere]
+        own = {w: [f for f in features if (w, f) not in opts["without"]] for w in {w for w, _ in opts["without"] if w}}
         try:
             model = event_training.fit_event_model(data, learner=opts["learner"], cfg=cfg, features=features,
-                                                   meta={"fitted_on": fitted_on})  # fmt: skip
+                                                   window_features=own or None, meta={"fitted_on": fitted_on})  # fmt: skip
         except ValueError as exc:  # samples without an input: leave it out with --without, or sample again
             raise CommandError(str(exc)) from exc
         write_event_model(self.model_path, model)
         rates = ", ".join(f"{w} {r:.3f}" for w, r in model["training_event_rate"].items())
         self.stdout.write(
-            f"event model ({opts['learner']}) fitted on {model['samples']} origins with {len(features)} inputs "
+            f"event model ({opts['learner']}) fitted on {model['samples']} origins with "
+            f"{', '.join(f'{w} {len(em.window_features(model, p))}' for w, p in model['windows'].items())} inputs "
             f"(event rate {rates}) → {self.model_path / 'event_model.json'}"
         )
 

@@ -196,3 +196,12 @@ def test_history_counts_only_windows_closed_before_the_origin():
     events, hours = em.series_history(labels, every=12, steps=96, min_buckets=2)
     assert events[:19].sum() == 0 and events[19] > 0  # origin 10's window + 2 buckets closes before origin 19
     assert hours[8] == 0 and hours[9] == pytest.approx(0.5 ** (9 / em.HISTORY_HALF_LIFE_HOURS))  # origin 0, 9 h old
+
+
+def test_a_window_with_its_own_inputs_reads_only_those():
+    x = np.random.default_rng(3).normal(size=(5, len(em.FEATURES)))
+    model = _level_model(["share_near", "level"])
+    model["windows"]["30m"] = {**model["windows"]["30m"], "features": ["level"], "mean": [0.0], "std": [1.0],
+                               "coef": [5.0]}  # fmt: skip
+    p = em.model_probabilities(em.check_model(model), {"30m": x, "8h": x})
+    np.testing.assert_allclose(p["30m"], p["8h"])  # both read level alone (share_near's coefficient is 0)
