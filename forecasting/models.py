@@ -327,7 +327,9 @@ class ForecastScore(models.Model):
 class CalibrationState(models.Model):
     """A server's interval calibration for one metric × horizon band (engine.calibration): the log
     factors scaling the served quantiles' distance from p50 below and above it, moved by each
-    scoring pass's coverage counts (forecasting.scoring.calibration)."""
+    scoring pass's coverage counts (forecasting.scoring.calibration) of the active TFT model's served
+    forecasts. `model_name`: that model version; the first pass after a switch resets the states of
+    another version (their factors were fitted on the old model's errors)."""
 
     server = models.ForeignKey("ingest.Server", on_delete=models.CASCADE, related_name="+")
     metric = models.CharField(max_length=32)
@@ -335,6 +337,8 @@ class CalibrationState(models.Model):
     log_lower = models.FloatField(default=0.0)
     log_upper = models.FloatField(default=0.0)
     n = models.BigIntegerField(default=0, help_text="scored targets taken in so far")
+    model_name = models.CharField(max_length=128, blank=True, default="",
+                                  help_text="the model version whose served intervals the factors were fitted on")
     updated_at = models.DateTimeField()
 
     class Meta:

@@ -13,8 +13,11 @@ contract's 4 metrics, `quantile` by 3, `horizon` by 4, `window` by 2, `severity`
 the fallback reason codes and `phase` by the run's phases. Per server that is 48 tft_forecast, 12
 tft_forecast_peak, 4 tft_forecast_current, 8 tft_forecast_threshold and 2 tft_incident_probability
 series: 74 series a server, 74,000 for 1,000 servers. Live accuracy adds `band` (3): 4 families
-× 4 metrics × 3 bands = 48 series a server once its forecasts are scored (48,000 for 1,000 servers).
-No label carries a timestamp or an id.
+× 4 metrics × 3 bands = 48 series a server once its forecasts are scored (48,000 for 1,000 servers),
+as served; the raw TFT's ratio to naive adds tft_forecast_mase_vs_naive{kind="raw"} per metric × band
+(12 series a TFT-forecast server: 60 with the served 48), of the active model version only, and
+tft_forecast_scored_targets has `kind` (2) × `version` (the versions scored in the last 24 h, one or
+two but right after switches). No label carries a timestamp or an id.
 
 No model code is imported here: the web process never loads torch.
 """
@@ -37,10 +40,10 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from access.read_limits import MetricsRateThrottle, read_cached
 from forecasting.engine.spec import STEP_MINUTES
-from forecasting.models import Alert, PredictionRun
+from forecasting.models import Alert, ForecastScore, PredictionRun
 from forecasting.registry import active_model_version
 from forecasting.runs.selectors import current_run, served_forecasts
-from forecasting.scoring.selectors import probability_reliability, series_accuracy
+from forecasting.scoring.selectors import probability_reliability, scored_targets, series_accuracy
 from ingest.selectors import counters_totals, fleet_readiness
 
 # Forecast step (1-based, 5-minute steps) per horizon label: 30 min, 1 h, 4 h, 8 h ahead.
@@ -87,9 +90,11 @@ def metrics_view(request):
 def metrics_text(*, now: datetime | None = None) -> bytes:
     now = now or datetime.now(UTC)
     run = current_run()
-    parts = [_process_text(), generate_latest(_Registry([ServiceCollector(run=run, now=now)]))]
+    version = active_model_version()
+    active = version.name if version else None
+    parts = [_process_text(), generate_latest(_Registry([ServiceCollector(run=run, active=active, now=now)]))]
     if run is not None:
-        parts.append(_forecast_text(run))
+        parts.append(_forecast_text(run, active=active))
     return b"".join(parts)
 
 
@@ -135,8 +140,9 @@ _PROBABILITY_SCORES: dict[str, str] = {
 class ServiceCollector:
     """Service metrics from the database: a handful of small queries, whatever the fleet size."""
 
-    def __init__(self, *, run: PredictionRun | None, now: datetime):
+    def __init__(self, *, run: PredictionRun | None, active: str | None, now: datetime):
         self.run = run
+        self.active = active  # the active model version's name, None without one
         self.now = now
 
     def collect(self):
@@ -190,9 +196,8 @@ class ServiceCollector:
         for status in PredictionRun.Status.values:
             attempt.add_metric([status], 1.0 if last == status else 0.0)
         yield attempt
-        version = active_model_version()
         active = GaugeMetricFamily("tft_model_active_info", "The active model version (1).", labels=["version"])
-        active.add_metric([version.name if version else ""], 1.0)
+        active.add_metric([self.active or ""], 1.0)
         yield active
         run = self.run
         if run is None:
@@ -292,12 +297,12 @@ class ServiceCollector:
         yield flaps
 
 
-def _forecast_text(run: PredictionRun) -> bytes:
+def _forecast_text(run: PredictionRun, *, active: str | None) -> bytes:
     with _cache_lock:
         if _forecast_cache["run_id"] == run.pk:
             return _forecast_cache["text"]
     # Scores change once per scoring pass (minutes), so they are cached with the run's forecasts.
-    text = forecast_exposition(run=run) + accuracy_exposition()
+    text = forecast_exposition(run=run) + accuracy_exposition(active=active)
     with _cache_lock:
         _forecast_cache.update(run_id=run.pk, text=text)
     return text
@@ -366,22 +371,49 @@ def forecast_exposition(*, run: PredictionRun) -> bytes:
 
 _ACCURACY_FAMILIES: dict[str, tuple[str, str]] = {
     "tft_forecast_mase": ("mase", "Live MASE of the last 24 h of forecasts (MAE / the server's 1-step naive MAE)."),
-    "tft_forecast_mase_vs_naive": ("mase_vs_naive", "MAE / MAE of the naive (last value) forecast, last 24 h."),
+    "tft_forecast_mase_vs_naive": ("mase_vs_naive", "MAE / MAE of the naive (last value) forecast, last 24 h "
+                                   "(kind raw: the active model's own quantiles, before blend and calibration)."),
     "tft_forecast_pinball": ("pinball", "Mean pinball loss over p10/p50/p90 (metric's unit), last 24 h."),
     "tft_forecast_coverage": ("coverage_80", "Share of observed targets inside the served p10–p90, last 24 h."),
 }
 
 
-def accuracy_exposition(*, now: datetime | None = None) -> bytes:
-    """Live accuracy per server × metric × horizon band from one grouped query; a series without
-    scored targets yet is left out rather than exported as NaN."""
+_RAW_FAMILY = "tft_forecast_mase_vs_naive"  # the raw TFT's figure exported beside the served one
+_TARGETS_FAMILY = "tft_forecast_scored_targets"
+_TARGETS_HELP = ("Scored targets behind the accuracy gauges, last 24 h, per kind and model version (heuristic: the "
+                 "fallback's): the versions the figures describe.")
+
+
+def accuracy_exposition(*, active: str | None, now: datetime | None = None) -> bytes:
+    """Live accuracy per server × metric × horizon band, two grouped queries; a series without
+    scored targets yet is left out rather than exported as NaN.
+
+    The four families are of the forecasts as served, over every model version that served in the
+    last 24 h, with the labels they always had (server, metric, band): dashboards read them as before.
+    Beside them tft_forecast_mase_vs_naive carries the raw TFT's ratio (its own quantiles, before the
+    blend with the last value and the interval calibration, on the same targets) with `kind="raw"`,
+    of the active model version only; select the served ones with `kind!="raw"` where a query does
+    not name a server. tft_forecast_scored_targets says which versions each kind describes.
+    ``active``: the active model version's name."""
     lines: dict[str, list[str]] = {name: [] for name in _ACCURACY_FAMILIES}
-    for (server, metric, band), scores in sorted(series_accuracy(now=now).items()):
+    raw_key = _ACCURACY_FAMILIES[_RAW_FAMILY][0]
+    for (kind, server, metric, band), scores in sorted(series_accuracy(raw_model=active, now=now).items()):
         labels = f'server="{_label(server)}",metric="{metric}",band="{band}"'
+        if kind == ForecastScore.Kind.RAW:
+            if scores[raw_key] is not None:
+                lines[_RAW_FAMILY].append(f'{_RAW_FAMILY}{{{labels},kind="raw"}} {_value(scores[raw_key])}')
+            continue
         for name, (key, _) in _ACCURACY_FAMILIES.items():
             if scores[key] is not None:
                 lines[name].append(f"{name}{{{labels}}} {_value(scores[key])}")
+    targets = []
+    for (kind, version), n in sorted(scored_targets(window="24h", now=now).items()):
+        if kind == ForecastScore.Kind.RAW and version != active:
+            continue  # the raw gauges describe the active version only
+        label = _label(version) if version else "heuristic"
+        targets.append(f'{_TARGETS_FAMILY}{{kind="{kind}",version="{label}"}} {n}')
     out = []
     for name, (_, help_text) in _ACCURACY_FAMILIES.items():
         out += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", *lines[name]]
+    out += [f"# HELP {_TARGETS_FAMILY} {_TARGETS_HELP}", f"# TYPE {_TARGETS_FAMILY} gauge", *targets]
     return ("\n".join(out) + "\n").encode()

@@ -39,6 +39,7 @@ def status_body(*, with_servers: bool = False, with_model: bool = False) -> dict
     readiness = fleet_readiness()
     threshold = settings.TFT_WARMUP_RECORDS
     forecasting = status_section()
+    active = active_model_version()
     body = {
         "running": True,
         "tick_count": totals.batches,
@@ -57,10 +58,10 @@ def status_body(*, with_servers: bool = False, with_model: bool = False) -> dict
             "message": _warmup_message(readiness, forecasting.get("predictions")),
         },
         **forecasting,
-        "accuracy": fleet_accuracy(),
+        "accuracy": fleet_accuracy(raw_model=active.name if active else None),
         "probabilities": probability_reliability(),
     }
-    body["model"] |= model_lifecycle(version=active_model_version())
+    body["model"] |= model_lifecycle(version=active)
     if not with_model:
         body["model"] = {key: value for key, value in body["model"].items() if key != "metrics"}
     if with_servers:

@@ -18,6 +18,8 @@ from tftsite.status import status_body
 
 _FLEET_ACCURACY = {"mase": 0.8, "naive_mase": 1.0, "mase_vs_naive": 0.8, "pinball": None, "coverage_80": 0.79,
                    "n": 23040}
+_FLEET_BANDS = {"bands": {"0-30m": {"mase_vs_naive": 0.95, "n": 11520, "raw": {"mase_vs_naive": 1.1, "n": 11520}}},
+                "raw_model_version": "tft_model_20251013T120000Z"}
 FAVICON = Path(__file__).resolve().parent / "assets" / "favicon.ico"
 # Browsers ask for /favicon.ico on every page without a <link rel=icon>; a month of caching keeps
 # those requests off the server, and a changed icon still shows up within that time.
@@ -91,8 +93,25 @@ class ServerReadinessSerializer(serializers.Serializer):
     last_received_at = serializers.DateTimeField(allow_null=True)
 
 
+class RatioSerializer(serializers.Serializer):
+    mase_vs_naive = serializers.FloatField(allow_null=True, help_text="MAE / naive MAE on the same targets (< 1: better)")
+    n = serializers.IntegerField(help_text="scored targets")
+
+
+class FleetBandRatioSerializer(RatioSerializer):
+    """A band's ratio to naive as served, and the raw TFT's beside it."""
+
+    raw = RatioSerializer(help_text="the active model version's own quantiles (raw_model_version), before the blend "
+                                    "with the last value and the interval calibration, on the same targets")
+
+
 class FleetWindowAccuracySerializer(AccuracySerializer):
     metrics = serializers.DictField(child=AccuracySerializer(), help_text="metric → accuracy")
+    bands = serializers.DictField(child=FleetBandRatioSerializer(),
+                                  help_text="horizon band (0-30m, 30m-2h, 2-8h) → ratio to naive, all metrics: as "
+                                            "served (every model version that served), and the raw TFT's")
+    raw_model_version = serializers.CharField(allow_null=True,
+                                              help_text="the model version the raw figures describe (the active one)")
 
 
 class StatusAccuracySerializer(MetricAccuracySerializer):
@@ -158,7 +177,7 @@ class StatusApi(ReadApiView):
                                                "fleet_health": "healthy"},
                                "last_attempt": {"status": "complete", "started_at": "2025-10-13T16:30:13+00:00",
                                                 "error": None},
-                               "accuracy": {window: {**_FLEET_ACCURACY, "metrics": {"cpu_pct": _FLEET_ACCURACY}}
+                               "accuracy": {window: {**_FLEET_ACCURACY, "metrics": {"cpu_pct": _FLEET_ACCURACY}, **_FLEET_BANDS}
                                             for window in ("24h", "7d")},
                                "probabilities": {"days": 7, "windows": {}}},
                     )

@@ -8,6 +8,14 @@ to the TFT's quantiles before scoring and storing its forecasts.
 
 A state row holds its band's own correction; what is served is the cascade of the nearer bands'
 corrections and its own (engine.calibration.served_log_factors).
+
+The calibration is applied to TFT forecasts only, so it takes the served counts of the active TFT
+model version only (scoring.services._coverage) and each state records that version. A state of
+another version (fitted on the old model's errors) is reset by the first pass after a switch: one
+UPDATE of every such row back to no correction and n 0, in the pass's transaction, whether or not the
+pass brings counts of the new model (the first hours after a switch mostly score the old model's
+forecasts, which are left out). Between the switch and that pass (one TFT_SCORE_INTERVAL_SECONDS at
+most) the prediction run still applies the old factors.
 """
 
 from __future__ import annotations
@@ -65,16 +73,32 @@ def _states_by_server_metric(states) -> dict[tuple[int, str], tuple[str, np.ndar
     return out
 
 
-def intervals_recalibrate(*, observations: Iterable[CoverageCounts], now: datetime | None = None) -> int:
+def _states_of_other_models_reset(*, model_name: str, now: datetime) -> int:
+    """Reset every state fitted on another model version to no correction (log factors 0, n 0) and
+    hand it to ``model_name``: one UPDATE, matching no row except on the first pass after a switch."""
+    reset = CalibrationState.objects.exclude(model_name=model_name).update(
+        log_lower=0.0, log_upper=0.0, n=0, model_name=model_name, updated_at=now
+    )
+    if reset:
+        logger.info("interval calibration reset after a model switch", extra={"states": reset, "model": model_name})
+    return reset
+
+
+def intervals_recalibrate(*, observations: Iterable[CoverageCounts], model_name: str,
+                          now: datetime | None = None) -> int:
     """Move each server × metric × band state one adaptive-conformal step from a scoring pass's
-    counts (a new state starts from its profile's prior), in one locked read and one upsert.
-    Returns the number of states written."""
-    totals = _summed(observations)
-    if not totals:
+    counts of model version ``model_name`` (a new state starts from its profile's prior), in one
+    locked read and one upsert; first reset the states of any other version. An empty
+    ``model_name`` (no active model) changes nothing. Returns the number of states written."""
+    if not model_name:
         return 0
     now = now or datetime.now(UTC)
-    keys = list(totals)
+    totals = _summed(observations)
     with transaction.atomic():
+        _states_of_other_models_reset(model_name=model_name, now=now)
+        if not totals:
+            return 0
+        keys = list(totals)
         server_ids = {k[0] for k in keys}
         locked = CalibrationState.objects.select_for_update().filter(server_id__in=server_ids)
         current = {(s.server_id, s.metric, s.band): s for s in locked}
@@ -92,6 +116,7 @@ def intervals_recalibrate(*, observations: Iterable[CoverageCounts], now: dateti
                 log_lower=float(moved[i, 0]),
                 log_upper=float(moved[i, 1]),
                 n=(current[k].n if k in current else 0) + int(counts[i, 0]),
+                model_name=model_name,
                 updated_at=now,
             )
             for i, k in enumerate(keys)
@@ -100,7 +125,7 @@ def intervals_recalibrate(*, observations: Iterable[CoverageCounts], now: dateti
             rows,
             update_conflicts=True,
             unique_fields=["server", "metric", "band"],
-            update_fields=["log_lower", "log_upper", "n", "updated_at"],
+            update_fields=["log_lower", "log_upper", "n", "model_name", "updated_at"],
         )
     logger.info("intervals recalibrated", extra={"states": len(rows), "new": sum(k not in current for k in keys)})
     return len(rows)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Count, F, Sum
+from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import Round
 
 from forecasting.engine.blend import SUMS as BLEND_SUMS
@@ -66,17 +66,39 @@ def server_accuracy(*, server_name: str, now: datetime | None = None) -> dict:
     return out
 
 
-def fleet_accuracy(*, now: datetime | None = None) -> dict:
-    """{"24h": {…all metrics…, "metrics": {metric: {…}}}, "7d": …} over the whole fleet. The
-    all-metric figures are ratios of sums (MASE, ×naive, coverage); pinball is per metric only,
-    since it is in the metric's unit."""
+def _ratio(sums: dict[str, float]) -> dict:
+    scores = accuracy(sums)
+    return {"mase_vs_naive": scores["mase_vs_naive"], "n": scores["n"]}
+
+
+def fleet_accuracy(*, raw_model: str | None, now: datetime | None = None) -> dict:
+    """{"24h": {…all metrics…, "metrics": {metric: {…}}, "bands": {band: {mase_vs_naive, n, "raw":
+    {mase_vs_naive, n}}}, "raw_model_version": …}, "7d": …} over the whole fleet. The all-metric
+    figures are ratios of sums (MASE, ×naive, coverage); pinball is per metric only, since it is in
+    the metric's unit. Per band the served forecasts' ratio to naive (every version that served, as
+    above) and the raw TFT's of model version ``raw_model`` only (the active one: a model's own
+    accuracy, not a mix across a switch; none without a model), named by "raw_model_version". Two
+    grouped queries per window."""
     out = {}
     for window in ACCURACY_WINDOWS:
         by_metric = _score_sums(_window_scores(window, now), ("metric",))
         metrics = {metric: accuracy(by_metric.get((metric,), {})) for metric in METRICS}
         overall = accuracy(_added(list(by_metric.values())))
-        out[window] = {**overall, "pinball": None, "metrics": metrics}
+        kinds = (Q(kind=_SERVED) | Q(kind=_RAW, model_name=raw_model)) if raw_model else Q(kind=_SERVED)
+        by_band = _score_sums(_both_kinds(window, now).filter(kinds), ("kind", "band"))
+        bands = {band: {**_ratio(by_band.get((_SERVED, band), {})), "raw": _ratio(by_band.get((_RAW, band), {}))}
+                 for band in SCORE_BANDS}  # fmt: skip
+        out[window] = {**overall, "pinball": None, "metrics": metrics, "bands": bands,
+                       "raw_model_version": raw_model or None}  # fmt: skip
     return out
+
+
+def scored_targets(*, window: str = "24h", now: datetime | None = None) -> dict[tuple[str, str], int]:
+    """(kind, model version) → scored targets over ``window`` ('' for the heuristic): which model
+    versions the accuracy figures describe, and how much of them each (/metrics). One grouped query."""
+    rows = (_both_kinds(window, now).values("kind", "model_name").annotate(total=Sum("n")).order_by()
+            .values_list("kind", "model_name", "total"))  # fmt: skip
+    return {(kind, model): int(total or 0) for kind, model, total in rows}
 
 
 def fleet_band_accuracy(*, window: str = "24h", now: datetime | None = None) -> dict:
@@ -152,9 +174,13 @@ def server_incident_history(*, server_id: int, now: datetime | None = None) -> d
     return out
 
 
-def series_accuracy(*, now: datetime | None = None) -> dict[tuple[str, str, str], dict]:
-    """(server name, metric, band) → accuracy over the last 24 h: one grouped query (/metrics)."""
-    sums = _score_sums(_window_scores("24h", now), ("server__name", "metric", "band"))
+def series_accuracy(*, raw_model: str | None = None,
+                    now: datetime | None = None) -> dict[tuple[str, str, str, str], dict]:
+    """(kind, server name, metric, band) → accuracy over the last 24 h: as served (every model
+    version that served), and raw of model version ``raw_model`` only (none without one): one
+    grouped query (/metrics)."""
+    kinds = (Q(kind=_SERVED) | Q(kind=_RAW, model_name=raw_model)) if raw_model else Q(kind=_SERVED)
+    sums = _score_sums(_both_kinds("24h", now).filter(kinds), ("kind", "server__name", "metric", "band"))
     return {key: accuracy(s) for key, s in sums.items()}
 
 

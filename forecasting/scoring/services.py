@@ -311,12 +311,13 @@ def _markers_move(due: _Due) -> bool:
 def _coverage(aggregates: dict[_Key, np.ndarray], *, active_model: str) -> list[CoverageCounts]:
     """The pass's counts per server × metric × band (summed over origin hours) for the interval
     calibration: of the served intervals only (the calibration corrects what is served), and only
-    those of the active model version or the heuristic. The heuristic's counts are taken as they
-    always were; a replaced model's forecasts, still being scored for up to 8 h after a switch, would
-    move the new model's intervals by the old one's misses."""
+    those of the active TFT model version. The calibration is applied to TFT forecasts only, so the
+    heuristic's misses (its own intervals, never calibrated) would move the TFT's by errors it does
+    not make; a replaced model's forecasts, still being scored for up to 8 h after a switch, would
+    move the new model's intervals by the old one's misses. No active model: no counts."""
     totals: dict[tuple[int, str, str], np.ndarray] = {}
     for (server_id, metric, band, _, kind, model), sums in aggregates.items():
-        if kind != _SERVED_KIND or model not in ("", active_model):
+        if kind != _SERVED_KIND or not active_model or model != active_model:
             continue
         key = (server_id, metric, band)
         totals[key] = totals.get(key, 0) + sums
@@ -352,7 +353,8 @@ def forecasts_score(*, limit: int | None = None) -> ScoringPass:
         # Interval calibration (issue #13 item 2) takes each pass's coverage counts in the same
         # transaction, so it sees every scored target exactly once.
         active = active_model_version()
-        intervals_recalibrate(observations=_coverage(aggregates, active_model=active.name if active else ""))
+        model_name = active.name if active else ""
+        intervals_recalibrate(observations=_coverage(aggregates, active_model=model_name), model_name=model_name)
     result = ScoringPass(len(due.ids), int((due.new - due.old).sum()), len(aggregates), completed)
     logger.info("forecasts scored", extra=result.__dict__)
     return result

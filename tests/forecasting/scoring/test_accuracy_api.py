@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from forecasting.models import ForecastScore
+from forecasting.models import ForecastScore, ModelVersion
 from forecasting.runs.chunks import fleet_predict
 from forecasting.scoring.services import forecasts_score
 from ingest.models import Server
@@ -55,10 +55,57 @@ def test_metrics_export_accuracy_gauges_per_server_metric_and_band(client, score
 
 
 
-def _cpu_scores(kind: str, abs_err: float) -> None:
+def _cpu_scores(kind: str, abs_err: float, model: str = "") -> None:
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
     ForecastScore.objects.create(server=Server.objects.get(name="ppdb001"), metric="cpu_pct", band="0-30m", hour=hour,
-                                 n=60, abs_err=abs_err, naive_abs_err=60.0, scale=30.0, kind=kind)  # fmt: skip
+                                 n=60, abs_err=abs_err, naive_abs_err=60.0, scale=30.0, kind=kind,
+                                 model_name=model)  # fmt: skip
+
+
+@pytest.fixture
+def raw_and_served(no_models):
+    """A current (heuristic) run, then model tft_model_a active, its cpu 0-30m forecasts scored: served
+    0.9 × naive, raw 1.3 × naive, and a replaced model's raw scores (0.5 ×) beside them."""
+    ingest_fleet(["ppdb001"])
+    fleet_predict()
+    ModelVersion.objects.create(name="tft_model_a", path="/nowhere/tft_model_a", created_at=datetime.now(UTC),
+                                is_active=True)  # fmt: skip
+    _cpu_scores("served", 54.0, "tft_model_a")
+    _cpu_scores("raw", 78.0, "tft_model_a")
+    _cpu_scores("raw", 30.0, "tft_model_old")
+
+
+def test_metrics_export_the_raw_tfts_ratio_to_naive_with_kind_raw(client, raw_and_served):
+    text = client.get("/metrics").content.decode()
+
+    assert 'tft_forecast_mase_vs_naive{server="ppdb001",metric="cpu_pct",band="0-30m",kind="raw"} 1.3' in text
+
+
+def test_metrics_keep_the_served_series_as_they_were(client, raw_and_served):
+    text = client.get("/metrics").content.decode()
+
+    assert 'tft_forecast_mase_vs_naive{server="ppdb001",metric="cpu_pct",band="0-30m"} 0.9' in text
+
+
+def test_metrics_name_the_model_version_each_kind_describes(client, raw_and_served):
+    lines = [line for line in client.get("/metrics").content.decode().splitlines()
+             if line.startswith("tft_forecast_scored_targets{")]  # fmt: skip
+
+    # the replaced model's raw scores are in no raw gauge, so they are not named either
+    assert sorted(lines) == ['tft_forecast_scored_targets{kind="raw",version="tft_model_a"} 60',
+                             'tft_forecast_scored_targets{kind="served",version="tft_model_a"} 60']
+
+
+def test_status_has_the_raw_tfts_ratio_beside_the_served_per_band(client, raw_and_served):
+    window = client.get("/status").json()["accuracy"]["24h"]
+
+    band = window["bands"]["0-30m"]
+    assert (band["mase_vs_naive"], band["raw"]["mase_vs_naive"]) == (pytest.approx(0.9), pytest.approx(1.3))
+    assert window["raw_model_version"] == "tft_model_a"
+
+
+def test_status_with_raw_accuracy_conforms(schema, client, raw_and_served):  # noqa: F811
+    conforms(schema, "/status", "get", client.get("/status"))
 
 
 def test_server_prediction_has_the_raw_tfts_accuracy_beside_the_served_per_band(client, no_models):

@@ -19,6 +19,7 @@ from tests.conftest import ingest_fleet
 
 pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)
+MODEL = "tft_model_a"  # the active model version whose served counts a pass hands over
 
 
 def _server(name: str, profile: str = "web_api") -> Server:
@@ -27,7 +28,7 @@ def _server(name: str, profile: str = "web_api") -> Server:
 
 def test_a_scoring_pass_moves_the_state_one_aci_step():
     web = _server("ppweb001")
-    intervals_recalibrate(observations=[CoverageCounts(web.pk, "cpu_pct", "0-30m", 6, 2, 0, 4)])
+    intervals_recalibrate(observations=[CoverageCounts(web.pk, "cpu_pct", "0-30m", 6, 2, 0, 4)], model_name=MODEL)
     state = CalibrationState.objects.get(server=web, metric="cpu_pct", band="0-30m")
     assert state.log_lower == pytest.approx(cal.GAMMAS[0] * 6 * (0 / 6 - 0.1))
     assert state.log_upper == pytest.approx(cal.GAMMAS[0] * 6 * (4 / 6 - 0.1))
@@ -37,8 +38,8 @@ def test_a_scoring_pass_moves_the_state_one_aci_step():
 def test_later_passes_continue_from_the_stored_state():
     web = _server("ppweb001")
     counts = CoverageCounts(web.pk, "cpu_pct", "2-8h", 72, 72, 0, 0)
-    intervals_recalibrate(observations=[counts])
-    intervals_recalibrate(observations=[counts])
+    intervals_recalibrate(observations=[counts], model_name=MODEL)
+    intervals_recalibrate(observations=[counts], model_name=MODEL)
     state = CalibrationState.objects.get(server=web, metric="cpu_pct", band="2-8h")
     step = cal.GAMMAS[2] * cal.N_CAP * (0 - 0.1)  # all inside: narrower on both sides, capped at N_CAP
     assert state.log_lower == pytest.approx(2 * step) and state.log_upper == pytest.approx(2 * step)
@@ -49,10 +50,10 @@ def test_later_passes_continue_from_the_stored_state():
 def test_a_new_server_starts_from_its_profiles_prior():
     old, db, new = _server("ppweb001"), _server("ppdb001", "database"), _server("ppweb002")
     CalibrationState.objects.create(server=old, metric="mem_pct", band="0-30m", log_lower=0.5, log_upper=0.3,
-                                    updated_at=NOW)  # fmt: skip
+                                    model_name=MODEL, updated_at=NOW)  # fmt: skip
     CalibrationState.objects.create(server=db, metric="mem_pct", band="0-30m", log_lower=-1, log_upper=-1,
-                                    updated_at=NOW)  # fmt: skip
-    intervals_recalibrate(observations=[CoverageCounts(new.pk, "mem_pct", "0-30m", 10, 8, 1, 1)])
+                                    model_name=MODEL, updated_at=NOW)  # fmt: skip
+    intervals_recalibrate(observations=[CoverageCounts(new.pk, "mem_pct", "0-30m", 10, 8, 1, 1)], model_name=MODEL)
     state = CalibrationState.objects.get(server=new, metric="mem_pct")
     assert state.log_lower == pytest.approx(0.5) and state.log_upper == pytest.approx(0.3)  # 10 % each: no move
     factors = served_log_factors(server_ids=[_server("ppweb003").pk])
@@ -61,9 +62,39 @@ def test_a_new_server_starts_from_its_profiles_prior():
 
 def test_empty_or_unknown_counts_change_nothing():
     web = _server("ppweb001")
-    assert intervals_recalibrate(observations=[CoverageCounts(web.pk, "cpu_pct", "0-30m", 0, 0, 0, 0)]) == 0
-    assert intervals_recalibrate(observations=[CoverageCounts(web.pk, "cpu_pct", "9h", 5, 0, 5, 0)]) == 0
+    assert intervals_recalibrate(observations=[CoverageCounts(web.pk, "cpu_pct", "0-30m", 0, 0, 0, 0)], model_name=MODEL) == 0
+    assert intervals_recalibrate(observations=[CoverageCounts(web.pk, "cpu_pct", "9h", 5, 0, 5, 0)], model_name=MODEL) == 0
     assert not CalibrationState.objects.exists()
+
+
+def _fitted_state(server: Server, model_name: str) -> CalibrationState:
+    return CalibrationState.objects.create(server=server, metric="cpu_pct", band="0-30m", log_lower=0.4,
+                                           log_upper=0.6, n=500, model_name=model_name, updated_at=NOW)
+
+
+def test_the_first_pass_after_a_model_switch_resets_the_old_models_states():
+    _fitted_state(_server("ppweb001"), "tft_model_a")
+
+    intervals_recalibrate(observations=[], model_name="tft_model_b")  # no counts of the new model yet
+
+    state = CalibrationState.objects.get()
+    assert (state.log_lower, state.log_upper, state.n, state.model_name) == (0.0, 0.0, 0, "tft_model_b")
+
+
+def test_the_states_of_the_active_model_are_kept():
+    _fitted_state(_server("ppweb001"), "tft_model_a")
+
+    intervals_recalibrate(observations=[], model_name="tft_model_a")
+
+    assert CalibrationState.objects.get().log_lower == pytest.approx(0.4)
+
+
+def test_no_active_model_leaves_the_states_as_they_are():
+    _fitted_state(_server("ppweb001"), "tft_model_a")
+
+    intervals_recalibrate(observations=[], model_name="")
+
+    assert CalibrationState.objects.get().model_name == "tft_model_a"
 
 
 def test_the_run_scales_tft_intervals_by_the_servers_cascaded_states_and_leaves_the_heuristic_alone():
@@ -124,3 +155,19 @@ def test_the_cascade_migration_keeps_every_served_factor():
     migration.own_to_served(apps, None)
     back = CalibrationState.objects.get(server=web, metric="cpu_pct", band="2h-8h")
     assert (back.log_lower, back.log_upper) == pytest.approx((0.4, 0.7))
+
+
+def test_the_upgrade_attributes_the_stored_states_to_the_active_model():
+    from importlib import import_module
+
+    from django.apps import apps
+
+    from forecasting.models import ModelVersion
+
+    migration = import_module("forecasting.migrations.0019_calibration_state_model")
+    ModelVersion.objects.create(name=MODEL, path=f"/nowhere/{MODEL}", created_at=NOW, is_active=True)
+    _fitted_state(_server("ppweb001"), "")  # stored before the states recorded a model
+
+    migration.attribute_to_active_model(apps, None)
+
+    assert CalibrationState.objects.get().model_name == MODEL  # so the first pass after the upgrade resets nothing

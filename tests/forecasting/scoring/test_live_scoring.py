@@ -18,14 +18,15 @@ pytestmark = pytest.mark.django_db
 STEP = timedelta(minutes=5)
 
 
-def _archive_flat_forecast(name="ppdb001", *, cpu=40.0):
-    """History ending 10 h ago, then an archived forecast from its origin: every quantile = `cpu` for
-    cpu_pct (the history's own level), so the errors are known exactly. Returns the origin."""
+def _archive_flat_forecast(name="ppdb001", *, cpu=40.0, method="heuristic", model=""):
+    """History ending 10 h ago, then an archived forecast from its origin (the heuristic's unless
+    `method` and `model` say otherwise): every quantile = `cpu` for cpu_pct (the history's own level),
+    so the errors are known exactly. Returns the origin."""
     ingest_fleet([name], buckets=160, end=datetime.now(UTC) - timedelta(hours=10))
     server = Server.objects.get(name=name)
     windows = server_windows(server_ids=[server.pk])
     quantiles = np.full((1, HORIZON, len(METRICS), len(QUANTILES)), cpu)
-    forecasts_archive(windows=windows, quantiles=quantiles, methods=["heuristic"], model_name="")
+    forecasts_archive(windows=windows, quantiles=quantiles, methods=[method], model_name=model)
     return windows[0].window.end
 
 

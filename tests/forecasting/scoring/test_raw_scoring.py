@@ -124,6 +124,31 @@ def test_a_replaced_models_forecasts_do_not_move_the_interval_calibration():
     assert not CalibrationState.objects.exists()
 
 
+def test_the_heuristics_counts_do_not_move_the_interval_calibration():
+    _activate("tft_model_a")  # the calibration is applied to this model's forecasts only
+    origin = _archive(_history(), method="heuristic", model="")  # this server fell back
+    _observe("ppdb001", origin, 6)
+
+    forecasts_score()
+
+    assert ForecastScore.objects.filter(model_name="").exists()
+    assert not CalibrationState.objects.exists()
+
+
+def test_the_first_scoring_pass_after_a_model_switch_resets_the_old_models_calibration():
+    _activate("tft_model_b")
+    windows = _history()
+    CalibrationState.objects.create(server_id=windows[0].server_id, metric="cpu_pct", band="2-8h", log_lower=0.5,
+                                    log_upper=0.5, n=900, model_name="tft_model_a", updated_at=datetime.now(UTC))
+    origin = _archive(windows, model="tft_model_a")  # made before the switch: its counts are left out
+    _observe("ppdb001", origin, 6)
+
+    forecasts_score()
+
+    state = CalibrationState.objects.get()
+    assert (state.log_lower, state.n, state.model_name) == (0.0, 0, "tft_model_b")
+
+
 def test_the_archive_keeps_raw_quantiles_of_tft_forecasts_only():
     windows = _history("ppdb001") + _history("ppweb001")
     served = np.full((2, HORIZON, len(METRICS), len(QUANTILES)), 50.0)

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from forecasting.models import CalibrationState, ForecastScore, MaintenanceWindow
+from forecasting.models import CalibrationState, ForecastScore, MaintenanceWindow, ModelVersion
 from forecasting.scoring.services import forecasts_score
 from tests.conftest import ingest_fleet
 from tests.forecasting.scoring.test_live_scoring import STEP, _archive_flat_forecast, _observe
@@ -75,7 +75,11 @@ def test_maintenance_state_buckets_are_scored_when_the_setting_is_off(settings):
 
 
 def test_maintenance_state_buckets_are_left_out_of_the_interval_calibration():
-    origin = _archive_flat_forecast()
+    # A TFT forecast of the active model: the calibration takes that model's served counts only (issue
+    # 24; it used to take the heuristic's as well, which this test then archived).
+    now = datetime.now(UTC)
+    ModelVersion.objects.create(name="tft_model_a", path="/nowhere/tft_model_a", created_at=now, is_active=True)
+    origin = _archive_flat_forecast(method="tft", model="tft_model_a")
     _observe_with_maintenance(origin)
 
     forecasts_score()
