@@ -235,19 +235,23 @@ def incident_histories_add(*, server_ids: np.ndarray, windows: list[str], incide
         total = added.setdefault((sid, window), [0.0, 0.0])
         total[0] += hours_each
         total[1] += hours_each * float(hit)
-    rows = {(r.server_id, r.window): r for r in IncidentHistory.objects.select_for_update()
-            .filter(server_id__in=sorted({sid for sid, _ in added}))}  # fmt: skip
-    new, changed = [], []
-    for (sid, window), (hours, events) in added.items():
-        row = rows.get((sid, window))
-        if row is None:
-            new.append(IncidentHistory(server_id=sid, window=window, hours=hours, events_hours=events, updated_at=now))
+    # Rows first (a pass resolving the same server's other outcomes at the same time may create them
+    # too: ignore_conflicts, then both add under the row lock), locked in one order (no deadlock).
+    IncidentHistory.objects.bulk_create(
+        [IncidentHistory(server_id=sid, window=window, updated_at=now) for sid, window in sorted(added)],
+        ignore_conflicts=True, batch_size=1000,
+    )  # fmt: skip
+    rows = (IncidentHistory.objects.select_for_update().order_by("server_id", "window")
+            .filter(server_id__in=sorted({sid for sid, _ in added})))  # fmt: skip
+    changed = []
+    for row in rows:
+        if (row.server_id, row.window) not in added:
             continue
+        hours, events = added[(row.server_id, row.window)]
         keep = history_keep((now - row.updated_at).total_seconds())
         row.hours, row.events_hours = row.hours * keep + hours, row.events_hours * keep + events
         row.updated_at = now
         changed.append(row)
-    IncidentHistory.objects.bulk_create(new, batch_size=1000)
     IncidentHistory.objects.bulk_update(changed, ["hours", "events_hours", "updated_at"], batch_size=1000)
 
 
