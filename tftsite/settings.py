@@ -240,11 +240,15 @@ TFT_INCIDENT_STATES = tuple(env_list("TFT_INCIDENT_STATES", ["critical_issue"]))
 if not TFT_INCIDENT_STATES or set(TFT_INCIDENT_STATES) - set(STATES):
     raise ConfigError(f"TFT_INCIDENT_STATES={','.join(TFT_INCIDENT_STATES)!r}: each must be one of {', '.join(STATES)}")
 # Live calibration of the served probabilities (forecasting.scoring.probabilities, engine.live_calibration):
-# the trained probabilities count as this many outcomes' worth of evidence (the map's prior precision),
+# the trained probabilities count as this many outcomes' worth of evidence (the map's prior precision; the
+# slope's is TFT_PROBABILITY_SLOPE_PRIOR_FACTOR times firmer: ranking is the model's, the rate the fleet's),
 # outcome counts halve every TFT_PROBABILITY_HALF_LIFE_HOURS so the map follows the fleet, a profile gets
 # its own map once it has this many (decayed) outcomes, and a pass resolves at most this many outcomes.
 # The defaults live in engine.live_calibration, which the backtest's replay of these maps also reads.
 TFT_PROBABILITY_PRIOR_WEIGHT = env_float("TFT_PROBABILITY_PRIOR_WEIGHT", live_map.DEFAULT_PRIOR_WEIGHT, minimum=0.001)
+TFT_PROBABILITY_SLOPE_PRIOR_FACTOR = env_float(
+    "TFT_PROBABILITY_SLOPE_PRIOR_FACTOR", live_map.DEFAULT_SLOPE_PRIOR_FACTOR, minimum=0.001
+)
 TFT_PROBABILITY_HALF_LIFE_HOURS = env_float(
     "TFT_PROBABILITY_HALF_LIFE_HOURS", live_map.DEFAULT_HALF_LIFE_HOURS, minimum=1.0
 )

@@ -990,7 +990,8 @@ def probability_evaluation(
     )
     served_by = "event_model" if event_model is not None else ("recalibrated" if recalibration else "calibrated")
     live_map = {"prior_weight": setup.live.prior_weight, "half_life_hours": setup.live.half_life_hours,
-                "profile_min_outcomes": setup.live.profile_min_outcomes, "refit_every_s": lc.REPLAY_REFIT_SECONDS,
+                "profile_min_outcomes": setup.live.profile_min_outcomes,
+                "slope_prior_factor": setup.live.slope_prior_factor, "refit_every_s": lc.REPLAY_REFIT_SECONDS,
                 "outcome_weight": every,
                 "fleets": sorted({f for f, _ in setup.clocks.values()}),
                 "date_less_fleets": sorted({f for f, dated in setup.clocks.values() if not dated})}  # fmt: skip

@@ -6,7 +6,7 @@ serves (its event model, or its trained map): the trained probabilities are the 
 starts at the identity (a = 0, b = 1). It is the maximum a posteriori logistic fit of the recorded
 outcomes (did an incident of engine.incidents start within the window) on ``logit(p_prior)``, with a
 Gaussian prior on (a, b) centred on the identity whose precision is ``prior_weight`` on the
-intercept and ``SLOPE_PRIOR_FACTOR`` times that on the slope (in the units of one outcome's
+intercept and ``slope_prior_factor`` times that on the slope (in the units of one outcome's
 log-likelihood): with a few dozen outcomes the prior holds the map near the identity, with
 thousands it moves toward the observed rates. A fleet with fewer incidents than the
 training data (all outcomes 0) pulls ``a`` down and reads lower; one with more reads higher.
@@ -49,9 +49,10 @@ IDENTITY = (0.0, 1.0)
 # ranks servers, a property of the model that carries over between fleets and that only incidents
 # inform: a fleet without any must not sharpen (or flatten) the ranking it was trained with. So the
 # slope's prior is this many times firmer than the intercept's.
-SLOPE_PRIOR_FACTOR = 10.0
+DEFAULT_SLOPE_PRIOR_FACTOR = 10.0
 FLEET = "fleet"  # the fleet-wide scope (the other scopes are profiles)
-# Defaults of TFT_PROBABILITY_PRIOR_WEIGHT, _HALF_LIFE_HOURS and _PROFILE_MIN_OUTCOMES (tftsite.settings).
+# Defaults of TFT_PROBABILITY_PRIOR_WEIGHT, _HALF_LIFE_HOURS and _PROFILE_MIN_OUTCOMES (tftsite.settings);
+# TFT_PROBABILITY_SLOPE_PRIOR_FACTOR's is DEFAULT_SLOPE_PRIOR_FACTOR above.
 DEFAULT_PRIOR_WEIGHT = 100.0
 DEFAULT_HALF_LIFE_HOURS = 72.0
 DEFAULT_PROFILE_MIN_OUTCOMES = 2000
@@ -93,16 +94,17 @@ def counts_add(counts: dict, p_prior: np.ndarray, events: np.ndarray, *, decay: 
     return out
 
 
-def map_fit(counts: dict, *, prior: tuple[float, float] = IDENTITY, prior_weight: float) -> tuple[float, float]:
+def map_fit(counts: dict, *, prior: tuple[float, float] = IDENTITY, prior_weight: float,
+            slope_factor: float = DEFAULT_SLOPE_PRIOR_FACTOR) -> tuple[float, float]:  # fmt: skip
     """(a, b): the MAP logistic fit of the counts on logit(p_prior), Gaussian prior centred on
-    ``prior`` with precision ``prior_weight`` on the intercept and SLOPE_PRIOR_FACTOR times that on
+    ``prior`` with precision ``prior_weight`` on the intercept and ``slope_factor`` times that on
     the slope (Newton's method; the objective is strictly convex)."""
     n = np.asarray(counts["n"], dtype=np.float64)
     e = np.asarray(counts["events"], dtype=np.float64)
     x = np.divide(np.asarray(counts["logit_sum"], dtype=np.float64), n, out=np.zeros(BINS), where=n > 0)
     theta = np.array(prior, dtype=np.float64)
     centre = theta.copy()
-    lam = max(float(prior_weight), 1e-6) * np.array([1.0, SLOPE_PRIOR_FACTOR])
+    lam = max(float(prior_weight), 1e-6) * np.array([1.0, float(slope_factor)])
     for _ in range(50):
         s = sigmoid(theta[0] + theta[1] * x)
         r = n * s - e
@@ -187,6 +189,7 @@ class LiveMapConfig:
     prior_weight: float = DEFAULT_PRIOR_WEIGHT
     half_life_hours: float = DEFAULT_HALF_LIFE_HOURS
     profile_min_outcomes: float = DEFAULT_PROFILE_MIN_OUTCOMES
+    slope_prior_factor: float = DEFAULT_SLOPE_PRIOR_FACTOR
 
 
 @dataclass
@@ -210,7 +213,8 @@ def state_update(state: MapState, p_prior: np.ndarray, events: np.ndarray, *, no
     elapsed = 0.0 if state.updated_s is None else max(now_s - state.updated_s, 0.0)
     decay = 0.5 ** (elapsed / (cfg.half_life_hours * 3600.0))
     counts = counts_add(state.counts, p_prior, events, decay=decay, weight=weight)
-    return MapState(counts, map_fit(counts, prior=prior, prior_weight=cfg.prior_weight), now_s)
+    return MapState(counts, map_fit(counts, prior=prior, prior_weight=cfg.prior_weight,
+                                    slope_factor=cfg.slope_prior_factor), now_s)  # fmt: skip
 
 
 def fleet_pass(states: dict[str, MapState], profiles: np.ndarray, p_prior: np.ndarray, events: np.ndarray, *,
@@ -246,6 +250,19 @@ def map_serve(p_prior: float, profile: str, maps: dict[str, tuple[float, float]]
     return round(float(map_apply(p_prior, params)), SERVED_DECIMALS)
 
 
+def _serve_into(served: np.ndarray, idx: np.ndarray, p_prior: np.ndarray, profiles: np.ndarray,
+                maps: dict[str, tuple[float, float]]) -> None:  # fmt: skip
+    """``map_serve`` of the origins ``idx`` at once (each through its profile's map in force, else the
+    fleet's, rounded as served; the prior as it is without a map)."""
+    if not len(idx) or not maps:
+        return
+    for profile in np.unique(profiles[idx]).tolist():
+        sel = idx[profiles[idx] == profile]
+        params = maps.get(profile) or maps.get(FLEET)
+        if params is not None:
+            served[sel] = np.round(map_apply(p_prior[sel], params), SERVED_DECIMALS)
+
+
 def live_map_replay(*, times: np.ndarray, closes: np.ndarray, profiles: np.ndarray, p_prior: np.ndarray,
                     events: np.ndarray, cfg: LiveMapConfig = LiveMapConfig(), refit_every_s: float = REPLAY_REFIT_SECONDS,
                     weight: float = 1.0) -> np.ndarray:  # fmt: skip
@@ -275,9 +292,7 @@ def live_map_replay(*, times: np.ndarray, closes: np.ndarray, profiles: np.ndarr
     start = 0
     for k, refit in enumerate([*refits.tolist(), math.inf]):
         stop = int(np.searchsorted(sorted_times, refit, side="left"))
-        for i in order[start:stop]:  # origins before this refit: the maps of the previous one
-            p = map_serve(p_prior[i], profiles[i], maps)
-            served[i] = p_prior[i] if p is None else p
+        _serve_into(served, order[start:stop], p_prior, profiles, maps)  # the maps of the previous refit
         start = stop
         if math.isinf(refit):
             break

@@ -54,6 +54,7 @@ def live_map_config() -> lc.LiveMapConfig:
         prior_weight=settings.TFT_PROBABILITY_PRIOR_WEIGHT,
         half_life_hours=settings.TFT_PROBABILITY_HALF_LIFE_HOURS,
         profile_min_outcomes=settings.TFT_PROBABILITY_PROFILE_MIN_OUTCOMES,
+        slope_prior_factor=settings.TFT_PROBABILITY_SLOPE_PRIOR_FACTOR,
     )
 
 

@@ -86,6 +86,16 @@ def test_a_fleet_without_incidents_lowers_every_server_but_keeps_the_models_rank
     assert abs(b - 1.0) < 0.15  # no incident says nothing about how servers rank
 
 
+def test_a_firmer_slope_prior_keeps_the_slope_nearer_the_models():
+    rng = np.random.default_rng(5)
+    prior = rng.uniform(0.05, 0.6, 20000)
+    events = rng.random(20000) < 0.15  # the model ranks nothing: a free slope flattens toward 0
+    counts = lc.counts_add(lc.empty_counts(), prior, events)
+    _, free = lc.map_fit(counts, prior_weight=WEIGHT, slope_factor=1.0)
+    _, firm = lc.map_fit(counts, prior_weight=WEIGHT, slope_factor=1000.0)
+    assert free < 0.5 < 0.95 < firm
+
+
 # --- The online replay of the service's maps (the backtest's "served") -------------------------------
 
 HOUR = 3600.0
@@ -131,6 +141,28 @@ def test_an_outcome_joins_the_map_at_the_first_refit_after_its_window_closes():
     later = lc.live_map_replay(times=np.array([0.0, 10 * HOUR]), closes=np.array([9 * HOUR + 1, 1e9]),
                                profiles=np.array(["web"] * 2), p_prior=np.full(2, 0.2), events=np.array([1.0, 0]))  # fmt: skip
     assert later[1] > 0.2
+
+
+def test_the_replay_serves_each_origin_what_map_serve_gives_for_the_maps_in_force():
+    rng = np.random.default_rng(6)
+    n = 20 * 24 * 3
+    times = np.repeat(np.arange(n // 20) * HOUR, 20)
+    profiles = np.tile(np.array(["web"] * 10 + ["db"] * 10), n // 20)
+    prior = rng.uniform(0.01, 0.6, n)
+    events = (rng.random(n) < prior / 2).astype(float)
+    cfg = lc.LiveMapConfig(profile_min_outcomes=200)
+    served = lc.live_map_replay(times=times, closes=times + 9 * HOUR, profiles=profiles, p_prior=prior, events=events,
+                                cfg=cfg)  # fmt: skip
+    states: dict = {}
+    for hour in range(n // 20):  # the service's passes, one an hour: outcomes closed by then, then serve
+        now = hour * HOUR
+        closed = np.flatnonzero((times + 9 * HOUR > now - HOUR) & (times + 9 * HOUR <= now))
+        if len(closed):
+            states.update(lc.fleet_pass(states, profiles[closed], prior[closed], events[closed], now_s=now, cfg=cfg))
+        maps = {scope: st.params for scope, st in states.items() if lc.in_force(scope, st.outcomes, cfg)}
+        for i in np.flatnonzero(times == now):
+            want = lc.map_serve(prior[i], profiles[i], maps)
+            assert served[i] == pytest.approx(prior[i] if want is None else want, abs=1e-12)
 
 
 def test_a_profile_reads_its_own_map_once_it_has_enough_outcomes():
