@@ -41,9 +41,9 @@ from forecasting.scoring.selectors import (
 )
 from forecasting.windows import maintenance_windows_current, silenced_server_names, window_server_names
 from ingest.contract import METRICS, PROFILE_LABELS, STATE_SEVERITY, STATES
+from ingest.fold import records_fold
 from ingest.models import MetricBucket, Server
 from ingest.selectors import fleet_readiness, silent_since
-from ingest.services import records_fold
 
 HISTORY_HOURS = 24
 SPARK_POINTS = 32

@@ -10,6 +10,7 @@ from django.db import connection
 from django.db.models import Count, Min, Q, Sum, Value
 from django.db.models.functions import Coalesce, Least
 
+from ingest.fold import records_fold
 from ingest.models import FeedCounter, Server
 
 logger = logging.getLogger(__name__)
@@ -47,17 +48,9 @@ def silent_since(*, now: datetime | None = None) -> datetime:
     return (now or datetime.now(UTC)) - timedelta(minutes=settings.TFT_SERVER_SILENT_AFTER_MINUTES)
 
 
-def _pending_folded() -> None:
-    """Counts and seen times include every committed batch: fold what settled batches left pending
-    (ingest.services.records_fold; one cheap read when nothing is)."""
-    from ingest.services import records_fold  # here: ingest.services imports this module
-
-    records_fold()
-
-
 def fleet_readiness(*, now: datetime | None = None) -> Readiness:
     """Warmup of the servers that are feeding; silent ones are counted apart and hold nothing back."""
-    _pending_folded()
+    records_fold()  # counts and seen times include every committed batch
     threshold = settings.TFT_WARMUP_RECORDS
     feeding = Q(last_received_at__gte=silent_since(now=now))
     agg = Server.objects.aggregate(
@@ -103,7 +96,7 @@ def feed_totals() -> tuple[CounterTotals, int, int]:
 def server_readiness_list(*, now: datetime | None = None) -> list[dict]:
     threshold = settings.TFT_WARMUP_RECORDS
     since = silent_since(now=now)
-    _pending_folded()
+    records_fold()  # counts and seen times include every committed batch
     rows = Server.objects.values_list("name", "profile", "record_count", "first_seen", "last_seen", "last_received_at")
     return [
         {

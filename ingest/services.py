@@ -23,6 +23,18 @@ from django.db.models import F
 
 from ingest import partitions
 from ingest.contract import METRICS, STATES, profile_for
+from ingest.fold import (
+    BUCKET_COLUMNS,
+    FOLD_LOCK,
+    PENDING_ARRAYS,
+    PENDING_COLUMNS,
+    PENDING_FOLD,
+    bucket_conflict_clause,
+    bucket_merge_sql,
+    fold_locked,
+    greatest_sql,
+    records_fold,
+)
 from ingest.models import FeedCounter, MetricBucket
 from ingest.selectors import feed_totals, silent_since
 from ingest.validation import CleanRecord
@@ -30,13 +42,6 @@ from ingest.validation import CleanRecord
 logger = logging.getLogger(__name__)
 
 _RECORD_COLUMNS = ("server_id", "timestamp", *METRICS, "state", "received_at")
-_BUCKET_COLUMNS = (
-    "server_id",
-    "bucket_start",
-    "count",
-    *(f"{m}_{agg}" for m in METRICS for agg in ("sum", "max")),
-    *(f"n_{s}" for s in STATES),
-)
 _PG_TYPES = {
     "server_id": "bigint",
     "timestamp": "timestamptz",
@@ -131,10 +136,6 @@ def _pg_arrays(rows: list[tuple]) -> list[str]:
     return [_pg_array(col) for col in zip(*rows, strict=True)]
 
 
-def _greatest(a: str, b: str) -> str:
-    return f"GREATEST({a}, {b})" if connection.vendor == "postgresql" else f"MAX({a}, {b})"
-
-
 def _upsert_servers(records: list[CleanRecord], *, received_at: datetime) -> dict[str, int]:
     """Create unseen servers and lock every server of the batch, in name order.
 
@@ -155,7 +156,7 @@ def _upsert_servers(records: list[CleanRecord], *, received_at: datetime) -> dic
         table,
         ("name", "profile", "first_seen", "last_seen", "last_received_at", "record_count"),
         rows,
-        tail=f"ON CONFLICT (name) DO UPDATE SET last_received_at = {_greatest(f'{table}.last_received_at', 'excluded.last_received_at')}",
+        tail=f"ON CONFLICT (name) DO UPDATE SET last_received_at = {greatest_sql(f'{table}.last_received_at', 'excluded.last_received_at')}",
         returning="id, name",
     )
     return {name: server_id for server_id, name in returned}
@@ -187,19 +188,8 @@ def _rollups(inserted: list[tuple], step_minutes: int) -> list[tuple]:
     return rows
 
 
-def _bucket_conflict_clause() -> str:
-    """Merge a bucket increment into a stored bucket: counts and sums add up, maxima take the larger."""
-    table = "ingest_metricbucket"
-    updates = [f"count = {table}.count + excluded.count"]
-    for metric in METRICS:
-        updates.append(f"{metric}_sum = {table}.{metric}_sum + excluded.{metric}_sum")
-        updates.append(f"{metric}_max = {_greatest(f'{table}.{metric}_max', f'excluded.{metric}_max')}")
-    updates.extend(f"n_{s} = {table}.n_{s} + excluded.n_{s}" for s in STATES)
-    return f"ON CONFLICT (server_id, bucket_start) DO UPDATE SET {', '.join(updates)}"
-
-
 def _upsert_buckets(rows: list[tuple]) -> None:
-    _insert("ingest_metricbucket", _BUCKET_COLUMNS, rows, tail=_bucket_conflict_clause())
+    _insert("ingest_metricbucket", BUCKET_COLUMNS, rows, tail=bucket_conflict_clause())
 
 
 def _update_servers(inserted: list[tuple]) -> None:
@@ -322,42 +312,14 @@ def _pg_bucket_aggregates() -> str:
     for metric in METRICS:
         aggregates += [f"sum({metric})", f"max({metric})"]
     aggregates += [f"(count(*) FILTER (WHERE state = '{state}'))::int" for state in STATES]
-    return ", ".join(f"{a} AS {c}" for a, c in zip(aggregates, _BUCKET_COLUMNS[2:], strict=True))
+    return ", ".join(f"{a} AS {c}" for a, c in zip(aggregates, BUCKET_COLUMNS[2:], strict=True))
 
 
 def _pg_bucket_sql() -> str:
-    """CTEs that add the new records (CTE ``ins``) to their 5-minute rollups (see _pg_bucket_merge_sql)."""
+    """CTEs that add the new records (CTE ``ins``) to their 5-minute rollups (see bucket_merge_sql)."""
     return (
         f"agg AS (SELECT server_id, date_bin(%s::interval, timestamp, 'epoch'::timestamptz) AS bucket_start, "
-        f"{_pg_bucket_aggregates()} FROM ins GROUP BY 1, 2), {_pg_bucket_merge_sql()}"
-    )
-
-
-def _pg_bucket_merge_sql() -> str:
-    """CTEs that add rollup increments (CTE ``agg``, one row per server and bucket, named as the
-    rollup columns) to the rollups: an UPDATE of the rollups that exist, an INSERT of the others. A
-    plain UPDATE writes one new row version per bucket where INSERT … ON CONFLICT DO UPDATE first
-    locks the row (a WAL record of its own) and then updates it: 6.0 against 8.9 ms per 1,000 rows
-    (docs/ingest-guide-shape.md). No race: a batch holds its server rows (locked first,
-    _pg_upsert_servers) and the fold lock shared, a fold holds that lock exclusively."""
-    table = "ingest_metricbucket"
-    merged = ["count = b.count + a.count"]
-    for metric in METRICS:
-        merged.append(f"{metric}_sum = b.{metric}_sum + a.{metric}_sum")
-        merged.append(f"{metric}_max = GREATEST(b.{metric}_max, a.{metric}_max)")
-    merged.extend(f"n_{s} = b.n_{s} + a.n_{s}" for s in STATES)
-    columns = ", ".join(_BUCKET_COLUMNS)
-    return (
-        f"bucket_upd AS (UPDATE {table} AS b SET {', '.join(merged)} FROM agg AS a "
-        f"WHERE b.server_id = a.server_id AND b.bucket_start = a.bucket_start RETURNING b.server_id, b.bucket_start), "
-        # The comparison of counts is a one-time filter: the anti-join (two sorts) runs only when
-        # some bucket is new, which in the guide's shape is one batch in 60 (5 s batches, 5-minute buckets).
-        # The server must still exist: a fold may apply increments of a server deleted since.
-        f"bucket_new AS (INSERT INTO {table} ({columns}) SELECT {columns} FROM agg AS a "
-        f"WHERE (SELECT count(*) FROM bucket_upd) < (SELECT count(*) FROM agg) AND NOT EXISTS ("
-        f"SELECT 1 FROM bucket_upd AS u WHERE u.server_id = a.server_id AND u.bucket_start = a.bucket_start) "
-        f"AND EXISTS (SELECT 1 FROM ingest_server AS s WHERE s.id = a.server_id) "
-        f"ORDER BY 1, 2 {_bucket_conflict_clause()} RETURNING 1)"
+        f"{_pg_bucket_aggregates()} FROM ins GROUP BY 1, 2), {bucket_merge_sql()}"
     )
 
 
@@ -518,11 +480,6 @@ def _pg_store_batch(batch: list[CleanRecord], *, received_at: datetime) -> tuple
     return accepted, deferred
 
 
-# The fold's advisory lock: records_fold, the prune and the legacy move hold it exclusively, a batch
-# that updates rollups and counters itself holds it shared (its server rows are locked in name order,
-# a fold's are not: the two must not interleave). Batches that append to ingest_pendingfold take none.
-FOLD_LOCK = 0x7466_7466_6F6C_64  # "tftfold"
-PENDING_FOLD = "ingest_pendingfold"
 # A settled server's last_received_at, as folded, may lag by the fold's bound; a server this close
 # to being counted silent takes the path that updates it in the batch's own transaction.
 _SILENT_MARGIN = timedelta(minutes=5)
@@ -541,19 +498,6 @@ def _pg_settled_ids(names: list[str]) -> str | None:
     return ids if count == len(names) else None
 
 
-_PENDING_ARRAYS = (
-    "server_ids",
-    "bucket_starts",
-    "firsts",
-    "lasts",
-    "counts",
-    *(f"{m}_{agg}s" for m in METRICS for agg in ("sum", "max")),
-    *(f"n_{s}s" for s in STATES),
-)
-# The same, as the columns of one (server, bucket) increment.
-_PENDING_COLUMNS = ("server_id", "bucket_start", "first", "last", *_BUCKET_COLUMNS[2:])
-
-
 def _pg_deferred_sql() -> str:
     """The record statement of a settled batch: inserts the records and appends the rollup
     increments of the rows that were new, per (server, bucket) with their first and last
@@ -570,57 +514,11 @@ def _pg_deferred_sql() -> str:
         f"agg AS (SELECT server_id, date_bin(%s::interval, timestamp, 'epoch'::timestamptz) AS bucket_start, "
         f'min("timestamp") AS first, max("timestamp") AS last, {_pg_bucket_aggregates()} FROM ins GROUP BY 1, 2), '
         # One row even when every record was a duplicate: the servers' last_received_at still moves.
-        f"pending AS (INSERT INTO {PENDING_FOLD} (received_at, seen_ids, {', '.join(_PENDING_ARRAYS)}) "
+        f"pending AS (INSERT INTO {PENDING_FOLD} (received_at, seen_ids, {', '.join(PENDING_ARRAYS)}) "
         f"SELECT %s::timestamptz, %s::bigint[], "
-        f"{', '.join(f'array_agg({c})' for c in _PENDING_COLUMNS)} FROM agg RETURNING 1) "
+        f"{', '.join(f'array_agg({c})' for c in PENDING_COLUMNS)} FROM agg RETURNING 1) "
         "SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM pending)"
     )
-
-
-def _pg_fold_sql() -> str:
-    """One fold step: deletes up to %s of the oldest pending rows and adds them, summed per
-    (server, bucket), to the rollups, per server to the counts and seen times, per (day, server)
-    to the day counts — in the statement that deletes them, so a row is applied exactly once."""
-    sums = ["min(first) AS first", "max(last) AS last", "sum(count)::int AS count"]
-    for metric in METRICS:
-        sums += [f"sum({metric}_sum) AS {metric}_sum", f"max({metric}_max) AS {metric}_max"]
-    sums += [f"sum(n_{s})::int AS n_{s}" for s in STATES]
-    return (
-        f"WITH taken AS (DELETE FROM {PENDING_FOLD} WHERE id IN ("
-        f"SELECT id FROM {PENDING_FOLD} ORDER BY id LIMIT %s) RETURNING *), "
-        # unnest() in the select list runs the arrays in lockstep without copying each into a
-        # tuplestore first, as unnest(a, b, …) in FROM does: 2.3 times faster on 24 arrays.
-        f"u AS (SELECT {', '.join(f'unnest(t.{a}) AS {c}' for a, c in zip(_PENDING_ARRAYS, _PENDING_COLUMNS, strict=True))} "
-        "FROM taken AS t), "
-        f"summed AS (SELECT server_id, bucket_start, {', '.join(sums)} FROM u GROUP BY 1, 2), "
-        # A server deleted since its batch was stored takes its increments with it.
-        "agg AS (SELECT * FROM summed AS a WHERE EXISTS (SELECT 1 FROM ingest_server AS s WHERE s.id = a.server_id)), "
-        f"{_pg_bucket_merge_sql()}, "
-        "per_server AS (SELECT server_id, sum(count) AS n, min(first) AS lo, max(last) AS hi FROM agg GROUP BY 1), "
-        "seen AS (SELECT x.id, max(t.received_at) AS at FROM taken AS t, unnest(t.seen_ids) AS x(id) GROUP BY 1), "
-        # LEAST and GREATEST ignore NULLs: a server whose records were all duplicates moves only its arrival time.
-        "server_upd AS (UPDATE ingest_server AS s SET record_count = s.record_count + COALESCE(v.n, 0), "
-        "first_seen = LEAST(s.first_seen, v.lo), last_seen = GREATEST(s.last_seen, v.hi), "
-        "last_received_at = GREATEST(s.last_received_at, seen.at) "
-        "FROM seen LEFT JOIN per_server AS v ON v.server_id = seen.id WHERE s.id = seen.id RETURNING 1), "
-        f"{partitions.day_counts_add_sql('agg', at='bucket_start', records='sum(count)')} "
-        "SELECT (SELECT count(*) FROM taken), (SELECT COALESCE(sum(count), 0) FROM agg), "
-        "(SELECT count(*) FROM server_upd), (SELECT count(*) FROM day_new)"
-    )
-
-
-_FOLD_CHUNK = 200  # pending batches per fold statement: 200,000 increments in the guide's shape
-
-
-def _fold_locked(cursor) -> tuple[int, int]:
-    """Fold every pending row visible now; the caller holds FOLD_LOCK exclusively. (batches, records)."""
-    batches = records = 0
-    while True:
-        cursor.execute(_pg_fold_sql(), [_FOLD_CHUNK])
-        n, added, *_ = cursor.fetchone()
-        batches, records = batches + n, records + int(added)
-        if n < _FOLD_CHUNK:
-            return batches, records
 
 
 # When this process next looks for pending rows old enough to fold (time.monotonic()).
@@ -639,46 +537,6 @@ def _fold_when_due() -> None:
         return
     _next_fold_check = now + after / 4
     records_fold(wait=False, pending_for=after)
-
-
-def records_fold(*, wait: bool = True, pending_for: float | None = None) -> int:
-    """Apply the increments settled batches left in ingest_pendingfold; returns the batches folded.
-
-    wait=True (readers, the beat): waits for a fold in progress, then folds what is left, so what
-    the caller reads next includes every batch committed before the call. wait=False (the feed,
-    after its commit): folds only if no fold is running and, with ``pending_for`` (seconds), only
-    once the oldest pending batch has waited that long — under a steady feed a fold then takes many
-    batches at once, one row update per server and bucket for all of them.
-
-    Safe to run twice or concurrently: the rows are deleted by the statement that applies them,
-    under an exclusive advisory lock. A process that dies before its commit applied nothing and
-    deleted nothing. SQLite: nothing is ever pending (every batch folds itself).
-    """
-    if connection.vendor != "postgresql":
-        return 0
-    with transaction.atomic(), connection.cursor() as cursor:
-        if wait:
-            cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {PENDING_FOLD})")
-            if not cursor.fetchone()[0]:
-                return 0
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [FOLD_LOCK])
-        else:
-            since = datetime.now(UTC) - timedelta(seconds=pending_for or 0.0)
-            cursor.execute(
-                f"SELECT CASE WHEN EXISTS (SELECT 1 FROM {PENDING_FOLD} WHERE received_at <= %s) "
-                "THEN pg_try_advisory_xact_lock(%s) ELSE false END",
-                [since, FOLD_LOCK],
-            )
-            if not cursor.fetchone()[0]:
-                return 0
-        started = time.perf_counter()
-        batches, records = _fold_locked(cursor)
-    if batches:
-        logger.debug(
-            "folded pending increments",
-            extra={"batches": batches, "records": records, "fold_s": round(time.perf_counter() - started, 4)},
-        )
-    return batches
 
 
 def _as_aware(row: tuple) -> tuple:
@@ -724,7 +582,7 @@ def _fold_first() -> None:
         return
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [FOLD_LOCK])
-        _fold_locked(cursor)
+        fold_locked(cursor)
 
 
 def _prune_table(*, table: str, cutoff: datetime, chunk_size: int) -> int:

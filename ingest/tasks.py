@@ -1,6 +1,7 @@
 from celery import shared_task
 
-from ingest.services import record_partitions_maintain, records_fold, records_prune
+from ingest.fold import records_fold_due
+from ingest.services import record_partitions_maintain, records_prune
 
 
 @shared_task(name="ingest.tasks.prune_records", soft_time_limit=1800, time_limit=1900, expires=3600)
@@ -15,4 +16,4 @@ def maintain_record_partitions() -> dict[str, int]:
 
 @shared_task(name="ingest.tasks.fold_pending_records", soft_time_limit=60, time_limit=90, expires=9)
 def fold_pending_records() -> int:
-    return records_fold()
+    return records_fold_due()

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from ingest.contract import METRICS
+from ingest.fold import records_fold
 from ingest.models import MetricBucket, MetricRecord, Server
-from ingest.services import records_fold
 
 
 def last_known_values(*, server_name: str, before: datetime) -> dict | None:

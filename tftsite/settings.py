@@ -214,7 +214,10 @@ TFT_SERVER_SILENT_AFTER_MINUTES = env_int("TFT_SERVER_SILENT_AFTER_MINUTES", 180
 # increments to ingest_pendingfold instead of updating a server, a rollup and a day-count row per
 # distinct server (docs/ingest-guide-shape.md, round 4). A later batch folds them in once the oldest
 # has waited this long; readers of rollups and counts fold first, and the beat folds what a quiet
-# feed leaves (TFT_INGEST_FOLD_BEAT_SECONDS). Larger: more batches per fold, cheaper ingest.
+# feed leaves (TFT_INGEST_FOLD_BEAT_SECONDS). A fold sums a server's batches into one row update only
+# when its period covers several of them: at the guide's 5 s cadence, 30 s folds six batches per server
+# (the 2 s default does that only for faster feeds, e.g. backfills); larger also means larger folds
+# for the readers that fold first. At most 60 s: below the 5-minute silent margin of a settled server.
 TFT_INGEST_FOLD_AFTER_SECONDS = env_float("TFT_INGEST_FOLD_AFTER_SECONDS", 2.0, minimum=0.0, maximum=60.0)
 TFT_INGEST_FOLD_BEAT_SECONDS = env_int("TFT_INGEST_FOLD_BEAT_SECONDS", 10, minimum=1)
 # Ready servers silent for longer than this are not forecast (0 = forecast them anyway).

@@ -23,7 +23,7 @@ from forecasting.engine.probability import fleet_environment
 from forecasting.models import PredictionRun, ServerForecast
 from forecasting.runs.selectors import current_run, due_server_ids, forecast_is_stale, served_forecasts
 from forecasting.windows import ready_server_ids, ready_servers
-from ingest.services import records_fold
+from ingest.fold import records_fold
 
 logger = logging.getLogger(__name__)
 

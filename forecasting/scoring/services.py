@@ -50,8 +50,8 @@ from forecasting.registry import active_model_version
 from forecasting.scoring.calibration import intervals_recalibrate
 from forecasting.scoring.probabilities import probability_outcomes_prune, probability_outcomes_resolve
 from forecasting.windows import silenced_spans
+from ingest.fold import records_fold
 from ingest.models import MetricBucket
-from ingest.services import records_fold
 
 logger = logging.getLogger(__name__)
 

@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import DatabaseError, connection, transaction
 
-from ingest import services
+from ingest import fold
+from ingest.fold import records_fold
 from ingest.models import MetricBucket, MetricRecord, Server
 from ingest.selectors import feed_totals, server_readiness_list
-from ingest.services import records_fold, records_ingest, records_prune
+from ingest.services import records_ingest, records_prune
 from ingest.tasks import fold_pending_records
 from tests.ingest.test_ingest_guide_shape import START, _assert_matches_raw_records, _batch
 
@@ -29,7 +30,7 @@ def settled(settings):
 
 def _pending() -> int:
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT count(*) FROM {services.PENDING_FOLD}")
+        cursor.execute(f"SELECT count(*) FROM {fold.PENDING_FOLD}")
         return cursor.fetchone()[0]
 
 
@@ -94,13 +95,16 @@ def test_duplicates_of_a_settled_batch_are_not_counted_but_move_arrival_time(set
 
 @pytest.mark.django_db
 def test_increments_survive_a_stop_between_commit_and_fold(settled):
-    """The in-request fold never ran (the process stopped after the commit): the beat's task folds."""
+    """The in-request fold never ran (the process stopped after the commit): the beat's task folds
+    them once they are due."""
     servers = [f"fdstop{i:02d}" for i in range(12)]
     _warm(servers)
     for k in range(2, 6):
         records_ingest(records=_batch(servers, START + timedelta(seconds=5 * k), k))
     assert _pending() == 4
+    assert fold_pending_records() == 0  # the beat leaves rows younger than TFT_INGEST_FOLD_AFTER_SECONDS
 
+    settled.TFT_INGEST_FOLD_AFTER_SECONDS = 0.0  # later: they are old enough
     assert fold_pending_records() == 4
     _assert_matches_raw_records()
 
@@ -113,7 +117,7 @@ def test_a_fold_that_fails_applies_nothing_and_keeps_its_rows(settled):
     buckets = sorted(MetricBucket.objects.values_list())
 
     with pytest.raises(DatabaseError), transaction.atomic(), connection.cursor() as cursor:
-        services._fold_locked(cursor)
+        fold.fold_locked(cursor)
         cursor.execute("SELECT 1/0")  # the process fails before its commit
 
     assert _pending() == 1
