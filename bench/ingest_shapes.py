@@ -121,6 +121,9 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--workers", type=int, default=3, help="gunicorn sync workers")
     p.add_argument("--copy-rows", type=int, default=200_000)
     p.add_argument("--name", default="ingest_shapes")
+    p.add_argument("--warm-records", type=int, default=150,
+                   help="records per server fed before measuring (150 = the default TFT_WARMUP_RECORDS: a fleet "
+                        "past warm-up, the steady state); 0: two batches per fleet, servers still warming up")
     args = p.parse_args(argv)
     if args.reps < 3:
         p.error("--reps must be at least 3")
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     trees = {"new": common.ROOT}
     if args.old_tree:
         trees["old"] = args.old_tree.resolve()
-    dbs = {label: f"tftsite_bench_shapes_{label}" for label in trees}
+    dbs = {label: f"tftsite_bench_{args.name}_{label}" for label in trees}
     count = int(80 * args.duration)  # bodies prepared per measurement: more than 2 cores can store
     t0 = (datetime.now(UTC) - timedelta(days=12)).timestamp()
     cursors = {label: TimeCursor(datetime.fromtimestamp(t0, tz=UTC)) for label in trees}
@@ -149,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
                                                              name=f"gunicorn_{label}"))
             servers[label] = (base, common.web_worker_pids(proc))
             for shape in SHAPES:  # warm-up: creates every fleet's servers and first buckets
-                loadgen(_spec(base, cursors[label], shape, label, args, duration=1.0, count=2 * args.fleets))
+                bodies = max(2, -(-args.warm_records // shape[1]) + 1) * args.fleets  # per fleet: records/server
+                loadgen(_spec(base, cursors[label], shape, label, args, duration=1.0 if not args.warm_records else 600.0,
+                              count=bodies))
         for rep in range(args.reps):
             order = list(trees) if rep % 2 == 0 else list(trees)[::-1]
             for label in order:
@@ -172,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"nproc": os.cpu_count(), "uptime_start": uptime_start, "uptime_end": _uptime()},
         "setup": {"batch_records": BATCH, "connections": args.connections, "fleets": args.fleets,
                   "gunicorn_sync_workers": args.workers, "duration_s": args.duration, "reps": args.reps,
-                  "copy_rows": args.copy_rows},
+                  "copy_rows": args.copy_rows, "warm_records_per_server": args.warm_records},
         "trees": {},
     }
     for label, tree in trees.items():

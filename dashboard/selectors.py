@@ -41,6 +41,7 @@ from forecasting.scoring.selectors import (
 )
 from forecasting.windows import maintenance_windows_current, silenced_server_names, window_server_names
 from ingest.contract import METRICS, PROFILE_LABELS, STATE_SEVERITY, STATES
+from ingest.fold import records_fold
 from ingest.models import MetricBucket, Server
 from ingest.selectors import fleet_readiness, silent_since
 
@@ -798,7 +799,8 @@ def _charts(history: History, forecast: ForecastFacts | None, *, step_seconds: i
 
 def server_detail(*, name: str, now: datetime | None = None) -> dict | None:
     """The server page: 24 h of history, the current forecast, state timeline, alerts, live accuracy
-    and the server's own incident history (8 queries)."""
+    and the server's own incident history (8 queries, after folding pending ingest increments)."""
+    records_fold()
     server = Server.objects.filter(name=name).first()
     if server is None:
         return None

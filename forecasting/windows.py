@@ -16,6 +16,7 @@ from django.db.models import F, Q
 from forecasting.engine.series import SeriesWindow, grid_series
 from forecasting.engine.spec import CONTEXT, METRICS, STATES, STEP_MINUTES
 from forecasting.models import MaintenanceWindow
+from ingest.fold import records_fold
 from ingest.models import MetricBucket, MetricRecord, Server
 
 
@@ -27,7 +28,8 @@ class ServerWindow:
 
 def ready_servers(*, now: datetime | None = None):
     """The servers a run forecasts (a queryset): past warmup and reported within
-    TFT_SERVER_STALE_HOURS (0 = no limit)."""
+    TFT_SERVER_STALE_HOURS (0 = no limit). Counts and last seen include every committed batch."""
+    records_fold()
     query = Q(record_count__gte=settings.TFT_WARMUP_RECORDS)
     if settings.TFT_SERVER_STALE_HOURS:
         now = now or datetime.now(UTC)
@@ -79,6 +81,7 @@ def _bucket_series(*, server_ids: list[int], context_only: bool, since: datetime
     server, placed on the grid by the engine (which also picks each bucket's dominant state)."""
     if not server_ids:
         return []
+    records_fold()  # the rollups include every committed batch
     adapt = connection.ops.adapt_datetimefield_value
     params = [list(server_ids)] if connection.vendor == "postgresql" else list(server_ids)
     if closed_at is not None and context_only:
@@ -174,6 +177,7 @@ def maintenance_state_server_ids() -> set[int]:
     """Servers whose latest record reports state `maintenance` (when TFT_MAINTENANCE_STATE_SILENCES)."""
     if not settings.TFT_MAINTENANCE_STATE_SILENCES:
         return set()
+    records_fold()  # last_seen includes every committed batch
     return set(
         MetricRecord.objects.filter(timestamp=F("server__last_seen"), state="maintenance").values_list(
             "server_id", flat=True

@@ -150,14 +150,16 @@ def day_counts_upsert_sql(source: str) -> str:
     )
 
 
-def day_counts_add_sql(source: str) -> str:
+def day_counts_add_sql(source: str, *, at: str = '"timestamp"', records: str = "count(*)") -> str:
     """CTEs (``day_agg``, ``day_upd``, ``day_new``) that add the rows of ``source`` (a CTE with
     server_id and "timestamp") to the day counts: an UPDATE of the counts that exist and an INSERT
     of the others, as the ingest statement does for the rollups (a plain UPDATE is cheaper than
     ON CONFLICT DO UPDATE, which locks each row before updating it). The caller holds the rows of
-    the servers concerned, so no concurrent batch adds the same (day, server) in between."""
+    the servers concerned (or the fold lock), so no concurrent writer adds the same (day, server)
+    in between. ``at``/``records``: a source of rollup increments gives bucket_start and
+    sum(count) (a bucket never straddles midnight)."""
     return (
-        f"day_agg AS (SELECT (\"timestamp\" AT TIME ZONE 'UTC')::date AS day, server_id, count(*) AS records "
+        f"day_agg AS (SELECT ({at} AT TIME ZONE 'UTC')::date AS day, server_id, {records} AS records "
         f"FROM {source} GROUP BY 1, 2), "
         f"day_upd AS (UPDATE {DAY_COUNTS} AS d SET records = d.records + a.records FROM day_agg AS a "
         "WHERE d.day = a.day AND d.server_id = a.server_id RETURNING d.day, d.server_id), "

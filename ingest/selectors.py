@@ -10,6 +10,7 @@ from django.db import connection
 from django.db.models import Count, Min, Q, Sum, Value
 from django.db.models.functions import Coalesce, Least
 
+from ingest.fold import records_fold
 from ingest.models import FeedCounter, Server
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ def silent_since(*, now: datetime | None = None) -> datetime:
 
 def fleet_readiness(*, now: datetime | None = None) -> Readiness:
     """Warmup of the servers that are feeding; silent ones are counted apart and hold nothing back."""
+    records_fold()  # counts and seen times include every committed batch
     threshold = settings.TFT_WARMUP_RECORDS
     feeding = Q(last_received_at__gte=silent_since(now=now))
     agg = Server.objects.aggregate(
@@ -72,7 +74,11 @@ def fleet_readiness(*, now: datetime | None = None) -> Readiness:
 def feed_totals() -> tuple[CounterTotals, int, int]:
     """(counters, servers tracked, servers ready) in one round trip: the feed's response needs all
     three after every batch, and three ORM aggregates cost more than the batch's own writes.
-    Tracked and ready count feeding servers only, as fleet_readiness does."""
+    Tracked and ready count feeding servers only, as fleet_readiness does.
+
+    It reads without folding: a batch leaves increments pending only when every one of its servers
+    is counted tracked and ready already (ingest.services._pg_store_batch), so what is pending cannot
+    change these two counts; the feed counter is updated by every batch itself."""
     since = connection.ops.adapt_datetimefield_value(silent_since())
     with connection.cursor() as cursor:
         cursor.execute(
@@ -90,6 +96,7 @@ def feed_totals() -> tuple[CounterTotals, int, int]:
 def server_readiness_list(*, now: datetime | None = None) -> list[dict]:
     threshold = settings.TFT_WARMUP_RECORDS
     since = silent_since(now=now)
+    records_fold()  # counts and seen times include every committed batch
     rows = Server.objects.values_list("name", "profile", "record_count", "first_seen", "last_seen", "last_received_at")
     return [
         {

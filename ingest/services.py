@@ -1,8 +1,11 @@
 """Writes for the ingest app: records, rollups, counters, retention.
 
 records_ingest is the one write path for the API and the import command. A batch is one
-transaction: servers, records, 5-minute rollups and counters commit together or not at all, so an
-acknowledged record is stored exactly once and the rollups always equal the records they sum.
+transaction: its records and their increments (5-minute rollups, server counters, day counts)
+commit together or not at all, so an acknowledged record is stored exactly once and counted once.
+On PostgreSQL a batch of servers past warm-up appends its increments to ingest_pendingfold and
+records_fold adds them to the rollups and counters later (readers fold first); any other batch,
+and every batch on SQLite, updates them in its own transaction.
 """
 
 import functools
@@ -20,20 +23,25 @@ from django.db.models import F
 
 from ingest import partitions
 from ingest.contract import METRICS, STATES, profile_for
+from ingest.fold import (
+    BUCKET_COLUMNS,
+    FOLD_LOCK,
+    PENDING_ARRAYS,
+    PENDING_COLUMNS,
+    PENDING_FOLD,
+    bucket_conflict_clause,
+    bucket_merge_sql,
+    fold_locked,
+    greatest_sql,
+    records_fold,
+)
 from ingest.models import FeedCounter, MetricBucket
-from ingest.selectors import feed_totals
+from ingest.selectors import feed_totals, silent_since
 from ingest.validation import CleanRecord
 
 logger = logging.getLogger(__name__)
 
 _RECORD_COLUMNS = ("server_id", "timestamp", *METRICS, "state", "received_at")
-_BUCKET_COLUMNS = (
-    "server_id",
-    "bucket_start",
-    "count",
-    *(f"{m}_{agg}" for m in METRICS for agg in ("sum", "max")),
-    *(f"n_{s}" for s in STATES),
-)
 _PG_TYPES = {
     "server_id": "bigint",
     "timestamp": "timestamptz",
@@ -128,10 +136,6 @@ def _pg_arrays(rows: list[tuple]) -> list[str]:
     return [_pg_array(col) for col in zip(*rows, strict=True)]
 
 
-def _greatest(a: str, b: str) -> str:
-    return f"GREATEST({a}, {b})" if connection.vendor == "postgresql" else f"MAX({a}, {b})"
-
-
 def _upsert_servers(records: list[CleanRecord], *, received_at: datetime) -> dict[str, int]:
     """Create unseen servers and lock every server of the batch, in name order.
 
@@ -152,7 +156,7 @@ def _upsert_servers(records: list[CleanRecord], *, received_at: datetime) -> dic
         table,
         ("name", "profile", "first_seen", "last_seen", "last_received_at", "record_count"),
         rows,
-        tail=f"ON CONFLICT (name) DO UPDATE SET last_received_at = {_greatest(f'{table}.last_received_at', 'excluded.last_received_at')}",
+        tail=f"ON CONFLICT (name) DO UPDATE SET last_received_at = {greatest_sql(f'{table}.last_received_at', 'excluded.last_received_at')}",
         returning="id, name",
     )
     return {name: server_id for server_id, name in returned}
@@ -184,19 +188,8 @@ def _rollups(inserted: list[tuple], step_minutes: int) -> list[tuple]:
     return rows
 
 
-def _bucket_conflict_clause() -> str:
-    """Merge a bucket increment into a stored bucket: counts and sums add up, maxima take the larger."""
-    table = "ingest_metricbucket"
-    updates = [f"count = {table}.count + excluded.count"]
-    for metric in METRICS:
-        updates.append(f"{metric}_sum = {table}.{metric}_sum + excluded.{metric}_sum")
-        updates.append(f"{metric}_max = {_greatest(f'{table}.{metric}_max', f'excluded.{metric}_max')}")
-    updates.extend(f"n_{s} = {table}.n_{s} + excluded.n_{s}" for s in STATES)
-    return f"ON CONFLICT (server_id, bucket_start) DO UPDATE SET {', '.join(updates)}"
-
-
 def _upsert_buckets(rows: list[tuple]) -> None:
-    _insert("ingest_metricbucket", _BUCKET_COLUMNS, rows, tail=_bucket_conflict_clause())
+    _insert("ingest_metricbucket", BUCKET_COLUMNS, rows, tail=bucket_conflict_clause())
 
 
 def _update_servers(inserted: list[tuple]) -> None:
@@ -254,12 +247,15 @@ def records_ingest(*, records: list[CleanRecord], received_at: datetime | None =
     if batch and connection.vendor == "postgresql":
         record_partitions_ensure(days={r.timestamp.date() for r in batch})  # timestamps are UTC
 
+    deferred = False
     with transaction.atomic():
         if connection.vendor == "postgresql":
-            accepted = _pg_store_batch(batch, received_at=received_at)
+            accepted, deferred = _pg_store_batch(batch, received_at=received_at)
         else:
             accepted = _store_batch(batch, received_at=received_at)
         _bump_counter(accepted=accepted)
+    if deferred:
+        _fold_when_due()
 
     totals, tracked, ready = feed_totals()
     return IngestResult(
@@ -310,36 +306,20 @@ def _store_batch(batch: list[CleanRecord], *, received_at: datetime) -> int:
     return len(inserted)
 
 
-def _pg_bucket_sql() -> str:
-    """CTEs that add the new records (CTE ``ins``) to their 5-minute rollups: an UPDATE of the
-    rollups that exist, an INSERT of the others. A plain UPDATE writes one new row version per
-    bucket where INSERT … ON CONFLICT DO UPDATE first locks the row (a WAL record of its own) and
-    then updates it: 6.0 against 8.9 ms per 1,000 rows (docs/ingest-guide-shape.md). No race:
-    the server rows, locked first (_pg_upsert_servers), serialise every batch that touches these
-    buckets."""
-    table = "ingest_metricbucket"
-    aggregates = ["count(*)"]
+def _pg_bucket_aggregates() -> str:
+    """Select-list of the rollup increments of a CTE of records (``ins``), named as the rollup columns."""
+    aggregates = ["count(*)::int"]
     for metric in METRICS:
         aggregates += [f"sum({metric})", f"max({metric})"]
-    aggregates += [f"count(*) FILTER (WHERE state = '{state}')" for state in STATES]
-    merged = ["count = b.count + a.count"]
-    for metric in METRICS:
-        merged.append(f"{metric}_sum = b.{metric}_sum + a.{metric}_sum")
-        merged.append(f"{metric}_max = GREATEST(b.{metric}_max, a.{metric}_max)")
-    merged.extend(f"n_{s} = b.n_{s} + a.n_{s}" for s in STATES)
-    columns = ", ".join(_BUCKET_COLUMNS)
+    aggregates += [f"(count(*) FILTER (WHERE state = '{state}'))::int" for state in STATES]
+    return ", ".join(f"{a} AS {c}" for a, c in zip(aggregates, BUCKET_COLUMNS[2:], strict=True))
+
+
+def _pg_bucket_sql() -> str:
+    """CTEs that add the new records (CTE ``ins``) to their 5-minute rollups (see bucket_merge_sql)."""
     return (
         f"agg AS (SELECT server_id, date_bin(%s::interval, timestamp, 'epoch'::timestamptz) AS bucket_start, "
-        f"{', '.join(f'{a} AS {c}' for a, c in zip(aggregates, _BUCKET_COLUMNS[2:], strict=True))} "
-        f"FROM ins GROUP BY 1, 2), "
-        f"bucket_upd AS (UPDATE {table} AS b SET {', '.join(merged)} FROM agg AS a "
-        f"WHERE b.server_id = a.server_id AND b.bucket_start = a.bucket_start RETURNING b.server_id, b.bucket_start), "
-        # The comparison of counts is a one-time filter: the anti-join (two sorts) runs only when
-        # some bucket is new, which in the guide's shape is one batch in 60 (5 s batches, 5-minute buckets).
-        f"bucket_new AS (INSERT INTO {table} ({columns}) SELECT {columns} FROM agg AS a "
-        f"WHERE (SELECT count(*) FROM bucket_upd) < (SELECT count(*) FROM agg) AND NOT EXISTS ("
-        f"SELECT 1 FROM bucket_upd AS u WHERE u.server_id = a.server_id AND u.bucket_start = a.bucket_start) "
-        f"ORDER BY 1, 2 {_bucket_conflict_clause()} RETURNING 1)"
+        f"{_pg_bucket_aggregates()} FROM ins GROUP BY 1, 2), {bucket_merge_sql()}"
     )
 
 
@@ -456,33 +436,107 @@ def _pg_records_sql() -> str:
     )
 
 
-def _pg_store_batch(batch: list[CleanRecord], *, received_at: datetime) -> int:
-    """Postgres: two statements. The first upserts and locks the servers (_pg_upsert_servers), the
-    second stores the records with their rollups and day counts (_pg_records_sql).
+def _pg_store_batch(batch: list[CleanRecord], *, received_at: datetime) -> tuple[int, bool]:
+    """Postgres. Returns (records stored, whether their increments were left to the fold).
+
+    A batch whose servers all exist, are past warm-up and are feeding (``_pg_settled_servers``)
+    stores its records and appends its rollup and counter increments to ingest_pendingfold: one
+    row, whatever its number of servers (``_pg_deferred_sql``); records_fold applies them later.
+    Such a batch cannot change what the feed response and the warm-up report (every one of its
+    servers is counted tracked and ready already), so leaving its counts to the fold hides nothing
+    there. Any other batch (a new server, one still warming up or silent) updates the servers, the
+    rollups and the day counts in its own transaction, in two statements: the first upserts and
+    locks the servers (_pg_upsert_servers), the second stores the records with their rollups and
+    day counts (_pg_records_sql); it holds the fold lock shared, so no fold updates the same rows
+    in another order.
 
     Every per-row update (server, bucket, day count) changes no indexed column, so with free space
     on the page (fillfactor, migration 0007) it is a HOT update: no index is touched.
     """
     if not batch:
-        return 0
+        return 0, False
     times, position = _pg_timestamps(batch)
-    server_ids = _pg_upsert_servers(batch, received_at=received_at, times=times, position=position)
+    names = sorted({r.server_name for r in batch})
+    settled_ids = _pg_settled_ids(names)
+    deferred = settled_ids is not None
+    if deferred:
+        server_ids = dict(zip(names, map(int, settled_ids[1:-1].split(",")), strict=True))
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [FOLD_LOCK])
+        server_ids = _pg_upsert_servers(batch, received_at=received_at, times=times, position=position)
     # Sorted by (server id, timestamp): the order of the unique index the records go into.
     rows = sorted(
         (server_ids[r.server_name], position[r.timestamp], r.cpu_pct, r.mem_pct, r.disk_io_mb_s, r.latency_ms, r.state)
         for r in batch
     )
-    params = [
-        times,
-        *_pg_arrays(rows),
-        received_at,
-        f"{settings.TFT_STEP_MINUTES} minutes",
-        len(rows),
-    ]
+    step = f"{settings.TFT_STEP_MINUTES} minutes"
     with connection.cursor() as cursor:
-        cursor.execute(_pg_records_sql(), params)
+        if deferred:
+            cursor.execute(_pg_deferred_sql(), [times, *_pg_arrays(rows), received_at, step, received_at, settled_ids])
+        else:
+            cursor.execute(_pg_records_sql(), [times, *_pg_arrays(rows), received_at, step, len(rows)])
         accepted, _ = cursor.fetchone()
-    return accepted
+    return accepted, deferred
+
+
+# A settled server's last_received_at, as folded, may lag by the fold's bound; a server this close
+# to being counted silent takes the path that updates it in the batch's own transaction.
+_SILENT_MARGIN = timedelta(minutes=5)
+
+
+def _pg_settled_ids(names: list[str]) -> str | None:
+    """The ids of ``names``, in their order, as an array literal, if every one of them exists, is past
+    warm-up and is feeding; None otherwise. One read, no lock, one row back (not one per server)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*), array_agg(s.id ORDER BY v.i)::text FROM unnest(%s::text[]) WITH ORDINALITY AS v(name, i) "
+            "JOIN ingest_server AS s ON s.name = v.name WHERE s.record_count >= %s AND s.last_received_at >= %s",
+            [_pg_array(names), settings.TFT_WARMUP_RECORDS, silent_since() + _SILENT_MARGIN],
+        )
+        count, ids = cursor.fetchone()
+    return ids if count == len(names) else None
+
+
+def _pg_deferred_sql() -> str:
+    """The record statement of a settled batch: inserts the records and appends the rollup
+    increments of the rows that were new, per (server, bucket) with their first and last
+    timestamps, as one row of parallel arrays to ingest_pendingfold. No server, rollup or day-count
+    row is touched, and a duplicate is simply not counted."""
+    columns = ", ".join(_RECORD_COLUMNS)
+    metrics = ", ".join(METRICS)
+    metric_arrays = ", ".join("%s::float8[]" for _ in METRICS)
+    return (
+        f'WITH src AS (SELECT r.server_id, (%s::timestamptz[])[r.at] AS "timestamp", {metrics}, r.state '
+        f"FROM unnest(%s::bigint[], %s::int[], {metric_arrays}, %s::text[]) AS r(server_id, at, {metrics}, state)), "
+        f"ins AS (INSERT INTO ingest_metricrecord ({columns}) SELECT src.*, %s::timestamptz FROM src "
+        f"ON CONFLICT (server_id, timestamp) DO NOTHING RETURNING server_id, timestamp, {metrics}, state), "
+        f"agg AS (SELECT server_id, date_bin(%s::interval, timestamp, 'epoch'::timestamptz) AS bucket_start, "
+        f'min("timestamp") AS first, max("timestamp") AS last, {_pg_bucket_aggregates()} FROM ins GROUP BY 1, 2), '
+        # One row even when every record was a duplicate: the servers' last_received_at still moves.
+        f"pending AS (INSERT INTO {PENDING_FOLD} (received_at, seen_ids, {', '.join(PENDING_ARRAYS)}) "
+        f"SELECT %s::timestamptz, %s::bigint[], "
+        f"{', '.join(f'array_agg({c})' for c in PENDING_COLUMNS)} FROM agg RETURNING 1) "
+        "SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM pending)"
+    )
+
+
+# When this process next looks for pending rows old enough to fold (time.monotonic()).
+_next_fold_check = 0.0
+
+
+def _fold_when_due() -> None:
+    """After a settled batch's commit, outside its transaction (the batch is acknowledged whether or
+    not this fold runs; the beat and the next batches fold what it leaves): fold once the oldest
+    pending row has waited TFT_INGEST_FOLD_AFTER_SECONDS. A process looks at most four times per
+    period — the look is a query, and under a steady feed some process looks often enough."""
+    global _next_fold_check
+    after = settings.TFT_INGEST_FOLD_AFTER_SECONDS
+    now = time.monotonic()
+    if now < _next_fold_check:
+        return
+    _next_fold_check = now + after / 4
+    records_fold(wait=False, pending_for=after)
 
 
 def _as_aware(row: tuple) -> tuple:
@@ -520,10 +574,22 @@ def records_prune(*, older_than: datetime | None = None, chunk_size: int = 20_00
     return deleted_total
 
 
+def _fold_first() -> None:
+    """In the caller's transaction: take the fold lock exclusively until it ends, and fold what is
+    pending. Counts taken off (prune) or recounted (legacy move) then include every stored record,
+    and no fold or unsettled batch updates the same rows meanwhile. No-op on SQLite."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [FOLD_LOCK])
+        fold_locked(cursor)
+
+
 def _prune_table(*, table: str, cutoff: datetime, chunk_size: int) -> int:
     deleted_total = 0
     while True:
         with transaction.atomic():
+            _fold_first()
             with connection.cursor() as cursor:
                 cursor.execute(
                     f"DELETE FROM {table} WHERE id IN ("
@@ -647,6 +713,7 @@ def _drop_detached(*, name: str, day: date, detach_s: float | None = None) -> in
     """
     started = time.perf_counter()
     with transaction.atomic(), connection.cursor() as cursor:
+        _fold_first()  # the day counts must hold every record of the day before they are subtracted
         counts = partitions.detached_counts(cursor, day)
         counted = time.perf_counter()
         if counts:
@@ -684,6 +751,7 @@ def legacy_records_move(*, batch_size: int = 50_000, max_batches: int | None = N
     record_partitions_maintain()  # strays out of DEFAULT, or attaching their day would fail
     while max_batches is None or batches < max_batches:
         with transaction.atomic(), connection.cursor() as cursor:
+            _fold_first()  # it updates rollups, server counts and day counts, as a fold does
             span = partitions.legacy_next_days(cursor, batch_size=batch_size)
             if span is None:
                 break

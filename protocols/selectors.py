@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from ingest.contract import METRICS
+from ingest.fold import records_fold
 from ingest.models import MetricBucket, MetricRecord, Server
 
 
@@ -24,7 +25,9 @@ def server_names() -> list[str]:
 
 
 def bucket_history(*, server_names: list[str], start: datetime, end: datetime) -> dict[str, list[tuple]]:
-    """{server: [(bucket_start, count, cpu_sum, cpu_max, …)]} for buckets starting in [start, end]."""
+    """{server: [(bucket_start, count, cpu_sum, cpu_max, …)]} for buckets starting in [start, end],
+    pending ingest increments folded in first."""
+    records_fold()
     columns = ["server__name", "bucket_start", "count", *(f"{m}_{agg}" for m in METRICS for agg in ("sum", "max"))]
     rows = (
         MetricBucket.objects.filter(server__name__in=server_names, bucket_start__gte=start, bucket_start__lte=end)

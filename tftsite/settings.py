@@ -210,6 +210,16 @@ TFT_STALE_AFTER_MINUTES = env_int("TFT_STALE_AFTER_MINUTES", 15, minimum=1)
 # as long as the name stays) and shown as silent in /status and on the dashboard. It counts again
 # with its next batch. Arrival time, not metric time: a live feeder's backfill is not silence.
 TFT_SERVER_SILENT_AFTER_MINUTES = env_int("TFT_SERVER_SILENT_AFTER_MINUTES", 180, minimum=1)
+# PostgreSQL: a batch whose servers are all past warm-up and feeding appends its rollup and counter
+# increments to ingest_pendingfold instead of updating a server, a rollup and a day-count row per
+# distinct server (docs/ingest-guide-shape.md, round 4). A later batch folds them in once the oldest
+# has waited this long; readers of rollups and counts fold first, and the beat folds what a quiet
+# feed leaves (TFT_INGEST_FOLD_BEAT_SECONDS). A fold sums a server's batches into one row update only
+# when its period covers several of them: at the guide's 5 s cadence, 30 s folds six batches per server
+# (the 2 s default does that only for faster feeds, e.g. backfills); larger also means larger folds
+# for the readers that fold first. At most 60 s: below the 5-minute silent margin of a settled server.
+TFT_INGEST_FOLD_AFTER_SECONDS = env_float("TFT_INGEST_FOLD_AFTER_SECONDS", 2.0, minimum=0.0, maximum=60.0)
+TFT_INGEST_FOLD_BEAT_SECONDS = env_int("TFT_INGEST_FOLD_BEAT_SECONDS", 10, minimum=1)
 # Ready servers silent for longer than this are not forecast (0 = forecast them anyway).
 TFT_SERVER_STALE_HOURS = env_int("TFT_SERVER_STALE_HOURS", 24, minimum=0)
 # Scheduled runs forecast only the servers due: a 5-minute bucket closed since their current forecast,
@@ -481,6 +491,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "protocols.tasks.flush_pending_records",
         "schedule": float(TFT_PROTOCOL_WAIT_SECONDS),
         "options": {"expires": TFT_PROTOCOL_WAIT_SECONDS * 0.9},
+    },
+    # PostgreSQL: increments a quiet feed left in ingest_pendingfold (a busy feed folds them itself).
+    "fold-pending-records": {
+        "task": "ingest.tasks.fold_pending_records",
+        "schedule": float(TFT_INGEST_FOLD_BEAT_SECONDS),
+        "options": {"expires": TFT_INGEST_FOLD_BEAT_SECONDS * 0.9},
     },
     # PostgreSQL: record partitions three days ahead, strays out of the DEFAULT partition.
     "maintain-record-partitions": {

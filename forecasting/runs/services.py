@@ -23,6 +23,7 @@ from forecasting.engine.probability import fleet_environment
 from forecasting.models import PredictionRun, ServerForecast
 from forecasting.runs.selectors import current_run, due_server_ids, forecast_is_stale, served_forecasts
 from forecasting.windows import ready_server_ids, ready_servers
+from ingest.fold import records_fold
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def prediction_run_start(*, now: datetime | None = None, chunk_size: int | None 
     server, or (due_only, the schedule's runs) only those due (selectors.due_server_ids)."""
     now = now or _now()
     prediction_runs_expire_stale(now=now)
+    records_fold()  # ready servers, last seen and the windows' rollups include every committed batch
     if due_only:
         server_ids = due_server_ids(servers=list(ready_servers(now=now).values_list("id", "last_seen")), now=now)
     else:

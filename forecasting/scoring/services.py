@@ -50,6 +50,7 @@ from forecasting.registry import active_model_version
 from forecasting.scoring.calibration import intervals_recalibrate
 from forecasting.scoring.probabilities import probability_outcomes_prune, probability_outcomes_resolve
 from forecasting.windows import silenced_spans
+from ingest.fold import records_fold
 from ingest.models import MetricBucket
 
 logger = logging.getLogger(__name__)
@@ -339,6 +340,7 @@ def forecasts_score(*, limit: int | None = None) -> ScoringPass:
     transaction: sums added, markers moved, fully scored forecasts deleted, and the pass's coverage
     counts handed to the interval calibration, all or nothing."""
     limit = limit or settings.TFT_SCORE_MAX_PER_PASS
+    records_fold()  # the observed rollups include every committed batch
     with transaction.atomic():
         due = _due_forecasts(limit)
         if due is None:
