@@ -34,7 +34,9 @@ critical``, under the same hysteresis as served, i.e. as ``for`` / ``keep_firing
 warning costs in false alerts and alert-minutes). With an event model (``probability``), also
 ``incident_prob``: the served P(an incident starts within 8 h) at the origin
 (``backtest.served_probabilities``, the one the service computes for that window from the folder's
-event model, without the live map) at or above ``tau`` predicts an alert (critical) for the
+event model, without the live map) at or above its threshold (``alert_rules.incident_prob_threshold``:
+``tau``, raised to ``lift`` times the series' own incident base rate at the origin, from the same
+incident history the event model reads) predicts an alert (critical) for the
 **series** (the event model scores the server, not a metric), under the same hysteresis: one alert
 per series, which warns an incident of any of its metrics, and counts as false when no incident of
 the series follows (as a reported incident is matched).
@@ -52,15 +54,17 @@ from typing import Any
 
 import numpy as np
 
-from forecasting.engine.alert_rules import IMMEDIATE, Hysteresis, alert_episodes, severity_codes
+from forecasting.engine.alert_rules import IMMEDIATE, Hysteresis, alert_episodes, incident_prob_codes, severity_codes
 from forecasting.engine.backtest import (
     TEST_FRACTION,
     ProbabilitySetup,
     context_window,
+    incident_history,
     rolling_origins,
     served_inputs,
     served_probabilities,
 )
+from forecasting.engine.event_model import history_share
 from forecasting.engine.incidents import DEFAULT_MIN_BUCKETS, reported_buckets, threshold_incident_buckets
 from forecasting.engine.probability import limits_batch
 from forecasting.engine.series import SeriesWindow
@@ -74,8 +78,13 @@ LINEAR_STEPS = 60 // STEP_MINUTES  # predict_linear over the last hour
 REPLAY_EVERY = 1  # every 5 minutes, as the live runs
 PROB_RULE = "incident_prob"
 PROB_WINDOW = "8h"  # the event model's window the rule reads
-PROB_TAU = 0.2  # the replay's default threshold on P(incident within 8 h); --alert-prob-tau
+# The replay's default threshold on P(incident within 8 h) (--alert-prob-tau), raised to PROB_LIFT ×
+# the series' own incident base rate (--alert-prob-lift): chosen on the development replays (README,
+# bench/results/alert_replay/new_sources_r1.json) with K 1 / M 12 origins at a 15-minute stride.
+PROB_TAU = 0.05
 PROB_TAUS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)  # what --alert-frontier sweeps
+PROB_LIFT = 1.5  # 0: tau alone
+PROB_LIFTS: tuple[float, ...] = (0.0, 1.5)  # the lifts --alert-frontier sweeps with each tau (--alert-prob-lifts)
 REPLAY_RULES: tuple[str, ...] = ("served", "static_threshold", "predict_linear", "served_p50", PROB_RULE)
 SERIES_RULES = frozenset({PROB_RULE})  # rules that raise one alert per series, not per metric (and "rule@tau")
 PREDICT_CHUNK = 512
@@ -256,19 +265,24 @@ def _served_codes(predict: Callable, w: SeriesWindow, origins: np.ndarray, cols:
     return np.concatenate(out), np.concatenate(p50_only), (np.concatenate(kept) if keep else None)
 
 
-def probability_codes(p: np.ndarray, tau: float) -> np.ndarray:
-    """(n, 1) 2 (critical) where the incident probability at the origin is at or above `tau`."""
-    return np.where(np.asarray(p, dtype=np.float64) >= tau, 2, 0)[:, None]
+def probability_codes(p: np.ndarray, tau: float, share: np.ndarray | None = None, lift: float = 0.0) -> np.ndarray:
+    """(n, 1) 2 (critical) where the incident probability at the origin is at or above its threshold
+    (`tau`, raised to `lift` × the series' own base rate `share`: alert_rules.incident_prob_threshold)."""
+    return incident_prob_codes(p, share, tau=tau, lift=lift)[:, None]
 
 
 def event_probability(setup: ProbabilitySetup, window: str = PROB_WINDOW) -> Callable:
-    """(w, cols, origins, q) → (n,) the served P(an incident starts within `window`) at each origin,
+    """(w, cols, origins, q) → ((n,) the served P(an incident starts within `window`) at each origin,
     exactly as the probability evaluation replays what the service serves for that window
     (``backtest.served_inputs`` / ``served_probabilities``: the folder's event model on the served,
-    online-calibrated forecast), without the live map."""
+    online-calibrated forecast), without the live map; (n,) the series' own incident base rate for
+    that window at each origin (``event_model.history_share`` of the history the model read))."""
 
-    def probability(w: SeriesWindow, cols: list[int], origins: np.ndarray, q: np.ndarray) -> np.ndarray:
-        return served_probabilities(w, cols, origins, served_inputs(w, cols, origins, q, setup), setup)[window]
+    def probability(w: SeriesWindow, cols: list[int], origins: np.ndarray, q: np.ndarray):
+        history = incident_history(w, cols, origins, setup)
+        inputs = served_inputs(w, cols, origins, q, setup)
+        p = served_probabilities(w, cols, origins, inputs, setup, history=history)[window]
+        return p, history_share(history[window], window)
 
     return probability
 
@@ -289,14 +303,16 @@ def alert_replay(
     probability: Callable | None = None,
     tau: float = PROB_TAU,
     taus: Sequence[float] = PROB_TAUS,
+    lift: float = PROB_LIFT,
+    lifts: Sequence[float] = PROB_LIFTS,
 ) -> dict[str, Any]:
     """The replay of the module docstring. `predict(windows)` gives the forecasts (B, H, M, K) in
     METRICS order at quantile `levels`; `scored` maps a series to its metrics; `family_of` names a
-    series' family; `probability` (``event_probability``), when given, the incident probability the
-    ``incident_prob`` rule compares with `tau`. Returns {"per_family": family → rule → figures,
+    series' family; `probability` (``event_probability``), when given, the incident probability and
+    the series' base rate the ``incident_prob`` rule compares with `tau` and `lift`. Returns {"per_family": family → rule → figures,
     "pooled": rule → figures, "protocol": …}; with `frontier` (other hysteresis settings) also
     "frontier": the pooled served and predict_linear figures under each (and ``incident_prob`` at
-    each of `taus`), from the same forecasts (to choose K, M and tau on development series)."""
+    each of `taus` × `lifts`), from the same forecasts (to choose K, M and tau on development series)."""
     rules = {
         "served": hysteresis,
         "static_threshold": IMMEDIATE,
@@ -304,7 +320,7 @@ def alert_replay(
         "served_p50": hysteresis,
         **({PROB_RULE: hysteresis} if probability is not None else {}),
     }
-    swept_taus = tuple(taus) if probability is not None else ()
+    swept = tuple((t, lf) for t in taus for lf in lifts) if probability is not None else ()
     by_family: dict[str, dict[str, Counts]] = {}
     sweep: list[dict[str, dict[str, Counts]]] = [{} for _ in frontier]
     n_origins = 0
@@ -327,19 +343,19 @@ def alert_replay(
             "static_threshold": static_codes(y, origins, critical),
             "predict_linear": linear_codes(y, origins, critical),
         }
-        p = None
+        p = share = None
         if probability is not None:
-            p = probability(w, cols, origins, q)
-            codes[PROB_RULE] = probability_codes(p, tau)
+            p, share = probability(w, cols, origins, q)
+            codes[PROB_RULE] = probability_codes(p, tau, share, lift)
         counts = replay_series(y, w.states, origins, codes, critical, rules, every=every, min_buckets=min_buckets)
         name = family_of(w, scored[w.server])
         family = by_family.setdefault(name, {r: Counts() for r in rules})
         for rule, c in counts.items():
             family[rule].add(c)
         swept_codes = {r: codes[r] for r in ("served", "predict_linear", "served_p50")}
-        swept_codes.update({f"{PROB_RULE}@{t:g}": probability_codes(p, t) for t in swept_taus})
+        swept_codes.update({f"{PROB_RULE}@{_prob_key(t, lf)}": probability_codes(p, t, share, lf) for t, lf in swept})
         for point, h in zip(sweep, frontier, strict=True):
-            swept = replay_series(
+            point_counts = replay_series(
                 y,
                 w.states,
                 origins,
@@ -350,7 +366,7 @@ def alert_replay(
                 min_buckets=min_buckets,
             )
             fam = point.setdefault(name, {r: Counts() for r in swept_codes})
-            for rule, c in swept.items():
+            for rule, c in point_counts.items():
                 fam[rule].add(c)
         n_origins += len(origins)
     logger.info("alert replay: %d series, %d origins", len(series), n_origins)
@@ -366,9 +382,9 @@ def alert_replay(
             "predict_linear": pool["predict_linear"],
             "served_p50": pool["served_p50"],
         }
-        if swept_taus:
-            row[PROB_RULE] = {f"{t:g}": pooled(fams, rules=(f"{PROB_RULE}@{t:g}",))[f"{PROB_RULE}@{t:g}"]
-                              for t in swept_taus}  # fmt: skip
+        if swept:
+            keys = [_prob_key(t, lf) for t, lf in swept]
+            row[PROB_RULE] = {k: pooled(fams, rules=(f"{PROB_RULE}@{k}",))[f"{PROB_RULE}@{k}"] for k in keys}
         out_frontier.append(row)
     return {
         **({"frontier": out_frontier} if frontier else {}),
@@ -382,12 +398,25 @@ def alert_replay(
             "min_buckets": min_buckets,
             "warn_minutes": WARN_STEPS * STEP_MINUTES,
             **(
-                {"incident_prob": {"window": PROB_WINDOW, "tau": tau, "frontier_taus": list(swept_taus)}}
+                {
+                    "incident_prob": {
+                        "window": PROB_WINDOW,
+                        "tau": tau,
+                        "lift": lift,
+                        "frontier_taus": list(taus),
+                        "frontier_lifts": list(lifts),
+                    }
+                }
                 if probability is not None
                 else {}
             ),
         },
     }
+
+
+def _prob_key(tau: float, lift: float) -> str:
+    """A frontier point's name: "0.3" (tau alone), "0.05x1.5" (tau raised to 1.5 × the base rate)."""
+    return f"{tau:g}" if lift <= 0 else f"{tau:g}x{lift:g}"
 
 
 # The K / M settings `backtest --alert-frontier` replays (same K and M for both severities, and

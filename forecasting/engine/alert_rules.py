@@ -122,6 +122,24 @@ def severity_codes(p50: np.ndarray, p90: np.ndarray, warning: np.ndarray, critic
     return np.where(p50_peak >= critical, 2, code)
 
 
+def incident_prob_threshold(share: np.ndarray | None, *, tau: float, lift: float = 0.0) -> np.ndarray | float:
+    """The threshold of the incident-probability rule: ``tau``, raised to ``lift`` times the server's
+    own base rate ``share`` (event_model.history_share: its smoothed share of windows with an
+    incident) where that is higher. A server that is often in incident carries a standing P(8 h)
+    near its base rate: a state, not a warning, so it alerts only on a rise above it; a quiet
+    server alerts from ``tau``. ``lift`` 0 (or no ``share``): ``tau`` alone."""
+    if share is None or lift <= 0:
+        return tau
+    return np.maximum(tau, lift * np.asarray(share, dtype=np.float64))
+
+
+def incident_prob_codes(p: np.ndarray, share: np.ndarray | None, *, tau: float, lift: float = 0.0) -> np.ndarray:
+    """(n,) 2 (critical) where the incident probability `p` is at or above its threshold
+    (``incident_prob_threshold``), else 0."""
+    threshold = incident_prob_threshold(share, tau=tau, lift=lift)
+    return np.where(np.asarray(p, dtype=np.float64) >= threshold, 2, 0)
+
+
 def top_severity(candidates: list[dict]) -> str | None:
     """The highest severity among a server × metric's candidates (None: none)."""
     codes = [SEVERITY_CODE[c["severity"]] for c in candidates]
@@ -196,4 +214,3 @@ def alert_episodes(codes: np.ndarray, rule: Hysteresis) -> list[tuple[int, int]]
     if streak.severity is not None:
         out.append((first, len(codes)))
     return out
-

@@ -257,10 +257,6 @@ def baseline_quantiles(
     return np.clip(out, 0.0, upper)
 
 
-
-
-
-
 def score_window(y: np.ndarray, quantiles: np.ndarray, scale: float) -> dict[str, float] | None:
     """Scores of one forecast window: y (H,), quantiles (3, H) p10/p50/p90.
 
@@ -686,7 +682,6 @@ def lead_time_evaluation(
     return result
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Are the incident probabilities calibrated?
 PROB_EVERY = 12  # one origin an hour: many more forecasts than the interval scores need
@@ -871,17 +866,19 @@ def incident_history(w: SeriesWindow, cols: list[int], origins: np.ndarray, setu
 
 
 def served_probabilities(w: SeriesWindow, cols: list[int], origins: np.ndarray, inputs: tuple,
-                         setup: ProbabilitySetup) -> dict[str, np.ndarray]:  # fmt: skip
+                         setup: ProbabilitySetup, history: dict | None = None) -> dict[str, np.ndarray]:  # fmt: skip
     """Window → the served P(incident) at each origin: the event model's when the folder has one
-    (with the series' own incident history, as the service keeps it), else the bound through the
-    folder's recalibration map, else the bound."""
+    (with the series' own incident history, as the service keeps it: ``incident_history``, or
+    `history` when the caller already has it), else the bound through the folder's recalibration
+    map, else the bound."""
     context, states, critical, served = inputs
     if setup.event_model is not None:
         scored = np.zeros((len(origins), len(METRICS)), dtype=bool)
         scored[:, cols] = True
         feats = em.event_features(context, states, served, setup.levels, critical, [w.profile] * len(origins),
                                   scored=scored, min_buckets=setup.min_buckets,
-                                  history=incident_history(w, cols, origins, setup))  # fmt: skip
+                                  history=history if history is not None
+                                  else incident_history(w, cols, origins, setup))  # fmt: skip
         return em.model_probabilities(setup.event_model, feats)
     bound = incident_probabilities(served[:, :, cols], np.array(setup.levels), critical[:, cols])
     out = {"30m": bound["prob_30m"], "8h": bound["prob_8h"]}

@@ -297,6 +297,14 @@ def history_inputs(events_hours: np.ndarray, hours: np.ndarray, window: str) -> 
     return np.column_stack([ratio, np.log1p(hours)])
 
 
+def history_share(inputs: np.ndarray, window: str) -> np.ndarray:
+    """(N,) the smoothed incident share that history inputs (N, 2) carry (the inverse of their
+    log-odds ratio): the server's own base rate of incidents in a window, HISTORY_PRIOR without history."""
+    prior = HISTORY_PRIOR[window]
+    logit = np.asarray(inputs, dtype=np.float64)[:, 0] + math.log(prior / (1 - prior))
+    return 1.0 / (1.0 + np.exp(-logit))
+
+
 def series_history(labels: np.ndarray, *, every: int, steps: int, min_buckets: int = DEFAULT_MIN_BUCKETS,
                    half_life_hours: float = HISTORY_HALF_LIFE_HOURS) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(events_hours, hours) at each of one series' origins ``every`` steps apart, in time order,

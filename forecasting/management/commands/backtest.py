@@ -23,7 +23,8 @@ it into the model folder; --fit-event-model fits the event model (engine.event_m
 part and writes event_model.json (the way to give an existing folder one without retraining the TFT).
 "alerts" (unless --no-alerts): the alert replay of engine.alert_replay — per family and pooled,
 per rule (served, static_threshold, predict_linear, served_p50, and incident_prob when the TFT's
-folder has an event model: its P(incident within 8 h) >= --alert-prob-tau, one alert per series):
+folder has an event model: its P(incident within 8 h) >= --alert-prob-tau, raised to --alert-prob-lift
+× the series' own incident base rate, one alert per series):
 recall_15m, median_lead_minutes, false_alerts_per_server_day, alert_minutes_per_server_day, incidents.
 """
 
@@ -195,6 +196,22 @@ class Command(BaseCommand):
             default=list(alert_replay.PROB_TAUS),
             metavar="P",
             help="alert replay: the thresholds of incident_prob that --alert-frontier sweeps",
+        )
+        parser.add_argument(
+            "--alert-prob-lift",
+            type=float,
+            default=alert_replay.PROB_LIFT,
+            metavar="L",
+            help="alert replay, rule incident_prob: its threshold is at least L × the series' own incident base "
+            "rate (0: --alert-prob-tau alone; engine.alert_rules.incident_prob_threshold)",
+        )
+        parser.add_argument(
+            "--alert-prob-lifts",
+            type=float,
+            nargs="+",
+            default=list(alert_replay.PROB_LIFTS),
+            metavar="L",
+            help="alert replay: the lifts --alert-frontier sweeps with each of --alert-prob-taus",
         )
         parser.add_argument(
             "--open-after",
@@ -514,6 +531,8 @@ def _alert_replay(source: BacktestSource, forecaster, opts: dict, model_path: Pa
         probability=probability,
         tau=opts["alert_prob_tau"],
         taus=opts["alert_prob_taus"],
+        lift=opts["alert_prob_lift"],
+        lifts=opts["alert_prob_lifts"],
     )
 
 

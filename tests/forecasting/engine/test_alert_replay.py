@@ -19,7 +19,13 @@ from forecasting.engine.alert_replay import (
     static_codes,
 )
 from forecasting.engine.alert_rules import IMMEDIATE, Hysteresis
-from forecasting.engine.backtest import ProbabilitySetup
+from forecasting.engine.backtest import (
+    ProbabilitySetup,
+    incident_history,
+    rolling_origins,
+    served_inputs,
+    served_probabilities,
+)
 from forecasting.engine.series import SeriesWindow
 from forecasting.engine.spec import (
     CRITICAL_PCT,
@@ -177,3 +183,41 @@ def test_incident_prob_opens_where_the_event_models_probability_reaches_tau_and_
     assert row["alerts"] == 1 and row["false_alerts"] == 0
     assert row["alert_minutes_per_server_day"] == pytest.approx((781 - 733) * 5 / ((905 - 600) / STEPS_PER_DAY))
     assert out["pooled"][PROB_RULE]["recall_15m"] == 1.0
+
+
+def test_event_probability_gives_the_served_probability_and_the_series_own_base_rate():
+    w = _ramp_server()
+    setup = ProbabilitySetup(QUANTILES, DEFAULT_THRESHOLDS, event_model=_level_model(40.0, 0.8))
+    origins = rolling_origins(len(w.values), every=1)
+    q = _flat_forecast(origins)
+    p, share = event_probability(setup)(w, [0], origins, q)
+
+    served = served_probabilities(w, [0], origins, served_inputs(w, [0], origins, q, setup), setup)["8h"]
+    np.testing.assert_allclose(p, served)
+    np.testing.assert_allclose(share, em.history_share(incident_history(w, [0], origins, setup)["8h"], "8h"))
+
+
+def test_incident_prob_with_a_lift_opens_no_alert_where_p_stays_below_lift_times_the_base_rate():
+    w = _ramp_server()
+    setup = ProbabilitySetup(QUANTILES, DEFAULT_THRESHOLDS, event_model=_level_model(40.0, 0.8))
+    # The ramp's P reaches ~1 (see above); no incident before it, so its base rate is at most the
+    # prior rate: 100 × that is above any probability.
+    out = alert_replay(
+        [w], _flat_forecast, scored={"srv": ("cpu_pct",)}, family_of=lambda *_: "cpu", hysteresis=IMMEDIATE,
+        levels=QUANTILES, probability=event_probability(setup), tau=0.5, lift=100 / em.HISTORY_PRIOR["8h"],
+    )  # fmt: skip
+
+    row = out["per_family"]["cpu"][PROB_RULE]
+    assert row["alerts"] == 0 and row["incidents"] == 1 and row["warned_15m"] == 0
+
+
+def test_the_frontier_sweeps_incident_prob_at_each_tau_and_lift():
+    w = _ramp_server()
+    setup = ProbabilitySetup(QUANTILES, DEFAULT_THRESHOLDS, event_model=_level_model(40.0, 0.8))
+    out = alert_replay(
+        [w], _flat_forecast, scored={"srv": ("cpu_pct",)}, family_of=lambda *_: "cpu", hysteresis=IMMEDIATE,
+        levels=QUANTILES, probability=event_probability(setup), frontier=(IMMEDIATE,), taus=(0.5,), lifts=(0.0, 2.0),
+    )  # fmt: skip
+
+    assert set(out["frontier"][0][PROB_RULE]) == {"0.5", "0.5x2"}
+    assert out["frontier"][0][PROB_RULE]["0.5"]["recall_15m"] == out["pooled"][PROB_RULE]["recall_15m"] == 1.0

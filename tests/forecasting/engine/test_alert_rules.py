@@ -5,7 +5,13 @@ import math
 import numpy as np
 import pytest
 
-from forecasting.engine.alert_rules import Limits, alert_candidates, lead_time
+from forecasting.engine.alert_rules import (
+    Limits,
+    alert_candidates,
+    incident_prob_codes,
+    incident_prob_threshold,
+    lead_time,
+)
 from forecasting.engine.probability import exceedance, fleet_environment, incident_probabilities, limits_batch
 
 LEVELS = np.array([0.1, 0.5, 0.9])
@@ -156,3 +162,18 @@ def test_p50_critical_message_names_the_rule_and_the_critical_threshold():
 @pytest.mark.parametrize(("minutes", "text"), [(5, "5 min"), (60, "1 h"), (135, "2 h 15 min"), (480, "8 h")])
 def test_lead_time_reads_in_hours_and_minutes(minutes, text):
     assert lead_time(minutes) == text
+
+
+def test_incident_prob_threshold_is_tau_alone_without_a_lift():
+    assert incident_prob_threshold(np.array([0.9]), tau=0.3, lift=0.0) == 0.3
+    assert incident_prob_threshold(None, tau=0.3, lift=2.0) == 0.3
+
+
+def test_incident_prob_threshold_rises_to_lift_times_the_servers_base_rate_above_tau():
+    share = np.array([0.01, 0.2])  # a quiet server, one often in incident
+    np.testing.assert_allclose(incident_prob_threshold(share, tau=0.05, lift=1.5), [0.05, 0.3])
+
+
+def test_incident_prob_codes_are_critical_at_or_above_each_servers_threshold():
+    p, share = np.array([0.06, 0.25, 0.31]), np.array([0.01, 0.2, 0.2])
+    assert incident_prob_codes(p, share, tau=0.05, lift=1.5).tolist() == [2, 0, 2]

@@ -205,3 +205,11 @@ def test_a_window_with_its_own_inputs_reads_only_those():
                                "coef": [5.0]}  # fmt: skip
     p = em.model_probabilities(em.check_model(model), {"30m": x, "8h": x})
     np.testing.assert_allclose(p["30m"], p["8h"])  # both read level alone (share_near's coefficient is 0)
+
+
+def test_history_share_is_the_smoothed_incident_share_the_history_inputs_carry():
+    events, hours = np.array([12.0, 0.0, 0.0]), np.array([24.0, 24.0, 0.0])
+    share = em.history_share(em.history_inputs(events, hours, "8h"), "8h")
+    smoothed = (events + em.HISTORY_PRIOR_HOURS * em.HISTORY_PRIOR["8h"]) / (hours + em.HISTORY_PRIOR_HOURS)
+    np.testing.assert_allclose(share, smoothed)
+    assert share[2] == pytest.approx(em.HISTORY_PRIOR["8h"])  # no history: the prior rate
