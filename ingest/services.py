@@ -410,10 +410,11 @@ def _pg_upsert_servers(
         return {name: server_id for server_id, name in cursor.fetchall()}
 
 
-def _pg_records_sql() -> str:
-    """The record statement: inserts the records, rolls up only the rows that were new into the
-    5-minute buckets and the day counts, and takes the duplicates back off their servers' counts
-    — no rows travel back. Timestamps are positions in the batch's array (``_pg_timestamps``)."""
+def _pg_insert_ctes() -> str:
+    """The first two CTEs of both record statements (``src``: the batch's arrays as rows, timestamps
+    being positions in the batch's array, ``_pg_timestamps``; ``ins``: the records that were new),
+    each followed by a comma. Parameters: the timestamps, server ids, positions, one array per
+    metric, the states, then received_at."""
     columns = ", ".join(_RECORD_COLUMNS)
     metrics = ", ".join(METRICS)
     metric_arrays = ", ".join("%s::float8[]" for _ in METRICS)
@@ -423,6 +424,15 @@ def _pg_records_sql() -> str:
         # received_at is the same for the whole batch: one scalar parameter, not an array of copies.
         f"ins AS (INSERT INTO ingest_metricrecord ({columns}) SELECT src.*, %s::timestamptz FROM src "
         f"ON CONFLICT (server_id, timestamp) DO NOTHING RETURNING server_id, timestamp, {metrics}, state), "
+    )
+
+
+def _pg_records_sql() -> str:
+    """The record statement: inserts the records, rolls up only the rows that were new into the
+    5-minute buckets and the day counts, and takes the duplicates back off their servers' counts
+    — no rows travel back. Timestamps are positions in the batch's array (``_pg_timestamps``)."""
+    return (
+        f"{_pg_insert_ctes()}"
         f"{_pg_bucket_sql()}, "
         f"{partitions.day_counts_add_sql('ins')}, "
         # Records already stored (a retry, an overlapping backfill) come off the counts the server
@@ -503,14 +513,8 @@ def _pg_deferred_sql() -> str:
     increments of the rows that were new, per (server, bucket) with their first and last
     timestamps, as one row of parallel arrays to ingest_pendingfold. No server, rollup or day-count
     row is touched, and a duplicate is simply not counted."""
-    columns = ", ".join(_RECORD_COLUMNS)
-    metrics = ", ".join(METRICS)
-    metric_arrays = ", ".join("%s::float8[]" for _ in METRICS)
     return (
-        f'WITH src AS (SELECT r.server_id, (%s::timestamptz[])[r.at] AS "timestamp", {metrics}, r.state '
-        f"FROM unnest(%s::bigint[], %s::int[], {metric_arrays}, %s::text[]) AS r(server_id, at, {metrics}, state)), "
-        f"ins AS (INSERT INTO ingest_metricrecord ({columns}) SELECT src.*, %s::timestamptz FROM src "
-        f"ON CONFLICT (server_id, timestamp) DO NOTHING RETURNING server_id, timestamp, {metrics}, state), "
+        f"{_pg_insert_ctes()}"
         f"agg AS (SELECT server_id, date_bin(%s::interval, timestamp, 'epoch'::timestamptz) AS bucket_start, "
         f'min("timestamp") AS first, max("timestamp") AS last, {_pg_bucket_aggregates()} FROM ins GROUP BY 1, 2), '
         # One row even when every record was a duplicate: the servers' last_received_at still moves.
