@@ -229,8 +229,16 @@ def _bump_counter(*, accepted: int) -> None:
     # Last statement of the transaction, so the slot's row lock is held as briefly as possible.
     slot = (os.getpid() + random.randrange(FeedCounter.SLOTS)) % FeedCounter.SLOTS
     updated = FeedCounter.objects.filter(slot=slot).update(batches=F("batches") + 1, records=F("records") + accepted)
-    if not updated:  # the slot rows are created by a migration; recreate if someone deleted them
-        FeedCounter.objects.create(slot=slot, batches=1, records=accepted)
+    if not updated:
+        # The slot rows come from a migration; a table flush (a test's, an operator's) removes them. Two
+        # feeders can find the same slot missing at once, so recreate it with an upsert, not a plain insert.
+        table = FeedCounter._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (slot, batches, records) VALUES (%s, 1, %s) ON CONFLICT (slot) DO UPDATE "
+                f"SET batches = {table}.batches + 1, records = {table}.records + excluded.records",
+                [slot, accepted],
+            )
 
 
 def records_ingest(*, records: list[CleanRecord], received_at: datetime | None = None) -> IngestResult:

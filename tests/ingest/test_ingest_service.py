@@ -198,3 +198,27 @@ def test_prune_deletes_old_raw_records_and_keeps_counts_exact(client):
     assert Server.objects.get().record_count == 3
     assert client.get("/status").json()["window_size"] == 3
     assert MetricBucket.objects.filter(bucket_start__lt=now - timedelta(days=14)).exists()
+
+
+@pytest.mark.django_db
+def test_feed_counter_slot_recreated_by_two_feeders_at_once_counts_both(monkeypatch):
+    # A flush removed the slot rows; another feeder recreates this slot between our UPDATE (0 rows) and our insert.
+    from django.db.models import QuerySet
+
+    from ingest import services
+    from ingest.models import FeedCounter
+
+    FeedCounter.objects.all().delete()
+    monkeypatch.setattr(services.random, "randrange", lambda n: (-services.os.getpid()) % n)
+    real_update = QuerySet.update
+
+    def update_after_a_rival_insert(self, **kwargs):
+        if self.model is FeedCounter and not FeedCounter.objects.filter(slot=0).exists():
+            FeedCounter.objects.create(slot=0, batches=1, records=5)
+            return 0
+        return real_update(self, **kwargs)
+
+    monkeypatch.setattr(QuerySet, "update", update_after_a_rival_insert)
+    services._bump_counter(accepted=3)
+
+    assert FeedCounter.objects.values_list("slot", "batches", "records").get() == (0, 2, 8)
