@@ -118,4 +118,18 @@ def test_tft_forecasts_are_served_as_before_the_move():
     forecaster = load_forecaster(MODEL, device="cpu", threads=1)
     served = _served(windows, forecaster.predict_array(windows), parse_payload=True)
     differences = _differences(served, json.loads(gzip.decompress(PINNED_TFT.read_bytes())))
-    assert not differences, differences[:10]
+    assert not [d for d in differences if not _peak_step_tie(d, served)], differences[:10]
+
+
+PEAK_STEP = re.compile(r"^\[(\d+)\]\.summary\.(\w+)\.peak_step: (\d+) != (\d+)$")
+
+
+def _peak_step_tie(difference: str, served: list[dict]) -> bool:
+    """A peak step that moved to a step whose served p50 is within TOLERANCE of the pinned peak's (a
+    near-tie the other CPU's kernels break the other way: the p50 at 95 and 96 of a flat tail)."""
+    match = PEAK_STEP.match(difference)
+    if match is None:
+        return False
+    i, metric, got, want = int(match[1]), match[2], int(match[3]), int(match[4])
+    p50 = served[i]["payload"][metric]["p50"]
+    return abs(p50[got - 1] - p50[want - 1]) <= TOLERANCE
