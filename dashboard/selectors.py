@@ -22,6 +22,7 @@ from django.conf import settings
 from django.db.models import Count, Max, Q
 
 from forecasting.alerts.selectors import alert_thresholds, alerts_open_counts
+from forecasting.engine.alert_rules import INCIDENT_METRIC
 from forecasting.engine.series import dominant_state
 from forecasting.engine.spec import HORIZON, STEP_MINUTES
 from forecasting.models import Alert, AlertTransition, PredictionRun
@@ -570,6 +571,7 @@ def _alert_rows(query) -> list[AlertRow]:
 
 ALERT_STATES = tuple(s.value for s in Alert.State)
 ALERT_SEVERITIES = tuple(s.value for s in Alert.Severity)
+ALERT_METRICS = (*METRICS, INCIDENT_METRIC)  # a server's incident_prob alert is its "incident" one
 
 
 def alerts_board(*, state: str = "", severity: str = "", metric: str = "", server: str = "") -> dict:
@@ -577,7 +579,7 @@ def alerts_board(*, state: str = "", severity: str = "", metric: str = "", serve
     query = Q()
     if severity in ALERT_SEVERITIES:
         query &= Q(severity=severity)
-    if metric in METRICS:
+    if metric in ALERT_METRICS:
         query &= Q(metric=metric)
     if server:
         query &= Q(server__name__icontains=server)
@@ -602,7 +604,7 @@ def alerts_board(*, state: str = "", severity: str = "", metric: str = "", serve
                     "server": server},
         "states": ALERT_STATES,
         "severities": ALERT_SEVERITIES,
-        "metrics": METRICS,
+        "metrics": ALERT_METRICS,
         "limit": ALERTS_PAGE_LIMIT,
     }
 

@@ -8,6 +8,7 @@ Postgres and Redis. The code path is the same in both cases.
 import os
 from pathlib import Path
 
+from forecasting.engine import alert_rules
 from forecasting.engine import live_calibration as live_map
 from forecasting.engine.spec import METRICS, STATES, STEP_MINUTES
 from tftsite.env import (
@@ -325,6 +326,16 @@ TFT_ALERT_OPEN_AFTER_WARNING = env_int("TFT_ALERT_OPEN_AFTER_WARNING", 1, minimu
 TFT_ALERT_OPEN_AFTER_CRITICAL = env_int("TFT_ALERT_OPEN_AFTER_CRITICAL", 1, minimum=1, maximum=288)
 TFT_ALERT_RESOLVE_AFTER_WARNING = env_int("TFT_ALERT_RESOLVE_AFTER_WARNING", 18, minimum=1, maximum=288)
 TFT_ALERT_RESOLVE_AFTER_CRITICAL = env_int("TFT_ALERT_RESOLVE_AFTER_CRITICAL", 18, minimum=1, maximum=288)
+# The incident-probability alert (engine.alert_rules, rule incident_prob, metric "incident": one per
+# server): opens when the event model's P(an incident starts within 8 h) is at or above
+# max(TAU, LIFT × the server's own incident base rate), under its own hysteresis counted in forecasts.
+# Defaults chosen on the development replays only (README "The new real sources"): τ 0.05, λ 1.5,
+# K 1 / M 12 origins at a 15-minute stride = 36 forecasts (3 h). Off: only the forecast rules alert.
+TFT_ALERT_INCIDENT_PROB = env_bool("TFT_ALERT_INCIDENT_PROB", True)
+TFT_ALERT_INCIDENT_PROB_TAU = env_float("TFT_ALERT_INCIDENT_PROB_TAU", alert_rules.PROB_TAU, minimum=0.0, maximum=1.0)
+TFT_ALERT_INCIDENT_PROB_LIFT = env_float("TFT_ALERT_INCIDENT_PROB_LIFT", alert_rules.PROB_LIFT, minimum=0.0)
+TFT_ALERT_INCIDENT_OPEN_AFTER = env_int("TFT_ALERT_INCIDENT_OPEN_AFTER", 1, minimum=1, maximum=288)
+TFT_ALERT_INCIDENT_RESOLVE_AFTER = env_int("TFT_ALERT_INCIDENT_RESOLVE_AFTER", 36, minimum=1, maximum=288)
 # A server's alert that opens again within this many minutes of resolving counts as a flap
 # (tft_alert_flaps_total{server} in /metrics).
 TFT_ALERT_FLAP_WINDOW_MINUTES = env_int("TFT_ALERT_FLAP_WINDOW_MINUTES", 60, minimum=1)

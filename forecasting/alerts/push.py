@@ -52,12 +52,16 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 
+from forecasting.engine.alert_rules import INCIDENT_RULE
 from forecasting.models import Alert, AlertNotification
 from tftsite.env import http_url_problem, redact_url
 
 logger = logging.getLogger(__name__)
 
 ALERT_NAME = "TFTForecastThreshold"
+# The incident-probability alert is a different kind (a server's risk, not a metric's crossing):
+# its own alertname, so Alertmanager routes and inhibits it apart.
+INCIDENT_ALERT_NAME = "TFTIncidentProbability"
 # The delivery task's name (forecasting.tasks; queued messages carry it, so it outlived its module)
 # and how long a queued delivery stays worth sending.
 PUSH_TASK = "forecasting.push_tasks.push_alert_notification"
@@ -96,7 +100,7 @@ def _iso(value: datetime) -> str:
 def _alertmanager_alert(*, alert: Alert, server_name: str, transition: str, now: datetime) -> dict:
     """The alert in Alertmanager's /api/v2/alerts shape (also the element of a webhook's alerts)."""
     labels = {
-        "alertname": ALERT_NAME,
+        "alertname": INCIDENT_ALERT_NAME if alert.rule == INCIDENT_RULE else ALERT_NAME,
         "server": server_name,
         "metric": alert.metric,
         # Its severity now: a severity change is pushed re-labelled (see the module docstring); a

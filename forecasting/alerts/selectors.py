@@ -31,6 +31,12 @@ def alert_hysteresis() -> Hysteresis:
     )
 
 
+def incident_hysteresis() -> Hysteresis:
+    """The incident_prob alert's hysteresis (TFT_ALERT_INCIDENT_OPEN_AFTER / _RESOLVE_AFTER, both severities)."""
+    k, m = settings.TFT_ALERT_INCIDENT_OPEN_AFTER, settings.TFT_ALERT_INCIDENT_RESOLVE_AFTER
+    return Hysteresis({"warning": k, "critical": k}, {"warning": m, "critical": m})
+
+
 def open_alerts(*, server_name: str | None = None, server_names: list[str] | None = None):
     query = Alert.objects.filter(state__in=[Alert.State.ACTIVE, Alert.State.ACKNOWLEDGED]).select_related("server")
     if server_name:

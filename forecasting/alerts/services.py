@@ -35,9 +35,10 @@ from django.conf import settings
 from django.db import transaction
 
 from forecasting.alerts import push as alert_push
-from forecasting.alerts.selectors import alert_hysteresis
+from forecasting.alerts.selectors import alert_hysteresis, incident_hysteresis
 from forecasting.engine.alert_rules import (
     CHANGED,
+    INCIDENT_METRIC,
     OPENED,
     RESOLVED,
     SEVERITY_CODE,
@@ -360,7 +361,7 @@ def alerts_apply_run(
     """A run's alert lifecycle from its forecasts' (server_id, alert_candidates, …), through the
     hysteresis (see above). The open alerts and streaks of `held_server_ids` (servers whose forecast
     is stale) are left exactly as they are. Runs inside the run's finalising transaction."""
-    rule = alert_hysteresis()
+    rule, incident_rule = alert_hysteresis(), incident_hysteresis()
     silenced = silenced_keys(now=now)
     predicted = _predicted(forecasts)
     # (server_id, candidates, p30, p8h[, origin]): with the origin, the hysteresis counts forecasts
@@ -397,7 +398,7 @@ def alerts_apply_run(
             alert=alert,
             hits=streak.hits if streak else 0,
             c=predicted.get(key),
-            rule=rule,
+            rule=incident_rule if key[1] == INCIDENT_METRIC else rule,
             out=out,
             run=run,
             now=now,

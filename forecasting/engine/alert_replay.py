@@ -24,14 +24,15 @@ Protocol, per series (its scored metrics) and per rule:
   while it is open or within the horizon after it opened; ``false_alerts_per_server_day``.
 * ``alert_minutes_per_server_day``: minutes with at least one alert open on the server.
 
-Rules: ``served`` (``alert_rules.severity_codes`` of the forecast's p50 / p90, as served),
+Rules: ``served_forecast`` (``alert_rules.severity_codes`` of the forecast's p50 / p90, as served),
 ``static_threshold`` (the metric at or above critical for the last 10 minutes, as a Prometheus rule
 ``… >= critical for 10m``: it fires only once the incident is under way, so its lead is <= 0 by
 construction; it opens and resolves at once) and ``predict_linear`` (least-squares line over the last
 hour projected ``HORIZON`` ahead reaching critical: Prometheus' ``predict_linear(x[1h], 8h) >=
 critical``, under the same hysteresis as served, i.e. as ``for`` / ``keep_firing_for``). Also
 ``served_p50``: the served rules without the p90 early warning (a diagnostic: what the early
-warning costs in false alerts and alert-minutes). With an event model (``probability``), also
+warning costs in false alerts and alert-minutes), and ``served_p50_prob``: its alerts with
+``incident_prob``'s (what ``served`` would be without the early warning). With an event model (``probability``), also
 ``incident_prob``: the served P(an incident starts within 8 h) at the origin
 (``backtest.served_probabilities``, the one the service computes for that window from the folder's
 event model, without the live map) at or above its threshold (``alert_rules.incident_prob_threshold``:
@@ -39,7 +40,10 @@ event model, without the live map) at or above its threshold (``alert_rules.inci
 incident history the event model reads) predicts an alert (critical) for the
 **series** (the event model scores the server, not a metric), under the same hysteresis: one alert
 per series, which warns an incident of any of its metrics, and counts as false when no incident of
-the series follows (as a reported incident is matched).
+the series follows (as a reported incident is matched), under its own hysteresis (the service's
+``TFT_ALERT_INCIDENT_*``). ``served`` is what the service serves: the alerts of ``served_forecast``
+and, with an event model and ``serve_prob``, those of ``incident_prob`` together (each episode of
+either counts; an incident is warned when either warned it).
 
 Per family the counts are summed; ``pooled`` weighs families equally (the mean of the family figures,
 recall and leads over families with incidents).
@@ -54,7 +58,17 @@ from typing import Any
 
 import numpy as np
 
-from forecasting.engine.alert_rules import IMMEDIATE, Hysteresis, alert_episodes, incident_prob_codes, severity_codes
+from forecasting.engine.alert_rules import (
+    IMMEDIATE,
+    INCIDENT_RULE,
+    INCIDENT_WINDOW,
+    PROB_LIFT,
+    PROB_TAU,
+    Hysteresis,
+    alert_episodes,
+    incident_prob_codes,
+    severity_codes,
+)
 from forecasting.engine.backtest import (
     TEST_FRACTION,
     ProbabilitySetup,
@@ -76,17 +90,25 @@ WARN_STEPS = 15 // STEP_MINUTES  # "warned at least 15 minutes before"
 STATIC_FOR = 10 // STEP_MINUTES  # static threshold: `for: 10m`
 LINEAR_STEPS = 60 // STEP_MINUTES  # predict_linear over the last hour
 REPLAY_EVERY = 1  # every 5 minutes, as the live runs
-PROB_RULE = "incident_prob"
-PROB_WINDOW = "8h"  # the event model's window the rule reads
-# The replay's default threshold on P(incident within 8 h) (--alert-prob-tau), raised to PROB_LIFT ×
-# the series' own incident base rate (--alert-prob-lift): chosen on the development replays (README,
-# bench/results/alert_replay/new_sources_r1.json) with K 1 / M 12 origins at a 15-minute stride.
-PROB_TAU = 0.05
+PROB_RULE = INCIDENT_RULE
+PROB_WINDOW = INCIDENT_WINDOW
+# The default threshold on P(incident within 8 h) (--alert-prob-tau) is alert_rules.PROB_TAU, raised
+# to PROB_LIFT × the series' own incident base rate (--alert-prob-lift), as served.
 PROB_TAUS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)  # what --alert-frontier sweeps
-PROB_LIFT = 1.5  # 0: tau alone
 PROB_LIFTS: tuple[float, ...] = (0.0, 1.5)  # the lifts --alert-frontier sweeps with each tau (--alert-prob-lifts)
-REPLAY_RULES: tuple[str, ...] = ("served", "static_threshold", "predict_linear", "served_p50", PROB_RULE)
+REPLAY_RULES: tuple[str, ...] = (
+    "served",
+    "served_forecast",
+    "static_threshold",
+    "predict_linear",
+    "served_p50",
+    PROB_RULE,
+    "served_p50_prob",
+)
 SERIES_RULES = frozenset({PROB_RULE})  # rules that raise one alert per series, not per metric (and "rule@tau")
+SERVED_PARTS: tuple[str, ...] = ("served_forecast", PROB_RULE)  # "served": their alerts together
+# A diagnostic: served without the p90 early warning (what incident_prob leaves it to add).
+P50_PROB_PARTS: tuple[str, ...] = ("served_p50", PROB_RULE)
 PREDICT_CHUNK = 512
 
 
@@ -186,14 +208,14 @@ def score_alerts(
     first: int,
     end: int,
     horizon: int = HORIZON,
-    series_wide: bool = False,
+    wide: Sequence[tuple[int, int]] = (),
 ) -> Counts:
     """Counts for alert episodes per column ([open, close) buckets) against `incidents`, over the
     replayed span [first, end) (incidents counted when they start in [first + WARN_STEPS, end)).
-    `series_wide`: `episodes` holds one list, the series' alerts, which warn any of its incidents."""
+    `wide`: the series' own alerts (not a column's), which warn any of its incidents."""
     counts = Counts(server_days=(end - first) / STEPS_PER_DAY)
     open_mask = np.zeros(len(incidents.active), dtype=bool)
-    for col_episodes in episodes:
+    for col_episodes in (*episodes, wide):
         for a, b in col_episodes:
             open_mask[a:b] = True
             counts.episodes += 1
@@ -205,8 +227,9 @@ def score_alerts(
             continue
         counts.incidents += 1
         at = start - WARN_STEPS
-        cols = range(len(episodes)) if col < 0 or series_wide else (col,)
-        opened = [a for c in cols for a, b in episodes[c] if a <= at < b and start - a <= horizon]
+        cols = (col,) if 0 <= col < len(episodes) else range(len(episodes))  # a reported one: any column
+        candidates = [*(e for c in cols for e in episodes[c]), *wide]
+        opened = [a for a, b in candidates if a <= at < b and start - a <= horizon]
         if opened:
             counts.warned += 1
             counts.leads.append(float((start - min(opened)) * STEP_MINUTES))
@@ -230,21 +253,26 @@ def replay_series(
     *,
     every: int = REPLAY_EVERY,
     min_buckets: int = DEFAULT_MIN_BUCKETS,
+    unions: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Counts]:
     """Each rule's counts on one series: `values` (T, C) its scored columns, `codes` rule → (n, C)
     severity codes at `origins` ((n, 1) for a rule of SERIES_RULES), `critical` (C,) the fixed
-    limits, `hysteresis` rule → its rule."""
+    limits, `hysteresis` rule → its rule; `unions` name → rules of `codes` whose alerts are served
+    together (each keeps its own hysteresis)."""
     incidents = series_incidents(values, states, critical, min_buckets=min_buckets)
     first, end = int(origins[0]), int(origins[-1]) + every
-    out = {}
+    episodes: dict[str, tuple[list, list]] = {}  # rule → (per column, the series' own)
     for rule, c in codes.items():
-        episodes = [
-            _as_buckets(alert_episodes(c[:, col], hysteresis[rule]), origins, every) for col in range(c.shape[1])
-        ]
-        out[rule] = score_alerts(
-            episodes, incidents, first=first, end=end, series_wide=rule.split("@")[0] in SERIES_RULES
-        )
-    return out
+        runs = [_as_buckets(alert_episodes(c[:, col], hysteresis[rule]), origins, every) for col in range(c.shape[1])]
+        episodes[rule] = ([], runs[0]) if rule.split("@")[0] in SERIES_RULES else (runs, [])
+    for name, parts in (unions or {}).items():
+        columns = [episodes[p][0] for p in parts if episodes[p][0]]
+        per_col = [[e for col in cols for e in col] for cols in zip(*columns, strict=True)]
+        episodes[name] = (per_col, [e for p in parts for e in episodes[p][1]])
+    return {
+        rule: score_alerts(per_col, incidents, first=first, end=end, wide=wide)
+        for rule, (per_col, wide) in episodes.items()
+    }
 
 
 def _served_codes(predict: Callable, w: SeriesWindow, origins: np.ndarray, cols: list[int], limits, levels,
@@ -305,21 +333,26 @@ def alert_replay(
     taus: Sequence[float] = PROB_TAUS,
     lift: float = PROB_LIFT,
     lifts: Sequence[float] = PROB_LIFTS,
+    prob_hysteresis: Hysteresis | None = None,
+    serve_prob: bool = True,
 ) -> dict[str, Any]:
     """The replay of the module docstring. `predict(windows)` gives the forecasts (B, H, M, K) in
     METRICS order at quantile `levels`; `scored` maps a series to its metrics; `family_of` names a
     series' family; `probability` (``event_probability``), when given, the incident probability and
-    the series' base rate the ``incident_prob`` rule compares with `tau` and `lift`. Returns {"per_family": family → rule → figures,
+    the series' base rate the ``incident_prob`` rule compares with `tau` and `lift` under
+    `prob_hysteresis` (default `hysteresis`); `serve_prob`: ``served`` includes its alerts. Returns {"per_family": family → rule → figures,
     "pooled": rule → figures, "protocol": …}; with `frontier` (other hysteresis settings) also
     "frontier": the pooled served and predict_linear figures under each (and ``incident_prob`` at
     each of `taus` × `lifts`), from the same forecasts (to choose K, M and tau on development series)."""
     rules = {
-        "served": hysteresis,
+        "served_forecast": hysteresis,
         "static_threshold": IMMEDIATE,
         "predict_linear": hysteresis,
         "served_p50": hysteresis,
-        **({PROB_RULE: hysteresis} if probability is not None else {}),
+        **({PROB_RULE: prob_hysteresis or hysteresis} if probability is not None else {}),
     }
+    served_parts = SERVED_PARTS if probability is not None and serve_prob else SERVED_PARTS[:1]
+    unions = {"served": served_parts, **({"served_p50_prob": P50_PROB_PARTS} if probability is not None else {})}
     swept = tuple((t, lf) for t in taus for lf in lifts) if probability is not None else ()
     by_family: dict[str, dict[str, Counts]] = {}
     sweep: list[dict[str, dict[str, Counts]]] = [{} for _ in frontier]
@@ -338,7 +371,7 @@ def alert_replay(
             predict, w, origins, cols, (warning, critical), levels, keep=probability is not None
         )
         codes = {
-            "served": served,
+            "served_forecast": served,
             "served_p50": served_p50,
             "static_threshold": static_codes(y, origins, critical),
             "predict_linear": linear_codes(y, origins, critical),
@@ -347,12 +380,14 @@ def alert_replay(
         if probability is not None:
             p, share = probability(w, cols, origins, q)
             codes[PROB_RULE] = probability_codes(p, tau, share, lift)
-        counts = replay_series(y, w.states, origins, codes, critical, rules, every=every, min_buckets=min_buckets)
+        counts = replay_series(
+            y, w.states, origins, codes, critical, rules, every=every, min_buckets=min_buckets, unions=unions
+        )
         name = family_of(w, scored[w.server])
-        family = by_family.setdefault(name, {r: Counts() for r in rules})
+        family = by_family.setdefault(name, {r: Counts() for r in counts})
         for rule, c in counts.items():
             family[rule].add(c)
-        swept_codes = {r: codes[r] for r in ("served", "predict_linear", "served_p50")}
+        swept_codes = {r: codes[r] for r in ("served_forecast", "predict_linear", "served_p50")}
         swept_codes.update({f"{PROB_RULE}@{_prob_key(t, lf)}": probability_codes(p, t, share, lf) for t, lf in swept})
         for point, h in zip(sweep, frontier, strict=True):
             point_counts = replay_series(
@@ -378,7 +413,7 @@ def alert_replay(
         row = {
             "open_after": h.open_after,
             "resolve_after": h.resolve_after,
-            "served": pool["served"],
+            "served_forecast": pool["served_forecast"],
             "predict_linear": pool["predict_linear"],
             "served_p50": pool["served_p50"],
         }
@@ -395,6 +430,7 @@ def alert_replay(
             "origins": n_origins,
             "open_after": hysteresis.open_after,
             "resolve_after": hysteresis.resolve_after,
+            "served": list(served_parts),
             "min_buckets": min_buckets,
             "warn_minutes": WARN_STEPS * STEP_MINUTES,
             **(
@@ -403,6 +439,8 @@ def alert_replay(
                         "window": PROB_WINDOW,
                         "tau": tau,
                         "lift": lift,
+                        "open_after": (prob_hysteresis or hysteresis).open_after["critical"],
+                        "resolve_after": (prob_hysteresis or hysteresis).resolve_after["critical"],
                         "frontier_taus": list(taus),
                         "frontier_lifts": list(lifts),
                     }

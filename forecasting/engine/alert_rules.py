@@ -8,6 +8,12 @@ Alert rules, per server and metric, over the forecast horizon:
 `steps_ahead` is the first step (1 = the next 5 minutes) at which the rule's quantile reaches its
 threshold; `predicted_value` is that quantile's peak over the horizon.
 
+And one rule per server, not per metric (``INCIDENT_METRIC``):
+- `incident_prob` (warning): the probability that an incident starts within 8 h (the folder's event
+  model, before the live map: what the replay measured) is at or above ``incident_prob_threshold``
+  — ``PROB_TAU``, raised to ``PROB_LIFT`` × the server's own incident base rate. It warns of an
+  incident on any metric (or a reported one), so it is the server's alert, under its own hysteresis.
+
 Incident probabilities and the limits maths are pure engine code: forecasting.engine.probability.
 """
 
@@ -122,6 +128,19 @@ def severity_codes(p50: np.ndarray, p90: np.ndarray, warning: np.ndarray, critic
     return np.where(p50_peak >= critical, 2, code)
 
 
+# --- The incident-probability rule --------------------------------------------------------------
+#
+# Chosen on the development replays (README "The new real sources", bench/results/alert_replay/
+# new_sources_r1.json): P(8 h) >= max(0.05, 1.5 × the server's own base rate), opening on the first
+# origin and resolving after 12 origins 15 minutes apart (3 h) without. These are the defaults of
+# TFT_ALERT_INCIDENT_PROB_TAU / _LIFT (tftsite.settings) and of the replay (engine.alert_replay).
+INCIDENT_METRIC = "incident"  # the alert's "metric": the server as a whole
+INCIDENT_RULE = "incident_prob"
+INCIDENT_WINDOW = "8h"  # the event model's window the rule reads
+PROB_TAU = 0.05
+PROB_LIFT = 1.5  # 0: tau alone
+
+
 def incident_prob_threshold(share: np.ndarray | None, *, tau: float, lift: float = 0.0) -> np.ndarray | float:
     """The threshold of the incident-probability rule: ``tau``, raised to ``lift`` times the server's
     own base rate ``share`` (event_model.history_share: its smoothed share of windows with an
@@ -138,6 +157,28 @@ def incident_prob_codes(p: np.ndarray, share: np.ndarray | None, *, tau: float, 
     (``incident_prob_threshold``), else 0."""
     threshold = incident_prob_threshold(share, tau=tau, lift=lift)
     return np.where(np.asarray(p, dtype=np.float64) >= threshold, 2, 0)
+
+
+def incident_candidate(*, server: str, p: float, share: float | None, tau: float, lift: float,
+                       horizon_steps: int, step_minutes: int) -> dict | None:  # fmt: skip
+    """The server's `incident_prob` alert candidate (the same keys as alert_candidates') when `p`, its
+    P(an incident starts within the window of `horizon_steps`), is at or above its threshold; else None."""
+    shares = None if share is None else np.array([share], dtype=np.float64)
+    threshold = float(np.asarray(incident_prob_threshold(shares, tau=tau, lift=lift)).reshape(-1)[0])
+    if not p >= threshold:
+        return None
+    minutes = horizon_steps * step_minutes
+    own = f", {lift:g} × its own {share:.1%} rate" if share is not None and lift > 0 and lift * share > tau else ""
+    return {
+        "metric": INCIDENT_METRIC,
+        "severity": "warning",
+        "rule": INCIDENT_RULE,
+        "predicted_value": round(100.0 * p, 2),
+        "threshold": round(100.0 * threshold, 2),
+        "steps_ahead": horizon_steps,
+        "minutes_ahead": minutes,
+        "message": f"{server}: P(incident within {lead_time(minutes)}) is {p:.0%} (≥ {threshold:.1%}{own})",
+    }
 
 
 def top_severity(candidates: list[dict]) -> str | None:

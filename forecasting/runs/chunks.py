@@ -24,7 +24,7 @@ from forecasting.alerts.selectors import alert_thresholds
 from forecasting.engine import alert_rules as rules
 from forecasting.engine.blend import blend_weights, default_blend, served_blend
 from forecasting.engine.calibration import apply_calibration
-from forecasting.engine.event_model import serve_event_probabilities
+from forecasting.engine.event_model import history_share, serve_event_probabilities
 from forecasting.engine.explanation import heuristic_explanation, steady_explanation
 from forecasting.engine.folders import read_blend, read_event_model, read_probability_calibration
 from forecasting.engine.heuristic import heuristic_quantiles
@@ -39,6 +39,7 @@ from forecasting.engine.spec import (
     QUANTILES,
     SERVED_QUANTILES,
     STATES,
+    STEP_MINUTES,
     TARGETS,
 )
 from forecasting.models import ModelVersion, PredictionRun, ServerForecast
@@ -246,6 +247,8 @@ def _recalibrate_probabilities(forecast: ChunkForecast, scored: list[ServedForec
         for i, (sw, s) in enumerate(zip(forecast.windows, scored, strict=True)):
             if sw.server_id not in forecast.reasons:
                 s.prob_30m, s.prob_8h = round(float(probs["30m"][i]), 4), round(float(probs["8h"][i]), 4)
+        if settings.TFT_ALERT_INCIDENT_PROB:
+            _incident_candidates(forecast, scored, probs[rules.INCIDENT_WINDOW], history[rules.INCIDENT_WINDOW])
         return
     windows = read_probability_calibration(forecast.version.path)
     if not windows:
@@ -254,6 +257,28 @@ def _recalibrate_probabilities(forecast: ChunkForecast, scored: list[ServedForec
         if sw.server_id not in forecast.reasons:
             s.prob_30m = round(float(recalibrated(s.prob_30m, windows.get("30m"))), 4)
             s.prob_8h = round(float(recalibrated(s.prob_8h, windows.get("8h"))), 4)
+
+
+def _incident_candidates(forecast: ChunkForecast, scored: list[ServedForecast], p: np.ndarray,
+                         history: np.ndarray) -> None:  # fmt: skip
+    """Add each TFT server's incident_prob alert candidate (engine.alert_rules) to its forecast's: the
+    event model's probability before the live map (what the replay chose the threshold on) against
+    max(tau, lift × the server's own incident base rate)."""
+    share = history_share(history, rules.INCIDENT_WINDOW)
+    for i, (sw, s) in enumerate(zip(forecast.windows, scored, strict=True)):
+        if sw.server_id in forecast.reasons:
+            continue
+        candidate = rules.incident_candidate(
+            server=sw.window.server,
+            p=float(p[i]),
+            share=float(share[i]),
+            tau=settings.TFT_ALERT_INCIDENT_PROB_TAU,
+            lift=settings.TFT_ALERT_INCIDENT_PROB_LIFT,
+            horizon_steps=HORIZON,
+            step_minutes=STEP_MINUTES,
+        )
+        if candidate is not None:
+            s.candidates.append(candidate)
 
 
 def _forecast_rows(run_id: int, forecast: ChunkForecast, scored: list[ServedForecast],

@@ -46,7 +46,8 @@ def test_backtest_command_prints_the_json_contract(tmp_path):
     assert list(result["methods"]) == ["naive", "seasonal_naive", "predict_linear", "mean"]
     assert result["methods"]["naive"]["windows"] == 7
     alerts = result["alerts"]
-    assert list(alerts["pooled"]) == ["served", "static_threshold", "predict_linear", "served_p50"]
+    assert list(alerts["pooled"]) == ["served", "served_forecast", "static_threshold", "predict_linear", "served_p50"]
+    assert alerts["protocol"]["served"] == ["served_forecast"]  # no event model: the forecast rules only
     assert list(alerts["per_family"]) == ["cpu"]
     for rule in alerts["pooled"].values():
         assert {"recall_15m", "median_lead_minutes", "false_alerts_per_server_day", "alert_minutes_per_server_day",

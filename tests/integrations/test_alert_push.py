@@ -273,3 +273,13 @@ def test_a_severity_change_reaches_each_receiver_once_as_the_new_severity(push_s
     _deliver_all(AlertNotification.objects.filter(transition="resolved").values_list("pk", flat=True))
     (resolved,) = _resolved_hooks(receiver, alert)
     assert resolved["alerts"][0]["labels"] == fired["labels"]  # Alertmanager matches it to the critical firing
+
+
+def test_the_incident_probability_alert_is_pushed_under_its_own_alertname():
+    now = datetime.now(UTC)
+    alert = Alert(metric="incident", severity="warning", rule="incident_prob", predicted_value=12.0, threshold=5.0,
+                  steps_ahead=96, minutes_ahead=480, message="ppdb001: P(incident within 8 h) is 12% (≥ 5.0%)",
+                  opened_at=now, updated_at=now)  # fmt: skip
+    pushed = alert_push._alertmanager_alert(alert=alert, server_name="ppdb001", transition="firing", now=now)
+    assert pushed["labels"]["alertname"] == "TFTIncidentProbability"
+    assert (pushed["labels"]["metric"], pushed["labels"]["rule"]) == ("incident", "incident_prob")

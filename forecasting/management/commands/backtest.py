@@ -42,7 +42,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from forecasting.alerts.selectors import alert_hysteresis
+from forecasting.alerts.selectors import alert_hysteresis, incident_hysteresis
 from forecasting.engine import alert_replay, event_training, incidents
 from forecasting.engine import backtest as bt
 from forecasting.engine.alert_rules import SEVERITIES, Hysteresis
@@ -185,7 +185,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--alert-prob-tau",
             type=float,
-            default=alert_replay.PROB_TAU,
+            default=settings.TFT_ALERT_INCIDENT_PROB_TAU,
             metavar="P",
             help="alert replay, rule incident_prob: the event model's P(incident within 8 h) that predicts an alert",
         )
@@ -200,7 +200,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--alert-prob-lift",
             type=float,
-            default=alert_replay.PROB_LIFT,
+            default=settings.TFT_ALERT_INCIDENT_PROB_LIFT,
             metavar="L",
             help="alert replay, rule incident_prob: its threshold is at least L × the series' own incident base "
             "rate (0: --alert-prob-tau alone; engine.alert_rules.incident_prob_threshold)",
@@ -212,6 +212,14 @@ class Command(BaseCommand):
             default=list(alert_replay.PROB_LIFTS),
             metavar="L",
             help="alert replay: the lifts --alert-frontier sweeps with each of --alert-prob-taus",
+        )
+        parser.add_argument(
+            "--alert-prob-hysteresis",
+            type=int,
+            nargs=2,
+            metavar=("K", "M"),
+            help="alert replay, rule incident_prob: origins before its alert opens / resolves (default: the "
+            "served TFT_ALERT_INCIDENT_OPEN_AFTER / _RESOLVE_AFTER forecasts at the replay's stride)",
         )
         parser.add_argument(
             "--open-after",
@@ -492,6 +500,12 @@ def _alert_replay(source: BacktestSource, forecaster, opts: dict, model_path: Pa
         dict(zip(SEVERITIES, opts["resolve_after"], strict=True)) if opts["resolve_after"]
         else {k: -(-v // every) for k, v in served.resolve_after.items()},
     )
+    if opts["alert_prob_hysteresis"]:
+        k, m = opts["alert_prob_hysteresis"]
+    else:
+        own = incident_hysteresis()
+        k, m = -(-own.open_after["critical"] // every), -(-own.resolve_after["critical"] // every)
+    prob_hysteresis = Hysteresis(dict.fromkeys(SEVERITIES, k), dict.fromkeys(SEVERITIES, m))
     probability, levels = None, QUANTILES
     if forecaster is not None:
         predict, levels = alert_replay.quantile_predictor(forecaster), tuple(forecaster.quantiles)
@@ -533,6 +547,8 @@ def _alert_replay(source: BacktestSource, forecaster, opts: dict, model_path: Pa
         taus=opts["alert_prob_taus"],
         lift=opts["alert_prob_lift"],
         lifts=opts["alert_prob_lifts"],
+        prob_hysteresis=prob_hysteresis,
+        serve_prob=settings.TFT_ALERT_INCIDENT_PROB,
     )
 
 

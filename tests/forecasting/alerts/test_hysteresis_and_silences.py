@@ -246,3 +246,35 @@ def test_window_buckets_are_left_out_of_training_data():
     assert not np.isnan(by_name["ppweb002"].values).any()
     kept = {w.server: w for w in server_histories(keep_silenced=True)}
     assert not np.isnan(kept["ppdb001"].values).any()
+
+
+def _incident_run(server, i, *, predicted):
+    now = T0 + timedelta(minutes=5 * i)
+    run = PredictionRun.objects.create(status="complete", started_at=now, heartbeat_at=now, finished_at=now)
+    c = {**_candidate("warning", metric="incident"), "rule": "incident_prob", "predicted_value": 12.0,
+         "threshold": 5.0, "steps_ahead": 96, "minutes_ahead": 480}  # fmt: skip
+    with transaction.atomic():
+        alerts_apply_run(run=run, forecasts=[(server.pk, [c] if predicted else [], None, 0.12, now)], now=now)
+
+
+def test_the_incident_alert_keeps_its_own_hysteresis(hysteresis, server, settings):
+    # The forecast rules open a warning on the 3rd run and resolve it on the 4th without; the incident
+    # alert opens on the 1st and resolves only on the 6th run without it.
+    settings.TFT_ALERT_INCIDENT_OPEN_AFTER, settings.TFT_ALERT_INCIDENT_RESOLVE_AFTER = 1, 6
+    _incident_run(server, 0, predicted=True)
+    alert = Alert.objects.get()
+    assert (alert.metric, alert.rule, alert.state) == ("incident", "incident_prob", "active")
+    for i in range(1, 6):
+        _incident_run(server, i, predicted=False)
+    alert.refresh_from_db()
+    assert alert.state == "active" and alert.misses == 5
+    _incident_run(server, 6, predicted=False)
+    alert.refresh_from_db()
+    assert alert.state == "resolved"
+
+
+def test_a_maintenance_window_silences_the_incident_alert(hysteresis, server, settings):
+    settings.TFT_ALERT_INCIDENT_OPEN_AFTER = 1
+    _window(starts_at=T0 - timedelta(hours=1), ends_at=T0 + timedelta(hours=1))
+    _incident_run(server, 0, predicted=True)
+    assert not Alert.objects.exists()

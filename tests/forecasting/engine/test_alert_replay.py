@@ -221,3 +221,57 @@ def test_the_frontier_sweeps_incident_prob_at_each_tau_and_lift():
 
     assert set(out["frontier"][0][PROB_RULE]) == {"0.5", "0.5x2"}
     assert out["frontier"][0][PROB_RULE]["0.5"]["recall_15m"] == out["pooled"][PROB_RULE]["recall_15m"] == 1.0
+
+
+def test_served_counts_the_forecast_rules_and_incident_prob_alerts_together():
+    y = np.full((300, 2), 50.0)
+    y[100:105, 0] = 95.0  # warned by the forecast rule on its metric only
+    y[200:204, 1] = 95.0  # warned by incident_prob only
+    states = np.full(300, STATE_INDEX["healthy"], dtype=np.int8)
+    forecast = np.zeros((300, 2), dtype=np.int64)
+    forecast[90:111, 0] = 2  # opens at 91, resolves at 112 (RULE: K 2 / M 2)
+    p = np.zeros(300)
+    p[185:205] = 0.4  # opens at 186, resolves at 206
+    p[250:253] = 0.4  # a false alert: opens at 251, resolves at 254
+    codes = {"served_forecast": forecast, PROB_RULE: probability_codes(p, 0.3)}
+    rules = {"served_forecast": RULE, PROB_RULE: RULE}
+    out = replay_series(y, states, np.arange(300), codes, np.array([90.0, 90.0]), rules,
+                        unions={"served": ("served_forecast", PROB_RULE)})  # fmt: skip
+
+    assert (out["served_forecast"].warned, out[PROB_RULE].warned) == (1, 1)
+    served = out["served"]
+    assert served.incidents == 2 and served.warned == 2 and sorted(served.leads) == [(100 - 91) * 5.0, (200 - 186) * 5.0]
+    assert served.episodes == 3 and served.false_alerts == 1
+    assert served.alert_minutes == ((112 - 91) + (206 - 186) + (254 - 251)) * 5
+
+
+def test_incident_prob_keeps_its_own_hysteresis_beside_the_forecast_rules():
+    w = _ramp_server()
+    setup = ProbabilitySetup(QUANTILES, DEFAULT_THRESHOLDS, event_model=_level_model(40.0, 0.8))
+    late = Hysteresis({"warning": 30, "critical": 30}, {"warning": 1, "critical": 1})
+    out = alert_replay(
+        [w], _flat_forecast, scored={"srv": ("cpu_pct",)}, family_of=lambda *_: "cpu", hysteresis=IMMEDIATE,
+        levels=QUANTILES, probability=event_probability(setup), tau=0.5, prob_hysteresis=late,
+    )  # fmt: skip
+
+    # P >= 0.5 from origin 733 (see above): 30 origins later it opens at 762, after the incident began at 754.
+    row = out["per_family"]["cpu"][PROB_RULE]
+    assert row["alerts"] == 1 and row["warned_15m"] == 0
+    assert out["protocol"]["incident_prob"]["open_after"] == 30
+    assert out["protocol"]["served"] == ["served_forecast", PROB_RULE]
+    assert out["per_family"]["cpu"]["served_p50_prob"]["alerts"] == (
+        out["per_family"]["cpu"]["served_p50"]["alerts"] + row["alerts"]
+    )  # the diagnostic: served without the p90 early warning
+
+
+def test_served_leaves_incident_prob_out_when_the_service_does_not_serve_it():
+    w = _ramp_server()
+    setup = ProbabilitySetup(QUANTILES, DEFAULT_THRESHOLDS, event_model=_level_model(40.0, 0.8))
+    out = alert_replay(
+        [w], _flat_forecast, scored={"srv": ("cpu_pct",)}, family_of=lambda *_: "cpu", hysteresis=IMMEDIATE,
+        levels=QUANTILES, probability=event_probability(setup), tau=0.5, serve_prob=False,
+    )  # fmt: skip
+
+    rows = out["per_family"]["cpu"]
+    assert rows[PROB_RULE]["warned_15m"] == 1
+    assert (rows["served"]["alerts"], rows["served"]["warned_15m"]) == (rows["served_forecast"]["alerts"], 0)

@@ -8,6 +8,7 @@ import pytest
 from forecasting.engine.alert_rules import (
     Limits,
     alert_candidates,
+    incident_candidate,
     incident_prob_codes,
     incident_prob_threshold,
     lead_time,
@@ -177,3 +178,18 @@ def test_incident_prob_threshold_rises_to_lift_times_the_servers_base_rate_above
 def test_incident_prob_codes_are_critical_at_or_above_each_servers_threshold():
     p, share = np.array([0.06, 0.25, 0.31]), np.array([0.01, 0.2, 0.2])
     assert incident_prob_codes(p, share, tau=0.05, lift=1.5).tolist() == [2, 0, 2]
+
+
+def test_incident_candidate_opens_from_tau_for_a_quiet_server():
+    c = incident_candidate(server="web01", p=0.05, share=0.01, tau=0.05, lift=1.5, horizon_steps=96, step_minutes=5)
+    assert (c["metric"], c["rule"], c["predicted_value"], c["threshold"]) == ("incident", "incident_prob", 5.0, 5.0)
+    assert c["message"] == "web01: P(incident within 8 h) is 5% (≥ 5.0%)"
+    assert incident_candidate(server="web01", p=0.049, share=0.01, tau=0.05, lift=1.5, horizon_steps=96,
+                              step_minutes=5) is None  # fmt: skip
+
+
+def test_incident_candidate_needs_lift_times_the_servers_own_rate_when_that_is_higher():
+    kwargs = {"server": "db01", "share": 0.2, "tau": 0.05, "lift": 2.0, "horizon_steps": 96, "step_minutes": 5}
+    assert incident_candidate(p=0.39, **kwargs) is None
+    c = incident_candidate(p=0.4, **kwargs)
+    assert c["threshold"] == 40.0 and c["message"] == "db01: P(incident within 8 h) is 40% (≥ 40.0%, 2 × its own 20.0% rate)"

@@ -78,3 +78,37 @@ def test_a_server_with_a_history_of_incidents_is_served_a_higher_probability(tmp
     assert scored[0].prob_8h == pytest.approx(1 / (1 + np.exp(3.0)), abs=1e-4)  # no history: the model's base
     assert scored[1].prob_8h > 0.5 > scored[0].prob_8h
     assert scored[0].prob_30m == scored[1].prob_30m  # its 30 min history is empty
+
+
+def _event_model_chunk(tmp_path, p):
+    tmp_path.mkdir(exist_ok=True)
+    folders.write_event_model(tmp_path, _constant_event_model(p))
+    window = _window(np.full(300, 40.0))
+    forecast = SimpleNamespace(
+        forecaster=object(), version=SimpleNamespace(path=str(tmp_path)), reasons={2: "model_output_invalid"},
+        windows=[SimpleNamespace(server_id=1, window=window), SimpleNamespace(server_id=2, window=window)],
+        quantiles=LevelForecaster(40.0).predict_array([window, window]),
+    )  # fmt: skip
+    summary = {m: {"critical": 95.0} for m in METRICS}
+    scored = [SimpleNamespace(prob_30m=0.8, prob_8h=0.8, summary=summary, candidates=[]) for _ in range(2)]
+    services._recalibrate_probabilities(forecast, scored)
+    return window, scored
+
+
+@pytest.mark.django_db
+def test_a_tft_server_at_or_above_the_threshold_gets_the_incident_alert_candidate(tmp_path, settings):
+    settings.TFT_ALERT_INCIDENT_PROB_TAU, settings.TFT_ALERT_INCIDENT_PROB_LIFT = 0.2, 0.0
+    window, scored = _event_model_chunk(tmp_path, 0.3)
+    (candidate,) = scored[0].candidates
+    assert (candidate["metric"], candidate["rule"], candidate["severity"]) == ("incident", "incident_prob", "warning")
+    assert (candidate["predicted_value"], candidate["threshold"], candidate["minutes_ahead"]) == (30.0, 20.0, 480)
+    assert candidate["message"].startswith(f"{window.server}: P(incident within 8 h) is 30%")
+    assert scored[1].candidates == []  # the heuristic's forecast: no event model, no incident alert
+
+
+@pytest.mark.django_db
+def test_below_the_threshold_or_switched_off_there_is_no_incident_alert_candidate(tmp_path, settings):
+    settings.TFT_ALERT_INCIDENT_PROB_TAU, settings.TFT_ALERT_INCIDENT_PROB_LIFT = 0.5, 0.0
+    assert _event_model_chunk(tmp_path / "below", 0.3)[1][0].candidates == []
+    settings.TFT_ALERT_INCIDENT_PROB_TAU, settings.TFT_ALERT_INCIDENT_PROB = 0.2, False
+    assert _event_model_chunk(tmp_path / "off", 0.3)[1][0].candidates == []
