@@ -330,8 +330,12 @@ TFT_ALERT_RESOLVE_AFTER_CRITICAL = env_int("TFT_ALERT_RESOLVE_AFTER_CRITICAL", 1
 # server): opens when the event model's P(an incident starts within 8 h) is at or above
 # max(TAU, LIFT × the server's own incident base rate), under its own hysteresis counted in forecasts.
 # Defaults chosen on the development replays only (README "The new real sources"): τ 0.05, λ 1.5,
-# K 1 / M 12 origins at a 15-minute stride = 36 forecasts (3 h). Off: only the forecast rules alert.
-TFT_ALERT_INCIDENT_PROB = env_bool("TFT_ALERT_INCIDENT_PROB", True)
+# K 1 / M 12 origins at a 15-minute stride = 36 forecasts (3 h). Off by default: on a fleet whose
+# incident rate is above the development rate (the demo's simulated fleet, a quiet fleet before the
+# live map has a day of outcomes) P(8 h) starts above max(0.05, 1.5 × the 5 % prior rate) on nearly
+# every server, and a server's own rate only lifts its threshold once its history builds (README
+# "`incident_prob` can be served"). The backtest's replay follows this setting in its "served" rule.
+TFT_ALERT_INCIDENT_PROB = env_bool("TFT_ALERT_INCIDENT_PROB", False)
 TFT_ALERT_INCIDENT_PROB_TAU = env_float("TFT_ALERT_INCIDENT_PROB_TAU", alert_rules.PROB_TAU, minimum=0.0, maximum=1.0)
 TFT_ALERT_INCIDENT_PROB_LIFT = env_float("TFT_ALERT_INCIDENT_PROB_LIFT", alert_rules.PROB_LIFT, minimum=0.0)
 TFT_ALERT_INCIDENT_OPEN_AFTER = env_int("TFT_ALERT_INCIDENT_OPEN_AFTER", 1, minimum=1, maximum=288)

@@ -97,6 +97,7 @@ def _event_model_chunk(tmp_path, p):
 
 @pytest.mark.django_db
 def test_a_tft_server_at_or_above_the_threshold_gets_the_incident_alert_candidate(tmp_path, settings):
+    settings.TFT_ALERT_INCIDENT_PROB = True
     settings.TFT_ALERT_INCIDENT_PROB_TAU, settings.TFT_ALERT_INCIDENT_PROB_LIFT = 0.2, 0.0
     window, scored = _event_model_chunk(tmp_path, 0.3)
     (candidate,) = scored[0].candidates
@@ -108,6 +109,7 @@ def test_a_tft_server_at_or_above_the_threshold_gets_the_incident_alert_candidat
 
 @pytest.mark.django_db
 def test_below_the_threshold_or_switched_off_there_is_no_incident_alert_candidate(tmp_path, settings):
+    settings.TFT_ALERT_INCIDENT_PROB = True
     settings.TFT_ALERT_INCIDENT_PROB_TAU, settings.TFT_ALERT_INCIDENT_PROB_LIFT = 0.5, 0.0
     assert _event_model_chunk(tmp_path / "below", 0.3)[1][0].candidates == []
     settings.TFT_ALERT_INCIDENT_PROB_TAU, settings.TFT_ALERT_INCIDENT_PROB = 0.2, False
