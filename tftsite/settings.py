@@ -338,6 +338,9 @@ TFT_ALERT_RESOLVE_AFTER_CRITICAL = env_int("TFT_ALERT_RESOLVE_AFTER_CRITICAL", 1
 TFT_ALERT_INCIDENT_PROB = env_bool("TFT_ALERT_INCIDENT_PROB", False)
 TFT_ALERT_INCIDENT_PROB_TAU = env_float("TFT_ALERT_INCIDENT_PROB_TAU", alert_rules.PROB_TAU, minimum=0.0, maximum=1.0)
 TFT_ALERT_INCIDENT_PROB_LIFT = env_float("TFT_ALERT_INCIDENT_PROB_LIFT", alert_rules.PROB_LIFT, minimum=0.0)
+# Which P(8 h) it reads: "model" (the event model's, before the live map: what τ and λ were chosen on) or
+# "served" (after the live map, which learns the fleet's own rates from its outcomes: what operators see).
+TFT_ALERT_INCIDENT_PROB_SOURCE = env_choice("TFT_ALERT_INCIDENT_PROB_SOURCE", "model", alert_rules.PROB_SOURCES)
 TFT_ALERT_INCIDENT_OPEN_AFTER = env_int("TFT_ALERT_INCIDENT_OPEN_AFTER", 1, minimum=1, maximum=288)
 TFT_ALERT_INCIDENT_RESOLVE_AFTER = env_int("TFT_ALERT_INCIDENT_RESOLVE_AFTER", 36, minimum=1, maximum=288)
 # A server's alert that opens again within this many minutes of resolving counts as a flap

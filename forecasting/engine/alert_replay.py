@@ -58,11 +58,13 @@ from typing import Any
 
 import numpy as np
 
+from forecasting.engine import live_calibration as lc
 from forecasting.engine.alert_rules import (
     IMMEDIATE,
     INCIDENT_RULE,
     INCIDENT_WINDOW,
     PROB_LIFT,
+    PROB_SOURCES,
     PROB_TAU,
     Hysteresis,
     alert_episodes,
@@ -70,16 +72,23 @@ from forecasting.engine.alert_rules import (
     severity_codes,
 )
 from forecasting.engine.backtest import (
+    PROB_WINDOWS,
     TEST_FRACTION,
     ProbabilitySetup,
     context_window,
     incident_history,
+    origin_clock,
     rolling_origins,
     served_inputs,
     served_probabilities,
 )
 from forecasting.engine.event_model import history_share
-from forecasting.engine.incidents import DEFAULT_MIN_BUCKETS, reported_buckets, threshold_incident_buckets
+from forecasting.engine.incidents import (
+    DEFAULT_MIN_BUCKETS,
+    incident_labels,
+    reported_buckets,
+    threshold_incident_buckets,
+)
 from forecasting.engine.probability import limits_batch
 from forecasting.engine.series import SeriesWindow
 from forecasting.engine.spec import CONTEXT, DEFAULT_THRESHOLDS, HORIZON, METRICS, STEP_MINUTES, STEPS_PER_DAY
@@ -92,6 +101,7 @@ LINEAR_STEPS = 60 // STEP_MINUTES  # predict_linear over the last hour
 REPLAY_EVERY = 1  # every 5 minutes, as the live runs
 PROB_RULE = INCIDENT_RULE
 PROB_WINDOW = INCIDENT_WINDOW
+PROB_SOURCE_MODEL, PROB_SOURCE_SERVED = PROB_SOURCES
 # The default threshold on P(incident within 8 h) (--alert-prob-tau) is alert_rules.PROB_TAU, raised
 # to PROB_LIFT × the series' own incident base rate (--alert-prob-lift), as served.
 PROB_TAUS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)  # what --alert-frontier sweeps
@@ -304,15 +314,88 @@ def event_probability(setup: ProbabilitySetup, window: str = PROB_WINDOW) -> Cal
     exactly as the probability evaluation replays what the service serves for that window
     (``backtest.served_inputs`` / ``served_probabilities``: the folder's event model on the served,
     online-calibrated forecast), without the live map; (n,) the series' own incident base rate for
-    that window at each origin (``event_model.history_share`` of the history the model read))."""
+    that window at each origin (``event_model.history_share`` of the history the model read); (n,)
+    whether an incident started in the window (the outcome the service records, for the live map))."""
 
     def probability(w: SeriesWindow, cols: list[int], origins: np.ndarray, q: np.ndarray):
         history = incident_history(w, cols, origins, setup)
         inputs = served_inputs(w, cols, origins, q, setup)
         p = served_probabilities(w, cols, origins, inputs, setup, history=history)[window]
-        return p, history_share(history[window], window)
+        labels = incident_labels(
+            w.values[:, cols].astype(np.float64), w.states, inputs[2][:, cols], origins,
+            min_buckets=setup.min_buckets, incident_states=setup.incident_states,
+        )  # fmt: skip
+        return p, history_share(history[window], window), labels["incident"][window]
 
     return probability
+
+
+@dataclass
+class _Case:
+    """One series' replay inputs: its scored columns, origins, fixed limits and rule codes, and the
+    incident probability / base rate / outcome at each origin (with an event model)."""
+
+    w: SeriesWindow
+    cols: list[int]
+    origins: np.ndarray
+    y: np.ndarray
+    critical: np.ndarray
+    codes: dict[str, np.ndarray]
+    p: np.ndarray | None = None
+    share: np.ndarray | None = None
+    outcome: np.ndarray | None = None
+
+
+def _series_case(w: SeriesWindow, predict: Callable, metrics: Sequence[str], every: int, test_fraction: float,
+                 thresholds: Mapping[str, dict] | None, levels: Sequence[float],
+                 probability: Callable | None) -> _Case | None:  # fmt: skip
+    origins = rolling_origins(len(w.values), test_fraction=test_fraction, every=every)
+    if not len(origins):
+        return None
+    cols = [METRICS.index(m) for m in metrics]
+    ctx = w.values[max(0, int(origins[0]) - CONTEXT) : int(origins[0])].astype(np.float64)
+    warning, critical = (a[0, cols] for a in limits_batch(ctx[None], dict(thresholds or DEFAULT_THRESHOLDS), METRICS))
+    y = w.values[:, cols].astype(np.float64)
+    served, served_p50, q = _served_codes(
+        predict, w, origins, cols, (warning, critical), levels, keep=probability is not None
+    )
+    codes = {
+        "served_forecast": served,
+        "served_p50": served_p50,
+        "static_threshold": static_codes(y, origins, critical),
+        "predict_linear": linear_codes(y, origins, critical),
+    }
+    case = _Case(w, cols, origins, y, critical, codes)
+    if probability is not None:
+        case.p, case.share, *rest = probability(w, cols, origins, q)
+        case.outcome = rest[0] if rest else None
+    return case
+
+
+def _map_probabilities(cases: list[_Case], clocks: Mapping[str, tuple[str, bool]], live: lc.LiveMapConfig, *,
+                       every: int, min_buckets: int) -> None:  # fmt: skip
+    """Each case's probability replaced by what the service serves after its live map: per fleet on
+    its clock, the outcomes of the replay's origins joining the map once their window has closed
+    (engine.live_calibration.live_map_replay, each outcome counting `every` times)."""
+    steps = PROB_WINDOWS[PROB_WINDOW]
+    fleets: dict[str, list[_Case]] = {}
+    for case in cases:
+        fleets.setdefault(clocks.get(case.w.server, ("fleet", True))[0], []).append(case)
+    for members in fleets.values():
+        dated = all(clocks.get(c.w.server, ("fleet", True))[1] for c in members)
+        times = [origin_clock(c.w, c.origins, dated) for c in members]
+        closes = [t + (steps + min_buckets - 1) * c.w.step_minutes * 60.0 for t, c in zip(times, members, strict=True)]
+        served = lc.live_map_replay(
+            times=np.concatenate(times),
+            closes=np.concatenate(closes),
+            profiles=np.concatenate([np.full(len(c.origins), c.w.profile, dtype=object) for c in members]),
+            p_prior=np.concatenate([c.p for c in members]),
+            events=np.concatenate([c.outcome for c in members]).astype(np.float64),
+            cfg=live,
+            weight=float(every),
+        )
+        for c, part in zip(members, np.split(served, np.cumsum([len(c.origins) for c in members])[:-1]), strict=True):
+            c.p = part
 
 
 def alert_replay(
@@ -335,12 +418,18 @@ def alert_replay(
     lifts: Sequence[float] = PROB_LIFTS,
     prob_hysteresis: Hysteresis | None = None,
     serve_prob: bool = True,
+    prob_source: str = PROB_SOURCE_MODEL,
+    clocks: Mapping[str, tuple[str, bool]] | None = None,
+    live: lc.LiveMapConfig | None = None,
 ) -> dict[str, Any]:
     """The replay of the module docstring. `predict(windows)` gives the forecasts (B, H, M, K) in
     METRICS order at quantile `levels`; `scored` maps a series to its metrics; `family_of` names a
     series' family; `probability` (``event_probability``), when given, the incident probability and
     the series' base rate the ``incident_prob`` rule compares with `tau` and `lift` under
-    `prob_hysteresis` (default `hysteresis`); `serve_prob`: ``served`` includes its alerts. Returns {"per_family": family → rule → figures,
+    `prob_hysteresis` (default `hysteresis`); `serve_prob`: ``served`` includes its alerts;
+    `prob_source`: the probability it reads, the model's (``PROB_SOURCE_MODEL``) or the one served after
+    the live map (``PROB_SOURCE_SERVED``: each fleet of `clocks` replayed online with `live`, as the
+    probability backtest's ``served``, learning from the outcomes of the replay's own origins). Returns {"per_family": family → rule → figures,
     "pooled": rule → figures, "protocol": …}; with `frontier` (other hysteresis settings) also
     "frontier": the pooled served and predict_linear figures under each (and ``incident_prob`` at
     each of `taus` × `lifts`), from the same forecasts (to choose K, M and tau on development series)."""
@@ -357,28 +446,17 @@ def alert_replay(
     by_family: dict[str, dict[str, Counts]] = {}
     sweep: list[dict[str, dict[str, Counts]]] = [{} for _ in frontier]
     n_origins = 0
-    for w in series:
-        origins = rolling_origins(len(w.values), test_fraction=test_fraction, every=every)
-        if not len(origins):
-            continue
-        cols = [METRICS.index(m) for m in scored[w.server]]
-        ctx = w.values[max(0, int(origins[0]) - CONTEXT) : int(origins[0])].astype(np.float64)
-        warning, critical = (
-            a[0, cols] for a in limits_batch(ctx[None], dict(thresholds or DEFAULT_THRESHOLDS), METRICS)
-        )
-        y = w.values[:, cols].astype(np.float64)
-        served, served_p50, q = _served_codes(
-            predict, w, origins, cols, (warning, critical), levels, keep=probability is not None
-        )
-        codes = {
-            "served_forecast": served,
-            "served_p50": served_p50,
-            "static_threshold": static_codes(y, origins, critical),
-            "predict_linear": linear_codes(y, origins, critical),
-        }
-        p = share = None
+    cases = [
+        c
+        for w in series
+        if (c := _series_case(w, predict, scored[w.server], every, test_fraction, thresholds, levels, probability))
+    ]
+    if probability is not None and prob_source == PROB_SOURCE_SERVED:
+        _map_probabilities(cases, clocks or {}, live or lc.LiveMapConfig(), every=every, min_buckets=min_buckets)
+    for case in cases:
+        w, codes, p, share = case.w, case.codes, case.p, case.share
+        y, origins, critical = case.y, case.origins, case.critical
         if probability is not None:
-            p, share = probability(w, cols, origins, q)
             codes[PROB_RULE] = probability_codes(p, tau, share, lift)
         counts = replay_series(
             y, w.states, origins, codes, critical, rules, every=every, min_buckets=min_buckets, unions=unions
@@ -439,6 +517,7 @@ def alert_replay(
                         "window": PROB_WINDOW,
                         "tau": tau,
                         "lift": lift,
+                        "source": prob_source,
                         "open_after": (prob_hysteresis or hysteresis).open_after["critical"],
                         "resolve_after": (prob_hysteresis or hysteresis).resolve_after["critical"],
                         "frontier_taus": list(taus),

@@ -139,6 +139,9 @@ INCIDENT_RULE = "incident_prob"
 INCIDENT_WINDOW = "8h"  # the event model's window the rule reads
 PROB_TAU = 0.05
 PROB_LIFT = 1.5  # 0: tau alone
+# The probability the rule reads: the model's (before the live map: what the thresholds above were
+# chosen on) or the one served (after the live map, which moves it toward the fleet's own rates).
+PROB_SOURCES: tuple[str, str] = ("model", "served")
 
 
 def incident_prob_threshold(share: np.ndarray | None, *, tau: float, lift: float = 0.0) -> np.ndarray | float:

@@ -231,11 +231,12 @@ def _explain_chunk(forecast: ChunkForecast, scored: list[ServedForecast], mode: 
     return out
 
 
-def _recalibrate_probabilities(forecast: ChunkForecast, scored: list[ServedForecast]) -> None:
+def _recalibrate_probabilities(forecast: ChunkForecast, scored: list[ServedForecast]) -> dict[str, np.ndarray] | None:
     """TFT servers' prob_30m / prob_8h through the model folder's fitted recalibration, when it has
-    one (engine.probability: the raw bound is off; the backtest measures both)."""
+    one (engine.probability: the raw bound is off; the backtest measures both). Returns the incident
+    history inputs the folder's event model read (None without one)."""
     if forecast.forecaster is None or forecast.version is None:
-        return
+        return None
     # Issue 22: a folder's event model (engine.event_model) serves prob_30m / prob_8h when it has one.
     model = read_event_model(forecast.version.path)
     if model is not None:
@@ -247,24 +248,31 @@ def _recalibrate_probabilities(forecast: ChunkForecast, scored: list[ServedForec
         for i, (sw, s) in enumerate(zip(forecast.windows, scored, strict=True)):
             if sw.server_id not in forecast.reasons:
                 s.prob_30m, s.prob_8h = round(float(probs["30m"][i]), 4), round(float(probs["8h"][i]), 4)
-        if settings.TFT_ALERT_INCIDENT_PROB:
-            _incident_candidates(forecast, scored, probs[rules.INCIDENT_WINDOW], history[rules.INCIDENT_WINDOW])
-        return
+        return history
     windows = read_probability_calibration(forecast.version.path)
     if not windows:
-        return
+        return None
     for sw, s in zip(forecast.windows, scored, strict=True):
         if sw.server_id not in forecast.reasons:
             s.prob_30m = round(float(recalibrated(s.prob_30m, windows.get("30m"))), 4)
             s.prob_8h = round(float(recalibrated(s.prob_8h, windows.get("8h"))), 4)
+    return None
 
 
-def _incident_candidates(forecast: ChunkForecast, scored: list[ServedForecast], p: np.ndarray,
-                         history: np.ndarray) -> None:  # fmt: skip
-    """Add each TFT server's incident_prob alert candidate (engine.alert_rules) to its forecast's: the
-    event model's probability before the live map (what the replay chose the threshold on) against
-    max(tau, lift × the server's own incident base rate)."""
-    share = history_share(history, rules.INCIDENT_WINDOW)
+def _incident_candidates(forecast: ChunkForecast, scored: list[ServedForecast], priors: dict[str, np.ndarray],
+                         history: dict[str, np.ndarray] | None) -> None:  # fmt: skip
+    """With TFT_ALERT_INCIDENT_PROB, add each TFT server's incident_prob alert candidate
+    (engine.alert_rules) to its forecast's: its P(8 h) — the event model's before the live map
+    (`priors`, source "model") or the one served after it (source "served") — against max(tau, lift ×
+    the server's own incident base rate, from the `history` the event model read)."""
+    if not settings.TFT_ALERT_INCIDENT_PROB or history is None:
+        return
+    window = rules.INCIDENT_WINDOW
+    if settings.TFT_ALERT_INCIDENT_PROB_SOURCE == "served":
+        p = np.array([s.prob_8h for s in scored], dtype=np.float64)
+    else:
+        p = priors[window]
+    share = history_share(history[window], window)
     for i, (sw, s) in enumerate(zip(forecast.windows, scored, strict=True)):
         if sw.server_id in forecast.reasons:
             continue
@@ -374,9 +382,10 @@ def prediction_chunk_execute(*, run_id: int, server_ids: list[int], explain: str
     started = time.perf_counter()
     scored = serve_forecasts([sw.window for sw in windows], forecast.quantiles, alert_thresholds(), forecast.log_factors,
                              forecast.blend_weights)
-    _recalibrate_probabilities(forecast, scored)
+    history = _recalibrate_probabilities(forecast, scored)
     # Issue 22: the live map learnt from recorded outcomes, over the model's probabilities (its prior).
     priors = live_probabilities_apply(profiles=[sw.window.profile for sw in windows], scored=scored)
+    _incident_candidates(forecast, scored, priors, history)
     timings.update(forecast.timings, alerts=time.perf_counter() - started)
     started = time.perf_counter()
     explanations = _explain_chunk(forecast, scored, explain)

@@ -45,7 +45,7 @@ from django.core.management.base import BaseCommand, CommandError
 from forecasting.alerts.selectors import alert_hysteresis, incident_hysteresis
 from forecasting.engine import alert_replay, event_training, incidents
 from forecasting.engine import backtest as bt
-from forecasting.engine.alert_rules import SEVERITIES, Hysteresis
+from forecasting.engine.alert_rules import PROB_SOURCES, SEVERITIES, Hysteresis
 from forecasting.engine.folders import (
     read_blend,
     read_event_model,
@@ -212,6 +212,13 @@ class Command(BaseCommand):
             default=list(alert_replay.PROB_LIFTS),
             metavar="L",
             help="alert replay: the lifts --alert-frontier sweeps with each of --alert-prob-taus",
+        )
+        parser.add_argument(
+            "--alert-prob-source",
+            choices=PROB_SOURCES,
+            default=settings.TFT_ALERT_INCIDENT_PROB_SOURCE,
+            help="alert replay, rule incident_prob: the model's probability or the one served after the live map "
+            "(replayed per fleet on its clock, as the probabilities' served); default TFT_ALERT_INCIDENT_PROB_SOURCE",
         )
         parser.add_argument(
             "--alert-prob-hysteresis",
@@ -549,6 +556,9 @@ def _alert_replay(source: BacktestSource, forecaster, opts: dict, model_path: Pa
         lifts=opts["alert_prob_lifts"],
         prob_hysteresis=prob_hysteresis,
         serve_prob=settings.TFT_ALERT_INCIDENT_PROB,
+        prob_source=opts["alert_prob_source"],
+        clocks=bt.fleet_clocks(source.series, source.fleets),
+        live=live_map_config(),
     )
 
 

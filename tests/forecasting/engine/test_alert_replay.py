@@ -190,11 +190,13 @@ def test_event_probability_gives_the_served_probability_and_the_series_own_base_
     setup = ProbabilitySetup(QUANTILES, DEFAULT_THRESHOLDS, event_model=_level_model(40.0, 0.8))
     origins = rolling_origins(len(w.values), every=1)
     q = _flat_forecast(origins)
-    p, share = event_probability(setup)(w, [0], origins, q)
+    p, share, outcome = event_probability(setup)(w, [0], origins, q)
 
     served = served_probabilities(w, [0], origins, served_inputs(w, [0], origins, q, setup), setup)["8h"]
     np.testing.assert_allclose(p, served)
     np.testing.assert_allclose(share, em.history_share(incident_history(w, [0], origins, setup)["8h"], "8h"))
+    # the outcome: an incident (cpu >= 95 from 754 to 779) starts within 8 h of the origin
+    assert outcome[origins == 700].item() and outcome[origins == 753].item() and not outcome[origins == 800].item()
 
 
 def test_incident_prob_with_a_lift_opens_no_alert_where_p_stays_below_lift_times_the_base_rate():
@@ -275,3 +277,25 @@ def test_served_leaves_incident_prob_out_when_the_service_does_not_serve_it():
     rows = out["per_family"]["cpu"]
     assert rows[PROB_RULE]["warned_15m"] == 1
     assert (rows["served"]["alerts"], rows["served"]["warned_15m"]) == (rows["served_forecast"]["alerts"], 0)
+
+
+def test_incident_prob_on_the_served_probability_follows_the_live_map():
+    # Two quiet servers (flat at 50, no incident) on one clock: the model says P = 0.6 at every origin.
+    # Read as the model gives it, the alert is open all the time; read after the live map, which
+    # learns from the origins' outcomes (all 0) once their windows close, it resolves.
+    model = _level_model(0.0, 0.0)
+    model["windows"]["8h"]["intercept"] = math.log(0.6 / 0.4)
+    setup = ProbabilitySetup(QUANTILES, DEFAULT_THRESHOLDS, event_model=model)
+    values = np.full((2000, len(METRICS)), 50.0, dtype=np.float32)
+    states = np.full(2000, STATE_INDEX["healthy"], dtype=np.int8)
+    fleet = [SeriesWindow(n, "generic", datetime(2026, 1, 5, tzinfo=UTC), 5, values, states) for n in ("a", "b")]
+    kwargs = dict(scored={"a": ("cpu_pct",), "b": ("cpu_pct",)}, family_of=lambda *_: "cpu", hysteresis=IMMEDIATE,
+                  levels=QUANTILES, probability=event_probability(setup), tau=0.5, lift=0.0, every=6)  # fmt: skip
+    as_model = alert_replay(fleet, _flat_forecast, **kwargs)["per_family"]["cpu"][PROB_RULE]
+    clocks = {"a": ("f", True), "b": ("f", True)}
+    as_served = alert_replay(fleet, _flat_forecast, prob_source="served", clocks=clocks, **kwargs)
+    row = as_served["per_family"]["cpu"][PROB_RULE]
+
+    assert as_model["alerts"] == 2 and as_model["alert_minutes_per_server_day"] == 1440.0
+    assert row["alerts"] == 2 and row["alert_minutes_per_server_day"] < 0.5 * 1440.0
+    assert as_served["protocol"]["incident_prob"]["source"] == "served"

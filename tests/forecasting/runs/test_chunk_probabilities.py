@@ -80,7 +80,7 @@ def test_a_server_with_a_history_of_incidents_is_served_a_higher_probability(tmp
     assert scored[0].prob_30m == scored[1].prob_30m  # its 30 min history is empty
 
 
-def _event_model_chunk(tmp_path, p):
+def _event_model_chunk(tmp_path, p, served_factor=1.0):
     tmp_path.mkdir(exist_ok=True)
     folders.write_event_model(tmp_path, _constant_event_model(p))
     window = _window(np.full(300, 40.0))
@@ -91,7 +91,11 @@ def _event_model_chunk(tmp_path, p):
     )  # fmt: skip
     summary = {m: {"critical": 95.0} for m in METRICS}
     scored = [SimpleNamespace(prob_30m=0.8, prob_8h=0.8, summary=summary, candidates=[]) for _ in range(2)]
-    services._recalibrate_probabilities(forecast, scored)
+    history = services._recalibrate_probabilities(forecast, scored)
+    priors = {"8h": np.array([s.prob_8h for s in scored])}
+    for s in scored:
+        s.prob_8h = round(s.prob_8h * served_factor, 4)  # what a live map serves instead
+    services._incident_candidates(forecast, scored, priors, history)
     return window, scored
 
 
@@ -114,3 +118,14 @@ def test_below_the_threshold_or_switched_off_there_is_no_incident_alert_candidat
     assert _event_model_chunk(tmp_path / "below", 0.3)[1][0].candidates == []
     settings.TFT_ALERT_INCIDENT_PROB_TAU, settings.TFT_ALERT_INCIDENT_PROB = 0.2, False
     assert _event_model_chunk(tmp_path / "off", 0.3)[1][0].candidates == []
+
+
+@pytest.mark.django_db
+def test_the_incident_alert_reads_the_model_or_the_served_probability_as_configured(tmp_path, settings):
+    settings.TFT_ALERT_INCIDENT_PROB = True
+    settings.TFT_ALERT_INCIDENT_PROB_TAU, settings.TFT_ALERT_INCIDENT_PROB_LIFT = 0.2, 0.0
+    # The model says 0.3 (above 0.2); the live map serves 0.15 (below).
+    settings.TFT_ALERT_INCIDENT_PROB_SOURCE = "model"
+    assert len(_event_model_chunk(tmp_path / "model", 0.3, served_factor=0.5)[1][0].candidates) == 1
+    settings.TFT_ALERT_INCIDENT_PROB_SOURCE = "served"
+    assert _event_model_chunk(tmp_path / "served", 0.3, served_factor=0.5)[1][0].candidates == []
