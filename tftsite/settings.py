@@ -341,6 +341,8 @@ TFT_ALERT_INCIDENT_PROB_LIFT = env_float("TFT_ALERT_INCIDENT_PROB_LIFT", alert_r
 # Which P(8 h) it reads: "model" (the event model's, before the live map: what τ and λ were chosen on) or
 # "served" (after the live map, which learns the fleet's own rates from its outcomes: what operators see).
 TFT_ALERT_INCIDENT_PROB_SOURCE = env_choice("TFT_ALERT_INCIDENT_PROB_SOURCE", "model", alert_rules.PROB_SOURCES)
+# ... and at least RISE × the server's own mean P(8 h) over the last day (it waits for 6 h of that); 0: no such term.
+TFT_ALERT_INCIDENT_PROB_RISE = env_float("TFT_ALERT_INCIDENT_PROB_RISE", alert_rules.PROB_RISE, minimum=0.0)
 TFT_ALERT_INCIDENT_OPEN_AFTER = env_int("TFT_ALERT_INCIDENT_OPEN_AFTER", 1, minimum=1, maximum=288)
 TFT_ALERT_INCIDENT_RESOLVE_AFTER = env_int("TFT_ALERT_INCIDENT_RESOLVE_AFTER", 36, minimum=1, maximum=288)
 # A server's alert that opens again within this many minutes of resolving counts as a flap

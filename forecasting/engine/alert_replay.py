@@ -64,11 +64,13 @@ from forecasting.engine.alert_rules import (
     INCIDENT_RULE,
     INCIDENT_WINDOW,
     PROB_LIFT,
+    PROB_RISE,
     PROB_SOURCES,
     PROB_TAU,
     Hysteresis,
     alert_episodes,
     incident_prob_codes,
+    recent_mean,
     severity_codes,
 )
 from forecasting.engine.backtest import (
@@ -303,10 +305,12 @@ def _served_codes(predict: Callable, w: SeriesWindow, origins: np.ndarray, cols:
     return np.concatenate(out), np.concatenate(p50_only), (np.concatenate(kept) if keep else None)
 
 
-def probability_codes(p: np.ndarray, tau: float, share: np.ndarray | None = None, lift: float = 0.0) -> np.ndarray:
+def probability_codes(p: np.ndarray, tau: float, share: np.ndarray | None = None, lift: float = 0.0,
+                      recent: np.ndarray | None = None, rise: float = 0.0) -> np.ndarray:  # fmt: skip
     """(n, 1) 2 (critical) where the incident probability at the origin is at or above its threshold
-    (`tau`, raised to `lift` × the series' own base rate `share`: alert_rules.incident_prob_threshold)."""
-    return incident_prob_codes(p, share, tau=tau, lift=lift)[:, None]
+    (`tau`, raised to `lift` × the series' own base rate `share` and to `rise` × its mean P of the last
+    day `recent`: alert_rules.incident_prob_threshold)."""
+    return incident_prob_codes(p, share, tau=tau, lift=lift, recent=recent, rise=rise)[:, None]
 
 
 def event_probability(setup: ProbabilitySetup, window: str = PROB_WINDOW) -> Callable:
@@ -421,6 +425,8 @@ def alert_replay(
     prob_source: str = PROB_SOURCE_MODEL,
     clocks: Mapping[str, tuple[str, bool]] | None = None,
     live: lc.LiveMapConfig | None = None,
+    rise: float = PROB_RISE,
+    rises: Sequence[float] = (PROB_RISE,),
 ) -> dict[str, Any]:
     """The replay of the module docstring. `predict(windows)` gives the forecasts (B, H, M, K) in
     METRICS order at quantile `levels`; `scored` maps a series to its metrics; `family_of` names a
@@ -429,7 +435,9 @@ def alert_replay(
     `prob_hysteresis` (default `hysteresis`); `serve_prob`: ``served`` includes its alerts;
     `prob_source`: the probability it reads, the model's (``PROB_SOURCE_MODEL``) or the one served after
     the live map (``PROB_SOURCE_SERVED``: each fleet of `clocks` replayed online with `live`, as the
-    probability backtest's ``served``, learning from the outcomes of the replay's own origins). Returns {"per_family": family → rule → figures,
+    probability backtest's ``served``, learning from the outcomes of the replay's own origins); `rise`:
+    the threshold is also at least that × the series' mean P over the previous day (and the frontier
+    sweeps `rises` too). Returns {"per_family": family → rule → figures,
     "pooled": rule → figures, "protocol": …}; with `frontier` (other hysteresis settings) also
     "frontier": the pooled served and predict_linear figures under each (and ``incident_prob`` at
     each of `taus` × `lifts`), from the same forecasts (to choose K, M and tau on development series)."""
@@ -442,7 +450,7 @@ def alert_replay(
     }
     served_parts = SERVED_PARTS if probability is not None and serve_prob else SERVED_PARTS[:1]
     unions = {"served": served_parts, **({"served_p50_prob": P50_PROB_PARTS} if probability is not None else {})}
-    swept = tuple((t, lf) for t in taus for lf in lifts) if probability is not None else ()
+    swept = tuple((t, lf, r) for t in taus for lf in lifts for r in rises) if probability is not None else ()
     by_family: dict[str, dict[str, Counts]] = {}
     sweep: list[dict[str, dict[str, Counts]]] = [{} for _ in frontier]
     n_origins = 0
@@ -456,8 +464,10 @@ def alert_replay(
     for case in cases:
         w, codes, p, share = case.w, case.codes, case.p, case.share
         y, origins, critical = case.y, case.origins, case.critical
+        recent = None
         if probability is not None:
-            codes[PROB_RULE] = probability_codes(p, tau, share, lift)
+            recent = recent_mean(p, every=every, step_minutes=w.step_minutes)
+            codes[PROB_RULE] = probability_codes(p, tau, share, lift, recent, rise)
         counts = replay_series(
             y, w.states, origins, codes, critical, rules, every=every, min_buckets=min_buckets, unions=unions
         )
@@ -466,7 +476,9 @@ def alert_replay(
         for rule, c in counts.items():
             family[rule].add(c)
         swept_codes = {r: codes[r] for r in ("served_forecast", "predict_linear", "served_p50")}
-        swept_codes.update({f"{PROB_RULE}@{_prob_key(t, lf)}": probability_codes(p, t, share, lf) for t, lf in swept})
+        swept_codes.update(
+            {f"{PROB_RULE}@{_prob_key(t, lf, r)}": probability_codes(p, t, share, lf, recent, r) for t, lf, r in swept}
+        )
         for point, h in zip(sweep, frontier, strict=True):
             point_counts = replay_series(
                 y,
@@ -496,7 +508,7 @@ def alert_replay(
             "served_p50": pool["served_p50"],
         }
         if swept:
-            keys = [_prob_key(t, lf) for t, lf in swept]
+            keys = [_prob_key(t, lf, r) for t, lf, r in swept]
             row[PROB_RULE] = {k: pooled(fams, rules=(f"{PROB_RULE}@{k}",))[f"{PROB_RULE}@{k}"] for k in keys}
         out_frontier.append(row)
     return {
@@ -517,6 +529,8 @@ def alert_replay(
                         "window": PROB_WINDOW,
                         "tau": tau,
                         "lift": lift,
+                        "rise": rise,
+                        "frontier_rises": list(rises),
                         "source": prob_source,
                         "open_after": (prob_hysteresis or hysteresis).open_after["critical"],
                         "resolve_after": (prob_hysteresis or hysteresis).resolve_after["critical"],
@@ -531,9 +545,10 @@ def alert_replay(
     }
 
 
-def _prob_key(tau: float, lift: float) -> str:
-    """A frontier point's name: "0.3" (tau alone), "0.05x1.5" (tau raised to 1.5 × the base rate)."""
-    return f"{tau:g}" if lift <= 0 else f"{tau:g}x{lift:g}"
+def _prob_key(tau: float, lift: float, rise: float = 0.0) -> str:
+    """A frontier point's name: "0.3" (tau alone), "0.05x1.5" (tau raised to 1.5 × the base rate),
+    "0.05x1.5r2" (and to 2 × the mean P of the last day)."""
+    return (f"{tau:g}" if lift <= 0 else f"{tau:g}x{lift:g}") + (f"r{rise:g}" if rise > 0 else "")
 
 
 # The K / M settings `backtest --alert-frontier` replays (same K and M for both severities, and

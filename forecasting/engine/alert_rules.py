@@ -142,36 +142,73 @@ PROB_LIFT = 1.5  # 0: tau alone
 # The probability the rule reads: the model's (before the live map: what the thresholds above were
 # chosen on) or the one served (after the live map, which moves it toward the fleet's own rates).
 PROB_SOURCES: tuple[str, str] = ("model", "served")
+# The server's usual P: its mean over the last RECENT_HOURS, known from RECENT_MIN_HOURS of it; the
+# threshold's rise above it (0: none).
+PROB_RISE = 0.0
+RECENT_HOURS = 24.0
+RECENT_MIN_HOURS = 6.0
 
 
-def incident_prob_threshold(share: np.ndarray | None, *, tau: float, lift: float = 0.0) -> np.ndarray | float:
+def incident_prob_threshold(share: np.ndarray | None, *, tau: float, lift: float = 0.0,
+                            recent: np.ndarray | None = None, rise: float = 0.0) -> np.ndarray | float:  # fmt: skip
     """The threshold of the incident-probability rule: ``tau``, raised to ``lift`` times the server's
     own base rate ``share`` (event_model.history_share: its smoothed share of windows with an
     incident) where that is higher. A server that is often in incident carries a standing P(8 h)
     near its base rate: a state, not a warning, so it alerts only on a rise above it; a quiet
-    server alerts from ``tau``. ``lift`` 0 (or no ``share``): ``tau`` alone."""
-    if share is None or lift <= 0:
-        return tau
-    return np.maximum(tau, lift * np.asarray(share, dtype=np.float64))
+    server alerts from ``tau``. ``lift`` 0 (or no ``share``): ``tau`` alone.
+
+    With ``rise`` > 0 it is also at least ``rise`` × ``recent``, the server's own mean P over the last
+    day (``RECENT_HOURS``), and infinite where that is unknown (under ``RECENT_MIN_HOURS`` of it): the
+    alert says the server's risk rose well above its usual, which a fleet whose probabilities all sit
+    high (a quiet one the model over-rates, one more incident-prone than the training data) does not
+    set off, and it waits until it knows the server's usual."""
+    out = tau if share is None or lift <= 0 else np.maximum(tau, lift * np.asarray(share, dtype=np.float64))
+    if rise > 0 and recent is not None:
+        r = np.asarray(recent, dtype=np.float64)
+        out = np.maximum(out, np.where(np.isfinite(r), rise * r, np.inf))
+    return out
 
 
-def incident_prob_codes(p: np.ndarray, share: np.ndarray | None, *, tau: float, lift: float = 0.0) -> np.ndarray:
+def incident_prob_codes(p: np.ndarray, share: np.ndarray | None, *, tau: float, lift: float = 0.0,
+                        recent: np.ndarray | None = None, rise: float = 0.0) -> np.ndarray:  # fmt: skip
     """(n,) 2 (critical) where the incident probability `p` is at or above its threshold
     (``incident_prob_threshold``), else 0."""
-    threshold = incident_prob_threshold(share, tau=tau, lift=lift)
+    threshold = incident_prob_threshold(share, tau=tau, lift=lift, recent=recent, rise=rise)
     return np.where(np.asarray(p, dtype=np.float64) >= threshold, 2, 0)
 
 
+def recent_mean(p: np.ndarray, *, every: int, step_minutes: int) -> np.ndarray:
+    """(n,) at each of one server's origins (``every`` steps apart, in time order) the mean of its P
+    over the origins of the previous ``RECENT_HOURS`` (the current one excluded); NaN where they span
+    under ``RECENT_MIN_HOURS`` (what the service's query gives from its kept probabilities)."""
+    p = np.asarray(p, dtype=np.float64)
+    per_hour = 60.0 / (every * step_minutes)
+    span, need = round(RECENT_HOURS * per_hour), round(RECENT_MIN_HOURS * per_hour)
+    sums = np.concatenate(([0.0], np.cumsum(p)))
+    j = np.arange(len(p))
+    lo = np.maximum(j - span, 0)
+    n = j - lo
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (sums[j] - sums[lo]) / n
+    return np.where(n >= max(need, 1), mean, np.nan)
+
+
 def incident_candidate(*, server: str, p: float, share: float | None, tau: float, lift: float,
-                       horizon_steps: int, step_minutes: int) -> dict | None:  # fmt: skip
+                       horizon_steps: int, step_minutes: int, recent: float | None = None,
+                       rise: float = 0.0) -> dict | None:  # fmt: skip
     """The server's `incident_prob` alert candidate (the same keys as alert_candidates') when `p`, its
     P(an incident starts within the window of `horizon_steps`), is at or above its threshold; else None."""
     shares = None if share is None else np.array([share], dtype=np.float64)
-    threshold = float(np.asarray(incident_prob_threshold(shares, tau=tau, lift=lift)).reshape(-1)[0])
+    recents = None if recent is None else np.array([recent], dtype=np.float64)
+    threshold = float(
+        np.asarray(incident_prob_threshold(shares, tau=tau, lift=lift, recent=recents, rise=rise)).reshape(-1)[0]
+    )
     if not p >= threshold:
         return None
     minutes = horizon_steps * step_minutes
     own = f", {lift:g} × its own {share:.1%} rate" if share is not None and lift > 0 and lift * share > tau else ""
+    if rise > 0 and recent is not None and rise * recent >= threshold:
+        own = f", {rise:g} × its usual {recent:.1%}"
     return {
         "metric": INCIDENT_METRIC,
         "severity": "warning",

@@ -48,7 +48,7 @@ from forecasting.runs.inference import ModelUnavailableError, get_forecaster, lo
 from forecasting.runs.services import prediction_run_fail, prediction_run_finalize, prediction_run_start
 from forecasting.scoring.calibration import served_log_factors
 from forecasting.scoring.probabilities import live_probabilities_apply, probability_outcomes_archive
-from forecasting.scoring.selectors import blend_evidence, incident_history_inputs
+from forecasting.scoring.selectors import blend_evidence, incident_history_inputs, recent_incident_probabilities
 from forecasting.scoring.services import forecasts_archive
 from forecasting.windows import ServerWindow, server_windows
 
@@ -267,12 +267,12 @@ def _incident_candidates(forecast: ChunkForecast, scored: list[ServedForecast], 
     the server's own incident base rate, from the `history` the event model read)."""
     if not settings.TFT_ALERT_INCIDENT_PROB or history is None:
         return
-    window = rules.INCIDENT_WINDOW
-    if settings.TFT_ALERT_INCIDENT_PROB_SOURCE == "served":
-        p = np.array([s.prob_8h for s in scored], dtype=np.float64)
-    else:
-        p = priors[window]
+    window, rise = rules.INCIDENT_WINDOW, settings.TFT_ALERT_INCIDENT_PROB_RISE
+    served = settings.TFT_ALERT_INCIDENT_PROB_SOURCE == "served"
+    p = np.array([s.prob_8h for s in scored], dtype=np.float64) if served else priors[window]
     share = history_share(history[window], window)
+    recent = (recent_incident_probabilities(server_ids=[sw.server_id for sw in forecast.windows], window=window,
+                                            served=served) if rise > 0 else None)  # fmt: skip
     for i, (sw, s) in enumerate(zip(forecast.windows, scored, strict=True)):
         if sw.server_id in forecast.reasons:
             continue
@@ -284,6 +284,8 @@ def _incident_candidates(forecast: ChunkForecast, scored: list[ServedForecast], 
             lift=settings.TFT_ALERT_INCIDENT_PROB_LIFT,
             horizon_steps=HORIZON,
             step_minutes=STEP_MINUTES,
+            recent=None if recent is None else float(recent[i]),
+            rise=rise,
         )
         if candidate is not None:
             s.candidates.append(candidate)

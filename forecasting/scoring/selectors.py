@@ -12,9 +12,10 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Avg, Count, F, Q, Sum
 from django.db.models.functions import Round
 
+from forecasting.engine.alert_rules import RECENT_HOURS, RECENT_MIN_HOURS
 from forecasting.engine.blend import SUMS as BLEND_SUMS
 from forecasting.engine.event_model import history_inputs, history_keep
 from forecasting.engine.incidents import WINDOWS
@@ -22,7 +23,7 @@ from forecasting.engine.live_calibration import histogram_scores
 from forecasting.engine.scoring import SUMS as SCORE_SUMS
 from forecasting.engine.scoring import accuracy
 from forecasting.engine.spec import BAND_NAMES as SCORE_BANDS
-from forecasting.engine.spec import METRICS, TARGETS
+from forecasting.engine.spec import METRICS, STEP_MINUTES, TARGETS
 from forecasting.models import ForecastScore, IncidentHistory, ProbabilityCalibration, ProbabilityOutcome
 
 ACCURACY_WINDOWS: dict[str, timedelta] = {"24h": timedelta(hours=24), "7d": timedelta(days=7)}
@@ -157,6 +158,23 @@ def incident_history_inputs(*, server_ids: list[int], now: datetime | None = Non
             keep = history_keep((now - updated).total_seconds())
             sums[window][index[sid]] = (events * keep, hours * keep)
     return {w: history_inputs(s[:, 0], s[:, 1], w) for w, s in sums.items()}
+
+
+def recent_incident_probabilities(*, server_ids: list[int], window: str, served: bool,
+                                  now: datetime | None = None) -> np.ndarray:  # fmt: skip
+    """(N,) each server's mean kept P(window) (the model's, or with `served` what was served after the
+    live map) over the origins of the last RECENT_HOURS before `now`; NaN with fewer than
+    RECENT_MIN_HOURS of origins kept (the incident_prob rule's "usual", engine.alert_rules.recent_mean)."""
+    now = now or datetime.now(UTC)
+    column = "prob_served" if served else "prob_prior"
+    rows = (
+        ProbabilityOutcome.objects.filter(server_id__in=server_ids, window=window,
+                                          origin__gte=now - timedelta(hours=RECENT_HOURS), origin__lt=now)
+        .values("server_id").annotate(n=Count("id"), mean=Avg(column))
+    )  # fmt: skip
+    need = RECENT_MIN_HOURS * 60 / STEP_MINUTES
+    found = {r["server_id"]: r["mean"] for r in rows if r["n"] >= need}
+    return np.array([found.get(sid, math.nan) for sid in server_ids], dtype=np.float64)
 
 
 def server_incident_history(*, server_id: int, now: datetime | None = None) -> dict[str, dict[str, float]]:

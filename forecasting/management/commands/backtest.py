@@ -214,6 +214,22 @@ class Command(BaseCommand):
             help="alert replay: the lifts --alert-frontier sweeps with each of --alert-prob-taus",
         )
         parser.add_argument(
+            "--alert-prob-rise",
+            type=float,
+            default=settings.TFT_ALERT_INCIDENT_PROB_RISE,
+            metavar="R",
+            help="alert replay, rule incident_prob: its threshold is also at least R × the series' mean P over "
+            "the previous day, and it waits for 6 h of that (0: no such term)",
+        )
+        parser.add_argument(
+            "--alert-prob-rises",
+            type=float,
+            nargs="+",
+            default=[settings.TFT_ALERT_INCIDENT_PROB_RISE],
+            metavar="R",
+            help="alert replay: the rises --alert-frontier sweeps with each tau and lift",
+        )
+        parser.add_argument(
             "--alert-prob-source",
             choices=PROB_SOURCES,
             default=settings.TFT_ALERT_INCIDENT_PROB_SOURCE,
@@ -557,6 +573,8 @@ def _alert_replay(source: BacktestSource, forecaster, opts: dict, model_path: Pa
         prob_hysteresis=prob_hysteresis,
         serve_prob=settings.TFT_ALERT_INCIDENT_PROB,
         prob_source=opts["alert_prob_source"],
+        rise=opts["alert_prob_rise"],
+        rises=opts["alert_prob_rises"],
         clocks=bt.fleet_clocks(source.series, source.fleets),
         live=live_map_config(),
     )

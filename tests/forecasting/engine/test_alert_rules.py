@@ -12,6 +12,7 @@ from forecasting.engine.alert_rules import (
     incident_prob_codes,
     incident_prob_threshold,
     lead_time,
+    recent_mean,
 )
 from forecasting.engine.probability import exceedance, fleet_environment, incident_probabilities, limits_batch
 
@@ -193,3 +194,19 @@ def test_incident_candidate_needs_lift_times_the_servers_own_rate_when_that_is_h
     assert incident_candidate(p=0.39, **kwargs) is None
     c = incident_candidate(p=0.4, **kwargs)
     assert c["threshold"] == 40.0 and c["message"] == "db01: P(incident within 8 h) is 40% (≥ 40.0%, 2 × its own 20.0% rate)"
+
+
+def test_recent_mean_is_the_previous_days_mean_once_six_hours_are_known():
+    p = np.arange(400, dtype=np.float64)  # one origin every 5 minutes
+    recent = recent_mean(p, every=1, step_minutes=5)
+    assert np.isnan(recent[71]) and recent[72] == pytest.approx(np.mean(p[:72]))
+    assert recent[300] == pytest.approx(np.mean(p[300 - 288 : 300]))  # the last 24 h, itself excluded
+
+
+def test_the_threshold_rises_to_rise_times_the_servers_usual_and_waits_for_it():
+    recent = np.array([np.nan, 0.02, 0.2])
+    out = incident_prob_threshold(None, tau=0.05, lift=0.0, recent=recent, rise=2.0)
+    np.testing.assert_allclose(out, [np.inf, 0.05, 0.4])
+    c = incident_candidate(server="db01", p=0.4, share=None, tau=0.05, lift=0.0, horizon_steps=96, step_minutes=5,
+                           recent=0.2, rise=2.0)  # fmt: skip
+    assert c["threshold"] == 40.0 and c["message"].endswith("(≥ 40.0%, 2 × its usual 20.0%)")

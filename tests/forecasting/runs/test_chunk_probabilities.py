@@ -80,13 +80,13 @@ def test_a_server_with_a_history_of_incidents_is_served_a_higher_probability(tmp
     assert scored[0].prob_30m == scored[1].prob_30m  # its 30 min history is empty
 
 
-def _event_model_chunk(tmp_path, p, served_factor=1.0):
+def _event_model_chunk(tmp_path, p, served_factor=1.0, server_id=1):
     tmp_path.mkdir(exist_ok=True)
     folders.write_event_model(tmp_path, _constant_event_model(p))
     window = _window(np.full(300, 40.0))
     forecast = SimpleNamespace(
         forecaster=object(), version=SimpleNamespace(path=str(tmp_path)), reasons={2: "model_output_invalid"},
-        windows=[SimpleNamespace(server_id=1, window=window), SimpleNamespace(server_id=2, window=window)],
+        windows=[SimpleNamespace(server_id=server_id, window=window), SimpleNamespace(server_id=2, window=window)],
         quantiles=LevelForecaster(40.0).predict_array([window, window]),
     )  # fmt: skip
     summary = {m: {"critical": 95.0} for m in METRICS}
@@ -129,3 +129,35 @@ def test_the_incident_alert_reads_the_model_or_the_served_probability_as_configu
     assert len(_event_model_chunk(tmp_path / "model", 0.3, served_factor=0.5)[1][0].candidates) == 1
     settings.TFT_ALERT_INCIDENT_PROB_SOURCE = "served"
     assert _event_model_chunk(tmp_path / "served", 0.3, served_factor=0.5)[1][0].candidates == []
+
+
+@pytest.mark.django_db
+def test_with_a_rise_the_incident_alert_needs_the_server_above_rise_times_its_usual(tmp_path, settings):
+    from datetime import UTC, datetime, timedelta
+
+    from forecasting.models import ProbabilityOutcome
+    from ingest.models import Server
+    from tests.conftest import ingest_fleet
+
+    settings.TFT_ALERT_INCIDENT_PROB = True
+    settings.TFT_ALERT_INCIDENT_PROB_TAU, settings.TFT_ALERT_INCIDENT_PROB_LIFT = 0.05, 0.0
+    settings.TFT_ALERT_INCIDENT_PROB_RISE = 2.0
+    ingest_fleet(["ppdb001"], buckets=12)
+    server = Server.objects.get(name="ppdb001")
+    # No usual yet: it waits.
+    assert _event_model_chunk(tmp_path / "none", 0.3, server_id=server.pk)[1][0].candidates == []
+
+    def usual(p):
+        ProbabilityOutcome.objects.all().delete()
+        now = datetime.now(UTC)
+        ProbabilityOutcome.objects.bulk_create(
+            ProbabilityOutcome(server=server, window="8h", origin=now - timedelta(minutes=5 * (k + 1)), profile="x",
+                               prob_prior=p, prob_served=p, critical=[90.0] * 4, created_at=now)
+            for k in range(100)
+        )
+
+    usual(0.2)  # 0.3 < 2 × 0.2
+    assert _event_model_chunk(tmp_path / "high", 0.3, server_id=server.pk)[1][0].candidates == []
+    usual(0.1)  # 0.3 >= 2 × 0.1
+    (candidate,) = _event_model_chunk(tmp_path / "low", 0.3, server_id=server.pk)[1][0].candidates
+    assert candidate["threshold"] == 20.0 and "2 × its usual 10.0%" in candidate["message"]
