@@ -328,20 +328,17 @@ TFT_ALERT_RESOLVE_AFTER_WARNING = env_int("TFT_ALERT_RESOLVE_AFTER_WARNING", 18,
 TFT_ALERT_RESOLVE_AFTER_CRITICAL = env_int("TFT_ALERT_RESOLVE_AFTER_CRITICAL", 18, minimum=1, maximum=288)
 # The incident-probability alert (engine.alert_rules, rule incident_prob, metric "incident": one per
 # server): opens when the event model's P(an incident starts within 8 h) is at or above
-# max(TAU, LIFT × the server's own incident base rate), under its own hysteresis counted in forecasts.
-# Defaults chosen on the development replays only (README "The new real sources"): τ 0.05, λ 1.5,
-# K 1 / M 12 origins at a 15-minute stride = 36 forecasts (3 h). Off by default: on a fleet whose
-# incident rate is above the development rate (the demo's simulated fleet, a quiet fleet before the
-# live map has a day of outcomes) P(8 h) starts above max(0.05, 1.5 × the 5 % prior rate) on nearly
-# every server, and a server's own rate only lifts its threshold once its history builds (README
-# "`incident_prob` can be served"). The backtest's replay follows this setting in its "served" rule.
-TFT_ALERT_INCIDENT_PROB = env_bool("TFT_ALERT_INCIDENT_PROB", False)
+# max(TAU, LIFT × the server's own incident base rate, RISE × its usual P(8 h) over the last day; it
+# waits for 6 h of those), under its own hysteresis counted in forecasts. Defaults chosen on the
+# development replays only (README "`incident_prob` is served"): τ 0.05, λ 1.5, rise 3, K 1 / M 12
+# origins at a 15-minute stride = 36 forecasts (3 h). Off: only the forecast rules alert.
+TFT_ALERT_INCIDENT_PROB = env_bool("TFT_ALERT_INCIDENT_PROB", True)
 TFT_ALERT_INCIDENT_PROB_TAU = env_float("TFT_ALERT_INCIDENT_PROB_TAU", alert_rules.PROB_TAU, minimum=0.0, maximum=1.0)
 TFT_ALERT_INCIDENT_PROB_LIFT = env_float("TFT_ALERT_INCIDENT_PROB_LIFT", alert_rules.PROB_LIFT, minimum=0.0)
 # Which P(8 h) it reads: "model" (the event model's, before the live map: what τ and λ were chosen on) or
 # "served" (after the live map, which learns the fleet's own rates from its outcomes: what operators see).
 TFT_ALERT_INCIDENT_PROB_SOURCE = env_choice("TFT_ALERT_INCIDENT_PROB_SOURCE", "model", alert_rules.PROB_SOURCES)
-# ... and at least RISE × the server's own mean P(8 h) over the last day (it waits for 6 h of that); 0: no such term.
+# RISE 0: no "usual" term (a quiet fleet the model over-rates then alerts on every server).
 TFT_ALERT_INCIDENT_PROB_RISE = env_float("TFT_ALERT_INCIDENT_PROB_RISE", alert_rules.PROB_RISE, minimum=0.0)
 TFT_ALERT_INCIDENT_OPEN_AFTER = env_int("TFT_ALERT_INCIDENT_OPEN_AFTER", 1, minimum=1, maximum=288)
 TFT_ALERT_INCIDENT_RESOLVE_AFTER = env_int("TFT_ALERT_INCIDENT_RESOLVE_AFTER", 36, minimum=1, maximum=288)

@@ -219,9 +219,10 @@ def test_the_frontier_sweeps_incident_prob_at_each_tau_and_lift():
     out = alert_replay(
         [w], _flat_forecast, scored={"srv": ("cpu_pct",)}, family_of=lambda *_: "cpu", hysteresis=IMMEDIATE,
         levels=QUANTILES, probability=event_probability(setup), frontier=(IMMEDIATE,), taus=(0.5,), lifts=(0.0, 2.0),
+        rise=0.0, rises=(0.0, 3.0),
     )  # fmt: skip
 
-    assert set(out["frontier"][0][PROB_RULE]) == {"0.5", "0.5x2"}
+    assert set(out["frontier"][0][PROB_RULE]) == {"0.5", "0.5x2", "0.5r3", "0.5x2r3"}
     assert out["frontier"][0][PROB_RULE]["0.5"]["recall_15m"] == out["pooled"][PROB_RULE]["recall_15m"] == 1.0
 
 
@@ -290,7 +291,8 @@ def test_incident_prob_on_the_served_probability_follows_the_live_map():
     states = np.full(2000, STATE_INDEX["healthy"], dtype=np.int8)
     fleet = [SeriesWindow(n, "generic", datetime(2026, 1, 5, tzinfo=UTC), 5, values, states) for n in ("a", "b")]
     kwargs = dict(scored={"a": ("cpu_pct",), "b": ("cpu_pct",)}, family_of=lambda *_: "cpu", hysteresis=IMMEDIATE,
-                  levels=QUANTILES, probability=event_probability(setup), tau=0.5, lift=0.0, every=6)  # fmt: skip
+                  levels=QUANTILES, probability=event_probability(setup), tau=0.5, lift=0.0, every=6,
+                  rise=0.0)  # fmt: skip
     as_model = alert_replay(fleet, _flat_forecast, **kwargs)["per_family"]["cpu"][PROB_RULE]
     clocks = {"a": ("f", True), "b": ("f", True)}
     as_served = alert_replay(fleet, _flat_forecast, prob_source="served", clocks=clocks, **kwargs)
@@ -299,3 +301,17 @@ def test_incident_prob_on_the_served_probability_follows_the_live_map():
     assert as_model["alerts"] == 2 and as_model["alert_minutes_per_server_day"] == 1440.0
     assert row["alerts"] == 2 and row["alert_minutes_per_server_day"] < 0.5 * 1440.0
     assert as_served["protocol"]["incident_prob"]["source"] == "served"
+
+
+def test_incident_prob_with_a_rise_stays_shut_where_p_sits_at_its_usual_and_opens_on_a_rise():
+    w = _ramp_server()  # P ~0 until the ramp nears the limit (origin 733), then ~1: a rise far above its usual
+    setup = ProbabilitySetup(QUANTILES, DEFAULT_THRESHOLDS, event_model=_level_model(40.0, 0.8))
+    quiet = _level_model(0.0, 0.0)  # P = 0.5 at every origin: above tau, never above 3 × its usual
+    kwargs = dict(scored={"srv": ("cpu_pct",)}, family_of=lambda *_: "cpu", hysteresis=IMMEDIATE, levels=QUANTILES,
+                  tau=0.05, lift=0.0, rise=3.0)  # fmt: skip
+    risen = alert_replay([w], _flat_forecast, probability=event_probability(setup), **kwargs)
+    flat = alert_replay([w], _flat_forecast, probability=event_probability(
+        ProbabilitySetup(QUANTILES, DEFAULT_THRESHOLDS, event_model=quiet)), **kwargs)  # fmt: skip
+
+    assert risen["per_family"]["cpu"][PROB_RULE]["warned_15m"] == 1
+    assert flat["per_family"]["cpu"][PROB_RULE]["alerts"] == 0

@@ -101,7 +101,7 @@ def _event_model_chunk(tmp_path, p, served_factor=1.0, server_id=1):
 
 @pytest.mark.django_db
 def test_a_tft_server_at_or_above_the_threshold_gets_the_incident_alert_candidate(tmp_path, settings):
-    settings.TFT_ALERT_INCIDENT_PROB = True
+    settings.TFT_ALERT_INCIDENT_PROB, settings.TFT_ALERT_INCIDENT_PROB_RISE = True, 0.0
     settings.TFT_ALERT_INCIDENT_PROB_TAU, settings.TFT_ALERT_INCIDENT_PROB_LIFT = 0.2, 0.0
     window, scored = _event_model_chunk(tmp_path, 0.3)
     (candidate,) = scored[0].candidates
@@ -113,7 +113,7 @@ def test_a_tft_server_at_or_above_the_threshold_gets_the_incident_alert_candidat
 
 @pytest.mark.django_db
 def test_below_the_threshold_or_switched_off_there_is_no_incident_alert_candidate(tmp_path, settings):
-    settings.TFT_ALERT_INCIDENT_PROB = True
+    settings.TFT_ALERT_INCIDENT_PROB, settings.TFT_ALERT_INCIDENT_PROB_RISE = True, 0.0
     settings.TFT_ALERT_INCIDENT_PROB_TAU, settings.TFT_ALERT_INCIDENT_PROB_LIFT = 0.5, 0.0
     assert _event_model_chunk(tmp_path / "below", 0.3)[1][0].candidates == []
     settings.TFT_ALERT_INCIDENT_PROB_TAU, settings.TFT_ALERT_INCIDENT_PROB = 0.2, False
@@ -122,7 +122,7 @@ def test_below_the_threshold_or_switched_off_there_is_no_incident_alert_candidat
 
 @pytest.mark.django_db
 def test_the_incident_alert_reads_the_model_or_the_served_probability_as_configured(tmp_path, settings):
-    settings.TFT_ALERT_INCIDENT_PROB = True
+    settings.TFT_ALERT_INCIDENT_PROB, settings.TFT_ALERT_INCIDENT_PROB_RISE = True, 0.0
     settings.TFT_ALERT_INCIDENT_PROB_TAU, settings.TFT_ALERT_INCIDENT_PROB_LIFT = 0.2, 0.0
     # The model says 0.3 (above 0.2); the live map serves 0.15 (below).
     settings.TFT_ALERT_INCIDENT_PROB_SOURCE = "model"
