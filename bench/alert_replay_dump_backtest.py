@@ -40,16 +40,17 @@ def recording(setup, window=alert_replay.PROB_WINDOW):
 
 alert_replay.event_probability = recording
 codes = {}
-_orig_codes = alert_replay._served_codes
+_orig_case = alert_replay._series_case
 
 
-def recording_codes(predict, w, origins, cols, limits, levels, keep=False):
-    out = _orig_codes(predict, w, origins, cols, limits, levels, keep)
-    codes[w.server] = (np.asarray(origins), out[0], out[1])
-    return out
+def recording_case(w, *args, **kwargs):
+    case = _orig_case(w, *args, **kwargs)
+    if case is not None:
+        codes[w.server] = (case.origins, case.codes["served_forecast"], case.codes["served_p50"])
+    return case
 
 
-alert_replay._served_codes = recording_codes
+alert_replay._series_case = recording_case
 call_command("backtest", *sys.argv[2:])
 arrays = {f"{k}|origins": v[0] for k, v in codes.items()}
 arrays.update({f"{k}|p": v[1] for k, v in kept.items()})

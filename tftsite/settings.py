@@ -326,6 +326,17 @@ TFT_ALERT_OPEN_AFTER_WARNING = env_int("TFT_ALERT_OPEN_AFTER_WARNING", 1, minimu
 TFT_ALERT_OPEN_AFTER_CRITICAL = env_int("TFT_ALERT_OPEN_AFTER_CRITICAL", 1, minimum=1, maximum=288)
 TFT_ALERT_RESOLVE_AFTER_WARNING = env_int("TFT_ALERT_RESOLVE_AFTER_WARNING", 18, minimum=1, maximum=288)
 TFT_ALERT_RESOLVE_AFTER_CRITICAL = env_int("TFT_ALERT_RESOLVE_AFTER_CRITICAL", 18, minimum=1, maximum=288)
+# How far ahead the p90 early warning ("p90 reaches critical while the p50 stays below warning")
+# looks, 0 = no early warning (the default, chosen on the development replays: README "Early warnings
+# and the forecast the rules read"); the p50 rules look over the whole 8 h horizon.
+TFT_ALERT_EARLY_WARNING_MINUTES = env_int(
+    "TFT_ALERT_EARLY_WARNING_MINUTES", alert_rules.EARLY_WARNING_MINUTES, minimum=0, maximum=480
+)
+# The forecast the rules read: "served" (blended with the last value and calibrated: what the charts show)
+# or "model" (the TFT's own quantiles; a fallback forecast is read as served). Chosen on the development
+# replays with the reach above (README "Early warnings and the forecast the rules read").
+TFT_ALERT_FORECAST_SOURCE = env_choice("TFT_ALERT_FORECAST_SOURCE", alert_rules.FORECAST_SOURCE,
+                                       alert_rules.FORECAST_SOURCES)  # fmt: skip
 # The incident-probability alert (engine.alert_rules, rule incident_prob, metric "incident": one per
 # server): opens when the event model's P(an incident starts within 8 h) is at or above
 # max(TAU, LIFT × the server's own incident base rate, RISE × its usual P(8 h) over the last day; it

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db.models import Count
 
 from forecasting.engine.alert_rules import Hysteresis
-from forecasting.engine.spec import DEFAULT_THRESHOLDS
+from forecasting.engine.spec import DEFAULT_THRESHOLDS, STEP_MINUTES
 from forecasting.models import Alert, AlertNotification, AlertThreshold
 
 
@@ -35,6 +35,11 @@ def incident_hysteresis() -> Hysteresis:
     """The incident_prob alert's hysteresis (TFT_ALERT_INCIDENT_OPEN_AFTER / _RESOLVE_AFTER, both severities)."""
     k, m = settings.TFT_ALERT_INCIDENT_OPEN_AFTER, settings.TFT_ALERT_INCIDENT_RESOLVE_AFTER
     return Hysteresis({"warning": k, "critical": k}, {"warning": m, "critical": m})
+
+
+def early_warning_steps() -> int:
+    """How many forecast steps ahead the p90 early warning looks (TFT_ALERT_EARLY_WARNING_MINUTES; 0: none)."""
+    return -(-settings.TFT_ALERT_EARLY_WARNING_MINUTES // STEP_MINUTES)
 
 
 def open_alerts(*, server_name: str | None = None, server_names: list[str] | None = None):

@@ -24,7 +24,9 @@ Protocol, per series (its scored metrics) and per rule:
   while it is open or within the horizon after it opened; ``false_alerts_per_server_day``.
 * ``alert_minutes_per_server_day``: minutes with at least one alert open on the server.
 
-Rules: ``served_forecast`` (``alert_rules.severity_codes`` of the forecast's p50 / p90, as served),
+Rules: ``served_forecast`` (``alert_rules.severity_codes`` of the forecast's p50 / p90 as served:
+blended with persistence and interval-calibrated online, ``backtest.served_inputs``; ``raw_forecast``:
+the same rules on the model's own quantiles, a diagnostic),
 ``static_threshold`` (the metric at or above critical for the last 10 minutes, as a Prometheus rule
 ``… >= critical for 10m``: it fires only once the incident is under way, so its lead is <= 0 by
 construction; it opens and resolves at once) and ``predict_linear`` (least-squares line over the last
@@ -54,12 +56,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from forecasting.engine import live_calibration as lc
 from forecasting.engine.alert_rules import (
+    FORECAST_SOURCE,
+    FORECAST_SOURCES,
     IMMEDIATE,
     INCIDENT_RULE,
     INCIDENT_WINDOW,
@@ -104,13 +109,16 @@ REPLAY_EVERY = 1  # every 5 minutes, as the live runs
 PROB_RULE = INCIDENT_RULE
 PROB_WINDOW = INCIDENT_WINDOW
 PROB_SOURCE_MODEL, PROB_SOURCE_SERVED = PROB_SOURCES
+FORECAST_MODEL = FORECAST_SOURCES[1]
 # The default threshold on P(incident within 8 h) (--alert-prob-tau) is alert_rules.PROB_TAU, raised
 # to PROB_LIFT × the series' own incident base rate (--alert-prob-lift), as served.
 PROB_TAUS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)  # what --alert-frontier sweeps
 PROB_LIFTS: tuple[float, ...] = (0.0, 1.5)  # the lifts --alert-frontier sweeps with each tau (--alert-prob-lifts)
+RAW_RULE = "raw_forecast"  # the forecast rules on the model's own quantiles (before the blend and calibration)
 REPLAY_RULES: tuple[str, ...] = (
     "served",
     "served_forecast",
+    RAW_RULE,
     "static_threshold",
     "predict_linear",
     "served_p50",
@@ -287,22 +295,31 @@ def replay_series(
     }
 
 
-def _served_codes(predict: Callable, w: SeriesWindow, origins: np.ndarray, cols: list[int], limits, levels,
-                  keep: bool = False):  # fmt: skip
-    """Served severity codes (n, C): the forecaster's p50 / p90 at each origin against the limits;
-    the same without the p90 early warning (p50 rules only: p90 := p50); and, with `keep`, the
-    forecasts themselves (n, H, M, K), else None."""
+def forecast_codes(q: np.ndarray, cols: list[int], limits, levels, *, early_steps: int | None = None,
+                   p50_only: bool = False) -> np.ndarray:  # fmt: skip
+    """Severity codes (n, C) of the forecast rules (``alert_rules.severity_codes``) on forecasts
+    ``q`` (n, H, M, K) at quantile ``levels``, for the scored columns against ``limits`` (warning,
+    critical: (C,) each); ``early_steps``: the p90 early warning's reach; ``p50_only``: without the
+    early warning (p90 := p50)."""
     warning, critical = limits
     i50, i90 = list(levels).index(0.5), list(levels).index(0.9)
-    out, p50_only, kept = [], [], []
-    for i in range(0, len(origins), PREDICT_CHUNK):
-        q = np.asarray(predict([context_window(w, int(o)) for o in origins[i : i + PREDICT_CHUNK]]), dtype=np.float64)
-        p50, p90 = q[..., cols, i50].swapaxes(1, 2), q[..., cols, i90].swapaxes(1, 2)
-        out.append(severity_codes(p50, p90, warning[None, :], critical[None, :]))
-        p50_only.append(severity_codes(p50, p50, warning[None, :], critical[None, :]))
-        if keep:
-            kept.append(q)
-    return np.concatenate(out), np.concatenate(p50_only), (np.concatenate(kept) if keep else None)
+    p50 = q[..., cols, i50].swapaxes(1, 2)
+    p90 = p50 if p50_only else q[..., cols, i90].swapaxes(1, 2)
+    return severity_codes(p50, p90, warning[None, :], critical[None, :], early_steps=early_steps)
+
+
+def _forecasts(predict: Callable, w: SeriesWindow, origins: np.ndarray) -> np.ndarray:
+    """The forecaster's quantiles (n, H, M, K) at each origin (in chunks of PREDICT_CHUNK contexts)."""
+    return np.concatenate([
+        np.asarray(predict([context_window(w, int(o)) for o in origins[i : i + PREDICT_CHUNK]]), dtype=np.float64)
+        for i in range(0, len(origins), PREDICT_CHUNK)
+    ])  # fmt: skip
+
+
+def early_rule(steps: int, rule: str = "served_forecast") -> str:
+    """The name of the diagnostic forecast rules (``served_forecast`` on the served forecast, ``RAW_RULE``
+    on the model's) whose p90 early warning reaches ``steps`` steps ahead."""
+    return f"{rule}@ew{steps * STEP_MINUTES}m"
 
 
 def probability_codes(p: np.ndarray, tau: float, share: np.ndarray | None = None, lift: float = 0.0,
@@ -313,17 +330,29 @@ def probability_codes(p: np.ndarray, tau: float, share: np.ndarray | None = None
     return incident_prob_codes(p, share, tau=tau, lift=lift, recent=recent, rise=rise)[:, None]
 
 
+def served_forecasts(setup: ProbabilitySetup) -> Callable:
+    """(w, cols, origins, q) → what serving sees at each origin (``backtest.served_inputs``: contexts,
+    states, critical limits and the forecast with the scored metrics' quantiles blended with
+    persistence and interval-calibrated online, as the prediction run serves them)."""
+
+    def serving(w: SeriesWindow, cols: list[int], origins: np.ndarray, q: np.ndarray):
+        return served_inputs(w, cols, origins, q, setup)
+
+    return serving
+
+
 def event_probability(setup: ProbabilitySetup, window: str = PROB_WINDOW) -> Callable:
-    """(w, cols, origins, q) → ((n,) the served P(an incident starts within `window`) at each origin,
+    """(w, cols, origins, q[, inputs]) → ((n,) the served P(an incident starts within `window`) at each origin,
     exactly as the probability evaluation replays what the service serves for that window
     (``backtest.served_inputs`` / ``served_probabilities``: the folder's event model on the served,
     online-calibrated forecast), without the live map; (n,) the series' own incident base rate for
     that window at each origin (``event_model.history_share`` of the history the model read); (n,)
-    whether an incident started in the window (the outcome the service records, for the live map))."""
+    whether an incident started in the window (the outcome the service records, for the live map)).
+    ``inputs``: ``served_forecasts``' for the same origins, when already computed."""
 
-    def probability(w: SeriesWindow, cols: list[int], origins: np.ndarray, q: np.ndarray):
+    def probability(w: SeriesWindow, cols: list[int], origins: np.ndarray, q: np.ndarray, inputs=None):
         history = incident_history(w, cols, origins, setup)
-        inputs = served_inputs(w, cols, origins, q, setup)
+        inputs = served_inputs(w, cols, origins, q, setup) if inputs is None else inputs
         p = served_probabilities(w, cols, origins, inputs, setup, history=history)[window]
         labels = incident_labels(
             w.values[:, cols].astype(np.float64), w.states, inputs[2][:, cols], origins,
@@ -352,26 +381,37 @@ class _Case:
 
 def _series_case(w: SeriesWindow, predict: Callable, metrics: Sequence[str], every: int, test_fraction: float,
                  thresholds: Mapping[str, dict] | None, levels: Sequence[float],
-                 probability: Callable | None) -> _Case | None:  # fmt: skip
+                 probability: Callable | None, serving: Callable | None = None,
+                 early_steps: Sequence[int] = (), early: int | None = None,
+                 source: str = FORECAST_SOURCE) -> _Case | None:  # fmt: skip
     origins = rolling_origins(len(w.values), test_fraction=test_fraction, every=every)
     if not len(origins):
         return None
     cols = [METRICS.index(m) for m in metrics]
     ctx = w.values[max(0, int(origins[0]) - CONTEXT) : int(origins[0])].astype(np.float64)
-    warning, critical = (a[0, cols] for a in limits_batch(ctx[None], dict(thresholds or DEFAULT_THRESHOLDS), METRICS))
+    limits = tuple(a[0, cols] for a in limits_batch(ctx[None], dict(thresholds or DEFAULT_THRESHOLDS), METRICS))
     y = w.values[:, cols].astype(np.float64)
-    served, served_p50, q = _served_codes(
-        predict, w, origins, cols, (warning, critical), levels, keep=probability is not None
-    )
+    q = _forecasts(predict, w, origins)
+    inputs = serving(w, cols, origins, q) if serving is not None else None
+    served = q if inputs is None else inputs[3]  # the forecast as served: blended and calibrated
+    read = q if source == FORECAST_MODEL else served  # what the rules read (TFT_ALERT_FORECAST_SOURCE)
     codes = {
-        "served_forecast": served,
-        "served_p50": served_p50,
-        "static_threshold": static_codes(y, origins, critical),
-        "predict_linear": linear_codes(y, origins, critical),
+        "served_forecast": forecast_codes(read, cols, limits, levels, early_steps=early),
+        "served_p50": forecast_codes(read, cols, limits, levels, p50_only=True),
+        "static_threshold": static_codes(y, origins, limits[1]),
+        "predict_linear": linear_codes(y, origins, limits[1]),
     }
-    case = _Case(w, cols, origins, y, critical, codes)
+    sources = {"served_forecast": served}
+    if inputs is not None:
+        codes[RAW_RULE] = forecast_codes(q, cols, limits, levels, early_steps=early)
+        sources[RAW_RULE] = q
+    codes.update({
+        early_rule(s, rule): forecast_codes(f, cols, limits, levels, early_steps=s)
+        for rule, f in sources.items() for s in early_steps
+    })  # fmt: skip
+    case = _Case(w, cols, origins, y, limits[1], codes)
     if probability is not None:
-        case.p, case.share, *rest = probability(w, cols, origins, q)
+        case.p, case.share, *rest = probability(w, cols, origins, q, inputs)
         case.outcome = rest[0] if rest else None
     return case
 
@@ -427,6 +467,10 @@ def alert_replay(
     live: lc.LiveMapConfig | None = None,
     rise: float = PROB_RISE,
     rises: Sequence[float] = (PROB_RISE,),
+    serving: Callable | None = None,
+    early_steps: Sequence[int] = (),
+    early: int | None = None,
+    forecast_source: str = FORECAST_SOURCE,
 ) -> dict[str, Any]:
     """The replay of the module docstring. `predict(windows)` gives the forecasts (B, H, M, K) in
     METRICS order at quantile `levels`; `scored` maps a series to its metrics; `family_of` names a
@@ -440,25 +484,39 @@ def alert_replay(
     sweeps `rises` too). Returns {"per_family": family → rule → figures,
     "pooled": rule → figures, "protocol": …}; with `frontier` (other hysteresis settings) also
     "frontier": the pooled served and predict_linear figures under each (and ``incident_prob`` at
-    each of `taus` × `lifts`), from the same forecasts (to choose K, M and tau on development series)."""
+    each of `taus` × `lifts`), from the same forecasts (to choose K, M and tau on development series).
+    `serving` (``served_forecasts``): the forecast rules read the forecast as the service serves it
+    (blended, calibrated) and ``raw_forecast`` the model's own; None: the forecaster's as served (the
+    heuristic fallback is served as it is). `early_steps`: also replay the forecast rules with the p90
+    early warning reaching only that many steps ahead (``early_rule``; on the served forecast and, with
+    `serving`, on the model's), alone and served with ``incident_prob``, under "early_warning" (to
+    choose its reach and the forecast the rules read on development series); `early`: the
+    served early warning's reach in steps (``TFT_ALERT_EARLY_WARNING_MINUTES``; None: the horizon);
+    `forecast_source`: the forecast ``served_forecast`` and ``served_p50`` read (``TFT_ALERT_FORECAST_SOURCE``:
+    "served", or "model", the forecaster's own)."""
     rules = {
         "served_forecast": hysteresis,
         "static_threshold": IMMEDIATE,
         "predict_linear": hysteresis,
         "served_p50": hysteresis,
         **({PROB_RULE: prob_hysteresis or hysteresis} if probability is not None else {}),
+        **({RAW_RULE: hysteresis} if serving is not None else {}),
     }
+    variant_rules = ("served_forecast", RAW_RULE) if serving is not None else ("served_forecast",)
+    rules.update({early_rule(s, r): hysteresis for s in early_steps for r in variant_rules})
     served_parts = SERVED_PARTS if probability is not None and serve_prob else SERVED_PARTS[:1]
     unions = {"served": served_parts, **({"served_p50_prob": P50_PROB_PARTS} if probability is not None else {})}
+    unions.update({
+        _early_union(s, r): (early_rule(s, r), *served_parts[1:]) for s in early_steps for r in variant_rules
+    })  # fmt: skip
     swept = tuple((t, lf, r) for t in taus for lf in lifts for r in rises) if probability is not None else ()
     by_family: dict[str, dict[str, Counts]] = {}
     sweep: list[dict[str, dict[str, Counts]]] = [{} for _ in frontier]
     n_origins = 0
-    cases = [
-        c
-        for w in series
-        if (c := _series_case(w, predict, scored[w.server], every, test_fraction, thresholds, levels, probability))
-    ]
+    case_of = partial(_series_case, every=every, test_fraction=test_fraction, thresholds=thresholds, levels=levels,
+                      probability=probability, serving=serving, early_steps=early_steps, early=early,
+                      source=forecast_source)  # fmt: skip
+    cases = [c for w in series if (c := case_of(w, predict, scored[w.server]))]
     if probability is not None and prob_source == PROB_SOURCE_SERVED:
         _map_probabilities(cases, clocks or {}, live or lc.LiveMapConfig(), every=every, min_buckets=min_buckets)
     for case in cases:
@@ -495,7 +553,9 @@ def alert_replay(
                 fam[rule].add(c)
         n_origins += len(origins)
     logger.info("alert replay: %d series, %d origins", len(series), n_origins)
-    per_family = {f: {r: c.report() for r, c in rules_.items()} for f, rules_ in sorted(by_family.items())}
+    reports = {f: {r: c.report() for r, c in rules_.items()} for f, rules_ in sorted(by_family.items())}
+    variants = [name for r in variant_rules for s in early_steps for name in (early_rule(s, r), _early_union(s, r))]
+    per_family = {f: {r: v for r, v in fam.items() if r not in variants} for f, fam in reports.items()}
     out_frontier = []
     for point, h in zip(sweep, frontier, strict=True):
         fams = {f: {r: c.report() for r, c in rules_.items()} for f, rules_ in point.items()}
@@ -513,6 +573,16 @@ def alert_replay(
         out_frontier.append(row)
     return {
         **({"frontier": out_frontier} if frontier else {}),
+        **(
+            {
+                "early_warning": {
+                    "pooled": pooled(reports, rules=variants),
+                    "per_family": {f: {r: fam[r] for r in variants if r in fam} for f, fam in reports.items()},
+                }
+            }
+            if early_steps
+            else {}
+        ),
         "per_family": per_family,
         "pooled": pooled(per_family),
         "protocol": {
@@ -521,6 +591,8 @@ def alert_replay(
             "open_after": hysteresis.open_after,
             "resolve_after": hysteresis.resolve_after,
             "served": list(served_parts),
+            "forecast": _forecast_read(serving, forecast_source),
+            "early_warning_minutes": (HORIZON if early is None else early) * STEP_MINUTES,
             "min_buckets": min_buckets,
             "warn_minutes": WARN_STEPS * STEP_MINUTES,
             **(
@@ -543,6 +615,18 @@ def alert_replay(
             ),
         },
     }
+
+
+def _forecast_read(serving: Callable | None, source: str) -> str:
+    """What the replay's forecast rules read, in words (the protocol's "forecast")."""
+    if serving is not None and source != FORECAST_MODEL:
+        return "served (blended, calibrated)"
+    return "the forecaster's own"
+
+
+def _early_union(steps: int, rule: str = "served_forecast") -> str:
+    """The name of ``served`` with the forecast rules of ``early_rule(steps, rule)``."""
+    return f"served@ew{steps * STEP_MINUTES}m" if rule == "served_forecast" else f"served_raw@ew{steps * STEP_MINUTES}m"
 
 
 def _prob_key(tau: float, lift: float, rise: float = 0.0) -> str:

@@ -67,16 +67,27 @@ class _FleetArrays:
     warning: np.ndarray
     critical: np.ndarray
     probs: dict
+    # (N, H, M) the p50 / p90 the alert rules read: the served ones, or the model's own where given
+    rule_p50: np.ndarray
+    rule_p90: np.ndarray
+    rule_source: list[str]  # per server: "model" where the rules read the model's own, else "served"
 
     @classmethod
-    def of(cls, windows: list, quantiles: np.ndarray, thresholds: dict) -> _FleetArrays:
+    def of(cls, windows: list, quantiles: np.ndarray, thresholds: dict,
+           rule_quantiles: np.ndarray | None = None) -> _FleetArrays:  # fmt: skip
         context = padded_context(windows)
         warning, critical = limits_batch(context, thresholds, TARGETS)
         p10, p50, p90 = (quantiles[..., _SERVED_INDEX[label]] for label in ("p10", "p50", "p90"))
         probs = incident_probabilities(quantiles, np.array(QUANTILES), critical)
         trend = _slopes(p50.astype(np.float64))
         current = last_observed(context)
-        return cls(p10, p50, p90, np.where(np.isnan(current), 0.0, current), trend, warning, critical, probs)
+        rule_p50, rule_p90, own = p50, p90, np.zeros(len(windows), dtype=bool)
+        if rule_quantiles is not None:  # a row of NaN (a fallback forecast) reads the served forecast
+            own = np.isfinite(rule_quantiles).all(axis=(1, 2, 3))
+            rule_p50 = np.where(own[:, None, None], rule_quantiles[..., 0], p50)
+            rule_p90 = np.where(own[:, None, None], rule_quantiles[..., 1], p90)
+        return cls(p10, p50, p90, np.where(np.isnan(current), 0.0, current), trend, warning, critical, probs,
+                   rule_p50, rule_p90, ["model" if o else "served" for o in own])  # fmt: skip
 
     def metric_payload(self, i: int, m: int) -> dict:
         return {
@@ -101,7 +112,7 @@ class _FleetArrays:
 
     def flagged(self) -> np.ndarray:
         """Servers whose forecast reaches a limit somewhere: only they need the alert rules."""
-        return ((self.p50.max(axis=1) >= self.warning) | (self.p90.max(axis=1) >= self.critical)).any(axis=1)
+        return ((self.rule_p50.max(axis=1) >= self.warning) | (self.rule_p90.max(axis=1) >= self.critical)).any(axis=1)
 
     def rising(self) -> np.ndarray:
         """Servers whose median forecast closes at least half the gap from the current value to the
@@ -111,11 +122,13 @@ class _FleetArrays:
         climb = self.p50.max(axis=1) - self.current
         return ((gap > 0) & (climb >= RISING_SHARE * gap)).any(axis=1)
 
-    def candidates(self, i: int, server: str) -> list[dict]:
+    def candidates(self, i: int, server: str, early_steps: int | None = None) -> list[dict]:
         out = []
         for m, metric in enumerate(TARGETS):
             limits = rules.Limits(float(self.warning[i, m]), float(self.critical[i, m]))
-            out += rules.alert_candidates(server, metric, self.p50[i, :, m], self.p90[i, :, m], limits, STEP_MINUTES)
+            out += rules.alert_candidates(server, metric, self.rule_p50[i, :, m], self.rule_p90[i, :, m], limits,
+                                          STEP_MINUTES, early_steps=early_steps,
+                                          source=self.rule_source[i])  # fmt: skip
         return out
 
 
@@ -125,12 +138,18 @@ def serve_forecasts(
     thresholds: dict,
     log_factors: np.ndarray | None = None,
     blend_weights: np.ndarray | None = None,
+    *,
+    early_steps: int | None = None,
+    rule_quantiles: np.ndarray | None = None,
 ) -> list[ServedForecast]:
     """Payload, summary, probabilities and alert candidates for N forecasts (N, H, M, K), vectorised
     across servers so scoring 1,000 servers costs about as much as a few dozen numpy calls. The
     payload records the interval calibration (log_factors, (N, M, bands, 2)) and the blend with the
-    last value (blend_weights, the model's weight (N, M, bands)) each forecast was served with."""
-    scores = _FleetArrays.of(windows, quantiles, thresholds)
+    last value (blend_weights, the model's weight (N, M, bands)) each forecast was served with.
+    ``early_steps``: how far ahead the p90 early warning looks (None: the whole horizon);
+    ``rule_quantiles`` (N, H, M, 2): the p50 / p90 the alert rules read instead of the served ones
+    (the model's own, TFT_ALERT_FORECAST_SOURCE=model; a row of NaN reads the served forecast)."""
+    scores = _FleetArrays.of(windows, quantiles, thresholds, rule_quantiles)
     flagged = scores.flagged()
     explain = flagged | scores.rising()
     out = []
@@ -143,7 +162,7 @@ def serve_forecasts(
             ServedForecast(
                 payload=json.dumps(payload, separators=(",", ":")),
                 summary={metric: scores.metric_summary(i, m) for m, metric in enumerate(TARGETS)},
-                candidates=scores.candidates(i, window.server) if flagged[i] else [],
+                candidates=scores.candidates(i, window.server, early_steps) if flagged[i] else [],
                 prob_30m=round(float(scores.probs["prob_30m"][i]), 4),
                 prob_8h=round(float(scores.probs["prob_8h"][i]), 4),
                 explain=bool(explain[i]),

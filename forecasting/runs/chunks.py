@@ -20,7 +20,7 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 
-from forecasting.alerts.selectors import alert_thresholds
+from forecasting.alerts.selectors import alert_thresholds, early_warning_steps
 from forecasting.engine import alert_rules as rules
 from forecasting.engine.blend import blend_weights, default_blend, served_blend
 from forecasting.engine.calibration import apply_calibration
@@ -154,6 +154,14 @@ def _forecast_chunk(windows: list[ServerWindow], explain: bool = False) -> Chunk
     stacked = np.stack([quantiles[sw.server_id] for sw in windows]) if windows else empty
     return ChunkForecast(windows, stacked, reasons, version, forecaster, timings, log_factors, explained, weights,
                          raw)
+
+
+def _rule_quantiles(forecast: ChunkForecast) -> np.ndarray | None:
+    """(N, H, M, 2) the p50 / p90 the alert rules read instead of the served ones: the TFT's own
+    (TFT_ALERT_FORECAST_SOURCE=model; NaN rows, the heuristic's, read the served forecast), else None."""
+    if settings.TFT_ALERT_FORECAST_SOURCE != "model" or forecast.raw_quantiles is None:
+        return None
+    return forecast.raw_quantiles[..., 1:3]
 
 
 _RAW_LEVELS = [QUANTILES.index(SERVED_QUANTILES[label]) for label in ("p10", "p50", "p90")]
@@ -383,7 +391,8 @@ def prediction_chunk_execute(*, run_id: int, server_ids: list[int], explain: str
     forecast = _forecast_chunk(windows, explain=explain != "off")
     started = time.perf_counter()
     scored = serve_forecasts([sw.window for sw in windows], forecast.quantiles, alert_thresholds(), forecast.log_factors,
-                             forecast.blend_weights)
+                             forecast.blend_weights, early_steps=early_warning_steps(),
+                             rule_quantiles=_rule_quantiles(forecast))  # fmt: skip
     history = _recalibrate_probabilities(forecast, scored)
     # Issue 22: the live map learnt from recorded outcomes, over the model's probabilities (its prior).
     priors = live_probabilities_apply(profiles=[sw.window.profile for sw in windows], scored=scored)

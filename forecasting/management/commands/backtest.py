@@ -42,7 +42,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from forecasting.alerts.selectors import alert_hysteresis, incident_hysteresis
+from forecasting.alerts.selectors import alert_hysteresis, early_warning_steps, incident_hysteresis
 from forecasting.engine import alert_replay, event_training, incidents
 from forecasting.engine import backtest as bt
 from forecasting.engine.alert_rules import PROB_SOURCES, SEVERITIES, Hysteresis
@@ -57,7 +57,7 @@ from forecasting.engine.heuristic import heuristic_quantiles
 from forecasting.engine.network import load_forecaster
 from forecasting.engine.series import SeriesWindow, load_csv_dir
 from forecasting.engine.simulator import FleetTruth, fleet_names, simulate_fleet_truth
-from forecasting.engine.spec import CONTEXT, DEFAULT_THRESHOLDS, HORIZON, METRICS, QUANTILES
+from forecasting.engine.spec import CONTEXT, DEFAULT_THRESHOLDS, HORIZON, METRICS, QUANTILES, STEP_MINUTES
 from forecasting.scoring.probabilities import live_map_config
 from forecasting.windows import server_histories
 
@@ -243,6 +243,14 @@ class Command(BaseCommand):
             metavar=("K", "M"),
             help="alert replay, rule incident_prob: origins before its alert opens / resolves (default: the "
             "served TFT_ALERT_INCIDENT_OPEN_AFTER / _RESOLVE_AFTER forecasts at the replay's stride)",
+        )
+        parser.add_argument(
+            "--alert-early-warnings",
+            type=int,
+            nargs="+",
+            metavar="MINUTES",
+            help="alert replay: also replay the forecast rules with the p90 early warning reaching only this "
+            "far ahead (alone and served with incident_prob; to choose TFT_ALERT_EARLY_WARNING_MINUTES)",
         )
         parser.add_argument(
             "--open-after",
@@ -529,16 +537,18 @@ def _alert_replay(source: BacktestSource, forecaster, opts: dict, model_path: Pa
         own = incident_hysteresis()
         k, m = -(-own.open_after["critical"] // every), -(-own.resolve_after["critical"] // every)
     prob_hysteresis = Hysteresis(dict.fromkeys(SEVERITIES, k), dict.fromkeys(SEVERITIES, m))
-    probability, levels = None, QUANTILES
+    probability, serving, levels = None, None, QUANTILES
     if forecaster is not None:
         predict, levels = alert_replay.quantile_predictor(forecaster), tuple(forecaster.quantiles)
-        # incident_prob: the folder's event model as the service serves it (no live map); the service
-        # serves it for TFT forecasts only, so the heuristic replay has no such rule.
+        # The forecast rules read the TFT forecast as the run serves it (blended, calibrated online);
+        # incident_prob reads the folder's event model as the service serves it (no live map); the
+        # service serves it for TFT forecasts only, so the heuristic replay has no such rule.
         event_model = None if opts["no_event_model"] else read_event_model(model_path)
+        setup = bt.ProbabilitySetup(levels, DEFAULT_THRESHOLDS, event_model=event_model,
+                                    min_buckets=opts["min_buckets"],
+                                    blend=None if opts["no_blend"] else read_blend(model_path))  # fmt: skip
+        serving = alert_replay.served_forecasts(setup)
         if event_model is not None:
-            setup = bt.ProbabilitySetup(levels, DEFAULT_THRESHOLDS, event_model=event_model,
-                                        min_buckets=opts["min_buckets"],
-                                        blend=None if opts["no_blend"] else read_blend(model_path))  # fmt: skip
             probability = alert_replay.event_probability(setup)
     else:
         predict = alert_replay.heuristic_predictor(heuristic_quantiles)
@@ -549,6 +559,8 @@ def _alert_replay(source: BacktestSource, forecaster, opts: dict, model_path: Pa
     }
     mapped = isinstance(metrics, dict)
     simulated = {w.server for w in source.truth.windows} if source.truth is not None else set()
+    served_early = early_warning_steps()
+    early = tuple(-(-minutes // STEP_MINUTES) for minutes in opts["alert_early_warnings"] or ())
 
     def family_of(w: SeriesWindow, ms) -> str:
         # A simulated server is scored on all its metrics: it is its own family, not its first metric's.
@@ -577,6 +589,10 @@ def _alert_replay(source: BacktestSource, forecaster, opts: dict, model_path: Pa
         rises=opts["alert_prob_rises"],
         clocks=bt.fleet_clocks(source.series, source.fleets),
         live=live_map_config(),
+        serving=serving,
+        early_steps=early,
+        early=served_early,
+        forecast_source=settings.TFT_ALERT_FORECAST_SOURCE,
     )
 
 

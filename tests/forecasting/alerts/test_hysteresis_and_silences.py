@@ -278,3 +278,12 @@ def test_a_maintenance_window_silences_the_incident_alert(hysteresis, server, se
     _window(starts_at=T0 - timedelta(hours=1), ends_at=T0 + timedelta(hours=1))
     _incident_run(server, 0, predicted=True)
     assert not Alert.objects.exists()
+
+
+def test_the_early_warnings_reach_is_the_setting_in_forecast_steps_rounded_up(settings):
+    from forecasting.alerts.selectors import early_warning_steps
+
+    settings.TFT_ALERT_EARLY_WARNING_MINUTES = 120
+    assert early_warning_steps() == 24
+    settings.TFT_ALERT_EARLY_WARNING_MINUTES = 122
+    assert early_warning_steps() == 25

@@ -77,3 +77,18 @@ def test_severity_codes_agree_with_the_served_candidates():
     expected = [top_severity(alert_candidates("s", "cpu_pct", a, b, limits, 5)) for a, b in zip(p50, p90, strict=True)]
     assert [{0: None, 1: "warning", 2: "critical"}[int(c)] for c in codes] == expected
     assert set(codes) == {0, 1, 2}
+
+
+def test_severity_codes_agree_with_the_served_candidates_when_the_early_warning_reaches_less_far():
+    rng = np.random.default_rng(4)
+    limits = Limits(warning=80.0, critical=95.0)
+    p50 = rng.uniform(40, 90, size=(200, 1)) + rng.uniform(-3, 3, size=(200, 96))
+    p90 = p50 + rng.uniform(0, 20, size=(200, 1)) + np.linspace(0, 10, 96)[None, :]  # widening with the horizon
+    codes = severity_codes(p50, p90, np.full(200, limits.warning), np.full(200, limits.critical), early_steps=24)
+    expected = [
+        top_severity(alert_candidates("s", "cpu_pct", a, b, limits, 5, early_steps=24))
+        for a, b in zip(p50, p90, strict=True)
+    ]
+    assert [{0: None, 1: "warning", 2: "critical"}[int(c)] for c in codes] == expected
+    whole = severity_codes(p50, p90, np.full(200, limits.warning), np.full(200, limits.critical))
+    assert (codes <= whole).all() and (codes < whole).any()

@@ -315,3 +315,72 @@ def test_incident_prob_with_a_rise_stays_shut_where_p_sits_at_its_usual_and_open
 
     assert risen["per_family"]["cpu"][PROB_RULE]["warned_15m"] == 1
     assert flat["per_family"]["cpu"][PROB_RULE]["alerts"] == 0
+
+
+def _rising_p90_forecast(windows):
+    """p50 flat at 50, p90 at 50 for the first 4 h and at 99 (above critical 95) after."""
+    q = np.full((len(windows), HORIZON, len(METRICS), len(QUANTILES)), 50.0)
+    q[:, 48:, :, QUANTILES.index(0.9)] = 99.0
+    return q
+
+
+def _quiet_server() -> SeriesWindow:
+    values = np.full((1000, len(METRICS)), 50.0, dtype=np.float32)
+    states = np.full(1000, STATE_INDEX["healthy"], dtype=np.int8)
+    return SeriesWindow("srv", "generic", datetime(2026, 1, 5, tzinfo=UTC), 5, values, states)
+
+
+def test_the_forecast_rules_are_replayed_on_the_served_forecast_and_the_raw_one_beside_it():
+    def serving(w, cols, origins, q):  # a serving that pulls the p90 back to the median (as a blend might)
+        served = q.copy()
+        served[..., QUANTILES.index(0.9)] = q[..., QUANTILES.index(0.5)]
+        return None, None, None, served
+
+    out = alert_replay(
+        [_quiet_server()], _rising_p90_forecast, scored={"srv": ("cpu_pct",)}, family_of=lambda *_: "cpu",
+        hysteresis=IMMEDIATE, levels=QUANTILES, serving=serving,
+    )  # fmt: skip
+
+    rows = out["per_family"]["cpu"]
+    assert rows["served_forecast"]["alerts"] == 0 and rows["raw_forecast"]["alerts"] == 1
+    assert out["protocol"]["forecast"] == "served (blended, calibrated)"
+
+
+def test_the_replay_of_an_early_warning_reaching_less_far_opens_none_for_a_far_p90():
+    out = alert_replay(
+        [_quiet_server()], _rising_p90_forecast, scored={"srv": ("cpu_pct",)}, family_of=lambda *_: "cpu",
+        hysteresis=IMMEDIATE, levels=QUANTILES, early_steps=(24, 96),
+    )  # fmt: skip
+
+    variants = out["early_warning"]["per_family"]["cpu"]
+    assert variants["served_forecast@ew120m"]["alerts"] == 0 and variants["served@ew120m"]["alerts"] == 0
+    assert variants["served_forecast@ew480m"]["alerts"] == 1 == out["per_family"]["cpu"]["served_forecast"]["alerts"]
+    assert variants["served_forecast@ew480m"]["false_alerts"] == 1
+    assert "served_forecast@ew120m" not in out["per_family"]["cpu"]
+    assert set(out["early_warning"]["pooled"]) == set(variants)
+
+
+def test_the_served_early_warnings_reach_applies_to_the_served_forecast_rules():
+    out = alert_replay(
+        [_quiet_server()], _rising_p90_forecast, scored={"srv": ("cpu_pct",)}, family_of=lambda *_: "cpu",
+        hysteresis=IMMEDIATE, levels=QUANTILES, early=48,
+    )  # fmt: skip
+
+    assert out["per_family"]["cpu"]["served_forecast"]["alerts"] == 0
+    assert out["protocol"]["early_warning_minutes"] == 240
+
+
+def test_the_forecast_rules_read_the_models_own_forecast_when_so_configured():
+    def serving(w, cols, origins, q):  # a serving that pulls the p90 back to the median
+        served = q.copy()
+        served[..., QUANTILES.index(0.9)] = q[..., QUANTILES.index(0.5)]
+        return None, None, None, served
+
+    out = alert_replay(
+        [_quiet_server()], _rising_p90_forecast, scored={"srv": ("cpu_pct",)}, family_of=lambda *_: "cpu",
+        hysteresis=IMMEDIATE, levels=QUANTILES, serving=serving, forecast_source="model",
+    )  # fmt: skip
+
+    rows = out["per_family"]["cpu"]
+    assert rows["served_forecast"]["alerts"] == rows["raw_forecast"]["alerts"] == 1
+    assert out["protocol"]["forecast"] == "the forecaster's own"

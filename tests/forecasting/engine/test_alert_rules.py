@@ -105,6 +105,23 @@ def test_p90_reaching_critical_is_an_early_warning():
     assert [(a["severity"], a["rule"], a["steps_ahead"]) for a in alerts] == [("warning", "p90_early_warning", 41)]
 
 
+def test_p90_reaching_critical_beyond_the_early_warnings_reach_is_no_alert():
+    p50 = np.full(96, 60.0)
+    p90 = np.full(96, 60.0)
+    p90[40:] = 97  # crosses at step 41 (3 h 25 min)
+
+    assert alert_candidates("ppdb001", "mem_pct", p50, p90, Limits(85, 95), 5, early_steps=40) == []
+    assert len(alert_candidates("ppdb001", "mem_pct", p50, p90, Limits(85, 95), 5, early_steps=41)) == 1
+
+
+def test_the_early_warnings_reach_leaves_the_p50_rules_their_whole_horizon():
+    p50 = np.full(96, 60.0)
+    p50[90:] = 96  # the median reaches critical at step 91
+    alerts = alert_candidates("ppdb001", "mem_pct", p50, p50 + 1, Limits(85, 95), 5, early_steps=12)
+
+    assert {(a["rule"], a["steps_ahead"]) for a in alerts} == {("p50_critical", 91), ("p50_warning", 91)}
+
+
 def test_no_alert_below_thresholds():
     flat = np.full(96, 50.0)
 

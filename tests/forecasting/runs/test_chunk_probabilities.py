@@ -161,3 +161,12 @@ def test_with_a_rise_the_incident_alert_needs_the_server_above_rise_times_its_us
     usual(0.1)  # 0.3 >= 2 × 0.1
     (candidate,) = _event_model_chunk(tmp_path / "low", 0.3, server_id=server.pk)[1][0].candidates
     assert candidate["threshold"] == 20.0 and "2 × its usual 10.0%" in candidate["message"]
+
+
+def test_the_alert_rules_read_the_tft_forecast_as_served_or_its_own_as_configured(settings):
+    raw = np.full((2, 96, len(METRICS), 3), 40.0)
+    forecast = SimpleNamespace(raw_quantiles=raw)
+    settings.TFT_ALERT_FORECAST_SOURCE = "served"
+    assert services._rule_quantiles(forecast) is None
+    settings.TFT_ALERT_FORECAST_SOURCE = "model"
+    np.testing.assert_array_equal(services._rule_quantiles(forecast), raw[..., 1:3])  # its p50 / p90
