@@ -39,6 +39,7 @@ from forecasting.scoring.selectors import (
     probability_reliability,
     server_accuracy,
     server_incident_history,
+    server_incident_rule,
 )
 from forecasting.windows import maintenance_windows_current, silenced_server_names, window_server_names
 from ingest.contract import METRICS, PROFILE_LABELS, STATE_SEVERITY, STATES
@@ -827,6 +828,7 @@ def server_detail(*, name: str, now: datetime | None = None) -> dict | None:
         "alerts": _alert_rows(Alert.objects.filter(server=server).order_by("-opened_at")[:50]),
         "horizon_hours": HORIZON * STEP_MINUTES // 60,
         "incident_history": _incident_history_text(server_incident_history(server_id=server.pk, now=now)),
+        "incident_rule": _incident_rule_text(server_incident_rule(server_id=server.pk, now=now)),
     }
 
 
@@ -836,6 +838,21 @@ def _incident_history_text(history: dict[str, dict[str, float]]) -> str:
     parts = [f"{label}: {_pct_label(history[w]['share'])} of {history[w]['hours']:.0f} h of windows"
              for w, label in (("8h", "8 h"), ("30m", "30 min")) if w in history]  # fmt: skip
     return " · ".join(parts)
+
+
+def _incident_rule_text(rule: dict | None) -> str:
+    """When the server's incident_prob alert opens, as the operator reads it: "opens at P(8 h) ≥ 30 % (3 ×
+    its usual 10 %; the event model's P, before the fleet map)", "not yet: learning its usual P(8 h), 2.5
+    of 6 h kept" (no alert can open yet), or "off"."""
+    if rule is None:
+        return "off"
+    if rule["threshold"] is None:
+        return f"not yet: learning its usual P(8 h), {rule['usual_hours']:.1f} of {rule['need_hours']:g} h kept"
+    why = []
+    if rule["usual"] is not None and rule["rise"] * rule["usual"] >= rule["threshold"]:
+        why.append(f"{rule['rise']:g} × its usual {_pct_label(rule['usual'])}")
+    why.append("the event model's P, before the fleet map" if rule["source"] == "model" else "the P served")
+    return f"opens at P(8 h) ≥ {_pct_label(rule['threshold'])} ({'; '.join(why)})"
 
 
 # --- Poll --------------------------------------------------------------------------------------------

@@ -15,9 +15,9 @@ from django.conf import settings
 from django.db.models import Avg, Count, F, Q, Sum
 from django.db.models.functions import Round
 
-from forecasting.engine.alert_rules import RECENT_HOURS, RECENT_MIN_HOURS
+from forecasting.engine.alert_rules import INCIDENT_WINDOW, RECENT_HOURS, RECENT_MIN_HOURS, incident_prob_threshold
 from forecasting.engine.blend import SUMS as BLEND_SUMS
-from forecasting.engine.event_model import history_inputs, history_keep
+from forecasting.engine.event_model import history_inputs, history_keep, history_share
 from forecasting.engine.incidents import WINDOWS
 from forecasting.engine.live_calibration import histogram_scores
 from forecasting.engine.scoring import SUMS as SCORE_SUMS
@@ -160,21 +160,59 @@ def incident_history_inputs(*, server_ids: list[int], now: datetime | None = Non
     return {w: history_inputs(s[:, 0], s[:, 1], w) for w, s in sums.items()}
 
 
+_RECENT_NEED = RECENT_MIN_HOURS * 60 / STEP_MINUTES  # origins kept before the usual is known
+
+
 def recent_incident_probabilities(*, server_ids: list[int], window: str, served: bool,
                                   now: datetime | None = None) -> np.ndarray:  # fmt: skip
     """(N,) each server's mean kept P(window) (the model's, or with `served` what was served after the
     live map) over the origins of the last RECENT_HOURS before `now`; NaN with fewer than
     RECENT_MIN_HOURS of origins kept (the incident_prob rule's "usual", engine.alert_rules.recent_mean)."""
-    now = now or datetime.now(UTC)
+    kept = _recent_probabilities(server_ids=server_ids, window=window, served=served, now=now or datetime.now(UTC))
+    found = {sid: mean for sid, (n, mean) in kept.items() if n >= _RECENT_NEED}
+    return np.array([found.get(sid, math.nan) for sid in server_ids], dtype=np.float64)
+
+
+def _recent_probabilities(*, server_ids: list[int], window: str, served: bool,
+                          now: datetime) -> dict[int, tuple[int, float]]:  # fmt: skip
+    """server id → (origins kept over the last RECENT_HOURS, their mean P): one grouped query."""
     column = "prob_served" if served else "prob_prior"
     rows = (
         ProbabilityOutcome.objects.filter(server_id__in=server_ids, window=window,
                                           origin__gte=now - timedelta(hours=RECENT_HOURS), origin__lt=now)
         .values("server_id").annotate(n=Count("id"), mean=Avg(column))
     )  # fmt: skip
-    need = RECENT_MIN_HOURS * 60 / STEP_MINUTES
-    found = {r["server_id"]: r["mean"] for r in rows if r["n"] >= need}
-    return np.array([found.get(sid, math.nan) for sid in server_ids], dtype=np.float64)
+    return {r["server_id"]: (r["n"], r["mean"]) for r in rows}
+
+
+def server_incident_rule(*, server_id: int, now: datetime | None = None) -> dict | None:
+    """What the server's incident_prob alert compares now (the rule runs.chunks applies each run,
+    engine.alert_rules.incident_prob_threshold): {"source": "model" | "served", "threshold" (None
+    while its usual P is not known yet: no alert can open), "usual" (None: not known), "usual_hours"
+    (hours of kept P(8 h) over the last day), "need_hours", "share" (its own incident base rate, the
+    smoothed one the threshold reads), "rise"}; None with TFT_ALERT_INCIDENT_PROB off (3 queries)."""
+    if not settings.TFT_ALERT_INCIDENT_PROB:
+        return None
+    now = now or datetime.now(UTC)
+    served, rise = settings.TFT_ALERT_INCIDENT_PROB_SOURCE == "served", settings.TFT_ALERT_INCIDENT_PROB_RISE
+    n, mean = _recent_probabilities(server_ids=[server_id], window=INCIDENT_WINDOW, served=served,
+                                    now=now).get(server_id, (0, None))  # fmt: skip
+    usual = mean if n >= _RECENT_NEED else None
+    share = float(history_share(incident_history_inputs(server_ids=[server_id], now=now)[INCIDENT_WINDOW],
+                                INCIDENT_WINDOW)[0])  # fmt: skip
+    threshold = float(np.asarray(incident_prob_threshold(
+        np.array([share]), tau=settings.TFT_ALERT_INCIDENT_PROB_TAU, lift=settings.TFT_ALERT_INCIDENT_PROB_LIFT,
+        recent=np.array([math.nan if usual is None else usual]) if rise > 0 else None, rise=rise,
+    )).reshape(-1)[0])  # fmt: skip
+    return {
+        "source": "served" if served else "model",
+        "threshold": threshold if math.isfinite(threshold) else None,
+        "usual": usual,
+        "usual_hours": n * STEP_MINUTES / 60,
+        "need_hours": RECENT_MIN_HOURS if rise > 0 else 0.0,
+        "share": share,
+        "rise": rise,
+    }
 
 
 def server_incident_history(*, server_id: int, now: datetime | None = None) -> dict[str, dict[str, float]]:

@@ -88,3 +88,23 @@ def test_the_server_page_shows_its_own_incident_history(viewer_client, no_models
     body = _text(viewer_client.get(f"/dashboard/servers/{names[0]}/"))
 
     assert re.search(r'id="incident-history".*8 h: 12 % of 4 h of windows', body)
+
+
+def test_the_server_page_says_when_its_incident_alert_opens(viewer_client, no_models):
+    names = hot_fleet(1, hot=0)
+    fleet_predict()
+    server = Server.objects.get(name=names[0])
+    assert re.search(r'id="incident-rule".*not yet: learning its usual P\(8 h\), 0\.\d of 6 h kept',
+                     _text(viewer_client.get(f"/dashboard/servers/{names[0]}/")))  # fmt: skip
+    now = datetime.now(UTC)
+    ProbabilityOutcome.objects.all().delete()  # the run's own kept P: six hours of 20 % instead
+    ProbabilityOutcome.objects.bulk_create(
+        ProbabilityOutcome(server=server, window="8h", origin=now - timedelta(minutes=5 * (k + 1)),
+                           profile=server.profile, prob_prior=0.2, prob_served=0.1, critical=[90, 95, 500, 200],
+                           created_at=now)
+        for k in range(72)
+    )  # fmt: skip
+
+    body = _text(viewer_client.get(f"/dashboard/servers/{names[0]}/"))
+
+    assert re.search(r"id=\"incident-rule\".*opens at P\(8 h\) ≥ 60 % \(3 × its usual 20 %; the event model", body)

@@ -454,10 +454,11 @@ def test_query_count_does_not_grow_with_servers(viewer_client, no_models, django
 
     assert large == small
     # A fixed budget per page: the server page reads its forecast, history, alerts and the live
-    # accuracy sums (24 h and 7 d); the fleet page adds the open-alert counts of its health tile, the
+    # accuracy sums (24 h and 7 d) and when its incident alert opens (its usual P and own incident
+    # rate: scoring.selectors.server_incident_rule); the fleet page adds the open-alert counts of its health tile, the
     # maintenance windows and servers in state maintenance, and the live probability reliability —
     # none of it per server; and each page first looks for pending ingest increments to fold (one
     # query when there are none: ingest.services.records_fold).
     for path in paths:
-        with django_assert_max_num_queries(15):
+        with django_assert_max_num_queries(16):
             viewer_client.get(path)
