@@ -51,6 +51,8 @@ def bench_env(*, rate_limits_off: bool = True) -> dict[str, str]:
     if rate_limits_off:
         env["TFT_RATE_LIMIT_FEED_PER_MINUTE"] = "0"
         env["TFT_RATE_LIMIT_READ_PER_MINUTE"] = "0"
+        env["TFT_RATE_LIMIT_HEAVY_READ_PER_MINUTE"] = "0"  # the benches page /predictions/current, read /status
+        env["TFT_RATE_LIMIT_METRICS_PER_MINUTE"] = "0"
     return env
 
 

@@ -64,9 +64,11 @@ def _seed(servers: int) -> None:
     rows = []
     for i, name in enumerate(names):
         s = served[i % len(served)]
+        # current=True: the forecast every reader serves (runs.selectors.served_forecasts)
         rows.append(ServerForecast(run=run, server_id=ids[name], method="heuristic", origin=now, encoder_steps=288,
                                    prob_30m=s.prob_30m, prob_8h=s.prob_8h, state="healthy", payload=s.payload,
-                                   summary=s.summary, alert_candidates=[], explanation={}))  # fmt: skip
+                                   summary=s.summary, alert_candidates=[], explanation={},
+                                   current=True))  # fmt: skip
         if len(rows) == 1000:
             ServerForecast.objects.bulk_create(rows)
             rows = []
@@ -119,6 +121,7 @@ def main() -> None:
     import django
 
     django.setup()
+    from django.conf import settings
     from django.test import Client
 
     from forecasting.runs.selectors import current_run, predictions_current_json
@@ -129,6 +132,10 @@ def main() -> None:
     for _ in range(args.reps):
         seconds, sizes = _walk(client)
         pages += seconds
+    # A walk that did not page through the whole fleet measured something else (e.g. no current forecasts).
+    expected = -(-args.servers // settings.TFT_PREDICTIONS_PAGE_SIZE)
+    if len(sizes) != expected:
+        raise SystemExit(f"read_pages: a walk read {len(sizes)} pages, expected {expected} for {args.servers} servers")
     fleet = _fleet_page(args.reps)
     started = time.perf_counter()
     whole = predictions_current_json(current_run())
