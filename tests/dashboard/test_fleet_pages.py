@@ -48,3 +48,14 @@ def test_search_finds_a_server_on_any_page(viewer_client, seven_servers):
 def test_a_search_without_match_says_so(viewer_client, seven_servers):
     body = viewer_client.get("/dashboard/?q=nosuchbox").content.decode()
     assert 'id="no-match"' in body and "The last run forecast no servers" not in body
+
+
+def test_only_the_shown_rows_payloads_are_read(viewer_client, seven_servers):
+    viewer_client.get("/dashboard/")  # this run's rows and first page, built once per process
+    (details,) = selectors._details_memo.values()
+    assert len(details) == 3  # the sparklines and heatmap cells of the 3 rows shown, not all 7
+
+    body = viewer_client.get("/dashboard/?page=2").content.decode()
+
+    assert len(details) == 6 and body.count("<polyline points=") == 3
+    assert all(spark for _, spark in details.values())
