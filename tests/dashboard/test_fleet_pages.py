@@ -1,11 +1,14 @@
 """The fleet page in pages of FLEET_PAGE_ROWS rows, riskiest first, with a server-name search."""
 
 import re
+from datetime import UTC, datetime
 
 import pytest
 
 from dashboard import selectors
+from forecasting.models import PredictionRun, ServerForecast
 from forecasting.runs.chunks import fleet_predict
+from forecasting.runs.selectors import current_run
 from tests.dashboard.conftest import hot_fleet
 
 pytestmark = pytest.mark.django_db
@@ -51,11 +54,28 @@ def test_a_search_without_match_says_so(viewer_client, seven_servers):
 
 
 def test_only_the_shown_rows_payloads_are_read(viewer_client, seven_servers):
-    viewer_client.get("/dashboard/")  # this run's rows and first page, built once per process
-    (details,) = selectors._details_memo.values()
-    assert len(details) == 3  # the sparklines and heatmap cells of the 3 rows shown, not all 7
+    selectors._details_memo.clear()
+    viewer_client.get("/dashboard/")
+    assert len(selectors._details_memo) == 3  # the sparklines and heatmap cells of the 3 rows shown, not all 7
 
     body = viewer_client.get("/dashboard/?page=2").content.decode()
 
-    assert len(details) == 6 and body.count("<polyline points=") == 3
-    assert all(spark for _, spark in details.values())
+    assert len(selectors._details_memo) == 6 and body.count("<polyline points=") == 3
+    assert all(spark for _, spark in selectors._details_memo.values())
+
+
+def test_a_run_rebuilds_only_the_rows_of_the_forecasts_it_made(seven_servers):
+    before = {r.name: r for r in selectors._run_rows(current_run(), "/s/")}
+    name = seven_servers[3]
+    replaced = ServerForecast.objects.get(current=True, server__name=name)
+    ServerForecast.objects.filter(pk=replaced.pk).update(current=False)
+    now = datetime.now(UTC)
+    run = PredictionRun.objects.create(status=PredictionRun.Status.COMPLETE, started_at=now, finished_at=now,
+                                       heartbeat_at=now, servers=1, chunks_total=1, chunks_done=1)  # fmt: skip
+    replaced.pk, replaced.run, replaced.prob_8h = None, run, 0.99
+    replaced.save()
+
+    after = {r.name: r for r in selectors._run_rows(run, "/s/")}
+
+    assert after[name].prob_8h == 0.99 and next(iter(selectors._rows_memo.values()))[0].name == name  # riskiest now
+    assert all(after[other] is row for other, row in before.items() if other != name)
