@@ -528,9 +528,10 @@ def probability_chart(*, now: datetime | None = None) -> list[dict]:
 
 
 def fleet_overview(*, server_prefix: str, now: datetime | None = None, page: int = 1, query: str = "") -> dict:
-    """Everything the fleet page shows, in 7 queries (run, model, readiness, forecasts, the shown rows'
-    payloads, warmup, live accuracy over 24 h per horizon band), or 5 when this run's rows and that
-    page are cached; the table and heatmap show one page of rows (`fleet_page`)."""
+    """Everything the fleet page shows, in 8 queries (run, model, readiness, the current forecasts' ids,
+    the rows of those new since the last run, the shown rows' payloads, warmup, live accuracy over 24 h
+    per horizon band), or 5 when this run's rows and that page are cached; the table and heatmap show
+    one page of rows (`fleet_page`)."""
     now = now or _now()
     run = current_run()
     readiness = fleet_readiness(now=now)
