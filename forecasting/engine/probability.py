@@ -35,6 +35,7 @@ one per 20 servers); else ``healthy``.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -46,6 +47,19 @@ CRITICAL_PROB_30M = 0.5
 RELATIVE_PERCENTILE = 95  # relative limits are multiples of a server's 95th percentile over its context
 
 
+def _percentile_rows(values: np.ndarray, q: float) -> np.ndarray:
+    """(N,) the q-th percentile of each row of values (N, T), ignoring NaN, 0 for a row with none:
+    np.nanpercentile's value, but np.percentile (vectorised) for the rows without gaps — nanpercentile
+    goes row by row, 0.15 s of a 500-server chunk's alert phase for the relative limits alone."""
+    level = np.percentile(values, q, axis=1)
+    gaps = np.isnan(level)
+    if gaps.any():
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a row with no value at all: 0 below
+            level[gaps] = np.nanpercentile(values[gaps], q, axis=1)
+    return np.nan_to_num(level, nan=0.0)
+
+
 def limits_batch(context: np.ndarray, thresholds: dict, metrics: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Warning and critical limits (N, M) for contexts (N, T, M) with NaN gaps: absolute, or
     relative rules times each server's 95th percentile of its context, never below `floor`."""
@@ -55,8 +69,7 @@ def limits_batch(context: np.ndarray, thresholds: dict, metrics: tuple[str, ...]
     for m, metric in enumerate(metrics):
         rule = thresholds[metric]
         if rule["relative"]:
-            with np.errstate(all="ignore"):
-                level = np.nan_to_num(np.nanpercentile(context[:, :, m], RELATIVE_PERCENTILE, axis=1), nan=0.0)
+            level = _percentile_rows(context[:, :, m], RELATIVE_PERCENTILE)
             floor = float(rule.get("floor", 0.0))
             warning[:, m] = np.maximum(floor, rule["warning"] * level)
             critical[:, m] = np.maximum(floor, rule["critical"] * level)

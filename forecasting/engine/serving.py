@@ -6,7 +6,7 @@ much as a few dozen numpy calls."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -51,8 +51,9 @@ def padded_context(windows: list) -> np.ndarray:
     return out
 
 
-def _round_list(a: np.ndarray) -> list[float]:
-    return np.round(a.astype(np.float64), 3).tolist()
+def _rounded(a: np.ndarray) -> np.ndarray:
+    """The payload's values: 3 decimals, as float64 (rounded once per chunk, listed per server)."""
+    return np.round(a.astype(np.float64), 3)
 
 
 @dataclass
@@ -71,6 +72,7 @@ class _FleetArrays:
     rule_p50: np.ndarray
     rule_p90: np.ndarray
     rule_source: list[str]  # per server: "model" where the rules read the model's own, else "served"
+    shown: dict = field(default_factory=dict)  # p10 / p50 / p90 as the payload lists them (_rounded)
 
     @classmethod
     def of(cls, windows: list, quantiles: np.ndarray, thresholds: dict,
@@ -91,12 +93,17 @@ class _FleetArrays:
 
     def metric_payload(self, i: int, m: int) -> dict:
         return {
-            "p10": _round_list(self.p10[i, :, m]),
-            "p50": _round_list(self.p50[i, :, m]),
-            "p90": _round_list(self.p90[i, :, m]),
+            "p10": self._shown("p10")[i, :, m].tolist(),
+            "p50": self._shown("p50")[i, :, m].tolist(),
+            "p90": self._shown("p90")[i, :, m].tolist(),
             "current": round(float(self.current[i, m]), 3),
             "trend": round(float(self.trend[i, m]), 4),
         }
+
+    def _shown(self, label: str) -> np.ndarray:
+        if label not in self.shown:
+            self.shown[label] = _rounded(getattr(self, label))
+        return self.shown[label]
 
     def metric_summary(self, i: int, m: int) -> dict:
         return {

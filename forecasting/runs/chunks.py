@@ -51,6 +51,7 @@ from forecasting.scoring.probabilities import live_probabilities_apply, probabil
 from forecasting.scoring.selectors import blend_evidence, incident_history_inputs, recent_incident_probabilities
 from forecasting.scoring.services import forecasts_archive
 from forecasting.windows import ServerWindow, server_windows
+from tftsite.bulk import objects_insert
 
 logger = logging.getLogger(__name__)
 
@@ -362,7 +363,7 @@ def _store_chunk(*, run_id: int, server_ids: list[int], rows: list, forecast: Ch
             return False
         if ServerForecast.objects.filter(run_id=run_id, server_id__in=server_ids).exists():
             return False  # a redelivered chunk: its results are already in
-        ServerForecast.objects.bulk_create(rows)
+        objects_insert(model=ServerForecast, objs=rows)
         # Live scoring keeps the first forecast of each new origin; runs are pruned long before 8 h.
         forecasts_archive(windows=forecast.windows, quantiles=forecast.quantiles, methods=[r.method for r in rows],
                           model_name=forecast.version.name if forecast.forecaster is not None else "",

@@ -34,6 +34,7 @@ from forecasting.engine.incidents import WINDOWS, reported_starts, threshold_sta
 from forecasting.engine.spec import STEP_MINUTES, TARGETS
 from forecasting.models import IncidentHistory, ProbabilityCalibration, ProbabilityOutcome
 from forecasting.windows import server_series_since, silenced_spans
+from tftsite.bulk import objects_insert
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +100,7 @@ def probability_outcomes_archive(*, windows: list, priors: dict[str, np.ndarray]
                 prob_prior=round(float(priors[window][i]), 6), prob_served=float(served), critical=critical,
                 created_at=now,
             ))  # fmt: skip
-    ProbabilityOutcome.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
-    return len(rows)
+    return objects_insert(model=ProbabilityOutcome, objs=rows, skip_existing=("server_id", "window", "origin"))
 
 
 # --- Resolution pass ---------------------------------------------------------------------------------

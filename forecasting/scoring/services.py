@@ -52,6 +52,7 @@ from forecasting.scoring.probabilities import probability_outcomes_prune, probab
 from forecasting.windows import silenced_spans
 from ingest.fold import records_fold
 from ingest.models import MetricBucket
+from tftsite.bulk import objects_insert
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,8 @@ def _packed_raw(raw: np.ndarray | None, methods: list[str]) -> list[bytes | None
 def forecasts_archive(*, windows: list, quantiles: np.ndarray, methods: list[str], model_name: str,
                       raw_quantiles: np.ndarray | None = None, now: datetime | None = None) -> int:
     """Archive each server's forecast unless one from the same origin is archived already (a run every
-    minute mostly repeats the 5-minute origin): one INSERT … ON CONFLICT DO NOTHING for the chunk.
+    minute mostly repeats the 5-minute origin): one COPY for the chunk's new ones (tftsite.bulk, as
+    ON CONFLICT DO NOTHING). Returns how many were archived.
 
     windows: the chunk's ServerWindows; quantiles (N, H, M, K) as served; methods per window;
     raw_quantiles (N, H, M, 3): the TFT's own p10/p50/p90 before the blend and the calibration
@@ -96,18 +98,25 @@ def forecasts_archive(*, windows: list, quantiles: np.ndarray, methods: list[str
     if not windows:
         return 0
     now = now or _now()
-    served = np.ascontiguousarray(np.asarray(quantiles)[..., _SERVED], dtype=np.float32)  # (N, H, M, 3)
-    raw = _packed_raw(raw_quantiles, methods)
+    # A run that repeats an archived origin (every run before issue 25's stagger, predict_now) packs nothing.
+    stored = set(ArchivedForecast.objects.filter(server_id__in={sw.server_id for sw in windows},
+                                                 origin__in={sw.window.end for sw in windows})
+                 .values_list("server_id", "origin"))  # fmt: skip
+    new = [i for i, sw in enumerate(windows) if (sw.server_id, sw.window.end) not in stored]
+    if not new:
+        return 0
+    served = np.ascontiguousarray(np.asarray(quantiles)[new][..., _SERVED], dtype=np.float32)  # (n, H, M, 3)
+    raw = _packed_raw(None if raw_quantiles is None else np.asarray(raw_quantiles)[new], [methods[i] for i in new])
     rows = []
-    for i, sw in enumerate(windows):
+    for j, i in enumerate(new):
+        sw = windows[i]
         context = sw.window.values[-CONTEXT:]
         rows.append(ArchivedForecast(
             server_id=sw.server_id, origin=sw.window.end, method=methods[i], model_name=model_name,
-            quantiles=served[i].tobytes(), raw_quantiles=raw[i], last_values=_nullable(last_observed(context)),
+            quantiles=served[j].tobytes(), raw_quantiles=raw[j], last_values=_nullable(last_observed(context)),
             scales=_nullable(naive_scales(context)), created_at=now,
         ))
-    ArchivedForecast.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
-    return len(rows)
+    return objects_insert(model=ArchivedForecast, objs=rows, skip_existing=("server_id", "origin"))
 
 
 # --- Scoring pass ------------------------------------------------------------------------------------

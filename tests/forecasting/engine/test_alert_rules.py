@@ -140,6 +140,19 @@ def test_relative_limits_scale_the_recent_p95_with_a_floor():
     assert (warning[1, 0], critical[1, 0]) == (5.0, 5.0)
 
 
+def test_relative_limits_of_a_fleet_with_and_without_gaps_are_nanpercentiles_own():
+    rng = np.random.default_rng(3)
+    context = rng.gamma(2.0, 5.0, size=(40, 288, 1))
+    context[3, :50], context[7, ::4], context[9] = np.nan, np.nan, np.nan  # gaps; a server with no value
+    rule = {"warning": 2.0, "critical": 3.0, "relative": True, "floor": 0.0}
+
+    _, critical = limits_batch(context, {"x": rule}, ("x",))
+
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        level = np.nan_to_num(np.nanpercentile(context[:, :, 0], 95, axis=1), nan=0.0)
+    assert np.array_equal(critical[:, 0], 3.0 * level)
+
+
 def test_absolute_limits_are_the_thresholds_themselves():
     warning, critical = limits_batch(np.zeros((2, 5, 1)), {"x": {"warning": 85, "critical": 95, "relative": False}}, ("x",))
 
