@@ -42,7 +42,7 @@ def _seed(servers: int) -> None:
     from django.core.management import call_command
 
     from forecasting.engine.heuristic import heuristic_quantiles
-    from forecasting.engine.serving import serve_forecasts
+    from forecasting.engine.serving import peak_ratios, serve_forecasts
     from forecasting.engine.simulator import fleet_names, simulate_buckets
     from forecasting.engine.spec import DEFAULT_THRESHOLDS
     from forecasting.models import PredictionRun, ServerForecast
@@ -67,8 +67,8 @@ def _seed(servers: int) -> None:
         # current=True: the forecast every reader serves (runs.selectors.served_forecasts)
         rows.append(ServerForecast(run=run, server_id=ids[name], method="heuristic", origin=now, encoder_steps=288,
                                    prob_30m=s.prob_30m, prob_8h=s.prob_8h, state="healthy", payload=s.payload,
-                                   summary=s.summary, alert_candidates=[], explanation={},
-                                   current=True))  # fmt: skip
+                                   summary=s.summary, peak_ratio=peak_ratios(s.summary)[2], alert_candidates=[],
+                                   explanation={}, current=True))  # fmt: skip
         if len(rows) == 1000:
             ServerForecast.objects.bulk_create(rows)
             rows = []

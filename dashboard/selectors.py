@@ -18,14 +18,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from typing import NamedTuple
 from urllib.parse import quote
 
 from django.conf import settings
-from django.db.models import Count, Max, Q
+from django.db.models import CharField, Count, Max, Q
+from django.db.models.functions import Cast
 
 from forecasting.alerts.selectors import alert_thresholds, alerts_open_counts
 from forecasting.engine.alert_rules import INCIDENT_METRIC
 from forecasting.engine.series import dominant_state
+from forecasting.engine.serving import peak_ratios
 from forecasting.engine.spec import HORIZON, STEP_MINUTES
 from forecasting.models import Alert, AlertTransition, PredictionRun, ServerForecast
 from forecasting.registry import active_model_version
@@ -190,39 +193,53 @@ class HeatRow:
     cells: tuple[HeatCell, ...]
 
 
+class RankedRow(NamedTuple):
+    """A server's place in the fleet table: what orders, counts and searches the rows of a whole fleet
+    (a tuple: 10,000 of them are built on a process's first view); a shown row is a FleetRow."""
+
+    name: str
+    prob_8h: float
+    peak_ratio: float
+    origin: datetime
+    forecast_id: int
+    stale: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class FleetRow:
     """One server's line of the fleet table, numbers already formatted: Django's floatformat costs
-    ~100 µs a call, which across 200 rows would be most of the page's time."""
+    ~100 µs a call, which across 200 rows would be most of the page's time.
+
+    The rows a page shows: a RankedRow completed from its forecast's summary and payload
+    (``_with_details``)."""
 
     name: str
-    href: str
-    profile: str
-    state: str
-    cpu: str
-    mem: str
-    peak_label: str
-    peak_unit: str
-    peak_value: str
-    peak_critical: str
-    peak_ratio: float
-    peak_level: int
-    peak_at_iso: str
-    peak_at_utc: str
-    peak_minutes: int
     prob_8h: float
-    prob_8h_pct: str
-    risk_level: int
-    method: str
-    fallback_reason: str
-    spark: str
+    peak_ratio: float
     origin: datetime
-    origin_iso: str
-    origin_utc: str
-    cells: tuple[HeatCell, ...]  # () until the row is shown (_with_details)
-    stale: bool = False
-    summary: dict | None = None  # the forecast's summary, for the details of a shown row
     forecast_id: int = 0  # the ServerForecast the row shows
+    stale: bool = False
+    href: str = ""
+    profile: str = ""
+    state: str = ""
+    cpu: str = ""
+    mem: str = ""
+    peak_label: str = ""
+    peak_unit: str = ""
+    peak_value: str = ""
+    peak_critical: str = ""
+    peak_level: int = 0
+    peak_at_iso: str = ""
+    peak_at_utc: str = ""
+    peak_minutes: int = 0
+    prob_8h_pct: str = ""
+    risk_level: int = 0
+    method: str = ""
+    fallback_reason: str = ""
+    spark: str = ""
+    origin_iso: str = ""
+    origin_utc: str = ""
+    cells: tuple[HeatCell, ...] = ()  # () until the row is shown (_with_details)
 
 
 def _spark_points(values: list[float], *, width: int = 120, height: int = 24, ceiling: float | None = None) -> str:
@@ -238,20 +255,6 @@ def _spark_points(values: list[float], *, width: int = 120, height: int = 24, ce
     dx = width / (len(values) - 1 or 1)
     base = height - 1 + low * scale
     return " ".join([f"{i * dx:.0f},{base - v * scale:.1f}" for i, v in enumerate(values)])
-
-
-def _ratios(summary: dict) -> tuple[dict[str, float], str | None, float]:
-    """Median peak ÷ critical per metric, and the metric that comes closest to (or furthest past)
-    its critical limit."""
-    ratios, worst, top = {}, None, -1.0
-    for metric in METRICS:
-        s = summary.get(metric)
-        critical = s.get("critical") if s else None
-        r = s["peak_p50"] / critical if critical else 0.0
-        ratios[metric] = r
-        if critical and r > top:
-            worst, top = metric, r
-    return ratios, worst, max(top, 0.0)
 
 
 def _sampled(values: list, points: int = SPARK_POINTS) -> list:
@@ -295,17 +298,25 @@ def _heat_cell(server: str, href: str, metric: str, summary: dict, ratio: float)
     )
 
 
-def _fleet_row(forecast: tuple, *, server_prefix: str, step: int) -> FleetRow:
-    """A row without its heatmap cells and sparkline (``_with_details`` adds them to the rows shown)."""
-    forecast_id, name, profile, method, reason, p8h, state, summary, origin = forecast
+def _shown_row(row: RankedRow, details: tuple, *, server_prefix: str, step: int) -> FleetRow:
+    """A ranked row with everything a page shows: details = (profile, method, fallback reason, state,
+    summary, payload) of its forecast; the heatmap cells and the sparkline (the worst metric's p50)."""
+    profile, method, reason, state, summary, payload = details
+    summary = summary or {}
+    name, origin = row.name, row.origin
     href = f"{server_prefix}{quote(name, safe='')}/"
-    _, worst, ratio = _ratios(summary)
+    ratios, worst, ratio = peak_ratios(summary)
     peak = summary.get(worst, {}) if worst else {}
     peak_step = int(peak.get("peak_step", 0) or 0)
     peak_at = origin + timedelta(minutes=step * max(peak_step - 1, 0))
     label, unit = METRIC_LABELS.get(worst, ("", "")) if worst else ("", "")
+    critical = peak.get("critical") if worst else None
     return FleetRow(
         name=name,
+        prob_8h=row.prob_8h,
+        peak_ratio=row.peak_ratio,
+        origin=origin,
+        forecast_id=row.forecast_id,
         href=href,
         profile=PROFILE_LABELS.get(profile, profile),
         state=state or "—",
@@ -314,35 +325,20 @@ def _fleet_row(forecast: tuple, *, server_prefix: str, step: int) -> FleetRow:
         peak_label=label,
         peak_unit=unit,
         peak_value=_f1(peak.get("peak_p50")),
-        peak_critical=_f1(peak.get("critical")),
-        peak_ratio=ratio,
+        peak_critical=_f1(critical),
         peak_level=heat_level(ratio),
         peak_at_iso=peak_at.isoformat(),
         peak_at_utc=peak_at.strftime("%H:%M UTC"),
         peak_minutes=peak_step * step,
-        prob_8h=p8h,
-        prob_8h_pct=_pct(p8h),
-        risk_level=_risk_level(p8h),
+        prob_8h_pct=_pct(row.prob_8h),
+        risk_level=_risk_level(row.prob_8h),
         method=method,
         fallback_reason=reason,
-        spark="",
-        origin=origin,
         origin_iso=origin.isoformat(),
         origin_utc=_utc(origin, "%m-%d %H:%M UTC"),
-        cells=(),
-        summary=summary,
-        forecast_id=forecast_id,
+        cells=tuple(_heat_cell(name, href, metric, summary.get(metric, {}), ratios[metric]) for metric in METRICS),
+        spark=_spark_points(_p50_sampled(payload, worst), ceiling=critical) if worst and payload else "",
     )
-
-
-def _row_details(row: FleetRow, payload: str | None) -> tuple[tuple[HeatCell, ...], str]:
-    """A shown row's heatmap cells and sparkline (the worst metric's p50 over the horizon)."""
-    summary = row.summary or {}
-    ratios, worst, _ = _ratios(summary)
-    cells = tuple(_heat_cell(row.name, row.href, metric, summary.get(metric, {}), ratios[metric]) for metric in METRICS)
-    critical = summary.get(worst, {}).get("critical") if worst else None
-    spark = _spark_points(_p50_sampled(payload, worst), ceiling=critical) if worst and payload else ""
-    return cells, spark
 
 
 def _rows_cache_seconds() -> int:
@@ -350,54 +346,50 @@ def _rows_cache_seconds() -> int:
     return max(600, 10 * settings.TFT_PREDICTION_INTERVAL_SECONDS)
 
 
-_rows_memo: dict[tuple, list[FleetRow]] = {}
-# This process's rows and shown rows' details by forecast, (server prefix, forecast id) → row / (heatmap
-# cells, sparkline): a run forecasts only the servers due (a fifth of the fleet under the stagger), so
-# the rows of the others carry over to the next run unchanged.
-_rows_by_forecast: dict[tuple[str, int], FleetRow] = {}
-_details_memo: dict[tuple[str, int], tuple[tuple[HeatCell, ...], str]] = {}
-_ROW_FIELDS = ("id", "server__name", "server__profile", "method", "fallback_reason", "prob_8h", "state", "summary",
-               "origin")  # fmt: skip
+_rows_memo: dict[tuple, list[RankedRow]] = {}
+# The shown rows of this process by (server prefix, forecast id): a forecast's row never changes, and
+# a run forecasts only the servers due (a fifth of the fleet under the stagger), so a page's rows
+# mostly carry over from one run to the next.
+_details_memo: dict[tuple[str, int], FleetRow] = {}
 
 
 def _rows_key(run: PredictionRun, server_prefix: str) -> tuple:
     return (run.pk, run.finished_at, server_prefix)
 
 
-def _run_rows(run: PredictionRun, server_prefix: str) -> list[FleetRow]:
-    """The fleet table's rows (riskiest first): every server's current forecast as of this run.
+def _parsed_origin(text: str) -> datetime:
+    """An origin read as text (PostgreSQL: '2026-12-07 15:30:00+00'; SQLite stores UTC without an offset)."""
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _run_rows(run: PredictionRun, server_prefix: str) -> list[RankedRow]:
+    """The fleet table's rows (riskiest first): every server's current forecast as of this run,
+    holding only what orders, counts and searches them (FleetRow).
 
     They change once per run (every TFT_PREDICTION_INTERVAL_SECONDS) while the page is fetched by
     every open browser at that pace, so each process computes them once per run and keeps them in
     memory (not in the cache backend: unpickling 10,000 rows on every request cost more than the
-    page's 300 ms budget). A run rebuilds only the rows of the forecasts it made (the others are
-    reused by forecast id), and only what orders, counts and searches rows is read here: their
-    heatmap cells and sparklines (the forecasts' 8 kB payloads) are read for the 200 rows a page
-    shows (``_with_details``) — at 10,000 servers building every row in full cost 1.7 s.
+    page's 300 ms budget). The order reads each forecast's stored peak ratio, not its summary: at
+    10,000 servers decoding every summary and formatting every row took a process's first view to
+    0.79 s; the 200 rows a page shows are completed by ``_with_details``.
     """
     key = _rows_key(run, server_prefix)
     if key in _rows_memo:
         return _rows_memo[key]
-    # Reuse a row only for the same forecast of the same server from the same origin (an id alone
-    # could come back after a database restore).
-    current = {(server_prefix, i): (name, origin)
-               for i, name, origin in served_forecasts().order_by().values_list("id", "server__name", "origin")}  # fmt: skip
-    kept = {k: row for k, row in _rows_by_forecast.items() if current.get(k) == (row.name, row.origin)}
-    new = [k[1] for k in current if k not in kept]
-    if new:
-        query = served_forecasts().order_by()
-        query = query.filter(id__in=new) if kept else query
-        step = settings.TFT_STEP_MINUTES
-        for f in query.values_list(*_ROW_FIELDS):
-            kept[(server_prefix, f[0])] = _fleet_row(f, server_prefix=server_prefix, step=step)
-            _details_memo.pop((server_prefix, f[0]), None)
-    # A forecast replaced between the two reads is left out until the next run's rows.
-    current = {k: kept[k] for k in current if k in kept}
-    _rows_by_forecast.clear()
-    _rows_by_forecast.update(current)
-    for gone in _details_memo.keys() - current.keys():
+    # Origins as text, parsed once per distinct value (a fleet has a few): psycopg's timestamptz loader
+    # under Django runs in Python, 14 µs a row, half of a 10,000-row read.
+    forecasts = list(served_forecasts().order_by().annotate(origin_text=Cast("origin", CharField()))
+                     .values_list("id", "server__name", "prob_8h", "peak_ratio", "origin_text"))  # fmt: skip
+    origins = {text: _parsed_origin(text) for text in {f[4] for f in forecasts}}
+    # Forecasts stored before the ratio was (migration 0021) are ranked from their summaries.
+    missing = [f[0] for f in forecasts if f[3] is None]
+    summaries = dict(ServerForecast.objects.filter(id__in=missing).values_list("id", "summary")) if missing else {}
+    rows = [RankedRow(name, p8h, ratio if ratio is not None else peak_ratios(summaries.get(forecast_id) or {})[2],
+                      origins[origin], forecast_id)
+            for forecast_id, name, p8h, ratio, origin in forecasts]  # fmt: skip
+    for gone in _details_memo.keys() - {(server_prefix, r.forecast_id) for r in rows}:
         del _details_memo[gone]
-    rows = list(current.values())
     # Riskiest first: the 8-hour probability, then how close the worst peak gets to its limit.
     rows.sort(key=lambda r: (-r.prob_8h, -r.peak_ratio, r.name))
     _rows_memo.clear()  # only the current run is worth keeping
@@ -405,16 +397,28 @@ def _run_rows(run: PredictionRun, server_prefix: str) -> list[FleetRow]:
     return rows
 
 
-def _with_details(rows: list[FleetRow], *, server_prefix: str) -> list[FleetRow]:
-    """The rows a page shows, with their heatmap cells and sparklines: one query for the payloads of
-    those not yet detailed (none once a page has been shown: every browser polls it)."""
+def _with_details(rows: list[RankedRow], *, server_prefix: str) -> list[FleetRow]:
+    """The rows a page shows, complete (_shown_row): one query for the forecasts not yet shown by this
+    process (none once a page has been shown: every browser polls it)."""
+    step = settings.TFT_STEP_MINUTES
     missing = [r.forecast_id for r in rows if (server_prefix, r.forecast_id) not in _details_memo]
     if missing:
-        payloads = dict(ServerForecast.objects.filter(id__in=missing).values_list("id", "payload"))
+        details = {f[0]: f[1:] for f in ServerForecast.objects.filter(id__in=missing).values_list(
+            "id", "server__profile", "method", "fallback_reason", "state", "summary", "payload")}  # fmt: skip
         for row in rows:
-            if (server_prefix, row.forecast_id) not in _details_memo:
-                _details_memo[(server_prefix, row.forecast_id)] = _row_details(row, payloads.get(row.forecast_id))
-    return [replace(r, cells=(d := _details_memo[(server_prefix, r.forecast_id)])[0], spark=d[1]) for r in rows]
+            if (server_prefix, row.forecast_id) not in _details_memo and row.forecast_id in details:
+                _details_memo[(server_prefix, row.forecast_id)] = _shown_row(
+                    row, details[row.forecast_id], server_prefix=server_prefix, step=step)  # fmt: skip
+    out = []
+    for row in rows:
+        shown = _details_memo.get((server_prefix, row.forecast_id))
+        if shown is None:  # its forecast was pruned between the two reads: no details until the next run's rows
+            shown = _shown_row(row, _NO_DETAILS, server_prefix=server_prefix, step=step)
+        out.append(replace(shown, stale=row.stale))
+    return out
+
+
+_NO_DETAILS = ("", "", "", "", {}, None)  # profile, method, fallback reason, state, summary, payload
 
 
 def _heatmap(rows: list[FleetRow]) -> list[HeatRow]:
@@ -424,8 +428,8 @@ def _heatmap(rows: list[FleetRow]) -> list[HeatRow]:
     return [HeatRow(label=METRIC_LABELS[m][0], cells=tuple(r.cells[i] for r in rows)) for i, m in enumerate(METRICS)]
 
 
-def fleet_page(rows: list[FleetRow], *, page: int, query: str,
-               details: Callable[[list[FleetRow]], list[FleetRow]] | None = None) -> dict:  # fmt: skip
+def fleet_page(rows: list[RankedRow], *, page: int, query: str,
+               details: Callable[[list[RankedRow]], list[FleetRow]] | None = None) -> dict:  # fmt: skip
     """One page of the risk-ordered table (FLEET_PAGE_ROWS rows), after a case-insensitive name
     search: a 10,000-server fleet renders 200 rows, not 10,000 (and the search finds the rest);
     ``details`` adds the shown rows' heatmap cells and sparklines."""
@@ -441,9 +445,9 @@ def fleet_page(rows: list[FleetRow], *, page: int, query: str,
             "last_rank": (page - 1) * FLEET_PAGE_ROWS + len(shown)}
 
 
-def _with_staleness(rows: list[FleetRow], *, now: datetime) -> list[FleetRow]:
+def _with_staleness(rows: list[RankedRow], *, now: datetime) -> list[RankedRow]:
     # Staleness depends on the clock, not the run, so it is applied after the per-run cache.
-    return [replace(r, stale=True) if is_stale(r.origin, now=now) else r for r in rows]
+    return [r._replace(stale=True) if is_stale(r.origin, now=now) else r for r in rows]
 
 
 def _warming(readiness, *, server_prefix: str, now: datetime) -> list[dict]:
@@ -528,10 +532,9 @@ def probability_chart(*, now: datetime | None = None) -> list[dict]:
 
 
 def fleet_overview(*, server_prefix: str, now: datetime | None = None, page: int = 1, query: str = "") -> dict:
-    """Everything the fleet page shows, in 8 queries (run, model, readiness, the current forecasts' ids,
-    the rows of those new since the last run, the shown rows' payloads, warmup, live accuracy over 24 h
-    per horizon band), or 5 when this run's rows and that page are cached; the table and heatmap show
-    one page of rows (`fleet_page`)."""
+    """Everything the fleet page shows, in 7 queries (run, model, readiness, the current forecasts'
+    ranks, the shown rows' details, warmup, live accuracy over 24 h per horizon band), or 5 when this
+    run's rows and that page are cached; the table and heatmap show one page of rows (`fleet_page`)."""
     now = now or _now()
     run = current_run()
     readiness = fleet_readiness(now=now)

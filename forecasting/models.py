@@ -106,6 +106,9 @@ class ServerForecast(models.Model):
     # What drove the forecast, from the TFT itself (forecasting.engine.explanation): input weights per
     # group and where its attention went; computed for forecasts that rise toward a limit.
     explanation = models.JSONField(default=dict, blank=True)
+    # engine.serving.peak_ratios of the summary (the fleet table's order after prob_8h), kept so a
+    # 10,000-server table is ordered without decoding 10,000 summaries; null on rows from before it.
+    peak_ratio = models.FloatField(null=True, blank=True)
     # The forecast every reader serves for this server: its newest from a complete run. A run forecasts
     # only the servers due (a new closed bucket, a new model), so the others keep an older run's.
     current = models.BooleanField(default=False)

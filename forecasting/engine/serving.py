@@ -139,6 +139,22 @@ class _FleetArrays:
         return out
 
 
+def peak_ratios(summary: dict) -> tuple[dict[str, float], str | None, float]:
+    """Median peak ÷ critical limit per metric of a forecast's summary, the metric that comes closest
+    to (or furthest past) its limit, and that ratio (≥ 0): how the fleet table orders servers after
+    P(8 h). Stored with each forecast (ServerForecast.peak_ratio) so the table orders a fleet without
+    decoding every summary."""
+    ratios, worst, top = {}, None, -1.0
+    for metric in TARGETS:
+        s = summary.get(metric)
+        critical = s.get("critical") if s else None
+        r = s["peak_p50"] / critical if critical else 0.0
+        ratios[metric] = r
+        if critical and r > top:
+            worst, top = metric, r
+    return ratios, worst, max(top, 0.0)
+
+
 def serve_forecasts(
     windows: list,
     quantiles: np.ndarray,

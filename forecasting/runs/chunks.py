@@ -30,7 +30,7 @@ from forecasting.engine.folders import read_blend, read_event_model, read_probab
 from forecasting.engine.heuristic import heuristic_quantiles
 from forecasting.engine.network import Forecaster
 from forecasting.engine.probability import recalibrated
-from forecasting.engine.serving import ServedForecast, padded_context, serve_forecasts
+from forecasting.engine.serving import ServedForecast, padded_context, peak_ratios, serve_forecasts
 from forecasting.engine.spec import (
     BAND_NAMES,
     CONTEXT,
@@ -318,6 +318,7 @@ def _forecast_rows(run_id: int, forecast: ChunkForecast, scored: list[ServedFore
                 state=STATES[last_state] if last_state >= 0 else "",
                 payload=s.payload,
                 summary=s.summary,
+                peak_ratio=peak_ratios(s.summary)[2],
                 alert_candidates=s.candidates,
                 explanation=explanation,
             )

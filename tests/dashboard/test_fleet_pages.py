@@ -4,8 +4,11 @@ import re
 from datetime import UTC, datetime
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from dashboard import selectors
+from forecasting.engine.serving import peak_ratios
 from forecasting.models import PredictionRun, ServerForecast
 from forecasting.runs.chunks import fleet_predict
 from forecasting.runs.selectors import current_run
@@ -61,21 +64,49 @@ def test_only_the_shown_rows_payloads_are_read(viewer_client, seven_servers):
     body = viewer_client.get("/dashboard/?page=2").content.decode()
 
     assert len(selectors._details_memo) == 6 and body.count("<polyline points=") == 3
-    assert all(spark for _, spark in selectors._details_memo.values())
+    assert all(row.spark for row in selectors._details_memo.values())
 
 
-def test_a_run_rebuilds_only_the_rows_of_the_forecasts_it_made(seven_servers):
-    before = {r.name: r for r in selectors._run_rows(current_run(), "/s/")}
-    name = seven_servers[3]
+def _replace_forecast(name: str, **changes) -> PredictionRun:
+    """A new complete run whose one forecast replaces `name`'s current one, with `changes`."""
     replaced = ServerForecast.objects.get(current=True, server__name=name)
     ServerForecast.objects.filter(pk=replaced.pk).update(current=False)
     now = datetime.now(UTC)
     run = PredictionRun.objects.create(status=PredictionRun.Status.COMPLETE, started_at=now, finished_at=now,
                                        heartbeat_at=now, servers=1, chunks_total=1, chunks_done=1)  # fmt: skip
-    replaced.pk, replaced.run, replaced.prob_8h = None, run, 0.99
+    replaced.pk, replaced.run, replaced.current = None, run, True
+    for field, value in changes.items():
+        setattr(replaced, field, value)
     replaced.save()
+    return run
 
-    after = {r.name: r for r in selectors._run_rows(run, "/s/")}
 
-    assert after[name].prob_8h == 0.99 and next(iter(selectors._rows_memo.values()))[0].name == name  # riskiest now
-    assert all(after[other] is row for other, row in before.items() if other != name)
+def test_a_run_reranks_the_rows_and_keeps_the_other_forecasts_shown_rows(viewer_client, seven_servers):
+    viewer_client.get("/dashboard/?page=2")
+    shown_before = dict(selectors._details_memo)
+    name = seven_servers[3]
+    run = _replace_forecast(name, prob_8h=0.99)
+
+    rows = selectors._run_rows(run, "/dashboard/servers/")
+
+    assert rows[0].name == name and rows[0].prob_8h == 0.99  # the riskiest now
+    others = [k for k, row in shown_before.items() if row.name != name]
+    assert others and all(selectors._details_memo[k] is shown_before[k] for k in others)
+
+
+def test_the_order_reads_no_forecast_summary(seven_servers):
+    with CaptureQueriesContext(connection) as queries:
+        selectors._run_rows(current_run(), "/s/")
+
+    assert queries.captured_queries and not any('"summary"' in q["sql"] for q in queries.captured_queries)
+
+
+def test_a_forecast_stored_without_a_peak_ratio_is_ranked_from_its_summary(seven_servers):
+    hot = ServerForecast.objects.get(current=True, server__name=seven_servers[0])
+    expected = peak_ratios(hot.summary)[2]
+    ServerForecast.objects.filter(current=True).update(peak_ratio=None)  # rows from before migration 0021
+    selectors._rows_memo.clear()
+
+    rows = {r.name: r for r in selectors._run_rows(current_run(), "/s/")}
+
+    assert expected > 0 and rows[seven_servers[0]].peak_ratio == expected
