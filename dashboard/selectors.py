@@ -365,7 +365,7 @@ def _parsed_origin(text: str) -> datetime:
 
 def _run_rows(run: PredictionRun, server_prefix: str) -> list[RankedRow]:
     """The fleet table's rows (riskiest first): every server's current forecast as of this run,
-    holding only what orders, counts and searches them (FleetRow).
+    holding only what orders, counts and searches them (RankedRow).
 
     They change once per run (every TFT_PREDICTION_INTERVAL_SECONDS) while the page is fetched by
     every open browser at that pace, so each process computes them once per run and keeps them in
