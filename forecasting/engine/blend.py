@@ -76,7 +76,8 @@ def persistence_quantiles(
     starts = range(0, len(flat), _PERSISTENCE_BATCH)
 
     def fill(part: range) -> None:
-        buffer = np.empty((min(len(flat), _PERSISTENCE_BATCH), horizon, max(flat.shape[-1] - 1, 1)))  # no page faults
+        shape = (min(len(flat), _PERSISTENCE_BATCH), horizon, max(flat.shape[-1] - 1, 1))
+        buffer = np.empty(shape, dtype=_CHANGES_DTYPE)  # one per thread, reused: no page faults
         for start in part:
             batch = flat[start : start + _PERSISTENCE_BATCH]
             out[start : start + _PERSISTENCE_BATCH] = _persistence_batch(batch, tau, horizon, buffer[: len(batch)])
@@ -94,11 +95,17 @@ def persistence_quantiles(
 
 
 _PERSISTENCE_BATCH = 32  # contexts sorted at once: (32, H, C) changes stay in cache
+# The changes are sorted as float32: numpy's SIMD sort of 4-byte floats is ~3.5 × faster than of
+# 8-byte ones, and the sort is most of a prediction run's blend phase (96 steps × 287 changes per
+# series). Rounding is monotone, so the float32 order statistics are exactly the float64 ones
+# rounded (relative error ≤ 6e-8, far below the 2 decimals a forecast is served with); the
+# interpolation between them and the last value stay float64.
+_CHANGES_DTYPE = np.float32
 
 
 def _persistence_batch(y: np.ndarray, tau: np.ndarray, horizon: int, changes: np.ndarray) -> np.ndarray:
     """(B, horizon, K) unclipped persistence quantiles of the contexts y (B, n); ``changes`` is
-    scratch space (B, horizon, max(n − 1, 1))."""
+    scratch space (B, horizon, max(n − 1, 1)), of _CHANGES_DTYPE."""
     b, n = y.shape
     out = np.full((b, horizon, len(tau)), np.nan)
     finite = np.isfinite(y)

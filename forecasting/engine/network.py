@@ -348,14 +348,14 @@ class Forecaster:
         out = [self._predict_chunk(chunk)[0] for chunk in self._chunks(windows)]
         return np.concatenate(out, axis=0) if out else self._empty()
 
-    def predict_explained(self, windows: list[SeriesWindow]) -> tuple[np.ndarray, list[dict]]:
+    def predict_explained(self, windows: list[SeriesWindow]) -> tuple[np.ndarray, explanation.Explanations]:
         """predict_array's quantiles and each window's explanation (forecasting.engine.explanation),
-        from the same forward passes."""
-        preds, explained = [], []
+        from the same forward passes; an explanation's JSON is built when it is first read."""
+        preds, explained = [], explanation.Explanations()
         for chunk in self._chunks(windows):
             pred, attr = self._predict_chunk(chunk, explain=True)
             preds.append(pred)
-            explained += [explanation.explanation(attr, i, w.states) for i, w in enumerate(chunk)]
+            explained.add(attr, [w.states for w in chunk])
         return (np.concatenate(preds, axis=0) if preds else self._empty()), explained
 
     def predict(self, windows: list[SeriesWindow]) -> dict[str, dict[str, dict[str, np.ndarray]]]:

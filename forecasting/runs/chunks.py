@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,8 +75,9 @@ class ChunkForecast:
     timings: dict[str, float] = field(default_factory=dict)
     # (N, M, bands, 2) interval-calibration log factors applied to each TFT forecast (0 = none).
     log_factors: np.ndarray | None = None
-    # server id → the TFT's explanation, from the same forward pass (empty when not asked for)
-    explained: dict[int, dict] = field(default_factory=dict)
+    # each window's TFT explanation from the same forward pass, in window order, built when read
+    # (engine.explanation.Explanations); empty when not asked for or when the model failed
+    explained: Sequence[dict] = ()
     # (N, M, bands) the model's blend weight per band (engine.blend; 1 = the model alone, the heuristic)
     blend_weights: np.ndarray | None = None
     # (N, H, M, 3) the TFT's own p10/p50/p90 before the blend and the calibration (NaN for the
@@ -104,27 +106,26 @@ def _model_for_run() -> tuple[Forecaster | None, ModelVersion | None, str]:
 
 def _model_quantiles(
     forecaster: Forecaster, windows: list[ServerWindow], explain: bool = False
-) -> tuple[dict[int, np.ndarray], dict, str, dict[int, dict]]:
+) -> tuple[dict[int, np.ndarray], dict, str, Sequence[dict]]:
     """The TFT's quantiles per server id, the servers whose output was unusable, the model's
-    failure reason ('' when it ran) and (explain) each server's explanation from the same pass."""
+    failure reason ('' when it ran) and (explain) each window's explanation from the same pass."""
     try:
         if explain:
             batch, explained = forecaster.predict_explained([sw.window for sw in windows])
         else:
-            batch, explained = forecaster.predict_array([sw.window for sw in windows]), []
+            batch, explained = forecaster.predict_array([sw.window for sw in windows]), ()
     except Exception as exc:  # a model bug must degrade to the heuristic, loudly, not stop the run
         reason = f"model_error: {type(exc).__name__}: {exc}"[:200]
         log_once(reason, "TFT prediction failed, forecasting with the heuristic")
         logger.exception("TFT prediction failed")
-        return {}, {}, reason, {}
+        return {}, {}, reason, ()
     quantiles, invalid = {}, {}
-    explanations = {sw.server_id: e for sw, e in zip(windows, explained, strict=False)}
     for sw, q in zip(windows, batch, strict=True):
         if np.isfinite(q).all():
             quantiles[sw.server_id] = q
         else:
             invalid[sw.server_id] = "model_output_invalid: non-finite forecast"
-    return quantiles, invalid, "", explanations
+    return quantiles, invalid, "", explained
 
 
 def _forecast_chunk(windows: list[ServerWindow], explain: bool = False) -> ChunkForecast:
@@ -134,7 +135,7 @@ def _forecast_chunk(windows: list[ServerWindow], explain: bool = False) -> Chunk
     quantiles: dict[int, np.ndarray] = {}
     reasons: dict[int, str] = {}
     timings: dict[str, float] = {}
-    explained: dict[int, dict] = {}
+    explained: Sequence[dict] = ()
     if forecaster is not None:
         started = time.perf_counter()
         quantiles, reasons, model_reason, explained = _model_quantiles(forecaster, windows, explain)
@@ -225,12 +226,11 @@ def _explain_chunk(forecast: ChunkForecast, scored: list[ServedForecast], mode: 
     "heuristic: no model explanation" for fallbacks. Appends the drivers to those forecasts' alert
     messages."""
     out = []
-    for sw, s in zip(forecast.windows, scored, strict=True):
-        own = forecast.explained.get(sw.server_id)
+    for i, (sw, s) in enumerate(zip(forecast.windows, scored, strict=True)):
         if sw.server_id in forecast.reasons:
             out.append(heuristic_explanation())
-        elif own is not None and (mode == "all" or (mode == "needed" and s.explain)):
-            out.append(own)
+        elif forecast.explained and (mode == "all" or (mode == "needed" and s.explain)):
+            out.append(forecast.explained[i])  # built here: only the explanations stored
         else:
             out.append(steady_explanation())
     for e, s in zip(out, scored, strict=True):

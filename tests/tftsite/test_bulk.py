@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from django.db import IntegrityError, connection
 from django.test.utils import CaptureQueriesContext
@@ -33,6 +34,17 @@ def test_stored_rows_read_back_as_given(servers):
     row = ArchivedForecast.objects.get(server=servers[1])
     assert (bytes(row.quantiles), row.raw_quantiles, row.last_values, row.origin, row.bands_scored) == (
         b"\x00\x01'\"\\", None, [1.5, None, 2.0, 3.0], ORIGIN, 0)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY's JSON encoding (bulk_create's elsewhere)")
+def test_json_columns_store_numpy_scalars_int_keys_and_nan_as_json_reads_them(servers):
+    obj = _archived(servers[0])
+    obj.last_values, obj.scales = [np.float64(1.25), np.float32(2.5), float("nan"), None], {1: 0.5}
+
+    objects_insert(model=ArchivedForecast, objs=[obj])
+
+    row = ArchivedForecast.objects.get()
+    assert (row.last_values, row.scales) == ([1.25, 2.5, None, None], {"1": 0.5})  # NaN: null, not jsonb's error
 
 
 def test_skip_existing_keeps_the_stored_row_and_adds_the_new_keys(servers):

@@ -216,3 +216,16 @@ def test_training_fits_the_blend_on_the_validation_tail_and_stores_it(tmp_path):
     assert stored is not None and "validation tail (0.2)" in stored["fitted_on"]
     assert stored["windows"] == {"cpu (simulated) [cpu_pct]": len(fit_origins(3000, (0.8, 1.0)))}  # a contract name
     assert note.startswith("blend weights")
+
+
+def test_persistence_is_the_linear_quantile_of_each_steps_changes_within_float32_rounding():
+    rng = np.random.default_rng(11)
+    context = 500 + np.cumsum(rng.normal(0, 3, 288))
+    levels = (0.02, 0.25, 0.5, 0.9, 0.98)
+    q = bl.persistence_quantiles(context, levels, HORIZON, lower=-np.inf)
+    for h in (0, 5, 40, HORIZON - 1):
+        changes = context[h + 1 :] - context[: -h - 1]
+        spread = np.quantile(changes, levels)
+        expected = context[-1] + np.where(np.array(levels) < 0.5, np.minimum(spread, 0), np.maximum(spread, 0))
+        expected[2] = context[-1]
+        np.testing.assert_allclose(q[h], expected, rtol=0, atol=1e-4, err_msg=f"step {h}")  # |changes| ≤ ~100

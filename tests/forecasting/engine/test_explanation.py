@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from forecasting.engine import explanation as ex
 from forecasting.engine import folders, inputs, network
 from forecasting.engine.alert_rules import MESSAGE_MAX, with_drivers
 from forecasting.engine.explanation import GROUPS, HEURISTIC_TEXT, attended_state, heuristic_explanation
@@ -60,6 +61,23 @@ def test_attention_shares_sum_to_one_and_blocks_cover_the_history(explained):
         assert att["last_hour"] + att["same_time_yesterday"] + att["rest"] == pytest.approx(1.0, abs=2e-3)
         assert len(att["blocks"]) == CONTEXT // 6
         assert sum(att["blocks"]) == pytest.approx(1.0, abs=5e-3)
+
+
+def test_an_explanation_is_built_when_first_read_and_kept(explained, monkeypatch):
+    _, lazy = explained
+    built = []
+    original = ex.explanation
+    monkeypatch.setattr(ex, "explanation", lambda attr, i, states: built.append(i) or original(attr, i, states))
+    fresh = ex.Explanations()
+    fresh._rows = list(lazy._rows)  # the same windows, nothing built yet
+
+    first, again, last = fresh[3], fresh[3], fresh[-1]
+
+    assert built == [3, len(lazy) - 1]
+    assert first is again and first == lazy[3] and last == lazy[len(lazy) - 1]
+    assert len(fresh) == len(lazy) and fresh[1:3] == [lazy[1], lazy[2]]
+    with pytest.raises(IndexError):
+        fresh[len(lazy)]
 
 
 def test_the_explained_pass_forecasts_what_the_fused_pass_forecasts(forecaster, windows, explained):

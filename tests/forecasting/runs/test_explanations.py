@@ -66,6 +66,20 @@ def test_a_steady_forecast_is_not_explained_and_says_so(explained_run):
     assert _explanation("ppweb001") == {"method": "tft", "text": STEADY_TEXT}
 
 
+def test_a_run_builds_only_the_explanations_it_stores(monkeypatch):
+    from forecasting.engine import explanation as ex
+
+    _hot_and_flat()
+    built = []
+    original = ex.explanation
+    monkeypatch.setattr(ex, "explanation", lambda attr, i, states: built.append(i) or original(attr, i, states))
+
+    fleet_predict()
+
+    stored = ServerForecast.objects.filter(explanation__has_key="variables").count()
+    assert stored == 1 and len(built) == 1  # ppdb001's, not the steady ppweb001's
+
+
 def test_explain_all_explains_every_tft_forecast():
     _hot_and_flat()
 
