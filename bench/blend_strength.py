@@ -1,21 +1,29 @@
-"""Choose the blend's online strength (forecasting.engine.blend.STRENGTH) on development series.
+"""Choose the blend's online strength (forecasting.engine.blend.STRENGTH) and the ramps between bands
+(spec.BAND_RAMP_STEPS) on development series.
 
     python -m bench.blend_strength --model models/tft_model_X --csv-dir data/nab --csv-dir data/nab_extra \
-        --simulated 20 --seed 11 --strengths 0 2 4 8
+        --simulated 20 --seed 11 --strengths 0 2 4 8 [--ramps 0,0,0 0,6,12 --json out.json]
 
-Runs the backtest once per strength over the same windows (the TFT's forecasts are computed once
-and reused) and prints, per source, the served forecast's MASE / pinball × naive per horizon band
+Runs the backtest once per strength × ramps over the same windows (the TFT's forecasts are computed
+once and reused) and prints, per source, the served forecast's MASE / pinball × naive per horizon band
 (infrastructure families weighted equally) and its coverage. Never point it at data/holdout*.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
+
 from forecasting.engine import backtest as bt
+from forecasting.engine import blend as bl
+from forecasting.engine import calibration as cal
+from forecasting.engine import spec
 from forecasting.engine.folders import read_blend
 from forecasting.engine.network import load_forecaster
 from forecasting.engine.series import load_csv_dir
@@ -66,6 +74,10 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=14.0)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.0, 2.0, 4.0, 8.0])
+    shipped = ",".join(map(str, spec.BAND_RAMP_STEPS)) + ":" + ",".join(map(str, spec.BAND_RAMP_LEAD))
+    parser.add_argument("--ramps", nargs="+", default=[shipped],
+                        help="band ramps to compare: steps into each band, optionally ':' steps before it (0,6,12 or 0,3,6:0,3,6)")
+    parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args()
     if any("holdout" in str(f) for f in args.csv_dir):
         parser.error("choose on development series only")
@@ -74,19 +86,36 @@ def main() -> None:
         parser.error(f"{args.model} has no blend.json (manage.py fit_blend first)")
     forecaster = CachedForecaster(load_forecaster(args.model, device="cpu"))
     print(f"weights {blend['weights']}")
+    rows = []
     for name, series, metrics in _sources(args):
-        for strength in args.strengths:
-            result = bt.run_backtest(series, forecaster, metrics=metrics, blend={**blend, "strength": strength})
-            cells = []
-            if "served" not in result["families_equal"]:
-                print(f"{name:<28} no infrastructure family")
-                break
-            for band, by_method in result["per_band"].items():
-                r = by_method["served"]
-                cells.append(f"{band} {r['mase_x_naive']:.3f}/{r['pinball_x_naive']:.3f} cov {r['coverage']:.2f}")
-            whole = result["families_equal"]["served"]
-            print(f"{name:<28} strength {strength:<4g} " + " | ".join(cells) +
-                  f" | 0-8h {whole['mase_x_naive']:.3f}/{whole['pinball_x_naive']:.3f}", flush=True)  # fmt: skip
+        for ramps in args.ramps:
+            _use_ramps(*(tuple(int(r) for r in part.split(",")) for part in ramps.split(":")))
+            for strength in args.strengths:
+                result = bt.run_backtest(series, forecaster, metrics=metrics, blend={**blend, "strength": strength})
+                if "served" not in result["families_equal"]:
+                    print(f"{name:<28} no infrastructure family")
+                    break
+                rows.append({"source": name, "ramps": ramps, "strength": strength, "per_band": result["per_band"],
+                             "families_equal": result["families_equal"]})  # fmt: skip
+                _print(rows[-1])
+    _use_ramps(spec.BAND_RAMP_STEPS, spec.BAND_RAMP_LEAD)
+    if args.json:
+        args.json.write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=1, default=float))
+
+
+def _use_ramps(ramps: tuple[int, ...], leads: tuple[int, ...] | None = None) -> None:
+    """Serve with these ramps between bands (the blend's weights and the calibration's factors)."""
+    bl.STEP_MIX = cal.STEP_MIX = np.asarray(spec.step_mix(ramps, leads), dtype=np.float64)
+
+
+def _print(row: dict) -> None:
+    cells = []
+    for band, by_method in row["per_band"].items():
+        r = by_method["served"]
+        cells.append(f"{band} {r['mase_x_naive']:.3f}/{r['pinball_x_naive']:.3f} cov {r['coverage']:.2f}")
+    whole = row["families_equal"]["served"]
+    print(f"{row['source']:<28} ramps {row['ramps']:<7} strength {row['strength']:<4g} " + " | ".join(cells) +
+          f" | 0-8h {whole['mase_x_naive']:.3f}/{whole['pinball_x_naive']:.3f}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

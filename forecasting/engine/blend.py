@@ -13,6 +13,13 @@ The served forecast at step h of band b is the quantile average
 the blend's loss is at most the w-weighted mean of the two losses; with w = 0 and w = 1 on the
 grid, the weight fitted on a set of windows is never worse there than the better component.
 
+Served, w_b is not a step function of the horizon: across each band edge it ramps linearly from one
+band's weight to the next (spec.BAND_RAMP_STEPS / BAND_RAMP_LEAD: from 3 steps before the 30-minute
+edge to 3 after, 6 either side of the 2-hour one), because a step made 85–95 % of served forecasts
+jump 15–60 × a usual step at 30 minutes. The ramp gives up the guarantee above where the better
+component switches abruptly at an edge; chosen on development series' test parts, it scored as well
+or better in every band (bench.blend_strength --ramps, bench/results/blend_ramps_dev.json).
+
 Weights (``fit_weights``): per band and per metric (a fleet's mem_pct drifts where cpu_pct jumps),
 the grid value with the lowest scaled pinball loss over p10/p50/p90 on validation windows,
 families weighted equally (each family's mean loss relative to persistence's, then the mean over
@@ -44,6 +51,7 @@ from forecasting.engine import spec
 from forecasting.engine.spec import BAND_NAMES, HORIZON, HORIZON_BANDS
 
 BAND_OF_STEP = np.asarray(spec.BAND_OF_STEP, dtype=np.int64)  # spec's, as an index array
+STEP_MIX = np.asarray(spec.STEP_MIX, dtype=np.float64)  # (bands, HORIZON): each band's share of each step
 GRID = np.round(np.linspace(0.0, 1.0, 21), 2)  # weights of the model, 0 = persistence only
 BLEND_FORMAT = "tftsite-blend/1"
 # Online move (chosen on development series only, see the README): the logit shift per unit of
@@ -164,15 +172,17 @@ def _fill_forward(q: np.ndarray) -> np.ndarray:
 
 
 def step_weights(weights: Sequence[float], horizon: int = HORIZON) -> np.ndarray:
-    """(horizon,) the model's weight at each forecast step from the per-band weights."""
-    return np.asarray(weights, dtype=np.float64)[BAND_OF_STEP[:horizon]]
+    """(horizon,) the model's weight at each forecast step from the per-band weights (ramped
+    between bands: spec.BAND_RAMP_STEPS)."""
+    return np.asarray(weights, dtype=np.float64) @ STEP_MIX[:, :horizon]
 
 
 def blend_quantiles(model: np.ndarray, persistence: np.ndarray, weights: Sequence[float]) -> np.ndarray:
     """The served combination (..., H, K) of model and persistence quantiles (..., H, K) with the
-    model's per-band ``weights`` (broadcast against the leading shape: (..., bands))."""
+    model's per-band ``weights`` (broadcast against the leading shape: (..., bands)), ramped from
+    one band's weight to the next over the first steps of each band (spec.BAND_RAMP_STEPS)."""
     model = np.asarray(model, dtype=np.float64)
-    w = np.asarray(weights, dtype=np.float64)[..., BAND_OF_STEP[: model.shape[-2]]][..., None]  # (..., H, 1)
+    w = (np.asarray(weights, dtype=np.float64) @ STEP_MIX[:, : model.shape[-2]])[..., None]  # (..., H, 1)
     return w * model + (1.0 - w) * np.asarray(persistence, dtype=np.float64)
 
 

@@ -43,6 +43,7 @@ from forecasting.engine import spec
 from forecasting.engine.spec import BAND_STEPS
 
 BAND_OF_STEP = np.asarray(spec.BAND_OF_STEP, dtype=np.int64)  # spec's, as an index array
+STEP_MIX = np.asarray(spec.STEP_MIX, dtype=np.float64)  # (bands, HORIZON): each band's share of each step
 
 TARGET_MISS = 0.1  # per side: p10 and p90 → 80 % inside
 # Per-target ACI step on each band's own log correction: the far bands mostly follow the nearer
@@ -112,7 +113,9 @@ def apply_calibration(
     lower: float | np.ndarray = 0.0,
     upper: float | np.ndarray = math.inf,
 ) -> np.ndarray:
-    """Scale every quantile's distance from the median by its side's factor in its step's band.
+    """Scale every quantile's distance from the median by its side's factor in its step's band
+    (log factors ramped from one band's to the next over the first steps of each band:
+    spec.BAND_RAMP_STEPS).
 
     quantiles (..., H, K) at ``levels`` (K, one of them 0.5); log_factors (..., bands, 2), the
     served ones (``served_log_factors`` of the states), with the same leading shape; lower/upper
@@ -121,7 +124,8 @@ def apply_calibration(
     tau = np.asarray(tuple(levels), dtype=np.float64)
     median = int(np.argmin(np.abs(tau - 0.5)))
     horizon = q.shape[-2]
-    per_step = np.exp(np.asarray(log_factors, dtype=np.float64))[..., BAND_OF_STEP[:horizon], :]  # (..., H, 2)
+    log_by_band = np.swapaxes(np.asarray(log_factors, dtype=np.float64), -1, -2)  # (..., 2, bands)
+    per_step = np.exp(np.swapaxes(log_by_band @ STEP_MIX[:, :horizon], -1, -2))  # (..., H, 2)
     side = np.where(tau < 0.5, LOWER, UPPER)  # (K,)
     factor = per_step[..., side]  # (..., H, K)
     med = q[..., median : median + 1]

@@ -16,6 +16,35 @@ BAND_NAMES: tuple[str, ...] = tuple(name for name, _, _ in HORIZON_BANDS)
 BAND_STEPS: tuple[tuple[int, int], ...] = tuple((first, end) for _, first, end in HORIZON_BANDS)
 # The band (index into HORIZON_BANDS) of each forecast step 0 … HORIZON − 1.
 BAND_OF_STEP: tuple[int, ...] = tuple(i for i, (_, first, end) in enumerate(HORIZON_BANDS) for _ in range(first, end))
+# What is served per band (the blend's weight of the model, the interval calibration's factors) is
+# not a step function of the horizon: across each band boundary it moves linearly from the earlier
+# band's value to the later band's, over the last BAND_RAMP_LEAD[b] steps before band b and the first
+# BAND_RAMP_STEPS[b] steps of it, so a forecast has no cliff where a band starts (with the blend's
+# fitted weights, 85–95 % of served forecasts jumped 15–60 × a usual step at 30 min).
+# STEP_MIX[b][h]: band b's share of step h's value.
+BAND_RAMP_STEPS: tuple[int, ...] = (0, 3, 6)
+BAND_RAMP_LEAD: tuple[int, ...] = (0, 3, 6)
+
+
+def step_mix(ramps: tuple[int, ...], leads: tuple[int, ...] | None = None) -> tuple[tuple[float, ...], ...]:
+    """STEP_MIX for the ramps (and leads) given (bench.blend_strength compares them on development series)."""
+    leads = leads or (0,) * len(HORIZON_BANDS)
+    mix = [[0.0] * HORIZON for _ in HORIZON_BANDS]
+    for h in range(HORIZON):
+        b = BAND_OF_STEP[h]
+        mix[b][h] = 1.0
+        for other in (b, b + 1):  # the boundary at the start of this band, and the one after it
+            if not 0 < other < len(HORIZON_BANDS):
+                continue
+            start = HORIZON_BANDS[other][1]
+            first, span = start - leads[other], leads[other] + ramps[other] + 1
+            if first <= h < start + ramps[other]:
+                a = (h - first + 1) / span  # the later band's share
+                mix[other - 1][h], mix[other][h] = 1.0 - a, a
+    return tuple(tuple(row) for row in mix)
+
+
+STEP_MIX: tuple[tuple[float, ...], ...] = step_mix(BAND_RAMP_STEPS, BAND_RAMP_LEAD)
 CONTEXT = 288  # 24 hours of buckets are the model's (and the baselines') context
 STEPS_PER_DAY = 24 * 60 // STEP_MINUTES
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from forecasting.engine import calibration as cal
+from forecasting.engine import spec
 from forecasting.engine.spec import BAND_STEPS, HORIZON, QUANTILES
 
 Z = np.array([NormalDist().inv_cdf(q) for q in QUANTILES])
@@ -68,6 +69,26 @@ def test_apply_scales_each_side_by_its_band_factor_and_keeps_quantiles_sorted():
     np.testing.assert_allclose(out[10], q[10])  # band 30 min–2 h: factor 1
     np.testing.assert_allclose(out[95], [9.0, 9.5, 9.75, 10.0, 11.5, 13.0, 16.0])  # band 2–8 h
     assert (np.diff(out, axis=-1) >= 0).all()
+
+
+def test_apply_ramps_the_factor_log_linearly_across_a_band_edge():
+    q = np.tile(np.array([8.0, 9.0, 9.5, 10.0, 10.5, 11.0, 12.0]), (HORIZON, 1))
+    log_factors = np.log(np.array([[1.0, 1.0], [4.0, 4.0], [4.0, 4.0]]))
+    width = cal.apply_calibration(q, QUANTILES, log_factors)[:, -1] - 10.0  # p98's distance: 2 × factor
+
+    np.testing.assert_allclose(width[:3], 2.0)  # band 0's own factor up to 3 steps before its edge
+    np.testing.assert_allclose(width[9:], 8.0)  # band 1's from 3 steps after it
+    np.testing.assert_allclose(np.diff(np.log(width[2:10])), np.log(4.0) / 7)  # equal log steps between
+
+
+def test_step_mix_shares_sum_to_one_and_are_each_band_away_from_its_edges():
+    mix = np.asarray(spec.STEP_MIX)
+
+    np.testing.assert_allclose(mix.sum(axis=0), 1.0)
+    assert (mix >= 0).all()
+    for b, (first, end) in enumerate(BAND_STEPS):
+        inner = range(first + spec.BAND_RAMP_STEPS[b], end - (spec.BAND_RAMP_LEAD[b + 1] if b + 1 < len(BAND_STEPS) else 0))
+        assert all(mix[b, h] == 1.0 for h in inner), b
 
 
 def test_apply_clips_to_the_metric_range():
