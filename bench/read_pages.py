@@ -110,9 +110,9 @@ def _staggered_run(share: int = 5) -> None:
 
 def _fleet_page(reps: int) -> dict:
     """The dashboard's fleet page (200 rows a page, riskiest first) and a name search, logged in:
-    the first request builds the run's rows (then cached per run), the others read them; then the
-    first view after each of 3 staggered runs (a fifth of the fleet re-forecast: only their rows are
-    rebuilt)."""
+    the process's first view (its shown rows not yet in the process's memo, the template not yet
+    compiled), then repeated views; then the first view after each of 3 staggered runs (a fifth of
+    the fleet re-forecast: only their shown rows are completed again)."""
     from django.contrib.auth.models import User
     from django.test import Client
 

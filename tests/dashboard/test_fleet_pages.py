@@ -1,9 +1,11 @@
 """The fleet page in pages of FLEET_PAGE_ROWS rows, riskiest first, with a server-name search."""
 
+import importlib
 import re
 from datetime import UTC, datetime
 
 import pytest
+from django.apps import apps as django_apps
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -11,7 +13,6 @@ from dashboard import selectors
 from forecasting.engine.serving import peak_ratios
 from forecasting.models import PredictionRun, ServerForecast
 from forecasting.runs.chunks import fleet_predict
-from forecasting.runs.selectors import current_run
 from tests.dashboard.conftest import hot_fleet
 
 pytestmark = pytest.mark.django_db
@@ -85,28 +86,46 @@ def test_a_run_reranks_the_rows_and_keeps_the_other_forecasts_shown_rows(viewer_
     viewer_client.get("/dashboard/?page=2")
     shown_before = dict(selectors._details_memo)
     name = seven_servers[3]
-    run = _replace_forecast(name, prob_8h=0.99)
+    _replace_forecast(name, prob_8h=0.99)
 
-    rows = selectors._run_rows(run, "/dashboard/servers/")
+    first = _rows(viewer_client.get("/dashboard/"))
+    viewer_client.get("/dashboard/?page=2")
 
-    assert rows[0].name == name and rows[0].prob_8h == 0.99  # the riskiest now
+    assert first[0] == name  # the riskiest now
     others = [k for k, row in shown_before.items() if row.name != name]
     assert others and all(selectors._details_memo[k] is shown_before[k] for k in others)
 
 
-def test_the_order_reads_no_forecast_summary(seven_servers):
+def test_a_page_is_ordered_and_counted_by_the_database_without_summaries(seven_servers):
     with CaptureQueriesContext(connection) as queries:
-        selectors._run_rows(current_run(), "/s/")
+        table = selectors._ranked_page(page=2, query="", now=datetime.now(UTC))
 
-    assert queries.captured_queries and not any('"summary"' in q["sql"] for q in queries.captured_queries)
+    sql = [q["sql"] for q in queries.captured_queries]
+    assert len(sql) == 2 and "LIMIT 3" in sql[1] and "ORDER BY" in sql[1]  # the page's 3 rows, not all 7
+    assert not any('"summary"' in q for q in sql)
+    assert (table["total_rows"], table["matched"], table["pages"], len(table["rows"])) == (7, 7, 3, 3)
+    assert [r.prob_8h for r in table["rows"]] == sorted((r.prob_8h for r in table["rows"]), reverse=True)
 
 
-def test_a_forecast_stored_without_a_peak_ratio_is_ranked_from_its_summary(seven_servers):
+def test_the_memo_of_shown_rows_keeps_the_most_recently_shown(viewer_client, seven_servers, monkeypatch):
+    monkeypatch.setattr(selectors, "DETAILS_KEPT", 4)
+    selectors._details_memo.clear()
+
+    for page in (1, 2, 3, 1):
+        viewer_client.get(f"/dashboard/?page={page}")
+
+    assert len(selectors._details_memo) == 4
+    first_page = {ServerForecast.objects.get(current=True, server__name=n).pk for n in _rows(viewer_client.get("/dashboard/"))}
+    assert first_page <= {forecast_id for _, forecast_id in selectors._details_memo}
+
+
+def test_forecasts_stored_without_a_peak_ratio_get_it_from_their_summary_by_migration(seven_servers):
+    backfill = importlib.import_module("forecasting.migrations.0022_serverforecast_peak_ratio_backfill")
     hot = ServerForecast.objects.get(current=True, server__name=seven_servers[0])
     expected = peak_ratios(hot.summary)[2]
-    ServerForecast.objects.filter(current=True).update(peak_ratio=None)  # rows from before migration 0021
-    selectors._rows_memo.clear()
+    ServerForecast.objects.update(peak_ratio=None)  # rows from before migration 0021
 
-    rows = {r.name: r for r in selectors._run_rows(current_run(), "/s/")}
+    backfill._backfill(django_apps, None)
 
-    assert expected > 0 and rows[seven_servers[0]].peak_ratio == expected
+    assert expected > 0 and ServerForecast.objects.get(pk=hot.pk).peak_ratio == expected
+    assert not ServerForecast.objects.filter(peak_ratio__isnull=True).exists()

@@ -458,7 +458,8 @@ def test_query_count_does_not_grow_with_servers(viewer_client, no_models, django
     # rate: scoring.selectors.server_incident_rule); the fleet page adds the open-alert counts of its health tile, the
     # maintenance windows and servers in state maintenance, and the live probability reliability —
     # none of it per server; and each page first looks for pending ingest increments to fold (one
-    # query when there are none: ingest.services.records_fold).
+    # query when there are none: ingest.services.records_fold). The fleet page's table is two queries
+    # on every view (its page of rows and its counts, dashboard.selectors._ranked_page).
     for path in paths:
-        with django_assert_max_num_queries(16):
+        with django_assert_max_num_queries(17):
             viewer_client.get(path)
