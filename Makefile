@@ -24,8 +24,9 @@ run: venv
 
 # bin/test-env brings up PostgreSQL/Redis and installs Chromium/Prometheus when it can (and says
 # what it could not do); then the architecture contracts and ruff; then the suite on PostgreSQL
-# (DATABASE_URL, default the local server) with Redis, and the ingest tests again on the embedded
-# SQLite default (torch on one thread: the tests share two cores with Postgres). Any non-zero
+# (DATABASE_URL, default the local server) with Redis, and the ingest tests, the bulk writer's and the
+# fleet page's again on the embedded SQLite default, which `make run` uses (torch on one thread: the
+# tests share two cores with Postgres). Any non-zero
 # pytest exit fails the target, including 5 (no tests collected).
 test: venv
 	@bin/test-env
@@ -34,7 +35,7 @@ test: venv
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} TFT_TORCH_THREADS=$${TFT_TORCH_THREADS:-1} PROMETHEUS_MULTIPROC_DIR=$$(mktemp -d) DEBUG=false DJANGO_SECRET_KEY=test-only-secret \
 		ALLOWED_HOSTS=localhost,testserver $(PY) -m pytest $(PYTEST_ARGS)
 	env -u DATABASE_URL -u CELERY_BROKER_URL PROMETHEUS_MULTIPROC_DIR=$$(mktemp -d) DEBUG=false DJANGO_SECRET_KEY=test-only-secret \
-		ALLOWED_HOSTS=localhost,testserver TFT_DATA_DIR=$$(mktemp -d) $(PY) -m pytest tests/ingest $(PYTEST_ARGS)
+		ALLOWED_HOSTS=localhost,testserver TFT_DATA_DIR=$$(mktemp -d) $(PY) -m pytest tests/ingest tests/tftsite/test_bulk.py tests/dashboard/test_fleet_pages.py $(PYTEST_ARGS)
 
 # Benchmarks (bench/, README "Performance"): needs the local PostgreSQL and Redis; about 10 minutes.
 bench: venv

@@ -74,13 +74,15 @@ def objects_insert(*, model: type[Model], objs: list[Model], skip_existing: Sequ
     ON CONFLICT DO NOTHING. Returns how many rows were sent to be stored."""
     if not objs:
         return 0
-    if connection.vendor != "postgresql":
-        model.objects.bulk_create(objs, ignore_conflicts=bool(skip_existing), batch_size=500)
-        return len(objs)
-    if skip_existing:
+    if skip_existing:  # on every database, so the count returned means the same everywhere
         objs = _not_stored(model, objs, skip_existing)
         if not objs:
             return 0
+    if connection.vendor != "postgresql":
+        # A savepoint as around the COPY: a conflict raised here leaves the caller's transaction usable.
+        with transaction.atomic():
+            model.objects.bulk_create(objs, ignore_conflicts=bool(skip_existing), batch_size=500)
+        return len(objs)
     try:
         with transaction.atomic():  # a savepoint inside the caller's transaction
             _copy(model, objs)
