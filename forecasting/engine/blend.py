@@ -180,7 +180,7 @@ def step_weights(weights: Sequence[float], horizon: int = HORIZON) -> np.ndarray
 def blend_quantiles(model: np.ndarray, persistence: np.ndarray, weights: Sequence[float]) -> np.ndarray:
     """The served combination (..., H, K) of model and persistence quantiles (..., H, K) with the
     model's per-band ``weights`` (broadcast against the leading shape: (..., bands)), ramped from
-    one band's weight to the next over the first steps of each band (spec.BAND_RAMP_STEPS)."""
+    one band's weight to the next across each band edge (spec.STEP_MIX)."""
     model = np.asarray(model, dtype=np.float64)
     w = (np.asarray(weights, dtype=np.float64) @ STEP_MIX[:, : model.shape[-2]])[..., None]  # (..., H, 1)
     return w * model + (1.0 - w) * np.asarray(persistence, dtype=np.float64)

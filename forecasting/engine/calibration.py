@@ -114,8 +114,7 @@ def apply_calibration(
     upper: float | np.ndarray = math.inf,
 ) -> np.ndarray:
     """Scale every quantile's distance from the median by its side's factor in its step's band
-    (log factors ramped from one band's to the next over the first steps of each band:
-    spec.BAND_RAMP_STEPS).
+    (log factors ramped linearly from one band's to the next across each band edge: spec.STEP_MIX).
 
     quantiles (..., H, K) at ``levels`` (K, one of them 0.5); log_factors (..., bands, 2), the
     served ones (``served_log_factors`` of the states), with the same leading shape; lower/upper
