@@ -128,7 +128,9 @@ def test_large_batch_is_chunked_consistently(forecaster):
         chunked = forecaster.predict_array(windows)
     finally:
         forecaster.chunk_size = 128
-    np.testing.assert_allclose(chunked, forecaster.predict_array(windows), rtol=1e-5, atol=1e-5)
+    # float32 kernels sum in a batch-size-dependent order: a chunk of 2 and one of 5 differ by float noise
+    # (a fresh-clone CI here saw 3.4e-5 on a value of 2.22, relative 1.5e-5), a misassembled chunk by units
+    np.testing.assert_allclose(chunked, forecaster.predict_array(windows), rtol=1e-4, atol=1e-4)
 
 
 def test_loading_works_with_pickle_disabled(model_dir, monkeypatch):
