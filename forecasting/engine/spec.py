@@ -29,18 +29,13 @@ BAND_RAMP_LEAD: tuple[int, ...] = (0, 3, 6)
 def step_mix(ramps: tuple[int, ...], leads: tuple[int, ...] | None = None) -> tuple[tuple[float, ...], ...]:
     """STEP_MIX for the ramps (and leads) given (bench.blend_strength compares them on development series)."""
     leads = leads or (0,) * len(HORIZON_BANDS)
-    mix = [[0.0] * HORIZON for _ in HORIZON_BANDS]
-    for h in range(HORIZON):
-        b = BAND_OF_STEP[h]
-        mix[b][h] = 1.0
-        for other in (b, b + 1):  # the boundary at the start of this band, and the one after it
-            if not 0 < other < len(HORIZON_BANDS):
-                continue
-            start = HORIZON_BANDS[other][1]
-            first, span = start - leads[other], leads[other] + ramps[other] + 1
-            if first <= h < start + ramps[other]:
-                a = (h - first + 1) / span  # the later band's share
-                mix[other - 1][h], mix[other][h] = 1.0 - a, a
+    mix = [[float(BAND_OF_STEP[h] == b) for h in range(HORIZON)] for b in range(len(HORIZON_BANDS))]
+    for b in range(1, len(HORIZON_BANDS)):  # the edge where band b starts
+        start = HORIZON_BANDS[b][1]
+        first, span = start - leads[b], leads[b] + ramps[b] + 1
+        for h in range(first, start + ramps[b]):
+            a = (h - first + 1) / span  # band b's share, the rest band b − 1's
+            mix[b - 1][h], mix[b][h] = 1.0 - a, a
     return tuple(tuple(row) for row in mix)
 
 
