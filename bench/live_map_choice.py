@@ -7,6 +7,10 @@
         --fleet-every data/azure_vm=12 --fleet-every data/jumpstarter=12 --fleet-every data/smd=12 \
         --fleet-every simulated=12 --oof /work/runs/event_oof.npz --out bench/results/live_map_choice.json
 
+``--oof`` may also come from ``bench.event_transfer --save-oof``: each source's probabilities from
+a model fitted on the *other* sources, which is what the shipped model is to a new user's fleet
+(the series-held-out probabilities computed here still had the source's other series in the fit).
+
 The live map (engine.live_calibration) recalibrates the event model's probabilities from the
 outcomes a fleet records. Its settings — the prior's weight, the slope's extra firmness, the
 half-life, when a profile gets a map of its own — were set by hand. On the held-out sets the map
@@ -42,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.event_transfer import sources_equal
 from forecasting.engine import backtest as bt
 from forecasting.engine import event_training as et
 from forecasting.engine import live_calibration as lc
@@ -109,7 +114,7 @@ def clocks(data: dict, sources: dict[str, tuple], part: str = "all") -> dict[str
 def out_of_fold(data: dict, model: dict, *, folds: int = 5, seed: int = 0) -> dict[str, np.ndarray]:
     """Per window: each sample's event-model probability from the shipped learner fitted without
     its series (whole series held out per fold; families weighted equally; the model's inputs)."""
-    fold = et._folds(data["series"], folds, seed)
+    fold = et.series_folds(data["series"], folds, seed)
     fam = data["family"].astype(str)
     out = {}
     for name in WINDOWS:
@@ -151,7 +156,8 @@ def scores(p: np.ndarray, events: np.ndarray, family: np.ndarray, fleet: np.ndar
         sel = fleet == name
         r = et.scores_by_family(p[sel], events[sel], family[sel])["pooled"]
         per_fleet[name] = {k: r.get(k) for k in ("n", "events", "skill", "auc")}
-    return {**{k: pooled.get(k) for k in ("n", "events", "skill", "auc")}, "fleets": per_fleet}
+    return {**{k: pooled.get(k) for k in ("n", "events", "skill", "auc")}, "fleets_equal": sources_equal(per_fleet),
+            "fleets": per_fleet}  # fmt: skip
 
 
 def grid(args) -> list[lc.LiveMapConfig | None]:
@@ -216,8 +222,9 @@ def main() -> None:
         for cfg in grid(args):
             served = replay(oof[name][keep], events, clock, cfg)
             rows[label(cfg)] = scores(served, events, family, fleet)
-            logger.info("%s %s: skill %+.3f auc %.3f (%.0f s)", name, label(cfg), rows[label(cfg)]["skill"],
-                        rows[label(cfg)]["auc"], time.perf_counter() - started)  # fmt: skip
+            logger.info("%s %s: skill %+.3f auc %.3f, fleets equal %+.3f / %.3f (%.0f s)", name, label(cfg),
+                        rows[label(cfg)]["skill"], rows[label(cfg)]["auc"], rows[label(cfg)]["fleets_equal"]["skill"],
+                        rows[label(cfg)]["fleets_equal"]["auc"], time.perf_counter() - started)  # fmt: skip
         report["windows"][name] = rows
     text = json.dumps(report, indent=2, default=float)
     if args.out:

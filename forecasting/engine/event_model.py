@@ -377,8 +377,9 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, *, weight: np.ndarray | None = No
 
 
 def fit_trees(x: np.ndarray, y: np.ndarray, *, weight: np.ndarray | None = None, trees: int = 150, depth: int = 3,
-              rate: float = 0.05, seed: int = 0) -> dict:  # fmt: skip
-    """Gradient-boosted trees (scikit-learn, imported here only), exported as node arrays."""
+              rate: float = 0.05, leaf: int = 50, seed: int = 0) -> dict:  # fmt: skip
+    """Gradient-boosted trees (scikit-learn, imported here only), exported as node arrays; ``leaf``
+    is the fewest samples a leaf holds."""
     from sklearn.ensemble import GradientBoostingClassifier
 
     y = np.asarray(y, dtype=np.float64)
@@ -386,7 +387,7 @@ def fit_trees(x: np.ndarray, y: np.ndarray, *, weight: np.ndarray | None = None,
         prior = float(np.clip(y.mean(), 1e-4, 1 - 1e-4))
         return {"learner": "trees", "init": math.log(prior / (1 - prior)), "rate": rate, "trees": []}
     clf = GradientBoostingClassifier(
-        n_estimators=trees, max_depth=depth, learning_rate=rate, subsample=0.8, min_samples_leaf=50, random_state=seed
+        n_estimators=trees, max_depth=depth, learning_rate=rate, subsample=0.8, min_samples_leaf=leaf, random_state=seed
     )
     clf.fit(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.int64), sample_weight=weight)
     init = float(clf._raw_predict_init(np.asarray(x[:1], dtype=np.float64))[0, 0])

@@ -12,6 +12,8 @@ series out.
 from __future__ import annotations
 
 import logging
+import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,19 +183,56 @@ def family_weights(family: np.ndarray) -> np.ndarray:
     return w / w.mean()
 
 
+LEARNER_OPTIONS: dict[str, tuple[str, ...]] = {
+    "logistic": ("l2",),
+    "trees": ("trees", "depth", "rate", "leaf"),
+    "blend": ("l2", "trees", "depth", "rate", "leaf"),  # each part takes its own
+    "isotonic": (),
+}
+_SPEC = re.compile(r"^(?P<name>[a-z]+)(?:\((?P<options>[^()]*)\))?$")
+
+
+def learner_spec(text: str) -> tuple[str, dict[str, float]]:
+    """A learner and its options from "trees" or "blend(l2=30,depth=2)"; ValueError naming what is
+    wrong (an unknown learner, an option it does not take, a value that is not a positive number)."""
+    match = _SPEC.match(text.strip())
+    if not match or match["name"] not in LEARNER_OPTIONS:
+        raise ValueError(f"unknown learner {text!r}: expected one of {', '.join(LEARNER_OPTIONS)}, "
+                         f"optionally with options, e.g. blend(l2=30,depth=2)")  # fmt: skip
+    name, options = match["name"], {}
+    for item in filter(None, (match["options"] or "").split(",")):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in LEARNER_OPTIONS[name]:
+            raise ValueError(f"learner {name} takes no option {item.strip()!r} (it takes: "
+                             f"{', '.join(LEARNER_OPTIONS[name]) or 'none'})")  # fmt: skip
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not (number > 0 and math.isfinite(number)):
+            raise ValueError(f"learner option {key} must be a positive number, got {value.strip()!r}")
+        options[key] = number
+    return name, options
+
+
 def fit_window(learner: str, x: np.ndarray, y: np.ndarray, weight: np.ndarray, bound: np.ndarray) -> dict:
-    """One window's parameters for ``learner`` ("logistic", "trees", or "isotonic": the current
-    method's bound through an isotonic map, stored as {"learner": "isotonic", "x", "y"})."""
-    if learner == "logistic":
-        return em.fit_logistic(x, y, weight=weight)
-    if learner == "trees":
-        return em.fit_trees(x, y, weight=weight)
-    if learner == "blend":
-        parts = [fit_window(part, x, y, weight, bound) for part in LEARNERS]
+    """One window's parameters for ``learner`` ("logistic", "trees", "blend" of the two, or
+    "isotonic": the current method's bound through an isotonic map, stored as {"learner":
+    "isotonic", "x", "y"}), with its options if given (``learner_spec``: "blend(l2=30,depth=2)")."""
+    name, options = learner_spec(learner)
+    if name == "logistic":
+        return em.fit_logistic(x, y, weight=weight, **options)
+    if name == "trees":
+        ints = {k: int(v) for k, v in options.items() if k in ("trees", "depth", "leaf")}
+        return em.fit_trees(x, y, weight=weight, **{**options, **ints})
+    if name == "blend":
+        parts = []
+        for part in LEARNERS:
+            own = ",".join(f"{k}={v:g}" for k, v in options.items() if k in LEARNER_OPTIONS[part])
+            parts.append(fit_window(f"{part}({own})", x, y, weight, bound))
         return {"learner": "blend", "parts": parts}
-    if learner == "isotonic":
-        return {"learner": "isotonic", **fit_isotonic(bound, y)}
-    raise ValueError(f"unknown learner {learner!r}")
+    return {"learner": "isotonic", **fit_isotonic(bound, y)}
 
 
 def predict_window(params: dict, x: np.ndarray, bound: np.ndarray) -> np.ndarray:
@@ -202,42 +241,59 @@ def predict_window(params: dict, x: np.ndarray, bound: np.ndarray) -> np.ndarray
     return em.predict(params, x)
 
 
-def _folds(series: np.ndarray, k: int, seed: int) -> np.ndarray:
+def series_folds(series: np.ndarray, k: int, seed: int) -> np.ndarray:
     names = np.unique(series.astype(str))
     rng = np.random.default_rng(seed)
     fold_of = dict(zip(rng.permutation(names), np.arange(len(names)) % k, strict=True))
     return np.array([fold_of[s] for s in series.astype(str)])
 
 
-def cross_validate(data: dict, learners: Sequence[str] = (*LEARNERS, "isotonic"), *, folds: int = 5,
-                   seed: int = 0, kind: str = EVENT_KIND, features: Sequence[str] | None = None) -> dict:  # fmt: skip
-    """Held-out-series scores of each learner (and of the raw bound, "bound"): whole series are held
-    out per fold; every learner is fitted on the other folds (families weighted equally) and scored
-    on the held-out series, with the inputs ``features`` (a subset of event_model.FEATURES; None:
-    every column of the samples).
-    Returns {window: {learner: {"pooled": …, "families": {family: …}}}}."""
-    fold = _folds(data["series"], folds, seed)
+def out_of_fold(data: dict, learners: Sequence[str], *, fold: np.ndarray, kind: str = EVENT_KIND,
+                features: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+                ) -> dict[str, dict[str, np.ndarray]]:  # fmt: skip
+    """{window: {learner: P}}: each sample's probability from each learner fitted (families weighted
+    equally) on the samples of every other ``fold`` value; "bound" is the current method's. The
+    inputs: ``features`` (one list, or one per window as a stored model names them; None: every
+    column of the samples)."""
     fam = data["family"].astype(str)
-    cols = slice(None) if features is None else _columns(data, features)
+    shortcut = "blend" in learners and set(LEARNERS) <= set(learners)  # the blend of the plain parts
     out: dict = {}
     for name in data["x"]:
+        own = features.get(name) if isinstance(features, Mapping) else features
+        cols = slice(None) if own is None else _columns(data, own)
         x, y, bound = data["x"][name][:, cols], data["labels"][(kind, name)], data["bound"][name]
         preds = {learner: np.zeros(len(y)) for learner in learners}
-        for f in range(folds):
+        for f in np.unique(fold):
             train, test = fold != f, fold == f
-            if not test.any():
-                continue
             w = family_weights(fam[train])
             for learner in learners:
-                if learner == "blend" and set(LEARNERS) <= set(learners):
+                if learner == "blend" and shortcut:
                     continue  # the mean of its parts' predictions, below: the same fit, once
                 params = fit_window(learner, x[train], y[train], w, bound[train])
                 preds[learner][test] = predict_window(params, x[test], bound[test])
-            if "blend" in learners and set(LEARNERS) <= set(learners):
+            if shortcut:
                 preds["blend"][test] = np.mean([preds[part][test] for part in LEARNERS], axis=0)
         preds["bound"] = bound
-        out[name] = {learner: scores_by_family(p, y, fam) for learner, p in preds.items()}
+        out[name] = preds
     return out
+
+
+def cross_validate(data: dict, learners: Sequence[str] = (*LEARNERS, "isotonic"), *, folds: int = 5,
+                   seed: int = 0, kind: str = EVENT_KIND, features: Sequence[str] | None = None,
+                   groups: np.ndarray | None = None) -> dict:  # fmt: skip
+    """Held-out scores of each learner (and of the raw bound, "bound"): whole series are held out
+    per fold (``folds`` random folds of series), or, with ``groups`` (one label per sample, e.g. its
+    source), one group at a time; every learner is fitted on the other folds (families weighted
+    equally) and scored on the held-out samples, with the inputs ``features`` (a subset of
+    event_model.FEATURES; None: every column of the samples).
+    Returns {window: {learner: {"pooled": …, "families": {family: …}}}}."""
+    fold = series_folds(data["series"], folds, seed) if groups is None else np.unique(groups.astype(str), return_inverse=True)[1]
+    fam = data["family"].astype(str)
+    preds = out_of_fold(data, learners, fold=fold, kind=kind, features=features)
+    return {
+        name: {learner: scores_by_family(p, data["labels"][(kind, name)], fam) for learner, p in by.items()}
+        for name, by in preds.items()
+    }
 
 
 def scores_by_family(p: np.ndarray, event: np.ndarray, family: np.ndarray) -> dict:

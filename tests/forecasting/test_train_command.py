@@ -149,3 +149,22 @@ def em_window_features(model: dict, window: str) -> list[str]:
     from forecasting.engine.event_model import window_features
 
     return window_features(model, model["windows"][window])
+
+
+@pytest.mark.django_db
+def test_fit_event_model_takes_a_learner_with_options(tmp_path):
+    from django.core.management import call_command
+
+    model_dir = tiny_model_folder(tmp_path)
+    call_command("fit_event_model", "--model", str(model_dir), "--simulated", "3", "--days", "3", "--seed", "5",
+                 "--part", "all", "--learner", "blend(l2=30,trees=7,depth=2)", stdout=io.StringIO())  # fmt: skip
+    logistic, trees = folders.read_event_model(model_dir)["windows"]["8h"]["parts"]
+    assert logistic["learner"] == "logistic" and trees["learner"] == "trees" and len(trees["trees"]) == 7
+
+
+def test_fit_event_model_refuses_a_learner_option_naming_it(tmp_path):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="takes no option 'depth=2'"):
+        call_command("fit_event_model", "--model", str(tmp_path), "--learner", "logistic(depth=2)")

@@ -30,6 +30,7 @@ recall_15m, median_lead_minutes, false_alerts_per_server_day, alert_minutes_per_
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
@@ -69,6 +70,15 @@ SIMULATION_START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday; fixed so runs a
 def newest_model_folder(models_dir: Path) -> Path | None:
     folders = sorted(p for p in Path(models_dir).glob("tft_model_*") if p.is_dir())
     return folders[-1] if folders else None
+
+
+def _learner(text: str) -> str:
+    """--learner: a learner spec the event training accepts; argparse reports what is wrong with it."""
+    try:
+        event_training.learner_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
 
 
 def _fmt(x: float, digits: int = 3) -> str:
@@ -142,9 +152,10 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--learner",
-            choices=[*event_training.LEARNERS, "blend"],
+            type=_learner,
             default=event_training.DEFAULT_LEARNER,
-            help="with --fit-event-model: the learner (default: the one that won on held-out series)",
+            help="with --fit-event-model: the learner, logistic, trees, blend (of the two) or isotonic, optionally "
+            "with options, e.g. 'blend(l2=30,depth=2,leaf=200)' (default: the one that won on held-out series)",
         )
         parser.add_argument(
             "--min-buckets",
