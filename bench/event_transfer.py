@@ -37,6 +37,7 @@ import numpy as np
 from forecasting.engine import event_model as em
 from forecasting.engine import event_training as et
 from forecasting.engine.folders import read_event_model
+from forecasting.engine.probability_scores import sources_equal
 from forecasting.engine.series import load_csv_dir
 from forecasting.engine.simulator import fleet_names, simulate_fleet_truth
 
@@ -61,15 +62,6 @@ def source_of_series(csv_dirs: list[Path], simulated: int, days: float, seed: in
 
 def _brief(scores: dict) -> dict:
     return {k: scores.get(k) for k in KEYS}
-
-
-def sources_equal(per_source: dict[str, dict]) -> dict:
-    """The mean over sources of each one's skill and AUC (its families weighted equally within it),
-    sources with an event only: what a new fleet can expect. Pooling families across sources lets
-    the source whose family is easiest (SMD's memory) stand for every fleet of that family."""
-    rows = [r for r in per_source.values() if r.get("events") and r.get("auc") is not None]
-    return {"sources": len(rows), "skill": float(np.mean([r["skill"] for r in rows])) if rows else None,
-            "auc": float(np.mean([r["auc"] for r in rows])) if rows else None}  # fmt: skip
 
 
 def scored(preds: dict, data: dict, source: np.ndarray) -> dict:

@@ -46,12 +46,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.event_transfer import sources_equal
 from forecasting.engine import backtest as bt
 from forecasting.engine import event_training as et
 from forecasting.engine import live_calibration as lc
 from forecasting.engine.folders import read_event_model
 from forecasting.engine.incidents import DEFAULT_MIN_BUCKETS, WINDOWS
+from forecasting.engine.probability_scores import sources_equal
 from forecasting.engine.series import load_csv_dir
 from forecasting.engine.simulator import fleet_names, simulate_fleet_truth
 

@@ -66,7 +66,7 @@ from forecasting.engine.probability import (
     limits_batch,
     recalibrated,
 )
-from forecasting.engine.probability_scores import RELIABILITY_BINS, family_pooled
+from forecasting.engine.probability_scores import RELIABILITY_BINS, family_pooled, sources_equal
 from forecasting.engine.probability_scores import probability_scores as _scores
 from forecasting.engine.series import SeriesWindow, fill_series
 from forecasting.engine.sources import source_rule
@@ -800,17 +800,29 @@ class _ProbSamples:
                 live[window] = self.live_served(window)
             served = {SERVED: live[window], self.setup.prior_key: np.concatenate(self.p[(self.setup.prior_key, window)]),
                       BOUND: recalibrated(kinds["calibrated"], (self.recalibration or {}).get(window))}  # fmt: skip
+            fleet = np.concatenate(self.clock[("fleet", window)])
             for kind, p in served.items():
-                out[rule][window][kind] = served_scores(p, e, family)
+                out[rule][window][kind] = served_scores(p, e, family, fleet)
         return out
 
 
-def served_scores(p: np.ndarray, event: np.ndarray, family: np.ndarray) -> dict[str, Any]:
+def served_scores(p: np.ndarray, event: np.ndarray, family: np.ndarray, fleet: np.ndarray | None = None) -> dict[str, Any]:
     """The served probabilities' scores pooled over families weighted equally, with
-    ``per_family`` beside them (each family's own unweighted scores)."""
+    ``per_family`` beside them (each family's own unweighted scores); with samples of more than one
+    ``fleet`` (a --csv-dir, a simulated fleet), also ``per_fleet`` (each fleet's own, its families
+    weighted equally) and ``fleets_equal`` (their mean: probability_scores.sources_equal)."""
     family = np.asarray(family).astype(str)
     groups = {f: (p[family == f], event[family == f]) for f in sorted(set(family.tolist()))}
-    return {**family_pooled(groups), "per_family": {f: _scores(a, b) for f, (a, b) in groups.items()}}
+    out = {**family_pooled(groups), "per_family": {f: _scores(a, b) for f, (a, b) in groups.items()}}
+    fleet = None if fleet is None else np.asarray(fleet).astype(str)
+    if fleet is not None and len(set(fleet.tolist())) > 1:
+        per_fleet = {}
+        for name in sorted(set(fleet.tolist())):
+            sel = fleet == name
+            own = {f: (p[sel & (family == f)], event[sel & (family == f)]) for f in sorted(set(family[sel].tolist()))}
+            per_fleet[name] = {k: v for k, v in family_pooled(own).items() if k != "reliability"}
+        out |= {"fleets_equal": sources_equal(per_fleet), "per_fleet": per_fleet}
+    return out
 
 
 def _anomaly_events(w: SeriesWindow, origins: np.ndarray, spans: Sequence, steps: int) -> np.ndarray:

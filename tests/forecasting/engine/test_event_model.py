@@ -1,6 +1,7 @@
 """The event model (engine.event_model, engine.event_training) and probability scores. No database."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -213,3 +214,10 @@ def test_history_share_is_the_smoothed_incident_share_the_history_inputs_carry()
     smoothed = (events + em.HISTORY_PRIOR_HOURS * em.HISTORY_PRIOR["8h"]) / (hours + em.HISTORY_PRIOR_HOURS)
     np.testing.assert_allclose(share, smoothed)
     assert share[2] == pytest.approx(em.HISTORY_PRIOR["8h"])  # no history: the prior rate
+
+
+def test_the_mean_over_sources_leaves_out_sources_without_events():
+    rows = {"a": {"events": 5, "skill": 0.3, "auc": 0.9}, "b": {"events": 2, "skill": -0.1, "auc": 0.7},
+            "c": {"events": 0, "skill": math.nan, "auc": None}}  # fmt: skip
+    assert ps.sources_equal(rows) == {"sources": 2, "skill": pytest.approx(0.1), "auc": pytest.approx(0.8)}
+    assert ps.sources_equal({}) == {"sources": 0, "skill": None, "auc": None}

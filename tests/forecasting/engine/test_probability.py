@@ -229,3 +229,28 @@ def test_the_backtest_history_of_a_series_holds_only_its_closed_windows():
     assert history["8h"][0, 0] > 0  # windows from 288 on that held the incident, closed by origin 600
     assert busy["8h"][-1, 0] > history["8h"][-1, 0]  # an incident every 100 steps: far more often
     assert np.all(history["8h"][:, 1] > 0)  # hours of history before every origin
+
+
+def test_each_fleet_is_scored_on_its_own_and_their_mean_is_reported():
+    rng = np.random.default_rng(3)
+    event = (rng.random(400) < 0.3).astype(float)
+    good, poor = np.where(event == 1, 0.8, 0.1), np.full(400, 0.3)
+    p = np.r_[good, poor]
+    out = bt.served_scores(p, np.r_[event, event], np.array(["cpu"] * 800), np.array(["a"] * 400 + ["b"] * 400))
+    a, b = out["per_fleet"]["a"], out["per_fleet"]["b"]
+    assert a["skill"] > 0.5 and b["auc"] == pytest.approx(0.5)
+    assert out["fleets_equal"] == {"sources": 2, "skill": pytest.approx((a["skill"] + b["skill"]) / 2),
+                                   "auc": pytest.approx((a["auc"] + b["auc"]) / 2)}  # fmt: skip
+
+
+def test_one_fleet_gets_no_per_fleet_scores():
+    assert "per_fleet" not in _busy_and_quiet({})["served"]
+
+
+def test_the_backtest_scores_each_fleet_of_a_replay():
+    r = _busy_and_quiet({"ec2_cpu_utilization_busy": "a", "ec2_network_in_quiet": "b"})["served"]
+    assert set(r["per_fleet"]) == {"a", "b"}
+    assert r["per_fleet"]["a"]["base_rate"] == 1.0 and r["per_fleet"]["b"]["events"] == 0
+    assert r["per_fleet"]["a"]["n"] + r["per_fleet"]["b"]["n"] == r["n"]
+    # every window of a has an incident and none of b has one: neither has a skill to average
+    assert r["fleets_equal"] == {"sources": 0, "skill": None, "auc": None}
