@@ -71,26 +71,46 @@ def fleet_readiness(*, now: datetime | None = None) -> Readiness:
     )
 
 
-def feed_totals() -> tuple[CounterTotals, int, int]:
+# (time.monotonic() when counted, servers tracked, servers ready): this process's last count.
+_server_counts: tuple[float, int, int] | None = None
+
+
+def feed_totals(*, settled: bool = False) -> tuple[CounterTotals, int, int]:
     """(counters, servers tracked, servers ready) in one round trip: the feed's response needs all
     three after every batch, and three ORM aggregates cost more than the batch's own writes.
     Tracked and ready count feeding servers only, as fleet_readiness does.
 
     It reads without folding: a batch leaves increments pending only when every one of its servers
     is counted tracked and ready already (ingest.services._pg_store_batch), so what is pending cannot
-    change these two counts; the feed counter is updated by every batch itself."""
+    change these two counts; the feed counter is updated by every batch itself. For the same reason
+    a ``settled`` batch's response reuses this process's server counts while they are younger than
+    TFT_FEED_SERVER_COUNTS_MAX_AGE_SECONDS (counting scans every server row); the counters are
+    always read."""
+    global _server_counts
+    memo = _server_counts
+    max_age = settings.TFT_FEED_SERVER_COUNTS_MAX_AGE_SECONDS
+    if settled and memo is not None and time.monotonic() - memo[0] < max_age:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {_COUNTER_SUMS}")
+            batches, records = cursor.fetchone()
+        return CounterTotals(batches=int(batches), records=int(records)), memo[1], memo[2]
     since = connection.ops.adapt_datetimefield_value(silent_since())
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT (SELECT COALESCE(SUM(batches), 0) FROM ingest_feedcounter), "
-            "(SELECT COALESCE(SUM(records), 0) FROM ingest_feedcounter), "
+            f"SELECT {_COUNTER_SUMS}, "
             "COALESCE(SUM(CASE WHEN last_received_at >= %s THEN 1 ELSE 0 END), 0), "
             "COALESCE(SUM(CASE WHEN last_received_at >= %s AND record_count >= %s THEN 1 ELSE 0 END), 0) "
             "FROM ingest_server",
             [since, since, settings.TFT_WARMUP_RECORDS],
         )
         batches, records, tracked, ready = cursor.fetchone()
+    _server_counts = (time.monotonic(), int(tracked), int(ready))
     return CounterTotals(batches=int(batches), records=int(records)), int(tracked), int(ready)
+
+
+_COUNTER_SUMS = (
+    "(SELECT COALESCE(SUM(batches), 0) FROM ingest_feedcounter), (SELECT COALESCE(SUM(records), 0) FROM ingest_feedcounter)"
+)
 
 
 def server_readiness_list(*, now: datetime | None = None) -> list[dict]:

@@ -265,7 +265,7 @@ def records_ingest(*, records: list[CleanRecord], received_at: datetime | None =
     if deferred:
         _fold_when_due()
 
-    totals, tracked, ready = feed_totals()
+    totals, tracked, ready = feed_totals(settled=deferred)
     return IngestResult(
         accepted=accepted,
         duplicates=len(records) - accepted,

@@ -40,6 +40,13 @@ def _alerts_open_at_once(settings):
             setattr(settings, f"TFT_ALERT_{name}_{severity}", 1)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_server_counts(monkeypatch):
+    """The feed response's server counts are kept per process for a moment (ingest.selectors.
+    feed_totals); each test starts from its own database, so none reuses another test's counts."""
+    monkeypatch.setattr("ingest.selectors._server_counts", None)
+
+
 @pytest.fixture
 def dev_mode(settings):
     """`make run`'s local mode: DEBUG on, no API key, so the guide's examples work verbatim."""

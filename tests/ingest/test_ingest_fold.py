@@ -199,3 +199,48 @@ def test_concurrent_settled_feeders_and_folders_stay_exact(settled):
     assert MetricRecord.objects.count() == len(servers) * (len(stamps) + 2)
     _assert_matches_raw_records()
     assert _pending() == 0
+
+
+def _another_process_adds_a_server(name: str) -> None:
+    now = datetime.now(UTC)
+    Server.objects.create(name=name, profile="generic", first_seen=now, last_seen=now, last_received_at=now,
+                          record_count=500)  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_a_settled_batch_reuses_this_process_recent_server_counts(settled):
+    settled.TFT_FEED_SERVER_COUNTS_MAX_AGE_SECONDS = 60.0
+    servers = [f"fdcnt{i:02d}" for i in range(4)]
+    _warm(servers)  # counted afresh: warming up
+    _another_process_adds_a_server("fdcnt-other")
+
+    result = records_ingest(records=_batch(servers, START + timedelta(seconds=10), 2))
+
+    assert _pending() == 1  # settled
+    assert (result.servers_tracked, result.servers_ready, result.window_size) == (4, 4, 12)
+
+
+@pytest.mark.django_db
+def test_server_counts_older_than_the_limit_are_counted_afresh(settled):
+    settled.TFT_FEED_SERVER_COUNTS_MAX_AGE_SECONDS = 0.0
+    servers = [f"fdage{i:02d}" for i in range(4)]
+    _warm(servers)
+    _another_process_adds_a_server("fdage-other")
+
+    result = records_ingest(records=_batch(servers, START + timedelta(seconds=10), 2))
+
+    assert _pending() == 1
+    assert (result.servers_tracked, result.servers_ready) == (5, 5)
+
+
+@pytest.mark.django_db
+def test_a_batch_that_is_not_settled_always_counts_afresh(settled):
+    settled.TFT_FEED_SERVER_COUNTS_MAX_AGE_SECONDS = 60.0
+    servers = [f"fdnew{i:02d}" for i in range(4)]
+    _warm(servers)
+    _another_process_adds_a_server("fdnew-other")
+
+    result = records_ingest(records=_batch([*servers, "fdnew-brand"], START + timedelta(seconds=10), 2))
+
+    assert _pending() == 0  # a new server: counted in its own transaction
+    assert (result.servers_tracked, result.servers_ready) == (6, 5)
