@@ -368,7 +368,7 @@ def _ranked_page(*, page: int, query: str, now: datetime) -> dict:
     listed = current.filter(server__name__icontains=needle) if needle else current
     ordered = listed.order_by("-prob_8h", F("peak_ratio").desc(nulls_last=True), "server__name")
     first = (page - 1) * FLEET_PAGE_ROWS
-    rows = [RankedRow(name, p8h, ratio or 0.0, origin, forecast_id, stale=origin < stale_cut)
+    rows = [RankedRow(name, p8h, ratio or 0.0, origin, forecast_id, stale=is_stale(origin, now=now))
             for forecast_id, name, p8h, ratio, origin in ordered.values_list(
                 "id", "server__name", "prob_8h", "peak_ratio", "origin")[first : first + FLEET_PAGE_ROWS]]  # fmt: skip
     return {"rows": rows, "matched": counts["matched"], "page_no": page, "pages": pages, "query": needle,
