@@ -221,7 +221,7 @@ TFT_SERVER_SILENT_AFTER_MINUTES = env_int("TFT_SERVER_SILENT_AFTER_MINUTES", 180
 # for the readers that fold first. At most 60 s: below the 5-minute silent margin of a settled server.
 TFT_INGEST_FOLD_AFTER_SECONDS = env_float("TFT_INGEST_FOLD_AFTER_SECONDS", 2.0, minimum=0.0, maximum=60.0)
 TFT_INGEST_FOLD_BEAT_SECONDS = env_int("TFT_INGEST_FOLD_BEAT_SECONDS", 10, minimum=1)
-# The feed response's servers_tracked / servers_ready count every server row: 11-17 ms at 100,000
+# The feed response's servers_tracked / servers_ready count every server row: 11-18 ms at 100,000
 # servers, on every batch (docs/ingest-guide-shape.md, round 5). A batch of settled servers cannot
 # change them, so its response may reuse this process's counts from up to this many seconds ago (a
 # server appearing through another process, or going silent, shows that much later); any other
