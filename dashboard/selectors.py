@@ -24,7 +24,7 @@ from django.conf import settings
 from django.db.models import Count, F, Max, Q
 
 from forecasting.alerts.selectors import alert_thresholds, alerts_open_counts
-from forecasting.engine.alert_rules import INCIDENT_METRIC
+from forecasting.engine.alert_rules import INCIDENT_METRIC, TREND_METRIC
 from forecasting.engine.series import dominant_state
 from forecasting.engine.serving import peak_ratios
 from forecasting.engine.spec import HORIZON, STEP_MINUTES
@@ -594,7 +594,7 @@ def _alert_rows(query) -> list[AlertRow]:
 
 ALERT_STATES = tuple(s.value for s in Alert.State)
 ALERT_SEVERITIES = tuple(s.value for s in Alert.Severity)
-ALERT_METRICS = (*METRICS, INCIDENT_METRIC)  # a server's incident_prob alert is its "incident" one
+ALERT_METRICS = (*METRICS, TREND_METRIC, INCIDENT_METRIC)  # a server's trend and incident_prob alerts: "trend", "incident"
 
 
 def alerts_board(*, state: str = "", severity: str = "", metric: str = "", server: str = "") -> dict:

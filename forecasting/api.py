@@ -120,12 +120,14 @@ class AlertSerializer(serializers.Serializer):
     server = serializers.CharField()
     metric = serializers.CharField(
         help_text="cpu_pct, mem_pct, disk_io_mb_s or latency_ms (guide names with ?names=guide); "
-        "incident for the server's incident-probability alert (rule incident_prob)"
+        "incident for the server's incident-probability alert (rule incident_prob); trend for its trend "
+        "alert (rule trend_projection: the message names the metric)"
     )
     severity = serializers.ChoiceField(choices=["warning", "critical"])
     state = serializers.ChoiceField(choices=["active", "acknowledged"])
-    rule = serializers.CharField(help_text="p50_critical, p50_warning, p90_early_warning or incident_prob")
-    predicted_value = serializers.FloatField(help_text="the metric's forecast peak; for incident_prob, P(8 h) in %")
+    rule = serializers.CharField(help_text="p50_critical, p50_warning, p90_early_warning, trend_projection or incident_prob")
+    predicted_value = serializers.FloatField(help_text="the metric's forecast peak; for incident_prob, P(8 h) in %; "
+                                             "for trend_projection, the line's value at its reach")
     threshold = serializers.FloatField(help_text="the limit it reached; for incident_prob, its threshold in %")
     steps_ahead = serializers.IntegerField()
     minutes_ahead = serializers.IntegerField()

@@ -159,7 +159,7 @@ class Alert(models.Model):
     metric = models.CharField(max_length=32)
     severity = models.CharField(max_length=16, choices=Severity.choices)
     state = models.CharField(max_length=16, choices=State.choices, default=State.ACTIVE)
-    rule = models.CharField(max_length=32, help_text="p50_warning, p50_critical, p90_early_warning or incident_prob (metric \"incident\")")
+    rule = models.CharField(max_length=32, help_text="p50_warning, p50_critical, p90_early_warning, trend_projection or incident_prob (metric \"incident\")")
     predicted_value = models.FloatField()
     threshold = models.FloatField()
     steps_ahead = models.IntegerField()

@@ -363,6 +363,21 @@ TFT_ALERT_INCIDENT_PROB_SOURCE = env_choice("TFT_ALERT_INCIDENT_PROB_SOURCE", "m
 TFT_ALERT_INCIDENT_PROB_RISE = env_float("TFT_ALERT_INCIDENT_PROB_RISE", alert_rules.PROB_RISE, minimum=0.0)
 TFT_ALERT_INCIDENT_OPEN_AFTER = env_int("TFT_ALERT_INCIDENT_OPEN_AFTER", 1, minimum=1, maximum=288)
 TFT_ALERT_INCIDENT_RESOLVE_AFTER = env_int("TFT_ALERT_INCIDENT_RESOLVE_AFTER", 36, minimum=1, maximum=288)
+# The trend rule (engine.alert_rules, rule trend_projection, metric "trend": one warning per server, for
+# whichever metric trends): the line through the last FIT minutes of a metric, drawn REACH minutes ahead,
+# reaches its critical limit, did so at each 5-minute bucket of the last HOLD minutes, and is already at
+# NEAR × that limit (0: anywhere). Read from the values, so it warns of the ramps the forecast damps (the
+# TFT and its blend revert to the usual level). Under the forecast rules' hysteresis. Defaults chosen on
+# the development replays only (README "The trend rule"): 2 h, 4 h, 15 min, 0. Off: no trend alerts.
+TFT_ALERT_TREND = env_bool("TFT_ALERT_TREND", True)
+TFT_ALERT_TREND_FIT_MINUTES = env_int("TFT_ALERT_TREND_FIT_MINUTES", alert_rules.TREND_FIT_STEPS * STEP_MINUTES,
+                                      minimum=2 * STEP_MINUTES, maximum=1440)  # fmt: skip
+TFT_ALERT_TREND_REACH_MINUTES = env_int("TFT_ALERT_TREND_REACH_MINUTES",
+                                        alert_rules.TREND_REACH_STEPS * STEP_MINUTES, minimum=STEP_MINUTES,
+                                        maximum=1440)  # fmt: skip
+TFT_ALERT_TREND_HOLD_MINUTES = env_int("TFT_ALERT_TREND_HOLD_MINUTES", alert_rules.TREND_HOLD_STEPS * STEP_MINUTES,
+                                       minimum=STEP_MINUTES, maximum=240)  # fmt: skip
+TFT_ALERT_TREND_NEAR = env_float("TFT_ALERT_TREND_NEAR", alert_rules.TREND_NEAR, minimum=0.0, maximum=0.99)
 # A server's alert that opens again within this many minutes of resolving counts as a flap
 # (tft_alert_flaps_total{server} in /metrics).
 TFT_ALERT_FLAP_WINDOW_MINUTES = env_int("TFT_ALERT_FLAP_WINDOW_MINUTES", 60, minimum=1)

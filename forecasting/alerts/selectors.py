@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db.models import Count
 
-from forecasting.engine.alert_rules import Hysteresis
+from forecasting.engine.alert_rules import Hysteresis, Trend
 from forecasting.engine.spec import DEFAULT_THRESHOLDS, STEP_MINUTES
 from forecasting.models import Alert, AlertNotification, AlertThreshold
 
@@ -35,6 +35,17 @@ def incident_hysteresis() -> Hysteresis:
     """The incident_prob alert's hysteresis (TFT_ALERT_INCIDENT_OPEN_AFTER / _RESOLVE_AFTER, both severities)."""
     k, m = settings.TFT_ALERT_INCIDENT_OPEN_AFTER, settings.TFT_ALERT_INCIDENT_RESOLVE_AFTER
     return Hysteresis({"warning": k, "critical": k}, {"warning": m, "critical": m})
+
+
+def alert_trend() -> Trend | None:
+    """The served trend rule (TFT_ALERT_TREND and its _FIT / _REACH / _HOLD_MINUTES, in 5-minute
+    buckets, rounded up, and _NEAR); None when it is off."""
+    if not settings.TFT_ALERT_TREND:
+        return None
+    fit, reach, hold = (-(-minutes // STEP_MINUTES) for minutes in (
+        settings.TFT_ALERT_TREND_FIT_MINUTES, settings.TFT_ALERT_TREND_REACH_MINUTES,
+        settings.TFT_ALERT_TREND_HOLD_MINUTES))  # fmt: skip
+    return Trend(fit, reach, hold, settings.TFT_ALERT_TREND_NEAR)
 
 
 def early_warning_steps() -> int:

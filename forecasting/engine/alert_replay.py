@@ -72,11 +72,15 @@ from forecasting.engine.alert_rules import (
     PROB_RISE,
     PROB_SOURCES,
     PROB_TAU,
+    TREND_METRIC,
+    TREND_RULE,
     Hysteresis,
+    Trend,
     alert_episodes,
     incident_prob_codes,
     recent_mean,
     severity_codes,
+    trend_crossing,
 )
 from forecasting.engine.backtest import (
     PROB_WINDOWS,
@@ -115,9 +119,28 @@ FORECAST_MODEL = FORECAST_SOURCES[1]
 PROB_TAUS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)  # what --alert-frontier sweeps
 PROB_LIFTS: tuple[float, ...] = (0.0, 1.5)  # the lifts --alert-frontier sweeps with each tau (--alert-prob-lifts)
 RAW_RULE = "raw_forecast"  # the forecast rules on the model's own quantiles (before the blend and calibration)
+# The trend rule (with a trend): served as the server's own alert (``TREND_SERVER``: one per series
+# for any metric trending to its limit, under the forecast rules' hysteresis), beside the forecast
+# rules' alerts and incident_prob's. Also replayed: per metric alone (``TREND_RULE``), and the ways of
+# serving it that were compared on the development replays (README "The trend rule"): on each metric's
+# own alert with the forecast rules (``TREND_MERGED``, and served with it, "served_trend_merged"), as
+# a separate alert per metric ("served_trend_per_metric"), without the forecast rules ("trend_prob"),
+# and served without it ("served_without_trend").
+TREND_SERVER = TREND_METRIC
+TREND_MERGED = "forecast_and_trend"
+TREND_UNIONS: dict[str, tuple[str, ...]] = {
+    "served_without_trend": ("served_forecast", PROB_RULE),
+    "served_trend_per_metric": ("served_forecast", TREND_RULE, PROB_RULE),
+    "served_trend_merged": (TREND_MERGED, PROB_RULE),
+    "trend_prob": (TREND_SERVER, PROB_RULE),
+}
 REPLAY_RULES: tuple[str, ...] = (
     "served",
     "served_forecast",
+    TREND_SERVER,
+    TREND_RULE,
+    TREND_MERGED,
+    *TREND_UNIONS,
     RAW_RULE,
     "static_threshold",
     "predict_linear",
@@ -125,7 +148,7 @@ REPLAY_RULES: tuple[str, ...] = (
     PROB_RULE,
     "served_p50_prob",
 )
-SERIES_RULES = frozenset({PROB_RULE})  # rules that raise one alert per series, not per metric (and "rule@tau")
+SERIES_RULES = frozenset({PROB_RULE, TREND_SERVER})  # rules that raise one alert per series, not per metric (and "rule@tau")
 SERVED_PARTS: tuple[str, ...] = ("served_forecast", PROB_RULE)  # "served": their alerts together
 # A diagnostic: served without the p90 early warning (what incident_prob leaves it to add).
 P50_PROB_PARTS: tuple[str, ...] = ("served_p50", PROB_RULE)
@@ -204,21 +227,14 @@ def static_codes(values: np.ndarray, origins: np.ndarray, critical: np.ndarray) 
 
 def linear_codes(values: np.ndarray, origins: np.ndarray, critical: np.ndarray, horizon: int = HORIZON) -> np.ndarray:
     """(n, C) 2 where the least-squares line over the last hour (missing buckets skipped), projected
-    `horizon` steps past the origin, is at or above critical (Prometheus predict_linear)."""
-    x = np.arange(-LINEAR_STEPS, 0, dtype=np.float64)
-    seg = values[np.clip(origins[:, None] + x[None, :].astype(np.int64), 0, len(values) - 1)]  # (n, L, C)
-    ok = np.isfinite(seg)
-    n_ok = ok.sum(axis=1)
-    xs = np.where(ok, x[None, :, None], 0.0)
-    ys = np.where(ok, seg, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mx, my = xs.sum(axis=1) / n_ok, ys.sum(axis=1) / n_ok
-        sxx = (np.where(ok, (x[None, :, None] - mx[:, None, :]) ** 2, 0.0)).sum(axis=1)
-        sxy = (np.where(ok, (x[None, :, None] - mx[:, None, :]) * (seg - my[:, None, :]), 0.0)).sum(axis=1)
-        slope = np.where(sxx > 0, sxy / sxx, 0.0)
-        projected = my + slope * (horizon - 1 - mx)  # the line at the horizon's last step
-    hot = (n_ok >= 2) & (np.nan_to_num(projected, nan=-np.inf) >= critical[None, :])
-    return np.where(hot, 2, 0)
+    `horizon` steps past the origin, is at or above critical (Prometheus predict_linear: the trend
+    rule's form with fit 1 h, reach `horizon`, hold 1)."""
+    return np.where(trend_crossing(values, origins, critical, Trend(LINEAR_STEPS, horizon, 1)), 2, 0)
+
+
+def trend_codes(values: np.ndarray, origins: np.ndarray, critical: np.ndarray, trend: Trend) -> np.ndarray:
+    """(n, C) 1 (warning, as served) where ``alert_rules.trend_crossing`` calls for the trend rule."""
+    return np.where(trend_crossing(values, origins, critical, trend), 1, 0)
 
 
 def score_alerts(
@@ -383,7 +399,7 @@ def _series_case(w: SeriesWindow, predict: Callable, metrics: Sequence[str], eve
                  thresholds: Mapping[str, dict] | None, levels: Sequence[float],
                  probability: Callable | None, serving: Callable | None = None,
                  early_steps: Sequence[int] = (), early: int | None = None,
-                 source: str = FORECAST_SOURCE) -> _Case | None:  # fmt: skip
+                 source: str = FORECAST_SOURCE, trend: Trend | None = None) -> _Case | None:  # fmt: skip
     origins = rolling_origins(len(w.values), test_fraction=test_fraction, every=every)
     if not len(origins):
         return None
@@ -401,6 +417,10 @@ def _series_case(w: SeriesWindow, predict: Callable, metrics: Sequence[str], eve
         "static_threshold": static_codes(y, origins, limits[1]),
         "predict_linear": linear_codes(y, origins, limits[1]),
     }
+    if trend is not None:
+        codes[TREND_RULE] = trend_codes(y, origins, limits[1], trend)
+        codes[TREND_SERVER] = codes[TREND_RULE].max(axis=1, keepdims=True)  # as served: the server's alert
+        codes[TREND_MERGED] = np.maximum(codes["served_forecast"], codes[TREND_RULE])
     sources = {"served_forecast": served}
     if inputs is not None:
         codes[RAW_RULE] = forecast_codes(q, cols, limits, levels, early_steps=early)
@@ -471,6 +491,7 @@ def alert_replay(
     early_steps: Sequence[int] = (),
     early: int | None = None,
     forecast_source: str = FORECAST_SOURCE,
+    trend: Trend | None = None,
 ) -> dict[str, Any]:
     """The replay of the module docstring. `predict(windows)` gives the forecasts (B, H, M, K) in
     METRICS order at quantile `levels`; `scored` maps a series to its metrics; `family_of` names a
@@ -493,7 +514,9 @@ def alert_replay(
     choose its reach and the forecast the rules read on development series); `early`: the
     served early warning's reach in steps (``TFT_ALERT_EARLY_WARNING_MINUTES``; None: the horizon);
     `forecast_source`: the forecast ``served_forecast`` and ``served_p50`` read (``TFT_ALERT_FORECAST_SOURCE``:
-    "served", or "model", the forecaster's own)."""
+    "served", or "model", the forecaster's own); `trend`: the served trend rule (``alert_rules.Trend``,
+    ``TFT_ALERT_TREND``), whose alert (one per series, ``trend``) ``served`` counts with the others',
+    beside the diagnostics of ``TREND_UNIONS``; None: off."""
     rules = {
         "served_forecast": hysteresis,
         "static_threshold": IMMEDIATE,
@@ -501,11 +524,16 @@ def alert_replay(
         "served_p50": hysteresis,
         **({PROB_RULE: prob_hysteresis or hysteresis} if probability is not None else {}),
         **({RAW_RULE: hysteresis} if serving is not None else {}),
+        **(dict.fromkeys((TREND_SERVER, TREND_RULE, TREND_MERGED), hysteresis) if trend is not None else {}),
     }
     variant_rules = ("served_forecast", RAW_RULE) if serving is not None else ("served_forecast",)
     rules.update({early_rule(s, r): hysteresis for s in early_steps for r in variant_rules})
-    served_parts = SERVED_PARTS if probability is not None and serve_prob else SERVED_PARTS[:1]
+    served_parts = (*SERVED_PARTS[:1], *((TREND_SERVER,) if trend is not None else ()),
+                    *(SERVED_PARTS[1:] if probability is not None and serve_prob else ()))  # fmt: skip
     unions = {"served": served_parts, **({"served_p50_prob": P50_PROB_PARTS} if probability is not None else {})}
+    if trend is not None:
+        unions.update({name: tuple(p for p in parts if p in rules and (p != PROB_RULE or serve_prob))
+                       for name, parts in TREND_UNIONS.items()})  # fmt: skip
     unions.update({
         _early_union(s, r): (early_rule(s, r), *served_parts[1:]) for s in early_steps for r in variant_rules
     })  # fmt: skip
@@ -515,7 +543,7 @@ def alert_replay(
     n_origins = 0
     case_of = partial(_series_case, every=every, test_fraction=test_fraction, thresholds=thresholds, levels=levels,
                       probability=probability, serving=serving, early_steps=early_steps, early=early,
-                      source=forecast_source)  # fmt: skip
+                      source=forecast_source, trend=trend)  # fmt: skip
     cases = [c for w in series if (c := case_of(w, predict, scored[w.server]))]
     if probability is not None and prob_source == PROB_SOURCE_SERVED:
         _map_probabilities(cases, clocks or {}, live or lc.LiveMapConfig(), every=every, min_buckets=min_buckets)
@@ -593,6 +621,12 @@ def alert_replay(
             "served": list(served_parts),
             "forecast": _forecast_read(serving, forecast_source),
             "early_warning_minutes": (HORIZON if early is None else early) * STEP_MINUTES,
+            "trend": None if trend is None else {
+                "fit_minutes": trend.fit * STEP_MINUTES,
+                "reach_minutes": trend.reach * STEP_MINUTES,
+                "hold_minutes": trend.hold * STEP_MINUTES,
+                "near": trend.near,
+            },
             "min_buckets": min_buckets,
             "warn_minutes": WARN_STEPS * STEP_MINUTES,
             **(

@@ -8,7 +8,12 @@ Alert rules, per server and metric, over the forecast horizon:
 `steps_ahead` is the first step (1 = the next 5 minutes) at which the rule's quantile reaches its
 threshold; `predicted_value` is that quantile's peak over the horizon.
 
-And one rule per server, not per metric (``INCIDENT_METRIC``):
+And rules per server, not per metric:
+- `trend_projection` (warning, ``TREND_METRIC``): the line through a metric's recent values, projected
+  a few hours ahead, reaches its critical threshold and has for the last few buckets
+  (``trend_crossing``; read from the values, not the forecast: the held linear projection a
+  Prometheus rule would make, tuned on the development replays). One alert per server, naming the
+  metric that reaches its limit first, under the forecast rules' hysteresis. (``INCIDENT_METRIC``):
 - `incident_prob` (warning): the probability that an incident starts within 8 h (the folder's event
   model, before the live map: what the replay measured) is at or above ``incident_prob_threshold``
   — ``PROB_TAU``, raised to ``PROB_LIFT`` × the server's own incident base rate and to ``PROB_RISE``
@@ -253,6 +258,18 @@ def incident_candidate(*, server: str, p: float, share: float | None, tau: float
     }
 
 
+def first_trend(candidates: list[dict]) -> list[dict]:
+    """The server's one trend candidate: the metric that reaches its limit first, naming the others
+    that trend too; [] without any."""
+    if not candidates:
+        return []
+    first = min(candidates, key=lambda c: c["steps_ahead"])
+    others = [c["trending"] for c in candidates if c is not first]
+    if others:
+        first = {**first, "message": with_drivers(first["message"], f"also trending: {', '.join(others)}")}
+    return [first]
+
+
 def top_severity(candidates: list[dict]) -> str | None:
     """The highest severity among a server × metric's candidates (None: none)."""
     codes = [SEVERITY_CODE[c["severity"]] for c in candidates]
@@ -327,3 +344,104 @@ def alert_episodes(codes: np.ndarray, rule: Hysteresis) -> list[tuple[int, int]]
     if streak.severity is not None:
         out.append((first, len(codes)))
     return out
+
+
+# --- The trend rule: a held linear projection of the recent values ------------------------------------
+#
+# `trend_projection` (warning, per metric): the least-squares line through the last ``fit`` buckets
+# (missing ones skipped; at least 2 present, as Prometheus), drawn ``reach`` buckets past the last one,
+# reaches the critical limit — and did so at each of the last ``hold`` bucket ends (a projection that
+# held for that long, not one noisy bucket's). Prometheus' ``predict_linear(x[1h], 8h) >= critical``
+# is fit 12, reach 96, hold 1 (the replay's ``predict_linear`` reference). Read from the values
+# alone, so the service (from the forecast's context) and the replay (at any stride) compute the same
+# thing. Its alert is the server's (metric ``TREND_METRIC``; on each metric's own alert, merged with
+# the forecast rules', it warned less: a forecast rule's standing alert swallowed the trend's warning).
+# Defaults chosen on the development replays only (README "The trend rule",
+# bench/results/alert_replay/trend_choice_r9.json: `python -m bench.trend_choice`, 240 settings): the
+# highest recall, as a mean over the 5 development sources, within the false alerts the 0.5-a-day
+# bound leaves after the other served rules (0.25 a day) — fit 2 h, reach 4 h, hold 15 min, near 0:
+# 0.400 recall at 0.247 false alerts a day alone, and served with the others 0.474 at 0.497 (0.300
+# at 0.250 without it), where predict_linear's best point within 0.5 (over every K / M of the
+# replay's frontier) warned 0.103.
+TREND_RULE = "trend_projection"
+TREND_METRIC = "trend"  # the alert's "metric": the server's trend alert, for whichever metric trends
+TREND_FIT_STEPS = 24
+TREND_REACH_STEPS = 48
+TREND_HOLD_STEPS = 3
+TREND_NEAR = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Trend:
+    fit: int = TREND_FIT_STEPS  # buckets the line is fitted on
+    reach: int = TREND_REACH_STEPS  # buckets past the last one the line is drawn to
+    hold: int = TREND_HOLD_STEPS  # consecutive bucket ends at which it must reach the limit
+    near: float = TREND_NEAR  # and the line at the next bucket must be at least this share of the limit
+
+    def __post_init__(self):
+        if min(self.fit, self.reach, self.hold) < 1 or self.fit < 2 or not 0.0 <= self.near < 1.0:
+            raise ValueError(f"trend needs fit >= 2, reach >= 1, hold >= 1, 0 <= near < 1, got {self}")
+
+
+def trend_projection(values: np.ndarray, ends: np.ndarray, trend: Trend) -> np.ndarray:
+    """(n, C) the line through ``values[e - fit : e]`` (values (T, C), missing as NaN) at bucket
+    ``e - 1 + reach``, for each end ``e`` of `ends` (n,); NaN where fewer than 2 buckets are present."""
+    x = np.arange(-trend.fit, 0, dtype=np.float64)
+    idx = np.asarray(ends, dtype=np.int64)[:, None] + x[None, :].astype(np.int64)
+    seg = np.where((idx >= 0)[:, :, None], values[np.clip(idx, 0, len(values) - 1)], np.nan)  # (n, fit, C)
+    ok = np.isfinite(seg)
+    n_ok = ok.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx = np.where(ok, x[None, :, None], 0.0).sum(axis=1) / n_ok
+        my = np.where(ok, seg, 0.0).sum(axis=1) / n_ok
+        dx = np.where(ok, x[None, :, None] - mx[:, None, :], 0.0)
+        sxx = (dx**2).sum(axis=1)
+        slope = np.where(sxx > 0, (dx * np.where(ok, seg - my[:, None, :], 0.0)).sum(axis=1) / sxx, 0.0)
+        line = my + slope * (trend.reach - 1 - mx)
+    return np.where(n_ok >= 2, line, np.nan)
+
+
+def trend_crossing(values: np.ndarray, ends: np.ndarray, critical: np.ndarray, trend: Trend) -> np.ndarray:
+    """(n, C) bool: the projection reached `critical` (C,) at each of the ``hold`` bucket ends up to
+    each end of `ends`."""
+    ends = np.asarray(ends, dtype=np.int64)
+    held = np.ones((len(ends), values.shape[1]), dtype=bool)
+    for back in range(trend.hold):
+        line = trend_projection(values, ends - back, trend)
+        with np.errstate(invalid="ignore"):
+            held &= np.nan_to_num(line, nan=-np.inf) >= critical[None, :]
+    if trend.near > 0:
+        now = trend_projection(values, ends, Trend(trend.fit, 1, 1))
+        with np.errstate(invalid="ignore"):
+            held &= np.nan_to_num(now, nan=-np.inf) >= trend.near * critical[None, :]
+    return held
+
+
+def trend_candidate(*, server: str, metric: str, values: np.ndarray, limits: Limits, trend: Trend,
+                    step_minutes: int) -> dict | None:  # fmt: skip
+    """The trend rule's alert candidate (warning, the server's ``TREND_METRIC`` alert) for one metric's
+    recent values (oldest first), or None. ``steps_ahead``: when the current line reaches the critical
+    limit."""
+    ends = np.array([len(values)])
+    col = np.asarray(values, dtype=np.float64)[:, None]
+    if not trend_crossing(col, ends, np.array([limits.critical]), trend)[0, 0]:
+        return None
+    projected = float(trend_projection(col, ends, trend)[0, 0])
+    now = float(trend_projection(col, ends, Trend(trend.fit, 1, 1))[0, 0])  # the line at the next bucket
+    per_step = (projected - now) / max(trend.reach - 1, 1)
+    step = 1 if now >= limits.critical or per_step <= 0 else 1 + int(np.ceil((limits.critical - now) / per_step))
+    step = min(step, trend.reach)
+    minutes = step * step_minutes
+    return {
+        "metric": TREND_METRIC,
+        "trending": metric,  # the metric whose line reaches its limit (named in the message)
+        "severity": "warning",
+        "rule": TREND_RULE,
+        "predicted_value": round(projected, 2),
+        "threshold": round(limits.critical, 2),
+        "steps_ahead": step,
+        "minutes_ahead": minutes,
+        "message": (f"{server}: {metric} trending to its critical limit {limits.critical:.1f} in {lead_time(minutes)} "
+                    f"(the last {trend.fit * step_minutes} min projected: {projected:.1f} in "
+                    f"{lead_time(trend.reach * step_minutes)})")[:MESSAGE_MAX],
+    }  # fmt: skip

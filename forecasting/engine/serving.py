@@ -57,6 +57,16 @@ def padded_context(windows: list) -> np.ndarray:
     return out
 
 
+def _trending(context: np.ndarray, critical: np.ndarray, trend_rule: rules.Trend | None) -> np.ndarray:
+    """(N, M) the trend rule on each server's recent values, every server × metric at once (each a
+    column of one (CONTEXT, N × M) array); all False without a rule."""
+    n, steps, m = context.shape
+    if trend_rule is None or not n:
+        return np.zeros((n, m), dtype=bool)
+    columns = context.transpose(1, 0, 2).reshape(steps, n * m)
+    return rules.trend_crossing(columns, np.array([steps]), critical.reshape(n * m), trend_rule).reshape(n, m)
+
+
 def _rounded(a: np.ndarray) -> np.ndarray:
     """The payload's values: 3 decimals, as float64 (rounded once per chunk, listed per server)."""
     return np.round(a.astype(np.float64), 3)
@@ -78,11 +88,14 @@ class _FleetArrays:
     rule_p50: np.ndarray
     rule_p90: np.ndarray
     rule_source: list[str]  # per server: "model" where the rules read the model's own, else "served"
+    context: np.ndarray  # (N, CONTEXT, M) the recent values, right-aligned (padded_context)
+    trending: np.ndarray  # (N, M) bool: the trend rule calls for a warning (alert_rules.trend_crossing)
+    trend_rule: rules.Trend | None = None
     shown: dict = field(default_factory=dict)  # p10 / p50 / p90 as the payload lists them (_rounded)
 
     @classmethod
     def of(cls, windows: list, quantiles: np.ndarray, thresholds: dict,
-           rule_quantiles: np.ndarray | None = None) -> _FleetArrays:  # fmt: skip
+           rule_quantiles: np.ndarray | None = None, trend_rule: rules.Trend | None = None) -> _FleetArrays:  # fmt: skip
         context = padded_context(windows)
         warning, critical = limits_batch(context, thresholds, TARGETS)
         p10, p50, p90 = (quantiles[..., _SERVED_INDEX[label]] for label in ("p10", "p50", "p90"))
@@ -95,7 +108,8 @@ class _FleetArrays:
             rule_p50 = np.where(own[:, None, None], rule_quantiles[..., 0], p50)
             rule_p90 = np.where(own[:, None, None], rule_quantiles[..., 1], p90)
         return cls(p10, p50, p90, np.where(np.isnan(current), 0.0, current), trend, warning, critical, probs,
-                   rule_p50, rule_p90, ["model" if o else "served" for o in own])  # fmt: skip
+                   rule_p50, rule_p90, ["model" if o else "served" for o in own], context,
+                   _trending(context, critical, trend_rule), trend_rule)  # fmt: skip
 
     def metric_payload(self, i: int, m: int) -> dict:
         return {
@@ -124,8 +138,10 @@ class _FleetArrays:
         }
 
     def flagged(self) -> np.ndarray:
-        """Servers whose forecast reaches a limit somewhere: only they need the alert rules."""
-        return ((self.rule_p50.max(axis=1) >= self.warning) | (self.rule_p90.max(axis=1) >= self.critical)).any(axis=1)
+        """Servers whose forecast reaches a limit somewhere, or whose trend does: only they need the
+        alert rules."""
+        reached = (self.rule_p50.max(axis=1) >= self.warning) | (self.rule_p90.max(axis=1) >= self.critical)
+        return (reached | self.trending).any(axis=1)
 
     def rising(self) -> np.ndarray:
         """Servers whose median forecast closes at least half the gap from the current value to the
@@ -136,13 +152,17 @@ class _FleetArrays:
         return ((gap > 0) & (climb >= RISING_SHARE * gap)).any(axis=1)
 
     def candidates(self, i: int, server: str, early_steps: int | None = None) -> list[dict]:
-        out = []
+        out, trends = [], []
         for m, metric in enumerate(TARGETS):
             limits = rules.Limits(float(self.warning[i, m]), float(self.critical[i, m]))
             out += rules.alert_candidates(server, metric, self.rule_p50[i, :, m], self.rule_p90[i, :, m], limits,
                                           STEP_MINUTES, early_steps=early_steps,
                                           source=self.rule_source[i])  # fmt: skip
-        return out
+            if self.trending[i, m]:
+                candidate = rules.trend_candidate(server=server, metric=metric, values=self.context[i, :, m],
+                                                  limits=limits, trend=self.trend_rule, step_minutes=STEP_MINUTES)  # fmt: skip
+                trends += [candidate] if candidate is not None else []
+        return out + rules.first_trend(trends)
 
 
 def peak_ratios(summary: dict) -> tuple[dict[str, float], str | None, float]:
@@ -170,6 +190,7 @@ def serve_forecasts(
     *,
     early_steps: int | None = None,
     rule_quantiles: np.ndarray | None = None,
+    trend: rules.Trend | None = None,
 ) -> list[ServedForecast]:
     """Payload, summary, probabilities and alert candidates for N forecasts (N, H, M, K), vectorised
     across servers so scoring 1,000 servers costs about as much as a few dozen numpy calls. The
@@ -177,8 +198,9 @@ def serve_forecasts(
     last value (blend_weights, the model's weight (N, M, bands)) each forecast was served with.
     ``early_steps``: how far ahead the p90 early warning looks (None: the whole horizon);
     ``rule_quantiles`` (N, H, M, 2): the p50 / p90 the alert rules read instead of the served ones
-    (the model's own, TFT_ALERT_FORECAST_SOURCE=model; a row of NaN reads the served forecast)."""
-    scores = _FleetArrays.of(windows, quantiles, thresholds, rule_quantiles)
+    (the model's own, TFT_ALERT_FORECAST_SOURCE=model; a row of NaN reads the served forecast);
+    ``trend``: the trend rule on each server's recent values (None: off)."""
+    scores = _FleetArrays.of(windows, quantiles, thresholds, rule_quantiles, trend)
     flagged = scores.flagged()
     explain = flagged | scores.rising()
     out = []

@@ -21,7 +21,7 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 
-from forecasting.alerts.selectors import alert_thresholds, early_warning_steps
+from forecasting.alerts.selectors import alert_thresholds, alert_trend, early_warning_steps
 from forecasting.engine import alert_rules as rules
 from forecasting.engine.blend import blend_weights, default_blend, served_blend
 from forecasting.engine.calibration import apply_calibration
@@ -394,7 +394,7 @@ def prediction_chunk_execute(*, run_id: int, server_ids: list[int], explain: str
     started = time.perf_counter()
     scored = serve_forecasts([sw.window for sw in windows], forecast.quantiles, alert_thresholds(), forecast.log_factors,
                              forecast.blend_weights, early_steps=early_warning_steps(),
-                             rule_quantiles=_rule_quantiles(forecast))  # fmt: skip
+                             rule_quantiles=_rule_quantiles(forecast), trend=alert_trend())  # fmt: skip
     history = _recalibrate_probabilities(forecast, scored)
     # Issue 22: the live map learnt from recorded outcomes, over the model's probabilities (its prior).
     priors = live_probabilities_apply(profiles=[sw.window.profile for sw in windows], scored=scored)

@@ -43,7 +43,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from forecasting.alerts.selectors import alert_hysteresis, early_warning_steps, incident_hysteresis
+from forecasting.alerts.selectors import alert_hysteresis, alert_trend, early_warning_steps, incident_hysteresis
 from forecasting.engine import alert_replay, event_training, incidents
 from forecasting.engine import backtest as bt
 from forecasting.engine.alert_rules import PROB_SOURCES, SEVERITIES, Hysteresis
@@ -182,6 +182,10 @@ class Command(BaseCommand):
         )
         parser.add_argument("--json", action="store_true", help="print the result as JSON only")
         parser.add_argument("--no-alerts", action="store_true", help="skip the alert replay")
+        parser.add_argument(
+            "--no-alert-trend", action="store_true",
+            help="alert replay: serve the forecast rules without the trend rule (TFT_ALERT_TREND_* set it otherwise)",
+        )  # fmt: skip
         parser.add_argument(
             "--alert-every",
             type=int,
@@ -604,6 +608,7 @@ def _alert_replay(source: BacktestSource, forecaster, opts: dict, model_path: Pa
         early_steps=early,
         early=served_early,
         forecast_source=settings.TFT_ALERT_FORECAST_SOURCE,
+        trend=None if opts["no_alert_trend"] else alert_trend(),
     )
 
 

@@ -287,3 +287,19 @@ def test_the_early_warnings_reach_is_the_setting_in_forecast_steps_rounded_up(se
     assert early_warning_steps() == 24
     settings.TFT_ALERT_EARLY_WARNING_MINUTES = 122
     assert early_warning_steps() == 25
+
+
+def test_the_trend_rule_is_the_settings_in_buckets_rounded_up(settings):
+    from forecasting.alerts.selectors import alert_trend
+    from forecasting.engine.alert_rules import Trend
+
+    settings.TFT_ALERT_TREND_FIT_MINUTES, settings.TFT_ALERT_TREND_REACH_MINUTES = 120, 241
+    settings.TFT_ALERT_TREND_HOLD_MINUTES, settings.TFT_ALERT_TREND_NEAR = 15, 0.5
+    assert alert_trend() == Trend(fit=24, reach=49, hold=3, near=0.5)
+
+
+def test_no_trend_rule_when_it_is_off(settings):
+    from forecasting.alerts.selectors import alert_trend
+
+    settings.TFT_ALERT_TREND = False
+    assert alert_trend() is None

@@ -17,8 +17,9 @@ from forecasting.engine.alert_replay import (
     replay_series,
     series_incidents,
     static_codes,
+    trend_codes,
 )
-from forecasting.engine.alert_rules import IMMEDIATE, Hysteresis
+from forecasting.engine.alert_rules import IMMEDIATE, TREND_METRIC, TREND_RULE, Hysteresis, Trend
 from forecasting.engine.backtest import (
     ProbabilitySetup,
     incident_history,
@@ -384,3 +385,53 @@ def test_the_forecast_rules_read_the_models_own_forecast_when_so_configured():
     rows = out["per_family"]["cpu"]
     assert rows["served_forecast"]["alerts"] == rows["raw_forecast"]["alerts"] == 1
     assert out["protocol"]["forecast"] == "the forecaster's own"
+
+
+def test_the_trend_rule_is_a_warning_where_the_recent_line_reaches_critical():
+    y = np.full((100, 1), np.nan)
+    y[26:50, 0] = np.arange(24.0)  # +1 per step, 23 at the bucket before origin 50
+    projected = 23 + 48  # fit 24, reach 48: the line at bucket 49 + 48
+    trend = Trend(fit=24, reach=48, hold=1)
+    assert trend_codes(y, np.array([50]), np.array([projected]), trend)[0, 0] == 1
+    assert trend_codes(y, np.array([50]), np.array([projected + 0.5]), trend)[0, 0] == 0
+
+
+def _ramp_replay(trend):
+    return alert_replay(
+        [_ramp_server()], _flat_forecast, scored={"srv": ("cpu_pct",)}, family_of=lambda *_: "cpu",
+        hysteresis=IMMEDIATE, levels=QUANTILES, trend=trend,
+    )  # fmt: skip
+
+
+def test_served_counts_the_servers_trend_alert_with_the_forecast_rules():
+    # a flat forecast never calls for an alert; the climb to 100 does, from its line
+    out = _ramp_replay(Trend(fit=24, reach=48, hold=3))
+    rows = out["per_family"]["cpu"]
+    assert rows["served_forecast"]["warned_15m"] == 0
+    assert rows[TREND_METRIC]["warned_15m"] == rows[TREND_RULE]["warned_15m"] == rows["served"]["warned_15m"] == 1
+    assert out["protocol"]["served"] == ["served_forecast", TREND_METRIC]
+    assert out["protocol"]["trend"] == {"fit_minutes": 120, "reach_minutes": 240, "hold_minutes": 15, "near": 0.0}
+
+
+def test_without_the_trend_rule_served_is_the_forecast_rules():
+    out = _ramp_replay(None)
+    rows = out["per_family"]["cpu"]
+    assert TREND_RULE not in rows and TREND_METRIC not in rows
+    assert rows["served"]["warned_15m"] == 0 and out["protocol"]["trend"] is None
+
+
+def test_on_the_metrics_own_alert_a_standing_forecast_alert_swallows_the_trends_warning():
+    # the forecast rules hold cpu's alert open from the first origin: merged with it, the trend's
+    # warning opens nothing new, and an alert opened more than 8 h before the incident warns nothing
+    def standing(windows):
+        q = _flat_forecast(windows)
+        q[..., 0, :] = 99.0
+        return q
+
+    out = alert_replay(
+        [_ramp_server()], standing, scored={"srv": ("cpu_pct",)}, family_of=lambda *_: "cpu",
+        hysteresis=IMMEDIATE, levels=QUANTILES, trend=Trend(fit=24, reach=48, hold=3),
+    )  # fmt: skip
+    rows = out["per_family"]["cpu"]
+    assert rows["served_trend_merged"]["warned_15m"] == 0
+    assert rows["served"]["warned_15m"] == 1

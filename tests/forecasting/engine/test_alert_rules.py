@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from forecasting.engine import alert_rules as rules
 from forecasting.engine.alert_rules import (
     Limits,
     alert_candidates,
@@ -240,3 +241,84 @@ def test_the_threshold_rises_to_rise_times_the_servers_usual_and_waits_for_it():
     c = incident_candidate(server="db01", p=0.4, share=None, tau=0.05, lift=0.0, horizon_steps=96, step_minutes=5,
                            recent=0.2, rise=2.0)  # fmt: skip
     assert c["threshold"] == 40.0 and c["message"].endswith("(≥ 40.0%, 2 × its usual 20.0%)")
+
+
+# --- The trend rule ---------------------------------------------------------------------------------
+
+
+def _line(n: int = 40) -> np.ndarray:
+    """(n, 1): 10 + 2 per bucket."""
+    return (10.0 + 2.0 * np.arange(n, dtype=np.float64))[:, None]
+
+
+def test_trend_projection_draws_the_least_squares_line_reach_buckets_past_the_last():
+    # fit on buckets 18-29 (values 46-68); the line at bucket 29 + 6 = 35 is 10 + 2 * 35
+    line = rules.trend_projection(_line(), np.array([30]), rules.Trend(fit=12, reach=6, hold=1))
+    assert line[0, 0] == pytest.approx(80.0)
+
+
+def test_trend_projection_skips_missing_buckets():
+    values = _line()
+    values[[20, 23, 27], 0] = np.nan
+    line = rules.trend_projection(values, np.array([30]), rules.Trend(fit=12, reach=6, hold=1))
+    assert line[0, 0] == pytest.approx(80.0)
+
+
+def test_trend_projection_needs_two_present_buckets():
+    values = np.full((40, 1), np.nan)
+    values[29, 0] = 50.0
+    assert np.isnan(rules.trend_projection(values, np.array([30]), rules.Trend(fit=12, reach=6, hold=1))[0, 0])
+
+
+def test_trend_crossing_needs_the_projection_held_at_each_of_the_last_hold_ends():
+    values = np.full((40, 1), 50.0)
+    values[29, 0] = 80.0  # one jump at the last bucket: the line through it crosses, the one before does not
+    critical = np.array([60.0])
+    one = rules.trend_crossing(values, np.array([30]), critical, rules.Trend(fit=6, reach=12, hold=1))
+    two = rules.trend_crossing(values, np.array([30]), critical, rules.Trend(fit=6, reach=12, hold=2))
+    assert one[0, 0] and not two[0, 0]
+
+
+def test_a_trend_needs_at_least_two_buckets_to_fit():
+    with pytest.raises(ValueError, match="fit >= 2"):
+        rules.Trend(fit=1, reach=12, hold=1)
+
+
+def test_a_trend_candidate_is_a_warning_that_says_when_the_line_reaches_critical():
+    # the line is at 10 + 2 * 30 = 70 at the next bucket and climbs 2 a bucket: 90 is 10 buckets later
+    candidate = rules.trend_candidate(server="s1", metric="cpu_pct", values=_line(30)[:, 0],
+                                      limits=rules.Limits(80.0, 90.0), trend=rules.Trend(fit=12, reach=24, hold=3),
+                                      step_minutes=5)  # fmt: skip
+    assert candidate["rule"] == rules.TREND_RULE and candidate["severity"] == "warning"
+    assert (candidate["metric"], candidate["trending"]) == (rules.TREND_METRIC, "cpu_pct")
+    assert (candidate["steps_ahead"], candidate["minutes_ahead"]) == (11, 55)
+    assert candidate["predicted_value"] == pytest.approx(10 + 2 * (29 + 24))
+    assert candidate["message"].startswith("s1: cpu_pct trending to its critical limit 90.0 in 55 min")
+
+
+def test_no_trend_candidate_where_the_line_stays_below_critical():
+    candidate = rules.trend_candidate(server="s1", metric="cpu_pct", values=_line(30)[:, 0],
+                                      limits=rules.Limits(80.0, 200.0), trend=rules.Trend(fit=12, reach=24, hold=3),
+                                      step_minutes=5)  # fmt: skip
+    assert candidate is None
+
+
+def _trend_at(metric: str, steps: int) -> dict:
+    return {"metric": rules.TREND_METRIC, "trending": metric, "steps_ahead": steps, "message": f"s1: {metric} trending"}
+
+
+def test_the_servers_trend_alert_names_the_metric_that_reaches_its_limit_first_and_the_others():
+    (first,) = rules.first_trend([_trend_at("cpu_pct", 30), _trend_at("mem_pct", 12), _trend_at("latency_ms", 40)])
+    assert first["trending"] == "mem_pct"
+    assert first["message"] == "s1: mem_pct trending; also trending: cpu_pct, latency_ms"
+
+
+def test_no_trend_alert_without_a_trending_metric():
+    assert rules.first_trend([]) == []
+
+
+def test_the_near_gate_needs_the_line_now_at_that_share_of_the_limit():
+    values = (10.0 + 2.0 * np.arange(30, dtype=np.float64))[:, None]  # the line is at 70 at the next bucket
+    critical, ends = np.array([90.0]), np.array([30])
+    assert rules.trend_crossing(values, ends, critical, rules.Trend(fit=12, reach=24, hold=1, near=0.75))[0, 0]
+    assert not rules.trend_crossing(values, ends, critical, rules.Trend(fit=12, reach=24, hold=1, near=0.8))[0, 0]
