@@ -46,13 +46,30 @@ def test_backtest_command_prints_the_json_contract(tmp_path):
     assert list(result["methods"]) == ["naive", "seasonal_naive", "predict_linear", "mean"]
     assert result["methods"]["naive"]["windows"] == 7
     alerts = result["alerts"]
-    assert list(alerts["pooled"]) == ["served", "served_forecast", "static_threshold", "predict_linear", "served_p50"]
-    assert alerts["protocol"]["served"] == ["served_forecast"]  # no event model: the forecast rules only
+    assert list(alerts["pooled"]) == [
+        "served", "served_forecast", "trend", "trend_projection", "forecast_and_trend", "served_without_trend",
+        "served_trend_per_metric", "served_trend_merged", "trend_prob", "static_threshold", "predict_linear",
+        "served_p50",
+    ]  # fmt: skip
+    # no event model: the forecast rules and the server's trend alert
+    assert alerts["protocol"]["served"] == ["served_forecast", "trend"]
     assert list(alerts["per_family"]) == ["cpu"]
     for rule in alerts["pooled"].values():
         assert {"recall_15m", "median_lead_minutes", "false_alerts_per_server_day", "alert_minutes_per_server_day",
                 "incidents"} <= set(rule)
     assert alerts["protocol"]["every_minutes"] == 5 and alerts["protocol"]["origins"] == 1000 - 600 - 96 + 1
+
+
+def test_backtest_command_no_alert_trend_serves_the_forecast_rules_alone(tmp_path):
+    t = START + timedelta(minutes=5) * np.arange(1000)
+    rows = [f"{ts:%Y-%m-%d %H:%M:%S},{v:.3f}" for ts, v in zip(t, _noisy(1000), strict=True)]
+    (tmp_path / "ec2_cpu_utilization_y.csv").write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    out = StringIO()
+    call_command("backtest", "--csv-dir", str(tmp_path), "--no-tft", "--no-alert-trend", "--alert-every", "12",
+                 "--json", stdout=out)  # fmt: skip
+    alerts = json.loads(out.getvalue())["alerts"]
+    assert list(alerts["pooled"]) == ["served", "served_forecast", "static_threshold", "predict_linear", "served_p50"]
+    assert alerts["protocol"]["served"] == ["served_forecast"] and alerts["protocol"]["trend"] is None
 
 
 def test_backtest_command_no_alerts_skips_the_replay(tmp_path):
