@@ -42,8 +42,10 @@ from forecasting.engine.alert_rules import (
     OPENED,
     RESOLVED,
     SEVERITY_CODE,
+    TREND_RULE,
     Hysteresis,
     Streak,
+    first_trend,
     hysteresis_step,
 )
 from forecasting.models import Alert, AlertNotification, AlertStreak, AlertTransition, PredictionRun
@@ -188,11 +190,15 @@ def alerts_open(*, alerts: list[Alert], now: datetime, run: PredictionRun | None
 # open is resolved as "silenced" (pushed once, as resolved: it is never pushed firing again).
 
 
-def _predicted(forecasts: list[tuple]) -> dict[tuple[int, str], dict]:
-    """(server_id, metric) → the candidate of the highest severity this run predicts."""
+def _predicted(forecasts: list[tuple], silenced: set[tuple[int, str | None]]) -> dict[tuple[int, str], dict]:
+    """(server_id, metric) → the candidate of the highest severity this run predicts. The server's
+    trend alert is one candidate per trending metric: those whose metric is in a maintenance window
+    are left out (a silenced metric's ramp is expected), and the rest become one, naming the metric
+    that reaches its limit first (engine.alert_rules.first_trend)."""
     out: dict[tuple[int, str], dict] = {}
     for server_id, candidates, *_ in forecasts:
-        for c in candidates:
+        trends = [c for c in candidates if c["rule"] == TREND_RULE and not _is_silenced((server_id, c["trending"]), silenced)]
+        for c in [c for c in candidates if c["rule"] != TREND_RULE] + first_trend(trends):
             key = (server_id, c["metric"])
             if key not in out or SEVERITY_CODE[c["severity"]] > SEVERITY_CODE[out[key]["severity"]]:
                 out[key] = c
@@ -363,7 +369,7 @@ def alerts_apply_run(
     is stale) are left exactly as they are. Runs inside the run's finalising transaction."""
     rule, incident_rule = alert_hysteresis(), incident_hysteresis()
     silenced = silenced_keys(now=now)
-    predicted = _predicted(forecasts)
+    predicted = _predicted(forecasts, silenced)
     # (server_id, candidates, p30, p8h[, origin]): with the origin, the hysteresis counts forecasts
     # (one step per new forecast origin), not runs, as the backtest's replay counts origins.
     origins = {f[0]: f[4] for f in forecasts if len(f) > 4}

@@ -162,7 +162,7 @@ class _FleetArrays:
                 candidate = rules.trend_candidate(server=server, metric=metric, values=self.context[i, :, m],
                                                   limits=limits, trend=self.trend_rule, step_minutes=STEP_MINUTES)  # fmt: skip
                 trends += [candidate] if candidate is not None else []
-        return out + rules.first_trend(trends)
+        return out + trends  # one per trending metric: the lifecycle leaves silenced ones out, then merges
 
 
 def peak_ratios(summary: dict) -> tuple[dict[str, float], str | None, float]:

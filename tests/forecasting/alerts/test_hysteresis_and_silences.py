@@ -303,3 +303,39 @@ def test_no_trend_rule_when_it_is_off(settings):
 
     settings.TFT_ALERT_TREND = False
     assert alert_trend() is None
+
+
+def _trend(metric, steps):
+    return {"metric": "trend", "trending": metric, "severity": "warning", "rule": "trend_projection",
+            "predicted_value": 120.0, "threshold": 95.0, "steps_ahead": steps, "minutes_ahead": 5 * steps,
+            "message": f"ppdb001: {metric} trending to its critical limit 95.0"}  # fmt: skip
+
+
+def _trend_run(server, *trends):
+    run = PredictionRun.objects.create(status="complete", started_at=T0, heartbeat_at=T0, finished_at=T0)
+    with transaction.atomic():
+        alerts_apply_run(run=run, forecasts=[(server.pk, list(trends), None, None, T0)], now=T0)
+
+
+@pytest.fixture
+def open_at_once(settings):
+    settings.TFT_ALERT_OPEN_AFTER_WARNING = 1
+
+
+def test_the_servers_trend_alert_names_the_metric_that_reaches_its_limit_first(open_at_once, server):
+    _trend_run(server, _trend("cpu_pct", 20), _trend("mem_pct", 8))
+    alert = Alert.objects.get()
+    assert (alert.metric, alert.steps_ahead) == ("trend", 8)
+    assert alert.message == "ppdb001: mem_pct trending to its critical limit 95.0; also trending: cpu_pct"
+
+
+def test_a_window_on_a_metric_leaves_its_trend_out_of_the_servers_trend_alert(open_at_once, server):
+    _window(starts_at=T0 - timedelta(hours=1), ends_at=T0 + timedelta(hours=1), metric="mem_pct")
+    _trend_run(server, _trend("mem_pct", 8), _trend("cpu_pct", 20))
+    assert Alert.objects.get().message == "ppdb001: cpu_pct trending to its critical limit 95.0"
+
+
+def test_no_trend_alert_when_every_trending_metric_is_silenced(open_at_once, server):
+    _window(starts_at=T0 - timedelta(hours=1), ends_at=T0 + timedelta(hours=1), metric="mem_pct")
+    _trend_run(server, _trend("mem_pct", 8))
+    assert not Alert.objects.exists()
