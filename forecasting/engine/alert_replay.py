@@ -504,8 +504,10 @@ def alert_replay(
     the threshold is also at least that × the series' mean P over the previous day (and the frontier
     sweeps `rises` too). Returns {"per_family": family → rule → figures,
     "pooled": rule → figures, "protocol": …}; with `frontier` (other hysteresis settings) also
-    "frontier": the pooled served and predict_linear figures under each (and ``incident_prob`` at
-    each of `taus` × `lifts`), from the same forecasts (to choose K, M and tau on development series).
+    "frontier": the pooled figures under each of ``served`` (the forecast rules and the trend at the
+    point's K / M, incident_prob at its own), the trend, the forecast rules and predict_linear (and
+    ``incident_prob`` at each of `taus` × `lifts`), from the same forecasts (to choose K, M and tau
+    on development series).
     `serving` (``served_forecasts``): the forecast rules read the forecast as the service serves it
     (blended, calibrated) and ``raw_forecast`` the model's own; None: the forecaster's as served (the
     heuristic fallback is served as it is). `early_steps`: also replay the forecast rules with the p90
@@ -561,22 +563,26 @@ def alert_replay(
         family = by_family.setdefault(name, {r: Counts() for r in counts})
         for rule, c in counts.items():
             family[rule].add(c)
-        swept_codes = {r: codes[r] for r in ("served_forecast", "predict_linear", "served_p50")}
+        # At each frontier point the forecast rules and the trend take its K / M; incident_prob in
+        # "served" keeps its own (as served), its swept thresholds take the point's.
+        swept_codes = {r: codes[r] for r in ("served_forecast", "predict_linear", "served_p50", TREND_SERVER) if r in codes}
         swept_codes.update(
             {f"{PROB_RULE}@{_prob_key(t, lf, r)}": probability_codes(p, t, share, lf, recent, r) for t, lf, r in swept}
         )
+        own = {PROB_RULE: codes[PROB_RULE]} if PROB_RULE in served_parts else {}
         for point, h in zip(sweep, frontier, strict=True):
             point_counts = replay_series(
                 y,
                 w.states,
                 origins,
-                swept_codes,
+                {**swept_codes, **own},
                 critical,
-                dict.fromkeys(swept_codes, h),
+                {**dict.fromkeys(swept_codes, h), **{r: rules[r] for r in own}},
                 every=every,
                 min_buckets=min_buckets,
+                unions={"served": served_parts},
             )
-            fam = point.setdefault(name, {r: Counts() for r in swept_codes})
+            fam = point.setdefault(name, {r: Counts() for r in point_counts})
             for rule, c in point_counts.items():
                 fam[rule].add(c)
         n_origins += len(origins)
@@ -591,6 +597,8 @@ def alert_replay(
         row = {
             "open_after": h.open_after,
             "resolve_after": h.resolve_after,
+            "served": pool["served"],
+            **({TREND_SERVER: pool[TREND_SERVER]} if TREND_SERVER in pool else {}),
             "served_forecast": pool["served_forecast"],
             "predict_linear": pool["predict_linear"],
             "served_p50": pool["served_p50"],

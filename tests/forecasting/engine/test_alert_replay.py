@@ -435,3 +435,20 @@ def test_on_the_metrics_own_alert_a_standing_forecast_alert_swallows_the_trends_
     rows = out["per_family"]["cpu"]
     assert rows["served_trend_merged"]["warned_15m"] == 0
     assert rows["served"]["warned_15m"] == 1
+
+
+def test_the_frontiers_served_at_the_served_k_and_m_is_the_replays_served():
+    w = _ramp_server()
+    setup = ProbabilitySetup(QUANTILES, DEFAULT_THRESHOLDS, event_model=_level_model(40.0, 0.8))
+    other = Hysteresis({"warning": 6, "critical": 6}, {"warning": 6, "critical": 6})
+    out = alert_replay(
+        [w], _flat_forecast, scored={"srv": ("cpu_pct",)}, family_of=lambda *_: "cpu", hysteresis=RULE,
+        levels=QUANTILES, probability=event_probability(setup), frontier=(RULE, other), taus=(0.5,), lifts=(0.0,),
+        trend=Trend(fit=24, reach=48, hold=3), prob_hysteresis=IMMEDIATE,
+    )  # fmt: skip
+
+    at_served, at_other = out["frontier"]
+    for rule in ("served", TREND_METRIC):
+        assert at_served[rule] == out["pooled"][rule]
+    # opening after 6 origins instead of 3 shortens the trend's lead
+    assert at_other[TREND_METRIC]["median_lead_minutes"] < at_served[TREND_METRIC]["median_lead_minutes"]
