@@ -30,6 +30,7 @@ import itertools
 import json
 import logging
 import os
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -181,7 +182,7 @@ def main(argv=None) -> None:
     if opts.out:
         opts.out.write_text(json.dumps({
             "what": "trend rule grid on development sources (mean over sources; families equal within each)",
-            "command": "python -m bench.trend_choice " + " ".join(argv or os.sys.argv[1:]),
+            "command": "python -m bench.trend_choice " + " ".join(argv or sys.argv[1:]),
             "measured": datetime.now(UTC).isoformat(timespec="seconds"),
             "wall_seconds": round(time.monotonic() - started, 1),
             "every_minutes": opts.every * 5,
