@@ -54,13 +54,13 @@ def _django():
 
 
 def _load(spec: str):
-    """A source spec: comma-separated csv dirs, or sim:N:DAYS:SEED."""
+    """A source spec: comma-separated csv dirs, or sim:N:DAYS:SEED (``sim:N:DAYS:SEED:quiet``: no incidents)."""
     from forecasting.management.commands.backtest import Command, _series_source
 
     parser = Command().create_parser("manage.py", "backtest")
     if spec.startswith("sim:"):
-        _, n, days, seed = spec.split(":")
-        args = ["--simulated", n, "--days", days, "--seed", seed]
+        _, n, days, seed, *quiet = spec.split(":")
+        args = ["--simulated", n, "--days", days, "--seed", seed, *(["--no-incidents"] if quiet == ["quiet"] else [])]
     else:
         args = [a for d in spec.split(",") for a in ("--csv-dir", d)]
     opts = vars(parser.parse_args(args))
@@ -128,9 +128,13 @@ def _rounded(x):
     return round(x, 4) if isinstance(x, float) else x
 
 
-def _best(mean: dict, prefix: str, max_false: float) -> str | None:
-    """The rule named `prefix`… with the highest mean recall at most `max_false` false alerts a day."""
+def _best(mean: dict, prefix: str, max_false: float, quiet: dict | None = None,
+          max_quiet_false: float | None = None) -> str | None:  # fmt: skip
+    """The rule named `prefix`… with the highest mean recall at most `max_false` false alerts a day
+    (and, with `max_quiet_false`, at most that many on each quiet fleet of `quiet`)."""
     ok = [r for r, row in mean.items() if r.startswith(prefix) and row["false_alerts_per_server_day"] <= max_false]
+    if max_quiet_false is not None:
+        ok = [r for r in ok if all(q[r]["false_alerts_per_server_day"] <= max_quiet_false for q in (quiet or {}).values())]
     return max(ok, key=lambda r: mean[r]["recall_15m"] or 0.0) if ok else None
 
 
@@ -144,9 +148,13 @@ def main(argv=None) -> None:
     parser.add_argument("--holds", type=int, nargs="+", default=HOLDS)
     parser.add_argument("--nears", type=float, nargs="+", default=NEARS)
     parser.add_argument("--max-false", type=float, default=0.5)
+    parser.add_argument("--quiet", action="append", default=[], metavar="NAME=SPEC",
+                        help="a fleet without incidents (sim:N:DAYS:SEED:quiet), out of the means: its false "
+                             "alerts bound the choice (--max-quiet-false)")
+    parser.add_argument("--max-quiet-false", type=float, help="the most false alerts a day on each --quiet fleet")
     parser.add_argument("--out", type=Path)
     opts = parser.parse_args(argv)
-    for spec in opts.source:
+    for spec in opts.source + opts.quiet:
         if "holdout" in spec:
             parser.error(f"--source {spec}: held-out sets are never used for choices")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -160,6 +168,11 @@ def main(argv=None) -> None:
         name, _, spec = item.partition("=")
         per_source[name] = replay_source(spec, grid, opts.every)
         logger.info("%s: %d rules in %.0f s", name, len(per_source[name]), time.monotonic() - started)
+    quiet = {}
+    for item in opts.quiet:
+        name, _, spec = item.partition("=")
+        quiet[name] = replay_source(spec, grid, opts.every)
+        logger.info("%s (quiet): %d rules in %.0f s", name, len(quiet[name]), time.monotonic() - started)
     rules = list(next(iter(per_source.values())))
     mean = {}
     for rule in rules:
@@ -169,15 +182,15 @@ def main(argv=None) -> None:
             vals = vals[np.isfinite(vals)]
             row[key] = float(vals.mean()) if vals.size else None
         mean[rule] = row
-    chosen = _best(mean, f"{TREND_METRIC}@", opts.max_false)
-    anchor = _best(mean, "predict_linear@", opts.max_false)
+    chosen = _best(mean, f"{TREND_METRIC}@", opts.max_false, quiet, opts.max_quiet_false)
+    anchor = _best(mean, "predict_linear@", opts.max_false, quiet, opts.max_quiet_false)
     table = sorted(mean.items(), key=lambda kv: -(kv[1]["recall_15m"] or 0.0))
     refs = ("predict_linear", "predict_linear_k3m6", "static_threshold", anchor)
     for rule, row in [kv for kv in table if kv[0].startswith("trend@")][:15] + [(r, mean[r]) for r in refs if r]:
         print(f"{rule:24} recall {row['recall_15m']:.3f} false/day {row['false_alerts_per_server_day']:.3f} "
               f"alert-min/day {row['alert_minutes_per_server_day']:.0f}")
     print("chosen:", chosen, "; predict_linear's best at the bound:", anchor)
-    for name, figures in per_source.items():
+    for name, figures in {**per_source, **quiet}.items():
         print(name, {r: {k: round(figures[r][k], 3) for k in KEYS[:2]} for r in (chosen, anchor, "predict_linear") if r})
     if opts.out:
         opts.out.write_text(json.dumps({
@@ -187,12 +200,15 @@ def main(argv=None) -> None:
             "wall_seconds": round(time.monotonic() - started, 1),
             "every_minutes": opts.every * 5,
             "max_false": opts.max_false,
+            "max_quiet_false": opts.max_quiet_false,
             "chosen": chosen,
             "predict_linear_best": anchor,
             "mean_over_sources": mean,
             "per_source_columns": list(KEYS),
             "per_source": {name: {rule: [_rounded(row.get(k)) for k in KEYS] for rule, row in rows.items()}
                            for name, rows in per_source.items()},
+            "quiet": {name: {rule: [_rounded(row.get(k)) for k in KEYS] for rule, row in rows.items()}
+                      for name, rows in quiet.items()},
         }, separators=(",", ":"), default=lambda x: None))  # fmt: skip
 
 
