@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from forecasting.engine.inputs import METRIC_RANGES
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -432,16 +434,22 @@ def trend_candidate(*, server: str, metric: str, values: np.ndarray, limits: Lim
     step = 1 if now >= limits.critical or per_step <= 0 else 1 + int(np.ceil((limits.critical - now) / per_step))
     step = min(step, trend.reach)
     minutes = step * step_minutes
+    # A percent metric cannot pass 100: the line can (a step of memory drawn 4 h on read "232.1"),
+    # and an SRE who reads that stops trusting the rest of the message.
+    ceiling = METRIC_RANGES.get(metric, (0.0, np.inf))[1]
+    capped = projected > ceiling
+    shown = ceiling if capped else projected
+    reach = f"{shown:.1f}, its ceiling, within" if capped else f"{shown:.1f} in"
     return {
         "metric": TREND_METRIC,
         "trending": metric,  # the metric whose line reaches its limit (named in the message)
         "severity": "warning",
         "rule": TREND_RULE,
-        "predicted_value": round(projected, 2),
+        "predicted_value": round(shown, 2),
         "threshold": round(limits.critical, 2),
         "steps_ahead": step,
         "minutes_ahead": minutes,
         "message": (f"{server}: {metric} trending to its critical limit {limits.critical:.1f} in {lead_time(minutes)} "
-                    f"(the last {trend.fit * step_minutes} min projected: {projected:.1f} in "
+                    f"(the last {trend.fit * step_minutes} min projected: {reach} "
                     f"{lead_time(trend.reach * step_minutes)})")[:MESSAGE_MAX],
     }  # fmt: skip

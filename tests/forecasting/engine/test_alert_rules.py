@@ -292,8 +292,25 @@ def test_a_trend_candidate_is_a_warning_that_says_when_the_line_reaches_critical
     assert candidate["rule"] == rules.TREND_RULE and candidate["severity"] == "warning"
     assert (candidate["metric"], candidate["trending"]) == (rules.TREND_METRIC, "cpu_pct")
     assert (candidate["steps_ahead"], candidate["minutes_ahead"]) == (11, 55)
-    assert candidate["predicted_value"] == pytest.approx(10 + 2 * (29 + 24))
     assert candidate["message"].startswith("s1: cpu_pct trending to its critical limit 90.0 in 55 min")
+
+
+def test_a_trend_candidate_shows_the_lines_value_where_the_metric_can_reach_it():
+    # latency has no ceiling: the line's value 24 buckets on, 10 + 2 * (29 + 24) = 116, as drawn
+    candidate = rules.trend_candidate(server="s1", metric="latency_ms", values=_line(30)[:, 0],
+                                      limits=rules.Limits(80.0, 90.0), trend=rules.Trend(fit=12, reach=24, hold=3),
+                                      step_minutes=5)  # fmt: skip
+    assert candidate["predicted_value"] == pytest.approx(10 + 2 * (29 + 24))
+    assert "projected: 116.0 in 2 h)" in candidate["message"]
+
+
+def test_a_percent_metrics_trend_is_shown_at_most_at_100():
+    # the same line would read 116 % in 2 h: a percent cannot, so the alert says it reaches the ceiling
+    candidate = rules.trend_candidate(server="s1", metric="cpu_pct", values=_line(30)[:, 0],
+                                      limits=rules.Limits(80.0, 90.0), trend=rules.Trend(fit=12, reach=24, hold=3),
+                                      step_minutes=5)  # fmt: skip
+    assert candidate["predicted_value"] == 100.0
+    assert "projected: 100.0, its ceiling, within 2 h)" in candidate["message"]
 
 
 def test_no_trend_candidate_where_the_line_stays_below_critical():
