@@ -16,7 +16,9 @@ sources (a source with many families must not stand for the others). Beside it: 
 (Prometheus' ``predict_linear(x[1h], 8h) >= critical``) under the same hysteresis and at K 3 / M 6
 (its best point on NAB development series, round 8), and the static threshold.
 
-The choice: the grid point of the served form with the highest mean recall whose mean false alerts
+Each point is replayed as served: quiet while the series declares its climb expected (its states in
+``--expected-states``, by default the served ``TFT_ALERT_TREND_EXPECTED_STATES``; round 10). The
+choice: the grid point of the served form with the highest mean recall whose mean false alerts
 per server-day are at most ``--max-false``: the issue's bound (0.5 a server-day) less what the rest of
 the served rules already raise on the same development sources (``served_without_trend`` of the
 development backtests, 0.25 in round 9), so that ``served`` as a whole stays within the bound.
@@ -88,8 +90,9 @@ def _cases(source, every: int):
         yield family, w.values[:, cols].astype(np.float64), w.states, origins, critical
 
 
-def replay_source(spec: str, grid, every: int) -> dict[str, dict]:
-    """rule → the source's families-equal figures (alert_replay.pooled), for each rule of the grid."""
+def replay_source(spec: str, grid, every: int, expected: tuple[str, ...] = ()) -> dict[str, dict]:
+    """rule → the source's families-equal figures (alert_replay.pooled), for each rule of the grid
+    (each quiet where the series declares its climb expected: `expected` states)."""
     from forecasting.alerts.selectors import alert_hysteresis
     from forecasting.engine import alert_replay as ar
     from forecasting.engine.alert_rules import Hysteresis, Trend
@@ -104,7 +107,7 @@ def replay_source(spec: str, grid, every: int) -> dict[str, dict]:
     for family, y, states, origins, critical in _cases(_load(spec), every):
         codes = {}
         for f, r, h, n in grid:  # as served: the server's alert ("trend@…"); per metric alone ("metric_trend@…")
-            per_metric = ar.trend_codes(y, origins, critical, Trend(f, r, h, n))
+            per_metric = ar.trend_codes(y, origins, critical, Trend(f, r, h, n, expected), states)
             codes[f"metric_trend@{f}/{r}/{h}/{n:g}"] = per_metric
             codes[f"{ar.TREND_SERVER}@{f}/{r}/{h}/{n:g}"] = per_metric.max(axis=1, keepdims=True)
         linear = ar.linear_codes(y, origins, critical)
@@ -148,6 +151,9 @@ def main(argv=None) -> None:
     parser.add_argument("--holds", type=int, nargs="+", default=HOLDS)
     parser.add_argument("--nears", type=float, nargs="+", default=NEARS)
     parser.add_argument("--max-false", type=float, default=0.5)
+    parser.add_argument("--expected-states", nargs="*", default=None, metavar="STATE",
+                        help="states that declare a climb expected (default: the served "
+                             "TFT_ALERT_TREND_EXPECTED_STATES; none given: every climb counts)")
     parser.add_argument("--quiet", action="append", default=[], metavar="NAME=SPEC",
                         help="a fleet without incidents (sim:N:DAYS:SEED:quiet), out of the means: its false "
                              "alerts bound the choice (--max-quiet-false)")
@@ -159,19 +165,23 @@ def main(argv=None) -> None:
             parser.error(f"--source {spec}: held-out sets are never used for choices")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     _django()
+    from django.conf import settings
+
     from forecasting.engine.alert_rules import TREND_METRIC
+
+    expected = tuple(settings.TFT_ALERT_TREND_EXPECTED_STATES if opts.expected_states is None else opts.expected_states)
 
     grid = list(itertools.product(opts.fits, opts.reaches, opts.holds, opts.nears))
     started = time.monotonic()
     per_source = {}
     for item in opts.source:
         name, _, spec = item.partition("=")
-        per_source[name] = replay_source(spec, grid, opts.every)
+        per_source[name] = replay_source(spec, grid, opts.every, expected)
         logger.info("%s: %d rules in %.0f s", name, len(per_source[name]), time.monotonic() - started)
     quiet = {}
     for item in opts.quiet:
         name, _, spec = item.partition("=")
-        quiet[name] = replay_source(spec, grid, opts.every)
+        quiet[name] = replay_source(spec, grid, opts.every, expected)
         logger.info("%s (quiet): %d rules in %.0f s", name, len(quiet[name]), time.monotonic() - started)
     rules = list(next(iter(per_source.values())))
     mean = {}
@@ -201,6 +211,7 @@ def main(argv=None) -> None:
             "every_minutes": opts.every * 5,
             "max_false": opts.max_false,
             "max_quiet_false": opts.max_quiet_false,
+            "expected_states": list(expected),
             "chosen": chosen,
             "predict_linear_best": anchor,
             "mean_over_sources": mean,

@@ -15,14 +15,19 @@ each quiet fleet's false alerts per server-day:
 - ``familiar@r``: not where the server already spent at least r of the day before the fit window at
   or above its level now (the mean of its last 15 min);
 - ``jump@g``: not where one 5-minute change carries more than g of the line's rise over the window;
-- ``theil_sen``: the line is the Theil–Sen (median of pairwise slopes) line, not least squares.
+- ``theil_sen``: the line is the Theil–Sen (median of pairwise slopes) line, not least squares;
+- ``state@s``: not where the server reports one of the states s at a bucket of the hold (what is
+  served since round 10: ``alert_rules.expected_climb``, here by the bench's own code);
+  ``state_fit@s``: not where it does at any bucket of the fit window.
 
-A measurement, not a choice: nothing here is served. Never point it at data/holdout*.
+A measurement: the choice it led to (the state gate) was made from these development figures only.
+Never point it at data/holdout*.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -40,6 +45,7 @@ logger = logging.getLogger("bench.trend_steps")
 HALVES = (0.0, 0.25, 0.5, 0.75)
 FAMILIAR = (0.02, 0.05, 0.1, 0.2)
 JUMPS = (0.3, 0.5, 0.7)
+STATE_SETS = (("heavy_load",), ("heavy_load", "morning_spike"))
 DAY = 288  # buckets of context the service reads
 
 
@@ -91,6 +97,15 @@ def theil_sen_crossing(y, ends, critical, trend) -> np.ndarray:
     return held
 
 
+def declared(states: np.ndarray, ends, names: tuple[str, ...]) -> np.ndarray:
+    """(n, 1) True where the server's last bucket before each end reports one of the states `names`."""
+    from forecasting.engine.spec import STATE_INDEX
+
+    codes = np.array([STATE_INDEX[n] for n in names])
+    last = np.asarray(ends, dtype=np.int64) - 1
+    return np.isin(states[np.clip(last, 0, len(states) - 1)], codes)[:, None]
+
+
 def _held(gate, y, origins, trend, value) -> np.ndarray:
     """The gate at each of the hold's bucket ends (as trend_crossing holds the crossing)."""
     out = np.ones((len(origins), y.shape[1]), dtype=bool)
@@ -104,7 +119,7 @@ def replay_source(spec: str, every: int) -> dict[str, dict]:
     from forecasting.engine import alert_replay as ar
     from forecasting.engine.alert_rules import Hysteresis, trend_crossing
 
-    trend = alert_trend()
+    trend = dataclasses.replace(alert_trend(), expected=())  # the line alone; the state gates are rows below
     served = alert_hysteresis()
     at_stride = Hysteresis(
         {k: -(-v // every) for k, v in served.open_after.items()},
@@ -119,6 +134,15 @@ def replay_source(spec: str, every: int) -> dict[str, dict]:
         gated.update({f"familiar@{r:g}": base & _held(lambda *a: ~familiar(*a), y, origins, trend, r)
                       for r in FAMILIAR})  # fmt: skip
         gated.update({f"jump@{g:g}": base & _held(jump_ok, y, origins, trend, g) for g in JUMPS})
+        for names in STATE_SETS:
+            quiet_now = np.zeros((len(origins), 1), dtype=bool)
+            for back in range(trend.hold):
+                quiet_now |= declared(states, np.asarray(origins) - back, names)
+            gated[f"state@{'+'.join(names)}"] = base & ~quiet_now
+            in_fit = np.zeros((len(origins), 1), dtype=bool)
+            for back in range(trend.fit):
+                in_fit |= declared(states, np.asarray(origins) - back, names)
+            gated[f"state_fit@{'+'.join(names)}"] = base & ~in_fit
         codes = {name: c.max(axis=1, keepdims=True).astype(np.int64) for name, c in gated.items()}
         codes = {f"{ar.TREND_SERVER}@{name}": c for name, c in codes.items()}
         counts = ar.replay_series(y, states, origins, codes, critical, dict.fromkeys(codes, at_stride), every=every)

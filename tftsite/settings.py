@@ -378,6 +378,16 @@ TFT_ALERT_TREND_REACH_MINUTES = env_int("TFT_ALERT_TREND_REACH_MINUTES",
 TFT_ALERT_TREND_HOLD_MINUTES = env_int("TFT_ALERT_TREND_HOLD_MINUTES", alert_rules.TREND_HOLD_STEPS * STEP_MINUTES,
                                        minimum=STEP_MINUTES, maximum=240)  # fmt: skip
 TFT_ALERT_TREND_NEAR = env_float("TFT_ALERT_TREND_NEAR", alert_rules.TREND_NEAR, minimum=0.0, maximum=0.99)
+# States in which a feeder declares a server's climb expected (the contract's heavy_load, morning_spike):
+# no trend warning through a climb the server reports as one of them (the forecast rules and
+# incident_prob still see it). Comma-separated; "none": every climb counts.
+TFT_ALERT_TREND_EXPECTED_STATES = tuple(env_list("TFT_ALERT_TREND_EXPECTED_STATES",
+                                                 list(alert_rules.TREND_EXPECTED_STATES)))  # fmt: skip
+if TFT_ALERT_TREND_EXPECTED_STATES == ("none",):
+    TFT_ALERT_TREND_EXPECTED_STATES = ()
+if set(TFT_ALERT_TREND_EXPECTED_STATES) - set(STATES):
+    raise ConfigError(f"TFT_ALERT_TREND_EXPECTED_STATES={','.join(TFT_ALERT_TREND_EXPECTED_STATES)!r}: "
+                      f"each must be one of {', '.join(STATES)}, or none")  # fmt: skip
 # A server's alert that opens again within this many minutes of resolving counts as a flap
 # (tft_alert_flaps_total{server} in /metrics).
 TFT_ALERT_FLAP_WINDOW_MINUTES = env_int("TFT_ALERT_FLAP_WINDOW_MINUTES", 60, minimum=1)

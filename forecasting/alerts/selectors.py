@@ -39,13 +39,13 @@ def incident_hysteresis() -> Hysteresis:
 
 def alert_trend() -> Trend | None:
     """The served trend rule (TFT_ALERT_TREND and its _FIT / _REACH / _HOLD_MINUTES, in 5-minute
-    buckets, rounded up, and _NEAR); None when it is off."""
+    buckets, rounded up, _NEAR and _EXPECTED_STATES); None when it is off."""
     if not settings.TFT_ALERT_TREND:
         return None
     fit, reach, hold = (-(-minutes // STEP_MINUTES) for minutes in (
         settings.TFT_ALERT_TREND_FIT_MINUTES, settings.TFT_ALERT_TREND_REACH_MINUTES,
         settings.TFT_ALERT_TREND_HOLD_MINUTES))  # fmt: skip
-    return Trend(fit, reach, hold, settings.TFT_ALERT_TREND_NEAR)
+    return Trend(fit, reach, hold, settings.TFT_ALERT_TREND_NEAR, settings.TFT_ALERT_TREND_EXPECTED_STATES)
 
 
 def early_warning_steps() -> int:

@@ -77,8 +77,10 @@ from forecasting.engine.alert_rules import (
     Hysteresis,
     Trend,
     alert_episodes,
+    expected_climb,
     incident_prob_codes,
     recent_mean,
+    recent_states,
     severity_codes,
     trend_crossing,
 )
@@ -232,9 +234,14 @@ def linear_codes(values: np.ndarray, origins: np.ndarray, critical: np.ndarray, 
     return np.where(trend_crossing(values, origins, critical, Trend(LINEAR_STEPS, horizon, 1)), 2, 0)
 
 
-def trend_codes(values: np.ndarray, origins: np.ndarray, critical: np.ndarray, trend: Trend) -> np.ndarray:
-    """(n, C) 1 (warning, as served) where ``alert_rules.trend_crossing`` calls for the trend rule."""
-    return np.where(trend_crossing(values, origins, critical, trend), 1, 0)
+def trend_codes(values: np.ndarray, origins: np.ndarray, critical: np.ndarray, trend: Trend,
+                states: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """(n, C) 1 (warning, as served) where ``alert_rules.trend_crossing`` calls for the trend rule and
+    the series' `states` (T,) do not declare the climb expected (``alert_rules.expected_climb``)."""
+    crossing = trend_crossing(values, origins, critical, trend)
+    if states is not None:
+        crossing &= ~expected_climb(recent_states(states, origins, trend.hold), trend)[:, None]
+    return np.where(crossing, 1, 0)
 
 
 def score_alerts(
@@ -418,7 +425,7 @@ def _series_case(w: SeriesWindow, predict: Callable, metrics: Sequence[str], eve
         "predict_linear": linear_codes(y, origins, limits[1]),
     }
     if trend is not None:
-        codes[TREND_RULE] = trend_codes(y, origins, limits[1], trend)
+        codes[TREND_RULE] = trend_codes(y, origins, limits[1], trend, w.states)
         codes[TREND_SERVER] = codes[TREND_RULE].max(axis=1, keepdims=True)  # as served: the server's alert
         codes[TREND_MERGED] = np.maximum(codes["served_forecast"], codes[TREND_RULE])
     sources = {"served_forecast": served}
@@ -634,6 +641,7 @@ def alert_replay(
                 "reach_minutes": trend.reach * STEP_MINUTES,
                 "hold_minutes": trend.hold * STEP_MINUTES,
                 "near": trend.near,
+                "expected_states": list(trend.expected),
             },
             "min_buckets": min_buckets,
             "warn_minutes": WARN_STEPS * STEP_MINUTES,

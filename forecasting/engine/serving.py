@@ -57,14 +57,18 @@ def padded_context(windows: list) -> np.ndarray:
     return out
 
 
-def _trending(context: np.ndarray, critical: np.ndarray, trend_rule: rules.Trend | None) -> np.ndarray:
+def _trending(context: np.ndarray, critical: np.ndarray, trend_rule: rules.Trend | None,
+              windows: list) -> np.ndarray:  # fmt: skip
     """(N, M) the trend rule on each server's recent values, every server × metric at once (each a
-    column of one (CONTEXT, N × M) array); all False without a rule."""
+    column of one (CONTEXT, N × M) array), quiet where the server declares its climb expected
+    (``alert_rules.expected_climb``); all False without a rule."""
     n, steps, m = context.shape
     if trend_rule is None or not n:
         return np.zeros((n, m), dtype=bool)
     columns = context.transpose(1, 0, 2).reshape(steps, n * m)
-    return rules.trend_crossing(columns, np.array([steps]), critical.reshape(n * m), trend_rule).reshape(n, m)
+    crossing = rules.trend_crossing(columns, np.array([steps]), critical.reshape(n * m), trend_rule).reshape(n, m)
+    recent = np.stack([rules.recent_states(w.states, np.array([len(w.states)]), trend_rule.hold)[0] for w in windows])
+    return crossing & ~rules.expected_climb(recent, trend_rule)[:, None]
 
 
 def _rounded(a: np.ndarray) -> np.ndarray:
@@ -109,7 +113,7 @@ class _FleetArrays:
             rule_p90 = np.where(own[:, None, None], rule_quantiles[..., 1], p90)
         return cls(p10, p50, p90, np.where(np.isnan(current), 0.0, current), trend, warning, critical, probs,
                    rule_p50, rule_p90, ["model" if o else "served" for o in own], context,
-                   _trending(context, critical, trend_rule), trend_rule)  # fmt: skip
+                   _trending(context, critical, trend_rule, windows), trend_rule)  # fmt: skip
 
     def metric_payload(self, i: int, m: int) -> dict:
         return {

@@ -295,7 +295,8 @@ def test_the_trend_rule_is_the_settings_in_buckets_rounded_up(settings):
 
     settings.TFT_ALERT_TREND_FIT_MINUTES, settings.TFT_ALERT_TREND_REACH_MINUTES = 120, 241
     settings.TFT_ALERT_TREND_HOLD_MINUTES, settings.TFT_ALERT_TREND_NEAR = 15, 0.5
-    assert alert_trend() == Trend(fit=24, reach=49, hold=3, near=0.5)
+    settings.TFT_ALERT_TREND_EXPECTED_STATES = ("heavy_load",)
+    assert alert_trend() == Trend(fit=24, reach=49, hold=3, near=0.5, expected=("heavy_load",))
 
 
 def test_no_trend_rule_when_it_is_off(settings):

@@ -396,6 +396,17 @@ def test_the_trend_rule_is_a_warning_where_the_recent_line_reaches_critical():
     assert trend_codes(y, np.array([50]), np.array([projected + 0.5]), trend)[0, 0] == 0
 
 
+def test_the_replayed_trend_is_quiet_where_the_series_declares_its_climb_expected():
+    y = np.full((100, 1), np.nan)
+    y[26:50, 0] = np.arange(24.0)
+    states = np.full(100, STATE_INDEX["healthy"], dtype=np.int8)
+    states[48] = STATE_INDEX["morning_spike"]  # one of the hold's 3 buckets before origin 50
+    trend = Trend(fit=24, reach=48, hold=3, expected=("morning_spike",))
+    critical = np.array([23.0 + 46])  # reached by the lines at origins 48, 49 and 50
+    assert trend_codes(y, np.array([50]), critical, trend)[0, 0] == 1
+    assert trend_codes(y, np.array([50]), critical, trend, states)[0, 0] == 0
+
+
 def _ramp_replay(trend):
     return alert_replay(
         [_ramp_server()], _flat_forecast, scored={"srv": ("cpu_pct",)}, family_of=lambda *_: "cpu",
@@ -410,7 +421,8 @@ def test_served_counts_the_servers_trend_alert_with_the_forecast_rules():
     assert rows["served_forecast"]["warned_15m"] == 0
     assert rows[TREND_METRIC]["warned_15m"] == rows[TREND_RULE]["warned_15m"] == rows["served"]["warned_15m"] == 1
     assert out["protocol"]["served"] == ["served_forecast", TREND_METRIC]
-    assert out["protocol"]["trend"] == {"fit_minutes": 120, "reach_minutes": 240, "hold_minutes": 15, "near": 0.0}
+    assert out["protocol"]["trend"] == {"fit_minutes": 120, "reach_minutes": 240, "hold_minutes": 15, "near": 0.0,
+                                        "expected_states": []}
 
 
 def test_without_the_trend_rule_served_is_the_forecast_rules():

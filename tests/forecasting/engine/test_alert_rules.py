@@ -16,6 +16,7 @@ from forecasting.engine.alert_rules import (
     recent_mean,
 )
 from forecasting.engine.probability import exceedance, fleet_environment, incident_probabilities, limits_batch
+from forecasting.engine.spec import STATE_INDEX
 
 LEVELS = np.array([0.1, 0.5, 0.9])
 
@@ -339,3 +340,25 @@ def test_the_near_gate_needs_the_line_now_at_that_share_of_the_limit():
     critical, ends = np.array([90.0]), np.array([30])
     assert rules.trend_crossing(values, ends, critical, rules.Trend(fit=12, reach=24, hold=1, near=0.75))[0, 0]
     assert not rules.trend_crossing(values, ends, critical, rules.Trend(fit=12, reach=24, hold=1, near=0.8))[0, 0]
+
+
+def test_recent_states_are_the_buckets_before_each_end_missing_before_the_start():
+    states = np.array([1, 1, 4, 1], dtype=np.int8)
+    assert rules.recent_states(states, np.array([4, 1]), 3).tolist() == [[1, 4, 1], [-1, -1, 1]]
+
+
+def test_a_climb_is_expected_where_a_declared_state_falls_in_the_hold():
+    trend = rules.Trend(fit=12, reach=24, hold=2, expected=("heavy_load", "morning_spike"))
+    heavy, spike, healthy = (STATE_INDEX[s] for s in ("heavy_load", "morning_spike", "healthy"))
+    recent = np.array([[healthy, healthy, heavy], [healthy, spike, healthy], [heavy, healthy, healthy]])
+    assert rules.expected_climb(recent, trend).tolist() == [True, True, False]
+
+
+def test_no_climb_is_expected_without_expected_states():
+    recent = np.full((2, 3), STATE_INDEX["heavy_load"])
+    assert not rules.expected_climb(recent, rules.Trend(fit=12, reach=24, hold=3)).any()
+
+
+def test_a_trend_refuses_an_unknown_expected_state():
+    with pytest.raises(ValueError, match="on_fire"):
+        rules.Trend(fit=12, reach=24, hold=3, expected=("on_fire",))

@@ -3,12 +3,13 @@ per server (metric "trend") naming the metric that trends (engine.serving.serve_
 
 import numpy as np
 
-from forecasting.engine.alert_rules import TREND_METRIC, TREND_RULE, Trend
+from forecasting.engine.alert_rules import TREND_EXPECTED_STATES, TREND_METRIC, TREND_RULE, Trend
 from forecasting.engine.serving import serve_forecasts
-from forecasting.engine.spec import DEFAULT_THRESHOLDS, HORIZON, METRICS, QUANTILES
+from forecasting.engine.spec import DEFAULT_THRESHOLDS, HORIZON, METRICS, QUANTILES, STATE_INDEX
 from tests.forecasting.engine.test_probability import _window
 
 TREND = Trend(fit=24, reach=48, hold=3)
+SERVED = Trend(fit=24, reach=48, hold=3, expected=TREND_EXPECTED_STATES)
 
 
 def _flat_forecast(n: int = 1) -> np.ndarray:
@@ -24,9 +25,13 @@ def _climbing() -> np.ndarray:
     return cpu
 
 
-def _trends(cpu: np.ndarray, trend: Trend | None) -> list[tuple]:
-    """(metric, rule, trending metric) of the trend candidates of a server with that cpu."""
-    (served,) = serve_forecasts([_window(cpu)], _flat_forecast(), DEFAULT_THRESHOLDS, trend=trend)
+def _trends(cpu: np.ndarray, trend: Trend | None, last_states: tuple[str, ...] = ()) -> list[tuple]:
+    """(metric, rule, trending metric) of the trend candidates of a server with that cpu (its last
+    buckets reporting `last_states`, oldest first; healthy before)."""
+    window = _window(cpu)
+    for back, state in enumerate(reversed(last_states), start=1):
+        window.states[-back] = STATE_INDEX[state]
+    (served,) = serve_forecasts([window], _flat_forecast(), DEFAULT_THRESHOLDS, trend=trend)
     return [(c["metric"], c["rule"], c["trending"]) for c in served.candidates if c["rule"] == TREND_RULE]
 
 
@@ -46,3 +51,19 @@ def test_the_trend_rule_reads_each_servers_own_values_in_a_batch():
     servers = [_window(np.full(300, 40.0)), _window(_climbing()), _window(np.full(300, 40.0))]
     served = serve_forecasts(servers, _flat_forecast(3), DEFAULT_THRESHOLDS, trend=TREND)
     assert [[c["trending"] for c in s.candidates if c["rule"] == TREND_RULE] for s in served] == [[], ["cpu_pct"], []]
+
+
+def test_no_trend_warning_through_a_climb_the_server_declares_expected():
+    # the server reports heavy_load ("high utilization but stable") at the last of the hold's buckets
+    assert _trends(_climbing(), SERVED, ("healthy", "healthy", "heavy_load")) == []
+
+
+def test_a_declared_state_before_the_hold_leaves_the_trend_warning():
+    # heavy_load 15 min ago and healthy since: the climb of the last 15 min is the server's own
+    assert _trends(_climbing(), SERVED, ("heavy_load", "healthy", "healthy", "healthy")) == [
+        (TREND_METRIC, TREND_RULE, "cpu_pct")
+    ]
+
+
+def test_without_expected_states_every_climb_counts():
+    assert _trends(_climbing(), TREND, ("heavy_load",)) == [(TREND_METRIC, TREND_RULE, "cpu_pct")]
