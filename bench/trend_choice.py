@@ -141,6 +141,13 @@ def _best(mean: dict, prefix: str, max_false: float, quiet: dict | None = None,
     return max(ok, key=lambda r: mean[r]["recall_15m"] or 0.0) if ok else None
 
 
+def refuse_held_out(parser: argparse.ArgumentParser, specs: list[str]) -> None:
+    """Stop (argparse error) on a held-out set: these benches choose, and nothing held out is chosen on."""
+    for spec in specs:
+        if "holdout" in spec:
+            parser.error(f"{spec}: held-out sets are never used for choices")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", action="append", required=True, metavar="NAME=SPEC",
@@ -160,9 +167,7 @@ def main(argv=None) -> None:
     parser.add_argument("--max-quiet-false", type=float, help="the most false alerts a day on each --quiet fleet")
     parser.add_argument("--out", type=Path)
     opts = parser.parse_args(argv)
-    for spec in opts.source + opts.quiet:
-        if "holdout" in spec:
-            parser.error(f"--source {spec}: held-out sets are never used for choices")
+    refuse_held_out(parser, opts.source + opts.quiet)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     _django()
     from django.conf import settings

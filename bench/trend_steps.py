@@ -161,9 +161,7 @@ def main(argv=None) -> None:
     parser.add_argument("--every", type=int, default=3)
     parser.add_argument("--out", type=Path)
     opts = parser.parse_args(argv)
-    for spec in opts.source + opts.quiet:
-        if "holdout" in spec:
-            parser.error(f"{spec}: held-out sets are never used for choices")
+    tc.refuse_held_out(parser, opts.source + opts.quiet)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     tc._django()
     started = time.monotonic()
